@@ -1,0 +1,224 @@
+/*
+ * cmkstore.h — envelope-encrypted blob store for container-registry content.
+ *
+ * A store is a directory of immutable, content-addressed blobs (OCI layers, configs,
+ * manifests). Every blob is chunked, zstd-compressed where that pays, and sealed with
+ * AES-256-GCM under a per-blob key derived from a data key (DEK). DEKs live in the store's
+ * keyring wrapped by a key-encryption key (KEK) held by a key vault or HSM the store does not
+ * own. See README.md for the format and the threat model.
+ *
+ * Conventions
+ *  - Every function returns a cmk_err; CMK_OK (0) is success.
+ *  - On failure a detail message is kept per thread: cmk_errmsg() returns the message of the
+ *    last failed call made by the calling thread. Messages never contain key material.
+ *  - Ownership: whoever calls *_open / *_begin / *_create owns the handle and releases it with
+ *    the matching *_close / *_commit / *_abort / *_free.
+ *  - Thread-safety: a cmk_store may be used by any number of threads at once. A cmk_put or
+ *    cmk_get handle must be used by one thread at a time (it may move between threads).
+ */
+#ifndef CMKSTORE_H
+#define CMKSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(CMK_BUILDING_LIBRARY)
+#define CMK_API __attribute__((visibility("default")))
+#else
+#define CMK_API
+#endif
+
+#define CMKSTORE_VERSION_STRING "0.1.0"
+
+/* Longest OCI digest we produce or accept, with its NUL: "sha512:" + 128 hex + NUL. */
+#define CMK_DIGEST_MAX 136
+/* Longest key identifier or identity string, with its NUL. */
+#define CMK_ID_MAX 512
+
+typedef enum cmk_err {
+    CMK_OK = 0,
+    CMK_E_INVAL,           /* bad argument, bad syntax, bad configuration */
+    CMK_E_NOMEM,           /* out of memory */
+    CMK_E_IO,              /* a file operation failed (the message says which and why) */
+    CMK_E_NOT_FOUND,       /* no such blob, store, vault, identity */
+    CMK_E_EXISTS,          /* already exists */
+    CMK_E_INTEGRITY,       /* authentication failed: stored data was altered or is foreign */
+    CMK_E_CORRUPT,         /* checksum or structure broken: torn write, media error, truncation */
+    CMK_E_DIGEST,          /* content does not match the expected digest */
+    CMK_E_KEY_DENIED,      /* the vault denied the identity (access policy lacks a permission) */
+    CMK_E_KEY_DISABLED,    /* the key (or the version in use) is disabled */
+    CMK_E_KEY_DELETED,     /* the key or its vault is deleted (soft-deleted: recoverable) */
+    CMK_E_KEY_NOT_FOUND,   /* no such key, key version, vault or token object */
+    CMK_E_KEY_UNREACHABLE, /* the vault or HSM did not answer (transport fault) */
+    CMK_E_KEY_UNSUPPORTED, /* key type not supported: only RSA and RSA-HSM keys are */
+    CMK_E_REFUSED,         /* the operation is not allowed in this state (message says why) */
+    CMK_E_UNSUPPORTED,     /* unknown format version or algorithm */
+    CMK_E_CRYPTO,          /* the crypto library failed unexpectedly */
+    CMK_E_RANGE,           /* requested range lies outside the blob */
+    CMK_E_BUSY,            /* resource temporarily busy (locked by another process) */
+    CMK_E__COUNT
+} cmk_err;
+
+/* Short, static description of an error code ("key access denied"). Never NULL. */
+CMK_API const char *cmk_strerror(cmk_err e);
+/* Stable symbolic name of an error code ("CMK_E_KEY_DENIED"). Never NULL. */
+CMK_API const char *cmk_errname(cmk_err e);
+/* Detail message of the calling thread's last failed call. Never NULL; "" if none. */
+CMK_API const char *cmk_errmsg(void);
+/* Non-zero if e is one of the key-access errors (denied, disabled, deleted, not found,
+ * unreachable): the store cannot reach its key-encryption key. */
+CMK_API int cmk_err_is_key_access(cmk_err e);
+
+typedef struct cmk_store cmk_store;
+typedef struct cmk_put cmk_put;
+typedef struct cmk_get cmk_get;
+struct cmk_kek_provider; /* see kek/cmkstore_kek.h */
+
+/* ---- creating and opening a store ------------------------------------------------------ */
+
+typedef struct cmk_create_opts {
+    /* Home of the local vaults and identities; NULL: $CMKSTORE_HOME, else ~/.cmkstore. */
+    const char *home;
+    /* Customer-managed key: identity that reaches the vault (identity resource id, name,
+     * principalId or clientId of a user-assigned identity, or "[system]") and the key
+     * identifier, versioned ("<vault>/keys/<name>/<version>": manual rotation) or versionless
+     * ("<vault>/keys/<name>": automatic rotation). Both NULL: a store-managed key is used and
+     * the customer-managed key status is "disabled" (it cannot be enabled later). */
+    const char *identity;
+    const char *key_id;
+    uint32_t chunk_size;                /* 0: 1 MiB; 64 KiB..16 MiB, a power of two */
+    uint32_t rotation_check_interval_s; /* 0: 3600 (versionless key ids only) */
+    uint32_t key_check_interval_s;      /* 0: 60 */
+    uint32_t unreachable_grace_s;       /* 0: 300; how long cached DEKs serve through a vault
+                                           outage (not through a denial) */
+} cmk_create_opts;
+
+/* Fills *o with the defaults. */
+CMK_API void cmk_create_opts_init(cmk_create_opts *o);
+
+/* Creates a new store in dir (which must not exist or be empty) and, for a customer-managed
+ * key, checks that the identity can get, wrap and unwrap with the key before anything is
+ * written. Refuses EC and symmetric keys (CMK_E_KEY_UNSUPPORTED). */
+CMK_API cmk_err cmk_store_create(const char *dir, const cmk_create_opts *o);
+
+typedef struct cmk_store_opts {
+    const char *home;      /* NULL: $CMKSTORE_HOME, else the home recorded at create */
+    unsigned threads;      /* worker threads for sealing/opening chunks; 0: online cores */
+    unsigned queue_depth;  /* chunks in flight per stream; 0: default (2 x threads + 2) */
+    const char *io_engine; /* NULL or "auto", "uring", "sync"; env CMKSTORE_IO overrides auto */
+    /* Optional extra KEK provider, consulted before the built-in ones. Borrowed: it must
+     * outlive the store. */
+    const struct cmk_kek_provider *kek_provider;
+} cmk_store_opts;
+
+CMK_API void cmk_store_opts_init(cmk_store_opts *o);
+
+/* Opens the store in dir. Sweeps leftovers of interrupted writes. The KEK is contacted to
+ * unwrap the DEKs; if that fails with a key-access error the store still opens (so its
+ * status can be shown) but every read and write fails with that error until access comes
+ * back (see cmk_store_check_key). opts may be NULL. */
+CMK_API cmk_err cmk_store_open(const char *dir, const cmk_store_opts *opts, cmk_store **out);
+/* Stops background work, zeroizes every DEK and frees the store. NULL is a no-op. Every put
+ * and get handle of the store must be finished first. */
+CMK_API void cmk_store_close(cmk_store *s);
+
+/* ---- writing a blob -------------------------------------------------------------------- */
+
+/* Starts a streaming put. digest_alg: NULL or "sha256" (default), or "sha512". Nothing is
+ * visible in the store until cmk_put_commit succeeds. */
+CMK_API cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out);
+/* Appends len bytes of plaintext. */
+CMK_API cmk_err cmk_put_write(cmk_put *p, const void *buf, size_t len);
+/* Finishes the blob and publishes it atomically (temp file, fsync, rename, directory fsync).
+ * If expected_digest is not NULL and differs from the content's digest, nothing is
+ * published and CMK_E_DIGEST is returned. digest_out (may be NULL) receives the digest.
+ * Always frees p, whether it succeeds or not. Putting a blob that already exists succeeds
+ * and leaves the existing file in place. */
+CMK_API cmk_err cmk_put_commit(cmk_put *p, const char *expected_digest,
+                               char digest_out[CMK_DIGEST_MAX]);
+/* Commits several puts together so their fsyncs are issued as one batch (each file and the
+ * directories are still made durable before this returns). results[i] receives each put's
+ * outcome; the return value is the first failure or CMK_OK. Frees every handle. */
+CMK_API cmk_err cmk_put_commit_many(cmk_put **puts, const char *const *expected_digests,
+                                    size_t n, cmk_err *results,
+                                    char (*digests_out)[CMK_DIGEST_MAX]);
+/* Discards the put; nothing is published. Frees p. NULL is a no-op. */
+CMK_API void cmk_put_abort(cmk_put *p);
+/* Plaintext bytes written so far. */
+CMK_API uint64_t cmk_put_size(const cmk_put *p);
+
+/* ---- reading a blob -------------------------------------------------------------------- */
+
+typedef struct cmk_blob_info {
+    char digest[CMK_DIGEST_MAX];
+    uint64_t size;        /* plaintext bytes */
+    uint64_t stored_size; /* bytes on disk */
+    uint32_t chunk_size;
+    uint64_t chunk_count;
+    uint32_t dek_id;
+    uint16_t format_version;
+    int64_t mtime; /* seconds since the epoch */
+} cmk_blob_info;
+
+#define CMK_TO_END UINT64_MAX
+
+/* Opens blob `digest` for reading bytes [offset, offset+length) (length CMK_TO_END: to the
+ * end). Only the chunks covering the range are read and decrypted. Every byte returned has
+ * been authenticated; a blob that fails authentication yields CMK_E_INTEGRITY or
+ * CMK_E_CORRUPT and no data from the failing chunk. CMK_E_RANGE if offset > size. */
+CMK_API cmk_err cmk_get_open(cmk_store *s, const char *digest, uint64_t offset,
+                             uint64_t length, cmk_get **out);
+/* Reads up to cap bytes into buf; *n receives the count, 0 at the end of the range. */
+CMK_API cmk_err cmk_get_read(cmk_get *g, void *buf, size_t cap, size_t *n);
+CMK_API const cmk_blob_info *cmk_get_info(const cmk_get *g);
+CMK_API void cmk_get_close(cmk_get *g);
+
+/* ---- other blob operations ------------------------------------------------------------- */
+
+/* Reads and authenticates the blob's header and index (no chunk is decrypted). */
+CMK_API cmk_err cmk_stat(cmk_store *s, const char *digest, cmk_blob_info *out);
+/* Decrypts every chunk and recomputes the digest. */
+CMK_API cmk_err cmk_verify(cmk_store *s, const char *digest, cmk_blob_info *out);
+/* Removes the blob (durably). CMK_E_NOT_FOUND if absent. */
+CMK_API cmk_err cmk_delete(cmk_store *s, const char *digest);
+/* Calls cb for every blob (digest only, from the directory tree: no decryption); a non-zero
+ * return from cb stops the walk and is passed through as CMK_E_INVAL-free success. */
+CMK_API cmk_err cmk_list(cmk_store *s, int (*cb)(const char *digest, void *arg), void *arg);
+
+/* ---- encryption status and key lifecycle ----------------------------------------------- */
+
+typedef struct cmk_encryption_info {
+    int cmk_enabled;                    /* 1: customer-managed key ("status": "enabled") */
+    char identity[CMK_ID_MAX];          /* clientId (user-assigned) or principalId (system) */
+    char identity_principal[CMK_ID_MAX];
+    char identity_kind[16];             /* "UserAssigned" or "SystemAssigned" */
+    char key_identifier[CMK_ID_MAX];    /* as configured: versioned or versionless */
+    char versioned_key_identifier[CMK_ID_MAX];
+    int key_rotation_enabled;           /* versionless key id: automatic rotation */
+    int64_t last_key_rotation;          /* seconds since the epoch, 0: never rotated */
+    uint32_t rotation_check_interval_s;
+    uint32_t key_check_interval_s;
+    uint32_t unreachable_grace_s;
+    char wrap_algorithm[32];            /* "RSA-OAEP-256" or "RSA-OAEP" */
+    unsigned dek_count;
+    uint32_t current_dek;
+    int key_accessible;                 /* 1 if the last key check succeeded */
+    cmk_err key_error;                  /* why not, if not */
+    char key_error_msg[512];
+    int64_t last_key_check;
+} cmk_encryption_info;
+
+CMK_API cmk_err cmk_store_encryption(cmk_store *s, cmk_encryption_info *out);
+
+/* Store identifier (a UUID) and the directory it was opened from. */
+CMK_API const char *cmk_store_id(const cmk_store *s);
+CMK_API const char *cmk_store_dir(const cmk_store *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CMKSTORE_H */

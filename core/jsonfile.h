@@ -1,0 +1,42 @@
+/*
+ * jsonfile.h — JSON documents on disk (jansson): bounded load, atomic save, JSON-lines logs,
+ * timestamps. Used for store.json, the keyring, vault metadata, identities and logs.
+ */
+#ifndef CMK_JSONFILE_H
+#define CMK_JSONFILE_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "error.h"
+
+/* Loads a JSON object from path (at most 4 MiB). CMK_E_NOT_FOUND if absent, CMK_E_CORRUPT
+ * with line and column if it does not parse or is not an object. The caller owns *out. */
+cmk_err cmk_json_load(const char *path, json_t **out, cmk_errbuf *eb);
+/* Parses a JSON object from a string (same errors, `what` names it in messages). */
+cmk_err cmk_json_parse(const char *text, size_t len, const char *what, json_t **out,
+                       cmk_errbuf *eb);
+/* Saves obj to path atomically and durably with mode (pretty-printed, sorted keys). */
+cmk_err cmk_json_save(const char *path, const json_t *obj, mode_t mode, cmk_errbuf *eb);
+/* Appends obj as one compact line to a JSON-lines log (created 0600), then fsyncs it. */
+cmk_err cmk_json_append_line(const char *path, const json_t *obj, cmk_errbuf *eb);
+
+/* String member or NULL if absent / not a string. */
+const char *cmk_json_str(const json_t *obj, const char *key);
+/* Integer member or def. */
+int64_t cmk_json_int(const json_t *obj, const char *key, int64_t def);
+/* Boolean member (true/false) or def. */
+int cmk_json_bool(const json_t *obj, const char *key, int def);
+
+/* "2026-11-22T19:14:03Z" (UTC) into out[32]. */
+void cmk_iso8601(time_t t, char out[32]);
+/* Parses the format above; -1 on error. */
+time_t cmk_parse_iso8601(const char *s);
+
+/* Current time: wall clock seconds (for records) and monotonic seconds (for intervals). */
+int64_t cmk_now(void);
+double cmk_monotonic(void);
+
+#endif

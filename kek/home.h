@@ -1,0 +1,30 @@
+/*
+ * home.h — the cmkstore home: the directory that holds local vaults and identities.
+ *
+ * Layout:  <home>/tenant            the home's tenant id (a UUID, made on first use)
+ *          <home>/identities/       user-assigned identities, <name>.json
+ *          <home>/identities/system/  system-assigned identities, <store-id>.json
+ *          <home>/vaults/<vault>/   local key vaults (see vault.h)
+ * Everything is created 0700 / 0600.
+ */
+#ifndef CMK_HOME_H
+#define CMK_HOME_H
+
+#include "error.h"
+
+#define CMK_PATH_MAX 4096
+
+/* Resolves the home: explicit_home if not NULL, else $CMKSTORE_HOME, else $HOME/.cmkstore.
+ * The result is absolute. If create, the directory is made (0700) when missing; otherwise a
+ * missing home is CMK_E_NOT_FOUND with a message naming it. */
+cmk_err cmk_home_resolve(const char *explicit_home, int create, char out[CMK_PATH_MAX],
+                         cmk_errbuf *eb);
+
+/* The home's tenant id (created and saved on first call). */
+cmk_err cmk_home_tenant(const char *home, char out[37], cmk_errbuf *eb);
+
+/* Checks a resource name (vault, key, identity): 1..63 chars of [A-Za-z0-9-], not starting
+ * with '-'. CMK_E_INVAL with a message naming `what` otherwise. */
+cmk_err cmk_name_check(const char *name, const char *what, cmk_errbuf *eb);
+
+#endif
