@@ -95,6 +95,8 @@ typedef struct cmk_create_opts {
     uint32_t key_check_interval_s;      /* 0: 60 */
     uint32_t unreachable_grace_s;       /* 0: 300; how long cached DEKs serve through a vault
                                            outage (not through a denial) */
+    /* Optional extra KEK provider (see cmk_store_opts); borrowed for the call. */
+    const struct cmk_kek_provider *kek_provider;
 } cmk_create_opts;
 
 /* Fills *o with the defaults. */
@@ -195,7 +197,7 @@ typedef struct cmk_encryption_info {
     int cmk_enabled;                    /* 1: customer-managed key ("status": "enabled") */
     char identity[CMK_ID_MAX];          /* clientId (user-assigned) or principalId (system) */
     char identity_principal[CMK_ID_MAX];
-    char identity_kind[16];             /* "UserAssigned" or "SystemAssigned" */
+    char identity_kind[24];             /* "UserAssigned" or "SystemAssigned" */
     char key_identifier[CMK_ID_MAX];    /* as configured: versioned or versionless */
     char versioned_key_identifier[CMK_ID_MAX];
     int key_rotation_enabled;           /* versionless key id: automatic rotation */
@@ -210,9 +212,65 @@ typedef struct cmk_encryption_info {
     cmk_err key_error;                  /* why not, if not */
     char key_error_msg[512];
     int64_t last_key_check;
+    uint32_t dek_rollover_blobs;        /* UINT32_MAX: never */
+    int key_unreachable_since;          /* seconds the vault has not answered (grace) */
 } cmk_encryption_info;
 
 CMK_API cmk_err cmk_store_encryption(cmk_store *s, cmk_encryption_info *out);
+
+/* Rewraps every DEK under key_id (a new version, another key, or a key in another vault) as
+ * `identity` (an identity assigned to the store: id, name, principalId or clientId, or
+ * "[system]"; NULL: keep the current one). The new key version is adopted only after a test
+ * wrap and unwrap with it succeed; the keyring is replaced atomically. A versionless key_id
+ * turns automatic rotation on, a versioned one turns it off. No blob is read or written.
+ * CMK_E_REFUSED on a store without a customer-managed key; CMK_E_KEY_UNSUPPORTED for keys
+ * other than RSA / RSA-HSM; key-access errors if the current or the new key is out of reach
+ * (the store is unchanged then). */
+CMK_API cmk_err cmk_store_rotate_key(cmk_store *s, const char *key_id, const char *identity);
+
+/* Checks key access now: picks up keyring changes made by other processes, confirms the
+ * identity can still get and unwrap with the key version in use (zeroizing every cached DEK
+ * on a denial, restoring them when access is back), and, for a versionless key id whose
+ * rotation check is due (or when force_rotation_check), rotates to a newer version if the
+ * vault has one. *rotated (may be NULL) is set to 1 if a rotation happened. Returns the
+ * key-access error when access is lost. */
+CMK_API cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check, int *rotated);
+
+/* Starts a background thread that runs cmk_store_check_key every key-check interval (and the
+ * rotation check every rotation-check interval) until cmk_store_stop_background or
+ * cmk_store_close. */
+CMK_API cmk_err cmk_store_start_background(cmk_store *s);
+CMK_API void cmk_store_stop_background(cmk_store *s);
+
+/* Starts a new DEK for new writes (old blobs keep theirs); *new_id (may be NULL) gets its
+ * id. */
+CMK_API cmk_err cmk_store_rotate_dek(cmk_store *s, uint32_t *new_id);
+
+/* Changes the intervals (0: leave unchanged; rotation and key checks 1 s .. 1 day, grace
+ * 0 s .. 1 day) and the DEK rollover policy (roll a new DEK after this many blobs written by
+ * one process; 0: leave unchanged, UINT32_MAX: never). Persisted in store.json. */
+CMK_API cmk_err cmk_store_set_policy(cmk_store *s, uint32_t rotation_check_s,
+                                     uint32_t key_check_s, uint32_t grace_s,
+                                     uint32_t dek_rollover_blobs);
+
+/* ---- identities assigned to the store ------------------------------------------------- */
+
+typedef struct cmk_store_identity {
+    char kind[24]; /* "SystemAssigned" or "UserAssigned" */
+    char id[CMK_ID_MAX];
+    char principal[40];
+    char client[40];
+    int used_for_encryption;
+} cmk_store_identity;
+
+/* Lists the identities assigned to the store (at most cap; *n receives the total). */
+CMK_API cmk_err cmk_store_identities(cmk_store *s, cmk_store_identity *out, size_t cap,
+                                     size_t *n);
+/* Assigns an identity ("[system]" enables the system-assigned one). */
+CMK_API cmk_err cmk_store_identity_assign(cmk_store *s, const char *identity);
+/* Removes an identity; CMK_E_REFUSED if encryption uses it (assign it again, or rotate to
+ * another identity first). */
+CMK_API cmk_err cmk_store_identity_remove(cmk_store *s, const char *identity);
 
 /* Store identifier (a UUID) and the directory it was opened from. */
 CMK_API const char *cmk_store_id(const cmk_store *s);

@@ -1,0 +1,18 @@
+/*
+ * events.h — the store's own key-event log, events.log (JSON lines, 0600): creation,
+ * rotations (from and to versions), key access lost and restored, refused operations.
+ * The vault keeps its own audit log of every KEK use; this one is the store's side.
+ */
+#ifndef CMK_EVENTS_H
+#define CMK_EVENTS_H
+
+#include <jansson.h>
+
+#include "error.h"
+
+/* Appends {"time": ISO-8601, "event": type, ...fields} to <store_dir>/events.log. fields is
+ * consumed (json_decref'd), may be NULL. */
+cmk_err cmk_events_append(const char *store_dir, const char *type, json_t *fields,
+                          cmk_errbuf *eb);
+
+#endif

@@ -1,0 +1,578 @@
+/*
+ * get.c — the read pipeline: open and authenticate a blob's header and index, then stream
+ * the chunks covering the requested range. Reads are issued ahead through the I/O engine
+ * (up to the store's queue depth), each completed record is authenticated and decompressed
+ * by the worker pool, and chunks are delivered in order. No byte reaches the caller before
+ * the GCM tag of its chunk has verified.
+ *
+ * Error classes: a checksum (xxh3) mismatch or a structural problem is CMK_E_CORRUPT (torn
+ * write, media error, truncation); a tag or commitment failure with intact checksums is
+ * CMK_E_INTEGRITY (deliberate tampering, or a file from another store).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bytes.h"
+#include "compress.h"
+#include "digest.h"
+#include "format.h"
+#include "fsutil.h"
+#include "secmem.h"
+#include "store_internal.h"
+
+enum { GSLOT_FREE, GSLOT_READING, GSLOT_OPENING, GSLOT_READY };
+
+struct get_slot {
+    cmk_job job;
+    cmk_get *g;
+    uint64_t index;
+    uint8_t *rec;
+    uint32_t rec_len;
+    uint8_t *plain;
+    uint32_t plain_len;
+    int state;
+    cmk_errbuf eb;
+};
+
+struct cmk_get {
+    cmk_store *s;
+    cmk_errbuf eb;
+    cmk_err failed;
+    int fd;
+    char path[4096];
+    cmk_fmt_header h;
+    uint8_t header[CMK_FMT_HEADER_SIZE];
+    cmk_blobkey *bk;
+    cmk_fmt_index_entry *idx;
+    cmk_blob_info info;
+
+    uint64_t pos, end;         /* next byte to deliver, end of range (exclusive) */
+    uint64_t next_read;        /* next chunk to read */
+    uint64_t next_deliver;     /* chunk being delivered */
+    uint64_t last_chunk;       /* last chunk of the range (inclusive) */
+    uint32_t deliver_off;      /* offset within the chunk being delivered */
+    uint32_t rec_cap;
+
+    cmk_io *io;
+    struct get_slot *slots;
+    unsigned nslots;
+    unsigned io_inflight;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+/* ---- opening a chunk (worker side) ---- */
+
+static cmk_err open_chunk(cmk_get *g, struct get_slot *sl)
+{
+    const cmk_fmt_index_entry *e = &g->idx[sl->index];
+    uint8_t aad[CMK_FMT_CHUNK_AAD_SIZE], nonce[CMK_NONCE_LEN];
+    uint8_t *payload = sl->rec + CMK_FMT_CHUNK_HDR_SIZE;
+    cmk_fmt_chunk c;
+    const uint8_t *tag;
+    cmk_err rc;
+
+    rc = cmk_fmt_chunk_decode(sl->rec, &g->h, sl->index, &c, &sl->eb);
+    if (rc != CMK_OK)
+        return rc;
+    if (c.stored_len != e->stored_len || c.flags != e->flags)
+        return cmk_errbuf_set(&sl->eb, CMK_E_CORRUPT,
+                              "chunk %llu does not match the blob index",
+                              (unsigned long long)sl->index);
+    tag = payload + c.stored_len;
+    if (cmk_fmt_chunk_check(sl->rec, payload, c.stored_len, tag) != c.check)
+        return cmk_errbuf_set(&sl->eb, CMK_E_CORRUPT,
+                              "chunk %llu checksum mismatch (torn write or media error)",
+                              (unsigned long long)sl->index);
+    cmk_fmt_chunk_aad(g->header, sl->index, sl->rec, aad);
+    cmk_nonce(nonce, CMK_NONCE_CHUNK, sl->index);
+    /* Raw chunks decrypt straight into the output buffer; compressed ones decrypt in place
+     * and then decompress. Either way nothing is released before the tag verifies. */
+    rc = cmk_gcm_open(g->bk->key, nonce, aad, sizeof(aad), payload, c.stored_len, tag,
+                      (c.flags & CMK_CHUNK_ZSTD) ? payload : sl->plain, &sl->eb);
+    if (rc == CMK_E_INTEGRITY)
+        return cmk_errbuf_set(&sl->eb, CMK_E_INTEGRITY,
+                              "chunk %llu failed authentication (tampered or moved)",
+                              (unsigned long long)sl->index);
+    if (rc != CMK_OK)
+        return rc;
+    if (c.flags & CMK_CHUNK_ZSTD) {
+        rc = cmk_decompress_chunk(payload, c.stored_len, sl->plain, c.plain_len, &sl->eb);
+        if (rc != CMK_OK)
+            return rc;
+    }
+    sl->plain_len = c.plain_len;
+    return CMK_OK;
+}
+
+static void open_job(cmk_job *job)
+{
+    struct get_slot *sl = (struct get_slot *)job;
+    cmk_get *g = sl->g;
+    cmk_err rc = open_chunk(g, sl);
+
+    pthread_mutex_lock(&g->mu);
+    sl->eb.code = rc;
+    sl->state = GSLOT_READY;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* ---- pipeline (caller side) ---- */
+
+static cmk_err get_fail(cmk_get *g, cmk_err rc, const cmk_errbuf *src)
+{
+    if (g->failed == CMK_OK) {
+        g->failed = rc;
+        if (src && src != &g->eb)
+            g->eb = *src;
+        g->eb.code = rc;
+    }
+    return g->failed;
+}
+
+static struct get_slot *gslot(cmk_get *g, uint64_t index)
+{
+    return &g->slots[index % g->nslots];
+}
+
+static int gstate(cmk_get *g, struct get_slot *sl)
+{
+    int st;
+    pthread_mutex_lock(&g->mu);
+    st = sl->state;
+    pthread_mutex_unlock(&g->mu);
+    return st;
+}
+
+static void issue_reads(cmk_get *g)
+{
+    while (g->failed == CMK_OK && g->next_read <= g->last_chunk) {
+        struct get_slot *sl = gslot(g, g->next_read);
+        const cmk_fmt_index_entry *e = &g->idx[g->next_read];
+        cmk_errbuf eb = {0};
+
+        if (gstate(g, sl) != GSLOT_FREE)
+            return;
+        if (!sl->rec)
+            sl->rec = malloc(g->rec_cap);
+        if (!sl->plain)
+            sl->plain = malloc(g->h.chunk_size);
+        if (!sl->rec || !sl->plain) {
+            get_fail(g, cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (chunk buffers)"), &eb);
+            return;
+        }
+        sl->index = g->next_read;
+        sl->g = g;
+        sl->rec_len = CMK_FMT_CHUNK_HDR_SIZE + e->stored_len + CMK_FMT_TAG_SIZE;
+        if (cmk_io_queue_read(g->io, g->fd, sl->rec, sl->rec_len, e->offset, sl->index, &eb) !=
+            CMK_OK) {
+            get_fail(g, eb.code, &eb);
+            return;
+        }
+        sl->state = GSLOT_READING;
+        g->io_inflight++;
+        g->next_read++;
+    }
+}
+
+static void pump_reads(cmk_get *g, int wait)
+{
+    cmk_io_cqe cqe[32];
+    cmk_errbuf eb = {0};
+    int n;
+
+    if (cmk_io_submit(g->io, &eb) != CMK_OK)
+        get_fail(g, eb.code, &eb);
+    if (g->io_inflight == 0)
+        return;
+    n = cmk_io_reap(g->io, cqe, 32, wait ? 1 : 0);
+    if (n < 0) {
+        get_fail(g, cmk_errbuf_sys(&eb, CMK_E_IO, -n, "I/O engine failure reading %s", g->path),
+                 &eb);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        struct get_slot *sl = gslot(g, cqe[i].tag);
+        g->io_inflight--;
+        if (cqe[i].res < 0 || (uint64_t)cqe[i].res != sl->rec_len) {
+            if (cqe[i].res < 0)
+                cmk_errbuf_sys(&sl->eb, CMK_E_IO, (int)-cqe[i].res, "cannot read chunk %llu",
+                               (unsigned long long)sl->index);
+            else
+                cmk_errbuf_set(&sl->eb, CMK_E_CORRUPT, "blob file truncated at chunk %llu",
+                               (unsigned long long)sl->index);
+            sl->state = GSLOT_READY;
+            continue;
+        }
+        sl->eb.code = CMK_OK;
+        sl->state = GSLOT_OPENING;
+        /* The last chunk of the range, when it is also the next to deliver, is opened
+         * inline: no worker hop for single-chunk blobs. */
+        if (sl->index == g->last_chunk && sl->index == g->next_deliver) {
+            sl->eb.code = open_chunk(g, sl);
+            sl->state = GSLOT_READY;
+        } else {
+            sl->job.run = open_job;
+            cmk_pool_submit(g->s->pool, &sl->job);
+        }
+    }
+}
+
+/* Waits until the chunk being delivered is READY. */
+static void wait_ready(cmk_get *g)
+{
+    struct get_slot *sl = gslot(g, g->next_deliver);
+
+    for (;;) {
+        issue_reads(g);
+        pump_reads(g, 0);
+        int st = gstate(g, sl);
+        if (st == GSLOT_READY)
+            return;
+        if (st == GSLOT_READING) {
+            pump_reads(g, 1);
+            continue;
+        }
+        if (st == GSLOT_FREE && g->failed != CMK_OK)
+            return;
+        pthread_mutex_lock(&g->mu);
+        while (sl->state == GSLOT_OPENING)
+            pthread_cond_wait(&g->cv, &g->mu);
+        pthread_mutex_unlock(&g->mu);
+    }
+}
+
+/* ---- opening a blob ---- */
+
+static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
+{
+    cmk_store *s = g->s;
+    uint8_t raw[CMK_DIGEST_RAW_MAX], *ibuf = NULL, *dek = NULL;
+    uint8_t nonce[CMK_NONCE_LEN];
+    char parent[4096];
+    struct stat st;
+    uint64_t ilen, isize;
+    cmk_kdf_context kc;
+    int alg;
+    cmk_err rc;
+
+    rc = cmk_digest_parse(digest, &alg, raw, eb);
+    if (rc != CMK_OK)
+        return rc;
+    rc = cmk_store_blob_path(s, alg, raw, g->path, sizeof(g->path), parent, sizeof(parent), eb);
+    if (rc != CMK_OK)
+        return rc;
+    g->fd = open(g->path, O_RDONLY | O_CLOEXEC);
+    if (g->fd < 0) {
+        if (errno == ENOENT)
+            return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "blob %s is not in the store", digest);
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot open %s", g->path);
+    }
+    if (fstat(g->fd, &st) != 0)
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot stat %s", g->path);
+    rc = cmk_io_pread(g->io, g->fd, g->header, CMK_FMT_HEADER_SIZE, 0, "blob header", eb);
+    if (rc != CMK_OK)
+        goto out;
+    rc = cmk_fmt_header_decode(g->header, CMK_FMT_HEADER_SIZE, &g->h, eb);
+    if (rc != CMK_OK)
+        goto out;
+    if (g->h.digest_alg != alg || memcmp(g->h.digest, raw, cmk_digest_len(alg)) != 0) {
+        rc = cmk_errbuf_set(eb, CMK_E_INTEGRITY,
+                            "the file stored for %s holds another blob (files swapped?)",
+                            digest);
+        goto out;
+    }
+    if ((uint64_t)st.st_size != cmk_fmt_file_size(&g->h)) {
+        rc = cmk_errbuf_set(eb, CMK_E_CORRUPT,
+                            "blob file is %lld bytes, its header says %llu (truncated or "
+                            "extended)",
+                            (long long)st.st_size,
+                            (unsigned long long)cmk_fmt_file_size(&g->h));
+        goto out;
+    }
+    /* Keys first: a header that does not commit to this DEK is rejected before any chunk or
+     * index byte is decrypted. */
+    dek = cmk_secalloc(CMK_DEK_LEN);
+    g->bk = cmk_secalloc(sizeof(*g->bk));
+    if (!dek || !g->bk) {
+        rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (keys)");
+        goto out;
+    }
+    rc = cmk_store_dek(s, g->h.dek_id, dek, NULL, eb);
+    if (rc != CMK_OK)
+        goto out;
+    kc = (cmk_kdf_context){g->h.version, g->h.aead, g->h.kdf, g->h.comp, g->h.digest_alg,
+                           g->h.chunk_size, g->h.dek_id};
+    rc = cmk_derive_blobkey(dek, g->h.salt, &kc, g->bk, eb);
+    if (rc != CMK_OK)
+        goto out;
+    rc = cmk_check_commitment(g->bk, g->h.commitment, eb);
+    if (rc != CMK_OK)
+        goto out;
+    ilen = g->h.chunk_count * CMK_FMT_INDEX_ENTRY_SIZE;
+    isize = cmk_fmt_index_size(g->h.chunk_count);
+    ibuf = malloc((size_t)isize);
+    g->idx = calloc(g->h.chunk_count ? (size_t)g->h.chunk_count : 1, sizeof(*g->idx));
+    if (!ibuf || !g->idx) {
+        rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (index)");
+        goto out;
+    }
+    rc = cmk_io_pread(g->io, g->fd, ibuf, (size_t)isize, g->h.index_offset, "blob index", eb);
+    if (rc != CMK_OK)
+        goto out;
+    if (cmk_ld64(ibuf + ilen + CMK_FMT_TAG_SIZE) != cmk_fmt_xxh3(ibuf, ilen + CMK_FMT_TAG_SIZE)) {
+        rc = cmk_errbuf_set(eb, CMK_E_CORRUPT,
+                            "blob index checksum mismatch (torn write or media error)");
+        goto out;
+    }
+    cmk_nonce(nonce, CMK_NONCE_INDEX, 0);
+    rc = cmk_gcm_open(g->bk->key, nonce, g->header, CMK_FMT_HEADER_AAD_SIZE, ibuf, ilen,
+                      ibuf + ilen, ibuf, eb);
+    if (rc == CMK_E_INTEGRITY) {
+        rc = cmk_errbuf_set(eb, CMK_E_INTEGRITY,
+                            "blob header or index failed authentication (tampered)");
+        goto out;
+    }
+    if (rc != CMK_OK)
+        goto out;
+    rc = cmk_fmt_index_decode(ibuf, (size_t)ilen, &g->h, g->idx, eb);
+    if (rc != CMK_OK)
+        goto out;
+    memset(&g->info, 0, sizeof(g->info));
+    memcpy(g->info.digest, digest, strlen(digest) + 1);
+    g->info.size = g->h.plain_size;
+    g->info.stored_size = (uint64_t)st.st_size;
+    g->info.chunk_size = g->h.chunk_size;
+    g->info.chunk_count = g->h.chunk_count;
+    g->info.dek_id = g->h.dek_id;
+    g->info.format_version = g->h.version;
+    g->info.mtime = (int64_t)st.st_mtime;
+out:
+    cmk_secfree(dek);
+    free(ibuf);
+    return rc;
+}
+
+static void get_free(cmk_get *g)
+{
+    if (!g)
+        return;
+    if (g->slots) {
+        pthread_mutex_lock(&g->mu);
+        for (unsigned i = 0; i < g->nslots; i++)
+            while (g->slots[i].state == GSLOT_OPENING)
+                pthread_cond_wait(&g->cv, &g->mu);
+        pthread_mutex_unlock(&g->mu);
+        while (g->io_inflight > 0) {
+            cmk_io_cqe cqe[32];
+            int n = cmk_io_reap(g->io, cqe, 32, 1);
+            if (n <= 0)
+                break;
+            g->io_inflight -= (unsigned)n;
+        }
+        for (unsigned i = 0; i < g->nslots; i++) {
+            if (g->slots[i].plain)
+                cmk_cleanse(g->slots[i].plain, g->h.chunk_size);
+            free(g->slots[i].plain);
+            free(g->slots[i].rec);
+        }
+        free(g->slots);
+    }
+    if (g->fd >= 0)
+        close(g->fd);
+    if (g->io)
+        cmk_store_io_put(g->s, g->io);
+    cmk_secfree(g->bk);
+    free(g->idx);
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    free(g);
+}
+
+cmk_err cmk_get_open(cmk_store *s, const char *digest, uint64_t offset, uint64_t length,
+                     cmk_get **out)
+{
+    cmk_errbuf eb = {0};
+    cmk_get *g = NULL;
+    cmk_err rc;
+
+    if (!s || !digest || !out)
+        return cmk_set_last(CMK_E_INVAL, "cmk_get_open: NULL argument");
+    *out = NULL;
+    rc = cmk_store_key_gate(s, &eb);
+    if (rc != CMK_OK)
+        goto out;
+    g = calloc(1, sizeof(*g));
+    if (!g) {
+        rc = cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (get)");
+        goto out;
+    }
+    g->s = s;
+    g->fd = -1;
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    rc = cmk_store_io_get(s, &g->io, &eb);
+    if (rc != CMK_OK)
+        goto out;
+    rc = load_blob(g, digest, &eb);
+    if (rc != CMK_OK)
+        goto out;
+    if (offset > g->h.plain_size || (offset == g->h.plain_size && offset > 0 && length > 0)) {
+        rc = cmk_errbuf_set(&eb, CMK_E_RANGE, "range start %llu is beyond the blob's %llu bytes",
+                            (unsigned long long)offset, (unsigned long long)g->h.plain_size);
+        goto out;
+    }
+    g->pos = offset;
+    g->end = (length == CMK_TO_END || length > g->h.plain_size - offset) ? g->h.plain_size
+                                                                         : offset + length;
+    if (g->end > g->pos) {
+        g->next_read = g->pos / g->h.chunk_size;
+        g->next_deliver = g->next_read;
+        g->deliver_off = (uint32_t)(g->pos % g->h.chunk_size);
+        g->last_chunk = (g->end - 1) / g->h.chunk_size;
+        g->nslots = cmk_store_depth(s);
+        if (g->last_chunk - g->next_read + 1 < g->nslots)
+            g->nslots = (unsigned)(g->last_chunk - g->next_read + 1);
+        g->rec_cap =
+            CMK_FMT_CHUNK_HDR_SIZE + cmk_fmt_stored_max(g->h.chunk_size) + CMK_FMT_TAG_SIZE;
+        g->slots = calloc(g->nslots, sizeof(*g->slots));
+        if (!g->slots) {
+            rc = cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (get)");
+            goto out;
+        }
+    }
+    *out = g;
+    g = NULL;
+out:
+    get_free(g);
+    return cmk_publish(&eb, rc);
+}
+
+cmk_err cmk_get_read(cmk_get *g, void *buf, size_t cap, size_t *n)
+{
+    uint8_t *dst = buf;
+    size_t done = 0;
+    cmk_errbuf eb = {0};
+
+    if (!g || !n || (!buf && cap))
+        return cmk_set_last(CMK_E_INVAL, "cmk_get_read: NULL argument");
+    *n = 0;
+    if (g->failed != CMK_OK)
+        return cmk_publish(&g->eb, g->failed);
+    while (done < cap && g->pos < g->end) {
+        struct get_slot *sl = gslot(g, g->next_deliver);
+        cmk_err rc;
+
+        /* Revocation stops reads at the next chunk, not only at the next open. */
+        rc = cmk_store_key_gate(g->s, &eb);
+        if (rc != CMK_OK)
+            return cmk_publish(&g->eb, get_fail(g, rc, &eb));
+        wait_ready(g);
+        if (g->failed != CMK_OK)
+            return cmk_publish(&g->eb, g->failed);
+        if (sl->eb.code != CMK_OK)
+            return cmk_publish(&g->eb, get_fail(g, sl->eb.code, &sl->eb));
+        size_t avail = sl->plain_len - g->deliver_off;
+        size_t want = g->end - g->pos;
+        size_t k = cap - done;
+        if (k > avail)
+            k = avail;
+        if (k > want)
+            k = want;
+        memcpy(dst + done, sl->plain + g->deliver_off, k);
+        done += k;
+        g->pos += k;
+        g->deliver_off += (uint32_t)k;
+        if (g->deliver_off == sl->plain_len || g->pos == g->end) {
+            pthread_mutex_lock(&g->mu);
+            sl->state = GSLOT_FREE;
+            pthread_mutex_unlock(&g->mu);
+            g->next_deliver++;
+            g->deliver_off = 0;
+        }
+    }
+    *n = done;
+    return CMK_OK;
+}
+
+const cmk_blob_info *cmk_get_info(const cmk_get *g)
+{
+    return g ? &g->info : NULL;
+}
+
+void cmk_get_close(cmk_get *g)
+{
+    get_free(g);
+}
+
+/* ---- stat and verify ---- */
+
+cmk_err cmk_stat(cmk_store *s, const char *digest, cmk_blob_info *out)
+{
+    cmk_get *g = NULL;
+    cmk_err rc = cmk_get_open(s, digest, 0, 0, &g);
+
+    if (rc != CMK_OK)
+        return rc;
+    if (out)
+        *out = g->info;
+    cmk_get_close(g);
+    return CMK_OK;
+}
+
+cmk_err cmk_verify(cmk_store *s, const char *digest, cmk_blob_info *out)
+{
+    cmk_errbuf eb = {0};
+    cmk_get *g = NULL;
+    cmk_digest dg = {0};
+    uint8_t raw[CMK_DIGEST_RAW_MAX];
+    uint8_t *buf = NULL;
+    size_t n;
+    cmk_err rc;
+
+    rc = cmk_get_open(s, digest, 0, CMK_TO_END, &g);
+    if (rc != CMK_OK)
+        return rc;
+    buf = malloc(1u << 20);
+    if (!buf) {
+        rc = cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory");
+        goto out;
+    }
+    rc = cmk_digest_init(&dg, g->h.digest_alg, &eb);
+    if (rc != CMK_OK)
+        goto out;
+    for (;;) {
+        rc = cmk_get_read(g, buf, 1u << 20, &n);
+        if (rc != CMK_OK) {
+            eb = g->eb;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        rc = cmk_digest_update(&dg, buf, n, &eb);
+        if (rc != CMK_OK)
+            goto out;
+    }
+    rc = cmk_digest_final(&dg, raw, &eb);
+    if (rc != CMK_OK)
+        goto out;
+    if (memcmp(raw, g->h.digest, cmk_digest_len(g->h.digest_alg)) != 0) {
+        rc = cmk_errbuf_set(&eb, CMK_E_INTEGRITY,
+                            "decrypted content of %s does not hash to its digest", digest);
+        goto out;
+    }
+    if (out)
+        *out = g->info;
+out:
+    cmk_digest_free(&dg);
+    free(buf);
+    cmk_get_close(g);
+    return cmk_publish(&eb, rc);
+}

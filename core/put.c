@@ -1,0 +1,685 @@
+/*
+ * put.c — the write pipeline.
+ *
+ * The caller's thread copies plaintext into chunk slots and hashes it as it goes (SHA-256
+ * is serial per blob, so the digest has the caller's thread to itself). Each full chunk is
+ * handed to the worker pool, which compresses and seals it in its slot. Sealed records are
+ * written in order through the store's I/O engine, several in flight at once; a slot is
+ * reused once its write completes. Memory per put is bounded by the slot count (the
+ * store's queue depth) times about twice the chunk size, whatever the blob's size.
+ *
+ * A chunk is dispatched only when the next byte arrives (or at commit), so that the last
+ * chunk is known to be last when it is sealed: the is-last marker is part of its AAD.
+ *
+ * Publish: the file is created with O_TMPFILE (invisible until linked), written, fsync'd,
+ * then linked into place with linkat and the directory fsync'd. A crash at any point leaves
+ * either no blob or the whole blob, and nothing behind: the kernel reclaims an unlinked
+ * inode. Where the file system lacks O_TMPFILE a named file in tmp/ is used instead, locked
+ * with flock while in use and renamed into place; cmk_store_open sweeps unlocked leftovers.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "compress.h"
+#include "digest.h"
+#include "format.h"
+#include "fsutil.h"
+#include "secmem.h"
+#include "store_internal.h"
+
+enum { SLOT_FREE, SLOT_FILLING, SLOT_SEALING, SLOT_SEALED, SLOT_WRITING };
+
+struct put_slot {
+    cmk_job job;
+    cmk_put *p;
+    uint64_t index;
+    uint8_t *plain;
+    uint32_t plain_len;
+    uint8_t *rec;
+    uint32_t rec_len;
+    uint8_t last;
+    int state;
+    cmk_errbuf eb;
+};
+
+struct cmk_put {
+    cmk_store *s;
+    cmk_errbuf eb;
+    cmk_err failed; /* sticky: the first error */
+    cmk_digest dg;
+    cmk_blobkey *bk; /* secret memory */
+    cmk_fmt_header h;
+    uint8_t header[CMK_FMT_HEADER_SIZE]; /* static part valid from begin */
+    uint32_t rec_cap;
+
+    int fd;
+    int named_tmp; /* fallback path: a named temp file in tmp/ */
+    char tmp_name[64];
+    cmk_io *io;
+
+    struct put_slot *slots;
+    unsigned nslots;
+    struct put_slot *cur; /* slot being filled */
+    uint64_t dispatched;  /* chunks handed to sealing */
+    uint64_t issued;      /* chunks whose write was queued */
+    uint64_t file_off;    /* offset of the next record */
+    uint64_t plain_total;
+    unsigned io_inflight;
+
+    uint8_t *index; /* CMK_FMT_INDEX_ENTRY_SIZE per chunk */
+    size_t index_cap;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+/* ---- sealing (worker side) ---- */
+
+/* Compresses (if it pays) and seals one chunk into its record. Pure apart from the slot;
+ * runs on a worker thread or inline. */
+static cmk_err seal_chunk(cmk_put *p, struct put_slot *sl)
+{
+    uint8_t *payload = sl->rec + CMK_FMT_CHUNK_HDR_SIZE;
+    uint8_t aad[CMK_FMT_CHUNK_AAD_SIZE], nonce[CMK_NONCE_LEN];
+    const uint8_t *src = sl->plain;
+    cmk_fmt_chunk c = {0};
+    size_t clen = 0;
+    int compressed = 0;
+    uint8_t *tag;
+    cmk_err rc;
+
+    rc = cmk_compress_chunk(sl->plain, sl->plain_len, payload, p->rec_cap - 32, &clen,
+                            &compressed, &sl->eb);
+    if (rc != CMK_OK)
+        return rc;
+    c.flags = (uint8_t)((compressed ? CMK_CHUNK_ZSTD : 0) | (sl->last ? CMK_CHUNK_LAST : 0));
+    c.plain_len = sl->plain_len;
+    c.stored_len = compressed ? (uint32_t)clen : sl->plain_len;
+    if (compressed)
+        src = payload; /* encrypt the compressed bytes in place */
+    cmk_fmt_chunk_encode(&c, sl->rec);
+    cmk_fmt_chunk_aad(p->header, sl->index, sl->rec, aad);
+    cmk_nonce(nonce, CMK_NONCE_CHUNK, sl->index);
+    tag = payload + c.stored_len;
+    rc = cmk_gcm_seal(p->bk->key, nonce, aad, sizeof(aad), src, c.stored_len, payload, tag,
+                      &sl->eb);
+    if (rc != CMK_OK)
+        return rc;
+    c.check = cmk_fmt_chunk_check(sl->rec, payload, c.stored_len, tag);
+    cmk_fmt_chunk_encode(&c, sl->rec);
+    sl->rec_len = CMK_FMT_CHUNK_HDR_SIZE + c.stored_len + CMK_FMT_TAG_SIZE;
+    return CMK_OK;
+}
+
+static void seal_job(cmk_job *job)
+{
+    struct put_slot *sl = (struct put_slot *)job;
+    cmk_put *p = sl->p;
+    cmk_err rc = seal_chunk(p, sl);
+
+    pthread_mutex_lock(&p->mu);
+    sl->eb.code = rc;
+    sl->state = SLOT_SEALED;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- pipeline (caller side) ---- */
+
+static cmk_err put_fail(cmk_put *p, cmk_err rc, const cmk_errbuf *src)
+{
+    if (p->failed == CMK_OK) {
+        p->failed = rc;
+        if (src && src != &p->eb)
+            p->eb = *src;
+        p->eb.code = rc;
+    }
+    return p->failed;
+}
+
+static struct put_slot *slot_of(cmk_put *p, uint64_t index)
+{
+    return &p->slots[index % p->nslots];
+}
+
+/* Queues writes for every sealed chunk that is next in order. */
+static void issue_writes(cmk_put *p)
+{
+    for (;;) {
+        struct put_slot *sl;
+        cmk_errbuf eb = {0};
+        cmk_err rc;
+        int state;
+
+        if (p->issued == p->dispatched)
+            return;
+        sl = slot_of(p, p->issued);
+        pthread_mutex_lock(&p->mu);
+        state = sl->state;
+        pthread_mutex_unlock(&p->mu);
+        if (state != SLOT_SEALED)
+            return;
+        if (sl->eb.code != CMK_OK) {
+            put_fail(p, sl->eb.code, &sl->eb);
+            sl->state = SLOT_FREE;
+            p->issued++;
+            continue;
+        }
+        if ((p->issued + 1) * CMK_FMT_INDEX_ENTRY_SIZE > p->index_cap) {
+            size_t ncap = p->index_cap ? p->index_cap * 2 : 64 * CMK_FMT_INDEX_ENTRY_SIZE;
+            uint8_t *n = realloc(p->index, ncap);
+            if (!n) {
+                put_fail(p, cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (index)"), &eb);
+                return;
+            }
+            p->index = n;
+            p->index_cap = ncap;
+        }
+        cmk_fmt_index_entry e = {.offset = p->file_off,
+                                 .stored_len = sl->rec_len - CMK_FMT_CHUNK_HDR_SIZE -
+                                               CMK_FMT_TAG_SIZE,
+                                 .flags = sl->rec[0]};
+        cmk_fmt_index_entry_encode(&e, p->index + p->issued * CMK_FMT_INDEX_ENTRY_SIZE);
+        if (p->failed == CMK_OK) {
+            rc = cmk_io_queue_write(p->io, p->fd, sl->rec, sl->rec_len, p->file_off,
+                                    p->issued, &eb);
+            if (rc != CMK_OK) {
+                put_fail(p, rc, &eb);
+                sl->state = SLOT_FREE;
+            } else {
+                sl->state = SLOT_WRITING;
+                p->io_inflight++;
+            }
+        } else {
+            sl->state = SLOT_FREE;
+        }
+        p->file_off += sl->rec_len;
+        p->issued++;
+    }
+}
+
+/* Submits queued writes and reaps completions (waiting for at least one if `wait`). */
+static void pump_io(cmk_put *p, int wait)
+{
+    cmk_io_cqe cqe[32];
+    cmk_errbuf eb = {0};
+    int n;
+
+    if (cmk_io_submit(p->io, &eb) != CMK_OK)
+        put_fail(p, eb.code, &eb);
+    if (p->io_inflight == 0)
+        return;
+    n = cmk_io_reap(p->io, cqe, 32, wait ? 1 : 0);
+    if (n < 0) {
+        put_fail(p, cmk_errbuf_sys(&eb, CMK_E_IO, -n, "I/O engine failure while writing blob"),
+                 &eb);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        struct put_slot *sl = slot_of(p, cqe[i].tag);
+        if (cqe[i].res < 0)
+            put_fail(p, cmk_errbuf_sys(&eb, CMK_E_IO, (int)-cqe[i].res,
+                                       "cannot write blob chunk %llu",
+                                       (unsigned long long)cqe[i].tag),
+                     &eb);
+        else if ((uint64_t)cqe[i].res != sl->rec_len)
+            put_fail(p, cmk_errbuf_set(&eb, CMK_E_IO, "short write of blob chunk %llu",
+                                       (unsigned long long)cqe[i].tag),
+                     &eb);
+        sl->state = SLOT_FREE;
+        p->io_inflight--;
+    }
+}
+
+/* Drives the pipeline until `until` returns true. */
+static void drive(cmk_put *p, int (*until)(cmk_put *, void *), void *arg)
+{
+    for (;;) {
+        issue_writes(p);
+        pump_io(p, 0);
+        if (until(p, arg))
+            return;
+        if (p->io_inflight > 0) {
+            pump_io(p, 1);
+            continue;
+        }
+        /* Nothing on disk in flight: the next chunk in order is still being sealed. */
+        struct put_slot *next = slot_of(p, p->issued);
+        pthread_mutex_lock(&p->mu);
+        while (next->state == SLOT_SEALING)
+            pthread_cond_wait(&p->cv, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+static int slot_is_free(cmk_put *p, void *arg)
+{
+    int free_;
+
+    pthread_mutex_lock(&p->mu);
+    free_ = ((struct put_slot *)arg)->state == SLOT_FREE;
+    pthread_mutex_unlock(&p->mu);
+    return free_;
+}
+
+static int all_done(cmk_put *p, void *arg)
+{
+    (void)arg;
+    return p->issued == p->dispatched && p->io_inflight == 0;
+}
+
+static void dispatch(cmk_put *p, struct put_slot *sl, int last)
+{
+    sl->last = (uint8_t)last;
+    sl->index = p->dispatched++;
+    sl->p = p;
+    sl->eb.code = CMK_OK;
+    sl->state = SLOT_SEALING;
+    /* A blob that is a single chunk is sealed inline: handing it to a worker would only
+     * add a thread hop to the latency of small blobs (configs, manifests). */
+    if (last && sl->index == 0) {
+        sl->eb.code = seal_chunk(p, sl);
+        sl->state = SLOT_SEALED;
+        return;
+    }
+    sl->job.run = seal_job;
+    cmk_pool_submit(p->s->pool, &sl->job);
+}
+
+/* ---- public API ---- */
+
+static cmk_err open_tmp(cmk_put *p, cmk_errbuf *eb)
+{
+    cmk_store *s = p->s;
+    char rnd[17];
+    cmk_err rc;
+
+    p->fd = openat(s->tmpfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (p->fd >= 0)
+        return CMK_OK;
+    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot create a temporary file in %s/tmp",
+                              s->dir);
+    rc = cmk_random_hex(rnd, 8, eb);
+    if (rc != CMK_OK)
+        return rc;
+    snprintf(p->tmp_name, sizeof(p->tmp_name), "put-%s.part", rnd);
+    p->fd = openat(s->tmpfd, p->tmp_name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    if (p->fd < 0)
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot create %s/tmp/%s", s->dir,
+                              p->tmp_name);
+    p->named_tmp = 1;
+    /* The lock tells cmk_store_open's sweep that this file is in use. */
+    if (flock(p->fd, LOCK_EX) != 0)
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot lock %s", p->tmp_name);
+    return CMK_OK;
+}
+
+static void put_free(cmk_put *p)
+{
+    if (!p)
+        return;
+    if (p->slots) {
+        /* Workers may still hold slots of a failed put: wait for them before freeing. */
+        pthread_mutex_lock(&p->mu);
+        for (unsigned i = 0; i < p->nslots; i++)
+            while (p->slots[i].state == SLOT_SEALING)
+                pthread_cond_wait(&p->cv, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+        while (p->io_inflight > 0) {
+            cmk_io_cqe cqe[32];
+            int n = cmk_io_reap(p->io, cqe, 32, 1);
+            if (n <= 0)
+                break;
+            p->io_inflight -= (unsigned)n;
+        }
+        for (unsigned i = 0; i < p->nslots; i++) {
+            /* Plaintext may be sensitive even though it is not key material. */
+            if (p->slots[i].plain)
+                cmk_cleanse(p->slots[i].plain, p->s->chunk_size);
+            free(p->slots[i].plain);
+            free(p->slots[i].rec);
+        }
+        free(p->slots);
+    }
+    if (p->fd >= 0) {
+        if (p->named_tmp)
+            unlinkat(p->s->tmpfd, p->tmp_name, 0);
+        close(p->fd);
+    }
+    if (p->io)
+        cmk_store_io_put(p->s, p->io);
+    cmk_digest_free(&p->dg);
+    cmk_secfree(p->bk);
+    free(p->index);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
+}
+
+cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out)
+{
+    cmk_errbuf eb = {0};
+    uint8_t *dek = NULL;
+    cmk_put *p = NULL;
+    cmk_kdf_context kc;
+    int alg;
+    cmk_err rc;
+
+    if (!s || !out)
+        return cmk_set_last(CMK_E_INVAL, "cmk_put_begin: NULL argument");
+    *out = NULL;
+    alg = cmk_digest_alg_from_name(digest_alg);
+    if (!alg) {
+        rc = cmk_errbuf_set(&eb, CMK_E_INVAL, "unsupported digest algorithm '%s'", digest_alg);
+        goto out;
+    }
+    p = calloc(1, sizeof(*p));
+    if (!p) {
+        rc = cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (put)");
+        goto out;
+    }
+    p->s = s;
+    p->fd = -1;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->bk = cmk_secalloc(sizeof(*p->bk));
+    dek = cmk_secalloc(CMK_DEK_LEN);
+    if (!p->bk || !dek) {
+        rc = cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (keys)");
+        goto out;
+    }
+    rc = cmk_store_dek(s, 0, dek, &p->h.dek_id, &eb);
+    if (rc != CMK_OK)
+        goto out;
+    p->h.version = CMK_FMT_VERSION;
+    p->h.aead = CMK_AEAD_AES256GCM;
+    p->h.kdf = CMK_KDF_HKDF_SHA256;
+    p->h.comp = CMK_COMP_ZSTD;
+    p->h.digest_alg = (uint8_t)alg;
+    p->h.chunk_size = s->chunk_size;
+    rc = cmk_random(p->h.salt, sizeof(p->h.salt), &eb);
+    if (rc != CMK_OK)
+        goto out;
+    kc = (cmk_kdf_context){p->h.version, p->h.aead, p->h.kdf, p->h.comp, p->h.digest_alg,
+                           p->h.chunk_size, p->h.dek_id};
+    rc = cmk_derive_blobkey(dek, p->h.salt, &kc, p->bk, &eb);
+    if (rc != CMK_OK)
+        goto out;
+    memcpy(p->h.commitment, p->bk->commit, CMK_COMMIT_LEN);
+    cmk_fmt_header_encode(&p->h, p->header);
+    rc = cmk_digest_init(&p->dg, alg, &eb);
+    if (rc != CMK_OK)
+        goto out;
+    p->nslots = cmk_store_depth(s);
+    p->rec_cap = CMK_FMT_CHUNK_HDR_SIZE + cmk_fmt_stored_max(s->chunk_size) + CMK_FMT_TAG_SIZE;
+    p->slots = calloc(p->nslots, sizeof(*p->slots));
+    if (!p->slots) {
+        rc = cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (put)");
+        goto out;
+    }
+    rc = cmk_store_io_get(s, &p->io, &eb);
+    if (rc != CMK_OK)
+        goto out;
+    rc = open_tmp(p, &eb);
+    if (rc != CMK_OK)
+        goto out;
+    p->file_off = CMK_FMT_HEADER_SIZE;
+    *out = p;
+    p = NULL;
+out:
+    cmk_secfree(dek);
+    put_free(p);
+    return cmk_publish(&eb, rc);
+}
+
+/* Slot buffers are allocated on first use, so a small blob touches one slot only. */
+static cmk_err slot_ready(cmk_put *p, struct put_slot *sl, cmk_errbuf *eb)
+{
+    if (!sl->plain)
+        sl->plain = malloc(p->s->chunk_size);
+    if (!sl->rec)
+        sl->rec = malloc(p->rec_cap);
+    if (!sl->plain || !sl->rec)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (chunk buffers)");
+    sl->plain_len = 0;
+    sl->state = SLOT_FILLING;
+    return CMK_OK;
+}
+
+cmk_err cmk_put_write(cmk_put *p, const void *buf, size_t len)
+{
+    const uint8_t *in = buf;
+    cmk_errbuf eb = {0};
+    cmk_err rc;
+
+    if (!p || (!buf && len))
+        return cmk_set_last(CMK_E_INVAL, "cmk_put_write: NULL argument");
+    if (p->failed != CMK_OK)
+        return cmk_publish(&p->eb, p->failed);
+    rc = cmk_digest_update(&p->dg, buf, len, &eb);
+    if (rc != CMK_OK)
+        return cmk_publish(&p->eb, put_fail(p, rc, &eb));
+    p->plain_total += len;
+    while (len > 0) {
+        if (p->cur && p->cur->plain_len == p->s->chunk_size) {
+            dispatch(p, p->cur, 0);
+            p->cur = NULL;
+        }
+        if (!p->cur) {
+            struct put_slot *sl = slot_of(p, p->dispatched);
+            drive(p, slot_is_free, sl);
+            if (p->failed != CMK_OK)
+                return cmk_publish(&p->eb, p->failed);
+            rc = slot_ready(p, sl, &eb);
+            if (rc != CMK_OK)
+                return cmk_publish(&p->eb, put_fail(p, rc, &eb));
+            p->cur = sl;
+        }
+        size_t room = p->s->chunk_size - p->cur->plain_len;
+        size_t n = len < room ? len : room;
+        memcpy(p->cur->plain + p->cur->plain_len, in, n);
+        p->cur->plain_len += (uint32_t)n;
+        in += n;
+        len -= n;
+    }
+    return CMK_OK;
+}
+
+uint64_t cmk_put_size(const cmk_put *p)
+{
+    return p ? p->plain_total : 0;
+}
+
+/* Writes the index and header, and makes the file durable. */
+static cmk_err finish_file(cmk_put *p, cmk_errbuf *eb)
+{
+    uint64_t n = p->h.chunk_count;
+    size_t ilen = (size_t)(n * CMK_FMT_INDEX_ENTRY_SIZE);
+    size_t total = (size_t)cmk_fmt_index_size(n);
+    uint8_t nonce[CMK_NONCE_LEN];
+    uint8_t *buf = malloc(total);
+    cmk_err rc;
+
+    if (!buf)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (index)");
+    cmk_fmt_header_encode(&p->h, p->header);
+    cmk_nonce(nonce, CMK_NONCE_INDEX, 0);
+    rc = cmk_gcm_seal(p->bk->key, nonce, p->header, CMK_FMT_HEADER_AAD_SIZE, p->index, ilen, buf,
+                      buf + ilen, eb);
+    if (rc != CMK_OK)
+        goto out;
+    uint64_t x = cmk_fmt_xxh3(buf, ilen + CMK_FMT_TAG_SIZE);
+    for (int i = 0; i < 8; i++)
+        buf[ilen + CMK_FMT_TAG_SIZE + i] = (uint8_t)(x >> (8 * i));
+    rc = cmk_io_pwrite(p->io, p->fd, buf, total, p->h.index_offset, "blob index", eb);
+    if (rc != CMK_OK)
+        goto out;
+    rc = cmk_io_pwrite(p->io, p->fd, p->header, CMK_FMT_HEADER_SIZE, 0, "blob header", eb);
+    if (rc != CMK_OK)
+        goto out;
+    rc = cmk_io_fsync(p->io, p->fd, "blob", eb);
+out:
+    free(buf);
+    return rc;
+}
+
+/* Makes the finished file visible under its digest. */
+static cmk_err publish(cmk_put *p, const uint8_t *raw, cmk_errbuf *eb)
+{
+    char path[4096], parent[4096], procfd[64];
+    cmk_err rc;
+
+    rc = cmk_store_blob_path(p->s, p->h.digest_alg, raw, path, sizeof(path), parent,
+                             sizeof(parent), eb);
+    if (rc != CMK_OK)
+        return rc;
+    if (p->named_tmp) {
+        rc = cmk_io_renameat(p->io, p->s->tmpfd, p->tmp_name, AT_FDCWD, path, eb);
+        if (rc != CMK_OK)
+            return rc;
+        p->named_tmp = 0; /* nothing left to unlink */
+    } else {
+        snprintf(procfd, sizeof(procfd), "/proc/self/fd/%d", p->fd);
+        if (linkat(AT_FDCWD, procfd, AT_FDCWD, path, AT_SYMLINK_FOLLOW) != 0) {
+            /* Content-addressed: an existing file holds the same content. */
+            if (errno == EEXIST)
+                return CMK_OK;
+            return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot publish blob %s", path);
+        }
+    }
+    return cmk_fsync_dir(parent, eb);
+}
+
+static cmk_err commit_one(cmk_put *p, const char *expected, char digest_out[CMK_DIGEST_MAX],
+                          cmk_errbuf *eb)
+{
+    uint8_t raw[CMK_DIGEST_RAW_MAX], want[CMK_DIGEST_RAW_MAX];
+    char got[CMK_DIGEST_MAX];
+    int want_alg = 0;
+    cmk_err rc;
+
+    if (p->failed != CMK_OK) {
+        *eb = p->eb;
+        return p->failed;
+    }
+    if (expected) {
+        rc = cmk_digest_parse(expected, &want_alg, want, eb);
+        if (rc != CMK_OK)
+            return rc;
+    }
+    if (p->cur) {
+        dispatch(p, p->cur, 1);
+        p->cur = NULL;
+    }
+    drive(p, all_done, NULL);
+    if (p->failed != CMK_OK) {
+        *eb = p->eb;
+        return p->failed;
+    }
+    rc = cmk_digest_final(&p->dg, raw, eb);
+    if (rc != CMK_OK)
+        return rc;
+    cmk_digest_format(p->h.digest_alg, raw, got);
+    if (digest_out)
+        memcpy(digest_out, got, CMK_DIGEST_MAX);
+    if (expected && (want_alg != p->h.digest_alg ||
+                     memcmp(want, raw, cmk_digest_len(want_alg)) != 0))
+        return cmk_errbuf_set(eb, CMK_E_DIGEST,
+                              "content digest %s does not match the expected %s: nothing was "
+                              "stored",
+                              got, expected);
+    /* Revocation stops writes too: do not publish under a key that is no longer ours. */
+    rc = cmk_store_key_gate(p->s, eb);
+    if (rc != CMK_OK)
+        return rc;
+    p->h.plain_size = p->plain_total;
+    p->h.chunk_count = p->dispatched;
+    p->h.index_offset = p->file_off;
+    memcpy(p->h.digest, raw, cmk_digest_len(p->h.digest_alg));
+    rc = finish_file(p, eb);
+    if (rc != CMK_OK)
+        return rc;
+    rc = publish(p, raw, eb);
+    if (rc == CMK_OK)
+        cmk_store_note_commit(p->s);
+    return rc;
+}
+
+cmk_err cmk_put_commit(cmk_put *p, const char *expected_digest, char digest_out[CMK_DIGEST_MAX])
+{
+    cmk_errbuf eb = {0};
+    cmk_err rc;
+
+    if (!p)
+        return cmk_set_last(CMK_E_INVAL, "cmk_put_commit: NULL put");
+    rc = commit_one(p, expected_digest, digest_out, &eb);
+    put_free(p);
+    return cmk_publish(&eb, rc);
+}
+
+cmk_err cmk_put_commit_many(cmk_put **puts, const char *const *expected_digests, size_t n,
+                            cmk_err *results, char (*digests_out)[CMK_DIGEST_MAX])
+{
+    cmk_errbuf first = {0};
+    cmk_err rc = CMK_OK;
+
+    /* Each put is finished and published in turn; the batching of fsyncs across puts lives
+     * in the I/O engine (see README, Performance). */
+    for (size_t i = 0; i < n; i++) {
+        cmk_errbuf eb = {0};
+        cmk_err r = puts[i] ? commit_one(puts[i], expected_digests ? expected_digests[i] : NULL,
+                                         digests_out ? digests_out[i] : NULL, &eb)
+                            : cmk_errbuf_set(&eb, CMK_E_INVAL, "NULL put in batch");
+        if (results)
+            results[i] = r;
+        if (r != CMK_OK && rc == CMK_OK) {
+            rc = r;
+            first = eb;
+        }
+        put_free(puts[i]);
+        puts[i] = NULL;
+    }
+    return cmk_publish(&first, rc);
+}
+
+void cmk_put_abort(cmk_put *p)
+{
+    put_free(p);
+}
+
+cmk_err cmk_put_set_salt(cmk_put *p, const uint8_t salt[CMK_SALT_LEN])
+{
+    cmk_errbuf eb = {0};
+    uint8_t *dek = cmk_secalloc(CMK_DEK_LEN);
+    cmk_kdf_context kc;
+    cmk_err rc;
+
+    if (!dek)
+        return cmk_set_last(CMK_E_NOMEM, "out of memory");
+    if (p->plain_total != 0) {
+        rc = cmk_errbuf_set(&eb, CMK_E_INVAL, "the salt can only be set before the first write");
+        goto out;
+    }
+    rc = cmk_store_dek(p->s, p->h.dek_id, dek, NULL, &eb);
+    if (rc != CMK_OK)
+        goto out;
+    memcpy(p->h.salt, salt, CMK_SALT_LEN);
+    kc = (cmk_kdf_context){p->h.version, p->h.aead, p->h.kdf, p->h.comp, p->h.digest_alg,
+                           p->h.chunk_size, p->h.dek_id};
+    rc = cmk_derive_blobkey(dek, p->h.salt, &kc, p->bk, &eb);
+    if (rc != CMK_OK)
+        goto out;
+    memcpy(p->h.commitment, p->bk->commit, CMK_COMMIT_LEN);
+    cmk_fmt_header_encode(&p->h, p->header);
+out:
+    cmk_secfree(dek);
+    return cmk_publish(&eb, rc);
+}

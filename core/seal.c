@@ -1,0 +1,180 @@
+/* seal.c — HKDF-SHA256 key derivation with commitment, AES-256-GCM. */
+#include "seal.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "bytes.h"
+#include "secmem.h"
+
+static EVP_KDF *kdf_hkdf;
+static EVP_CIPHER *cipher_gcm;
+static pthread_once_t fetch_once = PTHREAD_ONCE_INIT;
+
+/* Explicit fetches, once: implicit fetching on every init is measurable for small blobs. */
+static void fetch_algs(void)
+{
+    kdf_hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    cipher_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+}
+
+static void context_bytes(const cmk_kdf_context *c, uint8_t out[14])
+{
+    cmk_st16(out, c->version);
+    out[2] = c->aead;
+    out[3] = c->kdf;
+    out[4] = c->comp;
+    out[5] = c->digest_alg;
+    cmk_st32(out + 6, c->chunk_size);
+    cmk_st32(out + 10, c->dek_id);
+}
+
+static cmk_err hkdf_expand(const uint8_t *prk, const char *label, const uint8_t ctx[14],
+                           uint8_t *out, size_t outlen, cmk_errbuf *eb)
+{
+    uint8_t info[64];
+    size_t ll = strlen(label);
+    EVP_KDF_CTX *kc = NULL;
+    OSSL_PARAM params[5];
+    int mode = EVP_KDF_HKDF_MODE_EXPAND_ONLY;
+    cmk_err rc = CMK_OK;
+
+    memcpy(info, label, ll);
+    memcpy(info + ll, ctx, 14);
+    kc = EVP_KDF_CTX_new(kdf_hkdf);
+    if (!kc)
+        return cmk_errbuf_set(eb, CMK_E_CRYPTO, "HKDF unavailable");
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0);
+    params[1] = OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode);
+    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)prk, 32);
+    params[3] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, ll + 14);
+    params[4] = OSSL_PARAM_construct_end();
+    if (EVP_KDF_derive(kc, out, outlen, params) != 1)
+        rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "HKDF-Expand failed");
+    EVP_KDF_CTX_free(kc);
+    return rc;
+}
+
+cmk_err cmk_derive_blobkey(const uint8_t dek[CMK_DEK_LEN], const uint8_t salt[CMK_SALT_LEN],
+                           const cmk_kdf_context *ctx, cmk_blobkey *out, cmk_errbuf *eb)
+{
+    uint8_t prk[32], cb[14];
+    EVP_KDF_CTX *kc = NULL;
+    OSSL_PARAM params[5];
+    int mode = EVP_KDF_HKDF_MODE_EXTRACT_ONLY;
+    cmk_err rc;
+
+    pthread_once(&fetch_once, fetch_algs);
+    if (!kdf_hkdf)
+        return cmk_errbuf_set(eb, CMK_E_CRYPTO, "HKDF unavailable in this OpenSSL");
+    kc = EVP_KDF_CTX_new(kdf_hkdf);
+    if (!kc)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (HKDF)");
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0);
+    params[1] = OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode);
+    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)dek, CMK_DEK_LEN);
+    params[3] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt,
+                                                  CMK_SALT_LEN);
+    params[4] = OSSL_PARAM_construct_end();
+    if (EVP_KDF_derive(kc, prk, sizeof(prk), params) != 1) {
+        rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "HKDF-Extract failed");
+        goto out;
+    }
+    context_bytes(ctx, cb);
+    rc = hkdf_expand(prk, "cmkstore v1 blob key", cb, out->key, CMK_KEY_LEN, eb);
+    if (rc == CMK_OK)
+        rc = hkdf_expand(prk, "cmkstore v1 commitment", cb, out->commit, CMK_COMMIT_LEN, eb);
+out:
+    EVP_KDF_CTX_free(kc);
+    cmk_cleanse(prk, sizeof(prk));
+    return rc;
+}
+
+cmk_err cmk_check_commitment(const cmk_blobkey *k, const uint8_t stored[CMK_COMMIT_LEN],
+                             cmk_errbuf *eb)
+{
+    if (CRYPTO_memcmp(k->commit, stored, CMK_COMMIT_LEN) != 0)
+        return cmk_errbuf_set(eb, CMK_E_INTEGRITY,
+                              "key commitment mismatch: the blob header does not belong to "
+                              "this store's data key (tampered, or copied from another store)");
+    return CMK_OK;
+}
+
+void cmk_nonce(uint8_t out[CMK_NONCE_LEN], uint32_t domain, uint64_t counter)
+{
+    out[0] = (uint8_t)(domain >> 24);
+    out[1] = (uint8_t)(domain >> 16);
+    out[2] = (uint8_t)(domain >> 8);
+    out[3] = (uint8_t)domain;
+    cmk_st64be(out + 4, counter);
+}
+
+/* GCM in OpenSSL takes int lengths; chunks are at most 16 MiB and indexes far smaller, but
+ * check anyway. */
+static int len_ok(size_t n)
+{
+    return n <= (size_t)INT32_MAX;
+}
+
+cmk_err cmk_gcm_seal(const uint8_t key[CMK_KEY_LEN], const uint8_t nonce[CMK_NONCE_LEN],
+                     const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
+                     uint8_t *out, uint8_t tag[CMK_TAG_LEN], cmk_errbuf *eb)
+{
+    EVP_CIPHER_CTX *c;
+    uint8_t fin[16];
+    int n = 0;
+    cmk_err rc = CMK_OK;
+
+    pthread_once(&fetch_once, fetch_algs);
+    if (!cipher_gcm)
+        return cmk_errbuf_set(eb, CMK_E_CRYPTO, "AES-256-GCM unavailable in this OpenSSL");
+    if (!len_ok(len) || !len_ok(aadlen))
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "GCM input too large");
+    c = EVP_CIPHER_CTX_new();
+    if (!c)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (cipher)");
+    /* GCM's final step emits no bytes; fin keeps the pointer valid for an empty input. */
+    if (EVP_EncryptInit_ex2(c, cipher_gcm, key, nonce, NULL) != 1 ||
+        (aadlen && EVP_EncryptUpdate(c, NULL, &n, aad, (int)aadlen) != 1) ||
+        (len && EVP_EncryptUpdate(c, out, &n, in, (int)len) != 1) ||
+        EVP_EncryptFinal_ex(c, fin, &n) != 1 ||
+        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, CMK_TAG_LEN, tag) != 1)
+        rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "AES-GCM seal failed");
+    EVP_CIPHER_CTX_free(c);
+    return rc;
+}
+
+cmk_err cmk_gcm_open(const uint8_t key[CMK_KEY_LEN], const uint8_t nonce[CMK_NONCE_LEN],
+                     const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
+                     const uint8_t tag[CMK_TAG_LEN], uint8_t *out, cmk_errbuf *eb)
+{
+    EVP_CIPHER_CTX *c;
+    uint8_t fin[16];
+    int n = 0;
+    cmk_err rc = CMK_OK;
+
+    pthread_once(&fetch_once, fetch_algs);
+    if (!cipher_gcm)
+        return cmk_errbuf_set(eb, CMK_E_CRYPTO, "AES-256-GCM unavailable in this OpenSSL");
+    if (!len_ok(len) || !len_ok(aadlen))
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "GCM input too large");
+    c = EVP_CIPHER_CTX_new();
+    if (!c)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (cipher)");
+    if (EVP_DecryptInit_ex2(c, cipher_gcm, key, nonce, NULL) != 1 ||
+        (aadlen && EVP_DecryptUpdate(c, NULL, &n, aad, (int)aadlen) != 1) ||
+        (len && EVP_DecryptUpdate(c, out, &n, in, (int)len) != 1) ||
+        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, CMK_TAG_LEN, (void *)tag) != 1) {
+        rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "AES-GCM open failed");
+        goto out;
+    }
+    if (EVP_DecryptFinal_ex(c, fin, &n) != 1)
+        rc = cmk_errbuf_set(eb, CMK_E_INTEGRITY, "authentication tag mismatch");
+out:
+    EVP_CIPHER_CTX_free(c);
+    return rc;
+}

@@ -1,0 +1,893 @@
+/*
+ * store.c — the store handle: create, open, close, blob metadata operations, the key state
+ * and the encryption status.
+ *
+ * Store directory:
+ *   store.json      store id, format, home, chunk size, intervals, system identity
+ *   keyring.json    wrapped DEKs + encryption state (see keyring.h), replaced atomically
+ *   blobs/<alg>/<xx>/<hex>   sealed blob containers (prefix directories made at create)
+ *   tmp/            unnamed (O_TMPFILE) or named in-progress writes
+ *   events.log      the store's key events (JSON lines)
+ *   lock            flock: shared by every process holding the store open, exclusive for
+ *                   keyring changes
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "digest.h"
+#include "events.h"
+#include "format.h"
+#include "fsutil.h"
+#include "home.h"
+#include "identity.h"
+#include "jsonfile.h"
+#include "secmem.h"
+#include "store_internal.h"
+#include "vault.h"
+
+/* ---- options ---- */
+
+void cmk_create_opts_init(cmk_create_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+}
+
+void cmk_store_opts_init(cmk_store_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+}
+
+/* ---- paths ---- */
+
+cmk_err cmk_store_blob_path(const cmk_store *s, int alg, const uint8_t *raw, char *path,
+                            size_t cap, char *parent, size_t pcap, cmk_errbuf *eb)
+{
+    char hex[2 * CMK_DIGEST_RAW_MAX + 1];
+    cmk_err rc;
+
+    cmk_hex(hex, raw, cmk_digest_len(alg));
+    rc = cmk_path(parent, pcap, eb, "%s/blobs/%s/%.2s", s->dir, cmk_digest_alg_name(alg), hex);
+    if (rc == CMK_OK)
+        rc = cmk_path(path, cap, eb, "%s/%s", parent, hex);
+    return rc;
+}
+
+unsigned cmk_store_depth(const cmk_store *s)
+{
+    return s->depth;
+}
+
+/* ---- I/O engines ---- */
+
+cmk_err cmk_store_io_get(cmk_store *s, cmk_io **out, cmk_errbuf *eb)
+{
+    pthread_mutex_lock(&s->io_mu);
+    if (s->n_io_free > 0) {
+        *out = s->io_free[--s->n_io_free];
+        pthread_mutex_unlock(&s->io_mu);
+        return CMK_OK;
+    }
+    pthread_mutex_unlock(&s->io_mu);
+    /* Depth: every slot of a stream may be in flight, plus the header/index requests. */
+    return cmk_io_create(s->io_kind, s->depth + 4, out, eb);
+}
+
+void cmk_store_io_put(cmk_store *s, cmk_io *io)
+{
+    pthread_mutex_lock(&s->io_mu);
+    if (s->n_io_free == s->cap_io_free) {
+        size_t ncap = s->cap_io_free ? s->cap_io_free * 2 : 8;
+        cmk_io **n = realloc(s->io_free, ncap * sizeof(*n));
+        if (!n) {
+            pthread_mutex_unlock(&s->io_mu);
+            cmk_io_free(io);
+            return;
+        }
+        s->io_free = n;
+        s->cap_io_free = ncap;
+    }
+    s->io_free[s->n_io_free++] = io;
+    pthread_mutex_unlock(&s->io_mu);
+}
+
+/* ---- key state ---- */
+
+cmk_err cmk_store_key_gate(cmk_store *s, cmk_errbuf *eb)
+{
+    cmk_err rc;
+
+    if (atomic_load_explicit(&s->key_ok, memory_order_acquire))
+        return CMK_OK;
+    pthread_rwlock_rdlock(&s->key_lock);
+    rc = s->key_err.code != CMK_OK ? s->key_err.code : CMK_E_KEY_DENIED;
+    cmk_errbuf_set(eb, rc, "%s", s->key_err.msg[0] ? s->key_err.msg : "key not accessible");
+    pthread_rwlock_unlock(&s->key_lock);
+    return rc;
+}
+
+void cmk_store_key_lost_locked(cmk_store *s, const cmk_errbuf *why)
+{
+    atomic_store_explicit(&s->key_ok, 0, memory_order_release);
+    cmk_deks_free(&s->deks);
+    s->key_err.code = why->code;
+    snprintf(s->key_err.msg, sizeof(s->key_err.msg),
+             "cannot use key %s as identity %s (%s): %s", s->kr.versioned_kid,
+             s->kr.identity.principal, s->kr.identity.kind, why->msg);
+}
+
+cmk_err cmk_store_dek(cmk_store *s, uint32_t id, uint8_t out[CMK_DEK_LEN], uint32_t *id_out,
+                      cmk_errbuf *eb)
+{
+    const uint8_t *k;
+    uint32_t want;
+    cmk_err rc;
+
+    rc = cmk_store_key_gate(s, eb);
+    if (rc != CMK_OK)
+        return rc;
+    pthread_rwlock_rdlock(&s->key_lock);
+    want = id ? id : s->kr.current_dek;
+    k = cmk_deks_find(&s->deks, want);
+    if (k) {
+        memcpy(out, k, CMK_DEK_LEN);
+        pthread_rwlock_unlock(&s->key_lock);
+        if (id_out)
+            *id_out = want;
+        return CMK_OK;
+    }
+    pthread_rwlock_unlock(&s->key_lock);
+    if (!atomic_load(&s->key_ok))
+        return cmk_store_key_gate(s, eb);
+    return cmk_errbuf_set(eb, CMK_E_INTEGRITY,
+                          "blob names data key %u, which this store's keyring does not hold "
+                          "(blob from another store?)",
+                          want);
+}
+
+/* ---- store.json ---- */
+
+static cmk_err load_config(cmk_store *s, cmk_errbuf *eb)
+{
+    char path[4096];
+    json_t *j = NULL;
+    const char *id, *home;
+    int64_t cs;
+    cmk_err rc;
+
+    rc = cmk_path(path, sizeof(path), eb, "%s/store.json", s->dir);
+    if (rc != CMK_OK)
+        return rc;
+    rc = cmk_json_load(path, &j, eb);
+    if (rc == CMK_E_NOT_FOUND)
+        return cmk_errbuf_set(eb, CMK_E_NOT_FOUND,
+                              "no store at %s (store.json is missing); create one with "
+                              "`cmkstore create --store %s`",
+                              s->dir, s->dir);
+    if (rc != CMK_OK)
+        return rc;
+    if (cmk_json_int(j, "format", 0) != CMK_STORE_FORMAT) {
+        rc = cmk_errbuf_set(eb, CMK_E_UNSUPPORTED, "store format %lld is not supported",
+                            (long long)cmk_json_int(j, "format", 0));
+        goto out;
+    }
+    id = cmk_json_str(j, "id");
+    home = cmk_json_str(j, "home");
+    cs = cmk_json_int(j, "chunkSize", 0);
+    if (!id || strlen(id) != 36 || !home || !cmk_fmt_chunk_size_ok((uint64_t)cs)) {
+        rc = cmk_errbuf_set(eb, CMK_E_CORRUPT, "%s: missing or bad id, home or chunkSize", path);
+        goto out;
+    }
+    memcpy(s->id, id, 37);
+    if (!s->home[0]) {
+        rc = cmk_path(s->home, sizeof(s->home), eb, "%s", home);
+        if (rc != CMK_OK)
+            goto out;
+    }
+    s->chunk_size = (uint32_t)cs;
+    s->rotation_check_s =
+        (uint32_t)cmk_json_int(j, "rotationCheckIntervalSeconds", CMK_DEFAULT_ROTATION_CHECK_S);
+    s->key_check_s = (uint32_t)cmk_json_int(j, "keyCheckIntervalSeconds", CMK_DEFAULT_KEY_CHECK_S);
+    s->grace_s = (uint32_t)cmk_json_int(j, "unreachableGraceSeconds", CMK_DEFAULT_GRACE_S);
+    s->dek_rollover = (uint32_t)cmk_json_int(j, "dekRolloverBlobs", UINT32_MAX);
+    if (!json_is_object(json_object_get(j, "identity"))) {
+        rc = cmk_errbuf_set(eb, CMK_E_CORRUPT, "%s: missing identity section", path);
+        goto out;
+    }
+    s->cfg = j;
+    j = NULL;
+out:
+    json_decref(j);
+    return rc;
+}
+
+cmk_err cmk_store_save_config(cmk_store *s, cmk_errbuf *eb)
+{
+    char path[4200];
+    cmk_err rc = cmk_path(path, sizeof(path), eb, "%s/store.json", s->dir);
+    return rc == CMK_OK ? cmk_json_save(path, s->cfg, 0600, eb) : rc;
+}
+
+cmk_err cmk_store_lock(cmk_store *s, int *fd, cmk_errbuf *eb)
+{
+    char path[4200];
+    cmk_err rc = cmk_path(path, sizeof(path), eb, "%s/lock", s->dir);
+    return rc == CMK_OK ? cmk_lock(path, 1, 1, fd, eb) : rc;
+}
+
+void cmk_store_note_keyring_file(cmk_store *s)
+{
+    char path[4200];
+    struct stat st;
+
+    snprintf(path, sizeof(path), "%s/keyring.json", s->dir);
+    if (stat(path, &st) == 0) {
+        s->kr_dev = st.st_dev;
+        s->kr_ino = st.st_ino;
+        s->kr_mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+    }
+}
+
+static json_t *identity_entry(const cmk_identity *id)
+{
+    json_t *e = json_object();
+    if (!e)
+        return NULL;
+    json_object_set_new(e, "id", json_string(id->id));
+    json_object_set_new(e, "principalId", json_string(id->principal_id));
+    if (id->client_id[0])
+        json_object_set_new(e, "clientId", json_string(id->client_id));
+    if (id->name[0])
+        json_object_set_new(e, "name", json_string(id->name));
+    return e;
+}
+
+/* store.json: the store's settings. The encryption state lives in the keyring. */
+static json_t *config_json(const char *id, const char *home, uint32_t chunk, uint32_t rot,
+                           uint32_t keychk, uint32_t grace, const cmk_identity *sys,
+                           const cmk_identity *user)
+{
+    json_t *j = json_object(), *ids = json_object(), *users = json_array();
+    json_t *se = identity_entry(sys);
+    char ts[32];
+
+    if (!j || !ids || !users || !se) {
+        json_decref(j);
+        json_decref(ids);
+        json_decref(users);
+        json_decref(se);
+        return NULL;
+    }
+    cmk_iso8601((time_t)cmk_now(), ts);
+    json_object_set_new(j, "format", json_integer(CMK_STORE_FORMAT));
+    json_object_set_new(j, "id", json_string(id));
+    json_object_set_new(j, "created", json_string(ts));
+    json_object_set_new(j, "home", json_string(home));
+    json_object_set_new(j, "chunkSize", json_integer(chunk));
+    json_object_set_new(j, "rotationCheckIntervalSeconds", json_integer(rot));
+    json_object_set_new(j, "keyCheckIntervalSeconds", json_integer(keychk));
+    json_object_set_new(j, "unreachableGraceSeconds", json_integer(grace));
+    json_object_set_new(j, "dekRolloverBlobs", json_integer(UINT32_MAX));
+    json_object_set_new(se, "enabled", json_true());
+    json_object_set_new(ids, "systemAssigned", se);
+    if (user)
+        json_array_append_new(users, identity_entry(user));
+    json_object_set_new(ids, "userAssigned", users);
+    json_object_set_new(j, "identity", ids);
+    return j;
+}
+
+/* ---- create ---- */
+
+static void identity_to_kr(const cmk_identity *id, cmk_kr_identity *out)
+{
+    snprintf(out->kind, sizeof(out->kind), "%s", id->type);
+    snprintf(out->id, sizeof(out->id), "%s", id->id);
+    snprintf(out->principal, sizeof(out->principal), "%s", id->principal_id);
+    snprintf(out->client, sizeof(out->client), "%s", id->client_id);
+}
+
+/* The store-managed key: a key per store in the home's "cmkstore-managed" vault, usable by
+ * the store's system-assigned identity only. Stores are always encrypted; this is the
+ * service-managed key of the seeds' "status: disabled". */
+static cmk_err make_managed_key(const char *home, const char *store_id, const cmk_identity *sys,
+                                char vkid[CMK_ID_MAX], cmk_errbuf *eb)
+{
+    const char *perms[] = {"get", "wrapKey", "unwrapKey"};
+    cmk_vault_opts vo = {.purge_protection = 1, .retention_days = 90};
+    char keyname[64];
+    json_t *j = NULL;
+    const char *kid;
+    cmk_err rc;
+
+    rc = cmk_vault_create(home, CMK_MANAGED_VAULT, &vo, NULL, eb);
+    if (rc != CMK_OK && rc != CMK_E_EXISTS)
+        return rc;
+    cmk_errbuf_clear(eb);
+    snprintf(keyname, sizeof(keyname), "store-%.8s", store_id);
+    rc = cmk_vault_key_create(home, CMK_MANAGED_VAULT, keyname, "RSA", 3072, &j, eb);
+    if (rc != CMK_OK)
+        return rc;
+    kid = json_string_value(json_object_get(json_object_get(j, "key"), "kid"));
+    if (!kid || strlen(kid) >= CMK_ID_MAX) {
+        rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "managed key creation returned no key id");
+        goto out;
+    }
+    memcpy(vkid, kid, strlen(kid) + 1);
+    rc = cmk_vault_set_policy(home, CMK_MANAGED_VAULT, sys->principal_id, perms, 3, NULL, eb);
+out:
+    json_decref(j);
+    return rc;
+}
+
+static cmk_err check_target(const char *dir, cmk_errbuf *eb)
+{
+    char p[4096];
+    DIR *d;
+    struct dirent *de;
+    cmk_err rc;
+
+    rc = cmk_path(p, sizeof(p), eb, "%s/store.json", dir);
+    if (rc != CMK_OK)
+        return rc;
+    if (cmk_exists(p))
+        return cmk_errbuf_set(eb, CMK_E_REFUSED,
+                              "a store already exists in %s: nothing was changed. Encryption "
+                              "settings are chosen when a store is created; a customer-managed "
+                              "key cannot be enabled on (or removed from) an existing store",
+                              dir);
+    d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT)
+            return CMK_OK;
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot open %s", dir);
+    }
+    rc = CMK_OK;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+            rc = cmk_errbuf_set(eb, CMK_E_EXISTS,
+                                "%s is not empty: choose a new or empty directory for the store",
+                                dir);
+            break;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+/* Writes the store's files into `stage` (a sibling temp directory). */
+static cmk_err write_store_files(const char *stage, const json_t *cfg, const cmk_keyring *kr,
+                                 json_t *event, cmk_errbuf *eb)
+{
+    static const char *algs[] = {"sha256", "sha512"};
+    char p[4096];
+    cmk_err rc;
+
+    rc = cmk_path(p, sizeof(p), eb, "%s/store.json", stage);
+    if (rc == CMK_OK)
+        rc = cmk_json_save(p, cfg, 0600, eb);
+    if (rc == CMK_OK)
+        rc = cmk_path(p, sizeof(p), eb, "%s/keyring.json", stage);
+    if (rc == CMK_OK)
+        rc = cmk_keyring_save(p, kr, eb);
+    if (rc == CMK_OK)
+        rc = cmk_path(p, sizeof(p), eb, "%s/tmp", stage);
+    if (rc == CMK_OK)
+        rc = cmk_mkdir_p(p, 0700, eb);
+    /* Every prefix directory exists from the start, so a put only ever fsyncs its leaf. */
+    for (int a = 0; a < 2 && rc == CMK_OK; a++) {
+        for (int i = 0; i < 256 && rc == CMK_OK; i++) {
+            rc = cmk_path(p, sizeof(p), eb, "%s/blobs/%s/%02x", stage, algs[a], i);
+            if (rc == CMK_OK)
+                rc = cmk_mkdir_p(p, 0700, eb);
+        }
+        if (rc == CMK_OK)
+            rc = cmk_path(p, sizeof(p), eb, "%s/blobs/%s", stage, algs[a]);
+        if (rc == CMK_OK)
+            rc = cmk_fsync_dir(p, eb);
+    }
+    if (rc == CMK_OK)
+        rc = cmk_path(p, sizeof(p), eb, "%s/blobs", stage);
+    if (rc == CMK_OK)
+        rc = cmk_fsync_dir(p, eb);
+    if (rc == CMK_OK)
+        rc = cmk_events_append(stage, "store.created", json_incref(event), eb);
+    if (rc == CMK_OK)
+        rc = cmk_fsync_dir(stage, eb);
+    return rc;
+}
+
+/* Absolute path of a directory that may not exist yet (its parent must). */
+static cmk_err resolve_new_dir(const char *in, char *out, size_t cap, cmk_errbuf *eb)
+{
+    char buf[4096], rp[4096], base[256];
+    char *slash;
+    size_t n;
+    cmk_err rc;
+
+    if (realpath(in, out) != NULL)
+        return CMK_OK;
+    if (errno != ENOENT)
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot resolve %s", in);
+    rc = cmk_path(buf, sizeof(buf), eb, "%s", in);
+    if (rc != CMK_OK)
+        return rc;
+    n = strlen(buf);
+    while (n > 1 && buf[n - 1] == '/')
+        buf[--n] = '\0';
+    slash = strrchr(buf, '/');
+    rc = cmk_path(base, sizeof(base), eb, "%s", slash ? slash + 1 : buf);
+    if (rc != CMK_OK)
+        return rc;
+    if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "bad store directory %s", in);
+    if (!slash)
+        strcpy(buf, ".");
+    else if (slash == buf)
+        buf[1] = '\0';
+    else
+        *slash = '\0';
+    if (realpath(buf, rp) == NULL)
+        return cmk_errbuf_sys(eb, CMK_E_NOT_FOUND, errno, "the parent directory of %s", in);
+    return cmk_path(out, cap, eb, "%s/%s", strcmp(rp, "/") ? rp : "", base);
+}
+
+static cmk_err do_create(const char *dir_in, const cmk_create_opts *o, cmk_errbuf *eb)
+{
+    char home[CMK_PATH_MAX], dir[4096], stage[4200], id[37], rnd[17];
+    cmk_identity sys, user;
+    cmk_key_desc desc;
+    cmk_keyring kr;
+    cmk_deks deks = {0};
+    cmk_kek *kek = NULL;
+    json_t *cfg = NULL, *ev = NULL;
+    const char *principal;
+    uint32_t chunk = o->chunk_size ? o->chunk_size : CMK_FMT_CHUNK_DEFAULT;
+    int staged = 0;
+    cmk_err rc;
+
+    memset(&kr, 0, sizeof(kr));
+    if (!dir_in || !*dir_in)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "no store directory given");
+    if (!!o->identity != !!o->key_id)
+        return cmk_errbuf_set(eb, CMK_E_INVAL,
+                              "--identity and --key-encryption-key go together: a "
+                              "customer-managed key needs both (or neither, for a "
+                              "store-managed key)");
+    if (!cmk_fmt_chunk_size_ok(chunk))
+        return cmk_errbuf_set(eb, CMK_E_INVAL,
+                              "chunk size %u is not valid: use a power of two from 64 KiB to "
+                              "16 MiB",
+                              chunk);
+    if (o->identity && strcmp(o->identity, "[system]") == 0)
+        return cmk_errbuf_set(eb, CMK_E_REFUSED,
+                              "a new store's system-assigned identity cannot have vault access "
+                              "yet: create the store with a user-assigned identity, grant the "
+                              "system identity access, then `encryption rotate-key --identity "
+                              "[system]`");
+    rc = resolve_new_dir(dir_in, dir, sizeof(dir), eb);
+    if (rc != CMK_OK)
+        return rc;
+    rc = check_target(dir, eb);
+    if (rc != CMK_OK)
+        return rc;
+    rc = cmk_home_resolve(o->home, 1, home, eb);
+    if (rc != CMK_OK)
+        return rc;
+    rc = cmk_uuid4(id, eb);
+    if (rc != CMK_OK)
+        return rc;
+    rc = cmk_kek_open(home, o->kek_provider, &kek, eb);
+    if (rc != CMK_OK)
+        return rc;
+
+    if (o->key_id) {
+        /* Everything about the customer's key is checked before anything is written. */
+        rc = cmk_identity_get(home, o->identity, &user, eb);
+        if (rc == CMK_E_NOT_FOUND) {
+            rc = cmk_errbuf_set(eb, CMK_E_NOT_FOUND,
+                                "identity '%s' not found in %s: create it with `cmkstore "
+                                "identity create --name NAME` and grant it get, wrapKey and "
+                                "unwrapKey on the vault",
+                                o->identity, home);
+            goto out;
+        }
+        if (rc != CMK_OK)
+            goto out;
+        principal = user.principal_id;
+        rc = cmk_kek_describe(kek, o->key_id, principal, &desc, eb);
+        if (rc != CMK_OK)
+            goto out;
+        rc = cmk_kek_check_type(&desc, o->key_id, eb);
+        if (rc != CMK_OK)
+            goto out;
+        kr.cmk = 1;
+        snprintf(kr.key_identifier, sizeof(kr.key_identifier), "%s", o->key_id);
+        snprintf(kr.versioned_kid, sizeof(kr.versioned_kid), "%s", desc.kid);
+        kr.rotation_enabled = !desc.requested_versioned;
+        identity_to_kr(&user, &kr.identity);
+        rc = cmk_keyring_add_dek(&kr, &deks, kek, cmk_kek_pick_alg(&desc), eb);
+        if (rc != CMK_OK)
+            goto out;
+    }
+    rc = cmk_identity_create_system(home, id, &sys, eb);
+    if (rc != CMK_OK)
+        goto out;
+    if (!o->key_id) {
+        rc = make_managed_key(home, id, &sys, kr.versioned_kid, eb);
+        if (rc != CMK_OK)
+            goto out;
+        rc = cmk_kek_describe(kek, kr.versioned_kid, sys.principal_id, &desc, eb);
+        if (rc != CMK_OK)
+            goto out;
+        kr.cmk = 0;
+        snprintf(kr.key_identifier, sizeof(kr.key_identifier), "%s", kr.versioned_kid);
+        kr.rotation_enabled = 0;
+        identity_to_kr(&sys, &kr.identity);
+        rc = cmk_keyring_add_dek(&kr, &deks, kek, cmk_kek_pick_alg(&desc), eb);
+        if (rc != CMK_OK)
+            goto out;
+    }
+
+    cfg = config_json(id, home, chunk,
+                      o->rotation_check_interval_s ? o->rotation_check_interval_s
+                                                   : CMK_DEFAULT_ROTATION_CHECK_S,
+                      o->key_check_interval_s ? o->key_check_interval_s : CMK_DEFAULT_KEY_CHECK_S,
+                      o->unreachable_grace_s ? o->unreachable_grace_s : CMK_DEFAULT_GRACE_S, &sys,
+                      o->key_id ? &user : NULL);
+    ev = json_pack("{s:s, s:b, s:s, s:s, s:s}", "storeId", id, "customerManagedKey", kr.cmk,
+                   "keyIdentifier", kr.key_identifier, "versionedKeyIdentifier",
+                   kr.versioned_kid, "identity", kr.identity.principal);
+    if (!cfg || !ev) {
+        rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory");
+        goto out;
+    }
+    /* Build the store beside its final place and rename it in: a crash during create
+     * leaves no half-made store. */
+    rc = cmk_random_hex(rnd, 8, eb);
+    if (rc == CMK_OK)
+        rc = cmk_path(stage, sizeof(stage), eb, "%s.creating-%s", dir, rnd);
+    if (rc != CMK_OK)
+        goto out;
+    if (mkdir(stage, 0700) != 0) {
+        rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot create %s", stage);
+        goto out;
+    }
+    staged = 1;
+    rc = write_store_files(stage, cfg, &kr, ev, eb);
+    if (rc != CMK_OK)
+        goto out;
+    if (rename(stage, dir) != 0) {
+        rc = cmk_errbuf_sys(eb, errno == ENOTEMPTY || errno == EEXIST ? CMK_E_EXISTS : CMK_E_IO,
+                            errno, "cannot move the new store into %s", dir);
+        goto out;
+    }
+    staged = 0;
+    rc = cmk_fsync_parent(dir, eb);
+out:
+    if (staged) {
+        cmk_errbuf ignore;
+        cmk_rm_rf(stage, &ignore);
+    }
+    json_decref(cfg);
+    json_decref(ev);
+    cmk_deks_free(&deks);
+    cmk_keyring_free(&kr);
+    cmk_kek_close(kek);
+    return rc;
+}
+
+cmk_err cmk_store_create(const char *dir, const cmk_create_opts *o)
+{
+    cmk_errbuf eb = {0};
+    cmk_create_opts def;
+
+    if (!o) {
+        cmk_create_opts_init(&def);
+        o = &def;
+    }
+    return cmk_publish(&eb, do_create(dir, o, &eb));
+}
+
+/* ---- open / close ---- */
+
+/* Removes named temporaries left by crashed writers of the fallback path (unlocked ones:
+ * a live writer holds an exclusive flock on its file). */
+static void sweep_tmp(cmk_store *s)
+{
+    DIR *d = fdopendir(dup(s->tmpfd));
+    struct dirent *de;
+
+    if (!d)
+        return;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        int fd = openat(s->tmpfd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            unlinkat(s->tmpfd, de->d_name, 0);
+        close(fd);
+    }
+    closedir(d);
+}
+
+/* Loads the keyring and unwraps its DEKs. A key-access failure is not an open failure: it
+ * is recorded as the key state. */
+static cmk_err load_keys(cmk_store *s, cmk_errbuf *eb)
+{
+    char path[4096];
+    cmk_errbuf why = {0};
+    cmk_err rc;
+
+    rc = cmk_path(path, sizeof(path), eb, "%s/keyring.json", s->dir);
+    if (rc != CMK_OK)
+        return rc;
+    rc = cmk_keyring_load(path, &s->kr, eb);
+    cmk_store_note_keyring_file(s);
+    if (rc == CMK_E_NOT_FOUND)
+        return cmk_errbuf_set(eb, CMK_E_CORRUPT, "%s is missing: the store cannot be opened",
+                              path);
+    if (rc != CMK_OK)
+        return rc;
+    s->last_key_check = cmk_now();
+    rc = cmk_keyring_unwrap_all(&s->kr, s->kek, &s->deks, &why);
+    if (rc == CMK_OK) {
+        atomic_store(&s->key_ok, 1);
+        s->last_key_ok_mono = cmk_monotonic();
+        return CMK_OK;
+    }
+    if (!cmk_err_is_key_access(rc)) {
+        *eb = why;
+        return rc;
+    }
+    cmk_store_key_lost_locked(s, &why);
+    return CMK_OK;
+}
+
+static cmk_err do_open(const char *dir, const cmk_store_opts *o, cmk_store **out,
+                       cmk_errbuf *eb)
+{
+    cmk_store *s = calloc(1, sizeof(*s));
+    char p[4096];
+    const char *env;
+    int kind;
+    cmk_err rc;
+
+    *out = NULL;
+    if (!s)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (store)");
+    s->dirfd = s->tmpfd = -1;
+    pthread_mutex_init(&s->io_mu, NULL);
+    pthread_rwlock_init(&s->key_lock, NULL);
+    pthread_mutex_init(&s->bg_mu, NULL);
+    pthread_cond_init(&s->bg_cv, NULL);
+    pthread_mutex_init(&s->cfg_mu, NULL);
+    if (!dir || realpath(dir, s->dir) == NULL) {
+        rc = cmk_errbuf_set(eb, CMK_E_NOT_FOUND,
+                            "no store at %s; create one with `cmkstore create --store %s`",
+                            dir ? dir : "(null)", dir ? dir : "DIR");
+        goto out;
+    }
+    env = getenv("CMKSTORE_HOME");
+    if (o && o->home) {
+        rc = cmk_home_resolve(o->home, 0, s->home, eb);
+        if (rc != CMK_OK)
+            goto out;
+    } else if (env && *env) {
+        rc = cmk_home_resolve(NULL, 0, s->home, eb);
+        if (rc != CMK_OK)
+            goto out;
+    }
+    rc = load_config(s, eb);
+    if (rc != CMK_OK)
+        goto out;
+    s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    rc = cmk_path(p, sizeof(p), eb, "%s/tmp", s->dir);
+    if (rc != CMK_OK)
+        goto out;
+    s->tmpfd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->dirfd < 0 || s->tmpfd < 0) {
+        rc = cmk_errbuf_sys(eb, CMK_E_CORRUPT, errno, "cannot open %s", p);
+        goto out;
+    }
+    kind = cmk_io_kind_parse(o ? o->io_engine : NULL);
+    if (kind < 0) {
+        rc = cmk_errbuf_set(eb, CMK_E_INVAL, "unknown I/O engine '%s' (auto, uring, sync)",
+                            o->io_engine);
+        goto out;
+    }
+    s->io_kind = (cmk_io_kind)kind;
+    s->threads = o && o->threads ? o->threads : cmk_ncpu();
+    s->depth = o && o->queue_depth ? o->queue_depth : 2 * s->threads + 2;
+    if (s->depth > 256)
+        s->depth = 256;
+    rc = cmk_pool_create(s->threads, &s->pool, eb);
+    if (rc != CMK_OK)
+        goto out;
+    rc = cmk_kek_open(s->home, o ? o->kek_provider : NULL, &s->kek, eb);
+    if (rc != CMK_OK)
+        goto out;
+    rc = load_keys(s, eb);
+    if (rc != CMK_OK)
+        goto out;
+    sweep_tmp(s);
+    *out = s;
+    s = NULL;
+out:
+    cmk_store_close(s);
+    return rc;
+}
+
+cmk_err cmk_store_open(const char *dir, const cmk_store_opts *opts, cmk_store **out)
+{
+    cmk_errbuf eb = {0};
+
+    if (!out)
+        return cmk_set_last(CMK_E_INVAL, "cmk_store_open: NULL out");
+    return cmk_publish(&eb, do_open(dir, opts, out, &eb));
+}
+
+void cmk_store_close(cmk_store *s)
+{
+    if (!s)
+        return;
+    cmk_store_bg_shutdown(s);
+    cmk_pool_free(s->pool);
+    for (size_t i = 0; i < s->n_io_free; i++)
+        cmk_io_free(s->io_free[i]);
+    free(s->io_free);
+    pthread_rwlock_wrlock(&s->key_lock);
+    cmk_deks_free(&s->deks);
+    cmk_keyring_free(&s->kr);
+    pthread_rwlock_unlock(&s->key_lock);
+    cmk_kek_close(s->kek);
+    if (s->dirfd >= 0)
+        close(s->dirfd);
+    if (s->tmpfd >= 0)
+        close(s->tmpfd);
+    pthread_mutex_destroy(&s->io_mu);
+    pthread_rwlock_destroy(&s->key_lock);
+    pthread_mutex_destroy(&s->bg_mu);
+    pthread_cond_destroy(&s->bg_cv);
+    pthread_mutex_destroy(&s->cfg_mu);
+    json_decref(s->cfg);
+    free(s);
+}
+
+const char *cmk_store_id(const cmk_store *s)
+{
+    return s ? s->id : "";
+}
+
+const char *cmk_store_dir(const cmk_store *s)
+{
+    return s ? s->dir : "";
+}
+
+/* ---- delete and list ---- */
+
+cmk_err cmk_delete(cmk_store *s, const char *digest)
+{
+    cmk_errbuf eb = {0};
+    uint8_t raw[CMK_DIGEST_RAW_MAX];
+    char path[4096], parent[4096];
+    int alg;
+    cmk_err rc;
+
+    if (!s || !digest)
+        return cmk_set_last(CMK_E_INVAL, "cmk_delete: NULL argument");
+    rc = cmk_store_key_gate(s, &eb);
+    if (rc != CMK_OK)
+        goto out;
+    rc = cmk_digest_parse(digest, &alg, raw, &eb);
+    if (rc != CMK_OK)
+        goto out;
+    rc = cmk_store_blob_path(s, alg, raw, path, sizeof(path), parent, sizeof(parent), &eb);
+    if (rc != CMK_OK)
+        goto out;
+    if (unlink(path) != 0) {
+        rc = errno == ENOENT
+                 ? cmk_errbuf_set(&eb, CMK_E_NOT_FOUND, "blob %s is not in the store", digest)
+                 : cmk_errbuf_sys(&eb, CMK_E_IO, errno, "cannot delete %s", path);
+        goto out;
+    }
+    rc = cmk_fsync_dir(parent, &eb);
+out:
+    return cmk_publish(&eb, rc);
+}
+
+static int is_hex(const char *s, size_t n)
+{
+    if (strlen(s) != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+cmk_err cmk_list(cmk_store *s, int (*cb)(const char *digest, void *arg), void *arg)
+{
+    static const int algs[] = {CMK_DIGEST_SHA256, CMK_DIGEST_SHA512};
+    cmk_errbuf eb = {0};
+    char p[4096], dg[CMK_DIGEST_MAX];
+    cmk_err rc = CMK_OK;
+
+    if (!s || !cb)
+        return cmk_set_last(CMK_E_INVAL, "cmk_list: NULL argument");
+    for (int a = 0; a < 2; a++) {
+        size_t hexlen = 2 * cmk_digest_len(algs[a]);
+        for (int i = 0; i < 256; i++) {
+            DIR *d;
+            struct dirent *de;
+
+            rc = cmk_path(p, sizeof(p), &eb, "%s/blobs/%s/%02x", s->dir,
+                          cmk_digest_alg_name(algs[a]), i);
+            if (rc != CMK_OK)
+                goto out;
+            d = opendir(p);
+            if (!d)
+                continue;
+            while ((de = readdir(d)) != NULL) {
+                if (!is_hex(de->d_name, hexlen) || strncmp(de->d_name, p + strlen(p) - 2, 2))
+                    continue;
+                snprintf(dg, sizeof(dg), "%s:%s", cmk_digest_alg_name(algs[a]), de->d_name);
+                if (cb(dg, arg) != 0) {
+                    closedir(d);
+                    goto out;
+                }
+            }
+            closedir(d);
+        }
+    }
+out:
+    return cmk_publish(&eb, rc);
+}
+
+/* ---- encryption status ---- */
+
+cmk_err cmk_store_encryption(cmk_store *s, cmk_encryption_info *out)
+{
+    if (!s || !out)
+        return cmk_set_last(CMK_E_INVAL, "cmk_store_encryption: NULL argument");
+    memset(out, 0, sizeof(*out));
+    pthread_rwlock_rdlock(&s->key_lock);
+    out->cmk_enabled = s->kr.cmk;
+    snprintf(out->identity, sizeof(out->identity), "%s",
+             s->kr.identity.client[0] ? s->kr.identity.client : s->kr.identity.principal);
+    snprintf(out->identity_principal, sizeof(out->identity_principal), "%s",
+             s->kr.identity.principal);
+    snprintf(out->identity_kind, sizeof(out->identity_kind), "%s", s->kr.identity.kind);
+    snprintf(out->key_identifier, sizeof(out->key_identifier), "%s", s->kr.key_identifier);
+    snprintf(out->versioned_key_identifier, sizeof(out->versioned_key_identifier), "%s",
+             s->kr.versioned_kid);
+    out->key_rotation_enabled = s->kr.rotation_enabled;
+    out->last_key_rotation = s->kr.last_rotation;
+    out->rotation_check_interval_s = s->rotation_check_s;
+    out->key_check_interval_s = s->key_check_s;
+    out->unreachable_grace_s = s->grace_s;
+    snprintf(out->wrap_algorithm, sizeof(out->wrap_algorithm), "%s",
+             s->kr.ndeks ? cmk_wrap_alg_name(s->kr.deks[0].alg) : "");
+    out->dek_count = (unsigned)s->kr.ndeks;
+    out->current_dek = s->kr.current_dek;
+    out->key_accessible = atomic_load(&s->key_ok);
+    out->key_error = out->key_accessible ? CMK_OK : s->key_err.code;
+    if (!out->key_accessible)
+        snprintf(out->key_error_msg, sizeof(out->key_error_msg), "%s", s->key_err.msg);
+    out->last_key_check = s->last_key_check;
+    out->dek_rollover_blobs = s->dek_rollover;
+    out->key_unreachable_since =
+        s->unreachable_since > 0 ? (int)(cmk_monotonic() - s->unreachable_since) : 0;
+    pthread_rwlock_unlock(&s->key_lock);
+    return CMK_OK;
+}

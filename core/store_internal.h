@@ -1,0 +1,123 @@
+/*
+ * store_internal.h — the store handle, shared by store.c (lifecycle, metadata), put.c
+ * (write pipeline) and get.c (read pipeline). Not installed.
+ *
+ * Locking: `key_lock` (rwlock) guards the keyring, the unwrapped DEKs and the key-state
+ * message; `key_ok` is an atomic mirror of "the KEK is reachable and the DEKs are loaded"
+ * that streams check at every chunk without taking the lock. `io_mu` guards the free list
+ * of I/O engines.
+ */
+#ifndef CMK_STORE_INTERNAL_H
+#define CMK_STORE_INTERNAL_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cmkstore.h"
+#include "error.h"
+#include "io.h"
+#include "kek.h"
+#include "keyring.h"
+#include "pool.h"
+#include "seal.h"
+
+#define CMK_STORE_FORMAT 1
+#define CMK_DEFAULT_ROTATION_CHECK_S 3600
+#define CMK_DEFAULT_KEY_CHECK_S 60
+#define CMK_DEFAULT_GRACE_S 300
+#define CMK_MANAGED_VAULT "cmkstore-managed"
+
+struct cmk_store {
+    char dir[4096];
+    char home[4096];
+    char id[37];
+    int dirfd;   /* the store directory */
+    int tmpfd;   /* <dir>/tmp */
+    uint32_t chunk_size;
+    uint32_t rotation_check_s, key_check_s, grace_s;
+
+    cmk_kek *kek;
+    cmk_pool *pool;
+    unsigned threads, depth;
+    cmk_io_kind io_kind;
+
+    pthread_mutex_t io_mu;
+    cmk_io **io_free;
+    size_t n_io_free, cap_io_free;
+
+    pthread_rwlock_t key_lock;
+    cmk_keyring kr;
+    cmk_deks deks;
+    cmk_errbuf key_err;        /* why the key is not accessible */
+    atomic_int key_ok;         /* 1: DEKs loaded and access confirmed */
+    int64_t last_key_check;    /* wall clock */
+    double last_key_ok_mono;   /* monotonic time of the last successful contact */
+
+    json_t *cfg;               /* store.json as loaded; guarded by cfg_mu */
+    pthread_mutex_t cfg_mu;
+    uint32_t dek_rollover;     /* roll a new DEK after this many blobs; UINT32_MAX: never */
+    atomic_uint blobs_since_roll;
+    /* Identity of the keyring file last loaded, to notice other processes' changes. */
+    dev_t kr_dev;
+    ino_t kr_ino;
+    int64_t kr_mtime_ns;
+    double unreachable_since;  /* monotonic time the vault first failed to answer; 0: it does */
+
+    /* Background lifecycle thread (key checks, automatic rotation). */
+    pthread_t bg_thread;
+    int bg_running;
+    pthread_mutex_t bg_mu;
+    pthread_cond_t bg_cv;
+    int bg_stop;
+    double last_rotation_check_mono;
+};
+
+/* Blob path for a parsed digest: <dir>/blobs/<alg>/<hex[0:2]>/<hex> and its parent. */
+cmk_err cmk_store_blob_path(const cmk_store *s, int alg, const uint8_t *raw, char *path,
+                            size_t cap, char *parent, size_t pcap, cmk_errbuf *eb);
+
+/* Takes an I/O engine from the store's free list (or makes one); give it back with
+ * cmk_store_io_put. */
+cmk_err cmk_store_io_get(cmk_store *s, cmk_io **out, cmk_errbuf *eb);
+void cmk_store_io_put(cmk_store *s, cmk_io *io);
+
+/* Records a key-access failure: every cached DEK is zeroized at once and the reason kept
+ * for error messages. Caller holds key_lock for writing. */
+void cmk_store_key_lost_locked(cmk_store *s, const cmk_errbuf *why);
+
+/* Remembers which keyring file is loaded (after load or save). Caller holds key_lock. */
+void cmk_store_note_keyring_file(cmk_store *s);
+
+/* Takes the store's cross-process lock (<dir>/lock, exclusive, waiting). */
+cmk_err cmk_store_lock(cmk_store *s, int *fd, cmk_errbuf *eb);
+
+/* Saves s->cfg as store.json. Caller holds cfg_mu and the store lock. */
+cmk_err cmk_store_save_config(cmk_store *s, cmk_errbuf *eb);
+
+/* Called after every published blob: counts towards the DEK rollover policy. */
+void cmk_store_note_commit(cmk_store *s);
+
+/* Stops the background thread if it runs (lifecycle.c). */
+void cmk_store_bg_shutdown(cmk_store *s);
+
+/* Fails with the key-access error if the key is not accessible (message names the key and
+ * the identity). */
+cmk_err cmk_store_key_gate(cmk_store *s, cmk_errbuf *eb);
+
+/* Copies DEK `id` into out (secret memory owned by the caller). If the id is unknown the
+ * keyring is reloaded once (another process may have rolled a new DEK). For writes, id 0
+ * means "the current DEK" and *id_out receives it. */
+cmk_err cmk_store_dek(cmk_store *s, uint32_t id, uint8_t out[CMK_DEK_LEN], uint32_t *id_out,
+                      cmk_errbuf *eb);
+
+/* Known-answer tests only: replaces a put's random salt (before its first write), so a
+ * fixed DEK and salt give exact, comparable bytes. */
+cmk_err cmk_put_set_salt(cmk_put *p, const uint8_t salt[CMK_SALT_LEN]);
+
+/* Slots (chunks in flight) per stream. */
+unsigned cmk_store_depth(const cmk_store *s);
+
+#endif
