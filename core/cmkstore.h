@@ -272,6 +272,35 @@ CMK_API cmk_err cmk_store_identity_assign(cmk_store *s, const char *identity);
  * another identity first). */
 CMK_API cmk_err cmk_store_identity_remove(cmk_store *s, const char *identity);
 
+/* ---- small encrypted records (registry metadata) ------------------------------------- */
+
+/* Named records of at most CMK_META_MAX bytes (repository, tag and manifest metadata of a
+ * registry), sealed like blobs under the store's current DEK and kept in <dir>/meta/ with
+ * their names hidden: a record's file name is a keyed hash (HMAC) of its name. Writes are
+ * atomic and durable. Key access is required as for blobs. */
+#define CMK_META_MAX (4u << 20)
+
+/* Reads record `name`; *val (malloc'd, free with cmk_free) and *len receive its value.
+ * CMK_E_NOT_FOUND if absent. */
+CMK_API cmk_err cmk_meta_get(cmk_store *s, const char *name, void **val, size_t *len);
+/* Creates or replaces record `name`. */
+CMK_API cmk_err cmk_meta_put(cmk_store *s, const char *name, const void *val, size_t len);
+/* Removes record `name`; CMK_E_NOT_FOUND if absent. */
+CMK_API cmk_err cmk_meta_delete(cmk_store *s, const char *name);
+/* Atomic read-modify-write across threads and processes: fn gets the current value (NULL,
+ * 0 if absent) and sets *out / *outlen to the new value (malloc'd; the store frees it), or
+ * *out = NULL to delete the record, or returns an error to leave it unchanged (passed
+ * through). */
+typedef cmk_err (*cmk_meta_fn)(const void *cur, size_t curlen, void **out, size_t *outlen,
+                               void *arg);
+CMK_API cmk_err cmk_meta_update(cmk_store *s, const char *name, cmk_meta_fn fn, void *arg);
+/* Calls cb for every record whose name starts with prefix ("" for all); names come from the
+ * decrypted records. A non-zero return from cb stops the walk. */
+CMK_API cmk_err cmk_meta_list(cmk_store *s, const char *prefix,
+                              int (*cb)(const char *name, void *arg), void *arg);
+/* Frees memory returned by the library. */
+CMK_API void cmk_free(void *p);
+
 /* Store identifier (a UUID) and the directory it was opened from. */
 CMK_API const char *cmk_store_id(const cmk_store *s);
 CMK_API const char *cmk_store_dir(const cmk_store *s);

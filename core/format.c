@@ -77,13 +77,15 @@ cmk_err cmk_fmt_header_decode(const uint8_t *buf, size_t len, cmk_fmt_header *h,
     if (memcmp(buf, CMK_FMT_MAGIC, 8) != 0)
         return cmk_errbuf_set(eb, CMK_E_CORRUPT, "not a cmkstore blob (bad magic)");
     h->version = cmk_ld16(buf + 8);
+    /* The checksum comes first: a flipped version byte is damage, not a newer format. A
+     * newer format is recognised by a header that is intact as far as v1 can tell. */
+    if (cmk_ld64(buf + 184) != cmk_fmt_xxh3(buf, CMK_FMT_HEADER_AAD_SIZE))
+        return cmk_errbuf_set(eb, CMK_E_CORRUPT,
+                              "blob header checksum mismatch (torn write or media error)");
     if (h->version != CMK_FMT_VERSION)
         return cmk_errbuf_set(eb, h->version > CMK_FMT_VERSION ? CMK_E_UNSUPPORTED : CMK_E_CORRUPT,
                               "blob format version %u is not supported (this build reads %d)",
                               h->version, CMK_FMT_VERSION);
-    if (cmk_ld64(buf + 184) != cmk_fmt_xxh3(buf, CMK_FMT_HEADER_AAD_SIZE))
-        return cmk_errbuf_set(eb, CMK_E_CORRUPT,
-                              "blob header checksum mismatch (torn write or media error)");
     if (cmk_ld16(buf + 10) != CMK_FMT_HEADER_SIZE)
         return cmk_errbuf_set(eb, CMK_E_CORRUPT, "bad blob header length %u", cmk_ld16(buf + 10));
     h->aead = buf[12];

@@ -67,7 +67,7 @@ static int keyring_changed(cmk_store *s)
  * DEKs already held are reused, unknown ones are unwrapped with the keyring's key version.
  * With need_all, every DEK is unwrapped again (access restore: proves the key works). On a
  * key-access failure nothing changes and the error is returned. */
-static cmk_err refresh_keyring(cmk_store *s, int force, int need_all, cmk_errbuf *eb)
+cmk_err cmk_store_refresh_keyring(cmk_store *s, int force, int need_all, cmk_errbuf *eb)
 {
     char path[4200];
     cmk_keyring nkr;
@@ -184,7 +184,7 @@ static cmk_err rotate(cmk_store *s, const rot_target *t, cmk_errbuf *eb)
         return rc;
     /* The DEKs are needed in the clear to rewrap them: a store that cannot reach its current
      * key cannot rotate until access is restored. */
-    rc = refresh_keyring(s, 1, !atomic_load(&s->key_ok), eb);
+    rc = cmk_store_refresh_keyring(s, 1, !atomic_load(&s->key_ok), eb);
     if (rc != CMK_OK) {
         if (cmk_err_is_key_access(rc)) {
             cmk_errbuf why = *eb;
@@ -371,7 +371,7 @@ cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check, int *rotated
         return cmk_set_last(CMK_E_INVAL, "cmk_store_check_key: NULL store");
     was_ok = atomic_load(&s->key_ok);
     /* Pick up what other processes did (rotation, new DEKs). */
-    rc = refresh_keyring(s, 0, 0, &eb);
+    rc = cmk_store_refresh_keyring(s, 0, 0, &eb);
     if (rc != CMK_OK && !cmk_err_is_key_access(rc))
         goto out;
     cmk_errbuf_clear(&eb);
@@ -438,7 +438,7 @@ cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check, int *rotated
     if (rc == CMK_OK) {
         if (!atomic_load(&s->key_ok)) {
             /* Restore: every DEK is unwrapped again before service resumes. */
-            rc = refresh_keyring(s, 1, 1, &eb);
+            rc = cmk_store_refresh_keyring(s, 1, 1, &eb);
             if (rc != CMK_OK)
                 goto failed;
         }
@@ -571,7 +571,7 @@ cmk_err cmk_store_rotate_dek(cmk_store *s, uint32_t *new_id)
     rc = cmk_store_lock(s, &lockfd, &eb);
     if (rc != CMK_OK)
         goto out;
-    rc = refresh_keyring(s, 1, 0, &eb);
+    rc = cmk_store_refresh_keyring(s, 1, 0, &eb);
     if (rc != CMK_OK)
         goto out;
     dek = cmk_secalloc(CMK_DEK_LEN);

@@ -94,6 +94,38 @@ out:
     return rc;
 }
 
+cmk_err cmk_hkdf(const uint8_t *ikm, size_t ikmlen, const uint8_t *salt, size_t saltlen,
+                 const char *label, const uint8_t *ctx, size_t ctxlen, uint8_t *out,
+                 size_t outlen, cmk_errbuf *eb)
+{
+    uint8_t info[256];
+    size_t ll = strlen(label);
+    EVP_KDF_CTX *kc;
+    OSSL_PARAM params[5];
+    cmk_err rc = CMK_OK;
+
+    pthread_once(&fetch_once, fetch_algs);
+    if (!kdf_hkdf)
+        return cmk_errbuf_set(eb, CMK_E_CRYPTO, "HKDF unavailable in this OpenSSL");
+    if (ll + ctxlen > sizeof(info))
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "HKDF info too long");
+    memcpy(info, label, ll);
+    if (ctxlen)
+        memcpy(info + ll, ctx, ctxlen);
+    kc = EVP_KDF_CTX_new(kdf_hkdf);
+    if (!kc)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (HKDF)");
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0);
+    params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)ikm, ikmlen);
+    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, saltlen);
+    params[3] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, info, ll + ctxlen);
+    params[4] = OSSL_PARAM_construct_end();
+    if (EVP_KDF_derive(kc, out, outlen, params) != 1)
+        rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "HKDF failed");
+    EVP_KDF_CTX_free(kc);
+    return rc;
+}
+
 cmk_err cmk_check_commitment(const cmk_blobkey *k, const uint8_t stored[CMK_COMMIT_LEN],
                              cmk_errbuf *eb)
 {

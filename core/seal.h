@@ -47,6 +47,11 @@ typedef struct cmk_kdf_context {
 cmk_err cmk_derive_blobkey(const uint8_t dek[CMK_DEK_LEN], const uint8_t salt[CMK_SALT_LEN],
                            const cmk_kdf_context *ctx, cmk_blobkey *out, cmk_errbuf *eb);
 
+/* Generic HKDF-SHA256 (extract and expand): info = label || ctx. */
+cmk_err cmk_hkdf(const uint8_t *ikm, size_t ikmlen, const uint8_t *salt, size_t saltlen,
+                 const char *label, const uint8_t *ctx, size_t ctxlen, uint8_t *out,
+                 size_t outlen, cmk_errbuf *eb);
+
 /* Constant-time comparison of a stored commitment with the derived one; CMK_E_INTEGRITY if
  * they differ. */
 cmk_err cmk_check_commitment(const cmk_blobkey *k, const uint8_t stored[CMK_COMMIT_LEN],

@@ -129,8 +129,10 @@ cmk_err cmk_store_dek(cmk_store *s, uint32_t id, uint8_t out[CMK_DEK_LEN], uint3
 {
     const uint8_t *k;
     uint32_t want;
+    int reloaded = 0;
     cmk_err rc;
 
+again:
     rc = cmk_store_key_gate(s, eb);
     if (rc != CMK_OK)
         return rc;
@@ -147,6 +149,14 @@ cmk_err cmk_store_dek(cmk_store *s, uint32_t id, uint8_t out[CMK_DEK_LEN], uint3
     pthread_rwlock_unlock(&s->key_lock);
     if (!atomic_load(&s->key_ok))
         return cmk_store_key_gate(s, eb);
+    /* Another process may have rolled a new DEK since this one loaded the keyring. */
+    if (id && !reloaded) {
+        reloaded = 1;
+        rc = cmk_store_refresh_keyring(s, 0, 0, eb);
+        if (rc != CMK_OK)
+            return rc;
+        goto again;
+    }
     return cmk_errbuf_set(eb, CMK_E_INTEGRITY,
                           "blob names data key %u, which this store's keyring does not hold "
                           "(blob from another store?)",
@@ -382,6 +392,10 @@ static cmk_err write_store_files(const char *stage, const json_t *cfg, const cmk
         rc = cmk_path(p, sizeof(p), eb, "%s/tmp", stage);
     if (rc == CMK_OK)
         rc = cmk_mkdir_p(p, 0700, eb);
+    if (rc == CMK_OK)
+        rc = cmk_path(p, sizeof(p), eb, "%s/meta", stage);
+    if (rc == CMK_OK)
+        rc = cmk_mkdir_p(p, 0700, eb);
     /* Every prefix directory exists from the start, so a put only ever fsyncs its leaf. */
     for (int a = 0; a < 2 && rc == CMK_OK; a++) {
         for (int i = 0; i < 256 && rc == CMK_OK; i++) {
@@ -599,6 +613,36 @@ cmk_err cmk_store_create(const char *dir, const cmk_create_opts *o)
 
 /* ---- open / close ---- */
 
+/* Removes keyring.json / store.json temporaries left by a process killed between writing
+ * and renaming them. Every writer of those files holds the store lock, so they are stale if
+ * the lock can be taken now. */
+static void sweep_meta_tmp(cmk_store *s)
+{
+    char path[4200];
+    struct dirent *de;
+    DIR *d;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/lock", s->dir);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return;
+    }
+    d = fdopendir(dup(s->dirfd));
+    while (d && (de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, "keyring.json.tmp-", 17) == 0 ||
+            strncmp(de->d_name, "store.json.tmp-", 15) == 0)
+            unlinkat(s->dirfd, de->d_name, 0);
+    }
+    if (d)
+        closedir(d);
+    flock(fd, LOCK_UN);
+    close(fd);
+}
+
 /* Removes named temporaries left by crashed writers of the fallback path (unlocked ones:
  * a live writer holds an exclusive flock on its file). */
 static void sweep_tmp(cmk_store *s)
@@ -619,6 +663,7 @@ static void sweep_tmp(cmk_store *s)
         close(fd);
     }
     closedir(d);
+    sweep_meta_tmp(s);
 }
 
 /* Loads the keyring and unwraps its DEKs. A key-access failure is not an open failure: it
@@ -672,6 +717,7 @@ static cmk_err do_open(const char *dir, const cmk_store_opts *o, cmk_store **out
     pthread_mutex_init(&s->bg_mu, NULL);
     pthread_cond_init(&s->bg_cv, NULL);
     pthread_mutex_init(&s->cfg_mu, NULL);
+    pthread_mutex_init(&s->meta_mu, NULL);
     if (!dir || realpath(dir, s->dir) == NULL) {
         rc = cmk_errbuf_set(eb, CMK_E_NOT_FOUND,
                             "no store at %s; create one with `cmkstore create --store %s`",
@@ -760,6 +806,7 @@ void cmk_store_close(cmk_store *s)
     pthread_mutex_destroy(&s->bg_mu);
     pthread_cond_destroy(&s->bg_cv);
     pthread_mutex_destroy(&s->cfg_mu);
+    pthread_mutex_destroy(&s->meta_mu);
     json_decref(s->cfg);
     free(s);
 }

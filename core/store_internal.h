@@ -56,6 +56,7 @@ struct cmk_store {
     int64_t last_key_check;    /* wall clock */
     double last_key_ok_mono;   /* monotonic time of the last successful contact */
 
+    pthread_mutex_t meta_mu;   /* serialises metadata record writes in this process */
     json_t *cfg;               /* store.json as loaded; guarded by cfg_mu */
     pthread_mutex_t cfg_mu;
     uint32_t dek_rollover;     /* roll a new DEK after this many blobs; UINT32_MAX: never */
@@ -87,6 +88,10 @@ void cmk_store_io_put(cmk_store *s, cmk_io *io);
 /* Records a key-access failure: every cached DEK is zeroized at once and the reason kept
  * for error messages. Caller holds key_lock for writing. */
 void cmk_store_key_lost_locked(cmk_store *s, const cmk_errbuf *why);
+
+/* Re-reads keyring.json if it changed (always with force) and unwraps the DEKs not yet
+ * held (all of them with need_all). On failure nothing changes. */
+cmk_err cmk_store_refresh_keyring(cmk_store *s, int force, int need_all, cmk_errbuf *eb);
 
 /* Remembers which keyring file is loaded (after load or save). Caller holds key_lock. */
 void cmk_store_note_keyring_file(cmk_store *s);

@@ -107,8 +107,10 @@ static cmk_err t_wrap(void *self, const char *vkid, const char *principal, cmk_w
     rc = resolve(t, vkid, &v, eb);
     if (rc != CMK_OK)
         goto out;
+    /* The contract: out holds CMK_WRAPPED_MAX bytes; *outlen is only an output. */
+    *outlen = CMK_WRAPPED_MAX;
     if (t->identity_wrap) {
-        if (keylen != 32 || *outlen < 64) {
+        if (keylen != 32) {
             rc = cmk_errbuf_set(eb, CMK_E_INVAL, "identity wrap takes 32 bytes");
             goto out;
         }
@@ -155,12 +157,18 @@ static cmk_err t_unwrap(void *self, const char *vkid, const char *principal, cmk
         t->unwraps++;
         goto out;
     }
+    /* OpenSSL wants room for a whole modulus; decrypt into a scratch buffer. */
+    unsigned char tmp[CMK_WRAPPED_MAX];
+    size_t tlen = sizeof(tmp);
     c = EVP_PKEY_CTX_new_from_pkey(NULL, t->keys[v - 1], NULL);
     if (!c || EVP_PKEY_decrypt_init(c) != 1 || !set_oaep(c, alg) ||
-        EVP_PKEY_decrypt(c, dek, keylen, wrapped, wlen) != 1) {
+        EVP_PKEY_decrypt(c, tmp, &tlen, wrapped, wlen) != 1 || tlen > *keylen) {
         rc = cmk_errbuf_set(eb, CMK_E_INTEGRITY, "test provider: unwrap failed");
         goto out;
     }
+    memcpy(dek, tmp, tlen);
+    *keylen = tlen;
+    OPENSSL_cleanse(tmp, sizeof(tmp));
     t->unwraps++;
 out:
     EVP_PKEY_CTX_free(c);

@@ -1,4 +1,5 @@
 /* test_keyring.c — keyring parsing (strict), save/load, wrapping with checks, DEK sets. */
+#define _GNU_SOURCE
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>

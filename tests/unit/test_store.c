@@ -16,6 +16,7 @@
 
 #include "check.h"
 #include "format.h"
+#include "fsutil.h"
 #include "identity.h"
 #include "testkek.h"
 

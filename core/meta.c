@@ -1,0 +1,486 @@
+/*
+ * meta.c — small encrypted records: a registry's repositories, tags and manifest metadata.
+ *
+ * File <dir>/meta/<hh>/<hex>, where <hex> = HMAC-SHA256(name key, record name): names are
+ * not visible on disk. The name key is HKDF(DEK 1, "cmkstore v1 meta names"), stable for
+ * the store's life (DEK 1 is never dropped). Record layout:
+ *
+ *     0  magic "CMKSMETA"       8
+ *     8  version (1)            u16
+ *    10  reserved, zero         u16
+ *    12  DEK id                 u32
+ *    16  salt                   32
+ *    48  ciphertext of (u32 name length || name || value)
+ *     .  GCM tag                16
+ *     .  xxh3-64 of everything before it
+ *
+ * key = HKDF(DEK, salt, "cmkstore v1 meta key" || DEK id), fresh salt per write, nonce 0
+ * (the key is never reused). AAD = header [0, 48) || the file's name hash, so a record
+ * cannot be moved under another name. Writes are atomic (temp, fsync, rename, fsync dir)
+ * and serialised by a mutex and the flock <dir>/meta/lock.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bytes.h"
+#include "format.h"
+#include "fsutil.h"
+#include "secmem.h"
+#include "seal.h"
+#include "store_internal.h"
+
+#define META_MAGIC "CMKSMETA"
+#define META_HDR 48
+#define META_OVERHEAD (META_HDR + CMK_TAG_LEN + 8)
+#define META_NAME_MAX 1024
+
+void cmk_free(void *p)
+{
+    free(p);
+}
+
+static cmk_err name_hash(cmk_store *s, const char *name, uint8_t out[32], cmk_errbuf *eb)
+{
+    uint8_t *dek = cmk_secalloc(CMK_DEK_LEN + 32);
+    uint8_t *nk = dek ? dek + CMK_DEK_LEN : NULL;
+    size_t outlen = 0;
+    cmk_err rc;
+
+    if (!dek)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory");
+    rc = cmk_store_dek(s, 1, dek, NULL, eb);
+    static const uint8_t zero_salt[CMK_SALT_LEN];
+    if (rc == CMK_OK)
+        rc = cmk_hkdf(dek, CMK_DEK_LEN, zero_salt, sizeof(zero_salt), "cmkstore v1 meta names",
+                      NULL, 0, nk, 32, eb);
+    if (rc == CMK_OK &&
+        !EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, nk, 32, (const unsigned char *)name,
+                   strlen(name), out, 32, &outlen))
+        rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "HMAC failed");
+    cmk_secfree(dek);
+    return rc;
+}
+
+static cmk_err record_path(cmk_store *s, const uint8_t hash[32], char *dir, size_t dcap,
+                           char *path, size_t pcap, cmk_errbuf *eb)
+{
+    char hex[65];
+    cmk_err rc;
+
+    cmk_hex(hex, hash, 32);
+    rc = cmk_path(dir, dcap, eb, "%s/meta/%.2s", s->dir, hex);
+    if (rc == CMK_OK)
+        rc = cmk_path(path, pcap, eb, "%s/%s", dir, hex);
+    return rc;
+}
+
+static cmk_err record_key(cmk_store *s, uint32_t dek_id, const uint8_t *salt, uint8_t *key,
+                          uint32_t *id_out, cmk_errbuf *eb)
+{
+    uint8_t *dek = cmk_secalloc(CMK_DEK_LEN);
+    uint8_t ctx[4];
+    uint32_t id = dek_id;
+    cmk_err rc;
+
+    if (!dek)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory");
+    rc = cmk_store_dek(s, dek_id, dek, &id, eb);
+    if (rc == CMK_OK) {
+        cmk_st32(ctx, id);
+        rc = cmk_hkdf(dek, CMK_DEK_LEN, salt, CMK_SALT_LEN, "cmkstore v1 meta key", ctx, 4, key,
+                      CMK_KEY_LEN, eb);
+    }
+    if (id_out)
+        *id_out = id;
+    cmk_secfree(dek);
+    return rc;
+}
+
+/* Decrypts a record file's bytes; returns the name and value (pointers into *plain, which
+ * the caller frees). hash may be NULL (listing: the file name gives it). */
+static cmk_err open_record(cmk_store *s, const uint8_t *buf, size_t len, const uint8_t hash[32],
+                           uint8_t **plain, const char **name, size_t *namelen,
+                           const uint8_t **val, size_t *vallen, cmk_errbuf *eb)
+{
+    uint8_t aad[META_HDR + 32], nonce[CMK_NONCE_LEN] = {0};
+    uint8_t *key = NULL, *pt = NULL;
+    size_t ctlen;
+    uint32_t nl;
+    cmk_err rc;
+
+    *plain = NULL;
+    if (len < META_OVERHEAD + 4 || memcmp(buf, META_MAGIC, 8) != 0)
+        return cmk_errbuf_set(eb, CMK_E_CORRUPT, "not a metadata record");
+    if (cmk_ld64(buf + len - 8) != cmk_fmt_xxh3(buf, len - 8))
+        return cmk_errbuf_set(eb, CMK_E_CORRUPT, "metadata record checksum mismatch");
+    if (cmk_ld16(buf + 8) != 1 || cmk_ld16(buf + 10) != 0)
+        return cmk_errbuf_set(eb, CMK_E_UNSUPPORTED, "metadata record version %u unsupported",
+                              cmk_ld16(buf + 8));
+    ctlen = len - META_OVERHEAD;
+    key = cmk_secalloc(CMK_KEY_LEN);
+    pt = malloc(ctlen + 1);
+    if (!key || !pt) {
+        rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory");
+        goto out;
+    }
+    rc = record_key(s, cmk_ld32(buf + 12), buf + 16, key, NULL, eb);
+    if (rc != CMK_OK)
+        goto out;
+    memcpy(aad, buf, META_HDR);
+    memcpy(aad + META_HDR, hash, 32);
+    rc = cmk_gcm_open(key, nonce, aad, sizeof(aad), buf + META_HDR, ctlen, buf + META_HDR + ctlen,
+                      pt, eb);
+    if (rc == CMK_E_INTEGRITY)
+        rc = cmk_errbuf_set(eb, CMK_E_INTEGRITY,
+                            "metadata record failed authentication (tampered or moved)");
+    if (rc != CMK_OK)
+        goto out;
+    nl = cmk_ld32(pt);
+    if (nl == 0 || nl > META_NAME_MAX || (size_t)nl + 4 > ctlen) {
+        rc = cmk_errbuf_set(eb, CMK_E_CORRUPT, "metadata record has a bad name length");
+        goto out;
+    }
+    *name = (const char *)pt + 4;
+    *namelen = nl;
+    *val = pt + 4 + nl;
+    *vallen = ctlen - 4 - nl;
+    *plain = pt;
+    pt = NULL;
+out:
+    if (pt) {
+        cmk_cleanse(pt, ctlen);
+        free(pt);
+    }
+    cmk_secfree(key);
+    return rc;
+}
+
+static cmk_err read_record(cmk_store *s, const char *name, void **val, size_t *len,
+                           cmk_errbuf *eb)
+{
+    char dir[4200], path[4300];
+    uint8_t hash[32], *plain = NULL;
+    char *buf = NULL;
+    const char *rname;
+    const uint8_t *v;
+    size_t blen, nl, vl;
+    cmk_err rc;
+
+    *val = NULL;
+    *len = 0;
+    rc = name_hash(s, name, hash, eb);
+    if (rc == CMK_OK)
+        rc = record_path(s, hash, dir, sizeof(dir), path, sizeof(path), eb);
+    if (rc != CMK_OK)
+        return rc;
+    rc = cmk_read_file(path, CMK_META_MAX + META_OVERHEAD + 4 + META_NAME_MAX, &buf, &blen, eb);
+    if (rc == CMK_E_NOT_FOUND)
+        return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no metadata record '%s'", name);
+    if (rc != CMK_OK)
+        return rc;
+    rc = open_record(s, (uint8_t *)buf, blen, hash, &plain, &rname, &nl, &v, &vl, eb);
+    if (rc != CMK_OK)
+        goto out;
+    if (nl != strlen(name) || memcmp(rname, name, nl) != 0) {
+        rc = cmk_errbuf_set(eb, CMK_E_INTEGRITY, "metadata record holds another name");
+        goto out;
+    }
+    *val = malloc(vl ? vl : 1);
+    if (!*val) {
+        rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory");
+        goto out;
+    }
+    if (vl)
+        memcpy(*val, v, vl);
+    *len = vl;
+out:
+    free(plain);
+    free(buf);
+    return rc;
+}
+
+static cmk_err write_record(cmk_store *s, const char *name, const void *val, size_t len,
+                            cmk_errbuf *eb)
+{
+    char dir[4200], path[4300];
+    uint8_t hash[32], aad[META_HDR + 32], nonce[CMK_NONCE_LEN] = {0};
+    uint8_t *key = NULL, *buf = NULL;
+    size_t nl = strlen(name), ptlen = 4 + nl + len, total = ptlen + META_OVERHEAD;
+    uint32_t dek_id = 0;
+    cmk_err rc;
+
+    rc = name_hash(s, name, hash, eb);
+    if (rc == CMK_OK)
+        rc = record_path(s, hash, dir, sizeof(dir), path, sizeof(path), eb);
+    if (rc != CMK_OK)
+        return rc;
+    key = cmk_secalloc(CMK_KEY_LEN);
+    buf = malloc(total);
+    if (!key || !buf) {
+        rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory");
+        goto out;
+    }
+    memset(buf, 0, META_HDR);
+    memcpy(buf, META_MAGIC, 8);
+    cmk_st16(buf + 8, 1);
+    rc = cmk_random(buf + 16, CMK_SALT_LEN, eb);
+    if (rc == CMK_OK)
+        rc = record_key(s, 0, buf + 16, key, &dek_id, eb);
+    if (rc != CMK_OK)
+        goto out;
+    cmk_st32(buf + 12, dek_id);
+    /* Plaintext is assembled in place, then encrypted in place. */
+    cmk_st32(buf + META_HDR, (uint32_t)nl);
+    memcpy(buf + META_HDR + 4, name, nl);
+    if (len)
+        memcpy(buf + META_HDR + 4 + nl, val, len);
+    memcpy(aad, buf, META_HDR);
+    memcpy(aad + META_HDR, hash, 32);
+    rc = cmk_gcm_seal(key, nonce, aad, sizeof(aad), buf + META_HDR, ptlen, buf + META_HDR,
+                      buf + META_HDR + ptlen, eb);
+    if (rc != CMK_OK)
+        goto out;
+    cmk_st64(buf + total - 8, cmk_fmt_xxh3(buf, total - 8));
+    if (mkdir(dir, 0700) == 0) {
+        rc = cmk_fsync_parent(dir, eb);
+        if (rc != CMK_OK)
+            goto out;
+    } else if (errno != EEXIST) {
+        rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot create %s", dir);
+        goto out;
+    }
+    rc = cmk_write_file_atomic(path, buf, total, 0600, eb);
+out:
+    cmk_secfree(key);
+    free(buf);
+    return rc;
+}
+
+static cmk_err delete_record(cmk_store *s, const char *name, cmk_errbuf *eb)
+{
+    char dir[4200], path[4300];
+    uint8_t hash[32];
+    cmk_err rc = name_hash(s, name, hash, eb);
+
+    if (rc == CMK_OK)
+        rc = record_path(s, hash, dir, sizeof(dir), path, sizeof(path), eb);
+    if (rc != CMK_OK)
+        return rc;
+    if (unlink(path) != 0)
+        return errno == ENOENT ? cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no metadata record '%s'",
+                                                name)
+                               : cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot delete %s", path);
+    return cmk_fsync_dir(dir, eb);
+}
+
+static cmk_err check_name(const char *name, cmk_errbuf *eb)
+{
+    if (!name || !*name || strlen(name) > META_NAME_MAX)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "bad metadata record name");
+    return CMK_OK;
+}
+
+/* Serialises writers: the mutex within the process, the flock across processes. */
+static cmk_err meta_lock(cmk_store *s, int *fd, cmk_errbuf *eb)
+{
+    char path[4200];
+    cmk_err rc = cmk_path(path, sizeof(path), eb, "%s/meta/lock", s->dir);
+
+    if (rc != CMK_OK)
+        return rc;
+    pthread_mutex_lock(&s->meta_mu);
+    rc = cmk_lock(path, 1, 1, fd, eb);
+    if (rc != CMK_OK)
+        pthread_mutex_unlock(&s->meta_mu);
+    return rc;
+}
+
+static void meta_unlock(cmk_store *s, int fd)
+{
+    cmk_unlock(fd);
+    pthread_mutex_unlock(&s->meta_mu);
+}
+
+cmk_err cmk_meta_get(cmk_store *s, const char *name, void **val, size_t *len)
+{
+    cmk_errbuf eb = {0};
+    cmk_err rc;
+
+    if (!s || !val || !len)
+        return cmk_set_last(CMK_E_INVAL, "cmk_meta_get: NULL argument");
+    rc = check_name(name, &eb);
+    if (rc == CMK_OK)
+        rc = read_record(s, name, val, len, &eb);
+    return cmk_publish(&eb, rc);
+}
+
+cmk_err cmk_meta_put(cmk_store *s, const char *name, const void *val, size_t len)
+{
+    cmk_errbuf eb = {0};
+    int fd = -1;
+    cmk_err rc;
+
+    if (!s || (!val && len))
+        return cmk_set_last(CMK_E_INVAL, "cmk_meta_put: NULL argument");
+    rc = check_name(name, &eb);
+    if (rc == CMK_OK && len > CMK_META_MAX)
+        rc = cmk_errbuf_set(&eb, CMK_E_INVAL, "metadata record too large (%zu bytes)", len);
+    if (rc == CMK_OK)
+        rc = cmk_store_key_gate(s, &eb);
+    if (rc == CMK_OK)
+        rc = meta_lock(s, &fd, &eb);
+    if (rc != CMK_OK)
+        return cmk_publish(&eb, rc);
+    rc = write_record(s, name, val, len, &eb);
+    meta_unlock(s, fd);
+    return cmk_publish(&eb, rc);
+}
+
+cmk_err cmk_meta_delete(cmk_store *s, const char *name)
+{
+    cmk_errbuf eb = {0};
+    int fd = -1;
+    cmk_err rc;
+
+    if (!s)
+        return cmk_set_last(CMK_E_INVAL, "cmk_meta_delete: NULL store");
+    rc = check_name(name, &eb);
+    if (rc == CMK_OK)
+        rc = cmk_store_key_gate(s, &eb);
+    if (rc == CMK_OK)
+        rc = meta_lock(s, &fd, &eb);
+    if (rc != CMK_OK)
+        return cmk_publish(&eb, rc);
+    rc = delete_record(s, name, &eb);
+    meta_unlock(s, fd);
+    return cmk_publish(&eb, rc);
+}
+
+cmk_err cmk_meta_update(cmk_store *s, const char *name, cmk_meta_fn fn, void *arg)
+{
+    cmk_errbuf eb = {0};
+    void *cur = NULL, *out = NULL;
+    size_t curlen = 0, outlen = 0;
+    int fd = -1;
+    cmk_err rc;
+
+    if (!s || !fn)
+        return cmk_set_last(CMK_E_INVAL, "cmk_meta_update: NULL argument");
+    rc = check_name(name, &eb);
+    if (rc == CMK_OK)
+        rc = cmk_store_key_gate(s, &eb);
+    if (rc == CMK_OK)
+        rc = meta_lock(s, &fd, &eb);
+    if (rc != CMK_OK)
+        return cmk_publish(&eb, rc);
+    rc = read_record(s, name, &cur, &curlen, &eb);
+    if (rc == CMK_E_NOT_FOUND) {
+        cmk_errbuf_clear(&eb);
+        rc = CMK_OK;
+    }
+    if (rc != CMK_OK)
+        goto out;
+    rc = fn(cur, curlen, &out, &outlen, arg);
+    if (rc != CMK_OK) {
+        /* The callback's own error: keep the thread's detail it may have set. */
+        meta_unlock(s, fd);
+        free(cur);
+        free(out);
+        return rc;
+    }
+    if (out) {
+        if (outlen > CMK_META_MAX)
+            rc = cmk_errbuf_set(&eb, CMK_E_INVAL, "metadata record too large");
+        else
+            rc = write_record(s, name, out, outlen, &eb);
+    } else if (cur) {
+        rc = delete_record(s, name, &eb);
+    }
+out:
+    meta_unlock(s, fd);
+    free(cur);
+    free(out);
+    return cmk_publish(&eb, rc);
+}
+
+static int is_hex64(const char *n)
+{
+    if (strlen(n) != 64)
+        return 0;
+    for (int i = 0; i < 64; i++)
+        if (!((n[i] >= '0' && n[i] <= '9') || (n[i] >= 'a' && n[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+cmk_err cmk_meta_list(cmk_store *s, const char *prefix, int (*cb)(const char *name, void *arg),
+                      void *arg)
+{
+    cmk_errbuf eb = {0};
+    size_t plen = prefix ? strlen(prefix) : 0;
+    char root[4200], sub[4300], path[4400];
+    DIR *d = NULL, *d2 = NULL;
+    struct dirent *de, *de2;
+    int stop = 0;
+    cmk_err rc;
+
+    if (!s || !cb)
+        return cmk_set_last(CMK_E_INVAL, "cmk_meta_list: NULL argument");
+    rc = cmk_store_key_gate(s, &eb);
+    if (rc == CMK_OK)
+        rc = cmk_path(root, sizeof(root), &eb, "%s/meta", s->dir);
+    if (rc != CMK_OK)
+        return cmk_publish(&eb, rc);
+    d = opendir(root);
+    if (!d)
+        return errno == ENOENT ? CMK_OK
+                               : cmk_publish(&eb, cmk_errbuf_sys(&eb, CMK_E_IO, errno,
+                                                                 "cannot open %s", root));
+    while (!stop && rc == CMK_OK && (de = readdir(d)) != NULL) {
+        if (strlen(de->d_name) != 2 || de->d_name[0] == '.')
+            continue;
+        snprintf(sub, sizeof(sub), "%s/%s", root, de->d_name);
+        d2 = opendir(sub);
+        if (!d2)
+            continue;
+        while (!stop && (de2 = readdir(d2)) != NULL) {
+            uint8_t hash[32], *plain = NULL;
+            const char *name;
+            const uint8_t *v;
+            size_t blen, nl, vl;
+            char *buf = NULL, namez[META_NAME_MAX + 1];
+
+            if (!is_hex64(de2->d_name) || cmk_unhex(hash, 32, de2->d_name) != 0)
+                continue;
+            snprintf(path, sizeof(path), "%s/%s", sub, de2->d_name);
+            rc = cmk_read_file(path, CMK_META_MAX + META_OVERHEAD + 4 + META_NAME_MAX, &buf,
+                               &blen, &eb);
+            if (rc == CMK_E_NOT_FOUND) { /* deleted meanwhile */
+                rc = CMK_OK;
+                cmk_errbuf_clear(&eb);
+                continue;
+            }
+            if (rc == CMK_OK)
+                rc = open_record(s, (uint8_t *)buf, blen, hash, &plain, &name, &nl, &v, &vl, &eb);
+            free(buf);
+            if (rc != CMK_OK)
+                break;
+            memcpy(namez, name, nl);
+            namez[nl] = '\0';
+            free(plain);
+            if (plen == 0 || strncmp(namez, prefix, plen) == 0)
+                stop = cb(namez, arg) != 0;
+        }
+        closedir(d2);
+    }
+    closedir(d);
+    return cmk_publish(&eb, rc);
+}
