@@ -1,0 +1,525 @@
+/*
+ * cmd_blob.c — `cmkstore blob put|get|stat|verify|rm|ls`.
+ *
+ * Data is streamed through one 1 MiB buffer: a blob of any size is never held in memory.
+ * `blob get -o FILE` writes FILE.partial-<random> and renames it into place only after the
+ * whole range was read and authenticated, so a failed or interrupted get leaves no FILE.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "secmem.h"
+
+#define IO_BUF (1u << 20)
+
+enum { B_PUT, B_GET, B_STAT, B_VERIFY, B_RM, B_LS };
+
+#define STORE_OPT                                                                                  \
+    {                                                                                              \
+        "store", 0, CLI_STR, 1, "DIR", "Directory of the store."                                   \
+    }
+
+static const cli_opt put_opts[] = {
+    STORE_OPT,
+    {"digest", 0, CLI_STR, 0, "DIGEST",
+     "Expected digest (sha256:<hex> or sha512:<hex>). If the content's digest differs, "
+     "nothing is stored (exit 4)."},
+    {"digest-algorithm", 0, CLI_STR, 0, "sha256|sha512",
+     "Digest algorithm that addresses the blob (default: that of --digest, else sha256)."},
+    CLI_OPT_END,
+};
+
+static const cli_opt get_opts[] = {
+    STORE_OPT,
+    {"output", 'o', CLI_STR, 0, "FILE",
+     "Write to FILE (created 0600, or replaced) instead of stdout; \"-\" is stdout. FILE "
+     "appears only when the whole range was read and authenticated."},
+    {"range", 0, CLI_STR, 0, "START-END",
+     "Only bytes START to END, inclusive, as in HTTP (bytes=START-END); START- reads to the "
+     "end, -N the last N bytes. Only the chunks covering the range are decrypted."},
+    CLI_OPT_END,
+};
+
+static const cli_opt digest_opts[] = {
+    STORE_OPT,
+    CLI_OPT_END,
+};
+
+static const cli_opt ls_opts[] = {
+    STORE_OPT,
+    {"long", 'l', CLI_FLAG, 0, NULL,
+     "Print each blob's header information (as `blob stat`) instead of its digest only."},
+    CLI_OPT_END,
+};
+
+/* An operating-system failure, reported with the exit code of its errno. */
+static int fail_sys(int errnum, const char *verb, const char *what)
+{
+    cmk_errbuf eb;
+
+    cmk_errbuf_set(&eb, cmk_err_from_errno(errnum), "%s", strerror(errnum));
+    return cli_fail(eb.code, &eb, CLI_HINT_NONE, "%s %s", verb, what);
+}
+
+static int write_all(int fd, const unsigned char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static json_t *info_json(const cmk_blob_info *bi, int verified)
+{
+    json_t *j =
+        json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:i, s:o}", "digest", bi->digest, "size",
+                  (json_int_t)bi->size, "storedSize", (json_int_t)bi->stored_size, "chunkSize",
+                  (json_int_t)bi->chunk_size, "chunkCount", (json_int_t)bi->chunk_count, "dekId",
+                  (json_int_t)bi->dek_id, "formatVersion", (int)bi->format_version, "modified",
+                  cli_json_time(bi->mtime));
+
+    if (j && verified && json_object_set_new(j, "verified", json_true()) != 0) {
+        json_decref(j);
+        j = NULL;
+    }
+    return j;
+}
+
+/* ---- put ---- */
+
+static int run_put(const cli_cmd *cmd, cli_args *a)
+{
+    const char *src = a->pos[0], *expect = cli_get(a, "digest");
+    const char *alg = cli_get(a, "digest-algorithm");
+    const char *src_name = strcmp(src, "-") == 0 ? "standard input" : src;
+    char digest[CMK_DIGEST_MAX];
+    unsigned char *buf = NULL;
+    cmk_store *s = NULL;
+    cmk_put *p = NULL;
+    int fd = -1, ex;
+    cmk_err rc;
+
+    (void)cmd;
+    if (!alg && expect && strncmp(expect, "sha512:", 7) == 0)
+        alg = "sha512";
+    fd = strcmp(src, "-") == 0 ? STDIN_FILENO : open(src, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail_sys(errno, "cannot open", src);
+    buf = malloc(IO_BUF);
+    if (!buf) {
+        ex = fail_sys(ENOMEM, "cannot allocate", "the I/O buffer");
+        goto out;
+    }
+    ex = cli_open_store(a, &s);
+    if (ex != CLI_EXIT_OK)
+        goto out;
+    rc = cmk_put_begin(s, alg, &p);
+    if (rc != CMK_OK) {
+        ex = cli_fail(rc, NULL, CLI_HINT_STORE, "cannot start storing %s", src_name);
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = read(fd, buf, IO_BUF);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            ex = fail_sys(errno, "cannot read", src_name);
+            goto out;
+        }
+        if (n == 0)
+            break;
+        rc = cmk_put_write(p, buf, (size_t)n);
+        if (rc != CMK_OK) {
+            ex = cli_fail(rc, NULL, CLI_HINT_STORE, "cannot store %s", src_name);
+            goto out;
+        }
+    }
+    rc = cmk_put_commit(p, expect, digest);
+    p = NULL; /* commit frees the handle whatever happens */
+    if (rc != CMK_OK) {
+        ex = cli_fail(rc, NULL, CLI_HINT_STORE, "cannot store %s", src_name);
+        goto out;
+    }
+    ex = printf("%s\n", digest) < 0 ? CLI_EXIT_FAILURE : CLI_EXIT_OK;
+out:
+    cmk_put_abort(p);
+    cmk_store_close(s);
+    free(buf);
+    if (fd > STDIN_FILENO)
+        close(fd);
+    return ex;
+}
+
+/* ---- get ---- */
+
+/* The partial output file, removed if a signal ends the process mid-get. */
+static char partial_path[4200];
+static volatile sig_atomic_t partial_armed;
+
+static void on_fatal_signal(int sig)
+{
+    if (partial_armed)
+        unlink(partial_path);
+    /* SA_RESETHAND restored the default action: die of the same signal. */
+    raise(sig);
+}
+
+static int arm_partial_cleanup(void)
+{
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_fatal_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        if (sigaction(sigs[i], &sa, NULL) != 0)
+            return -1;
+    return 0;
+}
+
+/* "START-END", "START-", "-N" (last N bytes), optionally prefixed "bytes=". */
+static int parse_range(const char *r, uint64_t *off, uint64_t *len, uint64_t *suffix)
+{
+    unsigned long long a, b;
+    char *end;
+
+    if (strncasecmp(r, "bytes=", 6) == 0)
+        r += 6;
+    *suffix = 0;
+    if (r[0] == '-') {
+        if (r[1] < '0' || r[1] > '9')
+            return -1;
+        errno = 0;
+        b = strtoull(r + 1, &end, 10);
+        if (errno || *end || b == 0)
+            return -1;
+        *suffix = b;
+        return 0;
+    }
+    if (r[0] < '0' || r[0] > '9')
+        return -1;
+    errno = 0;
+    a = strtoull(r, &end, 10);
+    if (errno || *end != '-')
+        return -1;
+    *off = a;
+    r = end + 1;
+    if (!*r) {
+        *len = CMK_TO_END;
+        return 0;
+    }
+    if (r[0] < '0' || r[0] > '9')
+        return -1;
+    b = strtoull(r, &end, 10);
+    if (errno || *end || b < a)
+        return -1;
+    *len = b - a >= UINT64_MAX - 1 ? CMK_TO_END : b - a + 1;
+    return 0;
+}
+
+static int run_get(const cli_cmd *cmd, cli_args *a)
+{
+    const char *digest = a->pos[0], *out = cli_get(a, "output"), *range = cli_get(a, "range");
+    uint64_t off = 0, len = CMK_TO_END, suffix = 0;
+    int to_file = out && strcmp(out, "-") != 0;
+    unsigned char *buf = NULL;
+    char rnd[17];
+    cmk_blob_info bi;
+    cmk_errbuf eb = {0};
+    cmk_store *s = NULL;
+    cmk_get *g = NULL;
+    int fd = -1, ex;
+    cmk_err rc;
+
+    if (range && parse_range(range, &off, &len, &suffix) != 0)
+        return cli_usage_error(cmd,
+                               "bad --range '%s': use START-END (END inclusive, END >= START), "
+                               "START- or -N",
+                               range);
+    buf = malloc(IO_BUF);
+    if (!buf)
+        return fail_sys(ENOMEM, "cannot allocate", "the I/O buffer");
+    ex = cli_open_store(a, &s);
+    if (ex != CLI_EXIT_OK)
+        goto out;
+    if (suffix) {
+        rc = cmk_stat(s, digest, &bi);
+        if (rc != CMK_OK) {
+            ex = cli_fail(rc, NULL, CLI_HINT_STORE, "cannot read blob %s", digest);
+            goto out;
+        }
+        off = bi.size > suffix ? bi.size - suffix : 0;
+    }
+    rc = cmk_get_open(s, digest, off, len, &g);
+    if (rc != CMK_OK) {
+        ex = cli_fail(rc, NULL, CLI_HINT_STORE, "cannot read blob %s", digest);
+        goto out;
+    }
+    fd = STDOUT_FILENO;
+    if (to_file) {
+        rc = cmk_random_hex(rnd, 8, &eb);
+        if (rc == CMK_OK && snprintf(partial_path, sizeof(partial_path), "%s.partial-%s", out,
+                                     rnd) >= (int)sizeof(partial_path))
+            rc = cmk_errbuf_set(&eb, CMK_E_INVAL, "path too long");
+        if (rc != CMK_OK) {
+            ex = cli_fail(rc, &eb, CLI_HINT_NONE, "cannot write %s", out);
+            goto out;
+        }
+        if (arm_partial_cleanup() != 0) {
+            ex = fail_sys(errno, "cannot install signal handlers for", out);
+            goto out;
+        }
+        /* Armed before the file exists: a signal can never leave it behind. */
+        partial_armed = 1;
+        fd = open(partial_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            partial_armed = 0;
+            ex = fail_sys(errno, "cannot create", partial_path);
+            goto out;
+        }
+    }
+    for (;;) {
+        size_t n;
+        rc = cmk_get_read(g, buf, IO_BUF, &n);
+        if (rc != CMK_OK) {
+            ex = cli_fail(rc, NULL, CLI_HINT_STORE, "cannot read blob %s", digest);
+            goto out;
+        }
+        if (n == 0)
+            break;
+        if (write_all(fd, buf, n) != 0) {
+            ex = fail_sys(errno, "cannot write", to_file ? partial_path : "standard output");
+            goto out;
+        }
+    }
+    if (to_file) {
+        /* Durable before it gets its name: FILE is never seen holding partial data. */
+        if (fsync(fd) != 0) {
+            ex = fail_sys(errno, "cannot write", partial_path);
+            goto out;
+        }
+        if (close(fd) != 0) {
+            fd = -1;
+            ex = fail_sys(errno, "cannot write", partial_path);
+            goto out;
+        }
+        fd = -1;
+        if (rename(partial_path, out) != 0) {
+            ex = fail_sys(errno, "cannot rename the output into", out);
+            goto out;
+        }
+        partial_armed = 0;
+    }
+    ex = CLI_EXIT_OK;
+out:
+    if (fd > STDOUT_FILENO)
+        close(fd);
+    if (partial_armed) {
+        unlink(partial_path);
+        partial_armed = 0;
+    }
+    cmk_get_close(g);
+    cmk_store_close(s);
+    free(buf);
+    return ex;
+}
+
+/* ---- stat, verify, rm ---- */
+
+static int run_digest_op(const cli_cmd *cmd, cli_args *a)
+{
+    const char *digest = a->pos[0];
+    cmk_blob_info bi;
+    cmk_store *s = NULL;
+    cmk_err rc;
+    int ex;
+
+    ex = cli_open_store(a, &s);
+    if (ex != CLI_EXIT_OK)
+        return ex;
+    rc = cmd->op == B_STAT     ? cmk_stat(s, digest, &bi)
+         : cmd->op == B_VERIFY ? cmk_verify(s, digest, &bi)
+                               : cmk_delete(s, digest);
+    if (rc != CMK_OK)
+        ex = cli_fail(rc, NULL, CLI_HINT_STORE, "%s %s", cmd->path, digest);
+    else if (cmd->op != B_RM)
+        ex = cli_print_json(info_json(&bi, cmd->op == B_VERIFY));
+    cmk_store_close(s);
+    return ex;
+}
+
+/* ---- ls ---- */
+
+typedef struct digest_list {
+    char **v;
+    size_t n, cap;
+    int oom;
+} digest_list;
+
+static int collect_digest(const char *digest, void *arg)
+{
+    digest_list *l = arg;
+    char *copy;
+
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        char **v = realloc(l->v, cap * sizeof(*v));
+        if (!v) {
+            l->oom = 1;
+            return 1;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    copy = strdup(digest);
+    if (!copy) {
+        l->oom = 1;
+        return 1;
+    }
+    l->v[l->n++] = copy;
+    return 0;
+}
+
+static int cmp_str(const void *x, const void *y)
+{
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+static int run_ls(const cli_cmd *cmd, cli_args *a)
+{
+    int longfmt = (int)cli_num(a, "long", 0), ex;
+    digest_list l = {0};
+    cmk_err rc, first = CMK_OK;
+    cmk_blob_info bi;
+    cmk_store *s = NULL;
+    json_t *arr = NULL, *item;
+
+    (void)cmd;
+    ex = cli_open_store(a, &s);
+    if (ex != CLI_EXIT_OK)
+        return ex;
+    rc = cmk_list(s, collect_digest, &l);
+    if (rc != CMK_OK || l.oom) {
+        ex = l.oom ? fail_sys(ENOMEM, "cannot list", cli_get(a, "store"))
+                   : cli_fail(rc, NULL, CLI_HINT_STORE, "cannot list %s", cli_get(a, "store"));
+        goto out;
+    }
+    if (l.n > 1)
+        qsort(l.v, l.n, sizeof(*l.v), cmp_str);
+    arr = json_array();
+    for (size_t i = 0; arr && i < l.n; i++) {
+        if (!longfmt) {
+            item = json_string(l.v[i]);
+        } else if ((rc = cmk_stat(s, l.v[i], &bi)) == CMK_OK) {
+            item = info_json(&bi, 0);
+        } else {
+            /* One bad blob does not hide the others; the exit code still reports it. */
+            cli_fail(rc, NULL, CLI_HINT_STORE, "blob stat %s", l.v[i]);
+            if (first == CMK_OK)
+                first = rc;
+            item = json_pack("{s:s, s:s, s:s}", "digest", l.v[i], "error", cmk_errname(rc),
+                             "reason", cmk_errmsg());
+        }
+        if (!item || json_array_append_new(arr, item) != 0) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    ex = cli_print_json(arr);
+    if (ex == CLI_EXIT_OK && first != CMK_OK)
+        ex = cli_exit_code(first);
+out:
+    for (size_t i = 0; i < l.n; i++)
+        free(l.v[i]);
+    free(l.v);
+    cmk_store_close(s);
+    return ex;
+}
+
+const cli_cmd cli_blob_cmds[] = {
+    {.path = "blob put",
+     .summary = "Store a blob from a file or stdin; prints its digest",
+     .description = "Streams FILE (or standard input for \"-\") into the store, compressing and "
+                    "sealing it chunk by chunk, and prints the blob's digest. The blob becomes "
+                    "visible atomically when complete; an interrupted put leaves nothing. "
+                    "Putting a blob that is already stored succeeds and changes nothing.",
+     .opts = put_opts,
+     .pos_usage = "FILE|-",
+     .min_pos = 1,
+     .max_pos = 1,
+     .example = "cmkstore blob put --store ./registry layer.tar.gz\n"
+                "curl -s URL | cmkstore blob put --store ./registry --digest sha256:<hex> -",
+     .run = run_put,
+     .op = B_PUT},
+    {.path = "blob get",
+     .summary = "Read a blob (or a byte range of it) to stdout or a file",
+     .description = "Decrypts and writes the blob, or the byte range asked for, to standard "
+                    "output or FILE. Every byte written has been authenticated; a damaged blob "
+                    "fails with exit 4 (with -o nothing is written at all).",
+     .opts = get_opts,
+     .pos_usage = "DIGEST",
+     .min_pos = 1,
+     .max_pos = 1,
+     .example = "cmkstore blob get --store ./registry sha256:<hex> -o layer.tar.gz\n"
+                "cmkstore blob get --store ./registry sha256:<hex> --range 0-1023 | xxd | head",
+     .run = run_get,
+     .op = B_GET},
+    {.path = "blob stat",
+     .summary = "Show a blob's size and layout",
+     .description = "Prints the blob's authenticated header information as JSON (size, stored "
+                    "size, chunk size and count, data key id, format version) without "
+                    "decrypting its chunks.",
+     .opts = digest_opts,
+     .pos_usage = "DIGEST",
+     .min_pos = 1,
+     .max_pos = 1,
+     .example = "cmkstore blob stat --store ./registry sha256:<hex>",
+     .run = run_digest_op,
+     .op = B_STAT},
+    {.path = "blob verify",
+     .summary = "Decrypt every chunk and check the digest",
+     .description = "Authenticates and decrypts every chunk of the blob and recomputes its "
+                    "digest. Exit 0 if intact, 4 if it was damaged or altered.",
+     .opts = digest_opts,
+     .pos_usage = "DIGEST",
+     .min_pos = 1,
+     .max_pos = 1,
+     .example = "cmkstore blob verify --store ./registry sha256:<hex>",
+     .run = run_digest_op,
+     .op = B_VERIFY},
+    {.path = "blob rm",
+     .summary = "Remove a blob",
+     .description = "Removes the blob from the store (durably).",
+     .opts = digest_opts,
+     .pos_usage = "DIGEST",
+     .min_pos = 1,
+     .max_pos = 1,
+     .example = "cmkstore blob rm --store ./registry sha256:<hex>",
+     .run = run_digest_op,
+     .op = B_RM},
+    {.path = "blob ls",
+     .summary = "List the blobs of a store",
+     .description = "Prints the digests of the store's blobs as a sorted JSON array (with "
+                    "--long, their header information). Nothing is decrypted without --long.",
+     .opts = ls_opts,
+     .example = "cmkstore blob ls --store ./registry",
+     .run = run_ls,
+     .op = B_LS},
+    {.path = NULL},
+};
