@@ -48,6 +48,9 @@ void cmk_io_free(cmk_io *io);
 const char *cmk_io_name(const cmk_io *io);
 cmk_io_kind cmk_io_kind_of(const cmk_io *io);
 unsigned cmk_io_depth(const cmk_io *io);
+/* Why CMK_IO_AUTO settled for the sync engine (e.g. "io_uring_setup refused with EPERM ...");
+ * "" when it did not fall back (io_uring in use, or sync asked for explicitly). */
+const char *cmk_io_fallback_reason(const cmk_io *io);
 
 /* Queue requests. CMK_E_BUSY if `depth` requests are already queued or in flight: reap
  * first. Buffers must stay valid until their completion is reaped. */
@@ -64,7 +67,9 @@ cmk_err cmk_io_queue_fsync(cmk_io *io, int fd, int datasync, int drain, uint64_t
 cmk_err cmk_io_submit(cmk_io *io, cmk_errbuf *eb);
 
 /* Reaps at least min_wait (at most max) completions into out; returns the count, or a
- * negative errno on an engine failure. min_wait must not exceed cmk_io_pending(). */
+ * negative errno on an engine failure. min_wait must not exceed cmk_io_pending().
+ * Requests still queued are submitted first when min_wait needs them; on io_uring that
+ * happens in the same system call as the wait (queue + reap: one call per batch). */
 int cmk_io_reap(cmk_io *io, cmk_io_cqe *out, unsigned max, unsigned min_wait);
 
 /* Requests queued or in flight and not yet reaped. */
@@ -81,5 +86,47 @@ cmk_err cmk_io_fsync(cmk_io *io, int fd, const char *what, cmk_errbuf *eb);
 /* rename(2) relative to directory fds (IORING_OP_RENAMEAT where the kernel has it). */
 cmk_err cmk_io_renameat(cmk_io *io, int olddirfd, const char *oldpath, int newdirfd,
                         const char *newpath, cmk_errbuf *eb);
+
+/* ---- internal: the interface between io.c and an engine (io_uring.c); not for callers ---- */
+
+typedef enum cmk_io_op {
+    CMK_IO_OP_READ,
+    CMK_IO_OP_WRITE,
+    CMK_IO_OP_FSYNC,
+    CMK_IO_OP_RENAME
+} cmk_io_op;
+
+/* One validated request. RENAME: fd/fd2 are the directory fds, path/path2 the names (valid
+ * until the completion is reaped). */
+typedef struct cmk_io_req {
+    cmk_io_op op;
+    int fd, fd2;
+    void *buf;
+    size_t len;
+    uint64_t off;
+    const char *path, *path2;
+    uint64_t tag;
+    int datasync, drain;
+} cmk_io_req;
+
+/* An engine. io.c does the argument checks and the depth accounting: queue is never called
+ * with `depth` requests outstanding, reap never asked for more than are outstanding. */
+typedef struct cmk_io_engine {
+    const char *name;
+    cmk_io_kind kind;
+    /* On failure *sys_errno receives the errno the kernel refused with (0 if none). */
+    cmk_err (*create)(unsigned depth, void **state, int *sys_errno, cmk_errbuf *eb);
+    /* Drops requests queued but not submitted, waits for submitted ones, frees. */
+    void (*destroy)(void *state);
+    cmk_err (*queue)(void *state, const cmk_io_req *rq, cmk_errbuf *eb);
+    /* wait_nr > 0: the caller will wait for that many completions next (lets the engine
+     * submit and wait in one system call). */
+    cmk_err (*submit)(void *state, unsigned wait_nr, cmk_errbuf *eb);
+    int (*reap)(void *state, cmk_io_cqe *out, unsigned max, unsigned min_wait);
+} cmk_io_engine;
+
+#ifdef CMK_HAVE_URING
+extern const cmk_io_engine cmk_io_uring_engine;
+#endif
 
 #endif

@@ -43,6 +43,11 @@ cmk_err cmk_identity_get_system(const char *home, const char *store_id, cmk_iden
  * grant anything: the principal no longer exists. */
 cmk_err cmk_identity_delete(const char *home, const char *ref, cmk_errbuf *eb);
 cmk_err cmk_identity_delete_system(const char *home, const char *store_id, cmk_errbuf *eb);
+/* Finds the identity (user or system) whose principalId is exactly principal_id (case
+ * aside): what a vault uses to authenticate a principal. out may be NULL.
+ * CMK_E_NOT_FOUND otherwise. */
+cmk_err cmk_identity_get_by_principal(const char *home, const char *principal_id,
+                                      cmk_identity *out, cmk_errbuf *eb);
 /* 1 if an identity (user or system) with this principal id exists in home. */
 int cmk_identity_principal_exists(const char *home, const char *principal_id);
 /* JSON array of all user-assigned identities. Caller owns. */

@@ -21,7 +21,7 @@
     do {                                                                                           \
         cmk_errbuf_clear(&eb);                                                                     \
         cmk_err r_ = (expr);                                                                       \
-        CHECK_MSG(r_ == (want), "%s -> %s (want %s): %s", #expr, cmk_errname(r_),               \
+        CHECK_MSG(r_ == (want), "%s -> %s (want %s): %s", #expr, cmk_errname(r_),                  \
                   cmk_errname(want), eb.msg);                                                      \
     } while (0)
 

@@ -16,7 +16,7 @@
     do {                                                                                           \
         cmk_errbuf_clear(&eb);                                                                     \
         cmk_err r_ = (expr);                                                                       \
-        CHECK_MSG(r_ == (want), "%s -> %s (want %s): %s", #expr, cmk_errname(r_),               \
+        CHECK_MSG(r_ == (want), "%s -> %s (want %s): %s", #expr, cmk_errname(r_),                  \
                   cmk_errname(want), eb.msg);                                                      \
     } while (0)
 
@@ -66,8 +66,8 @@ static cmk_err f_describe(void *self, const char *kid, const char *principal, cm
 }
 
 static cmk_err f_wrap(void *self, const char *kid, const char *principal, cmk_wrap_alg alg,
-                      const unsigned char *dek, size_t keylen, unsigned char *out,
-                      size_t *outlen, cmk_errbuf *eb)
+                      const unsigned char *dek, size_t keylen, unsigned char *out, size_t *outlen,
+                      cmk_errbuf *eb)
 {
     struct fake *f = self;
     (void)kid;
@@ -209,15 +209,13 @@ static void test_local_dispatch(void)
     cmk_wrap_alg alg = cmk_kek_pick_alg(&d);
     CHECK(alg == CMK_WRAP_RSA_OAEP_256);
     test_fill_random(dek, sizeof(dek), 42);
-    CHECK_E(cmk_kek_wrap(k, d.kid, ident.principal_id, alg, dek, sizeof(dek), w, &wl, &eb),
-            CMK_OK);
+    CHECK_E(cmk_kek_wrap(k, d.kid, ident.principal_id, alg, dek, sizeof(dek), w, &wl, &eb), CMK_OK);
     CHECK(wl == 256);
     bl = sizeof(back);
     CHECK_E(cmk_kek_unwrap(k, d.kid, ident.principal_id, alg, w, wl, back, &bl, &eb), CMK_OK);
     CHECK(bl == 32 && memcmp(back, dek, 32) == 0);
     bl = sizeof(back);
-    CHECK_E(cmk_kek_unwrap(k, d.kid, ident.principal_id, CMK_WRAP_RSA_OAEP, w, wl, back, &bl,
-                           &eb),
+    CHECK_E(cmk_kek_unwrap(k, d.kid, ident.principal_id, CMK_WRAP_RSA_OAEP, w, wl, back, &bl, &eb),
             CMK_E_INTEGRITY);
     CHECK(bl == 0);
 
@@ -228,21 +226,20 @@ static void test_local_dispatch(void)
     CHECK(HAS(eb.msg, "only RSA and RSA-HSM") && HAS(eb.msg, eckid));
 
     /* Errors pass through with the vault's message. */
-    CHECK_E(cmk_kek_describe(k, "local://kv/keys/rsa", "00000000-0000-4000-8000-000000000000",
-                             &d, &eb),
-            CMK_E_KEY_DENIED);
+    CHECK_E(
+        cmk_kek_describe(k, "local://kv/keys/rsa", "00000000-0000-4000-8000-000000000000", &d, &eb),
+        CMK_E_KEY_DENIED);
     CHECK(HAS(eb.msg, "00000000-0000-4000-8000-000000000000"));
     CHECK_E(cmk_kek_describe(k, "local://kv/keys/nokey", ident.principal_id, &d, &eb),
             CMK_E_KEY_NOT_FOUND);
     CHECK_E(cmk_kek_describe(k, "local://kv/keys", ident.principal_id, &d, &eb), CMK_E_INVAL);
 
     /* Identifiers no provider serves. */
-    CHECK_E(cmk_kek_describe(k, "not-a-key-id", ident.principal_id, &d, &eb),
-            CMK_E_KEY_NOT_FOUND);
+    CHECK_E(cmk_kek_describe(k, "not-a-key-id", ident.principal_id, &d, &eb), CMK_E_KEY_NOT_FOUND);
     CHECK(HAS(eb.msg, "no provider serves") && HAS(eb.msg, "not-a-key-id") &&
           HAS(eb.msg, "local://"));
-    CHECK_E(cmk_kek_wrap(k, "https://x.vault.azure.net/keys/k/1", ident.principal_id, alg, dek,
-                         32, w, &wl, &eb),
+    CHECK_E(cmk_kek_wrap(k, "https://x.vault.azure.net/keys/k/1", ident.principal_id, alg, dek, 32,
+                         w, &wl, &eb),
             CMK_E_KEY_NOT_FOUND);
     CHECK(wl == 0);
     bl = sizeof(back);
@@ -298,8 +295,7 @@ static void test_extra_first(void)
     f.silent = 0;
     /* A provider that breaks the output bound is caught. */
     f.wrap_len = CMK_WRAPPED_MAX + 1;
-    CHECK_E(cmk_kek_wrap(k, "fake:k", "p", CMK_WRAP_RSA_OAEP, dek, 32, w, &wl, &eb),
-            CMK_E_CRYPTO);
+    CHECK_E(cmk_kek_wrap(k, "fake:k", "p", CMK_WRAP_RSA_OAEP, dek, 32, w, &wl, &eb), CMK_E_CRYPTO);
     CHECK(wl == 0);
     cmk_kek_close(k);
     /* Borrowed: the set does not release the caller's provider. */
@@ -366,8 +362,7 @@ static void test_threads(void)
     cmk_key_desc d;
 
     CHECK_E(cmk_kek_open(home, NULL, &shared, &eb), CMK_OK);
-    CHECK_E(cmk_kek_describe(shared, "local://kv/keys/rsa", ident.principal_id, &d, &eb),
-            CMK_OK);
+    CHECK_E(cmk_kek_describe(shared, "local://kv/keys/rsa", ident.principal_id, &d, &eb), CMK_OK);
     snprintf(shared_kid, sizeof(shared_kid), "%s", d.kid);
     for (int i = 0; i < 4; i++)
         pthread_create(&t[i], NULL, worker, (void *)(intptr_t)i);

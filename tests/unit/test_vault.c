@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -60,7 +61,7 @@ static void keep(const cmk_errbuf *eb)
         cmk_errbuf_clear(&eb);                                                                     \
         cmk_err r_ = (expr);                                                                       \
         keep(&eb);                                                                                 \
-        CHECK_MSG(r_ == (want), "%s -> %s (want %s): %s", #expr, cmk_errname(r_),               \
+        CHECK_MSG(r_ == (want), "%s -> %s (want %s): %s", #expr, cmk_errname(r_),                  \
                   cmk_errname(want), eb.msg);                                                      \
     } while (0)
 
@@ -107,8 +108,7 @@ static cmk_err describe(const char *kid, const char *principal, cmk_key_desc *d,
 }
 
 /* Wraps 32 random bytes and unwraps them again; CMK_OK only if they come back. */
-static cmk_err round_trip(const char *vkid, const char *principal, cmk_wrap_alg alg,
-                          cmk_errbuf *eb)
+static cmk_err round_trip(const char *vkid, const char *principal, cmk_wrap_alg alg, cmk_errbuf *eb)
 {
     unsigned char dek[32], wrapped[CMK_WRAPPED_MAX], back[64];
     size_t wl = 0, bl = sizeof(back);
@@ -340,13 +340,11 @@ static void test_policies(void)
     CHECK_E(cmk_vault_set_policy(home, "pv", "not-a-uuid", perms3, 3, NULL, &eb), CMK_E_INVAL);
     CHECK(HAS(eb.msg, "principalId"));
     CHECK_E(cmk_vault_set_policy(home, "pv", NULL, perms3, 3, NULL, &eb), CMK_E_INVAL);
-    CHECK_E(cmk_vault_set_policy(home, "pv", ident.principal_id, bogus, 2, NULL, &eb),
-            CMK_E_INVAL);
+    CHECK_E(cmk_vault_set_policy(home, "pv", ident.principal_id, bogus, 2, NULL, &eb), CMK_E_INVAL);
     CHECK(HAS(eb.msg, "bogus") && HAS(eb.msg, "wrapKey") && HAS(eb.msg, "all"));
     CHECK_E(cmk_vault_set_policy(home, "pv", ident.principal_id, perms3, 0, NULL, &eb),
             CMK_E_INVAL);
-    CHECK_E(cmk_vault_set_policy(home, "pv", ident.principal_id, nullp, 1, NULL, &eb),
-            CMK_E_INVAL);
+    CHECK_E(cmk_vault_set_policy(home, "pv", ident.principal_id, nullp, 1, NULL, &eb), CMK_E_INVAL);
     CHECK_E(cmk_vault_set_policy(home, "nosuch", ident.principal_id, perms3, 3, NULL, &eb),
             CMK_E_NOT_FOUND);
 
@@ -517,8 +515,8 @@ static void check_rsa_key(const char *vault, const char *name, unsigned bits)
     /* Too small an output buffer for the DEK. */
     unsigned char small[8];
     size_t sl = sizeof(small);
-    CHECK_E(prov->unwrap(prov->self, kid, ident.principal_id, CMK_WRAP_RSA_OAEP_256, w, wl,
-                         small, &sl, &eb),
+    CHECK_E(prov->unwrap(prov->self, kid, ident.principal_id, CMK_WRAP_RSA_OAEP_256, w, wl, small,
+                         &sl, &eb),
             CMK_E_INVAL);
     CHECK(sl == 0);
     unsigned char big[600];
@@ -527,9 +525,9 @@ static void check_rsa_key(const char *vault, const char *name, unsigned bits)
                        bits / 8 - 65, w, &wl, &eb),
             CMK_E_INVAL);
     CHECK(wl == 0);
-    CHECK_E(prov->wrap(prov->self, kid, ident.principal_id, CMK_WRAP_RSA_OAEP_256, big, 0, w,
-                       &wl, &eb),
-            CMK_E_INVAL);
+    CHECK_E(
+        prov->wrap(prov->self, kid, ident.principal_id, CMK_WRAP_RSA_OAEP_256, big, 0, w, &wl, &eb),
+        CMK_E_INVAL);
     CHECK_E(prov->wrap(prov->self, kid, ident.principal_id, CMK_WRAP_RSA_OAEP_256, big,
                        bits / 8 - 66, w, &wl, &eb),
             CMK_OK);
@@ -869,8 +867,7 @@ static void test_key_soft_delete(void)
     CHECK(listed == 1);
     json_decref(j);
     CHECK_E(cmk_vault_key_list_versions(home, "rv", "doomed", &j, &eb), CMK_E_KEY_DELETED);
-    CHECK_E(cmk_vault_key_set_enabled(home, "rv", "doomed", NULL, 0, NULL, &eb),
-            CMK_E_KEY_DELETED);
+    CHECK_E(cmk_vault_key_set_enabled(home, "rv", "doomed", NULL, 0, NULL, &eb), CMK_E_KEY_DELETED);
     CHECK_E(cmk_vault_key_delete(home, "rv", "doomed", NULL, &eb), CMK_E_KEY_DELETED);
     CHECK_E(cmk_vault_key_create(home, "rv", "doomed", "RSA", 2048, &j, &eb), CMK_E_EXISTS);
     CHECK(j == NULL && HAS(eb.msg, "recover or purge"));
@@ -1038,8 +1035,7 @@ static void test_ec_and_hsm(void)
         free(kid);
     }
     CHECK_E(cmk_vault_key_create(home, "rv", "ecbad", "EC", 2048, NULL, &eb), CMK_E_INVAL);
-    CHECK_E(cmk_vault_key_create(home, "rv", "echsm", "EC-HSM", 0, NULL, &eb),
-            CMK_E_UNSUPPORTED);
+    CHECK_E(cmk_vault_key_create(home, "rv", "echsm", "EC-HSM", 0, NULL, &eb), CMK_E_UNSUPPORTED);
 
     /* RSA-HSM needs an HSM-backed vault: refused, nothing written. */
     char kdir[4200];
@@ -1051,8 +1047,7 @@ static void test_ec_and_hsm(void)
                              "(see README)") == 0,
               "%s", eb.msg);
     CHECK(!cmk_exists(kdir));
-    CHECK_E(cmk_vault_key_create(home, "rv", "hsmkey", "rsa-hsm", 0, NULL, &eb),
-            CMK_E_UNSUPPORTED);
+    CHECK_E(cmk_vault_key_create(home, "rv", "hsmkey", "rsa-hsm", 0, NULL, &eb), CMK_E_UNSUPPORTED);
 }
 
 static void test_not_found(void)
@@ -1062,17 +1057,16 @@ static void test_not_found(void)
     unsigned char w[CMK_WRAPPED_MAX];
     size_t wl = 0;
 
-    CHECK_E(describe("local://novault/keys/k", ident.principal_id, &d, &eb),
-            CMK_E_KEY_NOT_FOUND);
+    CHECK_E(describe("local://novault/keys/k", ident.principal_id, &d, &eb), CMK_E_KEY_NOT_FOUND);
     CHECK(HAS(eb.msg, "novault"));
     CHECK_E(describe("local://rv/keys/nokey", ident.principal_id, &d, &eb), CMK_E_KEY_NOT_FOUND);
     CHECK(HAS(eb.msg, "nokey"));
-    CHECK_E(describe("local://rv/keys/k2048/0123456789abcdef0123456789abcdef",
-                     ident.principal_id, &d, &eb),
+    CHECK_E(describe("local://rv/keys/k2048/0123456789abcdef0123456789abcdef", ident.principal_id,
+                     &d, &eb),
             CMK_E_KEY_NOT_FOUND);
     CHECK(HAS(eb.msg, "version"));
-    CHECK_E(wrap_only("local://rv/keys/nokey/0123456789abcdef0123456789abcdef",
-                      ident.principal_id, CMK_WRAP_RSA_OAEP_256, w, &wl, &eb),
+    CHECK_E(wrap_only("local://rv/keys/nokey/0123456789abcdef0123456789abcdef", ident.principal_id,
+                      CMK_WRAP_RSA_OAEP_256, w, &wl, &eb),
             CMK_E_KEY_NOT_FOUND);
     CHECK_E(describe("local://rv/keys", ident.principal_id, &d, &eb), CMK_E_INVAL);
     CHECK(HAS(eb.msg, "local://"));
@@ -1317,6 +1311,92 @@ static void test_no_key_material(void)
     json_decref(all);
 }
 
+/* ---- several processes ---- */
+
+static void test_processes(void)
+{
+    cmk_errbuf eb = {0};
+    json_t *j = NULL;
+    const char *getp[] = {"get"};
+    pid_t pids[6];
+
+    make_vault("mpv", &protect7);
+    char *first = new_key("mpv", "mp", "RSA", 2048);
+    REQUIRE(first);
+    fflush(NULL);
+    for (int i = 0; i < 6; i++) {
+        pids[i] = fork();
+        REQUIRE(pids[i] >= 0);
+        if (pids[i] == 0) {
+            cmk_errbuf ceb = {0};
+            int bad = 0;
+            if (i < 3) {
+                /* Writers of key.json... */
+                for (int k = 0; k < 2; k++)
+                    bad |=
+                        cmk_vault_key_create(home, "mpv", "mp", "RSA", 2048, NULL, &ceb) != CMK_OK;
+            } else {
+                /* ...of vault.json, and readers that must never see a torn file. */
+                char pid[64];
+                snprintf(pid, sizeof(pid), "0000000%d-0000-4000-8000-00000000000%d", i, i);
+                bad |= cmk_vault_set_policy(home, "mpv", pid, getp, 1, NULL, &ceb) != CMK_OK;
+                for (int k = 0; k < 4; k++)
+                    bad |= round_trip(first, ident.principal_id, CMK_WRAP_RSA_OAEP_256, &ceb) !=
+                           CMK_OK;
+            }
+            if (bad)
+                fprintf(stderr, "child %d: %s\n", i, ceb.msg);
+            _exit(bad);
+        }
+    }
+    int failed = 0;
+    for (int i = 0; i < 6; i++) {
+        int st = 0;
+        waitpid(pids[i], &st, 0);
+        failed += !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+    }
+    CHECK(failed == 0);
+    /* No update was lost: 1 + 3 x 2 versions, 1 + 3 policies, all distinct. */
+    CHECK_E(cmk_vault_key_list_versions(home, "mpv", "mp", &j, &eb), CMK_OK);
+    CHECK_MSG(json_array_size(j) == 7, "%zu versions", json_array_size(j));
+    for (size_t a = 0; a < json_array_size(j); a++)
+        for (size_t b = a + 1; b < json_array_size(j); b++)
+            CHECK(strcmp(jstr(json_array_get(j, a), "kid", NULL),
+                         jstr(json_array_get(j, b), "kid", NULL)) != 0);
+    json_decref(j);
+    CHECK_E(cmk_vault_show(home, "mpv", &j, &eb), CMK_OK);
+    CHECK(json_array_size(json_object_get(json_object_get(j, "properties"), "accessPolicies")) ==
+          4);
+    json_decref(j);
+    free(first);
+}
+
+/* ---- damaged or missing private keys ---- */
+
+static void test_damaged_files(void)
+{
+    cmk_errbuf eb = {0};
+    cmk_key_desc d;
+    char pem[4200], kj[4200];
+
+    char *kid = new_key("rv", "fragile", "RSA", 2048);
+    REQUIRE(kid);
+    snprintf(pem, sizeof(pem), "%s/vaults/rv/keys/fragile/%s.pem", home, strrchr(kid, '/') + 1);
+    REQUIRE(test_write_file(pem, "-----BEGIN PRIVATE KEY-----\nAAAA\n", 33) == 0);
+    CHECK_E(round_trip(kid, ident.principal_id, CMK_WRAP_RSA_OAEP_256, &eb), CMK_E_CORRUPT);
+    CHECK(HAS(eb.msg, "damaged") && HAS(eb.msg, kid));
+    CHECK(unlink(pem) == 0);
+    CHECK_E(round_trip(kid, ident.principal_id, CMK_WRAP_RSA_OAEP_256, &eb), CMK_E_KEY_NOT_FOUND);
+    /* describe needs only metadata */
+    CHECK_E(describe(kid, ident.principal_id, &d, &eb), CMK_OK);
+    snprintf(kj, sizeof(kj), "%s/vaults/rv/keys/fragile/key.json", home);
+    REQUIRE(test_write_file(kj, "{\"versions\": 3}", 15) == 0);
+    CHECK_E(describe(kid, ident.principal_id, &d, &eb), CMK_E_CORRUPT);
+    CHECK(HAS(eb.msg, "key.json"));
+    CHECK_E(cmk_vault_key_show(home, "rv", "fragile", NULL, NULL, &eb), CMK_E_CORRUPT);
+    free(kid);
+}
+
 int main(void)
 {
     cmk_errbuf eb = {0};
@@ -1341,6 +1421,8 @@ int main(void)
     test_not_found();
     test_audit();
     test_concurrency();
+    test_processes();
+    test_damaged_files();
     test_no_key_material();
 
     cmk_kek_provider_free(prov);

@@ -1,0 +1,534 @@
+/*
+ * io.c — engine choice, argument checks and depth accounting shared by both engines, the
+ * synchronous conveniences, and the sync (pread/pwrite) engine.
+ */
+#include "io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CMK_IO_MAX_DEPTH 4096u
+/* Tag of the single request a synchronous convenience has in flight. */
+#define CONV_TAG UINT64_MAX
+
+struct cmk_io {
+    const cmk_io_engine *eng;
+    void *state;
+    unsigned depth;
+    unsigned pending; /* queued or in flight, not yet reaped */
+    char fallback[sizeof(((cmk_errbuf *)0)->msg) + 64];
+};
+
+/* ---- the sync engine: performs requests at submit, completions wait in a FIFO ---- */
+
+struct sync_state {
+    unsigned depth;
+    cmk_io_req *queued; /* in queue order, performed at submit */
+    unsigned nqueued;
+    cmk_io_cqe *done; /* ring of completions not yet reaped */
+    unsigned head, ndone;
+};
+
+static cmk_err sync_create(unsigned depth, void **state, int *sys_errno, cmk_errbuf *eb)
+{
+    struct sync_state *s = calloc(1, sizeof(*s));
+    cmk_err rc = CMK_OK;
+
+    *sys_errno = 0;
+    if (!s) {
+        rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (I/O engine)");
+        goto out;
+    }
+    s->depth = depth;
+    s->queued = calloc(depth, sizeof(*s->queued));
+    s->done = calloc(depth, sizeof(*s->done));
+    if (!s->queued || !s->done)
+        rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (I/O engine, depth %u)", depth);
+out:
+    if (rc != CMK_OK && s) {
+        free(s->queued);
+        free(s->done);
+        free(s);
+        s = NULL;
+    }
+    *state = s;
+    return rc;
+}
+
+static void sync_destroy(void *state)
+{
+    struct sync_state *s = state;
+
+    /* Nothing is in flight: submitted requests finished inside submit. */
+    free(s->queued);
+    free(s->done);
+    free(s);
+}
+
+static cmk_err sync_queue(void *state, const cmk_io_req *rq, cmk_errbuf *eb)
+{
+    struct sync_state *s = state;
+
+    (void)eb;
+    s->queued[s->nqueued++] = *rq;
+    return CMK_OK;
+}
+
+/* Moves the whole request, finishing short transfers; a read stops at end of file. */
+static int64_t sync_rw(const cmk_io_req *rq)
+{
+    unsigned char *p = rq->buf;
+    size_t done = 0;
+
+    /* do/while: a zero-length request still reaches the kernel, so a bad fd is reported. */
+    do {
+        ssize_t n;
+
+        if (rq->op == CMK_IO_OP_READ)
+            n = pread(rq->fd, p + done, rq->len - done, (off_t)(rq->off + done));
+        else
+            n = pwrite(rq->fd, p + done, rq->len - done, (off_t)(rq->off + done));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -(int64_t)errno;
+        }
+        if (n == 0 && done < rq->len) {
+            if (rq->op == CMK_IO_OP_READ)
+                break;
+            /* A write that makes no progress would loop forever. */
+            return -EIO;
+        }
+        done += (size_t)n;
+    } while (done < rq->len);
+    return (int64_t)done;
+}
+
+static int64_t sync_perform(const cmk_io_req *rq)
+{
+    int r;
+
+    switch (rq->op) {
+    case CMK_IO_OP_READ:
+    case CMK_IO_OP_WRITE:
+        return sync_rw(rq);
+    case CMK_IO_OP_FSYNC:
+        do {
+            r = rq->datasync ? fdatasync(rq->fd) : fsync(rq->fd);
+        } while (r != 0 && errno == EINTR);
+        break;
+    case CMK_IO_OP_RENAME:
+        r = renameat(rq->fd, rq->path, rq->fd2, rq->path2);
+        break;
+    default:
+        errno = EINVAL;
+        r = -1;
+        break;
+    }
+    return r == 0 ? 0 : -(int64_t)errno;
+}
+
+static cmk_err sync_submit(void *state, unsigned wait_nr, cmk_errbuf *eb)
+{
+    struct sync_state *s = state;
+
+    (void)wait_nr;
+    (void)eb;
+    /* In queue order, one at a time: drain is implied. */
+    for (unsigned i = 0; i < s->nqueued; i++) {
+        cmk_io_cqe *c = &s->done[(s->head + s->ndone) % s->depth];
+
+        c->tag = s->queued[i].tag;
+        c->res = sync_perform(&s->queued[i]);
+        s->ndone++;
+    }
+    s->nqueued = 0;
+    return CMK_OK;
+}
+
+static int sync_reap(void *state, cmk_io_cqe *out, unsigned max, unsigned min_wait)
+{
+    struct sync_state *s = state;
+    unsigned n = 0;
+
+    /* Waiting for requests never submitted would wait forever: perform them now. */
+    if (min_wait > s->ndone && s->nqueued > 0 && sync_submit(s, 0, NULL) != CMK_OK)
+        return -EIO;
+    while (n < max && s->ndone > 0) {
+        out[n++] = s->done[s->head];
+        s->head = (s->head + 1) % s->depth;
+        s->ndone--;
+    }
+    return (int)n;
+}
+
+static const cmk_io_engine sync_engine = {
+    .name = "sync",
+    .kind = CMK_IO_SYNC,
+    .create = sync_create,
+    .destroy = sync_destroy,
+    .queue = sync_queue,
+    .submit = sync_submit,
+    .reap = sync_reap,
+};
+
+/* ---- engine choice ---- */
+
+int cmk_io_kind_parse(const char *s)
+{
+    if (!s || strcmp(s, "auto") == 0)
+        return CMK_IO_AUTO;
+    if (strcmp(s, "uring") == 0 || strcmp(s, "io_uring") == 0)
+        return CMK_IO_URING;
+    if (strcmp(s, "sync") == 0)
+        return CMK_IO_SYNC;
+    return -1;
+}
+
+static cmk_err engine_start(cmk_io *io, const cmk_io_engine *eng, int *sys_errno, cmk_errbuf *eb)
+{
+    cmk_err rc = eng->create(io->depth, &io->state, sys_errno, eb);
+
+    if (rc == CMK_OK)
+        io->eng = eng;
+    return rc;
+}
+
+#ifdef CMK_HAVE_URING
+/* The refusals that mean "no io_uring here" rather than a fault: old kernel, seccomp or
+ * kernel.io_uring_disabled, RLIMIT_MEMLOCK on kernels before 5.12. */
+static int uring_refusal(int e)
+{
+    return e == ENOSYS || e == EPERM || e == EACCES || e == ENOMEM;
+}
+#endif
+
+/* Tries io_uring; for AUTO, settles for the sync engine (recording why) when refused. */
+static cmk_err start_uring(cmk_io *io, int fallback_ok, cmk_errbuf *eb)
+{
+#ifdef CMK_HAVE_URING
+    cmk_errbuf ueb = {0};
+    int sys_errno = 0;
+    cmk_err rc = engine_start(io, &cmk_io_uring_engine, &sys_errno, &ueb);
+
+    if (rc == CMK_OK || !fallback_ok || !uring_refusal(sys_errno)) {
+        if (rc != CMK_OK && eb)
+            *eb = ueb;
+        return rc;
+    }
+    snprintf(io->fallback, sizeof(io->fallback), "io_uring unavailable, using sync engine: %s",
+             ueb.msg);
+#else
+    if (!fallback_ok)
+        return cmk_errbuf_set(eb, CMK_E_UNSUPPORTED,
+                              "io_uring engine not built in (built with CMK_WITH_URING=OFF); "
+                              "use the sync engine");
+    snprintf(io->fallback, sizeof(io->fallback),
+             "io_uring engine not built in (CMK_WITH_URING=OFF), using sync engine");
+#endif
+    return engine_start(io, &sync_engine, &(int){0}, eb);
+}
+
+cmk_err cmk_io_create(cmk_io_kind kind, unsigned depth, cmk_io **out, cmk_errbuf *eb)
+{
+    cmk_io *io = NULL;
+    const char *env;
+    cmk_err rc;
+    int k;
+
+    if (!out)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "cmk_io_create: no output pointer");
+    *out = NULL;
+    if (depth < 1 || depth > CMK_IO_MAX_DEPTH) {
+        rc = cmk_errbuf_set(eb, CMK_E_INVAL, "I/O queue depth %u out of range (1..%u)", depth,
+                            CMK_IO_MAX_DEPTH);
+        goto out;
+    }
+    if (kind != CMK_IO_AUTO && kind != CMK_IO_URING && kind != CMK_IO_SYNC) {
+        rc = cmk_errbuf_set(eb, CMK_E_INVAL, "unknown I/O engine kind %d", (int)kind);
+        goto out;
+    }
+    if (kind == CMK_IO_AUTO) {
+        env = getenv("CMKSTORE_IO");
+        k = cmk_io_kind_parse(env && *env ? env : NULL);
+        if (k < 0) {
+            /* A typo must not silently pick an engine the operator did not ask for. */
+            rc = cmk_errbuf_set(eb, CMK_E_INVAL,
+                                "CMKSTORE_IO='%s' is not an I/O engine (auto, uring, sync)", env);
+            goto out;
+        }
+        kind = (cmk_io_kind)k;
+    }
+    io = calloc(1, sizeof(*io));
+    if (!io) {
+        rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (I/O engine)");
+        goto out;
+    }
+    io->depth = depth;
+    if (kind == CMK_IO_SYNC)
+        rc = engine_start(io, &sync_engine, &(int){0}, eb);
+    else
+        rc = start_uring(io, kind == CMK_IO_AUTO, eb);
+out:
+    if (rc != CMK_OK) {
+        free(io);
+        io = NULL;
+    }
+    *out = io;
+    return rc;
+}
+
+void cmk_io_free(cmk_io *io)
+{
+    if (!io)
+        return;
+    /* Submitted requests are waited for (the kernel may still use their buffers); requests
+     * queued but never submitted are dropped, as they never started. */
+    io->eng->destroy(io->state);
+    free(io);
+}
+
+const char *cmk_io_name(const cmk_io *io)
+{
+    return io ? io->eng->name : "none";
+}
+
+cmk_io_kind cmk_io_kind_of(const cmk_io *io)
+{
+    return io ? io->eng->kind : CMK_IO_AUTO;
+}
+
+unsigned cmk_io_depth(const cmk_io *io)
+{
+    return io ? io->depth : 0;
+}
+
+const char *cmk_io_fallback_reason(const cmk_io *io)
+{
+    return io ? io->fallback : "";
+}
+
+unsigned cmk_io_pending(const cmk_io *io)
+{
+    return io ? io->pending : 0;
+}
+
+/* ---- requests ---- */
+
+static cmk_err enqueue(cmk_io *io, const cmk_io_req *rq, cmk_errbuf *eb)
+{
+    cmk_err rc;
+
+    if (!io)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "no I/O engine");
+    if (io->pending >= io->depth)
+        return cmk_errbuf_set(eb, CMK_E_BUSY,
+                              "I/O queue full (%u requests outstanding): reap completions first",
+                              io->pending);
+    rc = io->eng->queue(io->state, rq, eb);
+    if (rc == CMK_OK)
+        io->pending++;
+    return rc;
+}
+
+static cmk_err check_rw(const void *buf, size_t len, uint64_t off, cmk_errbuf *eb)
+{
+    if (!buf && len > 0)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "I/O request without a buffer");
+    /* off_t is signed: the end of the transfer must stay representable. */
+    if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "I/O request beyond the largest file offset");
+    return CMK_OK;
+}
+
+cmk_err cmk_io_queue_write(cmk_io *io, int fd, const void *buf, size_t len, uint64_t off,
+                           uint64_t tag, cmk_errbuf *eb)
+{
+    /* The engines never write through buf; the cast only shares the request type. */
+    cmk_io_req rq = {.op = CMK_IO_OP_WRITE,
+                     .fd = fd,
+                     .buf = (void *)(uintptr_t)buf,
+                     .len = len,
+                     .off = off,
+                     .tag = tag};
+    cmk_err rc = check_rw(buf, len, off, eb);
+
+    if (rc != CMK_OK)
+        return rc;
+    return enqueue(io, &rq, eb);
+}
+
+cmk_err cmk_io_queue_read(cmk_io *io, int fd, void *buf, size_t len, uint64_t off, uint64_t tag,
+                          cmk_errbuf *eb)
+{
+    cmk_io_req rq = {
+        .op = CMK_IO_OP_READ, .fd = fd, .buf = buf, .len = len, .off = off, .tag = tag};
+    cmk_err rc = check_rw(buf, len, off, eb);
+
+    if (rc != CMK_OK)
+        return rc;
+    return enqueue(io, &rq, eb);
+}
+
+cmk_err cmk_io_queue_fsync(cmk_io *io, int fd, int datasync, int drain, uint64_t tag,
+                           cmk_errbuf *eb)
+{
+    cmk_io_req rq = {.op = CMK_IO_OP_FSYNC,
+                     .fd = fd,
+                     .tag = tag,
+                     .datasync = datasync != 0,
+                     .drain = drain != 0};
+
+    return enqueue(io, &rq, eb);
+}
+
+cmk_err cmk_io_submit(cmk_io *io, cmk_errbuf *eb)
+{
+    if (!io)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "no I/O engine");
+    return io->eng->submit(io->state, 0, eb);
+}
+
+int cmk_io_reap(cmk_io *io, cmk_io_cqe *out, unsigned max, unsigned min_wait)
+{
+    int n;
+
+    if (!io || (!out && max > 0) || min_wait > max || min_wait > io->pending)
+        return -EINVAL;
+    if (max == 0)
+        return 0;
+    n = io->eng->reap(io->state, out, max, min_wait);
+    if (n > 0)
+        io->pending -= (unsigned)n;
+    return n;
+}
+
+/* ---- synchronous conveniences: one request through queue + submit + reap ---- */
+
+static cmk_err run_one(cmk_io *io, const cmk_io_req *rq, int64_t *res, const char *what,
+                       cmk_errbuf *eb)
+{
+    cmk_io_cqe cqe;
+    cmk_err rc;
+    int n;
+
+    if (!io)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "no I/O engine");
+    /* Reaping here would swallow completions that belong to the caller. */
+    if (io->pending > 0)
+        return cmk_errbuf_set(eb, CMK_E_INVAL,
+                              "cannot access %s: %u earlier I/O requests not reaped yet", what,
+                              io->pending);
+    rc = enqueue(io, rq, eb);
+    if (rc != CMK_OK)
+        goto out;
+    rc = io->eng->submit(io->state, 1, eb);
+    if (rc != CMK_OK)
+        goto out;
+    n = cmk_io_reap(io, &cqe, 1, 1);
+    if (n < 0) {
+        rc = cmk_errbuf_sys(eb, CMK_E_IO, -n, "I/O engine failure on %s", what);
+        goto out;
+    }
+    if (n != 1 || cqe.tag != CONV_TAG) {
+        rc = cmk_errbuf_set(eb, CMK_E_IO, "I/O engine returned no completion for %s", what);
+        goto out;
+    }
+    *res = cqe.res;
+out:
+    return rc;
+}
+
+cmk_err cmk_io_pwrite(cmk_io *io, int fd, const void *buf, size_t len, uint64_t off,
+                      const char *what, cmk_errbuf *eb)
+{
+    cmk_io_req rq = {.op = CMK_IO_OP_WRITE,
+                     .fd = fd,
+                     .buf = (void *)(uintptr_t)buf,
+                     .len = len,
+                     .off = off,
+                     .tag = CONV_TAG};
+    int64_t res = 0;
+    cmk_err rc;
+
+    what = what ? what : "file";
+    rc = check_rw(buf, len, off, eb);
+    if (rc != CMK_OK)
+        return rc;
+    rc = run_one(io, &rq, &res, what, eb);
+    if (rc != CMK_OK)
+        return rc;
+    if (res < 0)
+        return cmk_errbuf_sys(eb, cmk_err_from_errno((int)-res), (int)-res, "cannot write %s",
+                              what);
+    if ((uint64_t)res != len)
+        return cmk_errbuf_set(eb, CMK_E_IO, "short write of %s (%lld of %zu bytes)", what,
+                              (long long)res, len);
+    return CMK_OK;
+}
+
+cmk_err cmk_io_pread(cmk_io *io, int fd, void *buf, size_t len, uint64_t off, const char *what,
+                     cmk_errbuf *eb)
+{
+    cmk_io_req rq = {
+        .op = CMK_IO_OP_READ, .fd = fd, .buf = buf, .len = len, .off = off, .tag = CONV_TAG};
+    int64_t res = 0;
+    cmk_err rc;
+
+    what = what ? what : "file";
+    rc = check_rw(buf, len, off, eb);
+    if (rc != CMK_OK)
+        return rc;
+    rc = run_one(io, &rq, &res, what, eb);
+    if (rc != CMK_OK)
+        return rc;
+    if (res < 0)
+        return cmk_errbuf_sys(eb, cmk_err_from_errno((int)-res), (int)-res, "cannot read %s", what);
+    if ((uint64_t)res != len)
+        return cmk_errbuf_set(eb, CMK_E_CORRUPT,
+                              "%s is truncated (%lld of %zu bytes at offset %llu)", what,
+                              (long long)res, len, (unsigned long long)off);
+    return CMK_OK;
+}
+
+cmk_err cmk_io_fsync(cmk_io *io, int fd, const char *what, cmk_errbuf *eb)
+{
+    cmk_io_req rq = {.op = CMK_IO_OP_FSYNC, .fd = fd, .tag = CONV_TAG};
+    int64_t res = 0;
+    cmk_err rc;
+
+    what = what ? what : "file";
+    rc = run_one(io, &rq, &res, what, eb);
+    if (rc != CMK_OK)
+        return rc;
+    if (res < 0)
+        return cmk_errbuf_sys(eb, CMK_E_IO, (int)-res, "cannot fsync %s", what);
+    return CMK_OK;
+}
+
+cmk_err cmk_io_renameat(cmk_io *io, int olddirfd, const char *oldpath, int newdirfd,
+                        const char *newpath, cmk_errbuf *eb)
+{
+    cmk_io_req rq = {.op = CMK_IO_OP_RENAME,
+                     .fd = olddirfd,
+                     .fd2 = newdirfd,
+                     .path = oldpath,
+                     .path2 = newpath,
+                     .tag = CONV_TAG};
+    int64_t res = 0;
+    cmk_err rc;
+
+    if (!oldpath || !newpath)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "rename without a path");
+    rc = run_one(io, &rq, &res, oldpath, eb);
+    if (rc != CMK_OK)
+        return rc;
+    if (res < 0)
+        return cmk_errbuf_sys(eb, cmk_err_from_errno((int)-res), (int)-res,
+                              "cannot rename %s to %s", oldpath, newpath);
+    return CMK_OK;
+}

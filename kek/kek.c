@@ -1,0 +1,240 @@
+/* kek.c — the KEK provider dispatcher a store consults, and the provider helpers. */
+#include "kek.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "secmem.h"
+#include "vault.h"
+
+#define KEK_MAX_PROVIDERS 4
+
+struct cmk_kek {
+    /* In the order they are consulted; the first whose handles() accepts a kid serves it. */
+    const cmk_kek_provider *list[KEK_MAX_PROVIDERS];
+    size_t n;
+    /* Built-in providers this set owns (freed at close). */
+    cmk_kek_provider *owned[KEK_MAX_PROVIDERS];
+    size_t nowned;
+};
+
+const char *cmk_kty_name(cmk_kty kty)
+{
+    switch (kty) {
+    case CMK_KTY_RSA:
+        return "RSA";
+    case CMK_KTY_RSA_HSM:
+        return "RSA-HSM";
+    case CMK_KTY_EC:
+        return "EC";
+    case CMK_KTY_OCT:
+        return "oct";
+    default:
+        return "unknown";
+    }
+}
+
+const char *cmk_wrap_alg_name(cmk_wrap_alg alg)
+{
+    switch (alg) {
+    case CMK_WRAP_RSA_OAEP_256:
+        return "RSA-OAEP-256";
+    case CMK_WRAP_RSA_OAEP:
+        return "RSA-OAEP";
+    default:
+        return "none";
+    }
+}
+
+cmk_wrap_alg cmk_wrap_alg_from_name(const char *name)
+{
+    if (!name)
+        return CMK_WRAP_NONE;
+    if (strcasecmp(name, "RSA-OAEP-256") == 0)
+        return CMK_WRAP_RSA_OAEP_256;
+    if (strcasecmp(name, "RSA-OAEP") == 0)
+        return CMK_WRAP_RSA_OAEP;
+    return CMK_WRAP_NONE;
+}
+
+void cmk_kek_provider_free(cmk_kek_provider *p)
+{
+    if (!p)
+        return;
+    if (p->release)
+        p->release(p->self);
+    free(p);
+}
+
+static cmk_err add_owned(cmk_kek *k, cmk_kek_provider *p)
+{
+    k->owned[k->nowned++] = p;
+    k->list[k->n++] = p;
+    return CMK_OK;
+}
+
+cmk_err cmk_kek_open(const char *home, const cmk_kek_provider *extra, cmk_kek **out, cmk_errbuf *eb)
+{
+    cmk_kek_provider *vp = NULL;
+    cmk_kek *k;
+    cmk_err rc = CMK_OK;
+
+    *out = NULL;
+    k = calloc(1, sizeof(*k));
+    if (!k)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory opening the key providers");
+    /* 1. The caller's provider first: it may serve identifiers the built-ins also claim. */
+    if (extra)
+        k->list[k->n++] = extra;
+    /* 2. The local vault of the home (no home: no local vault). */
+    if (home && *home) {
+        rc = cmk_vault_provider_new(home, &vp, eb);
+        if (rc != CMK_OK)
+            goto out;
+        rc = add_owned(k, vp);
+        vp = NULL;
+        if (rc != CMK_OK)
+            goto out;
+    }
+    /* 3. PKCS#11 (RSA-HSM) goes here, once kek/pkcs11.c is in:
+     *        rc = cmk_pkcs11_provider_new(home, &p, eb);  then add_owned(k, p)
+     *    It is not called yet. */
+    *out = k;
+    k = NULL;
+out:
+    cmk_kek_provider_free(vp);
+    cmk_kek_close(k);
+    return rc;
+}
+
+void cmk_kek_close(cmk_kek *k)
+{
+    if (!k)
+        return;
+    for (size_t i = 0; i < k->nowned; i++)
+        cmk_kek_provider_free(k->owned[i]);
+    free(k);
+}
+
+static cmk_err pick(cmk_kek *k, const char *kid, const cmk_kek_provider **p, cmk_errbuf *eb)
+{
+    *p = NULL;
+    if (!k || !kid || !*kid)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "no key identifier given");
+    for (size_t i = 0; i < k->n; i++) {
+        if (k->list[i]->handles && k->list[i]->handles(k->list[i]->self, kid)) {
+            *p = k->list[i];
+            return CMK_OK;
+        }
+    }
+    return cmk_errbuf_set(eb, CMK_E_KEY_NOT_FOUND,
+                          "no provider serves key identifier '%.200s': use "
+                          "local://<vault>/keys/<name>[/<version>] for a local vault key",
+                          kid);
+}
+
+/* A provider that failed without saying why still gets a message naming it and the key. */
+static cmk_err fill_msg(const cmk_kek_provider *p, const char *kid, cmk_err rc, cmk_errbuf *eb)
+{
+    if (rc != CMK_OK && eb && (eb->code == CMK_OK || !eb->msg[0]))
+        cmk_errbuf_set(eb, rc, "%s: %s for key %.200s", p->name ? p->name : "provider",
+                       cmk_strerror(rc), kid);
+    else if (rc != CMK_OK && eb)
+        eb->code = rc;
+    return rc;
+}
+
+cmk_err cmk_kek_describe(cmk_kek *k, const char *kid, const char *principal, cmk_key_desc *out,
+                         cmk_errbuf *eb)
+{
+    const cmk_kek_provider *p;
+    cmk_err rc;
+
+    cmk_errbuf_clear(eb);
+    rc = pick(k, kid, &p, eb);
+    if (rc != CMK_OK)
+        return rc;
+    rc = p->describe(p->self, kid, principal, out, eb);
+    return fill_msg(p, kid, rc, eb);
+}
+
+cmk_err cmk_kek_wrap(cmk_kek *k, const char *vkid, const char *principal, cmk_wrap_alg alg,
+                     const unsigned char *dek, size_t keylen, unsigned char *out, size_t *outlen,
+                     cmk_errbuf *eb)
+{
+    const cmk_kek_provider *p;
+    cmk_err rc;
+
+    cmk_errbuf_clear(eb);
+    *outlen = 0;
+    rc = pick(k, vkid, &p, eb);
+    if (rc != CMK_OK)
+        return rc;
+    rc = p->wrap(p->self, vkid, principal, alg, dek, keylen, out, outlen, eb);
+    if (rc == CMK_OK && (*outlen == 0 || *outlen > CMK_WRAPPED_MAX)) {
+        /* The contract bounds the output; a provider breaking it must not corrupt the
+         * caller's keyring. */
+        rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "%s returned a wrapped key of %zu bytes for %.200s",
+                            p->name ? p->name : "provider", *outlen, vkid);
+        *outlen = 0;
+    }
+    return fill_msg(p, vkid, rc, eb);
+}
+
+cmk_err cmk_kek_unwrap(cmk_kek *k, const char *vkid, const char *principal, cmk_wrap_alg alg,
+                       const unsigned char *wrapped, size_t wrappedlen, unsigned char *dek,
+                       size_t *keylen, cmk_errbuf *eb)
+{
+    const cmk_kek_provider *p;
+    size_t cap = *keylen;
+    cmk_err rc;
+
+    cmk_errbuf_clear(eb);
+    rc = pick(k, vkid, &p, eb);
+    if (rc != CMK_OK) {
+        *keylen = 0;
+        return rc;
+    }
+    rc = p->unwrap(p->self, vkid, principal, alg, wrapped, wrappedlen, dek, keylen, eb);
+    if (rc == CMK_OK && *keylen > cap) {
+        rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "%s overran the key buffer for %.200s",
+                            p->name ? p->name : "provider", vkid);
+        *keylen = 0;
+    }
+    if (rc != CMK_OK && *keylen) {
+        cmk_cleanse(dek, *keylen <= cap ? *keylen : cap);
+        *keylen = 0;
+    }
+    return fill_msg(p, vkid, rc, eb);
+}
+
+cmk_err cmk_kek_check_type(const cmk_key_desc *d, const char *kid, cmk_errbuf *eb)
+{
+    const char *name = kid && *kid ? kid : d->kid;
+
+    if (d->kty != CMK_KTY_RSA && d->kty != CMK_KTY_RSA_HSM)
+        return cmk_errbuf_set(eb, CMK_E_KEY_UNSUPPORTED,
+                              "key %.200s is %s: only RSA and RSA-HSM keys are supported (create "
+                              "one with `cmkstore vault key create --kty RSA`)",
+                              name, cmk_kty_name(d->kty));
+    if (d->bits < 2048)
+        return cmk_errbuf_set(eb, CMK_E_KEY_UNSUPPORTED,
+                              "key %.200s is %s-%u: only RSA and RSA-HSM keys of at least 2048 "
+                              "bits are supported",
+                              name, cmk_kty_name(d->kty), d->bits);
+    if (cmk_kek_pick_alg(d) == CMK_WRAP_NONE)
+        return cmk_errbuf_set(eb, CMK_E_KEY_UNSUPPORTED,
+                              "key %.200s offers neither RSA-OAEP-256 nor RSA-OAEP wrapping", name);
+    return CMK_OK;
+}
+
+cmk_wrap_alg cmk_kek_pick_alg(const cmk_key_desc *d)
+{
+    if (d->wrap_algs & (1u << CMK_WRAP_RSA_OAEP_256))
+        return CMK_WRAP_RSA_OAEP_256;
+    if (d->wrap_algs & (1u << CMK_WRAP_RSA_OAEP))
+        return CMK_WRAP_RSA_OAEP;
+    return CMK_WRAP_NONE;
+}
