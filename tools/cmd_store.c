@@ -68,9 +68,8 @@ static const cli_opt rotate_opts[] = {
 
 static const cli_opt check_opts[] = {
     {"store", 0, CLI_STR, 1, "DIR", "Directory of the store."},
-    {"rotate", 0, CLI_FLAG, 0, NULL,
-     "With a versionless key identifier, also look for a newer key version now (and rotate "
-     "to it), whatever the rotation-check interval."},
+    {"no-rotate", 0, CLI_FLAG, 0, NULL,
+     "Only check access to the key; do not look for a newer key version."},
     CLI_OPT_END,
 };
 
@@ -399,7 +398,7 @@ out:
 
 /* ---- encryption ---- */
 
-/* The `encryption show` document (also printed after rotate-key and check-key). */
+/* The `encryption show` document (also printed after rotate-key and check). */
 static json_t *show_json(cmk_store *s, const cmk_encryption_info *ei)
 {
     return json_pack(
@@ -442,7 +441,7 @@ static int run_encryption(const cli_cmd *cmd, cli_args *a)
             goto out;
         }
     } else if (cmd->op == ENC_CHECK) {
-        rc = cmk_store_check_key(s, (int)cli_num(a, "rotate", 0), &rotated);
+        rc = cmk_store_check_key(s, !cli_num(a, "no-rotate", 0), &rotated);
         if (rc != CMK_OK) {
             ex = cli_fail(rc, NULL, CLI_HINT_STORE, "key check of %s", cli_get(a, "store"));
             goto out;
@@ -521,14 +520,14 @@ const cli_cmd cli_store_cmds[] = {
                 "    --key-encryption-key local://myvault/keys/mykey/<new-version> --identity myid",
      .run = run_encryption,
      .op = ENC_ROTATE},
-    {.path = "encryption check-key",
-     .summary = "Check access to the key now (and rotate to a newer version if asked)",
+    {.path = "encryption check",
+     .summary = "Run the key check and the automatic-rotation check now",
      .description = "Confirms that the store's identity can still use its key (exit 5 with "
-                    "the reason if not) and, with --rotate and a versionless key identifier, "
-                    "rotates to the latest key version if it is newer. Prints the encryption "
-                    "settings with \"rotated\": true|false.",
+                    "the reason if not) and, with a versionless key identifier, rotates to the "
+                    "latest key version if it is newer, whatever the rotation-check interval. "
+                    "Prints the encryption settings with \"rotated\": true|false.",
      .opts = check_opts,
-     .example = "cmkstore encryption check-key --store ./registry --rotate",
+     .example = "cmkstore encryption check --store ./registry",
      .run = run_encryption,
      .op = ENC_CHECK},
     {.path = "encryption enable",

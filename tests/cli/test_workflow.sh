@@ -312,7 +312,7 @@ expect_json ".keyVaultProperties.lastKeyRotationTimestamp | test(\"$ISO_RE\")" \
 expect_ok cmk blob get --store "$S1" "$DT" -o "$T/got"
 expect_true "rotated: data still readable" cmp "$T/text5m" "$T/got"
 # The versionless store follows the latest version (forced check).
-expect_ok cmk encryption check-key --store "$S2" --rotate
+expect_ok cmk encryption check --store "$S2"
 expect_ok cmk encryption show --store "$S2"
 expect_json ".keyVaultProperties.versionedKeyIdentifier == \"$KID2\"" \
     "versionless store follows the latest version"
