@@ -1,0 +1,515 @@
+/* http_auth.c — see http_auth.h. */
+#include "http_auth.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define USER_MAX    255
+#define PASS_MAX    1024
+#define SALT_MAX    64
+#define HASH_MIN    16
+#define HASH_MAX    64
+#define TOKEN_MIN   16
+#define TOKEN_MAX   4096
+#define FILE_MAX    (1u << 20)
+#define CACHE_SLOTS 64
+#define SCHEME      "$pbkdf2-sha256$"
+
+struct user_entry {
+    char name[USER_MAX + 1];
+    unsigned iterations;
+    unsigned char salt[SALT_MAX];
+    size_t saltlen;
+    unsigned char hash[HASH_MAX];
+    size_t hashlen;
+};
+
+struct http_auth {
+    struct user_entry *users;
+    size_t nusers;
+    unsigned char (*tokens)[32]; /* SHA-256 of each token: compared in constant time */
+    size_t ntokens;
+    int basic, bearer;
+    unsigned char cache_key[32];
+    unsigned char cache[CACHE_SLOTS][32];
+    int cache_used[CACHE_SLOTS];
+    unsigned cache_next;
+    pthread_mutex_t mu;
+};
+
+static cmk_err fail(char *err, size_t cap, cmk_err rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static cmk_err fail(char *err, size_t cap, cmk_err rc, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err && cap) {
+        va_start(ap, fmt);
+        vsnprintf(err, cap, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+/* Reads a secret file whole, refusing anything but a regular file private to its owner. */
+static cmk_err read_secret_file(const char *path, char **out, size_t *len, char *err, size_t cap)
+{
+    struct stat st;
+    char *buf = NULL;
+    size_t got = 0;
+    cmk_err rc = CMK_OK;
+    int fd;
+
+    *out = NULL;
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return fail(err, cap, errno == ENOENT ? CMK_E_NOT_FOUND : CMK_E_IO, "cannot open %s: %s",
+                    path, strerror(errno));
+    if (fstat(fd, &st) != 0) {
+        rc = fail(err, cap, CMK_E_IO, "cannot stat %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        rc = fail(err, cap, CMK_E_INVAL, "%s is not a regular file", path);
+        goto out;
+    }
+    if (st.st_mode & 077) {
+        rc = fail(err, cap, CMK_E_REFUSED,
+                  "%s is accessible to group or others (mode %04o); it holds secrets: run "
+                  "`chmod 600 %s`",
+                  path, (unsigned)(st.st_mode & 07777), path);
+        goto out;
+    }
+    if ((uint64_t)st.st_size > FILE_MAX) {
+        rc = fail(err, cap, CMK_E_INVAL, "%s is larger than %u bytes", path, FILE_MAX);
+        goto out;
+    }
+    buf = malloc((size_t)st.st_size + 1);
+    if (!buf) {
+        rc = fail(err, cap, CMK_E_NOMEM, "out of memory");
+        goto out;
+    }
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = fail(err, cap, CMK_E_IO, "cannot read %s: %s", path, strerror(errno));
+            goto out;
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+    }
+    buf[got] = '\0';
+    *out = buf;
+    *len = got;
+    buf = NULL;
+out:
+    if (buf) {
+        OPENSSL_cleanse(buf, (size_t)st.st_size);
+        free(buf);
+    }
+    close(fd);
+    return rc;
+}
+
+/* Standard base64, padding optional. Returns 0 and the decoded length, or -1. */
+static int b64_decode(const char *in, size_t inlen, unsigned char *out, size_t cap, size_t *outlen)
+{
+    char tmp[4 * ((HASH_MAX + SALT_MAX + PASS_MAX + USER_MAX) / 3 + 4)];
+    unsigned char dec[sizeof(tmp)];
+    size_t pad = 0, n = inlen;
+    int r;
+
+    if (n == 0 || n + 3 > sizeof(tmp))
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        char c = in[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '+' || c == '/' || (c == '=' && i >= n - 2)))
+            return -1;
+    }
+    memcpy(tmp, in, n);
+    while (n % 4)
+        tmp[n++] = '=';
+    if (n >= 1 && tmp[n - 1] == '=')
+        pad++;
+    if (n >= 2 && tmp[n - 2] == '=')
+        pad++;
+    r = EVP_DecodeBlock(dec, (const unsigned char *)tmp, (int)n);
+    if (r < 0 || (size_t)r < pad || (size_t)r - pad > cap)
+        return -1;
+    memcpy(out, dec, (size_t)r - pad);
+    *outlen = (size_t)r - pad;
+    OPENSSL_cleanse(dec, sizeof(dec));
+    OPENSSL_cleanse(tmp, sizeof(tmp));
+    return 0;
+}
+
+static int user_ok(const char *u, size_t n)
+{
+    if (n == 0 || n > USER_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)u[i] < 0x20 || u[i] == 0x7f || u[i] == ':')
+            return 0;
+    return 1;
+}
+
+/* user:$pbkdf2-sha256$iter$salt$hash */
+static int parse_user_line(const char *line, size_t len, struct user_entry *e)
+{
+    const char *colon = memchr(line, ':', len), *p, *end = line + len, *d1, *d2;
+    char num[16];
+    uint64_t iter = 0;
+
+    if (!colon || !user_ok(line, (size_t)(colon - line)))
+        return -1;
+    memcpy(e->name, line, (size_t)(colon - line));
+    e->name[colon - line] = '\0';
+    p = colon + 1;
+    if ((size_t)(end - p) < strlen(SCHEME) || memcmp(p, SCHEME, strlen(SCHEME)) != 0)
+        return -1;
+    p += strlen(SCHEME);
+    d1 = memchr(p, '$', (size_t)(end - p));
+    if (!d1 || d1 == p || (size_t)(d1 - p) >= sizeof(num))
+        return -1;
+    memcpy(num, p, (size_t)(d1 - p));
+    num[d1 - p] = '\0';
+    for (const char *q = num; *q; q++) {
+        if (*q < '0' || *q > '9')
+            return -1;
+        iter = iter * 10 + (uint64_t)(*q - '0');
+    }
+    if (iter < 1000 || iter > HTTP_AUTH_MAX_ITERATIONS)
+        return -1;
+    e->iterations = (unsigned)iter;
+    p = d1 + 1;
+    d2 = memchr(p, '$', (size_t)(end - p));
+    if (!d2)
+        return -1;
+    if (b64_decode(p, (size_t)(d2 - p), e->salt, SALT_MAX, &e->saltlen) != 0 || e->saltlen < 8)
+        return -1;
+    p = d2 + 1;
+    if (b64_decode(p, (size_t)(end - p), e->hash, HASH_MAX, &e->hashlen) != 0 ||
+        e->hashlen < HASH_MIN)
+        return -1;
+    return 0;
+}
+
+static const char *trim(const char *s, size_t *len)
+{
+    size_t n = *len;
+
+    while (n && (*s == ' ' || *s == '\t'))
+        s++, n--;
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+        n--;
+    *len = n;
+    return s;
+}
+
+static cmk_err load_htpasswd(http_auth *a, const char *path, char *err, size_t cap)
+{
+    char *buf = NULL;
+    size_t len = 0, lineno = 0;
+    const char *p;
+    cmk_err rc;
+
+    rc = read_secret_file(path, &buf, &len, err, cap);
+    if (rc != CMK_OK)
+        return rc;
+    p = buf;
+    while (p < buf + len) {
+        const char *nl = memchr(p, '\n', (size_t)(buf + len - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(buf + len - p);
+        const char *line = trim(p, &n);
+
+        lineno++;
+        p = nl ? nl + 1 : buf + len;
+        if (n == 0 || line[0] == '#')
+            continue;
+        struct user_entry *nu = realloc(a->users, (a->nusers + 1) * sizeof(*nu));
+        if (!nu) {
+            rc = fail(err, cap, CMK_E_NOMEM, "out of memory");
+            goto out;
+        }
+        a->users = nu;
+        memset(&nu[a->nusers], 0, sizeof(*nu));
+        if (parse_user_line(line, n, &nu[a->nusers]) != 0) {
+            rc = fail(err, cap, CMK_E_INVAL,
+                      "%s line %zu: expected user:$pbkdf2-sha256$<iterations>$<salt>$<hash> "
+                      "(make one with `cmkstore serve-passwd USER`)",
+                      path, lineno);
+            goto out;
+        }
+        a->nusers++;
+    }
+    if (a->nusers == 0)
+        rc = fail(err, cap, CMK_E_INVAL, "%s holds no user", path);
+out:
+    OPENSSL_cleanse(buf, len);
+    free(buf);
+    return rc;
+}
+
+static cmk_err load_tokens(http_auth *a, const char *path, char *err, size_t cap)
+{
+    char *buf = NULL;
+    size_t len = 0, lineno = 0;
+    const char *p;
+    cmk_err rc;
+
+    rc = read_secret_file(path, &buf, &len, err, cap);
+    if (rc != CMK_OK)
+        return rc;
+    p = buf;
+    while (p < buf + len) {
+        const char *nl = memchr(p, '\n', (size_t)(buf + len - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(buf + len - p);
+        const char *line = trim(p, &n);
+        int ok = 1;
+
+        lineno++;
+        p = nl ? nl + 1 : buf + len;
+        if (n == 0)
+            continue;
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)line[i] <= 0x20 || (unsigned char)line[i] >= 0x7f)
+                ok = 0;
+        if (!ok || n < TOKEN_MIN || n > TOKEN_MAX) {
+            rc = fail(err, cap, CMK_E_INVAL,
+                      "%s line %zu: a token is %d to %d printable characters without spaces", path,
+                      lineno, TOKEN_MIN, TOKEN_MAX);
+            goto out;
+        }
+        unsigned char(*nt)[32] = realloc(a->tokens, (a->ntokens + 1) * sizeof(*nt));
+        if (!nt) {
+            rc = fail(err, cap, CMK_E_NOMEM, "out of memory");
+            goto out;
+        }
+        a->tokens = nt;
+        if (!EVP_Digest(line, n, nt[a->ntokens], NULL, EVP_sha256(), NULL)) {
+            rc = fail(err, cap, CMK_E_CRYPTO, "SHA-256 failed");
+            goto out;
+        }
+        a->ntokens++;
+    }
+    if (a->ntokens == 0)
+        rc = fail(err, cap, CMK_E_INVAL, "%s holds no token", path);
+out:
+    OPENSSL_cleanse(buf, len);
+    free(buf);
+    return rc;
+}
+
+void http_auth_free(http_auth *a)
+{
+    if (!a)
+        return;
+    if (a->users)
+        OPENSSL_cleanse(a->users, a->nusers * sizeof(*a->users));
+    free(a->users);
+    free(a->tokens);
+    pthread_mutex_destroy(&a->mu);
+    OPENSSL_cleanse(a, sizeof(*a));
+    free(a);
+}
+
+cmk_err http_auth_load(const char *htpasswd, const char *token_file, http_auth **out, char *err,
+                       size_t errcap)
+{
+    http_auth *a;
+    cmk_err rc = CMK_OK;
+
+    *out = NULL;
+    if (!htpasswd && !token_file)
+        return CMK_OK;
+    a = calloc(1, sizeof(*a));
+    if (!a)
+        return fail(err, errcap, CMK_E_NOMEM, "out of memory");
+    pthread_mutex_init(&a->mu, NULL);
+    if (RAND_bytes(a->cache_key, sizeof(a->cache_key)) != 1) {
+        rc = fail(err, errcap, CMK_E_CRYPTO, "no randomness");
+        goto out;
+    }
+    if (htpasswd) {
+        rc = load_htpasswd(a, htpasswd, err, errcap);
+        if (rc != CMK_OK)
+            goto out;
+        a->basic = 1;
+    }
+    if (token_file) {
+        rc = load_tokens(a, token_file, err, errcap);
+        if (rc != CMK_OK)
+            goto out;
+        a->bearer = 1;
+    }
+    *out = a;
+    a = NULL;
+out:
+    http_auth_free(a);
+    return rc;
+}
+
+int http_auth_has_basic(const http_auth *a)
+{
+    return a && a->basic;
+}
+
+int http_auth_has_bearer(const http_auth *a)
+{
+    return a && a->bearer;
+}
+
+static int cache_tag(http_auth *a, const char *user, size_t ulen, const unsigned char *pass,
+                     size_t plen, unsigned char tag[32])
+{
+    unsigned char buf[USER_MAX + 1 + PASS_MAX];
+    size_t outlen = 0;
+    int ok;
+
+    memcpy(buf, user, ulen);
+    buf[ulen] = 0;
+    memcpy(buf + ulen + 1, pass, plen);
+    ok = EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, a->cache_key, sizeof(a->cache_key), buf,
+                   ulen + 1 + plen, tag, 32, &outlen) != NULL;
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return ok ? 0 : -1;
+}
+
+static int check_basic(http_auth *a, const char *b64)
+{
+    unsigned char dec[USER_MAX + 1 + PASS_MAX + 4], tag[32], calc[HASH_MAX];
+    const struct user_entry *e = NULL;
+    size_t n = 0, b64len = strlen(b64), ulen;
+    const unsigned char *colon;
+    int ok = 0, hit = 0;
+
+    while (b64len && (b64[b64len - 1] == ' ' || b64[b64len - 1] == '\t'))
+        b64len--;
+    if (b64_decode(b64, b64len, dec, sizeof(dec), &n) != 0)
+        return 0;
+    colon = memchr(dec, ':', n);
+    if (!colon)
+        goto out;
+    ulen = (size_t)(colon - dec);
+    if (!user_ok((const char *)dec, ulen) || n - ulen - 1 > PASS_MAX)
+        goto out;
+    if (cache_tag(a, (const char *)dec, ulen, colon + 1, n - ulen - 1, tag) != 0)
+        goto out;
+    pthread_mutex_lock(&a->mu);
+    for (unsigned i = 0; i < CACHE_SLOTS; i++)
+        hit |= a->cache_used[i] && CRYPTO_memcmp(a->cache[i], tag, 32) == 0;
+    pthread_mutex_unlock(&a->mu);
+    if (hit) {
+        ok = 1;
+        goto out;
+    }
+    for (size_t i = 0; i < a->nusers; i++)
+        if (strlen(a->users[i].name) == ulen && memcmp(a->users[i].name, dec, ulen) == 0)
+            e = &a->users[i];
+    /* An unknown user costs the same PBKDF2 work, so timing does not reveal user names. */
+    if (!e) {
+        e = &a->users[0];
+        (void)PKCS5_PBKDF2_HMAC((const char *)colon + 1, (int)(n - ulen - 1), e->salt,
+                                (int)e->saltlen, (int)e->iterations, EVP_sha256(), (int)e->hashlen,
+                                calc);
+        goto out;
+    }
+    if (PKCS5_PBKDF2_HMAC((const char *)colon + 1, (int)(n - ulen - 1), e->salt, (int)e->saltlen,
+                          (int)e->iterations, EVP_sha256(), (int)e->hashlen, calc) != 1)
+        goto out;
+    ok = CRYPTO_memcmp(calc, e->hash, e->hashlen) == 0;
+    if (ok) {
+        pthread_mutex_lock(&a->mu);
+        memcpy(a->cache[a->cache_next], tag, 32);
+        a->cache_used[a->cache_next] = 1;
+        a->cache_next = (a->cache_next + 1) % CACHE_SLOTS;
+        pthread_mutex_unlock(&a->mu);
+    }
+out:
+    OPENSSL_cleanse(dec, sizeof(dec));
+    OPENSSL_cleanse(calc, sizeof(calc));
+    return ok;
+}
+
+static int check_bearer(http_auth *a, const char *tok)
+{
+    unsigned char h[32];
+    size_t n = strlen(tok);
+    int ok = 0;
+
+    while (n && (tok[n - 1] == ' ' || tok[n - 1] == '\t'))
+        n--;
+    if (n == 0 || n > TOKEN_MAX || !EVP_Digest(tok, n, h, NULL, EVP_sha256(), NULL))
+        return 0;
+    for (size_t i = 0; i < a->ntokens; i++)
+        ok |= CRYPTO_memcmp(h, a->tokens[i], 32) == 0;
+    return ok;
+}
+
+int http_auth_check(http_auth *a, const char *authorization)
+{
+    const char *p = authorization;
+
+    if (!a)
+        return 1;
+    if (!p)
+        return 0;
+    while (*p == ' ')
+        p++;
+    if (a->basic && strncasecmp(p, "Basic ", 6) == 0)
+        return check_basic(a, p + 6 + strspn(p + 6, " "));
+    if (a->bearer && strncasecmp(p, "Bearer ", 7) == 0)
+        return check_bearer(a, p + 7 + strspn(p + 7, " "));
+    return 0;
+}
+
+cmk_err http_auth_make_line(const char *user, const char *password, size_t passlen,
+                            unsigned iterations, char **line, char *err, size_t errcap)
+{
+    unsigned char salt[16], hash[32];
+    char salt64[32], hash64[48];
+    size_t cap;
+    char *out;
+
+    *line = NULL;
+    if (!user_ok(user, strlen(user)))
+        return fail(err, errcap, CMK_E_INVAL,
+                    "a user name is 1 to %d characters without ':' or control characters",
+                    USER_MAX);
+    if (passlen == 0 || passlen > PASS_MAX)
+        return fail(err, errcap, CMK_E_INVAL, "a password is 1 to %d bytes", PASS_MAX);
+    if (iterations < HTTP_AUTH_MIN_ITERATIONS || iterations > HTTP_AUTH_MAX_ITERATIONS)
+        return fail(err, errcap, CMK_E_INVAL, "iterations must be between %u and %u",
+                    HTTP_AUTH_MIN_ITERATIONS, HTTP_AUTH_MAX_ITERATIONS);
+    if (RAND_bytes(salt, sizeof(salt)) != 1 ||
+        PKCS5_PBKDF2_HMAC(password, (int)passlen, salt, sizeof(salt), (int)iterations, EVP_sha256(),
+                          sizeof(hash), hash) != 1)
+        return fail(err, errcap, CMK_E_CRYPTO, "PBKDF2 failed");
+    EVP_EncodeBlock((unsigned char *)salt64, salt, sizeof(salt));
+    EVP_EncodeBlock((unsigned char *)hash64, hash, sizeof(hash));
+    OPENSSL_cleanse(hash, sizeof(hash));
+    cap = strlen(user) + strlen(SCHEME) + 12 + strlen(salt64) + strlen(hash64) + 4;
+    out = malloc(cap);
+    if (!out)
+        return fail(err, errcap, CMK_E_NOMEM, "out of memory");
+    snprintf(out, cap, "%s:%s%u$%s$%s", user, SCHEME, iterations, salt64, hash64);
+    *line = out;
+    return CMK_OK;
+}

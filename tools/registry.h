@@ -1,0 +1,57 @@
+/*
+ * registry.h — an OCI Distribution Spec v1.1 registry over an encrypted cmkstore, as
+ * libmicrohttpd callbacks (see tools/SERVE.md).
+ *
+ * Every blob and manifest goes through the store: request bodies are streamed into
+ * cmk_put_write chunk by chunk, responses are read with cmk_get_read from the response
+ * callback; only manifests (bounded by max_manifest) are held in memory, to validate them.
+ * Repository metadata lives in the store as encrypted records (registry_meta.h).
+ *
+ * Threading: the callbacks are meant for MHD_USE_THREAD_PER_CONNECTION; every registry
+ * function is thread-safe.
+ */
+#ifndef CMK_REGISTRY_H
+#define CMK_REGISTRY_H
+
+#include <microhttpd.h>
+#include <stdint.h>
+
+#include "cmkstore.h"
+#include "http_auth.h"
+#include "http_metrics.h"
+
+typedef struct registry registry;
+
+typedef struct registry_opts {
+    cmk_store *store;          /* borrowed; must outlive the registry */
+    http_auth *auth;           /* borrowed; NULL: no authentication */
+    http_metrics *metrics;     /* borrowed; may be NULL */
+    uint64_t max_manifest;     /* bytes; 0: 4 MiB */
+    unsigned max_uploads;      /* concurrent upload sessions; 0: 256 */
+    unsigned upload_timeout_s; /* idle upload sessions are dropped after this; 0: 3600 */
+    int log_requests;          /* one line per request on stderr */
+} registry_opts;
+
+cmk_err registry_new(const registry_opts *o, registry **out);
+/* Aborts every upload session still open (nothing partial is ever published) and frees the
+ * registry. Call only once the HTTP daemon is stopped. NULL is a no-op. */
+void registry_free(registry *r);
+
+/* MHD_AccessHandlerCallback and MHD_RequestCompletedCallback; cls is the registry. */
+enum MHD_Result registry_access(void *cls, struct MHD_Connection *c, const char *url,
+                                const char *method, const char *version, const char *upload_data,
+                                size_t *upload_data_size, void **con_cls);
+void registry_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                        enum MHD_RequestTerminationCode toe);
+
+/* From now on every new request is refused with 503 (graceful shutdown). */
+void registry_drain(registry *r);
+/* Requests being served now. */
+unsigned registry_inflight(registry *r);
+/* Upload sessions open now. */
+unsigned registry_uploads(registry *r);
+/* Housekeeping, about once a second: drops idle upload sessions, samples the key state for
+ * the metrics. */
+void registry_tick(registry *r);
+
+#endif

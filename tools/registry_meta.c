@@ -1,0 +1,443 @@
+/* registry_meta.c — repository records of the OCI registry over cmk_meta_* (see the header). */
+#include "registry_meta.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define REC_PREFIX "repo/"
+/* Record names are "repo/" + a name of at most REG_NAME_MAX characters. */
+#define REC_NAME_CAP (sizeof(REC_PREFIX) + REG_NAME_MAX + 1)
+
+/* ---- grammars ---- */
+
+static int lower_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+int registry_name_valid(const char *name)
+{
+    const char *p = name;
+    size_t n = name ? strlen(name) : 0;
+
+    if (n == 0 || n > REG_NAME_MAX)
+        return 0;
+    for (;;) {
+        /* A path component: alphanumeric runs joined by ".", "_", "__" or "-"+. */
+        if (!lower_alnum(*p))
+            return 0;
+        while (lower_alnum(*p))
+            p++;
+        while (*p == '.' || *p == '_' || *p == '-') {
+            if (*p == '.') {
+                p++;
+            } else if (*p == '_') {
+                p++;
+                if (*p == '_')
+                    p++;
+            } else {
+                while (*p == '-')
+                    p++;
+            }
+            if (!lower_alnum(*p))
+                return 0;
+            while (lower_alnum(*p))
+                p++;
+        }
+        if (*p == '\0')
+            return 1;
+        if (*p != '/')
+            return 0;
+        p++;
+    }
+}
+
+static int word_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+int registry_tag_valid(const char *tag)
+{
+    size_t n = tag ? strlen(tag) : 0;
+
+    if (n == 0 || n > REG_TAG_MAX || !word_char(tag[0]))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if (!word_char(tag[i]) && tag[i] != '.' && tag[i] != '-')
+            return 0;
+    return 1;
+}
+
+static int hex_run(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return 0;
+    return p[n] == '\0';
+}
+
+int registry_digest_valid(const char *d)
+{
+    if (!d)
+        return 0;
+    if (strncmp(d, "sha256:", 7) == 0)
+        return strlen(d) == 7 + 64 && hex_run(d + 7, 64);
+    if (strncmp(d, "sha512:", 7) == 0)
+        return strlen(d) == 7 + 128 && hex_run(d + 7, 128);
+    return 0;
+}
+
+int registry_looks_like_digest(const char *d)
+{
+    /* Tags cannot hold ':', so anything with one is meant as a digest. */
+    return d && strchr(d, ':') != NULL;
+}
+
+/* ---- records ---- */
+
+static cmk_err rec_name(const char *repo, char out[REC_NAME_CAP])
+{
+    if (!registry_name_valid(repo))
+        return CMK_E_INVAL;
+    snprintf(out, REC_NAME_CAP, "%s%s", REC_PREFIX, repo);
+    return CMK_OK;
+}
+
+/* Parses a record value; a missing value gives a fresh empty record. */
+static cmk_err rec_parse(const void *val, size_t len, json_t **out)
+{
+    json_t *j;
+
+    if (!val) {
+        j = json_pack("{s:i, s:{}, s:{}, s:{}}", "v", 1, "tags", "manifests", "blobs");
+    } else {
+        j = json_loadb(val, len, JSON_REJECT_DUPLICATES, NULL);
+        if (!j)
+            return CMK_E_CORRUPT;
+        if (!json_is_object(j)) {
+            json_decref(j);
+            return CMK_E_CORRUPT;
+        }
+        /* Tolerate records written without one of the maps. */
+        static const char *const maps[] = {"tags", "manifests", "blobs"};
+        for (size_t i = 0; i < 3; i++) {
+            json_t *m = json_object_get(j, maps[i]);
+            if (!m) {
+                if (json_object_set_new(j, maps[i], json_object()) != 0) {
+                    json_decref(j);
+                    return CMK_E_NOMEM;
+                }
+            } else if (!json_is_object(m)) {
+                json_decref(j);
+                return CMK_E_CORRUPT;
+            }
+        }
+    }
+    if (!j)
+        return CMK_E_NOMEM;
+    *out = j;
+    return CMK_OK;
+}
+
+static int rec_empty(const json_t *j)
+{
+    return json_object_size(json_object_get(j, "tags")) == 0 &&
+           json_object_size(json_object_get(j, "manifests")) == 0 &&
+           json_object_size(json_object_get(j, "blobs")) == 0;
+}
+
+/* Serialises into a malloc'd buffer (the store frees it with free()). */
+static cmk_err rec_dump(const json_t *j, void **out, size_t *outlen)
+{
+    size_t n = json_dumpb(j, NULL, 0, JSON_COMPACT | JSON_SORT_KEYS);
+    char *buf;
+
+    if (n == 0)
+        return CMK_E_NOMEM;
+    buf = malloc(n);
+    if (!buf)
+        return CMK_E_NOMEM;
+    if (json_dumpb(j, buf, n, JSON_COMPACT | JSON_SORT_KEYS) != n) {
+        free(buf);
+        return CMK_E_NOMEM;
+    }
+    *out = buf;
+    *outlen = n;
+    return CMK_OK;
+}
+
+cmk_err rmeta_load(cmk_store *s, const char *repo, json_t **out)
+{
+    char name[REC_NAME_CAP];
+    void *val = NULL;
+    size_t len = 0;
+    cmk_err rc;
+
+    *out = NULL;
+    rc = rec_name(repo, name);
+    if (rc != CMK_OK)
+        return rc;
+    rc = cmk_meta_get(s, name, &val, &len);
+    if (rc != CMK_OK)
+        return rc;
+    rc = rec_parse(val, len, out);
+    cmk_free(val);
+    return rc;
+}
+
+int rmeta_blob(const json_t *rec, const char *digest, uint64_t *size)
+{
+    json_t *v = json_object_get(json_object_get(rec, "blobs"), digest);
+
+    if (!json_is_integer(v) || json_integer_value(v) < 0)
+        return 0;
+    if (size)
+        *size = (uint64_t)json_integer_value(v);
+    return 1;
+}
+
+json_t *rmeta_manifest(const json_t *rec, const char *digest)
+{
+    json_t *m = json_object_get(json_object_get(rec, "manifests"), digest);
+
+    return json_is_object(m) ? m : NULL;
+}
+
+const char *rmeta_tag(const json_t *rec, const char *tag)
+{
+    return json_string_value(json_object_get(json_object_get(rec, "tags"), tag));
+}
+
+/* ---- updates ---- */
+
+enum rop { ROP_LINK, ROP_UNLINK, ROP_PUT_MANIFEST, ROP_DEL_MANIFEST, ROP_DEL_TAG };
+
+struct rupdate {
+    enum rop op;
+    const char *digest;
+    const char *tag;
+    uint64_t size;
+    const json_t *entry;
+};
+
+static cmk_err apply(json_t *rec, const struct rupdate *u)
+{
+    json_t *blobs = json_object_get(rec, "blobs");
+    json_t *mans = json_object_get(rec, "manifests");
+    json_t *tags = json_object_get(rec, "tags");
+    const char *k;
+    json_t *v;
+    void *tmp;
+
+    switch (u->op) {
+    case ROP_LINK:
+        return json_object_set_new(blobs, u->digest, json_integer((json_int_t)u->size)) == 0
+                   ? CMK_OK
+                   : CMK_E_NOMEM;
+    case ROP_UNLINK:
+        return json_object_del(blobs, u->digest) == 0 ? CMK_OK : CMK_E_NOT_FOUND;
+    case ROP_PUT_MANIFEST:
+        if (json_object_set_new(mans, u->digest, json_deep_copy(u->entry)) != 0)
+            return CMK_E_NOMEM;
+        if (u->tag && json_object_set_new(tags, u->tag, json_string(u->digest)) != 0)
+            return CMK_E_NOMEM;
+        return CMK_OK;
+    case ROP_DEL_MANIFEST:
+        if (json_object_del(mans, u->digest) != 0)
+            return CMK_E_NOT_FOUND;
+        json_object_foreach_safe(tags, tmp, k, v)
+        {
+            if (json_is_string(v) && strcmp(json_string_value(v), u->digest) == 0)
+                json_object_del(tags, k);
+        }
+        return CMK_OK;
+    case ROP_DEL_TAG:
+        return json_object_del(tags, u->tag) == 0 ? CMK_OK : CMK_E_NOT_FOUND;
+    }
+    return CMK_E_INVAL;
+}
+
+static cmk_err update_fn(const void *cur, size_t curlen, void **out, size_t *outlen, void *arg)
+{
+    const struct rupdate *u = arg;
+    json_t *rec = NULL;
+    cmk_err rc;
+
+    *out = NULL;
+    *outlen = 0;
+    rc = rec_parse(cur, curlen, &rec);
+    if (rc != CMK_OK)
+        return rc;
+    rc = apply(rec, u);
+    if (rc == CMK_OK && !rec_empty(rec))
+        rc = rec_dump(rec, out, outlen);
+    /* An empty record is deleted (*out stays NULL), so empty repositories vanish. */
+    json_decref(rec);
+    return rc;
+}
+
+static cmk_err update(cmk_store *s, const char *repo, const struct rupdate *u)
+{
+    char name[REC_NAME_CAP];
+    cmk_err rc = rec_name(repo, name);
+
+    if (rc != CMK_OK)
+        return rc;
+    return cmk_meta_update(s, name, update_fn, (void *)u);
+}
+
+cmk_err rmeta_link_blob(cmk_store *s, const char *repo, const char *digest, uint64_t size)
+{
+    struct rupdate u = {.op = ROP_LINK, .digest = digest, .size = size};
+
+    if (size > (uint64_t)INT64_MAX)
+        return CMK_E_INVAL;
+    return update(s, repo, &u);
+}
+
+cmk_err rmeta_unlink_blob(cmk_store *s, const char *repo, const char *digest)
+{
+    struct rupdate u = {.op = ROP_UNLINK, .digest = digest};
+
+    return update(s, repo, &u);
+}
+
+cmk_err rmeta_put_manifest(cmk_store *s, const char *repo, const char *digest, const json_t *entry,
+                           const char *tag)
+{
+    struct rupdate u = {.op = ROP_PUT_MANIFEST, .digest = digest, .entry = entry, .tag = tag};
+
+    return update(s, repo, &u);
+}
+
+cmk_err rmeta_delete_manifest(cmk_store *s, const char *repo, const char *digest)
+{
+    struct rupdate u = {.op = ROP_DEL_MANIFEST, .digest = digest};
+
+    return update(s, repo, &u);
+}
+
+cmk_err rmeta_delete_tag(cmk_store *s, const char *repo, const char *tag)
+{
+    struct rupdate u = {.op = ROP_DEL_TAG, .tag = tag};
+
+    return update(s, repo, &u);
+}
+
+/* ---- scans ---- */
+
+struct name_list {
+    json_t *arr;
+    int failed;
+};
+
+static int collect_cb(const char *name, void *arg)
+{
+    struct name_list *nl = arg;
+    const char *repo = name + strlen(REC_PREFIX);
+
+    /* Records of other kinds may share the prefix space some day: keep valid names only. */
+    if (!registry_name_valid(repo))
+        return 0;
+    if (json_array_append_new(nl->arr, json_string(repo)) != 0) {
+        nl->failed = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(json_string_value(*(json_t *const *)a), json_string_value(*(json_t *const *)b));
+}
+
+cmk_err rmeta_list_repos(cmk_store *s, json_t **out)
+{
+    struct name_list nl = {json_array(), 0};
+    json_t **items = NULL, *sorted = NULL;
+    size_t n;
+    cmk_err rc;
+
+    *out = NULL;
+    if (!nl.arr)
+        return CMK_E_NOMEM;
+    rc = cmk_meta_list(s, REC_PREFIX, collect_cb, &nl);
+    if (rc == CMK_OK && nl.failed)
+        rc = CMK_E_NOMEM;
+    if (rc != CMK_OK)
+        goto out;
+    n = json_array_size(nl.arr);
+    items = malloc((n ? n : 1) * sizeof(*items));
+    sorted = json_array();
+    if (!items || !sorted) {
+        rc = CMK_E_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        items[i] = json_array_get(nl.arr, i);
+    qsort(items, n, sizeof(*items), cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        if (json_array_append(sorted, items[i]) != 0) {
+            rc = CMK_E_NOMEM;
+            goto out;
+        }
+    }
+    *out = sorted;
+    sorted = NULL;
+out:
+    free(items);
+    json_decref(sorted);
+    json_decref(nl.arr);
+    return rc;
+}
+
+static int record_refers(const json_t *rec, const char *digest)
+{
+    const char *k;
+    json_t *m;
+
+    if (rmeta_blob(rec, digest, NULL) || rmeta_manifest(rec, digest))
+        return 1;
+    json_object_foreach((json_t *)json_object_get(rec, "manifests"), k, m)
+    {
+        size_t i;
+        json_t *r;
+
+        json_array_foreach(json_object_get(m, "refs"), i, r)
+        {
+            if (json_is_string(r) && strcmp(json_string_value(r), digest) == 0)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+cmk_err rmeta_is_referenced(cmk_store *s, const char *digest, int *referenced)
+{
+    json_t *repos = NULL, *rec = NULL, *v;
+    size_t i;
+    cmk_err rc;
+
+    *referenced = 0;
+    rc = rmeta_list_repos(s, &repos);
+    if (rc != CMK_OK)
+        return rc;
+    json_array_foreach(repos, i, v)
+    {
+        rc = rmeta_load(s, json_string_value(v), &rec);
+        if (rc == CMK_E_NOT_FOUND) { /* deleted since the listing */
+            rc = CMK_OK;
+            continue;
+        }
+        if (rc != CMK_OK)
+            break;
+        *referenced = record_refers(rec, digest);
+        json_decref(rec);
+        rec = NULL;
+        if (*referenced)
+            break;
+    }
+    json_decref(repos);
+    return rc;
+}

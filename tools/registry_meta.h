@@ -1,0 +1,72 @@
+/*
+ * registry_meta.h — the OCI registry's repository metadata, kept in the store as encrypted
+ * records (cmk_meta_*), and the name, tag and digest grammars of the distribution spec.
+ *
+ * One record per repository, named "repo/<name>" (the name is hidden on disk: the store keys
+ * record files by an HMAC of the name), holding compact JSON:
+ *
+ *   {"v": 1,
+ *    "tags":      {"<tag>": "<manifest digest>"},
+ *    "manifests": {"<digest>": {"mediaType", "size", "artifactType"?, "subject"?,
+ *                               "annotations"? (referrers only), "refs": [digests]}},
+ *    "blobs":     {"<digest>": <size>}}
+ *
+ * "blobs" are the blobs pushed to or mounted into the repository (its links); "refs" are the
+ * blobs and child manifests a manifest names (config, layers, index entries). Every change
+ * goes through cmk_meta_update, so concurrent pushes to one repository never lose a write.
+ * A record that becomes empty is deleted.
+ */
+#ifndef CMK_REGISTRY_META_H
+#define CMK_REGISTRY_META_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "cmkstore.h"
+
+/* Longest repository name we accept (the spec bounds host + name by 255). */
+#define REG_NAME_MAX 255
+#define REG_TAG_MAX  128
+
+/* 1 if name matches the spec's repository-name grammar
+ * [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)* and is at most
+ * REG_NAME_MAX characters. */
+int registry_name_valid(const char *name);
+/* 1 if tag matches [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}. */
+int registry_tag_valid(const char *tag);
+/* 1 if d is a digest this registry can verify: sha256:<64 hex> or sha512:<128 hex>,
+ * lowercase. */
+int registry_digest_valid(const char *d);
+/* 1 if d has the general digest shape algorithm ":" encoded (used to tell a reference that
+ * is meant as a digest from a tag). */
+int registry_looks_like_digest(const char *d);
+
+/* Loads the record of repository repo. CMK_E_NOT_FOUND if the repository has none.
+ * *out: caller json_decref's. */
+cmk_err rmeta_load(cmk_store *s, const char *repo, json_t **out);
+
+/* Lookups on a loaded record. */
+int rmeta_blob(const json_t *rec, const char *digest, uint64_t *size);
+json_t *rmeta_manifest(const json_t *rec, const char *digest);
+const char *rmeta_tag(const json_t *rec, const char *tag);
+
+/* Links a blob into repo (creating the record). */
+cmk_err rmeta_link_blob(cmk_store *s, const char *repo, const char *digest, uint64_t size);
+/* Unlinks a blob from repo; CMK_E_NOT_FOUND if it is not linked there. */
+cmk_err rmeta_unlink_blob(cmk_store *s, const char *repo, const char *digest);
+/* Records manifest digest (entry is borrowed) and, if tag is not NULL, points tag at it. */
+cmk_err rmeta_put_manifest(cmk_store *s, const char *repo, const char *digest, const json_t *entry,
+                           const char *tag);
+/* Removes manifest digest and every tag that points at it; CMK_E_NOT_FOUND if absent. */
+cmk_err rmeta_delete_manifest(cmk_store *s, const char *repo, const char *digest);
+/* Removes a tag (the manifest stays); CMK_E_NOT_FOUND if absent. */
+cmk_err rmeta_delete_tag(cmk_store *s, const char *repo, const char *tag);
+
+/* *referenced = 1 if any repository links digest as a blob, holds it as a manifest, or has a
+ * manifest that refers to it. Scans every repository record. */
+cmk_err rmeta_is_referenced(cmk_store *s, const char *digest, int *referenced);
+
+/* Every repository name, sorted (a JSON array of strings; caller json_decref's). */
+cmk_err rmeta_list_repos(cmk_store *s, json_t **out);
+
+#endif

@@ -1,0 +1,679 @@
+/*
+ * serve.c — `cmkstore serve`: options, the embedded default (identity, vault, key and store
+ * made on first run), the HTTP daemon (libmicrohttpd, one thread per connection), signals
+ * and graceful shutdown; `cmkstore serve-passwd`.
+ *
+ * Signals: SIGINT and SIGTERM are blocked in every thread and taken by the main thread with
+ * sigtimedwait, which also paces the housekeeping (idle uploads, key-state metrics) once a
+ * second. On the first signal the server stops accepting, refuses new requests on open
+ * connections with 503, lets requests in flight finish until --shutdown-timeout, then stops;
+ * uploads not completed by then are aborted whole. A second signal skips the wait.
+ */
+#include "serve.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http_auth.h"
+#include "http_metrics.h"
+#include "identity.h"
+#include "registry.h"
+#include "vault.h"
+
+/* The embedded default's resources (first run only; later runs reuse them). */
+#define DEF_IDENTITY "registry-identity"
+#define DEF_VAULT    "registry-vault"
+#define DEF_KEY      "registry-key"
+#define DEF_KEY_SIZE 3072
+#define DEF_STORE    "registry"
+#define DEF_LISTEN   "127.0.0.1:5000"
+
+#define DEF_MAX_CONNECTIONS  512
+#define DEF_CONN_TIMEOUT     300
+#define DEF_SHUTDOWN_TIMEOUT 30
+#define MHD_MEMORY_LIMIT     (256u << 10)
+
+static const cli_opt serve_opts[] = {
+    {"store", 0, CLI_STR, 0, "DIR",
+     "The store to serve (made with `cmkstore create`). Default: the embedded default store "
+     "under the home, created with its identity, vault and key on first run."},
+    {"listen", 0, CLI_STR, 0, "ADDR:PORT",
+     "Address to listen on (default " DEF_LISTEN "); an IPv6 address goes in brackets. Port 0 "
+     "picks a free port (printed)."},
+    {"key-check-interval", 0, CLI_UINT, 0, "S",
+     "Seconds between key access checks, 1 to 86400 (saved in the store). Revocation and "
+     "restore take effect within this interval."},
+    {"rotation-check-interval", 0, CLI_UINT, 0, "S",
+     "Seconds between checks for a newer key version (versionless key ids), 1 to 86400 (saved "
+     "in the store)."},
+    {"htpasswd", 0, CLI_STR, 0, "FILE",
+     "Require HTTP Basic authentication against FILE (lines from `cmkstore serve-passwd`; mode "
+     "0600 required)."},
+    {"token-file", 0, CLI_STR, 0, "FILE",
+     "Accept `Authorization: Bearer <token>` for the tokens in FILE, one per line, at least 16 "
+     "characters (mode 0600 required)."},
+    {"max-manifest-size", 0, CLI_SIZE, 0, "BYTES",
+     "Largest manifest accepted (default 4M; at most 64M)."},
+    {"max-uploads", 0, CLI_UINT, 0, "N",
+     "Upload sessions open at once (default 256); beyond, 429 TOOMANYREQUESTS."},
+    {"upload-timeout", 0, CLI_UINT, 0, "S",
+     "Idle upload sessions are aborted after S seconds (default 3600)."},
+    {"max-connections", 0, CLI_UINT, 0, "N", "Client connections at once (default 512)."},
+    {"connection-timeout", 0, CLI_UINT, 0, "S",
+     "Idle connections are closed after S seconds (default 300)."},
+    {"shutdown-timeout", 0, CLI_UINT, 0, "S",
+     "On SIGTERM/SIGINT, how long requests in flight may take to finish (default 30)."},
+    {"quiet", 'q', CLI_FLAG, 0, NULL, "Do not log requests."},
+    CLI_OPT_END,
+};
+
+static const cli_opt passwd_opts[] = {
+    {"iterations", 0, CLI_UINT, 0, "N", "PBKDF2-SHA256 iterations (default 600000)."},
+    CLI_OPT_END,
+};
+
+/* ---- listen address ---- */
+
+static int parse_listen(const char *in, struct sockaddr_storage *ss, char *host, size_t hcap,
+                        unsigned *port_out)
+{
+    char buf[300];
+    const char *h, *p;
+    struct addrinfo hints, *res = NULL;
+    uint64_t port;
+    char *end;
+    int ok;
+
+    if (strlen(in) >= sizeof(buf))
+        return -1;
+    snprintf(buf, sizeof(buf), "%s", in);
+    if (buf[0] == '[') {
+        char *rb = strchr(buf, ']');
+        if (!rb || rb[1] != ':')
+            return -1;
+        *rb = '\0';
+        h = buf + 1;
+        p = rb + 2;
+    } else {
+        char *colon = strrchr(buf, ':');
+        if (!colon || strchr(buf, ':') != colon)
+            return -1;
+        *colon = '\0';
+        h = buf[0] ? buf : "127.0.0.1";
+        p = colon + 1;
+    }
+    if (strcmp(h, "localhost") == 0)
+        h = "127.0.0.1";
+    errno = 0;
+    port = strtoull(p, &end, 10);
+    if (!*p || *end || errno || port > 65535)
+        return -1;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(h, p, &hints, &res) != 0 || !res)
+        return -1;
+    ok = res->ai_addrlen <= sizeof(*ss);
+    if (ok) {
+        memset(ss, 0, sizeof(*ss));
+        memcpy(ss, res->ai_addr, res->ai_addrlen);
+    }
+    freeaddrinfo(res);
+    snprintf(host, hcap, "%s", h);
+    *port_out = (unsigned)port;
+    return ok ? 0 : -1;
+}
+
+static int is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)(const void *)ss;
+        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)(const void *)ss;
+        return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
+    }
+    return 0;
+}
+
+/* ---- the embedded default ---- */
+
+static int file_exists(const char *dir, const char *name)
+{
+    char p[CMK_PATH_MAX + 64];
+    struct stat st;
+
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    return stat(p, &st) == 0;
+}
+
+/* Creates identity, vault (purge protection), access policy, key and store under home,
+ * unless the store exists. *created: 1 if this run made the store. */
+static int ensure_default(const char *home, char store_dir[CMK_PATH_MAX], int *created)
+{
+    static const char *const perms[] = {"get", "wrapKey", "unwrapKey"};
+    cmk_vault_opts vo = {.purge_protection = 1, .retention_days = 0};
+    char kid[CMK_ID_MAX];
+    cmk_errbuf eb = {0};
+    cmk_create_opts co;
+    cmk_identity id;
+    json_t *j = NULL;
+    cmk_err rc;
+
+    *created = 0;
+    snprintf(store_dir, CMK_PATH_MAX, "%s/%s", home, DEF_STORE);
+    if (file_exists(store_dir, "store.json"))
+        return CLI_EXIT_OK;
+    rc = cmk_identity_get(home, DEF_IDENTITY, &id, &eb);
+    if (rc == CMK_E_NOT_FOUND) {
+        eb.code = CMK_OK;
+        eb.msg[0] = '\0';
+        rc = cmk_identity_create(home, DEF_IDENTITY, &id, &eb);
+    }
+    if (rc != CMK_OK)
+        return cli_fail(rc, &eb, CLI_HINT_NONE, "cannot create the identity %s", DEF_IDENTITY);
+    rc = cmk_vault_show(home, DEF_VAULT, NULL, &eb);
+    if (rc == CMK_E_NOT_FOUND) {
+        eb.code = CMK_OK;
+        eb.msg[0] = '\0';
+        rc = cmk_vault_create(home, DEF_VAULT, &vo, NULL, &eb);
+    }
+    if (rc != CMK_OK)
+        return cli_fail(rc, &eb, CLI_HINT_NONE, "cannot create the vault %s", DEF_VAULT);
+    /* The policy is granted only while the store does not exist yet: on later runs an
+     * operator's revocation must stand. */
+    rc = cmk_vault_set_policy(home, DEF_VAULT, id.principal_id, perms, 3, NULL, &eb);
+    if (rc != CMK_OK)
+        return cli_fail(rc, &eb, CLI_HINT_NONE, "cannot set the access policy of %s", DEF_VAULT);
+    rc = cmk_vault_key_show(home, DEF_VAULT, DEF_KEY, NULL, NULL, &eb);
+    if (rc == CMK_E_NOT_FOUND) {
+        eb.code = CMK_OK;
+        eb.msg[0] = '\0';
+        rc = cmk_vault_key_create(home, DEF_VAULT, DEF_KEY, "RSA", DEF_KEY_SIZE, &j, &eb);
+        json_decref(j);
+    }
+    if (rc != CMK_OK)
+        return cli_fail(rc, &eb, CLI_HINT_NONE, "cannot create the key %s", DEF_KEY);
+    rc = cmk_vault_kid_format(kid, sizeof(kid), DEF_VAULT, DEF_KEY, NULL, &eb);
+    if (rc != CMK_OK)
+        return cli_fail(rc, &eb, CLI_HINT_NONE, "cannot form the key identifier");
+    cmk_create_opts_init(&co);
+    co.home = home;
+    co.identity = id.id;
+    co.key_id = kid; /* versionless: automatic rotation */
+    rc = cmk_store_create(store_dir, &co);
+    if (rc != CMK_OK)
+        return cli_fail(rc, NULL, CLI_HINT_STORE, "cannot create the store %s", store_dir);
+    *created = 1;
+    return CLI_EXIT_OK;
+}
+
+static void print_setup(cmk_store *s, const char *home, int embedded, int created)
+{
+    cmk_encryption_info ei;
+    cmk_identity id;
+    cmk_errbuf eb = {0};
+
+    if (cmk_store_encryption(s, &ei) != CMK_OK)
+        return;
+    if (embedded)
+        printf("%s the embedded default in %s:\n", created ? "Created" : "Using", home);
+    else
+        printf("Serving the store %s:\n", cmk_store_dir(s));
+    if (ei.cmk_enabled && cmk_identity_get(home, ei.identity_principal, &id, &eb) == CMK_OK)
+        printf("  identity     %s (%s, principalId %s)\n", id.name, ei.identity_kind,
+               id.principal_id);
+    else if (ei.cmk_enabled)
+        printf("  identity     %s (%s)\n", ei.identity_principal, ei.identity_kind);
+    if (embedded)
+        printf("  vault        %s (purge protection; access policy get, wrapKey, unwrapKey for "
+               "the identity)\n",
+               DEF_VAULT);
+    printf("  key          %s%s\n", ei.cmk_enabled ? ei.key_identifier : "(store-managed)",
+           ei.key_rotation_enabled ? " (versionless: automatic rotation)" : "");
+    if (ei.cmk_enabled)
+        printf("  key version  %s\n", ei.versioned_key_identifier);
+    printf("  store        %s\n", cmk_store_dir(s));
+    printf("  encryption   customer-managed key %s, key %s, key check every %u s\n",
+           ei.cmk_enabled ? "enabled" : "disabled",
+           ei.key_accessible ? "accessible" : "NOT accessible", ei.key_check_interval_s);
+    if (!ei.key_accessible)
+        printf("  key error    %s\n", ei.key_error_msg);
+}
+
+/* ---- the daemon ---- */
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    fprintf(stderr, "cmkstore serve: http: %s\n", msg);
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+
+    /* Upload sessions hold a temporary file each: allow as many descriptors as we may. */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            fprintf(stderr, "cmkstore serve: warning: cannot raise the open-file limit\n");
+    }
+}
+
+/* Waits up to timeout_s seconds for a signal of set (runs housekeeping meanwhile).
+ * Returns the signal, or 0 at the timeout. */
+static int wait_signal(const sigset_t *set, double timeout_s, registry *reg)
+{
+    struct timespec ts = {1, 0};
+    double until = timeout_s > 0 ? (double)time(NULL) + timeout_s : 0;
+    int sig;
+
+    for (;;) {
+        sig = sigtimedwait(set, NULL, &ts);
+        if (sig > 0)
+            return sig;
+        if (errno != EAGAIN && errno != EINTR)
+            return 0;
+        if (reg)
+            registry_tick(reg);
+        if (until > 0 && (double)time(NULL) >= until)
+            return 0;
+    }
+}
+
+struct serve_cfg {
+    struct sockaddr_storage addr;
+    char host[256];
+    unsigned port;
+    uint64_t max_manifest;
+    unsigned max_uploads, upload_timeout, max_conn, conn_timeout, shutdown_timeout;
+    uint32_t key_check, rotation_check;
+    int quiet;
+};
+
+static int read_cfg(const cli_args *a, struct serve_cfg *c)
+{
+    const cli_cmd *cmd = a->cmd;
+    const char *listen = cli_get(a, "listen");
+    uint64_t v;
+
+    memset(c, 0, sizeof(*c));
+    if (parse_listen(listen ? listen : DEF_LISTEN, &c->addr, c->host, sizeof(c->host), &c->port) !=
+        0)
+        return cli_usage_error(cmd,
+                               "--listen takes ADDR:PORT with a numeric address "
+                               "(127.0.0.1:5000, [::1]:5000), not '%s'",
+                               listen);
+    c->max_manifest = cli_num(a, "max-manifest-size", 4u << 20);
+    if (c->max_manifest < 1024 || c->max_manifest > (64u << 20))
+        return cli_usage_error(cmd, "--max-manifest-size must be between 1K and 64M");
+    v = cli_num(a, "max-uploads", 256);
+    if (v < 1 || v > 65536)
+        return cli_usage_error(cmd, "--max-uploads must be between 1 and 65536");
+    c->max_uploads = (unsigned)v;
+    v = cli_num(a, "upload-timeout", 3600);
+    if (v < 1 || v > 7 * 86400)
+        return cli_usage_error(cmd, "--upload-timeout must be between 1 and 604800 seconds");
+    c->upload_timeout = (unsigned)v;
+    v = cli_num(a, "max-connections", DEF_MAX_CONNECTIONS);
+    if (v < 1 || v > 65536)
+        return cli_usage_error(cmd, "--max-connections must be between 1 and 65536");
+    c->max_conn = (unsigned)v;
+    v = cli_num(a, "connection-timeout", DEF_CONN_TIMEOUT);
+    if (v < 1 || v > 86400)
+        return cli_usage_error(cmd, "--connection-timeout must be between 1 and 86400 seconds");
+    c->conn_timeout = (unsigned)v;
+    v = cli_num(a, "shutdown-timeout", DEF_SHUTDOWN_TIMEOUT);
+    if (v > 3600)
+        return cli_usage_error(cmd, "--shutdown-timeout must be at most 3600 seconds");
+    c->shutdown_timeout = (unsigned)v;
+    v = cli_num(a, "key-check-interval", 0);
+    if (cli_isset(a, "key-check-interval") && (v < 1 || v > 86400))
+        return cli_usage_error(cmd, "--key-check-interval must be between 1 and 86400 seconds");
+    c->key_check = (uint32_t)v;
+    v = cli_num(a, "rotation-check-interval", 0);
+    if (cli_isset(a, "rotation-check-interval") && (v < 1 || v > 86400))
+        return cli_usage_error(cmd,
+                               "--rotation-check-interval must be between 1 and 86400 seconds");
+    c->rotation_check = (uint32_t)v;
+    c->quiet = cli_isset(a, "quiet");
+    return CLI_EXIT_OK;
+}
+
+static int run_serve(const cli_cmd *cmd, cli_args *a)
+{
+    struct serve_cfg cfg;
+    char home[CMK_PATH_MAX], store_dir[CMK_PATH_MAX], autherr[512];
+    const char *dir = cli_get(a, "store");
+    struct MHD_Daemon *d = NULL;
+    http_metrics *metrics = NULL;
+    http_auth *auth = NULL;
+    registry *reg = NULL;
+    cmk_store *s = NULL;
+    cmk_store_opts so;
+    registry_opts ro;
+    cmk_errbuf eb = {0};
+    sigset_t set, oldset;
+    struct sigaction ign, oldpipe;
+    const union MHD_DaemonInfo *di;
+    int ex, created = 0, sig, masked = 0;
+    unsigned flags;
+    cmk_err rc;
+
+    (void)cmd;
+    ex = read_cfg(a, &cfg);
+    if (ex != CLI_EXIT_OK)
+        return ex;
+    rc = http_auth_load(cli_get(a, "htpasswd"), cli_get(a, "token-file"), &auth, autherr,
+                        sizeof(autherr));
+    if (rc != CMK_OK) {
+        fprintf(stderr, "cmkstore: error: %s\n", autherr);
+        return cli_exit_code(rc);
+    }
+    /* Signals go to the main thread only: block them before any thread is started. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    if (pthread_sigmask(SIG_BLOCK, &set, &oldset) != 0) {
+        ex = cli_fail(CMK_E_IO, NULL, CLI_HINT_NONE, "cannot block signals");
+        goto out;
+    }
+    masked = 1;
+    memset(&ign, 0, sizeof(ign));
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    if (sigaction(SIGPIPE, &ign, &oldpipe) != 0) {
+        ex = cli_fail(CMK_E_IO, NULL, CLI_HINT_NONE, "cannot ignore SIGPIPE");
+        goto out;
+    }
+    raise_fd_limit();
+    json_object_seed(0); /* before threads: jansson's hash seed is set once */
+
+    rc = cli_home(a, !dir, home, &eb);
+    if (rc != CMK_OK) {
+        if (!dir) {
+            ex = cli_fail(rc, &eb, CLI_HINT_NONE, "cannot use the cmkstore home");
+            goto out;
+        }
+        home[0] = '\0'; /* a store given explicitly may not need the home */
+    }
+    if (!dir) {
+        ex = ensure_default(home, store_dir, &created);
+        if (ex != CLI_EXIT_OK)
+            goto out;
+        dir = store_dir;
+    }
+    cmk_store_opts_init(&so);
+    so.home = a->home;
+    rc = cmk_store_open(dir, &so, &s);
+    if (rc != CMK_OK) {
+        ex = cli_fail(rc, NULL, CLI_HINT_STORE, "cannot open the store %s", dir);
+        goto out;
+    }
+    if (cfg.key_check || cfg.rotation_check) {
+        rc = cmk_store_set_policy(s, cfg.rotation_check, cfg.key_check, 0, 0);
+        if (rc != CMK_OK) {
+            ex = cli_fail(rc, NULL, CLI_HINT_NONE, "cannot set the key-check intervals");
+            goto out;
+        }
+    }
+    rc = cmk_store_start_background(s);
+    if (rc != CMK_OK) {
+        ex = cli_fail(rc, NULL, CLI_HINT_NONE, "cannot start the key checks");
+        goto out;
+    }
+    metrics = http_metrics_new();
+    if (!metrics) {
+        ex = cli_fail(CMK_E_NOMEM, NULL, CLI_HINT_NONE, "cannot start");
+        goto out;
+    }
+    memset(&ro, 0, sizeof(ro));
+    ro.store = s;
+    ro.auth = auth;
+    ro.metrics = metrics;
+    ro.max_manifest = cfg.max_manifest;
+    ro.max_uploads = cfg.max_uploads;
+    ro.upload_timeout_s = cfg.upload_timeout;
+    ro.log_requests = !cfg.quiet;
+    rc = registry_new(&ro, &reg);
+    if (rc != CMK_OK) {
+        ex = cli_fail(rc, NULL, CLI_HINT_NONE, "cannot start");
+        goto out;
+    }
+    flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+            MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (cfg.addr.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    errno = 0;
+    d = MHD_start_daemon(flags, 0, NULL, NULL, registry_access, reg, MHD_OPTION_EXTERNAL_LOGGER,
+                         mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&cfg.addr,
+                         MHD_OPTION_NOTIFY_COMPLETED, registry_completed, reg,
+                         MHD_OPTION_CONNECTION_LIMIT, cfg.max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
+                         cfg.conn_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                         (size_t)MHD_MEMORY_LIMIT, MHD_OPTION_END);
+    if (!d) {
+        fprintf(stderr, "cmkstore: error: cannot listen on %s:%u%s%s\n", cfg.host, cfg.port,
+                errno ? ": " : "", errno ? strerror(errno) : "");
+        ex = CLI_EXIT_FAILURE;
+        goto out;
+    }
+    di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    if (di && di->port)
+        cfg.port = di->port;
+
+    print_setup(s, home, dir == store_dir, created);
+    if (cfg.addr.ss_family == AF_INET6)
+        printf("Listening on http://[%s]:%u (OCI Distribution Spec v1.1; /metrics)\n", cfg.host,
+               cfg.port);
+    else
+        printf("Listening on http://%s:%u (OCI Distribution Spec v1.1; /metrics)\n", cfg.host,
+               cfg.port);
+    if (auth)
+        printf("Authentication: %s%s%s\n", http_auth_has_basic(auth) ? "Basic (htpasswd)" : "",
+               http_auth_has_basic(auth) && http_auth_has_bearer(auth) ? ", " : "",
+               http_auth_has_bearer(auth) ? "Bearer (token file)" : "");
+    printf("Try: skopeo copy --dest-tls-verify=false oci:./my-image:latest "
+           "docker://%s%s%s:%u/demo/hello:1\n",
+           cfg.addr.ss_family == AF_INET6 ? "[" : "", cfg.host,
+           cfg.addr.ss_family == AF_INET6 ? "]" : "", cfg.port);
+    if (!is_loopback(&cfg.addr))
+        fprintf(stderr, "cmkstore serve: warning: listening beyond loopback without TLS; put a "
+                        "TLS-terminating proxy in front\n");
+    if (fflush(stdout) != 0)
+        fprintf(stderr, "cmkstore serve: warning: cannot write to standard output\n");
+
+    sig = wait_signal(&set, 0, reg);
+    fprintf(stderr,
+            "cmkstore serve: %s: shutting down (waiting up to %u s for %u request(s) in "
+            "flight)\n",
+            sig == SIGINT ? "SIGINT" : "SIGTERM", cfg.shutdown_timeout, registry_inflight(reg));
+    registry_drain(reg);
+    {
+        MHD_socket lfd = MHD_quiesce_daemon(d);
+        if (lfd != MHD_INVALID_SOCKET)
+            close(lfd);
+    }
+    {
+        double deadline = (double)time(NULL) + cfg.shutdown_timeout;
+        while (registry_inflight(reg) > 0 && (double)time(NULL) < deadline) {
+            struct timespec ts = {0, 100 * 1000 * 1000};
+            if (sigtimedwait(&set, NULL, &ts) > 0) {
+                fprintf(stderr, "cmkstore serve: second signal: stopping now\n");
+                break;
+            }
+        }
+    }
+    if (registry_inflight(reg) > 0)
+        fprintf(stderr,
+                "cmkstore serve: %u request(s) still in flight: aborted (uploads are "
+                "discarded whole)\n",
+                registry_inflight(reg));
+    MHD_stop_daemon(d);
+    d = NULL;
+    fprintf(stderr, "cmkstore serve: stopped; %u unfinished upload session(s) discarded\n",
+            registry_uploads(reg));
+    ex = CLI_EXIT_OK;
+out:
+    if (d)
+        MHD_stop_daemon(d);
+    registry_free(reg);
+    http_metrics_free(metrics);
+    if (s)
+        cmk_store_stop_background(s);
+    cmk_store_close(s);
+    http_auth_free(auth);
+    if (masked) {
+        sigaction(SIGPIPE, &oldpipe, NULL);
+        pthread_sigmask(SIG_SETMASK, &oldset, NULL);
+    }
+    return ex;
+}
+
+/* ---- serve-passwd ---- */
+
+/* Reads one line (the password) from stdin, without echo on a terminal. */
+static int read_password(char *buf, size_t cap, size_t *len)
+{
+    struct termios old, noecho;
+    int tty = isatty(STDIN_FILENO), restored = 1, c;
+    size_t n = 0;
+
+    if (tty) {
+        fputs("Password: ", stderr);
+        if (tcgetattr(STDIN_FILENO, &old) == 0) {
+            noecho = old;
+            noecho.c_lflag &= ~(tcflag_t)ECHO;
+            restored = tcsetattr(STDIN_FILENO, TCSAFLUSH, &noecho) != 0;
+        }
+    }
+    while ((c = getchar()) != EOF && c != '\n') {
+        if (n + 1 >= cap) {
+            n = cap; /* too long: reported by the caller */
+            while ((c = getchar()) != EOF && c != '\n')
+                ;
+            break;
+        }
+        buf[n++] = (char)c;
+    }
+    if (tty) {
+        if (!restored)
+            tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+        fputc('\n', stderr);
+    }
+    if (n >= cap)
+        return -1;
+    if (n > 0 && buf[n - 1] == '\r')
+        n--;
+    buf[n] = '\0';
+    *len = n;
+    return 0;
+}
+
+static int run_passwd(const cli_cmd *cmd, cli_args *a)
+{
+    char pass[1100], err[256];
+    uint64_t iter = cli_num(a, "iterations", HTTP_AUTH_DEFAULT_ITERATIONS);
+    char *line = NULL;
+    size_t plen = 0;
+    cmk_err rc;
+    int ex;
+
+    if (iter < HTTP_AUTH_MIN_ITERATIONS || iter > HTTP_AUTH_MAX_ITERATIONS)
+        return cli_usage_error(cmd, "--iterations must be between %u and %u",
+                               HTTP_AUTH_MIN_ITERATIONS, HTTP_AUTH_MAX_ITERATIONS);
+    if (read_password(pass, sizeof(pass), &plen) != 0 || plen == 0) {
+        OPENSSL_cleanse(pass, sizeof(pass));
+        return cli_usage_error(cmd, "give the password (1 to 1024 bytes) on standard input");
+    }
+    rc = http_auth_make_line(a->pos[0], pass, plen, (unsigned)iter, &line, err, sizeof(err));
+    OPENSSL_cleanse(pass, sizeof(pass));
+    if (rc != CMK_OK) {
+        fprintf(stderr, "cmkstore: error: %s\n", err);
+        return cli_exit_code(rc);
+    }
+    ex = printf("%s\n", line) < 0 ? CLI_EXIT_FAILURE : CLI_EXIT_OK;
+    free(line);
+    return ex;
+}
+
+const cli_cmd cli_serve_cmds[] = {
+    {.path = "serve",
+     .summary = "Run an OCI registry whose storage is the encrypted store",
+     .description =
+         "Serves the OCI Distribution Spec v1.1 over HTTP/1.1: pulls (with Range), pushes "
+         "(monolithic, chunked, cross-repository mounts), manifests, tags, referrers, catalog "
+         "and deletes. Every blob and manifest is stored encrypted under the store's key; "
+         "repository metadata is kept in the store as encrypted records.\n\nWith no --store, "
+         "the embedded default is used: on first run it creates, under the home, an identity, "
+         "a vault with purge protection, an access policy (get, wrapKey, unwrapKey), an RSA "
+         "key and a store with the versionless key id (automatic rotation); later runs reuse "
+         "them.\n\nKey rotation and revocation take effect while serving: while the key is "
+         "revoked, requests that touch content get 503 with the reason, and service resumes "
+         "when access is restored. One line per request is logged on stderr (never headers "
+         "or credentials). GET /metrics gives Prometheus metrics. SIGTERM or SIGINT stop it "
+         "gracefully (exit 0).",
+     .opts = serve_opts,
+     .example = "cmkstore serve\n"
+                "cmkstore serve --store ./registry --listen 127.0.0.1:5000 \\\n"
+                "    --htpasswd ./htpasswd\n"
+                "skopeo copy --dest-tls-verify=false oci:./image:latest \\\n"
+                "    docker://127.0.0.1:5000/demo/hello:1",
+     .run = run_serve},
+    {.path = "serve-passwd",
+     .summary = "Make an htpasswd line for `cmkstore serve --htpasswd`",
+     .description = "Reads a password from standard input (one line) and prints "
+                    "USER:$pbkdf2-sha256$<iterations>$<salt>$<hash> for the htpasswd file of "
+                    "`cmkstore serve`. Keep that file private (mode 0600): serve refuses it "
+                    "otherwise.",
+     .opts = passwd_opts,
+     .pos_usage = "USER",
+     .min_pos = 1,
+     .max_pos = 1,
+     .example = "printf '%s\\n' \"$PASSWORD\" | cmkstore serve-passwd alice >> htpasswd\n"
+                "chmod 600 htpasswd",
+     .run = run_passwd},
+    {.path = NULL},
+};
+
+static int run_cmd(const cli_cmd *cmd, int argc, char **argv)
+{
+    cli_args a;
+    int rc;
+
+    memset(&a, 0, sizeof(a));
+    rc = cli_parse(cmd, argc, argv, &a);
+    if (rc != CLI_RUN)
+        return rc;
+    return cmd->run(cmd, &a);
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    return run_cmd(&cli_serve_cmds[0], argc, argv);
+}
+
+int cmd_serve_passwd(int argc, char **argv)
+{
+    return run_cmd(&cli_serve_cmds[1], argc, argv);
+}
