@@ -1,0 +1,73 @@
+/*
+ * ceilings.h — what this machine can do at best, measured in the same run as the store, on
+ * the same bytes and through the same libraries (OpenSSL libcrypto, libzstd) and the same
+ * file system. Throughput targets are judged as ratios against these.
+ *
+ * CPU ceilings run on one thread; the store's bound is derived from them (bench/README.md):
+ *   put CPU bound = bytes / ((t_sha256 + t_zstd1 + t_gcm(compressed bytes)) / cores)
+ */
+#ifndef CMKBENCH_CEILINGS_H
+#define CMKBENCH_CEILINGS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ceil_cpu {
+    uint64_t bytes;    /* bytes measured (a prefix of the data, at most the sample) */
+    uint64_t zbytes;   /* their zstd-1 size, chunk by chunk (raw size where zstd loses) */
+    size_t chunk;      /* chunk size the data was cut into */
+    double sha256;     /* bytes/s, one thread */
+    double zstd_c;     /* input bytes/s, level 1, one chunk per call */
+    double zstd_d;     /* output bytes/s */
+    double zstd_probe; /* input bytes/s of the store's 8 KiB-sample probe alone */
+    double gcm_seal;   /* bytes/s, AES-256-GCM, one chunk per call */
+    double gcm_open;
+    double ratio; /* bytes / zbytes */
+} ceil_cpu;
+
+/* Measures on the first min(n, sample) bytes of data cut into `chunk` pieces. 0 or -1. */
+int ceil_measure_cpu(const uint8_t *data, size_t n, size_t sample, size_t chunk, ceil_cpu *out);
+
+/* Seconds one thread needs for the put work on n bytes with these rates (sha256 + zstd or
+ * probe + GCM over what is stored). */
+double ceil_put_cpu_seconds(const ceil_cpu *c, uint64_t n);
+/* Seconds one thread needs to open n bytes (GCM over stored bytes + zstd decompression). */
+double ceil_get_cpu_seconds(const ceil_cpu *c, uint64_t n);
+
+typedef struct ceil_mem {
+    double memcpy_bps; /* warm buffers, one thread */
+    double fault_us;   /* first touch of a fresh anonymous 4 KiB page */
+} ceil_mem;
+
+int ceil_measure_mem(size_t n, ceil_mem *out);
+
+typedef struct ceil_disk {
+    uint64_t bytes;
+    double write_fsync; /* bytes/s: write(2) 1 MiB blocks to a new file, then fsync */
+    double write_fsync_min, write_fsync_max;
+    double read_warm; /* bytes/s: read(2) the same file from the page cache */
+    double read_cold; /* bytes/s: after dropping the page cache; 0 if not possible */
+} ceil_disk;
+
+/* Writes n bytes of data to a file in dir `reps` times (median), reads it back warm and
+ * cold, removes it. */
+int ceil_measure_disk(const char *dir, const uint8_t *data, size_t n, unsigned reps,
+                      ceil_disk *out);
+
+typedef struct ceil_small {
+    unsigned threads;
+    unsigned files;
+    size_t size;
+    double files_per_s; /* durable creates per second over all threads */
+    double p50_us, p99_us;
+} ceil_small;
+
+/* The durable small-file ceiling, done as the store publishes a blob: O_TMPFILE, write,
+ * fsync, linkat into one of 256 directories, fsync that directory. */
+int ceil_small_files(const char *dir, size_t size, unsigned files, unsigned threads,
+                     ceil_small *out);
+
+/* sync(2), then drops the page cache (needs root). 0 on success, -1 otherwise. */
+int bench_drop_caches(void);
+
+#endif

@@ -1,0 +1,367 @@
+/*
+ * scen_big.c — machine ceilings, and put / get throughput of big blobs (layers) on each data
+ * set, with both I/O engines, against the ceilings measured on the same bytes.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cmkbench.h"
+#include "compress.h"
+
+#define MAXREPS 16
+#define WSIZE   (1u << 20)
+
+static row *ceiling_row(bench_ctx *c, const char *name, const char *unit, double value)
+{
+    row *r = report_add(c, "ceiling", name, "", unit);
+    r->value = r->vmin = r->vmax = value;
+    r->n = 1;
+    return r;
+}
+
+void run_ceilings_common(bench_ctx *c, const uint8_t *incompressible, size_t n)
+{
+    row *r;
+
+    if (!c->have_mem) {
+        bench_log("ceilings: memory");
+        if (ceil_measure_mem(256 * MiB, &c->mem) == 0) {
+            c->have_mem = 1;
+            ceiling_row(c, "memcpy (1 thread)", "MB/s", c->mem.memcpy_bps / MB);
+            r = ceiling_row(c, "page fault, first touch", "us/page", c->mem.fault_us);
+            snprintf(r->note, sizeof(r->note), "= %.0f MB/s of fresh memory",
+                     4096.0 / c->mem.fault_us);
+        }
+    }
+    if (!c->have_disk) {
+        env_setup(c);
+        bench_log("ceilings: sequential write+fsync / read of %zu MiB in %s", n >> 20, c->root);
+        if (ceil_measure_disk(c->root, incompressible, n, c->o.reps, &c->disk) != 0)
+            bench_die("disk ceiling failed");
+        c->have_disk = 1;
+        r = ceiling_row(c, "seq write+fsync", "MB/s", c->disk.write_fsync / MB);
+        r->vmin = c->disk.write_fsync_min / MB;
+        r->vmax = c->disk.write_fsync_max / MB;
+        r->n = (int)c->o.reps;
+        snprintf(r->note, sizeof(r->note), "%zu MiB, 1 MiB write(2)s, then fsync", n >> 20);
+        ceiling_row(c, "seq read, warm (page cache)", "MB/s", c->disk.read_warm / MB);
+        r = ceiling_row(c, "seq read, cold", "MB/s", c->disk.read_cold / MB);
+        if (c->disk.read_cold == 0) {
+            r->v = V_SKIPPED;
+            snprintf(r->note, sizeof(r->note), "page cache could not be dropped (not root)");
+        } else {
+            snprintf(r->note, sizeof(r->note),
+                     "guest page cache dropped; the VM host may still cache the disk");
+        }
+    }
+}
+
+void run_cpu_ceilings(bench_ctx *c, const char *label, const uint8_t *data, size_t n, ceil_cpu *out)
+{
+    char name[96];
+    double cpu_put_bound, cpu_get_bound;
+    int compressible;
+    ceil_cpu cc;
+    row *r;
+
+    bench_log("ceilings: CPU on %s (%zu MiB sample)", label,
+              (size_t)((n < c->o.sample ? n : c->o.sample) >> 20));
+    if (ceil_measure_cpu(data, n, c->o.sample, c->o.chunk, &cc) != 0)
+        bench_die("CPU ceilings failed");
+    compressible = cc.ratio >= 16.0 / 15.0;
+    cpu_put_bound = (double)n / (ceil_put_cpu_seconds(&cc, n) / c->cores) / MB;
+    cpu_get_bound = (double)n / (ceil_get_cpu_seconds(&cc, n) / c->cores) / MB;
+    snprintf(name, sizeof(name), "%s: sha256", label);
+    ceiling_row(c, name, "MB/s", cc.sha256 / MB);
+    snprintf(name, sizeof(name), "%s: zstd-1 compress", label);
+    r = ceiling_row(c, name, "MB/s", cc.zstd_c / MB);
+    snprintf(r->note, sizeof(r->note), "ratio %.2f on %zu KiB chunks", cc.ratio, cc.chunk >> 10);
+    if (!compressible) {
+        snprintf(name, sizeof(name), "%s: zstd-1 probe only", label);
+        r = ceiling_row(c, name, "MB/s", cc.zstd_probe / MB);
+        snprintf(r->note, sizeof(r->note), "8 KiB sample per chunk, as the store probes");
+    }
+    snprintf(name, sizeof(name), "%s: zstd-1 decompress", label);
+    ceiling_row(c, name, "MB/s", cc.zstd_d / MB);
+    snprintf(name, sizeof(name), "%s: aes-256-gcm seal", label);
+    ceiling_row(c, name, "MB/s", cc.gcm_seal / MB);
+    snprintf(name, sizeof(name), "%s: aes-256-gcm open", label);
+    ceiling_row(c, name, "MB/s", cc.gcm_open / MB);
+    snprintf(name, sizeof(name), "%s: put CPU bound (%u cores)", label, c->cores);
+    r = ceiling_row(c, name, "MB/s", cpu_put_bound);
+    snprintf(r->note, sizeof(r->note), "bytes/((t_sha+t_%s+t_gcm(stored))/cores)",
+             compressible ? "zstd" : "probe");
+    snprintf(name, sizeof(name), "%s: get CPU bound (%u cores)", label, c->cores);
+    r = ceiling_row(c, name, "MB/s", cpu_get_bound);
+    snprintf(r->note, sizeof(r->note), "bytes/((t_gcm_open(stored)%s)/cores)",
+             compressible ? "+t_unzstd" : "");
+    report_set(c, label,
+               json_pack("{s:I, s:f, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "bytes",
+                         (json_int_t)n, "zstd1_ratio", cc.ratio, "ceiling_sample_bytes",
+                         (json_int_t)cc.bytes, "sha256_MBps", cc.sha256 / MB, "zstd1_compress_MBps",
+                         cc.zstd_c / MB, "zstd1_probe_MBps", cc.zstd_probe / MB,
+                         "zstd1_decompress_MBps", cc.zstd_d / MB, "gcm_seal_MBps", cc.gcm_seal / MB,
+                         "gcm_open_MBps", cc.gcm_open / MB, "put_cpu_bound_MBps", cpu_put_bound,
+                         "get_cpu_bound_MBps", cpu_get_bound));
+
+    if (out)
+        *out = cc;
+}
+
+/* The engines in the order a repetition uses them: alternating, so neither always runs on
+ * the warmer or fuller disk. */
+static const char *engine_at(const bench_ctx *c, unsigned rep, unsigned i)
+{
+    unsigned k = (rep % 2 == 0) ? i : c->o.nengines - 1 - i;
+    return c->o.engines[k];
+}
+
+static unsigned engine_index(const bench_ctx *c, const char *e)
+{
+    for (unsigned i = 0; i < c->o.nengines; i++)
+        if (strcmp(c->o.engines[i], e) == 0)
+            return i;
+    return 0;
+}
+
+typedef struct series {
+    double v[MAXREPS];
+    unsigned n;
+    bench_usage u; /* summed over the repetitions */
+    uint64_t bytes;
+    cmk_compress_stats cs;
+    double commit; /* seconds in cmk_put_commit, summed */
+} series;
+
+static void series_add(series *s, double bytes, const bench_usage *u)
+{
+    if (s->n < MAXREPS)
+        s->v[s->n++] = bytes / u->wall / MB;
+    s->u.wall += u->wall;
+    s->u.cpu += u->cpu;
+    s->u.sysbusy += u->sysbusy;
+    s->u.minflt += u->minflt;
+    s->u.vcsw += u->vcsw;
+    s->u.ivcsw += u->ivcsw;
+    s->bytes += (uint64_t)bytes;
+}
+
+static row *series_row(bench_ctx *c, const char *section, const char *name, const char *engine,
+                       series *s)
+{
+    row *r = report_add(c, section, name, engine, "MB/s");
+    double tmp[MAXREPS];
+
+    if (s->n == 0) {
+        r->v = V_SKIPPED;
+        return r;
+    }
+    memcpy(tmp, s->v, sizeof(tmp));
+    r->value = bench_median(tmp, s->n);
+    r->vmin = bench_min(s->v, s->n);
+    r->vmax = bench_max(s->v, s->n);
+    r->n = (int)s->n;
+    r->cores = s->u.wall > 0 ? s->u.cpu / s->u.wall : 0;
+    r->bg = bench_usage_bg(&s->u);
+    r->flt_per_mb = s->bytes ? (double)s->u.minflt / ((double)s->bytes / MB) : 0;
+    r->extra = json_pack("{s:f, s:f, s:I, s:I, s:I}", "seconds", s->u.wall, "cpu_seconds", s->u.cpu,
+                         "minor_faults", (json_int_t)s->u.minflt, "ctx_switches",
+                         (json_int_t)(s->u.vcsw + s->u.ivcsw), "bytes", (json_int_t)s->bytes);
+    return r;
+}
+
+static void stamp(uint8_t *data, size_t n, uint64_t v)
+{
+    uint64_t x = dg_mix(v);
+    memcpy(data, &x, n < 8 ? n : 8);
+}
+
+void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int do_put, int do_get)
+{
+    char store[4096], name[64], digests[2][MAXREPS][CMK_DIGEST_MAX];
+    unsigned ndig[2] = {0, 0};
+    series put[2], warm[2], cold[2];
+    uint8_t *scratch = bench_alloc(WSIZE);
+    uint64_t stored = 0;
+    ceil_cpu cc;
+    double cpu_put_bound, cpu_get_bound;
+    unsigned reps = c->o.reps > MAXREPS ? MAXREPS : c->o.reps;
+    uint64_t tag = (uint64_t)n;
+    int compressible;
+    row *r;
+
+    memset(put, 0, sizeof(put));
+    memset(warm, 0, sizeof(warm));
+    memset(cold, 0, sizeof(cold));
+    memset(scratch, 0, WSIZE);
+    for (size_t i = 0; label[i]; i++)
+        tag = dg_mix(tag ^ (uint8_t)label[i]);
+
+    /* Ceilings on these very bytes. */
+    run_cpu_ceilings(c, label, data, n, &cc);
+    compressible = cc.ratio >= 16.0 / 15.0;
+    cpu_put_bound = (double)n / (ceil_put_cpu_seconds(&cc, n) / c->cores) / MB;
+    cpu_get_bound = (double)n / (ceil_get_cpu_seconds(&cc, n) / c->cores) / MB;
+
+    snprintf(name, sizeof(name), "big-%s", label);
+    for (char *p = name; *p; p++)
+        if (*p == '/' || *p == ' ')
+            *p = '_';
+    env_store_create(c, name, c->o.chunk, store);
+
+    for (unsigned rep = 0; rep < reps; rep++) {
+        for (unsigned i = 0; i < c->o.nengines; i++) {
+            const char *eng = engine_at(c, rep, i);
+            unsigned e = engine_index(c, eng);
+            bench_usage a, b, d;
+            cmk_compress_stats ca, cb;
+            cmk_store *s = NULL;
+            char dg[CMK_DIGEST_MAX];
+
+            if (env_store_open(c, store, c->o.threads, eng, &s) != CMK_OK)
+                continue;
+            stamp(data, n, tag + rep * 16 + e);
+            sync(); /* earlier writeback must not land in this measurement */
+            cmk_compress_stats_get(&ca);
+            bench_usage_get(&a);
+            double commit_s = 0;
+            if (bench_put_buf(s, data, n, WSIZE, dg, &commit_s) != 0) {
+                cmk_store_close(s);
+                continue;
+            }
+            bench_usage_get(&b);
+            cmk_compress_stats_get(&cb);
+            bench_usage_diff(&a, &b, &d);
+            put[e].cs.probe_raw += cb.probe_raw - ca.probe_raw;
+            put[e].cs.full_raw += cb.full_raw - ca.full_raw;
+            put[e].cs.compressed += cb.compressed - ca.compressed;
+            if (do_put) {
+                series_add(&put[e], (double)n, &d);
+                put[e].commit += commit_s;
+            }
+            if (ndig[e] < MAXREPS)
+                snprintf(digests[e][ndig[e]++], CMK_DIGEST_MAX, "%s", dg);
+            if (stored == 0) {
+                cmk_blob_info bi;
+                if (cmk_stat(s, dg, &bi) == CMK_OK)
+                    stored = bi.stored_size;
+            }
+            if (do_put)
+                bench_log("put %s [%s] rep %u: %.0f MB/s (%.2f cores, bg %.2f, commit %.0f%%, "
+                          "%ld faults)",
+                          label, eng, rep + 1, (double)n / d.wall / MB, d.cpu / d.wall,
+                          bench_usage_bg(&d), 100.0 * commit_s / d.wall, d.minflt);
+            if (do_get) {
+                /* Warm: the blob was just written, its pages are in the page cache. */
+                bench_usage_get(&a);
+                int64_t got = bench_get_all(s, dg, scratch, WSIZE);
+                bench_usage_get(&b);
+                bench_usage_diff(&a, &b, &d);
+                if (got == (int64_t)n) {
+                    series_add(&warm[e], (double)n, &d);
+                    bench_log("get warm %s [%s] rep %u: %.0f MB/s (%.2f cores, bg %.2f)", label,
+                              eng, rep + 1, (double)n / d.wall / MB, d.cpu / d.wall,
+                              bench_usage_bg(&d));
+                }
+            }
+            cmk_store_close(s);
+        }
+    }
+    if (do_get && c->can_drop && !c->o.no_cold) {
+        unsigned creps = reps < 2 ? reps : 2;
+        for (unsigned rep = 0; rep < creps; rep++) {
+            for (unsigned i = 0; i < c->o.nengines; i++) {
+                const char *eng = engine_at(c, rep, i);
+                unsigned e = engine_index(c, eng);
+                bench_usage a, b, d;
+                cmk_store *s = NULL;
+
+                if (ndig[e] == 0 || env_store_open(c, store, c->o.threads, eng, &s) != CMK_OK)
+                    continue;
+                if (bench_drop_caches() != 0) {
+                    cmk_store_close(s);
+                    continue;
+                }
+                bench_usage_get(&a);
+                int64_t got = bench_get_all(s, digests[e][rep % ndig[e]], scratch, WSIZE);
+                bench_usage_get(&b);
+                bench_usage_diff(&a, &b, &d);
+                if (got == (int64_t)n) {
+                    series_add(&cold[e], (double)n, &d);
+                    bench_log("get cold %s [%s] rep %u: %.0f MB/s", label, eng, rep + 1,
+                              (double)n / d.wall / MB);
+                }
+                cmk_store_close(s);
+            }
+        }
+    }
+
+    /* Rows. */
+    double stored_ratio = stored ? (double)n / (double)stored : cc.ratio;
+    for (unsigned e = 0; e < c->o.nengines; e++) {
+        const char *eng = c->o.engines[e];
+        if (do_put) {
+            snprintf(name, sizeof(name), "put %s", label);
+            r = series_row(c, "put", name, eng, &put[e]);
+            if (compressible) {
+                snprintf(r->ref_name, sizeof(r->ref_name), "CPU bound");
+                r->ref = cpu_put_bound;
+            } else {
+                snprintf(r->ref_name, sizeof(r->ref_name), "write+fsync");
+                r->ref = c->disk.write_fsync / MB;
+            }
+            r->ceiling = r->ref;
+            r->goal = 0.85;
+            snprintf(r->note, sizeof(r->note),
+                     "commit (fsync+publish) %.0f%% of the time; stored %.2fx; chunks %llu zstd, "
+                     "%llu raw by probe, %llu raw after full try",
+                     put[e].u.wall > 0 ? 100.0 * put[e].commit / put[e].u.wall : 0, stored_ratio,
+                     put[e].cs.compressed, put[e].cs.probe_raw, put[e].cs.full_raw);
+            if (r->extra) {
+                json_object_set_new(r->extra, "cpu_bound_MBps", json_real(cpu_put_bound));
+                json_object_set_new(r->extra, "write_fsync_MBps",
+                                    json_real(c->disk.write_fsync / MB));
+                json_object_set_new(r->extra, "sha256_serial_bound_MBps",
+                                    json_real(cc.sha256 / MB));
+                json_object_set_new(r->extra, "stored_bytes", json_integer((json_int_t)stored));
+                json_object_set_new(r->extra, "commit_seconds", json_real(put[e].commit));
+            }
+            report_judge(r, 0);
+        }
+        if (do_get) {
+            snprintf(name, sizeof(name), "get warm %s", label);
+            r = series_row(c, "get", name, eng, &warm[e]);
+            snprintf(r->ref_name, sizeof(r->ref_name), "target %.1f GB/s",
+                     compressible ? 1.5 : 2.0);
+            r->ref = compressible ? 1500 : 2000;
+            r->ceiling = cpu_get_bound;
+            r->goal = 1.0;
+            snprintf(r->note, sizeof(r->note), "CPU bound %.0f MB/s, page-cache read %.0f MB/s",
+                     cpu_get_bound, c->disk.read_warm / MB);
+            report_judge(r, 0);
+            if (cold[e].n > 0 || (c->can_drop && !c->o.no_cold)) {
+                snprintf(name, sizeof(name), "get cold %s", label);
+                r = series_row(c, "get", name, eng, &cold[e]);
+                double disk_bound = c->disk.read_cold / MB * stored_ratio;
+                snprintf(r->ref_name, sizeof(r->ref_name), "min(cold read, CPU)");
+                r->ref = disk_bound < cpu_get_bound ? disk_bound : cpu_get_bound;
+                r->ceiling = r->ref;
+                snprintf(r->note, sizeof(r->note), "cold read %.0f MB/s x stored ratio %.2f",
+                         c->disk.read_cold / MB, stored_ratio);
+            }
+        }
+    }
+
+    /* Leave only what later phases need on disk. */
+    cmk_store *s = NULL;
+    if (env_store_open(c, store, 0, NULL, &s) == CMK_OK) {
+        for (unsigned e = 0; e < 2; e++)
+            for (unsigned k = 0; k < ndig[e]; k++)
+                (void)cmk_delete(s, digests[e][k]);
+        cmk_store_close(s);
+    }
+    bench_free(scratch, WSIZE);
+}

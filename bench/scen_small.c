@@ -1,0 +1,306 @@
+/*
+ * scen_small.c — many small blobs (configs, manifests): durable puts per second at several
+ * concurrencies and with batched commits, reads per second, against the durable small-file
+ * ceiling of the same file system at the same concurrency.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cmkbench.h"
+
+typedef struct small_set {
+    uint8_t *buf;
+    size_t total;
+    size_t *off, *len;
+    unsigned count;
+    char (*digest)[CMK_DIGEST_MAX];
+} small_set;
+
+typedef struct small_mode {
+    const char *name;
+    int mix; /* 1: 1-64 KiB JSON documents; 0: 4 KiB */
+    unsigned threads;
+    unsigned batch; /* > 0: cmk_put_commit_many of this many puts */
+} small_mode;
+
+static const small_mode modes[] = {
+    {"4k x1", 0, 1, 0},       {"4k x4", 0, 4, 0},  {"4k x16", 0, 16, 0},
+    {"4k batch32", 0, 1, 32}, {"mix x1", 1, 1, 0}, {"mix x16", 1, 16, 0},
+};
+
+static void set_make(small_set *s, unsigned count, int mix, uint64_t seed)
+{
+    s->count = count;
+    s->off = calloc(count, sizeof(*s->off));
+    s->len = calloc(count, sizeof(*s->len));
+    s->digest = calloc(count, sizeof(*s->digest));
+    if (!s->off || !s->len || !s->digest)
+        bench_die("out of memory");
+    s->total = 0;
+    for (unsigned i = 0; i < count; i++) {
+        s->len[i] = mix ? dg_small_size(seed, i) : 4096;
+        s->off[i] = s->total;
+        s->total += s->len[i];
+    }
+    s->buf = bench_alloc(s->total);
+    for (unsigned i = 0; i < count; i++)
+        dg_json(dg_mix(seed) + i, s->buf + s->off[i], s->len[i]);
+}
+
+static void set_free(small_set *s)
+{
+    bench_free(s->buf, s->total);
+    free(s->off);
+    free(s->len);
+    free(s->digest);
+    memset(s, 0, sizeof(*s));
+}
+
+typedef struct worker {
+    cmk_store *s;
+    small_set *set;
+    unsigned first, count, batch;
+    double *lat; /* microseconds per put (per batch member in batch mode) */
+    int get;
+    int failed;
+} worker;
+
+static int put_one(worker *w, unsigned i)
+{
+    cmk_put *p = NULL;
+    cmk_err rc = cmk_put_begin(w->s, NULL, &p);
+
+    if (rc == CMK_OK)
+        rc = cmk_put_write(p, w->set->buf + w->set->off[i], w->set->len[i]);
+    if (rc == CMK_OK)
+        return cmk_put_commit(p, NULL, w->set->digest[i]) == CMK_OK ? 0 : -1;
+    cmk_put_abort(p);
+    return -1;
+}
+
+static int put_batch(worker *w, unsigned first, unsigned k)
+{
+    cmk_put *p[64] = {0};
+    cmk_err res[64];
+    int bad = 0;
+
+    for (unsigned j = 0; j < k; j++) {
+        if (cmk_put_begin(w->s, NULL, &p[j]) != CMK_OK ||
+            cmk_put_write(p[j], w->set->buf + w->set->off[first + j], w->set->len[first + j]) !=
+                CMK_OK) {
+            bad = 1;
+            break;
+        }
+    }
+    if (bad) {
+        for (unsigned j = 0; j < k; j++)
+            cmk_put_abort(p[j]);
+        return -1;
+    }
+    return cmk_put_commit_many(p, NULL, k, res, &w->set->digest[first]) == CMK_OK ? 0 : -1;
+}
+
+static int get_one(worker *w, unsigned i)
+{
+    uint8_t buf[64 << 10];
+    cmk_get *g = NULL;
+    size_t got, total = 0;
+
+    if (cmk_get_open(w->s, w->set->digest[i], 0, CMK_TO_END, &g) != CMK_OK)
+        return -1;
+    for (;;) {
+        if (cmk_get_read(g, buf, sizeof(buf), &got) != CMK_OK) {
+            cmk_get_close(g);
+            return -1;
+        }
+        if (got == 0)
+            break;
+        total += got;
+    }
+    cmk_get_close(g);
+    return total == w->set->len[i] ? 0 : -1;
+}
+
+static void *worker_run(void *arg)
+{
+    worker *w = arg;
+    unsigned i = 0;
+
+    while (i < w->count) {
+        unsigned k = w->batch ? w->batch : 1;
+        double t0 = bench_now();
+        int rc;
+
+        if (k > w->count - i)
+            k = w->count - i;
+        if (w->get)
+            rc = get_one(w, w->first + i);
+        else if (w->batch)
+            rc = put_batch(w, w->first + i, k);
+        else
+            rc = put_one(w, w->first + i);
+        if (rc != 0) {
+            w->failed = 1;
+            bench_log("small blob %s failed: %s", w->get ? "get" : "put", cmk_errmsg());
+            return NULL;
+        }
+        double us = (bench_now() - t0) * 1e6;
+        for (unsigned j = 0; j < k; j++)
+            w->lat[w->first + i + j] = us;
+        i += k;
+    }
+    return NULL;
+}
+
+/* Runs every blob of the set through `threads` workers; returns wall seconds or -1. */
+static double run_workers(cmk_store *s, small_set *set, unsigned threads, unsigned batch, int get,
+                          double *lat, bench_usage *usage)
+{
+    pthread_t th[64];
+    worker w[64];
+    unsigned started = 0;
+    bench_usage a, b;
+    int failed = 0;
+
+    if (threads > 64)
+        threads = 64;
+    bench_usage_get(&a);
+    for (unsigned t = 0; t < threads; t++) {
+        unsigned per = set->count / threads;
+        w[t] = (worker){s,     set, t * per, t == threads - 1 ? set->count - t * per : per,
+                        batch, lat, get,     0};
+        if (pthread_create(&th[t], NULL, worker_run, &w[t]) != 0)
+            break;
+        started++;
+    }
+    for (unsigned t = 0; t < started; t++) {
+        pthread_join(th[t], NULL);
+        failed |= w[t].failed;
+    }
+    bench_usage_get(&b);
+    bench_usage_diff(&a, &b, usage);
+    return (failed || started != threads) ? -1 : usage->wall;
+}
+
+static const ceil_small *ceiling_for(const bench_ctx *c, unsigned threads)
+{
+    for (unsigned i = 0; i < c->nsmall_ceil; i++)
+        if (c->small_ceil[i].threads == threads)
+            return &c->small_ceil[i];
+    return NULL;
+}
+
+static void fill_row(row *r, const small_set *set, double secs, const bench_usage *u, double *lat)
+{
+    double p50 = bench_percentile(lat, set->count, 50);
+    double p99 = bench_percentile(lat, set->count, 99);
+
+    r->value = r->vmin = r->vmax = set->count / secs;
+    r->n = 1;
+    r->cores = u->cpu / u->wall;
+    r->bg = bench_usage_bg(u);
+    r->flt_per_mb = (double)u->minflt / ((double)set->total / MB);
+    r->extra =
+        json_pack("{s:i, s:I, s:f, s:f, s:f, s:f, s:I}", "blobs", (int)set->count, "bytes",
+                  (json_int_t)set->total, "seconds", secs, "MBps", (double)set->total / secs / MB,
+                  "p50_us", p50, "p99_us", p99, "minor_faults", (json_int_t)u->minflt);
+    snprintf(r->note, sizeof(r->note), "%.1f MB/s, latency p50 %.0f us p99 %.0f us",
+             (double)set->total / secs / MB, p50, p99);
+}
+
+void run_small_ceilings(bench_ctx *c)
+{
+    static const unsigned ct[] = {1, 4, 16};
+    char name[64];
+
+    env_setup(c);
+    for (unsigned i = 0; i < 3 && c->nsmall_ceil < 4; i++) {
+        ceil_small cs;
+        bench_log("ceilings: durable 4 KiB files, %u thread(s)", ct[i]);
+        if (ceil_small_files(c->root, 4096, c->o.small_count, ct[i], &cs) != 0) {
+            bench_log("small-file ceiling with %u threads failed", ct[i]);
+            continue;
+        }
+        c->small_ceil[c->nsmall_ceil++] = cs;
+        snprintf(name, sizeof(name), "durable 4 KiB file x%u", ct[i]);
+        row *r = report_add(c, "ceiling", name, "", "files/s");
+        r->value = r->vmin = r->vmax = cs.files_per_s;
+        r->n = 1;
+        snprintf(r->note, sizeof(r->note),
+                 "O_TMPFILE+write+fsync+linkat+dir fsync; p50 %.0f us p99 %.0f us", cs.p50_us,
+                 cs.p99_us);
+    }
+}
+
+void run_small(bench_ctx *c)
+{
+    unsigned count = c->o.small_count;
+    char store[4096], name[64];
+    double *lat = calloc(count, sizeof(*lat));
+
+    if (!lat)
+        bench_die("out of memory");
+    if (c->nsmall_ceil == 0)
+        run_small_ceilings(c);
+    env_store_create(c, "small", c->o.chunk, store);
+    for (size_t m = 0; m < sizeof(modes) / sizeof(*modes); m++) {
+        for (unsigned i = 0; i < c->o.nengines; i++) {
+            const char *eng = c->o.engines[(m % 2 == 0) ? i : c->o.nengines - 1 - i];
+            small_set set;
+            bench_usage u;
+            cmk_store *s = NULL;
+            double secs;
+            row *r;
+
+            if (env_store_open(c, store, c->o.threads, eng, &s) != CMK_OK)
+                continue;
+            set_make(&set, count, modes[m].mix, 1000 + m * 10 + (uint64_t)i);
+            sync();
+            secs = run_workers(s, &set, modes[m].threads, modes[m].batch, 0, lat, &u);
+            if (secs < 0) {
+                cmk_store_close(s);
+                set_free(&set);
+                continue;
+            }
+            snprintf(name, sizeof(name), "put %s", modes[m].name);
+            r = report_add(c, "small", name, eng, "blobs/s");
+            fill_row(r, &set, secs, &u, lat);
+            const ceil_small *cs = ceiling_for(c, modes[m].threads);
+            if (!modes[m].mix) {
+                snprintf(r->ref_name, sizeof(r->ref_name), "target 3000/s");
+                r->ref = 3000;
+                r->goal = 1.0;
+                report_judge(r, 0);
+                if (cs && r->extra) {
+                    json_object_set_new(r->extra, "file_ceiling_per_s", json_real(cs->files_per_s));
+                    size_t l = strlen(r->note);
+                    snprintf(r->note + l, sizeof(r->note) - l, "; %.0f%% of durable-file x%u",
+                             100.0 * r->value / cs->files_per_s, modes[m].threads);
+                }
+            } else if (cs) {
+                snprintf(r->ref_name, sizeof(r->ref_name), "4 KiB file x%u", modes[m].threads);
+                r->ref = cs->files_per_s;
+            }
+            bench_log("small %s [%s]: %.0f blobs/s", modes[m].name, eng, r->value);
+
+            /* Read back what was just written, warm, at the same concurrency. */
+            if (modes[m].batch == 0) {
+                secs = run_workers(s, &set, modes[m].threads, 0, 1, lat, &u);
+                if (secs > 0) {
+                    snprintf(name, sizeof(name), "get %s", modes[m].name);
+                    r = report_add(c, "small", name, eng, "blobs/s");
+                    fill_row(r, &set, secs, &u, lat);
+                    bench_log("small get %s [%s]: %.0f blobs/s", modes[m].name, eng, r->value);
+                }
+            }
+            cmk_store_close(s);
+            set_free(&set);
+        }
+    }
+    free(lat);
+    /* The store's blobs are small; they go with the run directory. */
+}
