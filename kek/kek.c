@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "pkcs11.h"
 #include "secmem.h"
 #include "vault.h"
 
@@ -98,9 +99,15 @@ cmk_err cmk_kek_open(const char *home, const cmk_kek_provider *extra, cmk_kek **
         if (rc != CMK_OK)
             goto out;
     }
-    /* 3. PKCS#11 (RSA-HSM) goes here, once kek/pkcs11.c is in:
-     *        rc = cmk_pkcs11_provider_new(home, &p, eb);  then add_owned(k, p)
-     *    It is not called yet. */
+    /* 3. PKCS#11 tokens (RSA-HSM), for pkcs11: identifiers. Cheap to make: no module is
+     *    loaded and no PIN read until a pkcs11: key is first used. */
+    rc = cmk_pkcs11_provider_new(home, &vp, eb);
+    if (rc != CMK_OK)
+        goto out;
+    rc = add_owned(k, vp);
+    vp = NULL;
+    if (rc != CMK_OK)
+        goto out;
     *out = k;
     k = NULL;
 out:
@@ -131,7 +138,9 @@ static cmk_err pick(cmk_kek *k, const char *kid, const cmk_kek_provider **p, cmk
     }
     return cmk_errbuf_set(eb, CMK_E_KEY_NOT_FOUND,
                           "no provider serves key identifier '%.200s': use "
-                          "local://<vault>/keys/<name>[/<version>] for a local vault key",
+                          "local://<vault>/keys/<name>[/<version>] for a local vault key or "
+                          "pkcs11:token=<token>;object=<label>[;id=<version>] for a key in a "
+                          "PKCS#11 token (HSM)",
                           kid);
 }
 
