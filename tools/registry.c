@@ -123,6 +123,8 @@ struct stream {
     uint64_t remaining;
 };
 
+static void upload_release(registry *r, struct upload *u, int destroy);
+
 /* ---- responses ---- */
 
 struct reply {
@@ -182,6 +184,15 @@ static enum MHD_Result send_reply(struct req *q, unsigned status, struct reply *
     }
     q->status = status;
     q->responded = 1;
+    /* The upload session is given back before the response leaves: a client sends its next
+     * request on that session (often on another connection) as soon as it reads this one, and
+     * must not find it still busy. */
+    if (q->up) {
+        if (q->put == q->up->put)
+            q->put = NULL;
+        upload_release(q->r, q->up, q->up_destroy);
+        q->up = NULL;
+    }
     ret = MHD_queue_response(q->c, status, rp->resp);
     MHD_destroy_response(rp->resp);
     return ret;
@@ -791,12 +802,15 @@ static enum MHD_Result manifest_get(struct req *q)
     json_int_t size;
     cmk_err rc;
 
-    if (registry_looks_like_digest(q->ref) ? !registry_digest_valid(q->ref)
-                                           : !registry_tag_valid(q->ref))
-        return send_error(q, MHD_HTTP_BAD_REQUEST,
-                          registry_looks_like_digest(q->ref) ? "DIGEST_INVALID"
-                                                             : "MANIFEST_INVALID",
-                          "invalid manifest reference (a tag or a digest)", NULL);
+    if (registry_looks_like_digest(q->ref) && !registry_digest_valid(q->ref))
+        return send_error(q, MHD_HTTP_BAD_REQUEST, "DIGEST_INVALID",
+                          "invalid digest (sha256:<64 hex> or sha512:<128 hex>)", NULL);
+    /* A string that is no valid tag cannot name a manifest: unknown, as the conformance
+     * suite and other registries answer (a 400 is kept for pushes to such a tag). */
+    if (!registry_looks_like_digest(q->ref) && !registry_tag_valid(q->ref))
+        return send_error(q, MHD_HTTP_NOT_FOUND, "MANIFEST_UNKNOWN",
+                          "manifest unknown to registry (not a valid tag)",
+                          json_pack("{s:s}", "tag", "(invalid)"));
     rc = rmeta_load(q->r->s, q->name, &rec);
     if (rc != CMK_OK && rc != CMK_E_NOT_FOUND)
         return store_error(q, rc, NULL, "cannot read the repository");

@@ -1,0 +1,166 @@
+# shellcheck shell=bash
+# tests/cli/serve_lib.sh — helpers for the `cmkstore serve` tests (sourced after lib.sh).
+#
+# Servers listen on 127.0.0.1 port 0 (the kernel picks a free port; the server prints it), so
+# tests never race for ports. Every server started here is stopped by the EXIT trap, whatever
+# happens. Needs curl, and skopeo for the skopeo tests (Debian packages curl, skopeo).
+
+command -v curl >/dev/null || {
+    echo "missing tool: curl (Debian: curl)" >&2
+    exit 1
+}
+
+SRV_PIDS=()
+
+serve_cleanup() {
+    local p
+    for p in "${SRV_PIDS[@]}"; do
+        kill -KILL "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+}
+# Stop the servers first, then report (finish reads the exit status: keep it).
+trap 'srv_rc=$?; serve_cleanup; (exit $srv_rc); finish' EXIT
+
+# start_server NAME [serve options...]: starts `cmkstore serve` in the background with
+# --listen 127.0.0.1:0, waits (up to 120 s: the first run makes an RSA key) until it listens.
+# Sets SRV_PID, HP (127.0.0.1:PORT), URL (http://HP), SRV_OUT, SRV_ERR.
+start_server() {
+    local name=$1 i
+    shift
+    SRV_OUT="$T/$name.out"
+    SRV_ERR="$T/$name.err"
+    "$CMKSTORE_BIN" serve --listen 127.0.0.1:0 "$@" >"$SRV_OUT" 2>"$SRV_ERR" &
+    SRV_PID=$!
+    SRV_PIDS+=("$SRV_PID")
+    for i in $(seq 1 1200); do
+        if grep -q '^Listening on http://' "$SRV_OUT" 2>/dev/null; then
+            HP=$(sed -n 's|^Listening on http://\([0-9.]*:[0-9]*\).*|\1|p' "$SRV_OUT" | head -1)
+            URL="http://$HP"
+            return 0
+        fi
+        kill -0 "$SRV_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "# server $name did not start:" >&2
+    sed 's/^/#   /' "$SRV_ERR" >&2
+    return 1
+}
+
+# stop_server [SIGNAL]: signals the server (default TERM) and waits for it (up to 60 s).
+# Sets SRV_EXIT to its exit status (or 124 if it did not stop: it is then killed).
+stop_server() {
+    local sig=${1:-TERM} i
+    kill "-$sig" "$SRV_PID" 2>/dev/null || true
+    for i in $(seq 1 600); do
+        kill -0 "$SRV_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$SRV_PID" 2>/dev/null; then
+        kill -KILL "$SRV_PID" 2>/dev/null || true
+        wait "$SRV_PID" 2>/dev/null || true
+        SRV_EXIT=124
+        return 0
+    fi
+    SRV_EXIT=0
+    wait "$SRV_PID" 2>/dev/null || SRV_EXIT=$?
+}
+
+# hcurl OUTFILE CURL-ARGS...: runs curl, body to OUTFILE, headers to OUTFILE.h; prints the
+# HTTP status (000 if the connection failed).
+hcurl() {
+    local out=$1
+    shift
+    curl -sS -o "$out" -D "$out.h" -w '%{http_code}' "$@" 2>/dev/null || true
+}
+
+# hdr_of FILE.h NAME: value of header NAME (case-insensitive), without CR.
+hdr_of() {
+    grep -i "^$2:" "$1" | head -1 | sed 's/^[^:]*: *//' | tr -d '\r'
+}
+
+# mk_oci_layout DIR SEED [LAYER_KIB...]: writes an OCI image layout (oci-layout, index.json
+# with ref "latest", config, manifest, layers) into DIR. Each layer is a tar with one file of
+# LAYER_KIB KiB of pseudo-random data plus a compressible text file; every layer is gzip
+# compressed except the last, which is stored uncompressed (application/vnd.oci.image.layer.
+# v1.tar). Prints the manifest digest. Deterministic for a given SEED.
+mk_oci_layout() {
+    python3 - "$@" <<'PYEOF'
+import gzip, hashlib, io, json, os, random, sys, tarfile
+out, seed = sys.argv[1], sys.argv[2]
+sizes = [int(x) for x in sys.argv[3:]] or [64, 256, 128]
+rng = random.Random(seed)
+os.makedirs(os.path.join(out, "blobs", "sha256"), exist_ok=True)
+def blob(b):
+    d = hashlib.sha256(b).hexdigest()
+    with open(os.path.join(out, "blobs", "sha256", d), "wb") as f:
+        f.write(b)
+    return "sha256:" + d
+def tarlayer(files):
+    bio = io.BytesIO()
+    with tarfile.open(fileobj=bio, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in files:
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mtime, ti.mode = len(data), 0, 0o644
+            t.addfile(ti, io.BytesIO(data))
+    return bio.getvalue()
+layers, diff_ids = [], []
+for i, kib in enumerate(sizes):
+    data = rng.randbytes(kib * 1024)
+    text = ("%s layer %d line\n" % (seed, i)).encode() * 2000
+    raw = tarlayer([("data/%d.bin" % i, data), ("etc/%d.txt" % i, text)])
+    diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
+    if i == len(sizes) - 1:
+        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                       "digest": blob(raw), "size": len(raw)})
+    else:
+        gz = gzip.compress(raw, compresslevel=1, mtime=0)
+        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                       "digest": blob(gz), "size": len(gz)})
+cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": ["SEED=" + seed]},
+                  "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                  "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                             "digest": blob(cfg), "size": len(cfg)},
+                  "layers": layers}).encode()
+md = blob(man)
+with open(os.path.join(out, "index.json"), "w") as f:
+    json.dump({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md,
+         "size": len(man), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}, f)
+with open(os.path.join(out, "oci-layout"), "w") as f:
+    json.dump({"imageLayoutVersion": "1.0.0"}, f)
+print(md)
+PYEOF
+}
+
+# layout_verify DIR: every blob file of an OCI layout hashes to its name.
+layout_verify() {
+    local f
+    for f in "$1"/blobs/sha256/*; do
+        [ "sha256:$(sha256sum "$f" | cut -d' ' -f1)" == "sha256:$(basename "$f")" ] || return 1
+    done
+}
+
+# layout_manifest DIR: the manifest digest that index.json names.
+layout_manifest() {
+    jq -r '.manifests[0].digest' "$1/index.json"
+}
+
+# push_blob REPO FILE: monolithic POST ?digest= upload; prints the HTTP status.
+push_blob() {
+    hcurl "$T/.push" -X POST --data-binary "@$2" -H 'Content-Type: application/octet-stream' \
+        "$URL/v2/$1/blobs/uploads/?digest=$(oci_digest "$2")"
+}
+
+# wait_until SECONDS CMD...: polls CMD every 0.2 s until it succeeds; 1 on timeout.
+wait_until() {
+    local limit=$1 end
+    shift
+    end=$((SECONDS + limit))
+    while [ $SECONDS -lt $end ]; do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    return 1
+}
