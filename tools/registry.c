@@ -627,16 +627,30 @@ static int try_mount(struct req *q, enum MHD_Result *ret)
     cmk_err rc;
 
     /* Anything not mountable falls back to a plain upload session, as the spec says. */
-    if (!mount || !from || !registry_digest_valid(mount) || !registry_name_valid(from))
+    if (!mount || !registry_digest_valid(mount) || (from && !registry_name_valid(from)))
         return 0;
     pthread_rwlock_rdlock(&r->gc_lock);
-    rc = rmeta_load(r->s, from, &rec);
-    if (rc == CMK_OK && !rmeta_blob(rec, mount, &size))
-        rc = CMK_E_NOT_FOUND;
-    if (rc == CMK_OK)
+    if (from) {
+        rc = rmeta_load(r->s, from, &rec);
+        if (rc == CMK_OK && !rmeta_blob(rec, mount, &size))
+            rc = CMK_E_NOT_FOUND;
+        if (rc == CMK_OK)
+            rc = cmk_stat(r->s, mount, &bi);
+        if (rc == CMK_OK && bi.size != size)
+            rc = CMK_E_NOT_FOUND;
+    } else {
+        /* No "from": the spec lets a registry find the blob itself. Only a blob that some
+         * repository still links or refers to is mounted (never one awaiting collection).
+         * Every client is authorised for every repository here, so this reveals nothing
+         * a client could not read anyway. */
+        int used = 0;
         rc = cmk_stat(r->s, mount, &bi);
-    if (rc == CMK_OK && bi.size != size)
-        rc = CMK_E_NOT_FOUND;
+        if (rc == CMK_OK)
+            rc = rmeta_is_referenced(r->s, mount, &used);
+        if (rc == CMK_OK && !used)
+            rc = CMK_E_NOT_FOUND;
+        size = bi.size;
+    }
     if (rc == CMK_OK)
         rc = rmeta_link_blob(r->s, q->name, mount, size);
     pthread_rwlock_unlock(&r->gc_lock);
