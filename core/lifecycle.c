@@ -255,8 +255,7 @@ out:
 /* Resolves an identity reference for the store: NULL keeps the current one; "[system]" is the
  * store's system-assigned identity; anything else must be a user-assigned identity assigned
  * to the store. */
-static cmk_err resolve_identity(cmk_store *s, const char *ref, cmk_kr_identity *out,
-                                cmk_errbuf *eb)
+static cmk_err resolve_identity(cmk_store *s, const char *ref, cmk_kr_identity *out, cmk_errbuf *eb)
 {
     cmk_identity id;
     json_t *ids, *e;
@@ -432,8 +431,8 @@ cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check, int *rotated
     rc = cmk_kek_describe(s->kek, vkid, ident.principal, &desc, &eb);
     if (rc == CMK_OK) {
         size_t klen = CMK_DEK_LEN + 32;
-        rc = cmk_kek_unwrap(s->kek, cur.kid, ident.principal, cur.alg, cur.wrapped,
-                            cur.wrapped_len, k, &klen, &eb);
+        rc = cmk_kek_unwrap(s->kek, cur.kid, ident.principal, cur.alg, cur.wrapped, cur.wrapped_len,
+                            k, &klen, &eb);
     }
     if (rc == CMK_OK) {
         if (!atomic_load(&s->key_ok)) {
@@ -463,8 +462,8 @@ failed:
             goto out;
         }
         cmk_errbuf why = eb;
-        cmk_errbuf_set(&eb, rc, "vault unreachable for %.0f s (grace %u s): %s", down,
-                       s->grace_s, why.msg);
+        cmk_errbuf_set(&eb, rc, "vault unreachable for %.0f s (grace %u s): %s", down, s->grace_s,
+                       why.msg);
     }
     access_lost(s, &eb);
 out:
@@ -481,8 +480,7 @@ static void *bg_main(void *arg)
 
     pthread_mutex_lock(&s->bg_mu);
     while (!s->bg_stop) {
-        uint32_t wait = s->key_check_s < s->rotation_check_s ? s->key_check_s
-                                                             : s->rotation_check_s;
+        uint32_t wait = s->key_check_s < s->rotation_check_s ? s->key_check_s : s->rotation_check_s;
         if (wait == 0)
             wait = 1;
         clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -669,6 +667,13 @@ cmk_err cmk_store_set_policy(cmk_store *s, uint32_t rotation_check_s, uint32_t k
             s->dek_rollover = dek_rollover_blobs;
     }
     pthread_mutex_unlock(&s->cfg_mu);
+    if (rc == CMK_OK)
+        event(s, "policy.updated",
+              json_pack("{s:i, s:i, s:i, s:o}", "rotationCheckIntervalSeconds",
+                        (int)s->rotation_check_s, "keyCheckIntervalSeconds", (int)s->key_check_s,
+                        "unreachableGraceSeconds", (int)s->grace_s, "dekRolloverBlobs",
+                        s->dek_rollover == UINT32_MAX ? json_null()
+                                                      : json_integer((json_int_t)s->dek_rollover)));
     /* Wake the background thread so a shorter interval takes effect now. */
     pthread_mutex_lock(&s->bg_mu);
     pthread_cond_broadcast(&s->bg_cv);
@@ -714,8 +719,7 @@ cmk_err cmk_store_identities(cmk_store *s, cmk_store_identity *out, size_t cap, 
             memset(o, 0, sizeof(*o));
             snprintf(o->kind, sizeof(o->kind), "UserAssigned");
             snprintf(o->id, sizeof(o->id), "%s", nz(cmk_json_str(e, "id")));
-            snprintf(o->principal, sizeof(o->principal), "%s",
-                     nz(cmk_json_str(e, "principalId")));
+            snprintf(o->principal, sizeof(o->principal), "%s", nz(cmk_json_str(e, "principalId")));
             snprintf(o->client, sizeof(o->client), "%s", nz(cmk_json_str(e, "clientId")));
             o->used_for_encryption = strcmp(o->principal, used) == 0;
         }

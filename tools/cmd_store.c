@@ -6,16 +6,23 @@
  * and can never be disabled. So there is no command that changes a store's encryption
  * status: `encryption enable|disable` exist only to refuse, with the reason.
  */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "cli.h"
 #include "format.h"
 #include "identity.h"
 #include "jsonfile.h"
 
-enum { ENC_SHOW, ENC_ROTATE, ENC_CHECK, ENC_ENABLE, ENC_DISABLE };
+enum { ENC_SHOW, ENC_ROTATE, ENC_CHECK, ENC_ENABLE, ENC_DISABLE, ENC_UPDATE, ENC_ROTATE_DEK };
+
+/* Limits of the key-lifecycle settings (the library accepts the same). */
+#define MAX_INTERVAL_S 86400u
 
 static const cli_opt create_opts[] = {
     {"store", 0, CLI_STR, 1, "DIR",
@@ -40,13 +47,36 @@ static const cli_opt create_opts[] = {
     {"chunk-size", 0, CLI_SIZE, 0, "BYTES",
      "Plaintext bytes per sealed chunk: a power of two from 64K to 16M (default 1M)."},
     {"rotation-check-interval", 0, CLI_UINT, 0, "SECONDS",
-     "With a versionless key identifier: how often to look for a new key version (default "
-     "3600)."},
+     "With a versionless key identifier: how often a long-running process (or `encryption "
+     "watch`) looks for a new key version; 1 to 86400 (default 3600)."},
     {"key-check-interval", 0, CLI_UINT, 0, "SECONDS",
-     "How often a running store re-checks access to its key (default 60)."},
+     "How often a long-running process re-checks access to its key; 1 to 86400 (default 60)."},
     {"unreachable-grace", 0, CLI_UINT, 0, "SECONDS",
      "How long cached data keys keep serving while the vault does not answer (never after a "
-     "denial; default 300)."},
+     "denial); 1 to 86400 (default 300)."},
+    {"dek-rollover-blobs", 0, CLI_STR, 0, "N|never",
+     "Start a new data key after every N blobs written by one process (default: never)."},
+    CLI_OPT_END,
+};
+
+static const cli_opt update_opts[] = {
+    {"store", 0, CLI_STR, 1, "DIR", "Directory of the store."},
+    {"rotation-check-interval", 0, CLI_UINT, 0, "SECONDS",
+     "How often to look for a new version of a versionless key: 1 to 86400."},
+    {"key-check-interval", 0, CLI_UINT, 0, "SECONDS",
+     "How often a long-running process re-checks access to the key: 1 to 86400."},
+    {"unreachable-grace", 0, CLI_UINT, 0, "SECONDS",
+     "How long cached data keys keep serving while the vault does not answer: 1 to 86400."},
+    {"dek-rollover-blobs", 0, CLI_STR, 0, "N|never",
+     "Start a new data key after every N blobs written by one process (1 to 4294967294), or "
+     "never."},
+    CLI_OPT_END,
+};
+
+static const cli_opt watch_opts[] = {
+    {"store", 0, CLI_STR, 1, "DIR", "Directory of the store."},
+    {"duration", 0, CLI_UINT, 0, "SECONDS",
+     "Stop after this many seconds (default: run until interrupted)."},
     CLI_OPT_END,
 };
 
@@ -319,12 +349,54 @@ static int check_u32(const cli_cmd *cmd, const cli_args *a, const char *name, ui
     return CLI_RUN;
 }
 
+/* An interval option: if given, 1 s .. 1 day (0 would mean "default" or "unchanged" to the
+ * library, which is not what a user who types 0 asks for). Unset: *out = 0. */
+static int check_interval(const cli_cmd *cmd, const cli_args *a, const char *name, uint32_t *out)
+{
+    uint64_t v = cli_num(a, name, 0);
+
+    *out = 0;
+    if (!cli_isset(a, name))
+        return CLI_RUN;
+    if (v < 1 || v > MAX_INTERVAL_S)
+        return cli_usage_error(cmd, "--%s must be from 1 to %u seconds (1 day), not %llu", name,
+                               MAX_INTERVAL_S, (unsigned long long)v);
+    *out = (uint32_t)v;
+    return CLI_RUN;
+}
+
+/* --dek-rollover-blobs N|never: *out = N, UINT32_MAX for never, 0 if not given. */
+static int check_rollover(const cli_cmd *cmd, const cli_args *a, uint32_t *out)
+{
+    const char *v = cli_get(a, "dek-rollover-blobs");
+    unsigned long long n;
+    char *end;
+
+    *out = 0;
+    if (!v)
+        return CLI_RUN;
+    if (strcmp(v, "never") == 0) {
+        *out = UINT32_MAX;
+        return CLI_RUN;
+    }
+    errno = 0;
+    n = strtoull(v, &end, 10);
+    if (v[0] < '0' || v[0] > '9' || *end || errno || n < 1 || n >= UINT32_MAX)
+        return cli_usage_error(cmd,
+                               "--dek-rollover-blobs must be a number of blobs from 1 to %u, "
+                               "or never, not '%s'",
+                               UINT32_MAX - 1, v);
+    *out = (uint32_t)n;
+    return CLI_RUN;
+}
+
 static int run_create(const cli_cmd *cmd, cli_args *a)
 {
     const char *dir = cli_get(a, "store"), *config = cli_get(a, "config");
     char identity[CMK_ID_MAX] = "", kid[CMK_ID_MAX] = "", base[256];
     const char *const *params;
     int cmk = cli_isset(a, "key-encryption-key"), ex;
+    uint32_t rollover = 0;
     cmk_encryption_info ei;
     cmk_create_opts o;
     cmk_store *s = NULL;
@@ -344,10 +416,11 @@ static int run_create(const cli_cmd *cmd, cli_args *a)
     cmk_create_opts_init(&o);
     o.home = a->home;
     if ((ex = check_u32(cmd, a, "chunk-size", &o.chunk_size)) != CLI_RUN ||
-        (ex = check_u32(cmd, a, "rotation-check-interval", &o.rotation_check_interval_s)) !=
+        (ex = check_interval(cmd, a, "rotation-check-interval", &o.rotation_check_interval_s)) !=
             CLI_RUN ||
-        (ex = check_u32(cmd, a, "key-check-interval", &o.key_check_interval_s)) != CLI_RUN ||
-        (ex = check_u32(cmd, a, "unreachable-grace", &o.unreachable_grace_s)) != CLI_RUN)
+        (ex = check_interval(cmd, a, "key-check-interval", &o.key_check_interval_s)) != CLI_RUN ||
+        (ex = check_interval(cmd, a, "unreachable-grace", &o.unreachable_grace_s)) != CLI_RUN ||
+        (ex = check_rollover(cmd, a, &rollover)) != CLI_RUN)
         return ex;
     if (cli_isset(a, "chunk-size") && o.chunk_size == 0)
         return cli_usage_error(cmd, "--chunk-size must be a power of two from 64K to 16M");
@@ -377,6 +450,16 @@ static int run_create(const cli_cmd *cmd, cli_args *a)
     if (ex != CLI_EXIT_OK) {
         fprintf(stderr, "cmkstore: note: the store was created in %s\n", dir);
         return ex;
+    }
+    if (rollover) {
+        rc = cmk_store_set_policy(s, 0, 0, 0, rollover);
+        if (rc != CMK_OK) {
+            ex = cli_fail(rc, NULL, CLI_HINT_NONE,
+                          "the store was created in %s, but its DEK rollover policy could not "
+                          "be set (set it with `cmkstore encryption update`)",
+                          dir);
+            goto out;
+        }
     }
     rc = cmk_store_encryption(s, &ei);
     if (rc != CMK_OK) {
@@ -420,16 +503,44 @@ static json_t *show_json(cmk_store *s, const cmk_encryption_info *ei)
 
 static int run_encryption(const cli_cmd *cmd, cli_args *a)
 {
+    uint32_t rot_s = 0, key_s = 0, grace_s = 0, rollover = 0, new_dek = 0;
     cmk_encryption_info ei;
     cmk_store *s = NULL;
     json_t *j;
     int rotated = 0, ex;
     cmk_err rc = CMK_OK;
 
+    if (cmd->op == ENC_UPDATE) {
+        /* Every value is checked before the store is touched: bad input changes nothing. */
+        if ((ex = check_interval(cmd, a, "rotation-check-interval", &rot_s)) != CLI_RUN ||
+            (ex = check_interval(cmd, a, "key-check-interval", &key_s)) != CLI_RUN ||
+            (ex = check_interval(cmd, a, "unreachable-grace", &grace_s)) != CLI_RUN ||
+            (ex = check_rollover(cmd, a, &rollover)) != CLI_RUN)
+            return ex;
+        if (!rot_s && !key_s && !grace_s && !rollover)
+            return cli_usage_error(cmd, "nothing to update: give at least one of "
+                                        "--rotation-check-interval, --key-check-interval, "
+                                        "--unreachable-grace, --dek-rollover-blobs");
+    }
     /* Opening works while the key is revoked: the store reports why it cannot use it. */
     ex = cli_open_store(a, &s);
     if (ex != CLI_EXIT_OK)
         return ex;
+    if (cmd->op == ENC_UPDATE) {
+        rc = cmk_store_set_policy(s, rot_s, key_s, grace_s, rollover);
+        if (rc != CMK_OK) {
+            ex = cli_fail(rc, NULL, CLI_HINT_NONE, "cannot update the key settings of %s",
+                          cli_get(a, "store"));
+            goto out;
+        }
+    } else if (cmd->op == ENC_ROTATE_DEK) {
+        rc = cmk_store_rotate_dek(s, &new_dek);
+        if (rc != CMK_OK) {
+            ex = cli_fail(rc, NULL, CLI_HINT_STORE, "cannot start a new data key in %s",
+                          cli_get(a, "store"));
+            goto out;
+        }
+    }
     if (cmd->op == ENC_ROTATE) {
         rc = cmk_store_rotate_key(s, cli_get(a, "key-encryption-key"), cli_get(a, "identity"));
         if (rc != CMK_OK) {
@@ -458,9 +569,108 @@ static int run_encryption(const cli_cmd *cmd, cli_args *a)
         json_decref(j);
         j = NULL;
     }
+    if (j && cmd->op == ENC_ROTATE_DEK &&
+        json_object_set_new(j, "newDekId", json_integer((json_int_t)new_dek))) {
+        json_decref(j);
+        j = NULL;
+    }
     ex = cli_print_json(j);
 out:
     cmk_store_close(s);
+    return ex;
+}
+
+/* ---- encryption watch ---- */
+
+static volatile sig_atomic_t watch_stop;
+
+static void on_watch_signal(int sig)
+{
+    (void)sig;
+    watch_stop = 1;
+}
+
+/* One line of `encryption watch`: the state a change is judged by. */
+static json_t *watch_line(const cmk_encryption_info *ei)
+{
+    return json_pack(
+        "{s:o, s:s, s:b, s:o, s:o, s:I}", "time", cli_json_time(time(NULL)),
+        "versionedKeyIdentifier", ei->versioned_key_identifier, "keyAccessible", ei->key_accessible,
+        "error", ei->key_accessible ? json_null() : json_string(cmk_errname(ei->key_error)),
+        "reason", ei->key_accessible ? json_null() : cli_json_str_or_null(ei->key_error_msg),
+        "dekCount", (json_int_t)ei->dek_count);
+}
+
+static int print_line(json_t *j)
+{
+    json_t *arr = json_array();
+
+    if (!j || !arr || json_array_append_new(arr, j) != 0) {
+        json_decref(arr);
+        fputs("cmkstore: error: out of memory\n", stderr);
+        return CLI_EXIT_FAILURE;
+    }
+    /* cli_print_json_lines releases arr; a line is flushed so a reader sees it at once. */
+    int ex = cli_print_json_lines(arr);
+    if (ex == CLI_EXIT_OK && fflush(stdout) != 0)
+        ex = CLI_EXIT_FAILURE;
+    return ex;
+}
+
+/* Keeps the store open with the background key checker running: the long-running process
+ * that makes automatic rotation and revocation happen for stores otherwise used only by
+ * short-lived commands. Prints a JSON line at start and at every change of key version, key
+ * access or DEK count. */
+static int run_watch(const cli_cmd *cmd, cli_args *a)
+{
+    uint64_t duration = cli_num(a, "duration", 0);
+    cmk_encryption_info ei, last;
+    struct sigaction sa;
+    struct timespec t0, now, nap = {0, 100 * 1000 * 1000};
+    cmk_store *s = NULL;
+    int ex;
+    cmk_err rc;
+
+    (void)cmd;
+    ex = cli_open_store(a, &s);
+    if (ex != CLI_EXIT_OK)
+        return ex;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_watch_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    rc = cmk_store_start_background(s);
+    if (rc != CMK_OK) {
+        ex = cli_fail(rc, NULL, CLI_HINT_NONE, "cannot start the key checker");
+        goto out;
+    }
+    /* Check once now, so the first line reflects the vault's current state. */
+    (void)cmk_store_check_key(s, 0, NULL);
+    memset(&last, 0, sizeof(last));
+    last.dek_count = UINT32_MAX;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!watch_stop) {
+        rc = cmk_store_encryption(s, &ei);
+        if (rc != CMK_OK) {
+            ex = cli_fail(rc, NULL, CLI_HINT_NONE, "cannot read the encryption state");
+            goto out;
+        }
+        if (ei.key_accessible != last.key_accessible || ei.key_error != last.key_error ||
+            ei.dek_count != last.dek_count ||
+            strcmp(ei.versioned_key_identifier, last.versioned_key_identifier) != 0) {
+            ex = print_line(watch_line(&ei));
+            if (ex != CLI_EXIT_OK)
+                goto out;
+            last = ei;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (duration && (uint64_t)(now.tv_sec - t0.tv_sec) >= duration)
+            break;
+        nanosleep(&nap, NULL);
+    }
+out:
+    cmk_store_close(s); /* stops the checker, zeroizes the data keys */
     return ex;
 }
 
@@ -500,8 +710,11 @@ const cli_cmd cli_store_cmds[] = {
      .description =
          "Prints the store's encryption as JSON: status (\"enabled\" for a customer-managed "
          "key), keyVaultProperties (identity, keyIdentifier, versionedKeyIdentifier, "
-         "keyRotationEnabled, lastKeyRotationTimestamp), and keyAccess: whether the key is "
-         "usable now and, if not, why. Works while access to the key is revoked.",
+         "keyRotationEnabled, lastKeyRotationTimestamp), the identity the key is reached as, "
+         "keyAccess (whether the key is usable now and, if not, the error and the reason, "
+         "naming the key and the identity), the data-key count and the lifecycle settings. "
+         "Works while access to the key is revoked (exit 0). The identities assigned to the "
+         "store, with the system-assigned principalId: `cmkstore identity show --store DIR`.",
      .opts = store_opts,
      .example = "cmkstore encryption show --store ./registry",
      .run = run_encryption,
@@ -522,14 +735,62 @@ const cli_cmd cli_store_cmds[] = {
      .op = ENC_ROTATE},
     {.path = "encryption check",
      .summary = "Run the key check and the automatic-rotation check now",
-     .description = "Confirms that the store's identity can still use its key (exit 5 with "
-                    "the reason if not) and, with a versionless key identifier, rotates to the "
-                    "latest key version if it is newer, whatever the rotation-check interval. "
-                    "Prints the encryption settings with \"rotated\": true|false.",
+     .description =
+         "Confirms that the store's identity can still use its key (exit 5 with "
+         "the reason if not) and, with a versionless key identifier, rotates to the "
+         "latest key version if it is newer, whatever the rotation-check interval. "
+         "Prints the encryption settings with \"rotated\": true|false. Short-lived commands "
+         "do not rotate by themselves: run this (e.g. from cron) or keep `cmkstore "
+         "encryption watch` running.",
      .opts = check_opts,
-     .example = "cmkstore encryption check --store ./registry",
+     .example = "cmkstore encryption check --store ./registry\n"
+                "cmkstore encryption check --store ./registry --no-rotate",
      .run = run_encryption,
      .op = ENC_CHECK},
+    {.path = "encryption update",
+     .summary = "Change a store's key-check, rotation-check, grace and DEK rollover settings",
+     .description =
+         "Changes the key-lifecycle settings kept in the store's store.json: how often a "
+         "long-running process looks for a new version of a versionless key "
+         "(--rotation-check-interval) and re-checks access to the key (--key-check-interval), "
+         "how long cached data keys keep serving while the vault does not answer "
+         "(--unreachable-grace; never after a denial), and after how many blobs a new data key "
+         "is started (--dek-rollover-blobs). Intervals are 1 to 86400 seconds; a value out of "
+         "range is a usage error (exit 2) and changes nothing. Long-running processes pick up "
+         "the new values when they next open the store. Prints the encryption settings.",
+     .opts = update_opts,
+     .example = "cmkstore encryption update --store ./registry --rotation-check-interval 60 \\\n"
+                "    --key-check-interval 10\n"
+                "cmkstore encryption update --store ./registry --dek-rollover-blobs 10000",
+     .run = run_encryption,
+     .op = ENC_UPDATE},
+    {.path = "encryption rotate-dek",
+     .summary = "Start a new data key (DEK) for new writes",
+     .description =
+         "Generates a new data key, wraps it with the store's key-encryption key and makes it "
+         "the one new blobs are sealed with. Blobs already stored keep the data key they were "
+         "written with (no blob is rewritten); every data key stays in the keyring. Needs "
+         "access to the key (exit 5 otherwise). Prints the encryption settings with "
+         "\"newDekId\".",
+     .opts = store_opts,
+     .example = "cmkstore encryption rotate-dek --store ./registry",
+     .run = run_encryption,
+     .op = ENC_ROTATE_DEK},
+    {.path = "encryption watch",
+     .summary = "Keep a store's key checked: automatic rotation and revocation, in the foreground",
+     .description =
+         "Opens the store and runs its background key checker, as a long-running server "
+         "does: every key-check interval it confirms access to the key (zeroizing the data "
+         "keys it holds when access is lost, restoring them when it is back), and with a "
+         "versionless key identifier it rotates to a new key version within the "
+         "rotation-check interval. Prints one JSON line at start and one at every change "
+         "(versionedKeyIdentifier, keyAccessible with error and reason, dekCount). Runs until "
+         "SIGINT or SIGTERM, or for --duration seconds. The store's events.log records what "
+         "happened (`cmkstore events`).",
+     .opts = watch_opts,
+     .example = "cmkstore encryption watch --store ./registry\n"
+                "cmkstore encryption watch --store ./registry --duration 3600",
+     .run = run_watch},
     {.path = "encryption enable",
      .summary = "Refused: CMK can only be enabled when a store is created",
      .description = "Always refused (exit 6): a customer-managed key can only be enabled when "

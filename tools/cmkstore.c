@@ -18,6 +18,8 @@
 
 /* Defined by the server module when it is built (see cli.h). */
 extern const cli_cmd cli_serve_cmds[] __attribute__((weak));
+/* cmd_events.c */
+extern const cli_cmd cli_events_cmds[];
 
 static int run_version(const cli_cmd *cmd, cli_args *a);
 
@@ -33,8 +35,9 @@ static const cli_cmd misc_cmds[] = {
 
 static const cli_group groups[] = {
     {"identity",
-     "Manage user-assigned identities. A store reaches its customer-managed key as an "
-     "identity; a vault access policy names the identity's principalId (object id).",
+     "Manage user-assigned identities, and the identities assigned to a store (`identity "
+     "assign|remove|show --store`). A store reaches its customer-managed key as an identity; "
+     "a vault access policy names the identity's principalId (object id).",
      "cmkstore identity create --name myid"},
     {"vault",
      "Manage local key vaults: creation, soft delete and purge protection, access policies "
@@ -45,8 +48,10 @@ static const cli_group groups[] = {
      "version means manual rotation; without one, the store follows the latest version.",
      "cmkstore vault key create --vault-name myvault --name mykey"},
     {"encryption",
-     "Show a store's encryption settings and key state. A customer-managed key can only be "
-     "enabled when a store is created, and can never be disabled.",
+     "Show a store's encryption settings and key state, rotate its key-encryption key or its "
+     "data key, check key access and automatic rotation now or continuously (`watch`), and "
+     "change the lifecycle settings. A customer-managed key can only be enabled when a store "
+     "is created, and can never be disabled. The store's event log: `cmkstore events`.",
      "cmkstore encryption show --store ./registry"},
     {"blob",
      "Put, get, inspect, verify and remove the blobs of a store. Blobs are addressed by their "
@@ -79,6 +84,7 @@ static void collect_tables(void)
     tables[ntables++] = cli_identity_cmds;
     tables[ntables++] = cli_vault_cmds;
     tables[ntables++] = cli_blob_cmds;
+    tables[ntables++] = cli_events_cmds;
     if (cli_serve_cmds)
         tables[ntables++] = cli_serve_cmds;
     tables[ntables++] = misc_cmds;
