@@ -47,8 +47,7 @@ cmk_err cmk_digest_init(cmk_digest *d, int alg, cmk_errbuf *eb)
     d->alg = alg;
     md = alg == CMK_DIGEST_SHA256 ? md_sha256 : alg == CMK_DIGEST_SHA512 ? md_sha512 : NULL;
     if (!md)
-        return cmk_errbuf_set(eb, CMK_E_UNSUPPORTED, "digest algorithm %d is not available",
-                              alg);
+        return cmk_errbuf_set(eb, CMK_E_UNSUPPORTED, "digest algorithm %d is not available", alg);
     d->md = EVP_MD_CTX_new();
     if (!d->md)
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (digest)");
@@ -83,8 +82,7 @@ void cmk_digest_free(cmk_digest *d)
     }
 }
 
-cmk_err cmk_digest_parse(const char *s, int *alg, uint8_t raw[CMK_DIGEST_RAW_MAX],
-                         cmk_errbuf *eb)
+cmk_err cmk_digest_parse(const char *s, int *alg, uint8_t raw[CMK_DIGEST_RAW_MAX], cmk_errbuf *eb)
 {
     const char *colon;
     size_t hexlen;
@@ -110,8 +108,7 @@ cmk_err cmk_digest_parse(const char *s, int *alg, uint8_t raw[CMK_DIGEST_RAW_MAX
     for (const char *p = colon + 1; *p; p++) {
         if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
             return cmk_errbuf_set(eb, CMK_E_INVAL,
-                                  "invalid %s digest: only lowercase hex digits are allowed",
-                                  name);
+                                  "invalid %s digest: only lowercase hex digits are allowed", name);
     }
     if (cmk_unhex(raw, cmk_digest_len(a), colon + 1) != 0)
         return cmk_errbuf_set(eb, CMK_E_INVAL, "invalid digest hex");

@@ -64,8 +64,7 @@ uint64_t cmk_fmt_file_size(const cmk_fmt_header *h)
     return h->index_offset + cmk_fmt_index_size(h->chunk_count);
 }
 
-cmk_err cmk_fmt_header_decode(const uint8_t *buf, size_t len, cmk_fmt_header *h,
-                              cmk_errbuf *eb)
+cmk_err cmk_fmt_header_decode(const uint8_t *buf, size_t len, cmk_fmt_header *h, cmk_errbuf *eb)
 {
     uint64_t want_count, max_rec, min_off, max_off;
     size_t dlen;
@@ -92,8 +91,7 @@ cmk_err cmk_fmt_header_decode(const uint8_t *buf, size_t len, cmk_fmt_header *h,
     h->kdf = buf[13];
     h->comp = buf[14];
     h->digest_alg = buf[15];
-    if (h->aead != CMK_AEAD_AES256GCM || h->kdf != CMK_KDF_HKDF_SHA256 ||
-        h->comp != CMK_COMP_ZSTD)
+    if (h->aead != CMK_AEAD_AES256GCM || h->kdf != CMK_KDF_HKDF_SHA256 || h->comp != CMK_COMP_ZSTD)
         return cmk_errbuf_set(eb, CMK_E_UNSUPPORTED, "unknown algorithm ids %u/%u/%u in blob",
                               h->aead, h->kdf, h->comp);
     dlen = cmk_digest_len(h->digest_alg);
@@ -102,8 +100,7 @@ cmk_err cmk_fmt_header_decode(const uint8_t *buf, size_t len, cmk_fmt_header *h,
                               h->digest_alg);
     h->chunk_size = cmk_ld32(buf + 16);
     if (!cmk_fmt_chunk_size_ok(h->chunk_size))
-        return cmk_errbuf_set(eb, CMK_E_CORRUPT, "bad chunk size %u in blob header",
-                              h->chunk_size);
+        return cmk_errbuf_set(eb, CMK_E_CORRUPT, "bad chunk size %u in blob header", h->chunk_size);
     h->dek_id = cmk_ld32(buf + 20);
     if (h->dek_id == 0)
         return cmk_errbuf_set(eb, CMK_E_CORRUPT, "bad DEK id 0 in blob header");
@@ -120,12 +117,11 @@ cmk_err cmk_fmt_header_decode(const uint8_t *buf, size_t len, cmk_fmt_header *h,
         return cmk_errbuf_set(eb, CMK_E_CORRUPT, "implausible blob size in header");
     want_count = (h->plain_size + h->chunk_size - 1) / h->chunk_size;
     if (h->chunk_count != want_count)
-        return cmk_errbuf_set(eb, CMK_E_CORRUPT,
-                              "chunk count %llu does not match size %llu in blob header",
-                              (unsigned long long)h->chunk_count,
-                              (unsigned long long)h->plain_size);
-    max_rec = (uint64_t)CMK_FMT_CHUNK_HDR_SIZE + cmk_fmt_stored_max(h->chunk_size) +
-              CMK_FMT_TAG_SIZE;
+        return cmk_errbuf_set(
+            eb, CMK_E_CORRUPT, "chunk count %llu does not match size %llu in blob header",
+            (unsigned long long)h->chunk_count, (unsigned long long)h->plain_size);
+    max_rec =
+        (uint64_t)CMK_FMT_CHUNK_HDR_SIZE + cmk_fmt_stored_max(h->chunk_size) + CMK_FMT_TAG_SIZE;
     min_off = CMK_FMT_HEADER_SIZE + h->chunk_count * (CMK_FMT_CHUNK_HDR_SIZE + CMK_FMT_TAG_SIZE);
     max_off = CMK_FMT_HEADER_SIZE + h->chunk_count * max_rec;
     if (h->index_offset < min_off || h->index_offset > max_off)
@@ -149,9 +145,8 @@ void cmk_fmt_chunk_encode(const cmk_fmt_chunk *c, uint8_t out[CMK_FMT_CHUNK_HDR_
     cmk_st32(out + 12, c->check);
 }
 
-cmk_err cmk_fmt_chunk_decode(const uint8_t buf[CMK_FMT_CHUNK_HDR_SIZE],
-                             const cmk_fmt_header *h, uint64_t index, cmk_fmt_chunk *c,
-                             cmk_errbuf *eb)
+cmk_err cmk_fmt_chunk_decode(const uint8_t buf[CMK_FMT_CHUNK_HDR_SIZE], const cmk_fmt_header *h,
+                             uint64_t index, cmk_fmt_chunk *c, cmk_errbuf *eb)
 {
     int last = index + 1 == h->chunk_count;
 
@@ -167,8 +162,7 @@ cmk_err cmk_fmt_chunk_decode(const uint8_t buf[CMK_FMT_CHUNK_HDR_SIZE],
                               (unsigned long long)index);
     if (c->plain_len != cmk_fmt_plain_len(h, index) || c->plain_len == 0)
         return cmk_errbuf_set(eb, CMK_E_CORRUPT, "chunk %llu: plain length %u, expected %u",
-                              (unsigned long long)index, c->plain_len,
-                              cmk_fmt_plain_len(h, index));
+                              (unsigned long long)index, c->plain_len, cmk_fmt_plain_len(h, index));
     if (c->flags & CMK_CHUNK_ZSTD) {
         if (c->stored_len == 0 || c->stored_len > cmk_fmt_stored_max(h->chunk_size))
             return cmk_errbuf_set(eb, CMK_E_CORRUPT, "chunk %llu: bad stored length",
@@ -201,8 +195,7 @@ void cmk_fmt_chunk_aad(const uint8_t header[CMK_FMT_HEADER_SIZE], uint64_t index
     memcpy(aad + CMK_FMT_STATIC_SIZE + 8, rec, 12);
 }
 
-void cmk_fmt_index_entry_encode(const cmk_fmt_index_entry *e,
-                                uint8_t out[CMK_FMT_INDEX_ENTRY_SIZE])
+void cmk_fmt_index_entry_encode(const cmk_fmt_index_entry *e, uint8_t out[CMK_FMT_INDEX_ENTRY_SIZE])
 {
     cmk_st64(out, e->offset);
     cmk_st32(out + 8, e->stored_len);

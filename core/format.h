@@ -49,19 +49,19 @@
 
 #include "error.h"
 
-#define CMK_FMT_MAGIC "CMKSBLOB"
-#define CMK_FMT_VERSION 1
-#define CMK_FMT_HEADER_SIZE 192
-#define CMK_FMT_STATIC_SIZE 88
-#define CMK_FMT_HEADER_AAD_SIZE 184
-#define CMK_FMT_CHUNK_HDR_SIZE 16
-#define CMK_FMT_CHUNK_AAD_SIZE (CMK_FMT_STATIC_SIZE + 8 + 12)
-#define CMK_FMT_TAG_SIZE 16
-#define CMK_FMT_INDEX_ENTRY_SIZE 16
+#define CMK_FMT_MAGIC              "CMKSBLOB"
+#define CMK_FMT_VERSION            1
+#define CMK_FMT_HEADER_SIZE        192
+#define CMK_FMT_STATIC_SIZE        88
+#define CMK_FMT_HEADER_AAD_SIZE    184
+#define CMK_FMT_CHUNK_HDR_SIZE     16
+#define CMK_FMT_CHUNK_AAD_SIZE     (CMK_FMT_STATIC_SIZE + 8 + 12)
+#define CMK_FMT_TAG_SIZE           16
+#define CMK_FMT_INDEX_ENTRY_SIZE   16
 #define CMK_FMT_INDEX_TRAILER_SIZE 8
 
-#define CMK_FMT_CHUNK_MIN (64u << 10)
-#define CMK_FMT_CHUNK_MAX (16u << 20)
+#define CMK_FMT_CHUNK_MIN     (64u << 10)
+#define CMK_FMT_CHUNK_MAX     (16u << 20)
 #define CMK_FMT_CHUNK_DEFAULT (1u << 20)
 
 enum { CMK_AEAD_AES256GCM = 1 };
@@ -106,8 +106,7 @@ void cmk_fmt_header_encode(const cmk_fmt_header *h, uint8_t out[CMK_FMT_HEADER_S
 /* Decodes and validates a header: magic, version, algorithm ids, sizes, counts, zero
  * padding, checksum. CMK_E_CORRUPT (with what is wrong) or CMK_E_UNSUPPORTED (newer
  * version / unknown algorithm). */
-cmk_err cmk_fmt_header_decode(const uint8_t *buf, size_t len, cmk_fmt_header *h,
-                              cmk_errbuf *eb);
+cmk_err cmk_fmt_header_decode(const uint8_t *buf, size_t len, cmk_fmt_header *h, cmk_errbuf *eb);
 /* Size the whole file must have. */
 uint64_t cmk_fmt_file_size(const cmk_fmt_header *h);
 /* Size of the sealed index (entries + tag + trailer). */
@@ -116,9 +115,8 @@ uint64_t cmk_fmt_index_size(uint64_t chunk_count);
 void cmk_fmt_chunk_encode(const cmk_fmt_chunk *c, uint8_t out[CMK_FMT_CHUNK_HDR_SIZE]);
 /* Decodes a record header and checks it against the header's chunk size and the position
  * (last or not, expected plain length). Does not verify `check` (needs the payload). */
-cmk_err cmk_fmt_chunk_decode(const uint8_t buf[CMK_FMT_CHUNK_HDR_SIZE],
-                             const cmk_fmt_header *h, uint64_t index, cmk_fmt_chunk *c,
-                             cmk_errbuf *eb);
+cmk_err cmk_fmt_chunk_decode(const uint8_t buf[CMK_FMT_CHUNK_HDR_SIZE], const cmk_fmt_header *h,
+                             uint64_t index, cmk_fmt_chunk *c, cmk_errbuf *eb);
 /* The check value over a record header (its first 12 bytes), ciphertext and tag. */
 uint32_t cmk_fmt_chunk_check(const uint8_t hdr[CMK_FMT_CHUNK_HDR_SIZE], const uint8_t *ct,
                              size_t ctlen, const uint8_t tag[CMK_FMT_TAG_SIZE]);

@@ -100,8 +100,7 @@ cmk_err cmk_pwrite_all(int fd, const void *buf, size_t len, off_t off, const cha
     return CMK_OK;
 }
 
-cmk_err cmk_pread_all(int fd, void *buf, size_t len, off_t off, const char *what,
-                      cmk_errbuf *eb)
+cmk_err cmk_pread_all(int fd, void *buf, size_t len, off_t off, const char *what, cmk_errbuf *eb)
 {
     unsigned char *p = buf;
 
@@ -220,8 +219,7 @@ cmk_err cmk_lock(const char *path, int exclusive, int wait, int *fd_out, cmk_err
             continue;
         close(fd);
         if (e == EWOULDBLOCK)
-            return cmk_errbuf_set(eb, CMK_E_BUSY, "%s is locked by another process; retry",
-                                  path);
+            return cmk_errbuf_set(eb, CMK_E_BUSY, "%s is locked by another process; retry", path);
         return cmk_errbuf_sys(eb, CMK_E_IO, e, "cannot lock %s", path);
     }
     *fd_out = fd;

@@ -85,8 +85,7 @@ static cmk_err parse_dek(const json_t *j, cmk_kr_dek *d, cmk_errbuf *eb)
     created = cmk_json_str(j, "created");
     d->created = created ? (int64_t)cmk_parse_iso8601(created) : -1;
     if (d->created < 0)
-        return cmk_errbuf_set(eb, CMK_E_CORRUPT, "keyring: DEK %u has a bad creation time",
-                              d->id);
+        return cmk_errbuf_set(eb, CMK_E_CORRUPT, "keyring: DEK %u has a bad creation time", d->id);
     alg = cmk_json_str(j, "wrapAlgorithm");
     d->alg = alg ? cmk_wrap_alg_from_name(alg) : CMK_WRAP_NONE;
     if (d->alg == CMK_WRAP_NONE)
@@ -126,8 +125,8 @@ cmk_err cmk_keyring_parse(const char *text, size_t len, cmk_keyring *out, cmk_er
     }
     if ((rc = copy_str(out->key_identifier, sizeof(out->key_identifier), j, "keyIdentifier", 1,
                        eb)) != CMK_OK ||
-        (rc = copy_str(out->versioned_kid, sizeof(out->versioned_kid), j,
-                       "versionedKeyIdentifier", 1, eb)) != CMK_OK)
+        (rc = copy_str(out->versioned_kid, sizeof(out->versioned_kid), j, "versionedKeyIdentifier",
+                       1, eb)) != CMK_OK)
         goto out;
     ts = cmk_json_str(j, "lastKeyRotationTimestamp");
     out->last_rotation = ts ? (int64_t)cmk_parse_iso8601(ts) : 0;
@@ -142,8 +141,7 @@ cmk_err cmk_keyring_parse(const char *text, size_t len, cmk_keyring *out, cmk_er
     }
     if ((rc = copy_str(out->identity.kind, sizeof(out->identity.kind), ident, "type", 1, eb)) !=
             CMK_OK ||
-        (rc = copy_str(out->identity.id, sizeof(out->identity.id), ident, "id", 1, eb)) !=
-            CMK_OK ||
+        (rc = copy_str(out->identity.id, sizeof(out->identity.id), ident, "id", 1, eb)) != CMK_OK ||
         (rc = copy_str(out->identity.principal, sizeof(out->identity.principal), ident,
                        "principalId", 1, eb)) != CMK_OK ||
         (rc = copy_str(out->identity.client, sizeof(out->identity.client), ident, "clientId", 0,
@@ -322,8 +320,7 @@ static cmk_err deks_grow(cmk_deks *d, cmk_errbuf *eb)
     return CMK_OK;
 }
 
-cmk_err cmk_keyring_unwrap_all(const cmk_keyring *kr, cmk_kek *kek, cmk_deks *out,
-                               cmk_errbuf *eb)
+cmk_err cmk_keyring_unwrap_all(const cmk_keyring *kr, cmk_kek *kek, cmk_deks *out, cmk_errbuf *eb)
 {
     cmk_err rc = CMK_OK;
 
@@ -337,8 +334,8 @@ cmk_err cmk_keyring_unwrap_all(const cmk_keyring *kr, cmk_kek *kek, cmk_deks *ou
     for (size_t i = 0; i < kr->ndeks; i++) {
         const cmk_kr_dek *d = &kr->deks[i];
         size_t klen = CMK_DEK_LEN;
-        rc = cmk_kek_unwrap(kek, d->kid, kr->identity.principal, d->alg, d->wrapped,
-                            d->wrapped_len, out->keys + i * CMK_DEK_LEN, &klen, eb);
+        rc = cmk_kek_unwrap(kek, d->kid, kr->identity.principal, d->alg, d->wrapped, d->wrapped_len,
+                            out->keys + i * CMK_DEK_LEN, &klen, eb);
         if (rc != CMK_OK)
             goto out;
         if (klen != CMK_DEK_LEN) {
@@ -372,12 +369,11 @@ cmk_err cmk_keyring_wrap_checked(cmk_kek *kek, const char *vkid, const char *pri
         goto out;
     }
     out->wrapped_len = sizeof(out->wrapped);
-    rc = cmk_kek_wrap(kek, vkid, principal, alg, dek, CMK_DEK_LEN, out->wrapped,
-                      &out->wrapped_len, eb);
+    rc = cmk_kek_wrap(kek, vkid, principal, alg, dek, CMK_DEK_LEN, out->wrapped, &out->wrapped_len,
+                      eb);
     if (rc != CMK_OK)
         goto out;
-    rc = cmk_kek_unwrap(kek, vkid, principal, alg, out->wrapped, out->wrapped_len, back, &blen,
-                        eb);
+    rc = cmk_kek_unwrap(kek, vkid, principal, alg, out->wrapped, out->wrapped_len, back, &blen, eb);
     if (rc != CMK_OK)
         goto out;
     if (blen != CMK_DEK_LEN || CRYPTO_memcmp(back, dek, CMK_DEK_LEN) != 0) {

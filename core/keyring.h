@@ -22,12 +22,12 @@
 #include "error.h"
 #include "kek.h"
 
-#define CMK_KEYRING_FORMAT 1
+#define CMK_KEYRING_FORMAT   1
 #define CMK_KEYRING_MAX_DEKS 4096
 
 typedef struct cmk_kr_identity {
-    char kind[24];         /* "UserAssigned" or "SystemAssigned" */
-    char id[CMK_ID_MAX];   /* the identity's resource id */
+    char kind[24];       /* "UserAssigned" or "SystemAssigned" */
+    char id[CMK_ID_MAX]; /* the identity's resource id */
     char principal[40];
     char client[40];
 } cmk_kr_identity;
@@ -42,15 +42,15 @@ typedef struct cmk_kr_dek {
 } cmk_kr_dek;
 
 typedef struct cmk_keyring {
-    int cmk;                          /* customer-managed (1) or store-managed (0) */
-    char key_identifier[CMK_ID_MAX];  /* as configured (versioned or versionless) */
-    char versioned_kid[CMK_ID_MAX];   /* the version every DEK is wrapped under */
-    int rotation_enabled;             /* versionless key id */
-    int64_t last_rotation;            /* 0: never */
+    int cmk;                         /* customer-managed (1) or store-managed (0) */
+    char key_identifier[CMK_ID_MAX]; /* as configured (versioned or versionless) */
+    char versioned_kid[CMK_ID_MAX];  /* the version every DEK is wrapped under */
+    int rotation_enabled;            /* versionless key id */
+    int64_t last_rotation;           /* 0: never */
     cmk_kr_identity identity;
-    uint32_t current_dek;             /* DEK for new writes */
+    uint32_t current_dek; /* DEK for new writes */
     size_t ndeks;
-    cmk_kr_dek *deks;                 /* malloc'd */
+    cmk_kr_dek *deks; /* malloc'd */
 } cmk_keyring;
 
 /* Unwrapped DEKs (secret memory). */
@@ -72,8 +72,7 @@ void cmk_keyring_free(cmk_keyring *kr);
 cmk_err cmk_keyring_copy(cmk_keyring *dst, const cmk_keyring *src, cmk_errbuf *eb);
 
 /* Unwraps every DEK with the KEK as the keyring's identity. On failure nothing is kept. */
-cmk_err cmk_keyring_unwrap_all(const cmk_keyring *kr, cmk_kek *kek, cmk_deks *out,
-                               cmk_errbuf *eb);
+cmk_err cmk_keyring_unwrap_all(const cmk_keyring *kr, cmk_kek *kek, cmk_deks *out, cmk_errbuf *eb);
 /* Returns the DEK with this id, or NULL. */
 const uint8_t *cmk_deks_find(const cmk_deks *d, uint32_t id);
 /* Zeroizes and frees. */

@@ -37,8 +37,8 @@
 #include "seal.h"
 #include "store_internal.h"
 
-#define META_MAGIC "CMKSMETA"
-#define META_HDR 48
+#define META_MAGIC    "CMKSMETA"
+#define META_HDR      48
 #define META_OVERHEAD (META_HDR + CMK_TAG_LEN + 8)
 #define META_NAME_MAX 1024
 
@@ -61,16 +61,15 @@ static cmk_err name_hash(cmk_store *s, const char *name, uint8_t out[32], cmk_er
     if (rc == CMK_OK)
         rc = cmk_hkdf(dek, CMK_DEK_LEN, zero_salt, sizeof(zero_salt), "cmkstore v1 meta names",
                       NULL, 0, nk, 32, eb);
-    if (rc == CMK_OK &&
-        !EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, nk, 32, (const unsigned char *)name,
-                   strlen(name), out, 32, &outlen))
+    if (rc == CMK_OK && !EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, nk, 32,
+                                   (const unsigned char *)name, strlen(name), out, 32, &outlen))
         rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "HMAC failed");
     cmk_secfree(dek);
     return rc;
 }
 
-static cmk_err record_path(cmk_store *s, const uint8_t hash[32], char *dir, size_t dcap,
-                           char *path, size_t pcap, cmk_errbuf *eb)
+static cmk_err record_path(cmk_store *s, const uint8_t hash[32], char *dir, size_t dcap, char *path,
+                           size_t pcap, cmk_errbuf *eb)
 {
     char hex[65];
     cmk_err rc;
@@ -107,8 +106,8 @@ static cmk_err record_key(cmk_store *s, uint32_t dek_id, const uint8_t *salt, ui
 /* Decrypts a record file's bytes; returns the name and value (pointers into *plain, which
  * the caller frees). hash may be NULL (listing: the file name gives it). */
 static cmk_err open_record(cmk_store *s, const uint8_t *buf, size_t len, const uint8_t hash[32],
-                           uint8_t **plain, const char **name, size_t *namelen,
-                           const uint8_t **val, size_t *vallen, cmk_errbuf *eb)
+                           uint8_t **plain, const char **name, size_t *namelen, const uint8_t **val,
+                           size_t *vallen, cmk_errbuf *eb)
 {
     uint8_t aad[META_HDR + 32], nonce[CMK_NONCE_LEN] = {0};
     uint8_t *key = NULL, *pt = NULL;
@@ -163,8 +162,7 @@ out:
     return rc;
 }
 
-static cmk_err read_record(cmk_store *s, const char *name, void **val, size_t *len,
-                           cmk_errbuf *eb)
+static cmk_err read_record(cmk_store *s, const char *name, void **val, size_t *len, cmk_errbuf *eb)
 {
     char dir[4200], path[4300];
     uint8_t hash[32], *plain = NULL;
@@ -275,9 +273,9 @@ static cmk_err delete_record(cmk_store *s, const char *name, cmk_errbuf *eb)
     if (rc != CMK_OK)
         return rc;
     if (unlink(path) != 0)
-        return errno == ENOENT ? cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no metadata record '%s'",
-                                                name)
-                               : cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot delete %s", path);
+        return errno == ENOENT
+                   ? cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no metadata record '%s'", name)
+                   : cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot delete %s", path);
     return cmk_fsync_dir(dir, eb);
 }
 
@@ -441,9 +439,9 @@ cmk_err cmk_meta_list(cmk_store *s, const char *prefix, int (*cb)(const char *na
         return cmk_publish(&eb, rc);
     d = opendir(root);
     if (!d)
-        return errno == ENOENT ? CMK_OK
-                               : cmk_publish(&eb, cmk_errbuf_sys(&eb, CMK_E_IO, errno,
-                                                                 "cannot open %s", root));
+        return errno == ENOENT
+                   ? CMK_OK
+                   : cmk_publish(&eb, cmk_errbuf_sys(&eb, CMK_E_IO, errno, "cannot open %s", root));
     while (!stop && rc == CMK_OK && (de = readdir(d)) != NULL) {
         if (strlen(de->d_name) != 2 || de->d_name[0] == '.')
             continue;
@@ -461,8 +459,8 @@ cmk_err cmk_meta_list(cmk_store *s, const char *prefix, int (*cb)(const char *na
             if (!is_hex64(de2->d_name) || cmk_unhex(hash, 32, de2->d_name) != 0)
                 continue;
             snprintf(path, sizeof(path), "%s/%s", sub, de2->d_name);
-            rc = cmk_read_file(path, CMK_META_MAX + META_OVERHEAD + 4 + META_NAME_MAX, &buf,
-                               &blen, &eb);
+            rc = cmk_read_file(path, CMK_META_MAX + META_OVERHEAD + 4 + META_NAME_MAX, &buf, &blen,
+                               &eb);
             if (rc == CMK_E_NOT_FOUND) { /* deleted meanwhile */
                 rc = CMK_OK;
                 cmk_errbuf_clear(&eb);

@@ -77,8 +77,7 @@ cmk_err cmk_derive_blobkey(const uint8_t dek[CMK_DEK_LEN], const uint8_t salt[CM
     params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0);
     params[1] = OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode);
     params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, (void *)dek, CMK_DEK_LEN);
-    params[3] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt,
-                                                  CMK_SALT_LEN);
+    params[3] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, CMK_SALT_LEN);
     params[4] = OSSL_PARAM_construct_end();
     if (EVP_KDF_derive(kc, prk, sizeof(prk), params) != 1) {
         rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "HKDF-Extract failed");
@@ -95,8 +94,8 @@ out:
 }
 
 cmk_err cmk_hkdf(const uint8_t *ikm, size_t ikmlen, const uint8_t *salt, size_t saltlen,
-                 const char *label, const uint8_t *ctx, size_t ctxlen, uint8_t *out,
-                 size_t outlen, cmk_errbuf *eb)
+                 const char *label, const uint8_t *ctx, size_t ctxlen, uint8_t *out, size_t outlen,
+                 cmk_errbuf *eb)
 {
     uint8_t info[256];
     size_t ll = strlen(label);
@@ -153,8 +152,8 @@ static int len_ok(size_t n)
 }
 
 cmk_err cmk_gcm_seal(const uint8_t key[CMK_KEY_LEN], const uint8_t nonce[CMK_NONCE_LEN],
-                     const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
-                     uint8_t *out, uint8_t tag[CMK_TAG_LEN], cmk_errbuf *eb)
+                     const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len, uint8_t *out,
+                     uint8_t tag[CMK_TAG_LEN], cmk_errbuf *eb)
 {
     EVP_CIPHER_CTX *c;
     uint8_t fin[16];

@@ -22,12 +22,12 @@
 
 #include "error.h"
 
-#define CMK_DEK_LEN 32
-#define CMK_KEY_LEN 32
-#define CMK_SALT_LEN 32
+#define CMK_DEK_LEN    32
+#define CMK_KEY_LEN    32
+#define CMK_SALT_LEN   32
 #define CMK_COMMIT_LEN 32
-#define CMK_TAG_LEN 16
-#define CMK_NONCE_LEN 12
+#define CMK_TAG_LEN    16
+#define CMK_NONCE_LEN  12
 
 enum { CMK_NONCE_CHUNK = 0, CMK_NONCE_INDEX = 1 };
 
@@ -49,8 +49,8 @@ cmk_err cmk_derive_blobkey(const uint8_t dek[CMK_DEK_LEN], const uint8_t salt[CM
 
 /* Generic HKDF-SHA256 (extract and expand): info = label || ctx. */
 cmk_err cmk_hkdf(const uint8_t *ikm, size_t ikmlen, const uint8_t *salt, size_t saltlen,
-                 const char *label, const uint8_t *ctx, size_t ctxlen, uint8_t *out,
-                 size_t outlen, cmk_errbuf *eb);
+                 const char *label, const uint8_t *ctx, size_t ctxlen, uint8_t *out, size_t outlen,
+                 cmk_errbuf *eb);
 
 /* Constant-time comparison of a stored commitment with the derived one; CMK_E_INTEGRITY if
  * they differ. */
@@ -64,8 +64,8 @@ void cmk_nonce(uint8_t out[CMK_NONCE_LEN], uint32_t domain, uint64_t counter);
  * CMK_E_INTEGRITY if the tag does not verify; out then holds garbage the caller must not
  * release. */
 cmk_err cmk_gcm_seal(const uint8_t key[CMK_KEY_LEN], const uint8_t nonce[CMK_NONCE_LEN],
-                     const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
-                     uint8_t *out, uint8_t tag[CMK_TAG_LEN], cmk_errbuf *eb);
+                     const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len, uint8_t *out,
+                     uint8_t tag[CMK_TAG_LEN], cmk_errbuf *eb);
 cmk_err cmk_gcm_open(const uint8_t key[CMK_KEY_LEN], const uint8_t nonce[CMK_NONCE_LEN],
                      const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
                      const uint8_t tag[CMK_TAG_LEN], uint8_t *out, cmk_errbuf *eb);

@@ -14,52 +14,52 @@
 
 extern int check_passed, check_failed;
 
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (cond) {                                                                            \
-            check_passed++;                                                                    \
-        } else {                                                                               \
-            check_failed++;                                                                    \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                    \
-        }                                                                                      \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            check_passed++;                                                                        \
+        } else {                                                                                   \
+            check_failed++;                                                                        \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);                        \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_MSG(cond, ...)                                                                   \
-    do {                                                                                       \
-        if (cond) {                                                                            \
-            check_passed++;                                                                    \
-        } else {                                                                               \
-            check_failed++;                                                                    \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                    \
-            fprintf(stderr, __VA_ARGS__);                                                      \
-            fputc('\n', stderr);                                                               \
-        }                                                                                      \
+#define CHECK_MSG(cond, ...)                                                                       \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            check_passed++;                                                                        \
+        } else {                                                                                   \
+            check_failed++;                                                                        \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                        \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+        }                                                                                          \
     } while (0)
 
 /* Expects a cmk_err; prints the code name and the thread's detail message on mismatch. */
-#define CHECK_RC(expr, want)                                                                   \
-    do {                                                                                       \
-        cmk_err check_rc_ = (expr);                                                            \
-        if (check_rc_ == (want)) {                                                             \
-            check_passed++;                                                                    \
-        } else {                                                                               \
-            check_failed++;                                                                    \
-            fprintf(stderr, "FAIL %s:%d: %s -> %s (want %s): %s\n", __FILE__, __LINE__, #expr, \
-                    cmk_errname(check_rc_), cmk_errname(want), cmk_errmsg());                  \
-        }                                                                                      \
+#define CHECK_RC(expr, want)                                                                       \
+    do {                                                                                           \
+        cmk_err check_rc_ = (expr);                                                                \
+        if (check_rc_ == (want)) {                                                                 \
+            check_passed++;                                                                        \
+        } else {                                                                                   \
+            check_failed++;                                                                        \
+            fprintf(stderr, "FAIL %s:%d: %s -> %s (want %s): %s\n", __FILE__, __LINE__, #expr,     \
+                    cmk_errname(check_rc_), cmk_errname(want), cmk_errmsg());                      \
+        }                                                                                          \
     } while (0)
 
 #define CHECK_OK(expr) CHECK_RC(expr, CMK_OK)
 
 /* Stops the test program when a precondition for the rest fails. */
-#define REQUIRE(cond)                                                                          \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "FATAL %s:%d: %s (%s)\n", __FILE__, __LINE__, #cond, cmk_errmsg()); \
-            check_failed++;                                                                    \
-            exit(check_summary());                                                             \
-        }                                                                                      \
-        check_passed++;                                                                        \
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "FATAL %s:%d: %s (%s)\n", __FILE__, __LINE__, #cond, cmk_errmsg());    \
+            check_failed++;                                                                        \
+            exit(check_summary());                                                                 \
+        }                                                                                          \
+        check_passed++;                                                                            \
     } while (0)
 
 /* Prints "<prog>: N passed, N failed" and returns the exit status. */

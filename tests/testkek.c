@@ -94,8 +94,8 @@ void test_kek_identity_wrap(const unsigned char dek[32], unsigned char out[64])
 }
 
 static cmk_err t_wrap(void *self, const char *vkid, const char *principal, cmk_wrap_alg alg,
-                      const unsigned char *dek, size_t keylen, unsigned char *out,
-                      size_t *outlen, cmk_errbuf *eb)
+                      const unsigned char *dek, size_t keylen, unsigned char *out, size_t *outlen,
+                      cmk_errbuf *eb)
 {
     test_kek *t = self;
     EVP_PKEY_CTX *c = NULL;

@@ -77,10 +77,28 @@ void test_fill_random(void *buf, size_t n, uint64_t seed)
 
 void test_fill_text(void *buf, size_t n, uint64_t seed)
 {
-    static const char *words[] = {"registry", "layer", "manifest", "digest", "sha256", "blob",
-                                  "config", "the", "of", "and", "to", "a", "in", "index",
-                                  "usr/lib/", "x86_64-linux-gnu", ".so.1", "\n", "{\"a\":1}",
-                                  "#include <stdio.h>\n", "    return 0;\n", "0000644 "};
+    static const char *words[] = {"registry",
+                                  "layer",
+                                  "manifest",
+                                  "digest",
+                                  "sha256",
+                                  "blob",
+                                  "config",
+                                  "the",
+                                  "of",
+                                  "and",
+                                  "to",
+                                  "a",
+                                  "in",
+                                  "index",
+                                  "usr/lib/",
+                                  "x86_64-linux-gnu",
+                                  ".so.1",
+                                  "\n",
+                                  "{\"a\":1}",
+                                  "#include <stdio.h>\n",
+                                  "    return 0;\n",
+                                  "0000644 "};
     uint64_t x = seed * 0x9E3779B97F4A7C15ull + 7;
     unsigned char *p = buf;
     size_t i = 0;

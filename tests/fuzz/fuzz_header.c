@@ -24,8 +24,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (h.chunk_count > 0 && h.chunk_count <= rlen / CMK_FMT_INDEX_ENTRY_SIZE) {
         cmk_fmt_index_entry *e = calloc((size_t)h.chunk_count, sizeof(*e));
         if (e) {
-            if (cmk_fmt_index_decode(rest, (size_t)h.chunk_count * CMK_FMT_INDEX_ENTRY_SIZE, &h,
-                                     e, NULL) == CMK_OK &&
+            if (cmk_fmt_index_decode(rest, (size_t)h.chunk_count * CMK_FMT_INDEX_ENTRY_SIZE, &h, e,
+                                     NULL) == CMK_OK &&
                 e[h.chunk_count - 1].offset >= h.index_offset)
                 abort();
             free(e);

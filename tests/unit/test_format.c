@@ -65,20 +65,62 @@ static cmk_err decode_with(cmk_fmt_header h, void (*mut)(uint8_t *))
     return rc;
 }
 
-static void m_version(uint8_t *b) { cmk_st16(b + 8, 2); }
-static void m_version0(uint8_t *b) { cmk_st16(b + 8, 0); }
-static void m_hlen(uint8_t *b) { cmk_st16(b + 10, 200); }
-static void m_aead(uint8_t *b) { b[12] = 9; }
-static void m_digest(uint8_t *b) { b[15] = 7; }
-static void m_chunk(uint8_t *b) { cmk_st32(b + 16, 65537); }
-static void m_chunk_small(uint8_t *b) { cmk_st32(b + 16, 32768); }
-static void m_dek0(uint8_t *b) { cmk_st32(b + 20, 0); }
-static void m_count(uint8_t *b) { cmk_st64(b + 96, cmk_ld64(b + 96) + 1); }
-static void m_size_huge(uint8_t *b) { cmk_st64(b + 88, UINT64_MAX); }
-static void m_idx_low(uint8_t *b) { cmk_st64(b + 104, 10); }
-static void m_idx_high(uint8_t *b) { cmk_st64(b + 104, UINT64_MAX / 2); }
-static void m_pad(uint8_t *b) { b[150] = 1; }
-static void m_reserved(uint8_t *b) { b[180] = 1; }
+static void m_version(uint8_t *b)
+{
+    cmk_st16(b + 8, 2);
+}
+static void m_version0(uint8_t *b)
+{
+    cmk_st16(b + 8, 0);
+}
+static void m_hlen(uint8_t *b)
+{
+    cmk_st16(b + 10, 200);
+}
+static void m_aead(uint8_t *b)
+{
+    b[12] = 9;
+}
+static void m_digest(uint8_t *b)
+{
+    b[15] = 7;
+}
+static void m_chunk(uint8_t *b)
+{
+    cmk_st32(b + 16, 65537);
+}
+static void m_chunk_small(uint8_t *b)
+{
+    cmk_st32(b + 16, 32768);
+}
+static void m_dek0(uint8_t *b)
+{
+    cmk_st32(b + 20, 0);
+}
+static void m_count(uint8_t *b)
+{
+    cmk_st64(b + 96, cmk_ld64(b + 96) + 1);
+}
+static void m_size_huge(uint8_t *b)
+{
+    cmk_st64(b + 88, UINT64_MAX);
+}
+static void m_idx_low(uint8_t *b)
+{
+    cmk_st64(b + 104, 10);
+}
+static void m_idx_high(uint8_t *b)
+{
+    cmk_st64(b + 104, UINT64_MAX / 2);
+}
+static void m_pad(uint8_t *b)
+{
+    b[150] = 1;
+}
+static void m_reserved(uint8_t *b)
+{
+    b[180] = 1;
+}
 
 static void test_header_validation(void)
 {
@@ -113,7 +155,9 @@ static void test_header_validation(void)
 static void test_chunks(void)
 {
     cmk_fmt_header h = sample(150000); /* 3 chunks: 65536, 65536, 18928 */
-    cmk_fmt_chunk c = {.flags = CMK_CHUNK_ZSTD, .stored_len = 1000, .plain_len = 65536,
+    cmk_fmt_chunk c = {.flags = CMK_CHUNK_ZSTD,
+                       .stored_len = 1000,
+                       .plain_len = 65536,
                        .check = 0xdeadbeef},
                   d;
     uint8_t rec[16];

@@ -103,8 +103,8 @@ static void test_wrap_and_save(void)
     snprintf(kr.identity.id, sizeof(kr.identity.id), "/x");
     snprintf(kr.identity.principal, sizeof(kr.identity.principal), "p");
     for (int i = 0; i < 3; i++)
-        CHECK_OK(cmk_keyring_add_dek(&kr, &deks, kek, i == 0 ? CMK_WRAP_RSA_OAEP_256
-                                                              : CMK_WRAP_NONE, NULL));
+        CHECK_OK(cmk_keyring_add_dek(&kr, &deks, kek,
+                                     i == 0 ? CMK_WRAP_RSA_OAEP_256 : CMK_WRAP_NONE, NULL));
     CHECK(kr.ndeks == 3 && deks.n == 3 && kr.current_dek == 3);
     CHECK(kr.deks[2].alg == CMK_WRAP_RSA_OAEP_256 && kr.deks[2].wrapped_len == 256);
     CHECK(memcmp(cmk_deks_find(&deks, 1), cmk_deks_find(&deks, 2), 32) != 0);

@@ -30,8 +30,10 @@ static void test_derive_kat(void)
           "commitment");
 
     /* Every context field changes both outputs. */
-    cmk_kdf_context variants[] = {{2, 1, 1, 1, 1, 65536, 1}, {1, 1, 1, 1, 2, 65536, 1},
-                                  {1, 1, 1, 1, 1, 131072, 1}, {1, 1, 1, 1, 1, 65536, 2}};
+    cmk_kdf_context variants[] = {{2, 1, 1, 1, 1, 65536, 1},
+                                  {1, 1, 1, 1, 2, 65536, 1},
+                                  {1, 1, 1, 1, 1, 131072, 1},
+                                  {1, 1, 1, 1, 1, 65536, 2}};
     for (size_t v = 0; v < sizeof(variants) / sizeof(*variants); v++) {
         cmk_blobkey k2;
         CHECK_OK(cmk_derive_blobkey(dek, salt, &variants[v], &k2, NULL));

@@ -54,8 +54,8 @@ static const char *new_store(const char *tag, uint32_t chunk, char *out, size_t 
     return out;
 }
 
-static cmk_err put_buf(cmk_store *s, const uint8_t *buf, size_t n, size_t piece,
-                       const char *expect, char digest[CMK_DIGEST_MAX])
+static cmk_err put_buf(cmk_store *s, const uint8_t *buf, size_t n, size_t piece, const char *expect,
+                       char digest[CMK_DIGEST_MAX])
 {
     cmk_put *p = NULL;
     cmk_err rc = cmk_put_begin(s, NULL, &p);
@@ -143,8 +143,8 @@ static void test_roundtrips(const char *io)
             CHECK_OK(put_buf(s, data, n, n ? n : 1, dg, dg2));
             CHECK(strcmp(dg, dg2) == 0);
             if (n > 10) {
-                uint64_t ranges[][2] = {{0, 1},         {n - 1, 1},       {n / 2, n / 3},
-                                        {CHUNK - 3, 7}, {1, n - 2},       {n / 3, CMK_TO_END},
+                uint64_t ranges[][2] = {{0, 1},         {n - 1, 1}, {n / 2, n / 3},
+                                        {CHUNK - 3, 7}, {1, n - 2}, {n / 3, CMK_TO_END},
                                         {n, 0}};
                 for (size_t r = 0; r < sizeof(ranges) / sizeof(*ranges); r++) {
                     uint64_t off = ranges[r][0], len = ranges[r][1];
@@ -345,7 +345,7 @@ static void test_tamper(void)
     int wrong, failures = 0, detected = 0;
 
     REQUIRE(data);
-    test_fill_random(data, 2 * CHUNK, 21);           /* chunks 0, 1: raw */
+    test_fill_random(data, 2 * CHUNK, 21);               /* chunks 0, 1: raw */
     test_fill_text(data + 2 * CHUNK, n - 2 * CHUNK, 22); /* chunks 2, 3: compressed */
     new_store("tamper", CHUNK, dir, sizeof(dir));
     s = open_store(dir, NULL);

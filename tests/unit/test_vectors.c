@@ -153,11 +153,11 @@ static void one_vector(const char *name)
         free(zv);
         if (recorded == ZSTD_versionNumber())
             CHECK_MSG(vlen == blen && memcmp(want, made, blen) == 0,
-                      "%s: sealed bytes differ from the checked-in vector (format changed?)",
-                      name);
+                      "%s: sealed bytes differ from the checked-in vector (format changed?)", name);
         else
-            fprintf(stderr, "note: zstd %u differs from the vectors' zstd %u: exact-bytes "
-                            "check skipped, reading checked\n",
+            fprintf(stderr,
+                    "note: zstd %u differs from the vectors' zstd %u: exact-bytes "
+                    "check skipped, reading checked\n",
                     ZSTD_versionNumber(), recorded);
         /* Reading: the checked-in file decrypts to the plaintext in a fresh store with the
          * same DEK. */
