@@ -151,6 +151,20 @@ static int len_ok(size_t n)
     return n <= (size_t)INT32_MAX;
 }
 
+/* The checks and the context both directions start with. */
+static cmk_err gcm_ctx_new(size_t len, size_t aadlen, EVP_CIPHER_CTX **out, cmk_errbuf *eb)
+{
+    pthread_once(&fetch_once, fetch_algs);
+    if (!cipher_gcm)
+        return cmk_errbuf_set(eb, CMK_E_CRYPTO, "AES-256-GCM unavailable in this OpenSSL");
+    if (!len_ok(len) || !len_ok(aadlen))
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "GCM input too large");
+    *out = EVP_CIPHER_CTX_new();
+    if (!*out)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (cipher)");
+    return CMK_OK;
+}
+
 cmk_err cmk_gcm_seal(const uint8_t key[CMK_KEY_LEN], const uint8_t nonce[CMK_NONCE_LEN],
                      const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len, uint8_t *out,
                      uint8_t tag[CMK_TAG_LEN], cmk_errbuf *eb)
@@ -158,16 +172,10 @@ cmk_err cmk_gcm_seal(const uint8_t key[CMK_KEY_LEN], const uint8_t nonce[CMK_NON
     EVP_CIPHER_CTX *c;
     uint8_t fin[16];
     int n = 0;
-    cmk_err rc = CMK_OK;
+    cmk_err rc = gcm_ctx_new(len, aadlen, &c, eb);
 
-    pthread_once(&fetch_once, fetch_algs);
-    if (!cipher_gcm)
-        return cmk_errbuf_set(eb, CMK_E_CRYPTO, "AES-256-GCM unavailable in this OpenSSL");
-    if (!len_ok(len) || !len_ok(aadlen))
-        return cmk_errbuf_set(eb, CMK_E_INVAL, "GCM input too large");
-    c = EVP_CIPHER_CTX_new();
-    if (!c)
-        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (cipher)");
+    if (rc != CMK_OK)
+        return rc;
     /* GCM's final step emits no bytes; fin keeps the pointer valid for an empty input. */
     if (EVP_EncryptInit_ex2(c, cipher_gcm, key, nonce, NULL) != 1 ||
         (aadlen && EVP_EncryptUpdate(c, NULL, &n, aad, (int)aadlen) != 1) ||
@@ -186,16 +194,10 @@ cmk_err cmk_gcm_open(const uint8_t key[CMK_KEY_LEN], const uint8_t nonce[CMK_NON
     EVP_CIPHER_CTX *c;
     uint8_t fin[16];
     int n = 0;
-    cmk_err rc = CMK_OK;
+    cmk_err rc = gcm_ctx_new(len, aadlen, &c, eb);
 
-    pthread_once(&fetch_once, fetch_algs);
-    if (!cipher_gcm)
-        return cmk_errbuf_set(eb, CMK_E_CRYPTO, "AES-256-GCM unavailable in this OpenSSL");
-    if (!len_ok(len) || !len_ok(aadlen))
-        return cmk_errbuf_set(eb, CMK_E_INVAL, "GCM input too large");
-    c = EVP_CIPHER_CTX_new();
-    if (!c)
-        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (cipher)");
+    if (rc != CMK_OK)
+        return rc;
     if (EVP_DecryptInit_ex2(c, cipher_gcm, key, nonce, NULL) != 1 ||
         (aadlen && EVP_DecryptUpdate(c, NULL, &n, aad, (int)aadlen) != 1) ||
         (len && EVP_DecryptUpdate(c, out, &n, in, (int)len) != 1) ||
