@@ -199,8 +199,9 @@ static const char *rv_advice(CK_RV rv)
         return "the token does not permit this key to decrypt (CKA_DECRYPT is false)";
     case CKR_KEY_HANDLE_INVALID:
     case CKR_OBJECT_HANDLE_INVALID:
-        return "the key object was destroyed: the key is revoked; restore it in the HSM or "
-               "rotate to another key";
+        return "the key object was destroyed: the key is revoked and what it wrapped is lost, "
+               "unless the HSM restores that very key from its own backup (a new or imported "
+               "key is a different key); see kek/HSM.md";
     case CKR_ENCRYPTED_DATA_INVALID:
     case CKR_ENCRYPTED_DATA_LEN_RANGE:
         return "the wrapped key does not decrypt under this key version: it was altered or "
@@ -611,6 +612,67 @@ cmk_err cmk_p11_uri_format(const cmk_p11_uri *u, int versioned, char *out, size_
                               u->object, u->token, cap - 1);
     }
     return CMK_OK;
+}
+
+/* Appends a query value, percent-encoding what a query value may not carry raw and the
+ * separators '&' and '%'. */
+static int uri_put_query(char *out, size_t cap, size_t *pos, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (is_query_raw(*p)) {
+            if (*pos + 1 >= cap)
+                return -1;
+            out[(*pos)++] = (char)*p;
+        } else {
+            if (*pos + 3 >= cap)
+                return -1;
+            out[(*pos)++] = '%';
+            out[(*pos)++] = hex[*p >> 4];
+            out[(*pos)++] = hex[*p & 15];
+        }
+    }
+    out[*pos] = '\0';
+    return 0;
+}
+
+cmk_err cmk_p11_uri_build(const char *token, const char *label, const char *version,
+                          const char *module_path, const char *pin_file, char *out, size_t cap,
+                          cmk_errbuf *eb)
+{
+    cmk_p11_uri u;
+    size_t qpos = 0;
+    cmk_err rc;
+
+    memset(&u, 0, sizeof(u));
+    if (!token || !*token || strlen(token) > CMK_P11_TOKEN_MAX)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "PKCS#11 token label must be 1 to %d bytes long",
+                              CMK_P11_TOKEN_MAX);
+    if (!label || !*label || strlen(label) > CMK_P11_LABEL_MAX)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "PKCS#11 key label must be 1 to %d bytes long",
+                              CMK_P11_LABEL_MAX);
+    memcpy(u.token, token, strlen(token) + 1);
+    memcpy(u.object, label, strlen(label) + 1);
+    if (version && *version) {
+        rc = cmk_p11_version_parse(version, u.id, NULL, eb);
+        if (rc != CMK_OK)
+            return rc;
+        u.has_id = 1;
+        u.id_len = CMK_P11_ID_LEN;
+    }
+    if ((module_path && *module_path &&
+         (uri_put_str(u.query, sizeof(u.query), &qpos, "module-path=") ||
+          uri_put_query(u.query, sizeof(u.query), &qpos, module_path))) ||
+        (pin_file && *pin_file &&
+         ((qpos && uri_put_str(u.query, sizeof(u.query), &qpos, "&")) ||
+          uri_put_str(u.query, sizeof(u.query), &qpos, "pin-source=file:") ||
+          uri_put_query(u.query, sizeof(u.query), &qpos, pin_file))))
+        return cmk_errbuf_set(eb, CMK_E_INVAL,
+                              "PKCS#11 module path and PIN file path are too long for a key "
+                              "identifier (at most %d characters in all)",
+                              CMK_ID_MAX - 1);
+    return cmk_p11_uri_format(&u, u.has_id, out, cap, eb);
 }
 
 /* ---- versions ------------------------------------------------------------------------------- */
@@ -1223,7 +1285,9 @@ static cmk_err find_version(cmk_p11 *h, CK_SESSION_HANDLE s, const char *label,
     if (n == 0)
         return cmk_errbuf_set(eb, CMK_E_KEY_NOT_FOUND,
                               "%s is not in PKCS#11 token \"%s\" (module %s): it was destroyed "
-                              "or never existed; restore it in the HSM, or use another version",
+                              "or never existed; data keys wrapped by it stay unreadable unless "
+                              "the HSM restores that very key from its own backup (a new or "
+                              "imported key is a different key; see kek/HSM.md)",
                               kd, h->token, h->module);
     if (n > 1)
         return cmk_errbuf_set(eb, CMK_E_REFUSED,

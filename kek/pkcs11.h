@@ -139,6 +139,13 @@ cmk_err cmk_p11_uri_parse(const char *uri, cmk_p11_uri *out, cmk_errbuf *eb);
 cmk_err cmk_p11_uri_format(const cmk_p11_uri *u, int versioned, char *out, size_t cap,
                            cmk_errbuf *eb);
 
+/* Builds a canonical identifier from its parts: version (32 hex, NULL or "" for a
+ * versionless identifier), module_path and pin_file (NULL or "": not in the identifier; they
+ * go to the query, percent-encoded). CMK_E_INVAL if a part is invalid or it does not fit. */
+cmk_err cmk_p11_uri_build(const char *token, const char *label, const char *version,
+                          const char *module_path, const char *pin_file, char *out, size_t cap,
+                          cmk_errbuf *eb);
+
 /* ---- versions ---------------------------------------------------------------------------- */
 
 typedef struct cmk_p11_version {

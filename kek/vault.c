@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@
 #include "identity.h"
 #include "jsonfile.h"
 #include "kek.h"
+#include "pkcs11.h"
 #include "secmem.h"
 
 #define VERSION_HEX   32
@@ -632,6 +634,18 @@ static cmk_err key_json(const vctx *c, const char *name, const json_t *kj, const
     bad |= jset(j, "key", jwk_json(kid, ver));
     bad |= jset(j, "managed", json_null());
     bad |= jset(j, "tags", json_null());
+    if (json_is_object(json_object_get(ver, "hsm"))) {
+        /* Where an RSA-HSM version lives: the token and the key pair's label and CKA_ID. */
+        const json_t *h = json_object_get(ver, "hsm");
+        const char *tok = cmk_json_str(h, "token"), *lab = cmk_json_str(h, "label");
+        char uri[CMK_ID_MAX];
+
+        if (tok && lab &&
+            cmk_p11_uri_build(tok, lab, cmk_json_str(ver, "version"), NULL, NULL, uri, sizeof(uri),
+                              NULL) == CMK_OK)
+            bad |= jset(j, "hsm",
+                        json_pack("{s:s, s:s, s:s}", "token", tok, "label", lab, "keyUri", uri));
+    }
     if (key_deleted(kj)) {
         snprintf(rid, sizeof(rid), CMK_VAULT_SCHEME "%s/deletedkeys/%s", c->name, name);
         bad |= jset(j, "deletedDate", json_string(key_deleted_field(kj, "deletedDate")));
@@ -854,22 +868,232 @@ out:
 }
 
 /*
- * ---- HSM seam -------------------------------------------------------------------------------
- * The one place where an HSM-backed vault will generate an RSA-HSM key version: inside its
- * PKCS#11 token (kek/pkcs11.h, cmk_p11_key_generate), the private half never leaving it, and
- * the version record carrying the token's public modulus and exponent instead of a PEM file.
- * Local vaults are software-only today, so RSA-HSM is refused before anything is written.
+ * ---- HSM-backed vaults (see kek/HSM.md) ------------------------------------------------------
+ * A vault created with a PKCS#11 token (vault.json properties.hsm = {module, token, pinFile})
+ * generates its RSA-HSM key versions inside that token (cmk_p11_key_generate): the private
+ * half never leaves it. The token object's label is "<vault>.<key>" and the version string is
+ * the hex of its CKA_ID, so a vault version and a token key pair are one and the same; the
+ * version record keeps the public modulus and exponent (for `key show`) and the label. The
+ * vault's policies, enable/disable, soft delete and audit apply unchanged; wrapping and
+ * unwrapping go to the token through a PKCS#11 provider (which caches logged-in handles).
  */
-static cmk_err hsm_generate_version(const vctx *c, const char *name, unsigned bits,
-                                    json_t **ver_out, cmk_errbuf *eb)
+typedef struct vhsm {
+    char module[CMK_PATH_MAX];
+    char token[CMK_P11_TOKEN_MAX + 1];
+    char pin_file[CMK_PATH_MAX]; /* "" : the PIN comes from the environment / pkcs11.json */
+} vhsm;
+
+/* 1 if the vault is HSM-backed (fills *hs), 0 if not. */
+static int vault_hsm(const vctx *c, vhsm *hs)
 {
-    (void)name;
-    (void)bits;
+    json_t *h = json_object_get(vprops(c), "hsm");
+    const char *m = cmk_json_str(h, "module"), *t = cmk_json_str(h, "token");
+    const char *pf = cmk_json_str(h, "pinFile");
+
+    if (!json_is_object(h) || !m || !*m || !t || !*t)
+        return 0;
+    snprintf(hs->module, sizeof(hs->module), "%s", m);
+    snprintf(hs->token, sizeof(hs->token), "%s", t);
+    snprintf(hs->pin_file, sizeof(hs->pin_file), "%s", pf ? pf : "");
+    return 1;
+}
+
+/* The token label of a vault key's versions. */
+static cmk_err hsm_label(const char *vault, const char *key, char out[CMK_P11_LABEL_MAX + 1],
+                         cmk_errbuf *eb)
+{
+    int n = snprintf(out, CMK_P11_LABEL_MAX + 1, "%s.%s", vault, key);
+
+    if (n < 0 || n > CMK_P11_LABEL_MAX)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "vault and key names too long for a token label");
+    return CMK_OK;
+}
+
+/* Prefixes eb's message (a PKCS#11 layer's) with what the vault was doing; keeps the code. */
+static cmk_err hsm_context(cmk_err rc, cmk_errbuf *eb, const char *vault, const char *token)
+{
+    char why[sizeof(eb->msg)];
+
+    memcpy(why, eb->msg, sizeof(why));
+    return cmk_errbuf_set(eb, rc, "vault '%s' is backed by PKCS#11 token \"%s\": %s", vault, token,
+                          why);
+}
+
+/* Opens the vault's token (operator operations; the provider uses its own cached handles). */
+static cmk_err hsm_open(const vctx *c, const vhsm *hs, cmk_p11 **h, cmk_errbuf *eb)
+{
+    cmk_err rc = cmk_p11_open_home(c->home, hs->token, hs->module,
+                                   hs->pin_file[0] ? hs->pin_file : NULL, h, eb);
+
+    return rc == CMK_OK ? rc : hsm_context(rc, eb, c->name, hs->token);
+}
+
+/* The version's label as recorded (older records: derived from the names). */
+static cmk_err hsm_version_label(const vctx *c, const char *key, const json_t *ver,
+                                 char out[CMK_P11_LABEL_MAX + 1], cmk_errbuf *eb)
+{
+    const char *l = cmk_json_str(json_object_get(ver, "hsm"), "label");
+
+    if (l && *l && strlen(l) <= CMK_P11_LABEL_MAX) {
+        memcpy(out, l, strlen(l) + 1);
+        return CMK_OK;
+    }
+    return hsm_label(c->name, key, out, eb);
+}
+
+/* Generates the next version of key `name` in the token (called with the vault locked, so
+ * the token's sequence numbers follow the order of key.json). *ver_out receives the version
+ * record; *h stays open so the caller can destroy the pair if key.json cannot be saved. */
+static cmk_err hsm_generate_version(const vctx *c, const vhsm *hs, const char *name, unsigned bits,
+                                    cmk_p11 **h, json_t **ver_out, char version[VERSION_HEX + 1],
+                                    cmk_errbuf *eb)
+{
+    char label[CMK_P11_LABEL_MAX + 1];
+    cmk_p11_key_attrs at;
+    cmk_p11_version v;
+    EVP_PKEY *pub = NULL;
+    json_t *rec = NULL;
+    int made = 0;
+    cmk_err rc;
+
     *ver_out = NULL;
-    return cmk_errbuf_set(eb, CMK_E_UNSUPPORTED,
-                          "vault %s is not HSM-backed: RSA-HSM keys need a PKCS#11 token (see "
-                          "README)",
-                          c->name);
+    rc = hsm_label(c->name, name, label, eb);
+    if (rc == CMK_OK)
+        rc = hsm_open(c, hs, h, eb);
+    if (rc == CMK_OK) {
+        rc = cmk_p11_key_generate(*h, label, bits, &v, eb);
+        if (rc != CMK_OK)
+            rc = hsm_context(rc, eb, c->name, hs->token);
+    }
+    if (rc != CMK_OK)
+        goto out;
+    made = 1;
+    /* The generator checked these already; checked again from the stored object, since a
+     * key that could leave the token would defeat the point of RSA-HSM. */
+    rc = cmk_p11_key_attrs_get(*h, label, v.version, &at, eb);
+    if (rc == CMK_OK && (at.sensitive != 1 || at.extractable != 0))
+        rc = cmk_errbuf_set(eb, CMK_E_REFUSED,
+                            "PKCS#11 token \"%s\" reports the new private key of '%s' as "
+                            "sensitive=%d extractable=%d: refused (it must be sensitive and "
+                            "non-extractable)",
+                            hs->token, name, at.sensitive, at.extractable);
+    if (rc == CMK_OK)
+        rc = cmk_p11_key_public(*h, label, v.version, &pub, eb);
+    if (rc == CMK_OK)
+        rc = version_record(pub, KT_RSA_HSM, bits, v.version, &rec, eb);
+    if (rc == CMK_OK &&
+        jset(rec, "hsm", json_pack("{s:s, s:s}", "token", hs->token, "label", label)) != 0)
+        rc = nomem(eb);
+    if (rc != CMK_OK)
+        goto out;
+    memcpy(version, v.version, VERSION_HEX + 1);
+    *ver_out = rec;
+    rec = NULL;
+    made = 0;
+out:
+    if (made) {
+        cmk_errbuf ignore = {0};
+        (void)cmk_p11_key_destroy(*h, label, v.version, &ignore);
+    }
+    json_decref(rec);
+    EVP_PKEY_free(pub);
+    return rc;
+}
+
+/* Destroys the token objects of the RSA-HSM versions recorded in kj (purge). Versions that
+ * are already gone are fine; any other failure stops before the purge removes anything. */
+static cmk_err hsm_destroy_versions(const vctx *c, const char *key, const json_t *kj,
+                                    cmk_errbuf *eb)
+{
+    char label[CMK_P11_LABEL_MAX + 1];
+    json_t *v;
+    cmk_p11 *h = NULL;
+    vhsm hs;
+    size_t i;
+    cmk_err rc = CMK_OK;
+
+    json_array_foreach(key_versions(kj), i, v)
+    {
+        const char *kty = cmk_json_str(v, "kty");
+        if (!kty || strcmp(kty, "RSA-HSM") != 0)
+            continue;
+        if (!h) {
+            if (!vault_hsm(c, &hs))
+                return cmk_errbuf_set(eb, CMK_E_CORRUPT,
+                                      "key '%s' in vault '%s' has RSA-HSM versions but the "
+                                      "vault names no PKCS#11 token (vault.json damaged)",
+                                      key, c->name);
+            rc = hsm_open(c, &hs, &h, eb);
+            if (rc != CMK_OK)
+                break;
+        }
+        rc = hsm_version_label(c, key, v, label, eb);
+        if (rc == CMK_OK)
+            rc = cmk_p11_key_destroy(h, label, cmk_json_str(v, "version"), eb);
+        if (rc == CMK_E_KEY_NOT_FOUND) {
+            cmk_errbuf_clear(eb);
+            rc = CMK_OK;
+        }
+        if (rc != CMK_OK) {
+            rc = hsm_context(rc, eb, c->name, hs.token);
+            break;
+        }
+    }
+    cmk_p11_close(h);
+    return rc;
+}
+
+/* path made absolute against the working directory (out may be path). */
+static cmk_err absolute(const char *path, char *out, size_t cap, const char *what, cmk_errbuf *eb)
+{
+    char cwd[PATH_MAX], tmp[CMK_PATH_MAX];
+    int n;
+
+    if (path[0] == '/')
+        n = snprintf(tmp, sizeof(tmp), "%s", path);
+    else if (!getcwd(cwd, sizeof(cwd)))
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot resolve %s %s", what, path);
+    else
+        n = snprintf(tmp, sizeof(tmp), "%s/%s", cwd, path);
+    if (n < 0 || (size_t)n >= cap || (size_t)n >= sizeof(tmp))
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "%s path too long", what);
+    memcpy(out, tmp, (size_t)n + 1);
+    return CMK_OK;
+}
+
+/* Checks and records the token of a new HSM-backed vault: the module loads, the token is
+ * there and the PIN logs in, so a mistake shows now rather than at the first key. */
+static cmk_err hsm_configure(const char *home, const cmk_vault_opts *o, json_t *vj, cmk_errbuf *eb)
+{
+    char module[CMK_PATH_MAX], pinf[CMK_PATH_MAX] = "";
+    cmk_p11 *h = NULL;
+    cmk_err rc;
+
+    rc = cmk_p11_resolve_module(home, o->hsm_module, module, sizeof(module), eb);
+    if (rc != CMK_OK)
+        return rc;
+    /* Recorded absolute, so the vault does not depend on the directory a command ran in;
+     * symbolic links are kept (a distribution's module link outlives its target). A bare
+     * name is left to the dynamic loader's search path. */
+    if (strchr(module, '/') && module[0] != '/') {
+        rc = absolute(module, module, sizeof(module), "--hsm-module", eb);
+        if (rc != CMK_OK)
+            return rc;
+    }
+    if (o->hsm_pin_file && *o->hsm_pin_file) {
+        rc = absolute(o->hsm_pin_file, pinf, sizeof(pinf), "--hsm-pin-file", eb);
+        if (rc != CMK_OK)
+            return rc;
+    }
+    rc = cmk_p11_open_home(home, o->hsm_token, module, pinf[0] ? pinf : NULL, &h, eb);
+    cmk_p11_close(h);
+    if (rc != CMK_OK)
+        return rc;
+    if (jset(json_object_get(vj, "properties"), "hsm",
+             json_pack("{s:s, s:s, s:o}", "module", module, "token", o->hsm_token, "pinFile",
+                       pinf[0] ? json_string(pinf) : json_null())))
+        return nomem(eb);
+    return CMK_OK;
 }
 
 /* ---- vaults ------------------------------------------------------------------------------- */
@@ -969,6 +1193,16 @@ cmk_err cmk_vault_create(const char *home, const char *name, const cmk_vault_opt
     c.vj = vault_new_json(name, tenant, o && o->purge_protection, retention);
     if (!c.vj) {
         rc = nomem(eb);
+        goto out;
+    }
+    if (o && o->hsm_token && *o->hsm_token) {
+        rc = hsm_configure(home, o, c.vj, eb);
+        if (rc != CMK_OK)
+            goto out;
+    } else if (o && ((o->hsm_module && *o->hsm_module) || (o->hsm_pin_file && *o->hsm_pin_file))) {
+        rc = cmk_errbuf_set(eb, CMK_E_INVAL,
+                            "an HSM-backed vault needs the label of its PKCS#11 token "
+                            "(--hsm-token) besides the module and PIN file");
         goto out;
     }
     rc = cmk_path(p, sizeof(p), eb, "%s/keys", stage);
@@ -1228,12 +1462,40 @@ static cmk_err purge_allowed(const vctx *c, const char *what, const char *purge_
                           what, purge_date, recover_cmd);
 }
 
+/* Destroys the token objects of every RSA-HSM version of every key of an HSM-backed vault
+ * that is being purged. */
+static cmk_err hsm_purge_all(const vctx *c, cmk_errbuf *eb)
+{
+    char keys[CMK_PATH_MAX];
+    json_t *names = NULL, *n;
+    size_t i;
+    cmk_err rc;
+
+    rc = cmk_path(keys, sizeof(keys), eb, "%s/keys", c->dir);
+    if (rc == CMK_OK)
+        rc = list_names(keys, "key", &names, eb);
+    json_array_foreach(names, i, n)
+    {
+        json_t *kj = NULL;
+
+        if (rc != CMK_OK)
+            break;
+        rc = key_load(c, json_string_value(n), &kj, eb);
+        if (rc == CMK_OK)
+            rc = hsm_destroy_versions(c, json_string_value(n), kj, eb);
+        json_decref(kj);
+    }
+    json_decref(names);
+    return rc;
+}
+
 cmk_err cmk_vault_purge(const char *home, const char *name, cmk_errbuf *eb)
 {
     audit_rec a = {.identity = OPERATOR, .op = "vaultPurge"};
     char vaults[CMK_PATH_MAX], grave[CMK_PATH_MAX], what[96], cmd[128], rnd[17];
     const char *date, *purge;
     cmk_errbuf local;
+    vhsm hs;
     vctx c;
     cmk_err rc;
 
@@ -1252,6 +1514,8 @@ cmk_err cmk_vault_purge(const char *home, const char *name, cmk_errbuf *eb)
     snprintf(what, sizeof(what), "vault '%s'", name);
     snprintf(cmd, sizeof(cmd), "cmkstore vault recover --name %s", name);
     rc = purge_allowed(&c, what, purge, cmd, eb);
+    if (rc == CMK_OK && vault_hsm(&c, &hs))
+        rc = hsm_purge_all(&c, eb);
     if (rc == CMK_OK)
         rc = cmk_path(vaults, sizeof(vaults), eb, "%s/vaults", home);
     if (rc == CMK_OK)
@@ -1485,7 +1749,9 @@ cmk_err cmk_vault_key_create(const char *home, const char *vault, const char *na
     char kdir[CMK_PATH_MAX], pem[CMK_PATH_MAX], version[VERSION_HEX + 1] = "", now[32];
     json_t *kj = NULL, *ver = NULL;
     EVP_PKEY *pkey = NULL;
-    int pem_written = 0;
+    cmk_p11 *hsm = NULL;
+    int pem_written = 0, hsm_made = 0;
+    vhsm hs;
     cmk_errbuf local;
     unsigned bits = 0;
     ktype t = KT_RSA;
@@ -1517,14 +1783,22 @@ cmk_err cmk_vault_key_create(const char *home, const char *vault, const char *na
     json_decref(kj);
     kj = NULL;
     if (t == KT_RSA_HSM) {
-        rc = hsm_generate_version(&c, name, bits, &ver, eb);
-        goto out;
+        if (!vault_hsm(&c, &hs)) {
+            rc = cmk_errbuf_set(eb, CMK_E_UNSUPPORTED,
+                                "vault '%s' is not HSM-backed: RSA-HSM keys are generated in a "
+                                "PKCS#11 token; create an HSM-backed vault (`cmkstore vault "
+                                "create --name NAME --hsm-token LABEL --hsm-module PATH "
+                                "--hsm-pin-file FILE`, see kek/HSM.md) or use --kty RSA",
+                                c.name);
+            goto out;
+        }
+    } else {
+        /* Generated outside the lock: an RSA-4096 key takes seconds and must not stall the
+         * vault's other writers. */
+        rc = generate_key(t, bits, &pkey, eb);
+        if (rc != CMK_OK)
+            goto out;
     }
-    /* Generated outside the lock: an RSA-4096 key takes seconds and must not stall the
-     * vault's other writers. */
-    rc = generate_key(t, bits, &pkey, eb);
-    if (rc != CMK_OK)
-        goto out;
 
     rc = vctx_lock(&c, eb);
     if (rc == CMK_OK)
@@ -1544,6 +1818,30 @@ cmk_err cmk_vault_key_create(const char *home, const char *vault, const char *na
         rc = cmk_errbuf_set(eb, CMK_E_EXISTS,
                             "key '%s' in vault '%s' is soft-deleted: recover or purge it first",
                             name, vault);
+    }
+    if (rc == CMK_OK && t == KT_RSA_HSM) {
+        /* In the token, under the vault's lock: the token's sequence numbers then follow the
+         * order of key.json, whose last version is the latest. */
+        rc = hsm_generate_version(&c, &hs, name, bits, &hsm, &ver, version, eb);
+        if (rc == CMK_OK && key_find_version(kj, version))
+            rc = cmk_errbuf_set(eb, CMK_E_EXISTS, "key '%s' already has version %s", name, version);
+        if (rc != CMK_OK)
+            goto out;
+        hsm_made = 1;
+        rc = key_paths(&c, name, kdir, NULL, eb);
+        if (rc == CMK_OK)
+            rc = cmk_mkdir_p(kdir, 0700, eb);
+        if (rc == CMK_OK && json_array_append(key_versions(kj), ver) != 0)
+            rc = nomem(eb);
+        if (rc == CMK_OK)
+            rc = key_save(&c, name, kj, eb);
+        if (rc != CMK_OK)
+            goto out;
+        hsm_made = 0;
+        a.version = version;
+        if (out)
+            rc = key_json(&c, name, kj, ver, out, eb);
+        goto out;
     }
     if (rc == CMK_OK)
         rc = new_version_id(kj, version, eb);
@@ -1576,6 +1874,14 @@ cmk_err cmk_vault_key_create(const char *home, const char *vault, const char *na
 out:
     if (pem_written)
         (void)unlink(pem);
+    if (hsm_made) {
+        /* key.json does not name it: the pair would be an orphan in the token. */
+        char label[CMK_P11_LABEL_MAX + 1];
+        cmk_errbuf ignore = {0};
+        if (hsm_label(c.name, name, label, &ignore) == CMK_OK)
+            (void)cmk_p11_key_destroy(hsm, label, version, &ignore);
+    }
+    cmk_p11_close(hsm);
     EVP_PKEY_free(pkey);
     json_decref(ver);
     json_decref(kj);
@@ -1916,6 +2222,10 @@ cmk_err cmk_vault_key_purge(const char *home, const char *vault, const char *nam
     snprintf(what, sizeof(what), "key '%s' in vault '%s'", name, vault);
     snprintf(cmd, sizeof(cmd), "cmkstore vault key recover --vault-name %s --name %s", vault, name);
     rc = purge_allowed(&c, what, key_deleted_field(kj, "scheduledPurgeDate"), cmd, eb);
+    /* Purge means gone for good: an RSA-HSM version's key pair goes from the token too
+     * (first: if the token cannot be reached, nothing is purged). */
+    if (rc == CMK_OK)
+        rc = hsm_destroy_versions(&c, name, kj, eb);
     if (rc == CMK_OK)
         rc = key_paths(&c, name, kdir, NULL, eb);
     if (rc == CMK_OK)
@@ -2002,6 +2312,9 @@ out:
 
 typedef struct vprov {
     char home[CMK_PATH_MAX];
+    /* Serves the RSA-HSM versions of HSM-backed vaults, after the vault's own checks: it
+     * keeps logged-in token handles (a session pool each) shared by all threads. */
+    cmk_kek_provider *p11;
 } vprov;
 
 /* A key identifier resolved for a provider call. */
@@ -2013,7 +2326,9 @@ typedef struct kref {
     char vkid[CMK_ID_MAX];
     unsigned bits;
     cmk_kty kty;
-    int requested_versioned; /* the caller's kid named a version */
+    int requested_versioned;  /* the caller's kid named a version */
+    vhsm hs;                  /* RSA-HSM versions: the vault's token */
+    char hsm_uri[CMK_ID_MAX]; /* RSA-HSM versions: the version's pkcs11: identifier */
 } kref;
 
 static void kref_free(kref *r)
@@ -2156,6 +2471,21 @@ static cmk_err kref_resolve(const vprov *p, const char *kid, const char *princip
              : strcmp(kty, "RSA-HSM") == 0 ? CMK_KTY_RSA_HSM
                                            : CMK_KTY_RSA;
     r->bits = (unsigned)cmk_json_int(r->ver, "bits", 0);
+    if (r->kty == CMK_KTY_RSA_HSM) {
+        char label[CMK_P11_LABEL_MAX + 1];
+
+        if (!vault_hsm(&r->c, &r->hs))
+            return cmk_errbuf_set(eb, CMK_E_CORRUPT,
+                                  "key " KID_SHOW " is RSA-HSM but vault '%s' names no PKCS#11 "
+                                  "token (vault.json damaged): restore it from a backup",
+                                  r->vkid, r->k.vault);
+        rc = hsm_version_label(&r->c, r->k.key, r->ver, label, eb);
+        if (rc == CMK_OK)
+            rc = cmk_p11_uri_build(r->hs.token, label, r->k.version, r->hs.module, r->hs.pin_file,
+                                   r->hsm_uri, sizeof(r->hsm_uri), eb);
+        if (rc != CMK_OK)
+            return rc;
+    }
     return CMK_OK;
 }
 
@@ -2215,6 +2545,20 @@ static cmk_err prov_describe(void *self, const char *kid, const char *principal,
     out->enabled = 1;
     out->wrap_algs =
         r.kty == CMK_KTY_RSA ? (1u << CMK_WRAP_RSA_OAEP_256) | (1u << CMK_WRAP_RSA_OAEP) : 0;
+    if (r.kty == CMK_KTY_RSA_HSM) {
+        /* The token says whether the key pair is still there and which OAEP hashes it can
+         * undo (SoftHSM2 2.6: SHA-1 only). */
+        cmk_key_desc d;
+        const cmk_kek_provider *p11 = ((const vprov *)self)->p11;
+
+        rc = p11->describe(p11->self, r.hsm_uri, principal, &d, eb);
+        if (rc != CMK_OK) {
+            rc = hsm_context(rc, eb, r.k.vault, r.hs.token);
+            goto out;
+        }
+        out->bits = d.bits;
+        out->wrap_algs = d.wrap_algs;
+    }
 out:
     rc = prov_finish(&r, principal, "get", CMK_WRAP_NONE, rc, eb);
     if (rc != CMK_OK)
@@ -2252,7 +2596,7 @@ static cmk_err check_wrap_use(const kref *r, cmk_wrap_alg alg, const char *op, c
                               "key " KID_SHOW " is EC: only RSA and RSA-HSM keys can %s data "
                               "keys",
                               r->vkid, op);
-    if (r->kty != CMK_KTY_RSA)
+    if (r->kty != CMK_KTY_RSA && r->kty != CMK_KTY_RSA_HSM)
         return cmk_errbuf_set(eb, CMK_E_KEY_UNSUPPORTED,
                               "key " KID_SHOW " is %s, which this vault cannot use", r->vkid,
                               cmk_kty_name(r->kty));
@@ -2295,6 +2639,14 @@ static cmk_err prov_wrap(void *self, const char *vkid, const char *principal, cm
                             "a data key of %zu bytes cannot be wrapped with " KID_SHOW
                             " (%s takes 1 to %zu bytes)",
                             keylen, r.vkid, cmk_wrap_alg_name(alg), max);
+        goto out;
+    }
+    if (r.kty == CMK_KTY_RSA_HSM) {
+        const cmk_kek_provider *p11 = ((const vprov *)self)->p11;
+
+        rc = p11->wrap(p11->self, r.hsm_uri, principal, alg, dek, keylen, out, outlen, eb);
+        if (rc != CMK_OK)
+            rc = hsm_context(rc, eb, r.k.vault, r.hs.token);
         goto out;
     }
     rc = pem_path(&r, path, eb);
@@ -2355,6 +2707,19 @@ static cmk_err prov_unwrap(void *self, const char *vkid, const char *principal, 
                             r.vkid, wrappedlen, r.bits, k);
         goto out;
     }
+    if (r.kty == CMK_KTY_RSA_HSM) {
+        /* Decrypted inside the token: the private key never comes here. */
+        const cmk_kek_provider *p11 = ((const vprov *)self)->p11;
+
+        *keylen = cap;
+        rc =
+            p11->unwrap(p11->self, r.hsm_uri, principal, alg, wrapped, wrappedlen, dek, keylen, eb);
+        if (rc != CMK_OK) {
+            *keylen = 0;
+            rc = hsm_context(rc, eb, r.k.vault, r.hs.token);
+        }
+        goto out;
+    }
     rc = pem_path(&r, path, eb);
     if (rc == CMK_OK)
         rc = read_private(path, r.vkid, 1, &pkey, eb);
@@ -2403,7 +2768,11 @@ out:
 
 static void prov_release(void *self)
 {
-    free(self);
+    vprov *p = self;
+
+    if (p)
+        cmk_kek_provider_free(p->p11);
+    free(p);
 }
 
 cmk_err cmk_vault_provider_new(const char *home, cmk_kek_provider **out, cmk_errbuf *eb)
@@ -2422,6 +2791,8 @@ cmk_err cmk_vault_provider_new(const char *home, cmk_kek_provider **out, cmk_err
         goto out;
     }
     rc = cmk_path(p->home, sizeof(p->home), eb, "%s", home);
+    if (rc == CMK_OK)
+        rc = cmk_pkcs11_provider_new(home, &p->p11, eb);
     if (rc != CMK_OK)
         goto out;
     kp->name = "local-vault";
@@ -2436,6 +2807,6 @@ cmk_err cmk_vault_provider_new(const char *home, cmk_kek_provider **out, cmk_err
     p = NULL;
 out:
     free(kp);
-    free(p);
+    prov_release(p);
     return rc;
 }

@@ -41,6 +41,19 @@ static const cli_opt vault_create_opts[] = {
      "ends. Once enabled it cannot be turned off."},
     {"retention-days", 0, CLI_UINT, 0, "DAYS",
      "Days a deleted key or vault is kept recoverable, 7 to 90 (default 90)."},
+    {"hsm-token", 0, CLI_STR, 0, "LABEL",
+     "Make the vault HSM-backed: label of the PKCS#11 token in which `vault key create --kty "
+     "RSA-HSM` generates key pairs (sensitive, non-extractable: the private key never leaves "
+     "the token). Checked now: the module must load, the token be present and the PIN log in. "
+     "See kek/HSM.md."},
+    {"hsm-module", 0, CLI_STR, 0, "PATH",
+     "PKCS#11 module (shared library) of the token, e.g. /usr/lib/softhsm/libsofthsm2.so "
+     "(default: $CMKSTORE_PKCS11_MODULE, else \"module\" in <home>/pkcs11.json). Recorded "
+     "in the vault."},
+    {"hsm-pin-file", 0, CLI_STR, 0, "FILE",
+     "File holding the token's user PIN (one trailing newline ignored; keep it 0600). Its "
+     "path is recorded, never the PIN. Default: the PIN is found at each use from "
+     "$CMKSTORE_PKCS11_PIN_FILE, $CMKSTORE_PKCS11_PIN or \"pinFile\" in <home>/pkcs11.json."},
     CLI_OPT_END,
 };
 
@@ -121,6 +134,9 @@ static cmk_err vault_op(const cli_cmd *cmd, const cli_args *a, const char *home,
     case V_CREATE:
         vo.purge_protection = (int)cli_num(a, "enable-purge-protection", 0);
         vo.retention_days = (int)cli_num(a, "retention-days", 0);
+        vo.hsm_token = cli_get(a, "hsm-token");
+        vo.hsm_module = cli_get(a, "hsm-module");
+        vo.hsm_pin_file = cli_get(a, "hsm-pin-file");
         return cmk_vault_create(home, vault, &vo, j, eb);
     case V_SHOW:
         return cmk_vault_show(home, vault, j, eb);
@@ -215,8 +231,14 @@ const cli_cmd cli_vault_cmds[] = {
               "stay recoverable for the retention period); enable purge protection so a deleted "
               "key cannot be purged early and the data it protects lost by accident.\n\nThe "
               "local vault guards against misconfiguration, not against a process that can read "
-              "its files; use an HSM (PKCS#11) for keys that must not be readable.",
-              vault_create_opts, "cmkstore vault create --name myvault --enable-purge-protection",
+              "its files; use an HSM (PKCS#11) for keys that must not be readable: with "
+              "--hsm-token the vault is HSM-backed and its RSA-HSM keys are generated and used "
+              "inside the token, while the vault's access policies, enable/disable, soft delete "
+              "and audit log apply as usual (kek/HSM.md).",
+              vault_create_opts,
+              "cmkstore vault create --name myvault --enable-purge-protection\n"
+              "cmkstore vault create --name hsmvault --hsm-token mytoken \\\n"
+              "    --hsm-module /usr/lib/softhsm/libsofthsm2.so --hsm-pin-file ~/.token.pin",
               V_CREATE),
     VAULT_CMD("vault show", "Show a vault", "Prints a vault, with its access policies, as JSON.",
               vault_opts, "cmkstore vault show --name myvault", V_SHOW),
@@ -258,8 +280,12 @@ const cli_cmd cli_vault_cmds[] = {
               "Creates an RSA key in the vault, or a new version of an existing key (which a "
               "store configured with the versionless key identifier picks up automatically). "
               "Prints the key as JSON; key.kid is the versioned key identifier; drop the last "
-              "path element for the versionless one.",
-              key_create_opts, "cmkstore vault key create --vault-name myvault --name mykey",
+              "path element for the versionless one.\n\n--kty RSA-HSM (HSM-backed vaults "
+              "only) generates the version as a key pair in the vault's PKCS#11 token: the "
+              "version is the pair's CKA_ID, hsm.keyUri its pkcs11: identifier.",
+              key_create_opts,
+              "cmkstore vault key create --vault-name myvault --name mykey\n"
+              "cmkstore vault key create --vault-name hsmvault --name mykey --kty RSA-HSM",
               K_CREATE),
     VAULT_CMD("vault key show", "Show a key (public part only)",
               "Prints a key version (default: the latest) as JSON. Private key material is "
