@@ -231,8 +231,9 @@ CMK_API cmk_err cmk_store_rotate_key(cmk_store *s, const char *key_id, const cha
 /* Checks key access now: picks up keyring changes made by other processes, confirms the
  * identity can still get and unwrap with the key version in use (zeroizing every cached DEK
  * on a denial, restoring them when access is back), and, for a versionless key id whose
- * rotation check is due (or when force_rotation_check), rotates to a newer version if the
- * vault has one. *rotated (may be NULL) is set to 1 if a rotation happened. Returns the
+ * rotation check is due (or when force_rotation_check > 0), rotates to a newer version if the
+ * vault has one; the first check in a process is always due; force_rotation_check < 0 skips
+ * the rotation check. *rotated (may be NULL) is set to 1 if a rotation happened. Returns the
  * key-access error when access is lost. */
 CMK_API cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check, int *rotated);
 

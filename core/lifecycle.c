@@ -394,8 +394,10 @@ cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check, int *rotated
 
     /* Automatic rotation first: it needs only the DEKs already held, so it works even if
      * the old version has just been disabled. */
-    if (rot_enabled && was_ok &&
-        (force_rotation_check || now - s->last_rotation_check_mono >= s->rotation_check_s)) {
+    /* force_rotation_check: > 0 forces the rotation check, 0 runs it if due (always the
+     * first time in a process), < 0 skips it (an access check only). */
+    if (rot_enabled && was_ok && force_rotation_check >= 0 &&
+        (force_rotation_check > 0 || now - s->last_rotation_check_mono >= s->rotation_check_s)) {
         s->last_rotation_check_mono = now;
         rc = cmk_kek_describe(s->kek, key_id, ident.principal, &desc, &eb);
         if (rc == CMK_OK && strcmp(desc.kid, vkid) != 0) {

@@ -552,7 +552,7 @@ static int run_encryption(const cli_cmd *cmd, cli_args *a)
             goto out;
         }
     } else if (cmd->op == ENC_CHECK) {
-        rc = cmk_store_check_key(s, !cli_num(a, "no-rotate", 0), &rotated);
+        rc = cmk_store_check_key(s, cli_isset(a, "no-rotate") ? -1 : 1, &rotated);
         if (rc != CMK_OK) {
             ex = cli_fail(rc, NULL, CLI_HINT_STORE, "key check of %s", cli_get(a, "store"));
             goto out;
