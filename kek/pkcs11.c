@@ -2622,6 +2622,10 @@ static cmk_err prov_acquire(struct p11_prov *p, const cmk_p11_uri *u, struct pro
 
     *out = NULL;
     rc = cmk_p11_resolve_module(p->home, u->module_path, module, sizeof(module), eb);
+    if (rc == CMK_E_INVAL && eb)
+        /* For a store this is not bad input but a key it cannot reach from here: the
+         * identifier is valid, the environment lacks the module (key-access, exit 5). */
+        rc = eb->code = CMK_E_KEY_UNREACHABLE;
     if (rc != CMK_OK)
         return rc;
     pthread_mutex_lock(&p->mu);

@@ -59,7 +59,9 @@
  * algorithm the token cannot undo, so no data key is ever wrapped unrecoverably.
  *
  * ---- Errors ------------------------------------------------------------------------------
- *   CMK_E_INVAL            bad URI, bad argument, no module configured
+ *   CMK_E_INVAL            bad URI, bad argument, no module configured (the provider
+ *                          reports a missing module configuration as CMK_E_KEY_UNREACHABLE:
+ *                          for a store it is a key it cannot reach, not bad input)
  *   CMK_E_KEY_DENIED       PIN rejected (CKR_PIN_INCORRECT / LOCKED / EXPIRED ...), no PIN
  *                          configured or PIN file unreadable, key not permitted to decrypt
  *   CMK_E_KEY_UNREACHABLE  module missing or not a PKCS#11 module, C_Initialize failed,

@@ -1784,7 +1784,7 @@ cmk_err cmk_vault_key_create(const char *home, const char *vault, const char *na
     kj = NULL;
     if (t == KT_RSA_HSM) {
         if (!vault_hsm(&c, &hs)) {
-            rc = cmk_errbuf_set(eb, CMK_E_UNSUPPORTED,
+            rc = cmk_errbuf_set(eb, CMK_E_REFUSED,
                                 "vault '%s' is not HSM-backed: RSA-HSM keys are generated in a "
                                 "PKCS#11 token; create an HSM-backed vault (`cmkstore vault "
                                 "create --name NAME --hsm-token LABEL --hsm-module PATH "

@@ -818,7 +818,7 @@ static void test_pins(const char *home)
     snprintf(kid, sizeof(kid), "pkcs11:token=" TOKEN_PIN ";object=k?pin-source=file:%s", path);
     PIN_CASE(home, kid, CMK_E_KEY_DENIED, "cannot read the PKCS#11 PIN file");
     unsetenv("CMKSTORE_PKCS11_MODULE");
-    PIN_CASE(home, "pkcs11:token=" TOKEN_PIN ";object=k", CMK_E_INVAL,
+    PIN_CASE(home, "pkcs11:token=" TOKEN_PIN ";object=k", CMK_E_KEY_UNREACHABLE,
              "no PKCS#11 module configured");
 
     /* <home>/pkcs11.json: module and a pinFile relative to home. */

@@ -1040,14 +1040,13 @@ static void test_ec_and_hsm(void)
     /* RSA-HSM needs an HSM-backed vault: refused, nothing written. */
     char kdir[4200];
     snprintf(kdir, sizeof(kdir), "%s/vaults/rv/keys/hsmkey", home);
-    CHECK_E(cmk_vault_key_create(home, "rv", "hsmkey", "RSA-HSM", 2048, &j, &eb),
-            CMK_E_UNSUPPORTED);
+    CHECK_E(cmk_vault_key_create(home, "rv", "hsmkey", "RSA-HSM", 2048, &j, &eb), CMK_E_REFUSED);
     CHECK(j == NULL);
     CHECK_MSG(HAS(eb.msg, "vault 'rv' is not HSM-backed") && HAS(eb.msg, "--hsm-token") &&
                   HAS(eb.msg, "kek/HSM.md"),
               "%s", eb.msg);
     CHECK(!cmk_exists(kdir));
-    CHECK_E(cmk_vault_key_create(home, "rv", "hsmkey", "rsa-hsm", 0, NULL, &eb), CMK_E_UNSUPPORTED);
+    CHECK_E(cmk_vault_key_create(home, "rv", "hsmkey", "rsa-hsm", 0, NULL, &eb), CMK_E_REFUSED);
 }
 
 static void test_not_found(void)
