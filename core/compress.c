@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <zstd.h>
 
 /* Chunks at least this big get the sample probe first. */
@@ -18,7 +19,7 @@ struct zctx {
 
 static pthread_key_t zkey;
 static pthread_once_t zonce = PTHREAD_ONCE_INIT;
-static atomic_ullong st_probe_raw, st_full_raw, st_compressed;
+static atomic_ullong st_probe_raw, st_full_raw, st_compressed, st_magic_raw;
 
 static void zctx_free(void *p)
 {
@@ -104,8 +105,29 @@ cmk_err cmk_compress_chunk(const void *src, size_t n, void *dst, size_t cap, siz
     return CMK_OK;
 }
 
-cmk_err cmk_decompress_chunk(const void *src, size_t n, void *dst, size_t expect,
-                             cmk_errbuf *eb)
+int cmk_compress_skip(const void *head, size_t n)
+{
+    static const struct {
+        unsigned char len, magic[6];
+    } fmt[] = {
+        {3, {0x1f, 0x8b, 0x08}},               /* gzip, deflate */
+        {4, {0x28, 0xb5, 0x2f, 0xfd}},         /* zstd frame */
+        {6, {0xfd, '7', 'z', 'X', 'Z', 0x00}}, /* xz */
+        {4, {0x04, 0x22, 0x4d, 0x18}},         /* lz4 frame */
+    };
+    const unsigned char *p = head;
+
+    /* Magic only, no sampling: a false positive costs compression ratio, never
+     * correctness, and a false negative falls back to the per-chunk probe. */
+    for (size_t i = 0; i < sizeof(fmt) / sizeof(fmt[0]); i++)
+        if (n >= fmt[i].len && memcmp(p, fmt[i].magic, fmt[i].len) == 0) {
+            atomic_fetch_add_explicit(&st_magic_raw, 1, memory_order_relaxed);
+            return 1;
+        }
+    return 0;
+}
+
+cmk_err cmk_decompress_chunk(const void *src, size_t n, void *dst, size_t expect, cmk_errbuf *eb)
 {
     struct zctx *z = zctx_get();
     unsigned long long fsz;
@@ -129,4 +151,5 @@ void cmk_compress_stats_get(cmk_compress_stats *out)
     out->probe_raw = atomic_load(&st_probe_raw);
     out->full_raw = atomic_load(&st_full_raw);
     out->compressed = atomic_load(&st_compressed);
+    out->magic_raw = atomic_load(&st_magic_raw);
 }

@@ -26,15 +26,21 @@ size_t cmk_compress_bound(size_t n);
 cmk_err cmk_compress_chunk(const void *src, size_t n, void *dst, size_t cap, size_t *outlen,
                            int *compressed, cmk_errbuf *eb);
 
+/* 1 if data starting with these bytes is already compressed by a format that zstd cannot
+ * improve on (gzip, zstd, xz, lz4 frame magic: gzip and zstd are what OCI layers
+ * use), so a whole blob can be stored raw without any compression attempt. Counts the
+ * decision in the statistics (magic_raw) when it returns 1. */
+int cmk_compress_skip(const void *head, size_t n);
+
 /* Decompresses exactly `expect` bytes into dst; CMK_E_CORRUPT if the frame is bad or its
  * size differs. */
-cmk_err cmk_decompress_chunk(const void *src, size_t n, void *dst, size_t expect,
-                             cmk_errbuf *eb);
+cmk_err cmk_decompress_chunk(const void *src, size_t n, void *dst, size_t expect, cmk_errbuf *eb);
 
-/* Statistics of the calling thread, for the benchmark: chunks stored raw after the sample
- * probe only, raw after a full attempt, and compressed. */
+/* Process-wide statistics, for the benchmark: chunks stored raw after the sample probe only,
+ * raw after a full attempt, and compressed; blobs stored raw on their magic alone. */
 typedef struct cmk_compress_stats {
     unsigned long long probe_raw, full_raw, compressed;
+    unsigned long long magic_raw;
 } cmk_compress_stats;
 void cmk_compress_stats_get(cmk_compress_stats *out);
 

@@ -36,6 +36,8 @@ struct get_slot {
     uint32_t rec_len;
     uint8_t *plain;
     uint32_t plain_len;
+    uint32_t rec_hwm;   /* most bytes the record buffer has held (decrypted in place) */
+    uint32_t plain_hwm; /* most bytes written to plain */
     int state;
     cmk_errbuf eb;
 };
@@ -52,12 +54,13 @@ struct cmk_get {
     cmk_fmt_index_entry *idx;
     cmk_blob_info info;
 
-    uint64_t pos, end;         /* next byte to deliver, end of range (exclusive) */
-    uint64_t next_read;        /* next chunk to read */
-    uint64_t next_deliver;     /* chunk being delivered */
-    uint64_t last_chunk;       /* last chunk of the range (inclusive) */
-    uint32_t deliver_off;      /* offset within the chunk being delivered */
-    uint32_t rec_cap;
+    uint64_t pos, end;     /* next byte to deliver, end of range (exclusive) */
+    uint64_t next_read;    /* next chunk to read */
+    uint64_t next_deliver; /* chunk being delivered */
+    uint64_t last_chunk;   /* last chunk of the range (inclusive) */
+    uint32_t deliver_off;  /* offset within the chunk being delivered */
+    uint32_t rec_cap;      /* slot buffer sizes: chunk-sized, or smaller for a blob */
+    uint32_t plain_cap;    /* smaller than one chunk */
 
     cmk_io *io;
     struct get_slot *slots;
@@ -82,10 +85,19 @@ static cmk_err open_chunk(cmk_get *g, struct get_slot *sl)
     if (rc != CMK_OK)
         return rc;
     if (c.stored_len != e->stored_len || c.flags != e->flags)
-        return cmk_errbuf_set(&sl->eb, CMK_E_CORRUPT,
-                              "chunk %llu does not match the blob index",
+        return cmk_errbuf_set(&sl->eb, CMK_E_CORRUPT, "chunk %llu does not match the blob index",
                               (unsigned long long)sl->index);
     tag = payload + c.stored_len;
+    /* The buffers are sized from the blob's size (see cmk_get_open). */
+    if (c.plain_len > g->plain_cap || (!(c.flags & CMK_CHUNK_ZSTD) && c.stored_len > g->plain_cap))
+        return cmk_errbuf_set(&sl->eb, CMK_E_CORRUPT,
+                              "chunk %llu is larger than the blob's size allows",
+                              (unsigned long long)sl->index);
+    /* What the decryption below may write into plain, to be wiped at close. */
+    if (c.plain_len > sl->plain_hwm)
+        sl->plain_hwm = c.plain_len;
+    if (!(c.flags & CMK_CHUNK_ZSTD) && c.stored_len > sl->plain_hwm)
+        sl->plain_hwm = c.stored_len;
     if (cmk_fmt_chunk_check(sl->rec, payload, c.stored_len, tag) != c.check)
         return cmk_errbuf_set(&sl->eb, CMK_E_CORRUPT,
                               "chunk %llu checksum mismatch (torn write or media error)",
@@ -161,9 +173,9 @@ static void issue_reads(cmk_get *g)
         if (gstate(g, sl) != GSLOT_FREE)
             return;
         if (!sl->rec)
-            sl->rec = malloc(g->rec_cap);
+            sl->rec = cmk_pool_buf_get(g->s->pool, g->rec_cap);
         if (!sl->plain)
-            sl->plain = malloc(g->h.chunk_size);
+            sl->plain = cmk_pool_buf_get(g->s->pool, g->plain_cap);
         if (!sl->rec || !sl->plain) {
             get_fail(g, cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (chunk buffers)"), &eb);
             return;
@@ -171,6 +183,16 @@ static void issue_reads(cmk_get *g)
         sl->index = g->next_read;
         sl->g = g;
         sl->rec_len = CMK_FMT_CHUNK_HDR_SIZE + e->stored_len + CMK_FMT_TAG_SIZE;
+        if (e->stored_len > g->rec_cap - CMK_FMT_CHUNK_HDR_SIZE - CMK_FMT_TAG_SIZE) {
+            get_fail(g,
+                     cmk_errbuf_set(&eb, CMK_E_CORRUPT,
+                                    "chunk %llu is larger than the blob's size allows",
+                                    (unsigned long long)sl->index),
+                     &eb);
+            return;
+        }
+        if (sl->rec_len > sl->rec_hwm)
+            sl->rec_hwm = sl->rec_len;
         if (cmk_io_queue_read(g->io, g->fd, sl->rec, sl->rec_len, e->offset, sl->index, &eb) !=
             CMK_OK) {
             get_fail(g, eb.code, &eb);
@@ -285,16 +307,14 @@ static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
         goto out;
     if (g->h.digest_alg != alg || memcmp(g->h.digest, raw, cmk_digest_len(alg)) != 0) {
         rc = cmk_errbuf_set(eb, CMK_E_INTEGRITY,
-                            "the file stored for %s holds another blob (files swapped?)",
-                            digest);
+                            "the file stored for %s holds another blob (files swapped?)", digest);
         goto out;
     }
     if ((uint64_t)st.st_size != cmk_fmt_file_size(&g->h)) {
         rc = cmk_errbuf_set(eb, CMK_E_CORRUPT,
                             "blob file is %lld bytes, its header says %llu (truncated or "
                             "extended)",
-                            (long long)st.st_size,
-                            (unsigned long long)cmk_fmt_file_size(&g->h));
+                            (long long)st.st_size, (unsigned long long)cmk_fmt_file_size(&g->h));
         goto out;
     }
     /* Keys first: a header that does not commit to this DEK is rejected before any chunk or
@@ -308,8 +328,8 @@ static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
     rc = cmk_store_dek(s, g->h.dek_id, dek, NULL, eb);
     if (rc != CMK_OK)
         goto out;
-    kc = (cmk_kdf_context){g->h.version, g->h.aead, g->h.kdf, g->h.comp, g->h.digest_alg,
-                           g->h.chunk_size, g->h.dek_id};
+    kc = (cmk_kdf_context){g->h.version,    g->h.aead,       g->h.kdf,   g->h.comp,
+                           g->h.digest_alg, g->h.chunk_size, g->h.dek_id};
     rc = cmk_derive_blobkey(dek, g->h.salt, &kc, g->bk, eb);
     if (rc != CMK_OK)
         goto out;
@@ -378,10 +398,18 @@ static void get_free(cmk_get *g)
             g->io_inflight -= (unsigned)n;
         }
         for (unsigned i = 0; i < g->nslots; i++) {
-            if (g->slots[i].plain)
-                cmk_cleanse(g->slots[i].plain, g->h.chunk_size);
-            free(g->slots[i].plain);
-            free(g->slots[i].rec);
+            struct get_slot *sl = &g->slots[i];
+            /* Decrypted bytes are wiped before the buffers go back to the pool: plaintext in
+             * plain (at most a chunk), compressed plaintext where records were decrypted in
+             * place (at most what was read). */
+            if (sl->plain) {
+                cmk_cleanse(sl->plain, sl->plain_hwm);
+                cmk_pool_buf_put(g->s->pool, sl->plain, g->plain_cap);
+            }
+            if (sl->rec) {
+                cmk_cleanse(sl->rec, sl->rec_hwm);
+                cmk_pool_buf_put(g->s->pool, sl->rec, g->rec_cap);
+            }
         }
         free(g->slots);
     }
@@ -440,8 +468,12 @@ cmk_err cmk_get_open(cmk_store *s, const char *digest, uint64_t offset, uint64_t
         g->nslots = cmk_store_depth(s);
         if (g->last_chunk - g->next_read + 1 < g->nslots)
             g->nslots = (unsigned)(g->last_chunk - g->next_read + 1);
-        g->rec_cap =
-            CMK_FMT_CHUNK_HDR_SIZE + cmk_fmt_stored_max(g->h.chunk_size) + CMK_FMT_TAG_SIZE;
+        /* A blob smaller than the small buffer size (manifests, configs) gets small
+         * buffers, the same sizes put uses, so the pool's cache serves both. */
+        g->plain_cap = g->h.plain_size <= CMK_SMALL_BUF && g->h.chunk_size > CMK_SMALL_BUF
+                           ? CMK_SMALL_BUF
+                           : g->h.chunk_size;
+        g->rec_cap = CMK_FMT_CHUNK_HDR_SIZE + cmk_fmt_stored_max(g->plain_cap) + CMK_FMT_TAG_SIZE;
         g->slots = calloc(g->nslots, sizeof(*g->slots));
         if (!g->slots) {
             rc = cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (get)");

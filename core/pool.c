@@ -5,7 +5,16 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#define BUF_SLOTS 64
+
 struct cmk_pool {
+    /* Cached buffers (see cmk_pool_buf_get), guarded by buf_mu. */
+    pthread_mutex_t buf_mu;
+    void *buf[BUF_SLOTS];
+    size_t buf_size[BUF_SLOTS];
+    unsigned nbuf;
+    size_t buf_bytes;
+
     pthread_mutex_t mu;
     pthread_cond_t cv;
     cmk_job *head, *tail;
@@ -52,8 +61,7 @@ cmk_err cmk_pool_create(unsigned nthreads, cmk_pool **out, cmk_errbuf *eb)
     if (nthreads == 0)
         nthreads = cmk_ncpu();
     if (nthreads > 256)
-        return cmk_errbuf_set(eb, CMK_E_INVAL, "too many worker threads (%u, limit 256)",
-                              nthreads);
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "too many worker threads (%u, limit 256)", nthreads);
     p = calloc(1, sizeof(*p));
     if (!p)
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (pool)");
@@ -64,6 +72,7 @@ cmk_err cmk_pool_create(unsigned nthreads, cmk_pool **out, cmk_errbuf *eb)
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    pthread_mutex_init(&p->buf_mu, NULL);
     for (unsigned i = 0; i < nthreads; i++) {
         if (pthread_create(&p->threads[i], NULL, worker, p) != 0) {
             cmk_pool_free(p);
@@ -87,8 +96,47 @@ void cmk_pool_free(cmk_pool *p)
         pthread_join(p->threads[i], NULL);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
+    for (unsigned i = 0; i < p->nbuf; i++)
+        free(p->buf[i]);
+    pthread_mutex_destroy(&p->buf_mu);
     free(p->threads);
     free(p);
+}
+
+void *cmk_pool_buf_get(cmk_pool *p, size_t size)
+{
+    void *b = NULL;
+
+    pthread_mutex_lock(&p->buf_mu);
+    /* Most recently returned first: its pages are the likeliest to be warm. */
+    for (unsigned i = p->nbuf; i-- > 0;) {
+        if (p->buf_size[i] != size)
+            continue;
+        b = p->buf[i];
+        p->buf_bytes -= size;
+        p->nbuf--;
+        p->buf[i] = p->buf[p->nbuf];
+        p->buf_size[i] = p->buf_size[p->nbuf];
+        break;
+    }
+    pthread_mutex_unlock(&p->buf_mu);
+    return b ? b : malloc(size);
+}
+
+void cmk_pool_buf_put(cmk_pool *p, void *buf, size_t size)
+{
+    if (!buf)
+        return;
+    pthread_mutex_lock(&p->buf_mu);
+    if (p->nbuf < BUF_SLOTS && p->buf_bytes + size <= CMK_POOL_BUF_CACHE) {
+        p->buf[p->nbuf] = buf;
+        p->buf_size[p->nbuf] = size;
+        p->nbuf++;
+        p->buf_bytes += size;
+        buf = NULL;
+    }
+    pthread_mutex_unlock(&p->buf_mu);
+    free(buf);
 }
 
 void cmk_pool_submit(cmk_pool *p, cmk_job *job)

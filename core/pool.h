@@ -24,6 +24,19 @@ void cmk_pool_free(cmk_pool *p);
 void cmk_pool_submit(cmk_pool *p, cmk_job *job);
 unsigned cmk_pool_threads(const cmk_pool *p);
 
+/* Chunk buffers. Streams take their chunk-sized buffers here and give them back when done,
+ * so a put or get does not fault fresh memory in for every blob (first-touch page faults
+ * cost more than the crypto on some VMs) and small blobs do not pay for a 1 MiB allocation.
+ * At most CMK_POOL_BUF_CACHE bytes are kept; the rest is freed. A buffer is handed out with
+ * whatever its last user left in it: callers wipe secrets before giving one back.
+ * Thread-safe. */
+#define CMK_POOL_BUF_CACHE (32u << 20)
+/* Plain-text buffer size of blobs that fit in it (put starts every blob there, get uses it
+ * for blobs no larger): a manifest does not take two chunk-sized buffers. */
+#define CMK_SMALL_BUF (64u << 10)
+void *cmk_pool_buf_get(cmk_pool *p, size_t size);
+void cmk_pool_buf_put(cmk_pool *p, void *buf, size_t size);
+
 /* Online cores (at least 1). */
 unsigned cmk_ncpu(void);
 

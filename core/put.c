@@ -11,6 +11,16 @@
  * A chunk is dispatched only when the next byte arrives (or at commit), so that the last
  * chunk is known to be last when it is sealed: the is-last marker is part of its AAD.
  *
+ * Writeback of what is already written is started every WB_WINDOW bytes (sync_file_range
+ * through the engine), so the disk works while later chunks are sealed and the fsync at
+ * commit has only the tail left to wait for. Durability still comes from that fsync alone.
+ *
+ * Batched commits (cmk_put_commit_many) finish every file first, then make all of them
+ * durable together (one cmk_io_fsync_many over the puts' engines), link them all, and fsync
+ * each touched directory once (again together): a batch costs a few journal commits
+ * instead of two per blob, and no commit returns before its data and its directory entry
+ * are durable.
+ *
  * Publish: the file is created with O_TMPFILE (invisible until linked), written, fsync'd,
  * then linked into place with linkat and the directory fsync'd. A crash at any point leaves
  * either no blob or the whole blob, and nothing behind: the kernel reclaims an unlinked
@@ -27,6 +37,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "compress.h"
 #include "digest.h"
 #include "format.h"
@@ -36,13 +47,21 @@
 
 enum { SLOT_FREE, SLOT_FILLING, SLOT_SEALING, SLOT_SEALED, SLOT_WRITING };
 
+/* Writeback is started in steps of this many bytes. */
+#define WB_WINDOW (8u << 20)
+/* Completion tag of writeback requests (chunk indexes never get this high). */
+#define WB_TAG UINT64_MAX
+
 struct put_slot {
     cmk_job job;
     cmk_put *p;
     uint64_t index;
     uint8_t *plain;
     uint32_t plain_len;
+    uint32_t plain_hwm; /* most plaintext this buffer has held: what must be wiped */
+    uint32_t plain_cap; /* CMK_SMALL_BUF or the chunk size */
     uint8_t *rec;
+    uint32_t rec_size; /* capacity of rec, matching plain_cap */
     uint32_t rec_len;
     uint8_t last;
     int state;
@@ -72,6 +91,9 @@ struct cmk_put {
     uint64_t file_off;    /* offset of the next record */
     uint64_t plain_total;
     unsigned io_inflight;
+    uint64_t wb_off; /* writeback started for the file below this offset */
+    int wb_inflight; /* a writeback request is in flight */
+    int raw_only;    /* already-compressed content (gzip/zstd magic): no zstd attempts */
 
     uint8_t *index; /* CMK_FMT_INDEX_ENTRY_SIZE per chunk */
     size_t index_cap;
@@ -95,10 +117,13 @@ static cmk_err seal_chunk(cmk_put *p, struct put_slot *sl)
     uint8_t *tag;
     cmk_err rc;
 
-    rc = cmk_compress_chunk(sl->plain, sl->plain_len, payload, p->rec_cap - 32, &clen,
-                            &compressed, &sl->eb);
-    if (rc != CMK_OK)
-        return rc;
+    if (!p->raw_only) {
+        rc = cmk_compress_chunk(sl->plain, sl->plain_len, payload,
+                                sl->rec_size - CMK_FMT_CHUNK_HDR_SIZE - CMK_FMT_TAG_SIZE, &clen,
+                                &compressed, &sl->eb);
+        if (rc != CMK_OK)
+            return rc;
+    }
     c.flags = (uint8_t)((compressed ? CMK_CHUNK_ZSTD : 0) | (sl->last ? CMK_CHUNK_LAST : 0));
     c.plain_len = sl->plain_len;
     c.stored_len = compressed ? (uint32_t)clen : sl->plain_len;
@@ -108,8 +133,8 @@ static cmk_err seal_chunk(cmk_put *p, struct put_slot *sl)
     cmk_fmt_chunk_aad(p->header, sl->index, sl->rec, aad);
     cmk_nonce(nonce, CMK_NONCE_CHUNK, sl->index);
     tag = payload + c.stored_len;
-    rc = cmk_gcm_seal(p->bk->key, nonce, aad, sizeof(aad), src, c.stored_len, payload, tag,
-                      &sl->eb);
+    rc =
+        cmk_gcm_seal(p->bk->key, nonce, aad, sizeof(aad), src, c.stored_len, payload, tag, &sl->eb);
     if (rc != CMK_OK)
         return rc;
     c.check = cmk_fmt_chunk_check(sl->rec, payload, c.stored_len, tag);
@@ -149,6 +174,26 @@ static struct put_slot *slot_of(cmk_put *p, uint64_t index)
     return &p->slots[index % p->nslots];
 }
 
+/* Starts writeback of the records known to be written: when chunk `issued` goes out, its
+ * slot was free, so chunk issued - nslots and everything before it has completed. */
+static void start_writeback(cmk_put *p)
+{
+    uint64_t k = p->issued, end;
+    cmk_errbuf eb = {0};
+
+    if (p->wb_inflight || k < p->nslots)
+        return;
+    end = cmk_ld64(p->index + (k - p->nslots + 1) * CMK_FMT_INDEX_ENTRY_SIZE);
+    if (end < p->wb_off + WB_WINDOW)
+        return;
+    /* A hint only: if the engine has no room, the next chunk tries again. */
+    if (cmk_io_queue_writeback(p->io, p->fd, p->wb_off, end - p->wb_off, WB_TAG, &eb) != CMK_OK)
+        return;
+    p->wb_off = end;
+    p->wb_inflight = 1;
+    p->io_inflight++;
+}
+
 /* Queues writes for every sealed chunk that is next in order. */
 static void issue_writes(cmk_put *p)
 {
@@ -183,19 +228,20 @@ static void issue_writes(cmk_put *p)
             p->index_cap = ncap;
         }
         cmk_fmt_index_entry e = {.offset = p->file_off,
-                                 .stored_len = sl->rec_len - CMK_FMT_CHUNK_HDR_SIZE -
-                                               CMK_FMT_TAG_SIZE,
+                                 .stored_len =
+                                     sl->rec_len - CMK_FMT_CHUNK_HDR_SIZE - CMK_FMT_TAG_SIZE,
                                  .flags = sl->rec[0]};
         cmk_fmt_index_entry_encode(&e, p->index + p->issued * CMK_FMT_INDEX_ENTRY_SIZE);
         if (p->failed == CMK_OK) {
-            rc = cmk_io_queue_write(p->io, p->fd, sl->rec, sl->rec_len, p->file_off,
-                                    p->issued, &eb);
+            rc =
+                cmk_io_queue_write(p->io, p->fd, sl->rec, sl->rec_len, p->file_off, p->issued, &eb);
             if (rc != CMK_OK) {
                 put_fail(p, rc, &eb);
                 sl->state = SLOT_FREE;
             } else {
                 sl->state = SLOT_WRITING;
                 p->io_inflight++;
+                start_writeback(p);
             }
         } else {
             sl->state = SLOT_FREE;
@@ -223,15 +269,23 @@ static void pump_io(cmk_put *p, int wait)
         return;
     }
     for (int i = 0; i < n; i++) {
-        struct put_slot *sl = slot_of(p, cqe[i].tag);
+        struct put_slot *sl;
+        if (cqe[i].tag == WB_TAG) {
+            /* Only a hint: a real write error is reported by the fsync at commit. */
+            p->wb_inflight = 0;
+            p->io_inflight--;
+            continue;
+        }
+        sl = slot_of(p, cqe[i].tag);
         if (cqe[i].res < 0)
-            put_fail(p, cmk_errbuf_sys(&eb, CMK_E_IO, (int)-cqe[i].res,
-                                       "cannot write blob chunk %llu",
-                                       (unsigned long long)cqe[i].tag),
+            put_fail(p,
+                     cmk_errbuf_sys(&eb, CMK_E_IO, (int)-cqe[i].res, "cannot write blob chunk %llu",
+                                    (unsigned long long)cqe[i].tag),
                      &eb);
         else if ((uint64_t)cqe[i].res != sl->rec_len)
-            put_fail(p, cmk_errbuf_set(&eb, CMK_E_IO, "short write of blob chunk %llu",
-                                       (unsigned long long)cqe[i].tag),
+            put_fail(p,
+                     cmk_errbuf_set(&eb, CMK_E_IO, "short write of blob chunk %llu",
+                                    (unsigned long long)cqe[i].tag),
                      &eb);
         sl->state = SLOT_FREE;
         p->io_inflight--;
@@ -277,6 +331,10 @@ static int all_done(cmk_put *p, void *arg)
 
 static void dispatch(cmk_put *p, struct put_slot *sl, int last)
 {
+    /* Decided once per blob from its first bytes, before any chunk reaches a worker (the
+     * pool's queue lock orders this write before the workers' reads). */
+    if (p->dispatched == 0)
+        p->raw_only = cmk_compress_skip(sl->plain, sl->plain_len);
     sl->last = (uint8_t)last;
     sl->index = p->dispatched++;
     sl->p = p;
@@ -313,8 +371,7 @@ static cmk_err open_tmp(cmk_put *p, cmk_errbuf *eb)
     snprintf(p->tmp_name, sizeof(p->tmp_name), "put-%s.part", rnd);
     p->fd = openat(s->tmpfd, p->tmp_name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
     if (p->fd < 0)
-        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot create %s/tmp/%s", s->dir,
-                              p->tmp_name);
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot create %s/tmp/%s", s->dir, p->tmp_name);
     p->named_tmp = 1;
     /* The lock tells cmk_store_open's sweep that this file is in use. */
     if (flock(p->fd, LOCK_EX) != 0)
@@ -341,11 +398,15 @@ static void put_free(cmk_put *p)
             p->io_inflight -= (unsigned)n;
         }
         for (unsigned i = 0; i < p->nslots; i++) {
-            /* Plaintext may be sensitive even though it is not key material. */
-            if (p->slots[i].plain)
-                cmk_cleanse(p->slots[i].plain, p->s->chunk_size);
-            free(p->slots[i].plain);
-            free(p->slots[i].rec);
+            struct put_slot *sl = &p->slots[i];
+            /* Plaintext may be sensitive even though it is not key material; only what was
+             * used needs wiping (the rest of a cached buffer was wiped before). Sealed
+             * records hold ciphertext only. */
+            if (sl->plain) {
+                cmk_cleanse(sl->plain, sl->plain_hwm);
+                cmk_pool_buf_put(p->s->pool, sl->plain, sl->plain_cap);
+            }
+            cmk_pool_buf_put(p->s->pool, sl->rec, sl->rec_size);
         }
         free(p->slots);
     }
@@ -408,8 +469,8 @@ cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out)
     rc = cmk_random(p->h.salt, sizeof(p->h.salt), &eb);
     if (rc != CMK_OK)
         goto out;
-    kc = (cmk_kdf_context){p->h.version, p->h.aead, p->h.kdf, p->h.comp, p->h.digest_alg,
-                           p->h.chunk_size, p->h.dek_id};
+    kc = (cmk_kdf_context){p->h.version,    p->h.aead,       p->h.kdf,   p->h.comp,
+                           p->h.digest_alg, p->h.chunk_size, p->h.dek_id};
     rc = cmk_derive_blobkey(dek, p->h.salt, &kc, p->bk, &eb);
     if (rc != CMK_OK)
         goto out;
@@ -440,16 +501,48 @@ out:
     return cmk_publish(&eb, rc);
 }
 
-/* Slot buffers are allocated on first use, so a small blob touches one slot only. */
+/* Gives slot buffers of plain capacity `cap` (the small size or the chunk size), keeping
+ * the plaintext already in the slot. */
+static cmk_err slot_buffers(cmk_put *p, struct put_slot *sl, uint32_t cap, cmk_errbuf *eb)
+{
+    uint32_t rsize = cap == p->s->chunk_size
+                         ? p->rec_cap
+                         : CMK_FMT_CHUNK_HDR_SIZE + cmk_fmt_stored_max(cap) + CMK_FMT_TAG_SIZE;
+    uint8_t *plain = cmk_pool_buf_get(p->s->pool, cap);
+    uint8_t *rec = cmk_pool_buf_get(p->s->pool, rsize);
+
+    if (!plain || !rec) {
+        cmk_pool_buf_put(p->s->pool, plain, cap);
+        cmk_pool_buf_put(p->s->pool, rec, rsize);
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (chunk buffers)");
+    }
+    if (sl->plain) {
+        memcpy(plain, sl->plain, sl->plain_len);
+        cmk_cleanse(sl->plain, sl->plain_hwm);
+        cmk_pool_buf_put(p->s->pool, sl->plain, sl->plain_cap);
+        cmk_pool_buf_put(p->s->pool, sl->rec, sl->rec_size);
+    }
+    sl->plain = plain;
+    sl->plain_cap = cap;
+    sl->plain_hwm = sl->plain_len;
+    sl->rec = rec;
+    sl->rec_size = rsize;
+    return CMK_OK;
+}
+
+/* Slot buffers are allocated on first use, so a small blob touches one slot only, and the
+ * first chunk starts in small buffers that grow to the chunk size only if the blob does:
+ * a manifest does not take (or fault in) two chunk-sized buffers. */
 static cmk_err slot_ready(cmk_put *p, struct put_slot *sl, cmk_errbuf *eb)
 {
-    if (!sl->plain)
-        sl->plain = malloc(p->s->chunk_size);
-    if (!sl->rec)
-        sl->rec = malloc(p->rec_cap);
-    if (!sl->plain || !sl->rec)
-        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (chunk buffers)");
     sl->plain_len = 0;
+    if (!sl->plain) {
+        uint32_t cap = p->dispatched == 0 && p->s->chunk_size > CMK_SMALL_BUF ? CMK_SMALL_BUF
+                                                                              : p->s->chunk_size;
+        cmk_err rc = slot_buffers(p, sl, cap, eb);
+        if (rc != CMK_OK)
+            return rc;
+    }
     sl->state = SLOT_FILLING;
     return CMK_OK;
 }
@@ -483,10 +576,17 @@ cmk_err cmk_put_write(cmk_put *p, const void *buf, size_t len)
                 return cmk_publish(&p->eb, put_fail(p, rc, &eb));
             p->cur = sl;
         }
-        size_t room = p->s->chunk_size - p->cur->plain_len;
+        if (p->cur->plain_len == p->cur->plain_cap) {
+            rc = slot_buffers(p, p->cur, p->s->chunk_size, &eb);
+            if (rc != CMK_OK)
+                return cmk_publish(&p->eb, put_fail(p, rc, &eb));
+        }
+        size_t room = p->cur->plain_cap - p->cur->plain_len;
         size_t n = len < room ? len : room;
         memcpy(p->cur->plain + p->cur->plain_len, in, n);
         p->cur->plain_len += (uint32_t)n;
+        if (p->cur->plain_len > p->cur->plain_hwm)
+            p->cur->plain_hwm = p->cur->plain_len;
         in += n;
         len -= n;
     }
@@ -498,7 +598,7 @@ uint64_t cmk_put_size(const cmk_put *p)
     return p ? p->plain_total : 0;
 }
 
-/* Writes the index and header, and makes the file durable. */
+/* Writes the index and header. Durability is the caller's (commit_batch). */
 static cmk_err finish_file(cmk_put *p, cmk_errbuf *eb)
 {
     uint64_t n = p->h.chunk_count;
@@ -523,22 +623,19 @@ static cmk_err finish_file(cmk_put *p, cmk_errbuf *eb)
     if (rc != CMK_OK)
         goto out;
     rc = cmk_io_pwrite(p->io, p->fd, p->header, CMK_FMT_HEADER_SIZE, 0, "blob header", eb);
-    if (rc != CMK_OK)
-        goto out;
-    rc = cmk_io_fsync(p->io, p->fd, "blob", eb);
 out:
     free(buf);
     return rc;
 }
 
-/* Makes the finished file visible under its digest. */
-static cmk_err publish(cmk_put *p, const uint8_t *raw, cmk_errbuf *eb)
+/* Makes the finished (and fsync'd) file visible under its digest; parent receives the
+ * directory whose entry must then be made durable. */
+static cmk_err publish(cmk_put *p, const uint8_t *raw, char *parent, size_t pcap, cmk_errbuf *eb)
 {
-    char path[4096], parent[4096], procfd[64];
+    char path[4096], procfd[64];
     cmk_err rc;
 
-    rc = cmk_store_blob_path(p->s, p->h.digest_alg, raw, path, sizeof(path), parent,
-                             sizeof(parent), eb);
+    rc = cmk_store_blob_path(p->s, p->h.digest_alg, raw, path, sizeof(path), parent, pcap, eb);
     if (rc != CMK_OK)
         return rc;
     if (p->named_tmp) {
@@ -546,22 +643,25 @@ static cmk_err publish(cmk_put *p, const uint8_t *raw, cmk_errbuf *eb)
         if (rc != CMK_OK)
             return rc;
         p->named_tmp = 0; /* nothing left to unlink */
-    } else {
-        snprintf(procfd, sizeof(procfd), "/proc/self/fd/%d", p->fd);
-        if (linkat(AT_FDCWD, procfd, AT_FDCWD, path, AT_SYMLINK_FOLLOW) != 0) {
-            /* Content-addressed: an existing file holds the same content. */
-            if (errno == EEXIST)
-                return CMK_OK;
-            return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot publish blob %s", path);
-        }
+        return CMK_OK;
     }
-    return cmk_fsync_dir(parent, eb);
+    snprintf(procfd, sizeof(procfd), "/proc/self/fd/%d", p->fd);
+    if (linkat(AT_FDCWD, procfd, AT_FDCWD, path, AT_SYMLINK_FOLLOW) != 0) {
+        /* Content-addressed: an existing file holds the same content. Its directory entry
+         * is still fsync'd below: it may be another writer's that is not durable yet. */
+        if (errno == EEXIST)
+            return CMK_OK;
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot publish blob %s", path);
+    }
+    return CMK_OK;
 }
 
-static cmk_err commit_one(cmk_put *p, const char *expected, char digest_out[CMK_DIGEST_MAX],
-                          cmk_errbuf *eb)
+/* Everything a commit does before durability: finishes the pipeline, checks the digest and
+ * the key, writes the index and header. raw receives the digest. */
+static cmk_err commit_prepare(cmk_put *p, const char *expected, char digest_out[CMK_DIGEST_MAX],
+                              uint8_t raw[CMK_DIGEST_RAW_MAX], cmk_errbuf *eb)
 {
-    uint8_t raw[CMK_DIGEST_RAW_MAX], want[CMK_DIGEST_RAW_MAX];
+    uint8_t want[CMK_DIGEST_RAW_MAX];
     char got[CMK_DIGEST_MAX];
     int want_alg = 0;
     cmk_err rc;
@@ -590,8 +690,8 @@ static cmk_err commit_one(cmk_put *p, const char *expected, char digest_out[CMK_
     cmk_digest_format(p->h.digest_alg, raw, got);
     if (digest_out)
         memcpy(digest_out, got, CMK_DIGEST_MAX);
-    if (expected && (want_alg != p->h.digest_alg ||
-                     memcmp(want, raw, cmk_digest_len(want_alg)) != 0))
+    if (expected &&
+        (want_alg != p->h.digest_alg || memcmp(want, raw, cmk_digest_len(want_alg)) != 0))
         return cmk_errbuf_set(eb, CMK_E_DIGEST,
                               "content digest %s does not match the expected %s: nothing was "
                               "stored",
@@ -604,12 +704,149 @@ static cmk_err commit_one(cmk_put *p, const char *expected, char digest_out[CMK_
     p->h.chunk_count = p->dispatched;
     p->h.index_offset = p->file_off;
     memcpy(p->h.digest, raw, cmk_digest_len(p->h.digest_alg));
-    rc = finish_file(p, eb);
-    if (rc != CMK_OK)
-        return rc;
-    rc = publish(p, raw, eb);
-    if (rc == CMK_OK)
-        cmk_store_note_commit(p->s);
+    return finish_file(p, eb);
+}
+
+struct batch_item {
+    uint8_t raw[CMK_DIGEST_RAW_MAX];
+    char parent[4096];
+    int dir; /* index into the batch's directories */
+    cmk_errbuf eb;
+    cmk_err rc;
+};
+
+/* Records the first failure of the batch for cmk_errmsg. */
+static void batch_fail(struct batch_item *it, cmk_err rc, const cmk_errbuf *eb)
+{
+    if (it->rc != CMK_OK)
+        return;
+    it->rc = rc;
+    it->eb = *eb;
+    it->eb.code = rc;
+}
+
+/* Commits n puts (n >= 1; NULL entries fail with CMK_E_INVAL) and frees them:
+ *   1. each file is finished (pipeline drained, digest checked, index and header written);
+ *   2. all files are fsync'd together;
+ *   3. each is linked under its digest;
+ *   4. every directory touched is fsync'd once, all together.
+ * A put's result is CMK_OK only after its data (2) and its directory entry (4) are durable. */
+static cmk_err commit_batch(cmk_store *s, cmk_put **puts, const char *const *expected, size_t n,
+                            cmk_err *results, char (*digests_out)[CMK_DIGEST_MAX],
+                            cmk_errbuf *first)
+{
+    struct batch_item *it = calloc(n, sizeof(*it));
+    cmk_io **ios = calloc(n, sizeof(*ios));
+    int *fds = calloc(n, sizeof(*fds)), *errs = calloc(n, sizeof(*errs));
+    size_t *who = calloc(n, sizeof(*who));
+    size_t nio = 0, nf = 0, nd = 0;
+    cmk_errbuf eb = {0};
+    cmk_err rc = CMK_OK;
+
+    if (!it || !ios || !fds || !errs || !who) {
+        rc = cmk_errbuf_set(first, CMK_E_NOMEM, "out of memory (batch commit)");
+        for (size_t i = 0; i < n; i++)
+            if (results)
+                results[i] = rc;
+        goto out;
+    }
+    /* 1. Finish every file. */
+    for (size_t i = 0; i < n; i++) {
+        cmk_put *p = puts[i];
+        cmk_err r;
+
+        if (!p) {
+            batch_fail(&it[i], cmk_errbuf_set(&eb, CMK_E_INVAL, "NULL put in batch"), &eb);
+            continue;
+        }
+        r = commit_prepare(p, expected ? expected[i] : NULL, digests_out ? digests_out[i] : NULL,
+                           it[i].raw, &eb);
+        if (r != CMK_OK) {
+            batch_fail(&it[i], r, &eb);
+            continue;
+        }
+        ios[nio++] = p->io;
+        who[nf] = i;
+        fds[nf++] = p->fd;
+    }
+    /* 2. Data durable, all files together. */
+    if (nf > 0) {
+        cmk_err r = cmk_io_fsync_many(ios, nio, fds, nf, errs, &eb);
+        for (size_t k = 0; k < nf; k++) {
+            cmk_errbuf e2 = {0};
+            if (r != CMK_OK)
+                batch_fail(&it[who[k]], r, &eb);
+            else if (errs[k] != 0)
+                batch_fail(&it[who[k]], cmk_errbuf_sys(&e2, CMK_E_IO, errs[k], "cannot fsync blob"),
+                           &e2);
+        }
+    }
+    /* 3. Publish, noting each distinct directory (fds[] now holds directory fds). */
+    for (size_t i = 0; i < n; i++) {
+        cmk_err r;
+
+        if (it[i].rc != CMK_OK)
+            continue;
+        r = publish(puts[i], it[i].raw, it[i].parent, sizeof(it[i].parent), &eb);
+        if (r != CMK_OK) {
+            batch_fail(&it[i], r, &eb);
+            continue;
+        }
+        it[i].dir = -1;
+        for (size_t k = 0; k < i && it[i].dir < 0; k++)
+            if (it[k].rc == CMK_OK && strcmp(it[k].parent, it[i].parent) == 0)
+                it[i].dir = it[k].dir;
+        if (it[i].dir >= 0)
+            continue;
+        int dfd = open(it[i].parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) {
+            batch_fail(
+                &it[i],
+                cmk_errbuf_sys(&eb, CMK_E_IO, errno, "cannot open directory %s", it[i].parent),
+                &eb);
+            continue;
+        }
+        it[i].dir = (int)nd;
+        fds[nd++] = dfd;
+    }
+    /* 4. Directory entries durable, every directory once, all together. */
+    if (nd > 0) {
+        cmk_err r = cmk_io_fsync_many(ios, nio, fds, nd, errs, &eb);
+        for (size_t i = 0; i < n; i++) {
+            cmk_errbuf e2 = {0};
+            if (it[i].rc != CMK_OK)
+                continue;
+            if (r != CMK_OK)
+                batch_fail(&it[i], r, &eb);
+            else if (errs[it[i].dir] != 0)
+                batch_fail(&it[i],
+                           cmk_errbuf_sys(&e2, CMK_E_IO, errs[it[i].dir],
+                                          "cannot fsync directory %s", it[i].parent),
+                           &e2);
+        }
+        for (size_t k = 0; k < nd; k++)
+            close(fds[k]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (it[i].rc == CMK_OK)
+            cmk_store_note_commit(s);
+        else if (rc == CMK_OK) {
+            rc = it[i].rc;
+            *first = it[i].eb;
+        }
+        if (results)
+            results[i] = it[i].rc;
+    }
+out:
+    for (size_t i = 0; i < n; i++) {
+        put_free(puts[i]);
+        puts[i] = NULL;
+    }
+    free(it);
+    free(ios);
+    free(fds);
+    free(errs);
+    free(who);
     return rc;
 }
 
@@ -620,34 +857,43 @@ cmk_err cmk_put_commit(cmk_put *p, const char *expected_digest, char digest_out[
 
     if (!p)
         return cmk_set_last(CMK_E_INVAL, "cmk_put_commit: NULL put");
-    rc = commit_one(p, expected_digest, digest_out, &eb);
-    put_free(p);
+    rc = commit_batch(p->s, &p, (const char *const *)&expected_digest, 1, NULL,
+                      digest_out ? (char(*)[CMK_DIGEST_MAX])digest_out : NULL, &eb);
     return cmk_publish(&eb, rc);
 }
 
 cmk_err cmk_put_commit_many(cmk_put **puts, const char *const *expected_digests, size_t n,
                             cmk_err *results, char (*digests_out)[CMK_DIGEST_MAX])
 {
-    cmk_errbuf first = {0};
-    cmk_err rc = CMK_OK;
+    cmk_errbuf eb = {0};
+    cmk_store *s = NULL;
+    cmk_err rc;
 
-    /* Each put is finished and published in turn; the batching of fsyncs across puts lives
-     * in the I/O engine (see README, Performance). */
-    for (size_t i = 0; i < n; i++) {
-        cmk_errbuf eb = {0};
-        cmk_err r = puts[i] ? commit_one(puts[i], expected_digests ? expected_digests[i] : NULL,
-                                         digests_out ? digests_out[i] : NULL, &eb)
-                            : cmk_errbuf_set(&eb, CMK_E_INVAL, "NULL put in batch");
-        if (results)
-            results[i] = r;
-        if (r != CMK_OK && rc == CMK_OK) {
-            rc = r;
-            first = eb;
+    if (n == 0)
+        return CMK_OK;
+    if (!puts)
+        return cmk_set_last(CMK_E_INVAL, "cmk_put_commit_many: NULL array");
+    for (size_t i = 0; i < n && !s; i++)
+        s = puts[i] ? puts[i]->s : NULL;
+    for (size_t i = 0; i < n; i++)
+        if (puts[i] && puts[i]->s != s) {
+            /* One store per batch: the directories and engines are the store's. */
+            for (size_t k = 0; k < n; k++) {
+                if (results)
+                    results[k] = CMK_E_INVAL;
+                put_free(puts[k]);
+                puts[k] = NULL;
+            }
+            return cmk_set_last(CMK_E_INVAL, "cmk_put_commit_many: puts of different stores");
         }
-        put_free(puts[i]);
-        puts[i] = NULL;
+    if (!s) {
+        for (size_t k = 0; k < n; k++)
+            if (results)
+                results[k] = CMK_E_INVAL;
+        return cmk_set_last(CMK_E_INVAL, "cmk_put_commit_many: every put is NULL");
     }
-    return cmk_publish(&first, rc);
+    rc = commit_batch(s, puts, expected_digests, n, results, digests_out, &eb);
+    return cmk_publish(&eb, rc);
 }
 
 void cmk_put_abort(cmk_put *p)
@@ -672,8 +918,8 @@ cmk_err cmk_put_set_salt(cmk_put *p, const uint8_t salt[CMK_SALT_LEN])
     if (rc != CMK_OK)
         goto out;
     memcpy(p->h.salt, salt, CMK_SALT_LEN);
-    kc = (cmk_kdf_context){p->h.version, p->h.aead, p->h.kdf, p->h.comp, p->h.digest_alg,
-                           p->h.chunk_size, p->h.dek_id};
+    kc = (cmk_kdf_context){p->h.version,    p->h.aead,       p->h.kdf,   p->h.comp,
+                           p->h.digest_alg, p->h.chunk_size, p->h.dek_id};
     rc = cmk_derive_blobkey(dek, p->h.salt, &kc, p->bk, &eb);
     if (rc != CMK_OK)
         goto out;

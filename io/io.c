@@ -2,10 +2,13 @@
  * io.c — engine choice, argument checks and depth accounting shared by both engines, the
  * synchronous conveniences, and the sync (pread/pwrite) engine.
  */
+#define _GNU_SOURCE /* sync_file_range */
 #include "io.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +127,11 @@ static int64_t sync_perform(const cmk_io_req *rq)
     case CMK_IO_OP_RENAME:
         r = renameat(rq->fd, rq->path, rq->fd2, rq->path2);
         break;
+    case CMK_IO_OP_WRITEBACK:
+        do {
+            r = sync_file_range(rq->fd, (off_t)rq->off, (off_t)rq->len, SYNC_FILE_RANGE_WRITE);
+        } while (r != 0 && errno == EINTR);
+        break;
     default:
         errno = EINVAL;
         r = -1;
@@ -132,19 +140,79 @@ static int64_t sync_perform(const cmk_io_req *rq)
     return r == 0 ? 0 : -(int64_t)errno;
 }
 
+/* A run of fsync / writeback requests performed by several threads at once: the sync
+ * engine's counterpart of io_uring running them in its workers, so that the file system
+ * can fold their journal commits and cache flushes together. */
+#define SYNC_PAR_MAX 16
+
+struct sync_par {
+    const cmk_io_req *rq;
+    int64_t *res;
+    unsigned n;
+    atomic_uint next;
+};
+
+static void *sync_par_run(void *arg)
+{
+    struct sync_par *sp = arg;
+    unsigned i;
+
+    while ((i = atomic_fetch_add(&sp->next, 1)) < sp->n)
+        sp->res[i] = sync_perform(&sp->rq[i]);
+    return NULL;
+}
+
+static int parallel_op(const cmk_io_req *rq)
+{
+    return (rq->op == CMK_IO_OP_FSYNC || rq->op == CMK_IO_OP_WRITEBACK) && !rq->drain;
+}
+
+/* Performs rq[0..n) with up to SYNC_PAR_MAX threads (this one included); res[i] gets each
+ * result. Threads that cannot be started leave their share to the others. */
+static void sync_perform_parallel(const cmk_io_req *rq, unsigned n, int64_t *res)
+{
+    pthread_t th[SYNC_PAR_MAX - 1];
+    struct sync_par sp = {.rq = rq, .res = res, .n = n};
+    unsigned want = n < SYNC_PAR_MAX ? n - 1 : SYNC_PAR_MAX - 1, started = 0;
+
+    atomic_init(&sp.next, 0);
+    for (unsigned t = 0; t < want; t++) {
+        if (pthread_create(&th[t], NULL, sync_par_run, &sp) != 0)
+            break;
+        started++;
+    }
+    sync_par_run(&sp);
+    for (unsigned t = 0; t < started; t++)
+        pthread_join(th[t], NULL);
+}
+
 static cmk_err sync_submit(void *state, unsigned wait_nr, cmk_errbuf *eb)
 {
     struct sync_state *s = state;
+    int64_t res[64];
 
     (void)wait_nr;
     (void)eb;
-    /* In queue order, one at a time: drain is implied. */
-    for (unsigned i = 0; i < s->nqueued; i++) {
-        cmk_io_cqe *c = &s->done[(s->head + s->ndone) % s->depth];
+    /* In queue order, one at a time (drain is implied), except that a run of fsync and
+     * writeback requests without drain is performed concurrently. */
+    for (unsigned i = 0; i < s->nqueued;) {
+        unsigned run = 1;
 
-        c->tag = s->queued[i].tag;
-        c->res = sync_perform(&s->queued[i]);
-        s->ndone++;
+        while (parallel_op(&s->queued[i]) && i + run < s->nqueued && run < 64 &&
+               parallel_op(&s->queued[i + run]))
+            run++;
+        if (run > 1)
+            sync_perform_parallel(&s->queued[i], run, res);
+        else
+            res[0] = sync_perform(&s->queued[i]);
+        for (unsigned k = 0; k < run; k++) {
+            cmk_io_cqe *c = &s->done[(s->head + s->ndone) % s->depth];
+
+            c->tag = s->queued[i + k].tag;
+            c->res = res[k];
+            s->ndone++;
+        }
+        i += run;
     }
     s->nqueued = 0;
     return CMK_OK;
@@ -386,6 +454,16 @@ cmk_err cmk_io_queue_fsync(cmk_io *io, int fd, int datasync, int drain, uint64_t
     return enqueue(io, &rq, eb);
 }
 
+cmk_err cmk_io_queue_writeback(cmk_io *io, int fd, uint64_t off, uint64_t len, uint64_t tag,
+                               cmk_errbuf *eb)
+{
+    cmk_io_req rq = {.op = CMK_IO_OP_WRITEBACK, .fd = fd, .off = off, .len = len, .tag = tag};
+
+    if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "writeback range beyond the largest file offset");
+    return enqueue(io, &rq, eb);
+}
+
 cmk_err cmk_io_submit(cmk_io *io, cmk_errbuf *eb)
 {
     if (!io)
@@ -531,4 +609,108 @@ cmk_err cmk_io_renameat(cmk_io *io, int olddirfd, const char *oldpath, int newdi
         return cmk_errbuf_sys(eb, cmk_err_from_errno((int)-res), (int)-res,
                               "cannot rename %s to %s", oldpath, newpath);
     return CMK_OK;
+}
+
+/* Runs one operation on every fd, spread over the engines and keeping them full; errs[i]
+ * gets 0 or the errno (fsync only: writeback is a hint). */
+static cmk_err run_each(cmk_io *const *ios, size_t nio, const int *fds, size_t n, int writeback,
+                        int *errs, cmk_errbuf *eb)
+{
+    size_t next = 0, done = 0;
+    cmk_io_cqe c[32];
+    cmk_err rc;
+
+    /* Sync engines would each perform their share in turn: run the whole batch on threads
+     * at once instead, as io_uring would in its workers. */
+    if (ios[0]->eng == &sync_engine) {
+        cmk_io_req *rq = calloc(n, sizeof(*rq));
+        int64_t *res = calloc(n, sizeof(*res));
+
+        if (!rq || !res) {
+            free(rq);
+            free(res);
+            return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (sync batch)");
+        }
+        for (size_t i = 0; i < n; i++)
+            rq[i] =
+                (cmk_io_req){.op = writeback ? CMK_IO_OP_WRITEBACK : CMK_IO_OP_FSYNC, .fd = fds[i]};
+        sync_perform_parallel(rq, (unsigned)n, res);
+        for (size_t i = 0; i < n && !writeback; i++)
+            errs[i] = res[i] < 0 ? (int)-res[i] : 0;
+        free(rq);
+        free(res);
+        return CMK_OK;
+    }
+    while (done < n) {
+        /* Deal the requests out one per engine in turn while any engine has room. */
+        for (int room = 1; next < n && room;) {
+            room = 0;
+            for (size_t e = 0; e < nio && next < n; e++) {
+                cmk_io *io = ios[e];
+                if (io->pending >= io->depth)
+                    continue;
+                rc = writeback ? cmk_io_queue_writeback(io, fds[next], 0, 0, next, eb)
+                               : cmk_io_queue_fsync(io, fds[next], 0, 0, next, eb);
+                if (rc != CMK_OK)
+                    return rc;
+                next++;
+                room = 1;
+            }
+        }
+        /* Everything goes to the kernel before anything is waited for. */
+        for (size_t e = 0; e < nio; e++) {
+            if (ios[e]->pending == 0)
+                continue;
+            rc = ios[e]->eng->submit(ios[e]->state, 0, eb);
+            if (rc != CMK_OK)
+                return rc;
+        }
+        for (size_t e = 0; e < nio; e++) {
+            while (ios[e]->pending > 0) {
+                unsigned want = ios[e]->pending < 32 ? ios[e]->pending : 32;
+                int r = cmk_io_reap(ios[e], c, 32, want);
+                if (r < 0)
+                    return cmk_errbuf_sys(eb, CMK_E_IO, -r,
+                                          "I/O engine failure while syncing files");
+                for (int k = 0; k < r; k++) {
+                    if (c[k].tag >= n)
+                        continue; /* cannot happen: the engines held nothing else */
+                    if (!writeback)
+                        errs[c[k].tag] = c[k].res < 0 ? (int)-c[k].res : 0;
+                    done++;
+                }
+            }
+        }
+    }
+    return CMK_OK;
+}
+
+cmk_err cmk_io_fsync_many(cmk_io *const *ios, size_t nio, const int *fds, size_t n, int *errs,
+                          cmk_errbuf *eb)
+{
+    cmk_err rc;
+
+    if (!ios || nio == 0 || (n > 0 && (!fds || !errs)))
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "cmk_io_fsync_many: bad argument");
+    for (size_t e = 0; e < nio; e++) {
+        if (!ios[e])
+            return cmk_errbuf_set(eb, CMK_E_INVAL, "cmk_io_fsync_many: no I/O engine");
+        if (ios[e]->pending > 0)
+            return cmk_errbuf_set(eb, CMK_E_INVAL,
+                                  "cannot sync files: %u earlier I/O requests not reaped yet",
+                                  ios[e]->pending);
+    }
+    for (size_t i = 0; i < n; i++)
+        errs[i] = 0;
+    if (n == 0)
+        return CMK_OK;
+    /* Writeback first (len 0: to the end of the file): with delayed allocation every file's
+     * blocks are then allocated in the running journal transaction, which the first fsync
+     * commits for all of them. */
+    if (n > 1) {
+        rc = run_each(ios, nio, fds, n, 1, errs, eb);
+        if (rc != CMK_OK)
+            return rc;
+    }
+    return run_each(ios, nio, fds, n, 0, errs, eb);
 }

@@ -56,12 +56,17 @@ const char *cmk_io_fallback_reason(const cmk_io *io);
  * first. Buffers must stay valid until their completion is reaped. */
 cmk_err cmk_io_queue_write(cmk_io *io, int fd, const void *buf, size_t len, uint64_t off,
                            uint64_t tag, cmk_errbuf *eb);
-cmk_err cmk_io_queue_read(cmk_io *io, int fd, void *buf, size_t len, uint64_t off,
-                          uint64_t tag, cmk_errbuf *eb);
+cmk_err cmk_io_queue_read(cmk_io *io, int fd, void *buf, size_t len, uint64_t off, uint64_t tag,
+                          cmk_errbuf *eb);
 /* drain: start only after every earlier request of this engine has completed.
  * datasync: fdatasync semantics. */
 cmk_err cmk_io_queue_fsync(cmk_io *io, int fd, int datasync, int drain, uint64_t tag,
                            cmk_errbuf *eb);
+/* Starts writeback of [off, off+len) of fd (sync_file_range SYNC_FILE_RANGE_WRITE): a hint
+ * that lets the disk work while more data is produced, so a later fsync has less to wait
+ * for. It makes nothing durable by itself. Completes with 0 or -errno. */
+cmk_err cmk_io_queue_writeback(cmk_io *io, int fd, uint64_t off, uint64_t len, uint64_t tag,
+                               cmk_errbuf *eb);
 
 /* Submits everything queued. The sync engine performs the requests here. */
 cmk_err cmk_io_submit(cmk_io *io, cmk_errbuf *eb);
@@ -80,9 +85,18 @@ unsigned cmk_io_pending(const cmk_io *io);
 cmk_err cmk_io_pwrite(cmk_io *io, int fd, const void *buf, size_t len, uint64_t off,
                       const char *what, cmk_errbuf *eb);
 /* Reads exactly len bytes; CMK_E_CORRUPT "<what> is truncated" at end of file. */
-cmk_err cmk_io_pread(cmk_io *io, int fd, void *buf, size_t len, uint64_t off,
-                     const char *what, cmk_errbuf *eb);
+cmk_err cmk_io_pread(cmk_io *io, int fd, void *buf, size_t len, uint64_t off, const char *what,
+                     cmk_errbuf *eb);
 cmk_err cmk_io_fsync(cmk_io *io, int fd, const char *what, cmk_errbuf *eb);
+/* Makes n files (or directories) durable together: starts writeback of all of them, then
+ * fsyncs them all, spreading the requests over the nio engines (each up to its depth) so that
+ * with io_uring they are in flight together and the file system can commit them in one
+ * journal transaction; on the sync engine the writeback pass lets the first fsync's commit
+ * cover the others' block allocations. errs[i] receives 0 or the errno of fds[i]. Every
+ * engine must have nothing pending. Returns CMK_OK when every fsync was attempted (check
+ * errs), or an engine failure. */
+cmk_err cmk_io_fsync_many(cmk_io *const *ios, size_t nio, const int *fds, size_t n, int *errs,
+                          cmk_errbuf *eb);
 /* rename(2) relative to directory fds (IORING_OP_RENAMEAT where the kernel has it). */
 cmk_err cmk_io_renameat(cmk_io *io, int olddirfd, const char *oldpath, int newdirfd,
                         const char *newpath, cmk_errbuf *eb);
@@ -93,7 +107,8 @@ typedef enum cmk_io_op {
     CMK_IO_OP_READ,
     CMK_IO_OP_WRITE,
     CMK_IO_OP_FSYNC,
-    CMK_IO_OP_RENAME
+    CMK_IO_OP_RENAME,
+    CMK_IO_OP_WRITEBACK /* sync_file_range(SYNC_FILE_RANGE_WRITE) of [off, off+len) */
 } cmk_io_op;
 
 /* One validated request. RENAME: fd/fd2 are the directory fds, path/path2 the names (valid

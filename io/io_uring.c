@@ -11,6 +11,7 @@
 #include "io.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <liburing.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +49,7 @@ struct uring_state {
     unsigned local_head, nlocal;
     uint64_t seq;
     int have_renameat;
+    int have_sync_range;
 };
 
 static const char *errno_name(int e)
@@ -130,6 +132,7 @@ static cmk_err probe_ops(struct uring_state *u, int *sys_errno, cmk_errbuf *eb)
         goto out;
     }
     u->have_renameat = io_uring_opcode_supported(pr, IORING_OP_RENAMEAT);
+    u->have_sync_range = io_uring_opcode_supported(pr, IORING_OP_SYNC_FILE_RANGE);
 out:
     if (pr)
         io_uring_free_probe(pr);
@@ -254,6 +257,14 @@ static cmk_err slot_prep(struct uring_state *u, unsigned i, cmk_errbuf *eb)
         local_complete(u, i, r == 0 ? 0 : -(int64_t)errno);
         return CMK_OK;
     }
+    if (s->rq.op == CMK_IO_OP_WRITEBACK && (!u->have_sync_range || s->rq.len > UINT32_MAX)) {
+        do {
+            r = sync_file_range(s->rq.fd, (off_t)s->rq.off, (off_t)s->rq.len,
+                                SYNC_FILE_RANGE_WRITE);
+        } while (r != 0 && errno == EINTR);
+        local_complete(u, i, r == 0 ? 0 : -(int64_t)errno);
+        return CMK_OK;
+    }
     sqe = io_uring_get_sqe(&u->ring);
     if (!sqe) {
         /* Cannot happen with the ring sized to depth; flush and retry to be safe. */
@@ -280,6 +291,10 @@ static cmk_err slot_prep(struct uring_state *u, unsigned i, cmk_errbuf *eb)
         break;
     case CMK_IO_OP_RENAME:
         io_uring_prep_renameat(sqe, s->rq.fd, s->rq.path, s->rq.fd2, s->rq.path2, 0);
+        break;
+    case CMK_IO_OP_WRITEBACK:
+        io_uring_prep_sync_file_range(sqe, s->rq.fd, (unsigned)s->rq.len, s->rq.off,
+                                      SYNC_FILE_RANGE_WRITE);
         break;
     }
     io_uring_sqe_set_data64(sqe, i);

@@ -521,6 +521,75 @@ static void t_free_pending(cmk_io_kind kind, const char *dir)
     free(dst);
 }
 
+/* Writeback hints complete; a batch of fsyncs over one or several engines reports each
+ * file's result (a bad descriptor fails alone) and leaves the engines empty. */
+static void t_fsync_many(cmk_io_kind kind, const char *dir)
+{
+    enum { N = 12 };
+    cmk_io *ios[3] = {make_io(kind, 2), make_io(kind, 2), make_io(kind, 4)};
+    unsigned char data[8192];
+    cmk_errbuf eb = {0};
+    cmk_io_cqe c;
+    int fds[N], errs[N];
+    char name[32];
+
+    REQUIRE(ios[0] && ios[1] && ios[2]);
+    test_fill_random(data, sizeof(data), 21);
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof(name), "many%d", i);
+        fds[i] = open_in(dir, name, O_RDWR | O_CREAT | O_TRUNC);
+        REQUIRE(fds[i] >= 0);
+        CHECK(pwrite(fds[i], data, sizeof(data), 0) == (ssize_t)sizeof(data));
+    }
+    /* A writeback hint on its own, over a range and to the end of the file. */
+    CHECK_EB(cmk_io_queue_writeback(ios[0], fds[0], 0, 4096, 7, &eb), CMK_OK, &eb);
+    CHECK_EB(cmk_io_queue_writeback(ios[0], fds[1], 0, 0, 8, &eb), CMK_OK, &eb);
+    CHECK_EB(cmk_io_submit(ios[0], &eb), CMK_OK, &eb);
+    for (int k = 0; k < 2; k++) {
+        CHECK(cmk_io_reap(ios[0], &c, 1, 1) == 1);
+        CHECK_MSG(c.res == 0 && (c.tag == 7 || c.tag == 8), "%s: writeback res %lld tag %llu",
+                  kind_name(kind), (long long)c.res, (unsigned long long)c.tag);
+    }
+    CHECK_EB(cmk_io_queue_writeback(ios[0], fds[0], UINT64_MAX - 1, 4096, 9, &eb), CMK_E_INVAL,
+             &eb);
+    /* One engine, more files than its depth. */
+    memset(errs, 0x55, sizeof(errs));
+    CHECK_EB(cmk_io_fsync_many(ios, 1, fds, N, errs, &eb), CMK_OK, &eb);
+    for (int i = 0; i < N; i++)
+        CHECK_MSG(errs[i] == 0, "%s: fsync %d: %s", kind_name(kind), i, strerror(errs[i]));
+    /* Three engines; one descriptor is bad. */
+    int bad = fds[5];
+    fds[5] = open_in(dir, "many-closed", O_RDWR | O_CREAT | O_TRUNC);
+    close(fds[5]);
+    CHECK_EB(cmk_io_fsync_many(ios, 3, fds, N, errs, &eb), CMK_OK, &eb);
+    for (int i = 0; i < N; i++)
+        CHECK_MSG(errs[i] == (i == 5 ? EBADF : 0), "%s: fsync %d: errno %d", kind_name(kind), i,
+                  errs[i]);
+    fds[5] = bad;
+    for (int e = 0; e < 3; e++)
+        CHECK(cmk_io_pending(ios[e]) == 0);
+    /* Directories too; zero files is a no-op; a busy engine is refused. */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    REQUIRE(dfd >= 0);
+    CHECK_EB(cmk_io_fsync_many(ios + 2, 1, &dfd, 1, errs, &eb), CMK_OK, &eb);
+    CHECK(errs[0] == 0);
+    CHECK_EB(cmk_io_fsync_many(ios, 3, fds, 0, errs, &eb), CMK_OK, &eb);
+    CHECK_EB(cmk_io_queue_fsync(ios[1], fds[0], 0, 0, 1, &eb), CMK_OK, &eb);
+    CHECK_EB(cmk_io_fsync_many(ios, 3, fds, N, errs, &eb), CMK_E_INVAL, &eb);
+    CHECK(strstr(eb.msg, "not reaped") != NULL);
+    CHECK(cmk_io_reap(ios[1], &c, 1, 1) == 1 && c.res == 0);
+    CHECK_EB(cmk_io_fsync_many(NULL, 0, fds, N, errs, &eb), CMK_E_INVAL, &eb);
+    close(dfd);
+    for (int i = 0; i < N; i++) {
+        unsigned char back[8192];
+        CHECK(pread(fds[i], back, sizeof(back), 0) == (ssize_t)sizeof(back) &&
+              memcmp(back, data, sizeof(back)) == 0);
+        close(fds[i]);
+    }
+    for (int e = 0; e < 3; e++)
+        cmk_io_free(ios[e]);
+}
+
 static void suite(cmk_io_kind kind)
 {
     const char *dir = test_tmpdir(kind_name(kind));
@@ -536,6 +605,7 @@ static void suite(cmk_io_kind kind)
     t_rename(kind, dir);
     t_min_wait(kind, dir);
     t_free_pending(kind, dir);
+    t_fsync_many(kind, dir);
     printf("engine %s: %s\n", kind_name(kind), check_failed == before ? "ok" : "FAILED");
 }
 
