@@ -20,8 +20,10 @@
 #include <p11-kit/pkcs11.h>
 
 #include "check.h"
+#include "identity.h"
 #include "pkcs11.h"
 #include "secmem.h"
+#include "vault.h"
 
 #define TOKEN_MAIN "cmk-main"
 #define TOKEN_PIN  "cmk-pin" /* only ever logged in by the PIN tests, one at a time */
@@ -927,6 +929,218 @@ static void test_threads(const char *home)
     g_prov = g_cold = NULL;
 }
 
+/* ---- an HSM-backed vault and a store on it: 8 threads reading at once ---------------------- */
+
+#define HS_THREADS 8
+#define HS_BLOBS   8
+#define HS_ROUNDS  12
+
+static cmk_store *g_hs_store;
+static const char *g_hs_dir, *g_hs_home;
+static unsigned char *g_hs_data[HS_BLOBS];
+static size_t g_hs_len[HS_BLOBS];
+static char g_hs_digest[HS_BLOBS][CMK_DIGEST_MAX];
+static pthread_barrier_t g_hs_start;
+
+struct hs_worker {
+    int idx, failures;
+    char msg[600];
+};
+
+static void hs_fail(struct hs_worker *w, const char *what, cmk_err rc)
+{
+    w->failures++;
+    snprintf(w->msg, sizeof(w->msg), "%s: %s: %s", what, cmk_errname(rc), cmk_errmsg());
+}
+
+/* Reads blob b through s in odd-sized pieces and compares it with what was put. */
+static void hs_read(struct hs_worker *w, cmk_store *s, int b)
+{
+    unsigned char buf[70001];
+    size_t off = 0, n;
+    cmk_get *g = NULL;
+    cmk_err rc;
+
+    rc = cmk_get_open(s, g_hs_digest[b], 0, CMK_TO_END, &g);
+    if (rc != CMK_OK) {
+        hs_fail(w, "get_open", rc);
+        return;
+    }
+    for (;;) {
+        rc = cmk_get_read(g, buf, sizeof(buf), &n);
+        if (rc != CMK_OK) {
+            hs_fail(w, "get_read", rc);
+            break;
+        }
+        if (n == 0)
+            break;
+        if (off + n > g_hs_len[b] || memcmp(buf, g_hs_data[b] + off, n) != 0) {
+            w->failures++;
+            snprintf(w->msg, sizeof(w->msg), "blob %d differs at %zu", b, off);
+            break;
+        }
+        off += n;
+    }
+    if (rc == CMK_OK && off != g_hs_len[b]) {
+        w->failures++;
+        snprintf(w->msg, sizeof(w->msg), "blob %d: %zu of %zu bytes", b, off, g_hs_len[b]);
+    }
+    cmk_get_close(g);
+}
+
+static void *hs_main(void *arg)
+{
+    struct hs_worker *w = arg;
+    cmk_store_opts so;
+    cmk_store *own = NULL;
+    cmk_err rc;
+
+    (void)pthread_barrier_wait(&g_hs_start);
+    /* Every thread also opens the store itself, at the same moment: each open unwraps the
+     * data keys in the token through its own provider, racing the others' logins. */
+    cmk_store_opts_init(&so);
+    so.home = g_hs_home;
+    so.threads = 1;
+    rc = cmk_store_open(g_hs_dir, &so, &own);
+    if (rc != CMK_OK)
+        hs_fail(w, "store_open", rc);
+    for (int r = 0; r < HS_ROUNDS && w->failures == 0; r++) {
+        hs_read(w, g_hs_store, (w->idx + r) % HS_BLOBS);
+        if (own)
+            hs_read(w, own, (w->idx + 3 * r + 1) % HS_BLOBS);
+        if (r % 4 == 3) {
+            /* A key check goes to the token (describe, and an unwrap). */
+            rc = cmk_store_check_key(g_hs_store, 0, NULL);
+            if (rc != CMK_OK)
+                hs_fail(w, "check_key", rc);
+        }
+    }
+    cmk_store_close(own);
+    return NULL;
+}
+
+static void test_hsm_store(void)
+{
+    static const char *const perms[] = {"get", "wrapKey", "unwrapKey"};
+    char home[1024], dir[1100], kid[CMK_ID_MAX], label[160];
+    cmk_vault_opts vo = {0};
+    cmk_create_opts co;
+    cmk_store_opts so;
+    cmk_identity id;
+    cmk_errbuf eb = {0};
+    cmk_p11_key_attrs at;
+    cmk_encryption_info ei;
+    struct hs_worker w[HS_THREADS];
+    pthread_t th[HS_THREADS];
+    json_t *j = NULL;
+    cmk_p11 *h = NULL;
+    cmk_err rc;
+
+    snprintf(home, sizeof(home), "%s", test_tmpdir("hsmvault"));
+    snprintf(dir, sizeof(dir), "%s/store", home);
+    g_hs_home = home;
+    g_hs_dir = dir;
+    rc = cmk_identity_create(home, "sid", &id, &eb);
+    EXPECT_OK(rc, &eb);
+
+    /* A wrong PIN refuses the vault and leaves nothing behind. */
+    vo.hsm_token = TOKEN_MAIN;
+    vo.hsm_module = g_module;
+    vo.hsm_pin_file = g_wrongpinfile;
+    rc = cmk_vault_create(home, "hv", &vo, NULL, &eb);
+    EXPECT_ERR(rc, &eb, CMK_E_KEY_DENIED, "CKR_PIN_INCORRECT");
+    CHECK(cmk_vault_show(home, "hv", NULL, &eb) == CMK_E_NOT_FOUND);
+
+    vo.hsm_pin_file = g_pinfile;
+    rc = cmk_vault_create(home, "hv", &vo, NULL, &eb);
+    EXPECT_OK(rc, &eb);
+    rc = cmk_vault_set_policy(home, "hv", id.principal_id, perms, 3, NULL, &eb);
+    EXPECT_OK(rc, &eb);
+    rc = cmk_vault_key_create(home, "hv", "k", "RSA-HSM", 2048, &j, &eb);
+    EXPECT_OK(rc, &eb);
+    REQUIRE(rc == CMK_OK);
+    snprintf(kid, sizeof(kid), "%s",
+             json_string_value(json_object_get(json_object_get(j, "key"), "kid")));
+    snprintf(label, sizeof(label), "%s",
+             json_string_value(json_object_get(json_object_get(j, "hsm"), "label")));
+    json_decref(j);
+    CHECK_MSG(strncmp(kid, "local://hv/keys/k/00000001", 26) == 0 && strlen(kid) == 50, "%s", kid);
+    CHECK_MSG(strcmp(label, "hv.k") == 0, "%s", label);
+
+    /* The private key the vault made: sensitive and never extractable, read back from the
+     * token's own object. */
+    rc = cmk_p11_open(g_module, TOKEN_MAIN, USER_PIN, &h, &eb);
+    EXPECT_OK(rc, &eb);
+    if (rc == CMK_OK) {
+        rc = cmk_p11_key_attrs_get(h, "hv.k", kid + 18, &at, &eb);
+        EXPECT_OK(rc, &eb);
+        CHECK_MSG(at.sensitive == 1 && at.extractable == 0 && at.always_sensitive == 1 &&
+                      at.never_extractable == 1,
+                  "extractable=%d sensitive=%d always=%d never=%d", at.extractable, at.sensitive,
+                  at.always_sensitive, at.never_extractable);
+        cmk_p11_close(h);
+    }
+
+    cmk_create_opts_init(&co);
+    co.home = home;
+    co.identity = "sid";
+    co.key_id = "local://hv/keys/k";
+    co.chunk_size = 64 * 1024;
+    CHECK_OK(cmk_store_create(dir, &co));
+    cmk_store_opts_init(&so);
+    so.home = home;
+    CHECK_OK(cmk_store_open(dir, &so, &g_hs_store));
+    REQUIRE(g_hs_store != NULL);
+    for (int b = 0; b < HS_BLOBS; b++) {
+        cmk_put *p = NULL;
+
+        g_hs_len[b] = (size_t)b * 97001 + (b == 0 ? 0 : 13);
+        g_hs_data[b] = malloc(g_hs_len[b] + 1);
+        REQUIRE(g_hs_data[b] != NULL);
+        test_fill_random(g_hs_data[b], g_hs_len[b], 900 + (uint64_t)b);
+        CHECK_OK(cmk_put_begin(g_hs_store, NULL, &p));
+        if (p && g_hs_len[b])
+            CHECK_OK(cmk_put_write(p, g_hs_data[b], g_hs_len[b]));
+        if (p)
+            CHECK_OK(cmk_put_commit(p, NULL, g_hs_digest[b]));
+    }
+
+    REQUIRE(pthread_barrier_init(&g_hs_start, NULL, HS_THREADS) == 0);
+    for (int i = 0; i < HS_THREADS; i++) {
+        memset(&w[i], 0, sizeof(w[i]));
+        w[i].idx = i;
+        REQUIRE(pthread_create(&th[i], NULL, hs_main, &w[i]) == 0);
+    }
+    for (int i = 0; i < HS_THREADS; i++) {
+        REQUIRE(pthread_join(th[i], NULL) == 0);
+        CHECK_MSG(w[i].failures == 0, "HSM store thread %d: %d failures, last: %s", i,
+                  w[i].failures, w[i].msg);
+    }
+    CHECK(pthread_barrier_destroy(&g_hs_start) == 0);
+
+    /* A new version in the token; the versionless store follows it, and still reads all. */
+    rc = cmk_vault_key_create(home, "hv", "k", "RSA-HSM", 2048, &j, &eb);
+    EXPECT_OK(rc, &eb);
+    json_decref(j);
+    {
+        int rotated = 0;
+        struct hs_worker one = {0};
+
+        CHECK_OK(cmk_store_check_key(g_hs_store, 1, &rotated));
+        CHECK(rotated == 1);
+        CHECK_OK(cmk_store_encryption(g_hs_store, &ei));
+        CHECK_MSG(strncmp(ei.versioned_key_identifier, "local://hv/keys/k/00000002", 26) == 0, "%s",
+                  ei.versioned_key_identifier);
+        for (int b = 0; b < HS_BLOBS; b++)
+            hs_read(&one, g_hs_store, b);
+        CHECK_MSG(one.failures == 0, "after rotation: %s", one.msg);
+    }
+    cmk_store_close(g_hs_store);
+    g_hs_store = NULL;
+    for (int b = 0; b < HS_BLOBS; b++)
+        free(g_hs_data[b]);
+}
+
 /* ---- nothing in the source asks a token for private-key material ---------------------- */
 
 static void test_source_guard(void)
@@ -963,5 +1177,6 @@ int main(void)
     test_provider(home);
     test_pins(home);
     test_threads(home);
+    test_hsm_store();
     return check_summary();
 }
