@@ -1,0 +1,323 @@
+/* test_put_batch.c — the write path's performance features through the public API, on both
+ * I/O engines: batched commits (cmk_put_commit_many) with per-put results, blobs that grow
+ * out of their small first buffers, writeback during long puts, and already-compressed
+ * content stored raw on its magic. Uses a real local vault, key and identity. */
+#define _GNU_SOURCE
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "compress.h"
+#include "pool.h"
+
+static char home[4096];
+
+static cmk_store *open_store(const char *dir, const char *engine)
+{
+    cmk_store_opts so;
+    cmk_store *s = NULL;
+
+    cmk_store_opts_init(&so);
+    so.home = home;
+    so.io_engine = engine;
+    CHECK_MSG(cmk_store_open(dir, &so, &s) == CMK_OK, "open (%s): %s", engine, cmk_errmsg());
+    return s;
+}
+
+static void sha256_hex(const void *buf, size_t n, char out[CMK_DIGEST_MAX])
+{
+    unsigned char md[32];
+    unsigned len = 0;
+
+    REQUIRE(EVP_Digest(buf, n, md, &len, EVP_sha256(), NULL) == 1 && len == 32);
+    strcpy(out, "sha256:");
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
+}
+
+static cmk_put *begin_with(cmk_store *s, const void *buf, size_t n, size_t piece)
+{
+    cmk_put *p = NULL;
+
+    CHECK_OK(cmk_put_begin(s, NULL, &p));
+    for (size_t off = 0; p && off < n; off += piece)
+        CHECK_OK(cmk_put_write(p, (const char *)buf + off, n - off < piece ? n - off : piece));
+    return p;
+}
+
+/* Reads the whole blob back and compares. */
+static void check_blob(cmk_store *s, const char *digest, const void *want, size_t n)
+{
+    unsigned char *got = malloc(n + 1);
+    cmk_get *g = NULL;
+    size_t total = 0, k;
+
+    REQUIRE(got);
+    CHECK_MSG(cmk_get_open(s, digest, 0, CMK_TO_END, &g) == CMK_OK, "get %s: %s", digest,
+              cmk_errmsg());
+    while (g && cmk_get_read(g, got + total, n + 1 - total, &k) == CMK_OK && k > 0)
+        total += k;
+    cmk_get_close(g);
+    CHECK_MSG(total == n && memcmp(got, want, n) == 0, "content of %s differs (%zu of %zu bytes)",
+              digest, total, n);
+    free(got);
+}
+
+static uint64_t stored_size(cmk_store *s, const char *digest)
+{
+    cmk_blob_info bi;
+
+    if (cmk_stat(s, digest, &bi) != CMK_OK)
+        return 0;
+    return bi.stored_size;
+}
+
+/* A batch of small and multi-chunk blobs, an empty one and a duplicate: every put
+ * succeeds, digests are the content's, everything reads back. */
+static void t_batch(const char *dir, const char *engine)
+{
+    enum { N = 40 };
+    static unsigned char data[N][200000];
+    size_t len[N];
+    cmk_put *p[N];
+    cmk_err res[N];
+    char dg[N][CMK_DIGEST_MAX], want[CMK_DIGEST_MAX];
+    cmk_store *s = open_store(dir, engine);
+
+    REQUIRE(s);
+    for (int i = 0; i < N; i++) {
+        len[i] = i == 0 ? 0 : i % 5 == 0 ? 150000 + (size_t)i : 4096 + (size_t)i * 37;
+        test_fill_text(data[i], len[i], 100 + (uint64_t)i);
+    }
+    memcpy(data[N - 1], data[1], len[1]); /* a duplicate inside the batch */
+    len[N - 1] = len[1];
+    for (int i = 0; i < N; i++)
+        p[i] = begin_with(s, data[i], len[i], 1000);
+    memset(res, 0x7f, sizeof(res));
+    CHECK_MSG(cmk_put_commit_many(p, NULL, N, res, dg) == CMK_OK, "%s: batch: %s", engine,
+              cmk_errmsg());
+    for (int i = 0; i < N; i++) {
+        CHECK(p[i] == NULL);
+        CHECK_MSG(res[i] == CMK_OK, "%s: put %d: %s", engine, i, cmk_errname(res[i]));
+        sha256_hex(data[i], len[i], want);
+        CHECK_MSG(strcmp(dg[i], want) == 0, "%s: put %d digest %s, content %s", engine, i, dg[i],
+                  want);
+        check_blob(s, dg[i], data[i], len[i]);
+    }
+    cmk_store_close(s);
+    /* Durable names: a fresh open finds every blob. */
+    s = open_store(dir, engine);
+    for (int i = 0; i < N; i++)
+        CHECK(stored_size(s, dg[i]) > 0);
+    cmk_store_close(s);
+}
+
+/* One bad put does not sink the batch: a digest mismatch and a NULL entry fail alone, the
+ * first failure (in batch order) is returned with its message, and the failed content is
+ * not stored. */
+static void t_batch_failures(const char *dir, const char *engine)
+{
+    enum { N = 5 };
+    unsigned char data[N][5000];
+    const char *expect[N] = {NULL, NULL, NULL, NULL, NULL};
+    char dg[N][CMK_DIGEST_MAX], right[N][CMK_DIGEST_MAX];
+    cmk_put *p[N];
+    cmk_err res[N];
+    cmk_store *s = open_store(dir, engine);
+
+    REQUIRE(s);
+    for (int i = 0; i < N; i++) {
+        test_fill_random(data[i], sizeof(data[i]), 900 + (uint64_t)i + (engine[0] == 's' ? 50 : 0));
+        sha256_hex(data[i], sizeof(data[i]), right[i]);
+        p[i] = begin_with(s, data[i], sizeof(data[i]), sizeof(data[i]));
+    }
+    expect[1] = right[0]; /* wrong for put 1 */
+    expect[3] = right[3]; /* right */
+    cmk_put_abort(p[2]);
+    p[2] = NULL;
+    /* The first failure in batch order is the batch's. */
+    CHECK_RC(cmk_put_commit_many(p, expect, N, res, dg), CMK_E_DIGEST);
+    CHECK(strstr(cmk_errmsg(), "does not match") != NULL);
+    CHECK(res[0] == CMK_OK && res[1] == CMK_E_DIGEST && res[2] == CMK_E_INVAL && res[3] == CMK_OK &&
+          res[4] == CMK_OK);
+    CHECK(stored_size(s, right[0]) > 0 && stored_size(s, right[3]) > 0 &&
+          stored_size(s, right[4]) > 0);
+    CHECK_MSG(stored_size(s, right[1]) == 0, "%s: the mismatched put was stored", engine);
+    CHECK(strcmp(dg[1], right[1]) == 0); /* the digest is still reported */
+
+    /* Only the mismatch: its error is the batch's. */
+    p[0] = begin_with(s, data[1], sizeof(data[1]), 999);
+    const char *bad[1] = {right[4]};
+    CHECK_RC(cmk_put_commit_many(p, bad, 1, res, NULL), CMK_E_DIGEST);
+    CHECK(strstr(cmk_errmsg(), "does not match") != NULL);
+    CHECK(stored_size(s, right[1]) == 0);
+    /* An empty batch, and an all-NULL one. */
+    CHECK_OK(cmk_put_commit_many(p, NULL, 0, res, NULL));
+    p[0] = NULL;
+    CHECK_RC(cmk_put_commit_many(p, NULL, 1, res, NULL), CMK_E_INVAL);
+    cmk_store_close(s);
+}
+
+/* Puts from two stores cannot share a batch; every handle is still freed (ASan/LSan check
+ * that) and nothing is stored. */
+static void t_batch_two_stores(const char *dir, const char *dir2, const char *engine)
+{
+    unsigned char a[3000], b[3000];
+    char da[CMK_DIGEST_MAX], db[CMK_DIGEST_MAX];
+    cmk_store *s = open_store(dir, engine), *s2 = open_store(dir2, engine);
+    cmk_put *p[2];
+    cmk_err res[2];
+
+    REQUIRE(s && s2);
+    test_fill_random(a, sizeof(a), 31);
+    test_fill_random(b, sizeof(b), 32);
+    sha256_hex(a, sizeof(a), da);
+    sha256_hex(b, sizeof(b), db);
+    p[0] = begin_with(s, a, sizeof(a), sizeof(a));
+    p[1] = begin_with(s2, b, sizeof(b), sizeof(b));
+    CHECK_RC(cmk_put_commit_many(p, NULL, 2, res, NULL), CMK_E_INVAL);
+    CHECK(strstr(cmk_errmsg(), "different stores") != NULL);
+    CHECK(p[0] == NULL && p[1] == NULL && res[0] == CMK_E_INVAL && res[1] == CMK_E_INVAL);
+    CHECK(stored_size(s, da) == 0 && stored_size(s2, db) == 0);
+    cmk_store_close(s);
+    cmk_store_close(s2);
+}
+
+/* Sizes around the small first buffer (CMK_SMALL_BUF) with 1 MiB chunks, written in odd
+ * pieces, and a long blob that crosses several writeback windows with 64 KiB chunks. */
+static void t_sizes(const char *dir_1m, const char *dir_64k, const char *engine)
+{
+    static const size_t sizes[] = {1,
+                                   CMK_SMALL_BUF - 1,
+                                   CMK_SMALL_BUF,
+                                   CMK_SMALL_BUF + 1,
+                                   3 * CMK_SMALL_BUF + 5,
+                                   (1u << 20) - 1,
+                                   (1u << 20),
+                                   (1u << 20) + 1,
+                                   (5u << 20) + 77};
+    size_t big = 20u << 20;
+    unsigned char *data = malloc(big);
+    char dg[CMK_DIGEST_MAX], want[CMK_DIGEST_MAX];
+    cmk_store *s = open_store(dir_1m, engine);
+
+    REQUIRE(data && s);
+    test_fill_text(data, big, 77);
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        cmk_put *p = begin_with(s, data, sizes[k], 4099);
+        sha256_hex(data, sizes[k], want);
+        CHECK_MSG(cmk_put_commit(p, NULL, dg) == CMK_OK, "%s: %zu bytes: %s", engine, sizes[k],
+                  cmk_errmsg());
+        CHECK(strcmp(dg, want) == 0);
+        check_blob(s, dg, data, sizes[k]);
+        /* A range in the middle. */
+        if (sizes[k] > 10) {
+            cmk_get *g = NULL;
+            unsigned char buf[7];
+            size_t n = 0;
+            CHECK_OK(cmk_get_open(s, dg, sizes[k] / 2, 7, &g));
+            CHECK_OK(cmk_get_read(g, buf, sizeof(buf), &n));
+            CHECK(n == 7 && memcmp(buf, data + sizes[k] / 2, 7) == 0);
+            cmk_get_close(g);
+        }
+    }
+    cmk_store_close(s);
+
+    s = open_store(dir_64k, engine);
+    REQUIRE(s);
+    cmk_put *p = begin_with(s, data, big, 1u << 20);
+    CHECK_OK(cmk_put_commit(p, NULL, dg));
+    sha256_hex(data, big, want);
+    CHECK(strcmp(dg, want) == 0);
+    check_blob(s, dg, data, big);
+    cmk_store_close(s);
+    free(data);
+}
+
+/* gzip / zstd layers are stored raw on their magic, even where zstd would shrink the rest;
+ * the same bytes without the magic are compressed. */
+static void t_magic(const char *dir, const char *engine)
+{
+    static const unsigned char gz[] = {0x1f, 0x8b, 0x08, 0x00};
+    static const unsigned char zs[] = {0x28, 0xb5, 0x2f, 0xfd};
+    size_t n = 3u << 20;
+    unsigned char *data = malloc(n);
+    char dg[CMK_DIGEST_MAX];
+    cmk_compress_stats a, b;
+    cmk_store *s = open_store(dir, engine);
+
+    REQUIRE(data && s);
+    test_fill_text(data, n, 5);
+    cmk_put *p = begin_with(s, data, n, 1u << 20);
+    CHECK_OK(cmk_put_commit(p, NULL, dg));
+    CHECK_MSG(stored_size(s, dg) < n / 2, "%s: text stored at %llu of %zu bytes", engine,
+              (unsigned long long)stored_size(s, dg), n);
+    for (int k = 0; k < 2; k++) {
+        memcpy(data, k ? zs : gz, 4);
+        cmk_compress_stats_get(&a);
+        p = begin_with(s, data, n, 1000);
+        CHECK_OK(cmk_put_commit(p, NULL, dg));
+        cmk_compress_stats_get(&b);
+        CHECK_MSG(stored_size(s, dg) > n, "%s: %s layer stored at %llu of %zu bytes", engine,
+                  k ? "zstd" : "gzip", (unsigned long long)stored_size(s, dg), n);
+        CHECK(b.magic_raw == a.magic_raw + 1 && b.compressed == a.compressed);
+        check_blob(s, dg, data, n);
+    }
+    CHECK(cmk_compress_skip(gz, 3) == 1 && cmk_compress_skip(gz, 2) == 0);
+    CHECK(cmk_compress_skip("{\"schemaVersion\"", 16) == 0);
+    CHECK(cmk_compress_skip("", 0) == 0);
+    cmk_store_close(s);
+    free(data);
+}
+
+static void make_store(const char *dir, uint32_t chunk, const char *kid)
+{
+    cmk_create_opts co;
+
+    cmk_create_opts_init(&co);
+    co.home = home;
+    co.identity = "storeid";
+    co.key_id = kid;
+    co.chunk_size = chunk;
+    CHECK_MSG(cmk_store_create(dir, &co) == CMK_OK, "create %s: %s", dir, cmk_errmsg());
+}
+
+int main(void)
+{
+    const char *base = test_tmpdir("putbatch");
+    char first[4096], kid[CMK_ID_MAX], vkid[CMK_ID_MAX], principal[64];
+    static const char *engines[] = {"sync", "uring"};
+
+    snprintf(home, sizeof(home), "%s/home", base);
+    snprintf(first, sizeof(first), "%s/first", base);
+    REQUIRE(test_make_cmk_store(home, first, 0, kid, vkid, principal) == CMK_OK);
+    for (int e = 0; e < 2; e++) {
+        char d1[4096], d2[4096], d3[4096];
+        cmk_store *probe = NULL;
+        cmk_store_opts so;
+
+        cmk_store_opts_init(&so);
+        so.home = home;
+        so.io_engine = engines[e];
+        if (cmk_store_open(first, &so, &probe) != CMK_OK) {
+            printf("SKIP %s engine: %s\n", engines[e], cmk_errmsg());
+            continue;
+        }
+        cmk_store_close(probe);
+        snprintf(d1, sizeof(d1), "%s/%s-1m", base, engines[e]);
+        snprintf(d2, sizeof(d2), "%s/%s-64k", base, engines[e]);
+        snprintf(d3, sizeof(d3), "%s/%s-other", base, engines[e]);
+        make_store(d1, 1u << 20, vkid);
+        make_store(d2, 64u << 10, vkid);
+        make_store(d3, 1u << 20, vkid);
+        t_batch(d2, engines[e]);
+        t_batch_failures(d1, engines[e]);
+        t_batch_two_stores(d1, d3, engines[e]);
+        t_sizes(d1, d2, engines[e]);
+        t_magic(d1, engines[e]);
+        printf("engine %s: done\n", engines[e]);
+    }
+    return check_summary();
+}
