@@ -86,8 +86,8 @@ static int fp_cb(const char *p, const struct stat *st, int flag, struct FTW *f)
     for (size_t i = 0; b && i < len; i++)
         h = (h ^ b[i]) * 1099511628211ull;
     free(b);
-    h ^= (uint64_t)st->st_mtim.tv_nsec ^ ((uint64_t)st->st_mtim.tv_sec << 20) ^
-         (uint64_t)st->st_ino;
+    h ^=
+        (uint64_t)st->st_mtim.tv_nsec ^ ((uint64_t)st->st_mtim.tv_sec << 20) ^ (uint64_t)st->st_ino;
     blobs_fingerprint_acc += h * 31 + len;
     return 0;
 }
@@ -326,6 +326,8 @@ static void test_automatic_rotation(void)
     int followed = 0;
     for (int i = 0; i < 300 && !followed; i++) { /* up to 30 s: never needed in practice */
         usleep(100000);
+        /* Reads go on while the background thread rotates. */
+        CHECK_OK(cmk_verify(s, dg[i % 3], NULL));
         CHECK_OK(cmk_store_encryption(s, &ei));
         followed = strcmp(ei.versioned_key_identifier, k3) == 0;
     }
@@ -420,29 +422,72 @@ static void test_revocation(void)
     CHECK(events_count(dir, "key.accessRestored") == 5);
     cmk_store_close(s);
 
-    /* A long-running process with the background thread notices and recovers by itself. */
+    /* A long-running process with the background thread (key-check interval 1 s) notices
+     * each cause by itself: gets and puts fail with the key-access error naming the key and
+     * the identity; after the restore they work again, without a reopen. */
     s = open_home_store(dir, NULL);
     REQUIRE(s);
     CHECK_OK(cmk_store_set_policy(s, 0, 1, 0, 0));
     CHECK_OK(cmk_store_start_background(s));
-    CHECK_OK(cmk_vault_delete_policy(home, "kv", ident.principal_id, NULL, NULL));
-    cmk_encryption_info ei;
-    int lost = 0, back = 0;
-    for (int i = 0; i < 300 && !lost; i++) {
-        usleep(100000);
-        CHECK_OK(cmk_store_encryption(s, &ei));
-        lost = !ei.key_accessible;
+    static const struct {
+        const char *name;
+        cmk_err want;
+    } causes[] = {{"delete-policy", CMK_E_KEY_DENIED},
+                  {"disable key", CMK_E_KEY_DISABLED},
+                  {"delete key", CMK_E_KEY_DELETED}};
+    for (size_t c = 0; c < sizeof(causes) / sizeof(causes[0]); c++) {
+        cmk_encryption_info ei;
+        cmk_put *p = NULL;
+        int lost = 0, back = 0;
+        switch (c) {
+        case 0:
+            CHECK_OK(cmk_vault_delete_policy(home, "kv", ident.principal_id, NULL, NULL));
+            break;
+        case 1:
+            CHECK_OK(cmk_vault_key_set_enabled(home, "kv", "revkey", NULL, 0, NULL, NULL));
+            break;
+        default:
+            CHECK_OK(cmk_vault_key_delete(home, "kv", "revkey", NULL, NULL));
+            break;
+        }
+        /* Poll up to 20 s; the interval is 1 s. */
+        for (int i = 0; i < 200 && !lost; i++) {
+            usleep(100000);
+            CHECK_OK(cmk_store_encryption(s, &ei));
+            lost = !ei.key_accessible;
+        }
+        CHECK_MSG(lost, "background check did not notice: %s", causes[c].name);
+        CHECK_MSG(ei.key_error == causes[c].want, "%s: %s", causes[c].name,
+                  cmk_errname(ei.key_error));
+        CHECK_RC(cmk_get_open(s, dg[0], 0, CMK_TO_END, &g), causes[c].want);
+        CHECK(strstr(cmk_errmsg(), "local://kv/keys/revkey/") != NULL);
+        CHECK(strstr(cmk_errmsg(), ident.principal_id) != NULL);
+        CHECK_RC(cmk_verify(s, dg[1], NULL), causes[c].want);
+        CHECK_RC(cmk_put_begin(s, NULL, &p), causes[c].want);
+        switch (c) {
+        case 0:
+            CHECK_OK(cmk_vault_set_policy(home, "kv", ident.principal_id, perms3, 3, NULL, NULL));
+            break;
+        case 1:
+            CHECK_OK(cmk_vault_key_set_enabled(home, "kv", "revkey", NULL, 1, NULL, NULL));
+            break;
+        default:
+            CHECK_OK(cmk_vault_key_recover(home, "kv", "revkey", NULL, NULL));
+            break;
+        }
+        for (int i = 0; i < 200 && !back; i++) {
+            usleep(100000);
+            CHECK_OK(cmk_store_encryption(s, &ei));
+            back = ei.key_accessible;
+        }
+        CHECK_MSG(back, "background check did not notice the restore: %s", causes[c].name);
+        CHECK(all_verify(s, dg, 2));
+        char extra[1][CMK_DIGEST_MAX];
+        put_n(s, 1, 1000, 600 + c, extra);
+        CHECK_OK(cmk_verify(s, extra[0], NULL));
     }
-    CHECK_MSG(lost, "background check did not notice the revocation");
-    CHECK_RC(cmk_get_open(s, dg[0], 0, CMK_TO_END, &g), CMK_E_KEY_DENIED);
-    CHECK_OK(cmk_vault_set_policy(home, "kv", ident.principal_id, perms3, 3, NULL, NULL));
-    for (int i = 0; i < 300 && !back; i++) {
-        usleep(100000);
-        CHECK_OK(cmk_store_encryption(s, &ei));
-        back = ei.key_accessible;
-    }
-    CHECK_MSG(back, "background check did not notice the restore");
-    CHECK(all_verify(s, dg, 2));
+    CHECK(events_count(dir, "key.accessLost") == 8);
+    CHECK(events_count(dir, "key.accessRestored") == 8);
     cmk_store_close(s);
     free(k);
 }
@@ -575,7 +620,8 @@ static void test_crash_rotation(void)
         CHECK_OK(cmk_store_rotate_dek(s, NULL));
     cmk_store_close(s);
     /* Several versions to rotate between. */
-    char *vers[3] = {new_key_version("kv", "crashkey", "RSA"), new_key_version("kv", "crashkey", "RSA"), k};
+    char *vers[3] = {new_key_version("kv", "crashkey", "RSA"),
+                     new_key_version("kv", "crashkey", "RSA"), k};
     srand(12345);
     int bad = 0;
     for (int r = 0; r < rounds; r++) {
