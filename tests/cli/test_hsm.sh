@@ -330,3 +330,17 @@ expect_eq "$(p11 --list-objects --type privkey | grep -c 'label: *direct$')" 2 \
     "purge: other keys in the token untouched"
 key_fails 5 "not found" "purged: the versioned store has lost its key" \
     cmk blob get --store "$SM" "$(cat "$T/sm.small.digest")" -o "$T/got"
+
+# ---- purging the whole vault destroys the token objects of all its keys
+expect_ok cmk vault key create --vault-name hv --name other --kty RSA-HSM
+expect_ok cmk vault key create --vault-name hv --name other --kty RSA-HSM
+expect_eq "$(p11 --list-objects --type privkey | grep -c 'label: *hv\.other$')" 2 \
+    "two versions of hv.other in the token"
+expect_ok cmk vault delete --name hv
+expect_eq "$(p11 --list-objects --type privkey | grep -c 'label: *hv\.other$')" 2 \
+    "vault soft delete leaves the token alone"
+expect_ok cmk vault purge --name hv
+expect_eq "$(p11 --list-objects --type privkey | grep -c 'label: *hv\.')" 0 \
+    "vault purge: no key object of the vault left in the token"
+expect_eq "$(p11 --list-objects --type privkey | grep -c 'label: *direct$')" 2 \
+    "vault purge: other keys in the token untouched"
