@@ -20,11 +20,17 @@
  * against a process that can read the vault's files; the private keys are PEM files (0600)
  * in the vault directory. Use an HSM (PKCS#11) for keys that must not be readable.
  *
+ * HSM-backed vaults (kek/HSM.md): a vault created with a PKCS#11 token (cmk_vault_opts.hsm_*;
+ * vault.json properties.hsm = {module, token, pinFile}) generates RSA-HSM versions in the
+ * token: a key pair labelled "<vault>.<key>" whose CKA_ID (4-byte sequence || 12 random bytes)
+ * is the version string. No PEM file exists for such a version; the provider checks policy,
+ * state and audit as for any key and lets the token unwrap. Purge destroys the pairs.
+ *
  * Files under <home>/vaults/<vault>/:
  *   vault.json              name, uri, created, purge protection, retention, policies, deleted
  *   keys/<name>/key.json    kty, size, versions [{version, created, enabled}], enabled,
  *                           deleted {deletedDate, scheduledPurgeDate}
- *   keys/<name>/<version>.pem  RSA private key (PKCS#8 PEM, 0600)
+ *   keys/<name>/<version>.pem  RSA private key (PKCS#8 PEM, 0600; none for RSA-HSM versions)
  *   audit.log               JSON lines
  *   lock                    flock taken for every mutation
  * Every metadata update is atomic (cmk_json_save). Thread- and process-safe.
