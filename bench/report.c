@@ -458,7 +458,153 @@ static const char plot_script[] =
     "     '' using 4 title 'durable 4 KiB file ceiling' lc rgb '#bbbbbb'\n"
     "unset multiplot\n";
 
+/* ---- SVG written directly (no gnuplot) ---- */
+
+static void svg_text(FILE *f, double x, double y, const char *anchor, const char *fill,
+                     const char *txt)
+{
+    fprintf(f, "<text x='%.1f' y='%.1f' text-anchor='%s' fill='%s'>", x, y, anchor, fill);
+    for (const char *p = txt; *p; p++) {
+        if (*p == '<')
+            fputs("&lt;", f);
+        else if (*p == '>')
+            fputs("&gt;", f);
+        else if (*p == '&')
+            fputs("&amp;", f);
+        else if (*p == '\'')
+            fputs("&apos;", f);
+        else
+            fputc(*p, f);
+    }
+    fputs("</text>\n", f);
+}
+
+/* One panel of horizontal bars: each selected row of the first engine with its second-engine
+ * twin, the ceiling behind them in grey and the target as a red tick. Returns the height. */
+static double svg_panel(FILE *f, bench_ctx *c, double y0, const char *title, const char *unit,
+                        int (*pick)(const row *), double target_line)
+{
+    const double left = 330, width = 620, bar = 9;
+    double vmax = target_line, y = y0 + 40;
+    char buf[128];
+    int any = 0;
+
+    for (size_t i = 0; i < c->nrows; i++) {
+        row *r = &c->rows[i];
+        if (!pick(r) || r->v == V_SKIPPED)
+            continue;
+        any = 1;
+        vmax = r->value > vmax ? r->value : vmax;
+        vmax = r->ceiling > vmax ? r->ceiling : vmax;
+        vmax = r->goal > 0 && r->ref * r->goal > vmax ? r->ref * r->goal : vmax;
+    }
+    if (!any || vmax <= 0)
+        return 0;
+    fprintf(f, "<g font-family='sans-serif' font-size='12'>\n");
+    svg_text(f, 20, y0 + 20, "start", "#000", title);
+    for (size_t i = 0; i < c->nrows; i++) {
+        row *r = &c->rows[i];
+        if (!pick(r) || strcmp(r->engine, c->o.engines[0]) != 0)
+            continue;
+        row *twin =
+            c->o.nengines > 1 ? find_row(c, r->section, r->name, c->o.engines[1]) : NULL;
+        svg_text(f, left - 8, y + 12, "end", "#000", r->name);
+        if (r->ceiling > 0)
+            fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='#dddddd'/>\n",
+                    left, y - 1, width * r->ceiling / vmax, 2 * bar + 4);
+        const row *pair[2] = {r, twin};
+        for (int k = 0; k < 2; k++) {
+            const row *q = pair[k];
+            if (!q || q->v == V_SKIPPED || q->value <= 0)
+                continue;
+            fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='%s'/>\n", left,
+                    y + 1 + k * (bar + 1), width * q->value / vmax, bar,
+                    k ? "#aec7e8" : "#1f77b4");
+            snprintf(buf, sizeof(buf), "%.0f %s (%s)", q->value, unit, q->engine);
+            svg_text(f, left + width * q->value / vmax + 4, y + 9 + k * (bar + 1), "start",
+                     "#333", buf);
+        }
+        if (r->goal > 0 && r->ref > 0 && !r->lower_better)
+            fprintf(f,
+                    "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' stroke='#d62728' "
+                    "stroke-width='2'/>\n",
+                    left + width * r->ref * r->goal / vmax, left + width * r->ref * r->goal / vmax,
+                    y - 3, y + 2 * bar + 5);
+        y += 2 * bar + 12;
+    }
+    if (target_line > 0)
+        fprintf(f,
+                "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' stroke='#d62728' "
+                "stroke-dasharray='4,3'/>\n",
+                left + width * target_line / vmax, left + width * target_line / vmax, y0 + 34, y);
+    fprintf(f, "</g>\n");
+    return y - y0 + 10;
+}
+
+static int pick_big(const row *r)
+{
+    return !strcmp(r->section, "put") || !strcmp(r->section, "get");
+}
+
+static int pick_small(const row *r)
+{
+    return !strcmp(r->section, "small");
+}
+
+static int write_svg_direct(bench_ctx *c, const char *out)
+{
+    json_t *meta = c->json ? json_object_get(c->json, "meta") : NULL;
+    char *body = NULL;
+    size_t blen = 0;
+    FILE *m = open_memstream(&body, &blen), *f;
+    double h = 60;
+
+    if (!m)
+        return -1;
+    h += svg_panel(m, c, h,
+                   "Big blobs: throughput (dark: first engine, light: second) against its ceiling "
+                   "(grey); red: target",
+                   "MB/s", pick_big, 0);
+    h += svg_panel(m, c, h, "Small blobs per second (durable puts, warm gets); dashed: 3000/s",
+                   "blobs/s", pick_small, 3000);
+    if (fclose(m) != 0) {
+        free(body);
+        return -1;
+    }
+    f = fopen(out, "w");
+    if (!f) {
+        free(body);
+        return -1;
+    }
+    fprintf(f,
+            "<?xml version='1.0' encoding='UTF-8'?>\n<svg xmlns='http://www.w3.org/2000/svg' "
+            "width='1200' height='%.0f' viewBox='0 0 1200 %.0f'>\n<rect width='100%%' "
+            "height='100%%' fill='#ffffff'/>\n",
+            h + 20, h + 20);
+    fprintf(f, "<g font-family='sans-serif' font-size='14'>\n");
+    svg_text(f, 20, 30, "start", "#000",
+             meta ? json_string_value(json_object_get(meta, "machine")) : "cmkbench");
+    fprintf(f, "</g>\n");
+    fwrite(body, 1, blen, f);
+    fputs("</svg>\n", f);
+    free(body);
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* gnuplot draws the full plot (with the sweep); without it the bars are written directly.
+ * CMKBENCH_NO_GNUPLOT=1 forces the direct SVG. */
+static int write_svg_gnuplot(bench_ctx *c, const char *out);
+
 static int write_svg(bench_ctx *c, const char *out)
+{
+    const char *no = getenv("CMKBENCH_NO_GNUPLOT");
+
+    if (!(no && *no && strcmp(no, "0") != 0) && write_svg_gnuplot(c, out) == 0)
+        return 0;
+    return write_svg_direct(c, out);
+}
+
+static int write_svg_gnuplot(bench_ctx *c, const char *out)
 {
     char dir[] = "/tmp/cmkbench-plot.XXXXXX", script[4096], title[512], abs_out[4096];
     char *argv[] = {"gnuplot", script, NULL};
@@ -491,11 +637,11 @@ static int write_svg(bench_ctx *c, const char *out)
     if (fclose(f) != 0)
         goto out;
     if (posix_spawnp(&pid, "gnuplot", NULL, NULL, argv, environ) != 0) {
-        bench_log("gnuplot not found: no SVG written (install gnuplot-nox)");
+        bench_log("gnuplot not found: writing the SVG directly (bars only, no sweep plot)");
         goto out;
     }
     if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        bench_log("gnuplot failed (status %d)", status);
+        bench_log("gnuplot failed (status %d): writing the SVG directly", status);
         goto out;
     }
     rc = 0;

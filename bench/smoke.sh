@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# bench/smoke.sh CMKBENCH — CTest smoke of the benchmark harness (label bench): one `all` run at
+# tiny sizes must finish, print its table, and write JSON that parses and holds every section,
+# plus an SVG. Speed is not judged (the figures of such a run mean nothing).
+set -euo pipefail
+bin=${1:?usage: smoke.sh path/to/cmkbench}
+base=${CMK_TEST_TMP:-${TMPDIR:-/tmp}}
+mkdir -p "$base"
+out=$(mktemp -d "$base/bench-smoke.XXXXXX")
+trap 'rm -rf "$out"' EXIT
+
+# Odd first bytes make this file a gzip layer as far as the store is concerned (--file path).
+printf '\x1f\x8b\x08\x00' >"$out/layer.gz"
+head -c 300000 /dev/urandom >>"$out/layer.gz"
+
+# The direct SVG writer runs where gnuplot is missing; force it so both paths stay tested
+# (the gnuplot path runs in bench/run.sh).
+CMKBENCH_NO_GNUPLOT=1 "$bin" all --quick --dir "$out/data" --size-mb 2 --sample-mb 2 --reps 1 \
+    --small 24 --sweep-mb 1 --rot-blobs 1,3,6 --rot-mb 2 --rss-mb 4 --no-cold \
+    --file "$out/layer.gz" --json "$out/r.json" --txt "$out/r.txt" --svg "$out/r.svg" \
+    >"$out/stdout" 2>"$out/stderr" || {
+    echo "cmkbench failed:"
+    tail -30 "$out/stderr"
+    exit 1
+}
+
+fail=0
+check() { # description, command...
+    local what=$1
+    shift
+    if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; fail=1; fi
+}
+check "table printed" grep -q '^TARGETS' "$out/stdout"
+check "text copy written" cmp -s "$out/stdout" "$out/r.txt"
+check "SVG written" grep -q '<svg' "$out/r.svg"
+if command -v jq >/dev/null; then
+    check "JSON parses" jq -e . "$out/r.json" >/dev/null
+    for sec in ceiling put get small sweep rotation open rss engine target; do
+        check "JSON has $sec rows" jq -e --arg s "$sec" '[.rows[] | select(.section == $s)] | length > 0' \
+            "$out/r.json" >/dev/null
+    done
+    check "JSON has meta.command" jq -e '.meta.command | test("cmkbench")' "$out/r.json" >/dev/null
+    check "the --file layer was measured" \
+        jq -e '[.rows[] | select(.name | test("layer.gz"))] | length >= 2' "$out/r.json" >/dev/null
+    check "every put/get row has a value" \
+        jq -e '[.rows[] | select((.section == "put" or .section == "get") and .verdict != "skipped" and .value <= 0)] | length == 0' \
+        "$out/r.json" >/dev/null
+elif command -v python3 >/dev/null; then
+    check "JSON parses" python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["rows"]' "$out/r.json"
+else
+    echo "FAILED: neither jq nor python3 to parse the JSON"
+    fail=1
+fi
+exit $fail
