@@ -3,7 +3,7 @@
  * the same bytes and through the same libraries (OpenSSL libcrypto, libzstd) and the same
  * file system. Throughput targets are judged as ratios against these.
  *
- * CPU ceilings run on one thread; the store's bound is derived from them (bench/README.md):
+ * CPU ceilings run on one thread; the store's bound is derived from them (bench/RESULTS.md):
  *   put CPU bound = bytes / ((t_sha256 + t_zstd1 + t_gcm(compressed bytes)) / cores)
  */
 #ifndef CMKBENCH_CEILINGS_H

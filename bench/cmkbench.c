@@ -2,7 +2,7 @@
  * cmkbench.c — the cmkstore benchmark harness: measures this machine's ceilings and the
  * store's throughput, small-blob rate, chunk/thread sweep, io_uring against sync, rotation
  * and open latency against store size, and peak RSS, in one run; prints a table and writes
- * JSON and an SVG plot. See bench/README.md for what each figure is and how ratios are
+ * JSON and an SVG plot. See bench/RESULTS.md for what each figure is and how ratios are
  * computed.
  */
 #define _GNU_SOURCE
@@ -425,6 +425,9 @@ int main(int argc, char **argv)
              o->threads ? o->threads : c->cores, o->reps, c->can_drop ? "" : "; no cold reads");
     if (o->file && (!strcmp(cmd, "put") || !strcmp(cmd, "get")))
         snprintf(data_desc, sizeof(data_desc), "file %s; chunk %u KiB", o->file, o->chunk >> 10);
+    /* The run directory's parent must exist for the file system to be named. */
+    if (mkdir(o->dir, 0700) != 0 && errno != EEXIST)
+        bench_die("cannot create %s: %s", o->dir, strerror(errno));
     set_meta(c, cmd, data_desc);
     bench_log("cmkbench %s: %s", cmd, data_desc);
 

@@ -506,8 +506,7 @@ static double svg_panel(FILE *f, bench_ctx *c, double y0, const char *title, con
         row *r = &c->rows[i];
         if (!pick(r) || strcmp(r->engine, c->o.engines[0]) != 0)
             continue;
-        row *twin =
-            c->o.nengines > 1 ? find_row(c, r->section, r->name, c->o.engines[1]) : NULL;
+        row *twin = c->o.nengines > 1 ? find_row(c, r->section, r->name, c->o.engines[1]) : NULL;
         svg_text(f, left - 8, y + 12, "end", "#000", r->name);
         if (r->ceiling > 0)
             fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='#dddddd'/>\n",
@@ -518,11 +517,10 @@ static double svg_panel(FILE *f, bench_ctx *c, double y0, const char *title, con
             if (!q || q->v == V_SKIPPED || q->value <= 0)
                 continue;
             fprintf(f, "<rect x='%.1f' y='%.1f' width='%.1f' height='%.1f' fill='%s'/>\n", left,
-                    y + 1 + k * (bar + 1), width * q->value / vmax, bar,
-                    k ? "#aec7e8" : "#1f77b4");
+                    y + 1 + k * (bar + 1), width * q->value / vmax, bar, k ? "#aec7e8" : "#1f77b4");
             snprintf(buf, sizeof(buf), "%.0f %s (%s)", q->value, unit, q->engine);
-            svg_text(f, left + width * q->value / vmax + 4, y + 9 + k * (bar + 1), "start",
-                     "#333", buf);
+            svg_text(f, left + width * q->value / vmax + 4, y + 9 + k * (bar + 1), "start", "#333",
+                     buf);
         }
         if (r->goal > 0 && r->ref > 0 && !r->lower_better)
             fprintf(f,

@@ -69,8 +69,26 @@ void run_cpu_ceilings(bench_ctx *c, const char *label, const uint8_t *data, size
 
     bench_log("ceilings: CPU on %s (%zu MiB sample)", label,
               (size_t)((n < c->o.sample ? n : c->o.sample) >> 20));
-    if (ceil_measure_cpu(data, n, c->o.sample, c->o.chunk, &cc) != 0)
-        bench_die("CPU ceilings failed");
+    /* Best of three: a ceiling is what the machine can do, and a neighbour that takes the
+     * CPU for a moment must not lower it (the store's figures are medians, so the ratios
+     * stay conservative). */
+    for (unsigned rep = 0; rep < (c->o.quick ? 1u : 3u); rep++) {
+        ceil_cpu t;
+        if (ceil_measure_cpu(data, n, c->o.sample, c->o.chunk, &t) != 0)
+            bench_die("CPU ceilings failed");
+        if (rep == 0) {
+            cc = t;
+            continue;
+        }
+#define BEST(f) cc.f = t.f > cc.f ? t.f : cc.f
+        BEST(sha256);
+        BEST(zstd_c);
+        BEST(zstd_d);
+        BEST(zstd_probe);
+        BEST(gcm_seal);
+        BEST(gcm_open);
+#undef BEST
+    }
     compressible = cc.ratio >= 16.0 / 15.0;
     cpu_put_bound = (double)n / (ceil_put_cpu_seconds(&cc, n) / c->cores) / MB;
     cpu_get_bound = (double)n / (ceil_get_cpu_seconds(&cc, n) / c->cores) / MB;

@@ -28,8 +28,9 @@ typedef struct small_mode {
 } small_mode;
 
 static const small_mode modes[] = {
-    {"4k x1", 0, 1, 0},       {"4k x4", 0, 4, 0},  {"4k x16", 0, 16, 0},
-    {"4k batch32", 0, 1, 32}, {"mix x1", 1, 1, 0}, {"mix x16", 1, 16, 0},
+    {"4k x1", 0, 1, 0},       {"4k x4", 0, 4, 0},       {"4k x16", 0, 16, 0},
+    {"4k batch32", 0, 1, 32}, {"4k batch64", 0, 1, 64}, {"4k batch32 x4", 0, 4, 32},
+    {"mix x1", 1, 1, 0},      {"mix x16", 1, 16, 0},    {"mix batch32 x4", 1, 4, 32},
 };
 
 static void set_make(small_set *s, unsigned count, int mix, uint64_t seed)

@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# bench/registry_bench.sh — skopeo push and pull of the same image to `cmkstore serve`
+# (encrypted store, customer-managed key in a local vault) and to Debian's `docker-registry`
+# (CNCF distribution, unencrypted filesystem driver), side by side. Loopback only.
+#
+#   bash bench/registry_bench.sh [PATH-TO-CMKSTORE]
+#
+# Environment: BENCH_MB (image size, default 300), BENCH_LAYERS (default 4), BENCH_RUNS
+# (default 3), BENCH_DIR (scratch, default a temp dir under /tmp; removed at the end unless
+# BENCH_KEEP=1). Each run pushes to a fresh, empty registry (so no blob is skipped as already
+# present) and pulls into a fresh OCI layout. Layers are gzip-compressed tars whose files are
+# half pseudo-random, half text, like real layers; skopeo copies with --preserve-digests, so
+# both registries receive and serve the very same bytes. Prints one line per run and the
+# medians. Needs skopeo, docker-registry, python3, jq (Debian packages).
+set -euo pipefail
+
+BIN=${1:-build/cmkstore}
+[ -x "$BIN" ] || {
+    echo "usage: bash bench/registry_bench.sh PATH-TO-CMKSTORE" >&2
+    exit 2
+}
+BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+for tool in skopeo docker-registry python3 jq curl; do
+    command -v "$tool" >/dev/null || {
+        echo "missing tool: $tool (Debian packages skopeo, docker-registry, python3, jq, curl)" >&2
+        exit 1
+    }
+done
+MB=${BENCH_MB:-300}
+LAYERS=${BENCH_LAYERS:-4}
+RUNS=${BENCH_RUNS:-3}
+W=${BENCH_DIR:-$(mktemp -d /tmp/registry-bench.XXXXXX)}
+mkdir -p "$W"
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    [ "${BENCH_KEEP:-0}" == 1 ] || rm -rf "$W"
+}
+trap cleanup EXIT
+export REGISTRY_AUTH_FILE="$W/auth.json"
+echo '{}' >"$REGISTRY_AUTH_FILE"
+SK=(skopeo --insecure-policy)
+
+now() { date +%s.%N; }
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_http() { # URL
+    local i
+    for i in $(seq 1 600); do
+        curl -s -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    echo "no answer from $1" >&2
+    return 1
+}
+
+# ---- the image (made once)
+IMG=$W/image
+if [ ! -f "$IMG/index.json" ]; then
+    echo "== making a ${MB} MB image with $LAYERS layers in $IMG"
+    python3 - "$IMG" "$MB" "$LAYERS" <<'PYEOF'
+import gzip, hashlib, io, json, os, random, sys, tarfile
+out, mb, nl = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random(2024)
+os.makedirs(os.path.join(out, "blobs", "sha256"), exist_ok=True)
+def blob(b):
+    d = hashlib.sha256(b).hexdigest()
+    with open(os.path.join(out, "blobs", "sha256", d), "wb") as f:
+        f.write(b)
+    return "sha256:" + d
+layers, diff_ids = [], []
+per = mb * 1024 * 1024 // nl
+for i in range(nl):
+    rand = rng.randbytes(per // 2)
+    text = b"".join(b"layer %d line %09d: some configuration text\n" % (i, k)
+                    for k in range(per // 2 // 40))
+    bio = io.BytesIO()
+    with tarfile.open(fileobj=bio, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in (("bin/%d.bin" % i, rand), ("etc/%d.txt" % i, text)):
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mtime, ti.mode = len(data), 0, 0o644
+            t.addfile(ti, io.BytesIO(data))
+    raw = bio.getvalue()
+    diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
+    gz = gzip.compress(raw, compresslevel=1, mtime=0)
+    layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                   "digest": blob(gz), "size": len(gz)})
+cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                  "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                  "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                             "digest": blob(cfg), "size": len(cfg)},
+                  "layers": layers}).encode()
+md = blob(man)
+with open(os.path.join(out, "index.json"), "w") as f:
+    json.dump({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md,
+         "size": len(man), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}, f)
+with open(os.path.join(out, "oci-layout"), "w") as f:
+    json.dump({"imageLayoutVersion": "1.0.0"}, f)
+PYEOF
+fi
+BYTES=$(du -cb "$IMG"/blobs/sha256/* | tail -1 | cut -f1)
+DIGEST=$(jq -r '.manifests[0].digest' "$IMG/index.json")
+echo "image: $DIGEST, $LAYERS layers, $BYTES bytes (gzip)"
+
+# ---- cmkstore: one vault/identity/key; a fresh store per run
+export CMKSTORE_HOME=$W/cmkhome
+"$BIN" identity create --name bench-id >"$W/id.json"
+"$BIN" vault create --name bench-vault --enable-purge-protection >/dev/null
+"$BIN" vault set-policy --name bench-vault --object-id "$(jq -r .principalId "$W/id.json")" \
+    --key-permissions get wrapKey unwrapKey >/dev/null
+"$BIN" vault key create --vault-name bench-vault --name bench-key >"$W/key.json"
+KID=$(jq -r .key.kid "$W/key.json")
+
+start_cmkstore() { # run -> sets HP, SPID
+    "$BIN" create --store "$W/cmk-$1" --identity "$(jq -r .id "$W/id.json")" \
+        --key-encryption-key "${KID%/*}" >/dev/null
+    local port
+    port=$(free_port)
+    "$BIN" serve --store "$W/cmk-$1" --listen "127.0.0.1:$port" --quiet \
+        >"$W/cmk-$1.out" 2>"$W/cmk-$1.err" &
+    SPID=$!
+    PIDS+=("$SPID")
+    HP=127.0.0.1:$port
+    wait_http "http://$HP/v2/"
+}
+
+start_distribution() { # run -> sets HP, SPID
+    local port
+    port=$(free_port)
+    mkdir -p "$W/dist-$1/data"
+    cat >"$W/dist-$1/config.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $W/dist-$1/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+EOF
+    docker-registry serve "$W/dist-$1/config.yml" >"$W/dist-$1.log" 2>&1 &
+    SPID=$!
+    PIDS+=("$SPID")
+    HP=127.0.0.1:$port
+    wait_http "http://$HP/v2/"
+}
+
+stop_it() {
+    kill -TERM "$SPID" 2>/dev/null || true
+    wait "$SPID" 2>/dev/null || true
+}
+
+declare -A PUSH PULL
+for run in $(seq 1 "$RUNS"); do
+    for reg in cmkstore distribution; do
+        if [ "$reg" == cmkstore ]; then start_cmkstore "$run"; else start_distribution "$run"; fi
+        sync
+        t0=$(now)
+        "${SK[@]}" copy -q --preserve-digests --dest-tls-verify=false "oci:$IMG:latest" \
+            "docker://$HP/bench/image:$run" >/dev/null
+        t1=$(now)
+        rm -rf "$W/pull"
+        "${SK[@]}" copy -q --preserve-digests --src-tls-verify=false \
+            "docker://$HP/bench/image:$run" "oci:$W/pull:latest" >/dev/null
+        t2=$(now)
+        got=$(jq -r '.manifests[0].digest' "$W/pull/index.json")
+        [ "$got" == "$DIGEST" ] || {
+            echo "$reg: pulled $got, expected $DIGEST" >&2
+            exit 1
+        }
+        stop_it
+        rm -rf "$W/cmk-$run" "$W/dist-$run" "$W/pull"
+        PUSH[$reg,$run]=$(echo "$t1 - $t0" | bc -l)
+        PULL[$reg,$run]=$(echo "$t2 - $t1" | bc -l)
+        printf '%-12s run %d  push %6.2f s (%6.1f MB/s)  pull %6.2f s (%6.1f MB/s)\n' "$reg" "$run" \
+            "${PUSH[$reg,$run]}" "$(echo "$BYTES / 1048576 / ${PUSH[$reg,$run]}" | bc -l)" \
+            "${PULL[$reg,$run]}" "$(echo "$BYTES / 1048576 / ${PULL[$reg,$run]}" | bc -l)"
+    done
+done
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+echo
+echo "median of $RUNS runs, $BYTES bytes, $LAYERS layers (machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+for reg in cmkstore distribution; do
+    pu=() pl=()
+    for run in $(seq 1 "$RUNS"); do
+        pu+=("${PUSH[$reg,$run]}")
+        pl+=("${PULL[$reg,$run]}")
+    done
+    mpu=$(median "${pu[@]}")
+    mpl=$(median "${pl[@]}")
+    printf '%-12s push %6.2f s (%6.1f MB/s)  pull %6.2f s (%6.1f MB/s)\n' "$reg" "$mpu" \
+        "$(echo "$BYTES / 1048576 / $mpu" | bc -l)" "$mpl" "$(echo "$BYTES / 1048576 / $mpl" | bc -l)"
+done
