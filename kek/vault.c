@@ -1823,12 +1823,13 @@ cmk_err cmk_vault_key_create(const char *home, const char *vault, const char *na
         /* In the token, under the vault's lock: the token's sequence numbers then follow the
          * order of key.json, whose last version is the latest. */
         rc = hsm_generate_version(&c, &hs, name, bits, &hsm, &ver, version, eb);
-        if (rc == CMK_OK && key_find_version(kj, version))
-            rc = cmk_errbuf_set(eb, CMK_E_EXISTS, "key '%s' already has version %s", name, version);
         if (rc != CMK_OK)
             goto out;
         hsm_made = 1;
-        rc = key_paths(&c, name, kdir, NULL, eb);
+        if (key_find_version(kj, version)) /* a CKA_ID the token reused: never name it twice */
+            rc = cmk_errbuf_set(eb, CMK_E_EXISTS, "key '%s' already has version %s", name, version);
+        if (rc == CMK_OK)
+            rc = key_paths(&c, name, kdir, NULL, eb);
         if (rc == CMK_OK)
             rc = cmk_mkdir_p(kdir, 0700, eb);
         if (rc == CMK_OK && json_array_append(key_versions(kj), ver) != 0)
