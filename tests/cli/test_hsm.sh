@@ -298,8 +298,18 @@ V3HEX=${V3##*/}
 expect_ok cmk encryption check --store "$SA"
 expect_json ".keyVaultProperties.versionedKeyIdentifier == \"$V3\"" "versionless store on version 3"
 snapshot "$SA/blobs" >"$T/snap.before"
+# A running store (key check every second) notices the revocation by itself.
+"$CMKSTORE_BIN" encryption watch --store "$SW" --duration 120 >"$T/watch2.out" 2>"$T/watch2.err" &
+WATCH=$!
+expect_true "watcher is up on version 3" wait_for 60 grep -qF "\"$V3\"" "$T/watch2.out"
 expect_true "destroy version 3's private key with pkcs11-tool" \
     p11 --delete-object --type privkey --id "$V3HEX"
+expect_true "running store: access lost within its key-check interval" \
+    wait_for 60 grep -q '"keyAccessible":false' "$T/watch2.out"
+expect_true "running store: the reason is the missing key object" \
+    grep -q '"error":"CMK_E_KEY_NOT_FOUND".*is not in PKCS#11 token' "$T/watch2.out"
+kill "$WATCH" 2>/dev/null || true
+wait "$WATCH" 2>/dev/null || true
 expect_true "destroy version 3's public key with pkcs11-tool" \
     p11 --delete-object --type pubkey --id "$V3HEX"
 key_fails 5 "version $V3HEX is not in PKCS#11 token \"cmk-tok\".*destroyed" \
