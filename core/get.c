@@ -319,8 +319,8 @@ static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
     }
     /* Keys first: a header that does not commit to this DEK is rejected before any chunk or
      * index byte is decrypted. */
-    dek = cmk_secalloc(CMK_DEK_LEN);
-    g->bk = cmk_secalloc(sizeof(*g->bk));
+    dek = cmk_pool_sec_get(s->pool, CMK_DEK_LEN);
+    g->bk = cmk_pool_sec_get(s->pool, sizeof(*g->bk));
     if (!dek || !g->bk) {
         rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (keys)");
         goto out;
@@ -375,7 +375,7 @@ static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
     g->info.format_version = g->h.version;
     g->info.mtime = (int64_t)st.st_mtime;
 out:
-    cmk_secfree(dek);
+    cmk_pool_sec_put(s->pool, dek, CMK_DEK_LEN);
     free(ibuf);
     return rc;
 }
@@ -417,7 +417,7 @@ static void get_free(cmk_get *g)
         close(g->fd);
     if (g->io)
         cmk_store_io_put(g->s, g->io);
-    cmk_secfree(g->bk);
+    cmk_pool_sec_put(g->s->pool, g->bk, sizeof(*g->bk));
     free(g->idx);
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);

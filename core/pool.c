@@ -1,6 +1,8 @@
 /* pool.c — worker threads for sealing and opening chunks. */
 #include "pool.h"
 
+#include "secmem.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -14,6 +16,9 @@ struct cmk_pool {
     size_t buf_size[BUF_SLOTS];
     unsigned nbuf;
     size_t buf_bytes;
+    void *sec[BUF_SLOTS]; /* wiped secret blocks (cmk_secalloc) */
+    size_t sec_size[BUF_SLOTS];
+    unsigned nsec;
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -98,6 +103,8 @@ void cmk_pool_free(cmk_pool *p)
     pthread_cond_destroy(&p->cv);
     for (unsigned i = 0; i < p->nbuf; i++)
         free(p->buf[i]);
+    for (unsigned i = 0; i < p->nsec; i++)
+        cmk_secfree(p->sec[i]);
     pthread_mutex_destroy(&p->buf_mu);
     free(p->threads);
     free(p);
@@ -155,4 +162,38 @@ void cmk_pool_submit(cmk_pool *p, cmk_job *job)
 unsigned cmk_pool_threads(const cmk_pool *p)
 {
     return p->n;
+}
+
+void *cmk_pool_sec_get(cmk_pool *p, size_t size)
+{
+    void *b = NULL;
+
+    pthread_mutex_lock(&p->buf_mu);
+    for (unsigned i = p->nsec; i-- > 0;) {
+        if (p->sec_size[i] != size)
+            continue;
+        b = p->sec[i];
+        p->nsec--;
+        p->sec[i] = p->sec[p->nsec];
+        p->sec_size[i] = p->sec_size[p->nsec];
+        break;
+    }
+    pthread_mutex_unlock(&p->buf_mu);
+    return b ? b : cmk_secalloc(size);
+}
+
+void cmk_pool_sec_put(cmk_pool *p, void *buf, size_t size)
+{
+    if (!buf)
+        return;
+    cmk_cleanse(buf, size);
+    pthread_mutex_lock(&p->buf_mu);
+    if (p->nsec < BUF_SLOTS) {
+        p->sec[p->nsec] = buf;
+        p->sec_size[p->nsec] = size;
+        p->nsec++;
+        buf = NULL;
+    }
+    pthread_mutex_unlock(&p->buf_mu);
+    cmk_secfree(buf);
 }

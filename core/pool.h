@@ -37,6 +37,13 @@ unsigned cmk_pool_threads(const cmk_pool *p);
 void *cmk_pool_buf_get(cmk_pool *p, size_t size);
 void cmk_pool_buf_put(cmk_pool *p, void *buf, size_t size);
 
+/* Secret memory (cmk_secalloc: locked, kept out of core dumps) for per-blob keys, kept for
+ * reuse: allocating it costs mmap + mlock and freeing it munmap, whose TLB shootdown
+ * interrupts every core, for every blob. Blocks are wiped when given back and again when
+ * finally freed. Thread-safe. */
+void *cmk_pool_sec_get(cmk_pool *p, size_t size);
+void cmk_pool_sec_put(cmk_pool *p, void *buf, size_t size);
+
 /* Online cores (at least 1). */
 unsigned cmk_ncpu(void);
 

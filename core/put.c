@@ -418,7 +418,7 @@ static void put_free(cmk_put *p)
     if (p->io)
         cmk_store_io_put(p->s, p->io);
     cmk_digest_free(&p->dg);
-    cmk_secfree(p->bk);
+    cmk_pool_sec_put(p->s->pool, p->bk, sizeof(*p->bk));
     free(p->index);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
@@ -451,8 +451,8 @@ cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out)
     p->fd = -1;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
-    p->bk = cmk_secalloc(sizeof(*p->bk));
-    dek = cmk_secalloc(CMK_DEK_LEN);
+    p->bk = cmk_pool_sec_get(s->pool, sizeof(*p->bk));
+    dek = cmk_pool_sec_get(s->pool, CMK_DEK_LEN);
     if (!p->bk || !dek) {
         rc = cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (keys)");
         goto out;
@@ -496,7 +496,7 @@ cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out)
     *out = p;
     p = NULL;
 out:
-    cmk_secfree(dek);
+    cmk_pool_sec_put(s->pool, dek, CMK_DEK_LEN);
     put_free(p);
     return cmk_publish(&eb, rc);
 }
