@@ -359,7 +359,7 @@ cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check, int *rotated
     char key_id[CMK_ID_MAX], vkid[CMK_ID_MAX];
     cmk_kr_identity ident;
     cmk_kr_dek cur;
-    int rot_enabled, was_ok, found = 0;
+    int rot_enabled, was_ok, due, found = 0;
     uint8_t *k = NULL;
     double now = cmk_monotonic();
     cmk_err rc;
@@ -375,7 +375,9 @@ cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check, int *rotated
         goto out;
     cmk_errbuf_clear(&eb);
 
-    pthread_rwlock_rdlock(&s->key_lock);
+    /* Write lock: the check's timestamps are written here, and checks may run in several
+     * threads at once (the background checker and callers). */
+    pthread_rwlock_wrlock(&s->key_lock);
     snprintf(key_id, sizeof(key_id), "%s", s->kr.key_identifier);
     snprintf(vkid, sizeof(vkid), "%s", s->kr.versioned_kid);
     ident = s->kr.identity;
@@ -386,6 +388,12 @@ cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check, int *rotated
             found = 1;
         }
     s->last_key_check = cmk_now();
+    /* force_rotation_check: > 0 forces the rotation check, 0 runs it if due (always the
+     * first time in a process), < 0 skips it (an access check only). */
+    due = rot_enabled && was_ok && force_rotation_check >= 0 &&
+          (force_rotation_check > 0 || now - s->last_rotation_check_mono >= s->rotation_check_s);
+    if (due)
+        s->last_rotation_check_mono = now;
     pthread_rwlock_unlock(&s->key_lock);
     if (!found) {
         rc = cmk_errbuf_set(&eb, CMK_E_CORRUPT, "keyring has no current DEK");
@@ -394,11 +402,7 @@ cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check, int *rotated
 
     /* Automatic rotation first: it needs only the DEKs already held, so it works even if
      * the old version has just been disabled. */
-    /* force_rotation_check: > 0 forces the rotation check, 0 runs it if due (always the
-     * first time in a process), < 0 skips it (an access check only). */
-    if (rot_enabled && was_ok && force_rotation_check >= 0 &&
-        (force_rotation_check > 0 || now - s->last_rotation_check_mono >= s->rotation_check_s)) {
-        s->last_rotation_check_mono = now;
+    if (due) {
         rc = cmk_kek_describe(s->kek, key_id, ident.principal, &desc, &eb);
         if (rc == CMK_OK && strcmp(desc.kid, vkid) != 0) {
             rot_target t;
