@@ -5,7 +5,7 @@
 #
 #   bash bench/registry_bench.sh [PATH-TO-CMKSTORE]
 #
-# Environment: BENCH_MB (image size, default 300), BENCH_LAYERS (default 4), BENCH_RUNS
+# Environment: BENCH_MB (uncompressed image size, default 500: about 280 MB gzip), BENCH_LAYERS (default 4), BENCH_RUNS
 # (default 3), BENCH_DIR (scratch, default a temp dir under /tmp; removed at the end unless
 # BENCH_KEEP=1). Each run pushes to a fresh, empty registry (so no blob is skipped as already
 # present) and pulls into a fresh OCI layout. Layers are gzip-compressed tars whose files are
@@ -26,7 +26,7 @@ for tool in skopeo docker-registry python3 jq curl; do
         exit 1
     }
 done
-MB=${BENCH_MB:-300}
+MB=${BENCH_MB:-500}
 LAYERS=${BENCH_LAYERS:-4}
 RUNS=${BENCH_RUNS:-3}
 W=${BENCH_DIR:-$(mktemp -d /tmp/registry-bench.XXXXXX)}
@@ -149,7 +149,8 @@ storage:
 http:
   addr: 127.0.0.1:$port
 EOF
-    docker-registry serve "$W/dist-$1/config.yml" >"$W/dist-$1.log" 2>&1 &
+    # (docker-registry reads REGISTRY_* variables as configuration: keep skopeo's out)
+    env -u REGISTRY_AUTH_FILE docker-registry serve "$W/dist-$1/config.yml" >"$W/dist-$1.log" 2>&1 &
     SPID=$!
     PIDS+=("$SPID")
     HP=127.0.0.1:$port

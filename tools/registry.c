@@ -60,6 +60,7 @@ struct registry {
     http_auth *auth;
     http_metrics *metrics;
     uint64_t max_manifest;
+    uint64_t max_blob; /* 0: no limit */
     unsigned max_uploads, upload_timeout;
     int log;
     atomic_int draining;
@@ -614,6 +615,22 @@ static enum MHD_Result commit_and_link(struct req *q, cmk_put *put, const char *
     return send_reply(q, MHD_HTTP_CREATED, &rp);
 }
 
+/* 1 if a blob upload of `have` bytes so far plus `more` would pass --max-blob-size. */
+static int blob_too_big(const registry *r, uint64_t have, uint64_t more)
+{
+    return r->max_blob && (more > r->max_blob || have > r->max_blob - more);
+}
+
+static enum MHD_Result send_blob_too_big(struct req *q)
+{
+    char msg[96];
+
+    snprintf(msg, sizeof(msg), "blob larger than the limit of %llu bytes; nothing was stored",
+             (unsigned long long)q->r->max_blob);
+    q->up_destroy = 1;
+    return send_error(q, MHD_HTTP_CONTENT_TOO_LARGE, "SIZE_INVALID", msg, NULL);
+}
+
 /* POST ?mount=&from=: links a blob of another repository. Returns 1 if it answered. */
 static int try_mount(struct req *q, enum MHD_Result *ret)
 {
@@ -685,6 +702,12 @@ static enum MHD_Result upload_start(struct req *q)
         if (!registry_digest_valid(digest))
             return send_error(q, MHD_HTTP_BAD_REQUEST, "DIGEST_INVALID",
                               "invalid digest (sha256:<64 hex> or sha512:<128 hex>)", NULL);
+        {
+            const char *clen = header(q, MHD_HTTP_HEADER_CONTENT_LENGTH);
+            uint64_t n = 0;
+            if (clen && http_parse_u64(clen, UINT64_MAX, &n) == 0 && blob_too_big(r, 0, n))
+                return send_blob_too_big(q);
+        }
         snprintf(q->digest, sizeof(q->digest), "%s", digest);
         rc = cmk_put_begin(r->s, strncmp(digest, "sha512:", 7) == 0 ? "sha512" : "sha256", &q->put);
         if (rc != CMK_OK)
@@ -780,6 +803,8 @@ static enum MHD_Result upload_continue(struct req *q, int final)
                               "Content-Length does not match Content-Range", NULL);
         q->has_crange = 1;
     }
+    if (clen && http_parse_u64(clen, UINT64_MAX, &n) == 0 && blob_too_big(r, q->up->offset, n))
+        return send_blob_too_big(q);
     if (final)
         snprintf(q->digest, sizeof(q->digest), "%s", digest);
     q->put = q->up->put;
@@ -1560,6 +1585,12 @@ static void body_chunk(struct req *q, const char *data, size_t n)
     if (q->body_failed)
         return; /* the rest of a failed body is read and dropped */
     if (q->body == BODY_PUT) {
+        /* Bodies without a Content-Length (chunked transfer) are checked as they arrive. */
+        if (blob_too_big(r, q->up ? q->up->offset : 0, q->received)) {
+            q->too_big = 1;
+            q->body_failed = 1;
+            return;
+        }
         rc = cmk_put_write(q->put, data, n);
         if (rc != CMK_OK) {
             q->body_failed = 1;
@@ -1613,6 +1644,8 @@ static enum MHD_Result final_call(struct req *q)
     }
     if (q->body != BODY_PUT)
         return send_error(q, MHD_HTTP_INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error", NULL);
+    if (q->body_failed && q->too_big)
+        return send_blob_too_big(q);
     if (q->body_failed) {
         q->up_destroy = 1; /* the put has failed: the session cannot go on */
         return store_error(q, q->body_rc, q->body_msg, "cannot store the upload");
@@ -1783,6 +1816,7 @@ cmk_err registry_new(const registry_opts *o, registry **out)
     r->auth = o->auth;
     r->metrics = o->metrics;
     r->max_manifest = o->max_manifest ? o->max_manifest : DEFAULT_MAX_MANIFEST;
+    r->max_blob = o->max_blob;
     r->max_uploads = o->max_uploads ? o->max_uploads : DEFAULT_MAX_UPLOADS;
     r->upload_timeout = o->upload_timeout_s ? o->upload_timeout_s : DEFAULT_UPLOAD_TIMEOUT;
     r->log = o->log_requests;

@@ -27,6 +27,7 @@ typedef struct registry_opts {
     http_auth *auth;           /* borrowed; NULL: no authentication */
     http_metrics *metrics;     /* borrowed; may be NULL */
     uint64_t max_manifest;     /* bytes; 0: 4 MiB */
+    uint64_t max_blob;         /* bytes per blob upload; 0: no limit */
     unsigned max_uploads;      /* concurrent upload sessions; 0: 256 */
     unsigned upload_timeout_s; /* idle upload sessions are dropped after this; 0: 3600 */
     int log_requests;          /* one line per request on stderr */

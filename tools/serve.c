@@ -69,6 +69,9 @@ static const cli_opt serve_opts[] = {
      "characters (mode 0600 required)."},
     {"max-manifest-size", 0, CLI_SIZE, 0, "BYTES",
      "Largest manifest accepted (default 4M; at most 64M)."},
+    {"max-blob-size", 0, CLI_SIZE, 0, "BYTES",
+     "Largest blob accepted in one upload (default: no limit); beyond, 413 SIZE_INVALID and "
+     "the upload is discarded."},
     {"max-uploads", 0, CLI_UINT, 0, "N",
      "Upload sessions open at once (default 256); beyond, 429 TOOMANYREQUESTS."},
     {"upload-timeout", 0, CLI_UINT, 0, "S",
@@ -306,7 +309,7 @@ struct serve_cfg {
     struct sockaddr_storage addr;
     char host[256];
     unsigned port;
-    uint64_t max_manifest;
+    uint64_t max_manifest, max_blob;
     unsigned max_uploads, upload_timeout, max_conn, conn_timeout, shutdown_timeout;
     uint32_t key_check, rotation_check;
     int quiet;
@@ -328,6 +331,7 @@ static int read_cfg(const cli_args *a, struct serve_cfg *c)
     c->max_manifest = cli_num(a, "max-manifest-size", 4u << 20);
     if (c->max_manifest < 1024 || c->max_manifest > (64u << 20))
         return cli_usage_error(cmd, "--max-manifest-size must be between 1K and 64M");
+    c->max_blob = cli_num(a, "max-blob-size", 0);
     v = cli_num(a, "max-uploads", 256);
     if (v < 1 || v > 65536)
         return cli_usage_error(cmd, "--max-uploads must be between 1 and 65536");
@@ -453,6 +457,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     ro.auth = auth;
     ro.metrics = metrics;
     ro.max_manifest = cfg.max_manifest;
+    ro.max_blob = cfg.max_blob;
     ro.max_uploads = cfg.max_uploads;
     ro.upload_timeout_s = cfg.upload_timeout;
     ro.log_requests = !cfg.quiet;

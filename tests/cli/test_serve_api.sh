@@ -245,7 +245,15 @@ stop_server TERM
 expect_eq "$SRV_EXIT" 0 "SIGTERM: exit 0"
 
 # ---- limits
-start_server lim --store "$S" --max-uploads 2 --max-manifest-size 1K --quiet
+start_server lim --store "$S" --max-uploads 2 --max-manifest-size 1K --max-blob-size 100K --quiet
+expect_eq "$(push_blob lim "$T/b2")" 413 "monolithic blob beyond --max-blob-size: 413"
+expect_eq "$(code "$T/.push")" SIZE_INVALID "... SIZE_INVALID"
+expect_eq "$(hcurl "$B" -I "$URL/v2/lim/blobs/$D2")" 404 "... nothing stored"
+hcurl "$B" -X POST "$URL/v2/lim/blobs/uploads/" >/dev/null
+LOC=$(hdr_of "$B.h" Location)
+expect_eq "$(hcurl "$B" -X PATCH -H 'Transfer-Encoding: chunked' --data-binary "@$T/b2" "$URL$LOC")" 413 \
+    "chunked-encoded PATCH growing past --max-blob-size: 413"
+expect_eq "$(hcurl "$B" "$URL$LOC")" 404 "... the session is discarded"
 hcurl "$B" -X POST "$URL/v2/lim/blobs/uploads/" >/dev/null
 hcurl "$B" -X POST "$URL/v2/lim/blobs/uploads/" >/dev/null
 expect_eq "$(hcurl "$B" -X POST "$URL/v2/lim/blobs/uploads/")" 429 "upload sessions beyond --max-uploads: 429"
