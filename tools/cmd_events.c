@@ -148,8 +148,11 @@ const cli_cmd cli_events_cmds[] = {
          "store.created, key.rotated (from and to key versions, trigger manual or automatic), "
          "key.rotationFailed, key.accessLost and key.accessRestored (key, identity, reason), "
          "key.unreachable, dek.rotated, identity.assigned, identity.removed, policy.updated "
-         "and operation.refused (operation, reason). Each has \"time\" and \"event\". Needs "
-         "no key access. With --follow, keeps printing new events until interrupted.",
+         "and operation.refused (operation, reason). Each has \"time\" and \"event\". Key "
+         "access lost and restored are recorded by a process that holds the store open when "
+         "its key check sees the change (a server, or `cmkstore encryption watch`); a "
+         "short-lived command that finds the key revoked at open fails with exit 5 instead. "
+         "Needs no key access. With --follow, keeps printing new events until interrupted.",
      .opts = events_opts,
      .example = "cmkstore events --store ./registry\n"
                 "cmkstore events --store ./registry --type key. --follow",
