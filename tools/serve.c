@@ -269,6 +269,14 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     (void)cls;
     vsnprintf(msg, sizeof(msg), fmt, ap);
     msg[strcspn(msg, "\n")] = '\0';
+    /* Clients that try https first (skopeo without --tls-verify=false does) send a TLS
+     * handshake, which libmicrohttpd reports with its whole HTML error page: say what it
+     * most likely was instead. */
+    if (strstr(msg, "HTTP response code is 400")) {
+        fprintf(stderr, "cmkstore serve: http: malformed request, connection closed (a TLS "
+                        "handshake sent to this plain-HTTP port looks like this)\n");
+        return;
+    }
     fprintf(stderr, "cmkstore serve: http: %s\n", msg);
 }
 
