@@ -640,13 +640,14 @@ static int run_watch(const cli_cmd *cmd, cli_args *a)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* Check once now, so the first line reflects the vault's current state; before the
+     * background thread starts, so the two checks never run at once. */
+    (void)cmk_store_check_key(s, 0, NULL);
     rc = cmk_store_start_background(s);
     if (rc != CMK_OK) {
         ex = cli_fail(rc, NULL, CLI_HINT_NONE, "cannot start the key checker");
         goto out;
     }
-    /* Check once now, so the first line reflects the vault's current state. */
-    (void)cmk_store_check_key(s, 0, NULL);
     memset(&last, 0, sizeof(last));
     last.dek_count = UINT32_MAX;
     clock_gettime(CLOCK_MONOTONIC, &t0);
