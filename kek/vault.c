@@ -588,9 +588,12 @@ static json_t *jwk_json(const char *kid, const json_t *ver)
 
     if (!k)
         return NULL;
+    /* RSA-HSM pairs are generated without CKA_SIGN / CKA_VERIFY: they only protect keys. */
     ops = ec ? json_pack("[s,s]", "sign", "verify")
-             : json_pack("[s,s,s,s,s,s]", "encrypt", "decrypt", "sign", "verify", "wrapKey",
-                         "unwrapKey");
+          : strcmp(kty, "RSA-HSM") == 0
+              ? json_pack("[s,s,s,s]", "encrypt", "decrypt", "wrapKey", "unwrapKey")
+              : json_pack("[s,s,s,s,s,s]", "encrypt", "decrypt", "sign", "verify", "wrapKey",
+                          "unwrapKey");
     bad |= jset(k, "kid", json_string(kid));
     bad |= jset(k, "kty", json_string(kty));
     bad |= jset(k, "keyOps", ops);

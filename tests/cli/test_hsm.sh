@@ -200,6 +200,19 @@ expect_json ".keyVaultProperties.versionedKeyIdentifier == \"$V3\"" "rotation by
 expect_ok cmk blob get --store "$SW" "$(cat "$T/sw.small.digest")" -o "$T/got"
 expect_true "blob reads back after the watcher's rotation" cmp "$T/small" "$T/got"
 
+# ---- a vault without a recorded PIN file takes the PIN from the environment at each use
+expect_ok env CMKSTORE_PKCS11_PIN_FILE="$T/user.pin" "$CMKSTORE_BIN" vault create --name hv2 \
+    --hsm-token "$TOKEN" --hsm-module "$MOD"
+expect_json '.properties.hsm.pinFile == null' "hv2: no PIN file recorded"
+expect_ok env CMKSTORE_PKCS11_PIN_FILE="$T/user.pin" "$CMKSTORE_BIN" vault key create \
+    --vault-name hv2 --name ek --kty RSA-HSM
+expect_json '.key.keyOps == ["encrypt","decrypt","wrapKey","unwrapKey"]' \
+    "RSA-HSM key operations: no sign/verify"
+key_fails 5 "no PKCS#11 user PIN configured" "hv2 without a PIN in the environment" \
+    cmk vault key create --vault-name hv2 --name ek --kty RSA-HSM
+expect_ok cmk vault key list-versions --vault-name hv2 --name ek
+expect_json 'length == 1' "failed key create added no version"
+
 # ---- the vault still gates use: policy, enable/disable, soft delete (all restorable)
 D_SMALL=$(cat "$T/sa.small.digest")
 expect_ok cmk vault delete-policy --name hv --object-id "$PRINCIPAL"
@@ -331,8 +344,19 @@ key_fails 5 "is not in PKCS#11 token" "new version after revocation: rotation ca
 # The store pinned on version 2 is unaffected.
 check_blobs "$SM" "store on version 2 after version 3's revocation"
 
-# ---- purge destroys the token objects of the key's versions
+# ---- purge destroys the token objects of the key's versions; without the token it is
+# refused and nothing is lost
 expect_ok cmk vault key delete --vault-name hv --name hk
+mv "$T/tokens" "$T/tokens.away"
+mkdir -m 700 "$T/tokens"
+key_fails 5 'no PKCS#11 token labelled "cmk-tok"' "purge without the token: refused" \
+    cmk vault key purge --vault-name hv --name hk
+rmdir "$T/tokens"
+mv "$T/tokens.away" "$T/tokens"
+expect_ok cmk vault key list-deleted --vault-name hv
+expect_json 'map(select(.kid | test("/keys/hk"))) | length == 1' "refused purge: key still soft-deleted"
+expect_eq "$(p11 --list-objects --type privkey | grep -c 'label: *hv\.hk$')" 3 \
+    "refused purge: token objects still there (versions 1, 2, 4)"
 expect_ok cmk vault key purge --vault-name hv --name hk
 expect_eq "$(p11 --list-objects --type privkey | grep -c 'label: *hv\.hk$')" 0 \
     "purge: no key object of hv.hk left in the token"
