@@ -1,8 +1,10 @@
 /*
  * put.c — the write pipeline.
  *
- * The caller's thread copies plaintext into chunk slots and hashes it as it goes (SHA-256
- * is serial per blob, so the digest has the caller's thread to itself). Each full chunk is
+ * The caller's thread copies plaintext into chunk slots. The digest (SHA-256 is serial per
+ * blob) runs on a thread of its own over the slots in order, so the caller's thread only
+ * copies and issues I/O; a blob of one chunk is hashed inline instead (no thread for a
+ * manifest). Each full chunk is
  * handed to the worker pool, which compresses and seals it in its slot. Sealed records are
  * written in order through the store's I/O engine, several in flight at once; a slot is
  * reused once its write completes. Memory per put is bounded by the slot count (the
@@ -65,6 +67,7 @@ struct put_slot {
     uint32_t rec_len;
     uint8_t last;
     int state;
+    int need_hash; /* dispatched, not yet hashed (guarded by mu) */
     cmk_errbuf eb;
 };
 
@@ -97,6 +100,14 @@ struct cmk_put {
 
     uint8_t *index; /* CMK_FMT_INDEX_ENTRY_SIZE per chunk */
     size_t index_cap;
+
+    /* The digest thread (see hasher); the counters are guarded by mu. */
+    pthread_t hasher;
+    int hasher_on, hasher_stop, hash_inline;
+    uint64_t hash_avail; /* chunks handed to hashing */
+    uint64_t hashed;     /* chunks hashed */
+    cmk_errbuf hash_eb;  /* first hashing failure (code CMK_OK: none) */
+    pthread_cond_t hcv;  /* wakes the digest thread */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -304,10 +315,12 @@ static void drive(cmk_put *p, int (*until)(cmk_put *, void *), void *arg)
             pump_io(p, 1);
             continue;
         }
-        /* Nothing on disk in flight: the next chunk in order is still being sealed. */
+        /* Nothing on disk in flight: the next chunk in order is still being sealed, or a
+         * slot is still being hashed. Sealers and the digest thread change state under mu
+         * and broadcast, so checking under mu first loses no wakeup. */
         struct put_slot *next = slot_of(p, p->issued);
         pthread_mutex_lock(&p->mu);
-        while (next->state == SLOT_SEALING)
+        if ((p->issued < p->dispatched && next->state == SLOT_SEALING) || p->hashed < p->hash_avail)
             pthread_cond_wait(&p->cv, &p->mu);
         pthread_mutex_unlock(&p->mu);
     }
@@ -318,15 +331,94 @@ static int slot_is_free(cmk_put *p, void *arg)
     int free_;
 
     pthread_mutex_lock(&p->mu);
-    free_ = ((struct put_slot *)arg)->state == SLOT_FREE;
+    free_ = ((struct put_slot *)arg)->state == SLOT_FREE && !((struct put_slot *)arg)->need_hash;
     pthread_mutex_unlock(&p->mu);
     return free_;
 }
 
 static int all_done(cmk_put *p, void *arg)
 {
+    int hashed;
+
     (void)arg;
-    return p->issued == p->dispatched && p->io_inflight == 0;
+    if (p->issued != p->dispatched || p->io_inflight != 0)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    hashed = p->hashed == p->hash_avail;
+    pthread_mutex_unlock(&p->mu);
+    return hashed;
+}
+
+/* Hashes one slot's plaintext and marks it hashed. */
+static void hash_slot(cmk_put *p, struct put_slot *sl)
+{
+    cmk_errbuf eb = {0};
+    cmk_err rc = cmk_digest_update(&p->dg, sl->plain, sl->plain_len, &eb);
+
+    pthread_mutex_lock(&p->mu);
+    if (rc != CMK_OK && p->hash_eb.code == CMK_OK) {
+        p->hash_eb = eb;
+        p->hash_eb.code = rc;
+    }
+    sl->need_hash = 0;
+    p->hashed++;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* The digest thread: hashes dispatched chunks in order while sealing goes on in the pool.
+ * A slot is reused only once it is both written and hashed. */
+static void *hasher(void *arg)
+{
+    cmk_put *p = arg;
+
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->hasher_stop && p->hashed == p->hash_avail)
+            pthread_cond_wait(&p->hcv, &p->mu);
+        if (p->hasher_stop)
+            break;
+        struct put_slot *sl = slot_of(p, p->hashed);
+        pthread_mutex_unlock(&p->mu);
+        hash_slot(p, sl);
+        pthread_mutex_lock(&p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static void hasher_stop(cmk_put *p)
+{
+    if (!p->hasher_on)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->hasher_stop = 1;
+    pthread_cond_signal(&p->hcv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->hasher, NULL);
+    p->hasher_on = 0;
+}
+
+/* Hands a dispatched chunk to hashing: inline for a single-chunk blob (or if no thread can
+ * be started), else to the digest thread, started with the blob's first chunk. */
+static void hash_dispatch(cmk_put *p, struct put_slot *sl, int last)
+{
+    int inline_ = p->hash_inline || (last && sl->index == 0);
+
+    if (!inline_ && !p->hasher_on) {
+        if (pthread_create(&p->hasher, NULL, hasher, p) == 0)
+            p->hasher_on = 1;
+        else
+            inline_ = p->hash_inline = 1;
+    }
+    pthread_mutex_lock(&p->mu);
+    sl->need_hash = 1;
+    p->hash_avail++;
+    if (!inline_)
+        pthread_cond_signal(&p->hcv);
+    pthread_mutex_unlock(&p->mu);
+    if (inline_)
+        hash_slot(p, sl);
 }
 
 static void dispatch(cmk_put *p, struct put_slot *sl, int last)
@@ -340,6 +432,7 @@ static void dispatch(cmk_put *p, struct put_slot *sl, int last)
     sl->p = p;
     sl->eb.code = CMK_OK;
     sl->state = SLOT_SEALING;
+    hash_dispatch(p, sl, last);
     /* A blob that is a single chunk is sealed inline: handing it to a worker would only
      * add a thread hop to the latency of small blobs (configs, manifests). */
     if (last && sl->index == 0) {
@@ -383,6 +476,8 @@ static void put_free(cmk_put *p)
 {
     if (!p)
         return;
+    /* The digest thread reads slots: stop it first (it may leave chunks unhashed). */
+    hasher_stop(p);
     if (p->slots) {
         /* Workers may still hold slots of a failed put: wait for them before freeing. */
         pthread_mutex_lock(&p->mu);
@@ -422,6 +517,7 @@ static void put_free(cmk_put *p)
     free(p->index);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
+    pthread_cond_destroy(&p->hcv);
     free(p);
 }
 
@@ -451,6 +547,7 @@ cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out)
     p->fd = -1;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    pthread_cond_init(&p->hcv, NULL);
     p->bk = cmk_pool_sec_get(s->pool, sizeof(*p->bk));
     dek = cmk_pool_sec_get(s->pool, CMK_DEK_LEN);
     if (!p->bk || !dek) {
@@ -557,9 +654,6 @@ cmk_err cmk_put_write(cmk_put *p, const void *buf, size_t len)
         return cmk_set_last(CMK_E_INVAL, "cmk_put_write: NULL argument");
     if (p->failed != CMK_OK)
         return cmk_publish(&p->eb, p->failed);
-    rc = cmk_digest_update(&p->dg, buf, len, &eb);
-    if (rc != CMK_OK)
-        return cmk_publish(&p->eb, put_fail(p, rc, &eb));
     p->plain_total += len;
     while (len > 0) {
         if (p->cur && p->cur->plain_len == p->s->chunk_size) {
@@ -683,6 +777,12 @@ static cmk_err commit_prepare(cmk_put *p, const char *expected, char digest_out[
     if (p->failed != CMK_OK) {
         *eb = p->eb;
         return p->failed;
+    }
+    /* Every chunk is hashed (all_done): the digest thread has nothing left to do. */
+    hasher_stop(p);
+    if (p->hash_eb.code != CMK_OK) {
+        *eb = p->hash_eb;
+        return p->hash_eb.code;
     }
     rc = cmk_digest_final(&p->dg, raw, eb);
     if (rc != CMK_OK)
