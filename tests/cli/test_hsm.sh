@@ -378,3 +378,9 @@ expect_eq "$(p11 --list-objects --type privkey | grep -c 'label: *hv\.')" 0 \
     "vault purge: no key object of the vault left in the token"
 expect_eq "$(p11 --list-objects --type privkey | grep -c 'label: *direct$')" 2 \
     "vault purge: other keys in the token untouched"
+
+# ---- no PIN in any file the test or cmkstore wrote (stores, home, logs, captured output),
+# apart from the PIN files themselves and SoftHSM's own token files
+expect_false "no PIN in any store, home, log or captured output" \
+    grep -rlF -e "$USER_PIN" -e "$WRONG_PIN" -e "$SO_PIN" "$T" --exclude='*.pin' \
+    --exclude='*.pin.good' --exclude-dir=tokens
