@@ -76,6 +76,13 @@ expect_exit 2 cmk create --store "$T/new" --identity fid --key-encryption-key "$
     --rotation-check-interval 0
 expect_err_match 'from 1 to 86400' "create: rotation check 0 s refused"
 expect_false "create refused: no store made" test -e "$T/new"
+expect_exit 2 cmk create --store "$T/new" --dek-rollover-blobs 0
+expect_false "create with rollover 0 refused: no store made" test -e "$T/new"
+expect_ok cmk create --store "$T/new2" --identity fid --key-encryption-key "$KID" \
+    --dek-rollover-blobs 5 --key-check-interval 2 --unreachable-grace 1
+expect_ok cmk encryption show --store "$T/new2"
+expect_json '.dekRolloverBlobs == 5 and .keyCheckIntervalSeconds == 2 and .unreachableGraceSeconds == 1 and .rotationCheckIntervalSeconds == 3600' \
+    "create: rollover, key check and grace kept; rotation check default 3600"
 
 # While the key in use is revoked, rotation is refused (the DEKs cannot be unwrapped).
 cmk vault key set-attributes --vault-name fvault --name fkey --enabled false >/dev/null

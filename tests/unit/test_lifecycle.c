@@ -312,6 +312,13 @@ static void test_automatic_rotation(void)
     CHECK_OK(cmk_store_check_key(s, 1, &rotated));
     CHECK(rotated == 0);
     char *k2 = new_key_version("kv", "autokey", "RSA");
+    /* force < 0: an access check only, even where the rotation check is due. */
+    CHECK_OK(cmk_store_set_policy(s, 1, 0, 0, 0));
+    sleep(1);
+    CHECK_OK(cmk_store_check_key(s, -1, &rotated));
+    CHECK(rotated == 0);
+    CHECK_OK(cmk_store_encryption(s, &ei));
+    CHECK(strcmp(ei.versioned_key_identifier, k1) == 0);
     CHECK_OK(cmk_store_check_key(s, 1, &rotated));
     CHECK(rotated == 1);
     CHECK_OK(cmk_store_encryption(s, &ei));
