@@ -621,8 +621,9 @@ static cmk_err run_each(cmk_io *const *ios, size_t nio, const int *fds, size_t n
     cmk_err rc;
 
     /* Sync engines would each perform their share in turn: run the whole batch on threads
-     * at once instead, as io_uring would in its workers. */
-    if (ios[0]->eng == &sync_engine) {
+     * at once instead, as io_uring would in its workers. A single request is made directly
+     * on either engine: io_uring would only hand it to a worker thread and wait for it. */
+    if (ios[0]->eng == &sync_engine || n == 1) {
         cmk_io_req *rq = calloc(n, sizeof(*rq));
         int64_t *res = calloc(n, sizeof(*res));
 
