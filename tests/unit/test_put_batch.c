@@ -10,7 +10,9 @@
 
 #include "check.h"
 #include "compress.h"
+#include "identity.h"
 #include "pool.h"
+#include "vault.h"
 
 static char home[4096];
 
@@ -272,6 +274,25 @@ static void t_magic(const char *dir, const char *engine)
     free(data);
 }
 
+/* Home with a local vault, an RSA key and an identity allowed get/wrapKey/unwrapKey. */
+static void make_env(char vkid[CMK_ID_MAX])
+{
+    const char *perms[] = {"get", "wrapKey", "unwrapKey"};
+    cmk_vault_opts vo = {.purge_protection = 1, .retention_days = 7};
+    cmk_errbuf eb = {0};
+    cmk_identity id;
+    json_t *j = NULL;
+
+    REQUIRE(cmk_identity_create(home, "storeid", &id, &eb) == CMK_OK);
+    REQUIRE(cmk_vault_create(home, "batchvault", &vo, NULL, &eb) == CMK_OK);
+    REQUIRE(cmk_vault_set_policy(home, "batchvault", id.principal_id, perms, 3, NULL, &eb) ==
+            CMK_OK);
+    REQUIRE(cmk_vault_key_create(home, "batchvault", "k", "RSA", 2048, &j, &eb) == CMK_OK);
+    snprintf(vkid, CMK_ID_MAX, "%s",
+             json_string_value(json_object_get(json_object_get(j, "key"), "kid")));
+    json_decref(j);
+}
+
 static void make_store(const char *dir, uint32_t chunk, const char *kid)
 {
     cmk_create_opts co;
@@ -287,12 +308,13 @@ static void make_store(const char *dir, uint32_t chunk, const char *kid)
 int main(void)
 {
     const char *base = test_tmpdir("putbatch");
-    char first[4096], kid[CMK_ID_MAX], vkid[CMK_ID_MAX], principal[64];
+    char first[4096], vkid[CMK_ID_MAX];
     static const char *engines[] = {"sync", "uring"};
 
     snprintf(home, sizeof(home), "%s/home", base);
     snprintf(first, sizeof(first), "%s/first", base);
-    REQUIRE(test_make_cmk_store(home, first, 0, kid, vkid, principal) == CMK_OK);
+    make_env(vkid);
+    make_store(first, 1u << 20, vkid);
     for (int e = 0; e < 2; e++) {
         char d1[4096], d2[4096], d3[4096];
         cmk_store *probe = NULL;
