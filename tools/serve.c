@@ -386,7 +386,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     cmk_store_opts so;
     registry_opts ro;
     cmk_errbuf eb = {0};
-    sigset_t set, oldset;
+    sigset_t set;
     struct sigaction ign, oldpipe;
     const union MHD_DaemonInfo *di;
     int ex, created = 0, sig, masked = 0;
@@ -407,7 +407,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
-    if (pthread_sigmask(SIG_BLOCK, &set, &oldset) != 0) {
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) {
         ex = cli_fail(CMK_E_IO, NULL, CLI_HINT_NONE, "cannot block signals");
         goto out;
     }
@@ -556,10 +556,10 @@ out:
         cmk_store_stop_background(s);
     cmk_store_close(s);
     http_auth_free(auth);
-    if (masked) {
+    /* SIGINT and SIGTERM stay blocked: the process exits next, and a second signal sent
+     * while it shuts down must not turn a clean exit into death by signal. */
+    if (masked)
         sigaction(SIGPIPE, &oldpipe, NULL);
-        pthread_sigmask(SIG_SETMASK, &oldset, NULL);
-    }
     return ex;
 }
 

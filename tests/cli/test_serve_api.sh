@@ -8,6 +8,14 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
 
+expect_exit 2 cmk serve --listen nonsense
+expect_err_match 'ADDR:PORT' "a bad --listen is a usage error"
+expect_exit 2 cmk serve --listen 127.0.0.1:0 --max-uploads 0
+expect_exit 3 cmk serve --store "$T/nope" --listen 127.0.0.1:0
+expect_err_match 'cannot open the store' "a missing store is named"
+expect_ok cmk serve --help
+expect_true "serve --help lists --max-blob-size" grep -q -- '--max-blob-size' "$OUT"
+
 setup_cmk api
 S=$T/store
 expect_ok cmk create --store "$S" --identity "$IDENT_ID" --key-encryption-key "$KID"
