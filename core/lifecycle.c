@@ -774,15 +774,16 @@ static cmk_err change_identity(cmk_store *s, const char *ref, int assign)
     snprintf(used, sizeof(used), "%s", s->kr.identity.principal);
     pthread_rwlock_unlock(&s->key_lock);
     if (!assign && strcmp(used, id.principal_id) == 0) {
-        rc = cmk_errbuf_set(&eb, CMK_E_REFUSED,
-                            "identity '%s' (principal %s) is used to reach this store's "
-                            "key-encryption key and cannot be removed. Assign it again if it "
-                            "was lost (`cmkstore identity assign --store %s %s`), or rotate the "
-                            "key to another identity first (`cmkstore encryption rotate-key "
-                            "--store %s --key-encryption-key KID --identity OTHER`), then "
-                            "remove it",
-                            id.id, id.principal_id, s->dir,
-                            is_system ? "--system" : "--identities ID", s->dir);
+        rc =
+            cmk_errbuf_set(&eb, CMK_E_REFUSED,
+                           "identity '%s' (principal %s) is used to reach this store's "
+                           "key-encryption key and cannot be removed. Assign it again if it "
+                           "was lost (`cmkstore identity assign --store %s %s%s`), or rotate "
+                           "the key to another identity first (`cmkstore encryption "
+                           "rotate-key --store %s --key-encryption-key KID --identity OTHER`), "
+                           "then remove it",
+                           id.id, id.principal_id, s->dir, is_system ? "--system" : "--identities ",
+                           is_system ? "" : id.principal_id, s->dir);
         goto out;
     }
     rc = cmk_store_lock(s, &lockfd, &eb);

@@ -53,6 +53,8 @@ refused 5 'not found|nokey' "rotate to a key that does not exist" \
 refused 6 'assign it again' "remove the identity encryption uses" \
     cmk identity remove --store "$S" --identities fid
 expect_err_match 'rotate' "remove in use: says to rotate to another identity first"
+expect_err_match "identity assign --store [^ ]+ --identities $PRINCIPAL" \
+    "remove in use: the assign command names the identity's principalId"
 refused 6 'cannot be removed' "remove several identities, one of them in use" \
     cmk identity remove --store "$S" --identities weak fid
 refused 3 'not assigned' "remove an identity that is not assigned" \
