@@ -111,11 +111,13 @@ echo "image: $DIGEST, $LAYERS layers, $BYTES bytes (gzip)"
 
 # ---- cmkstore: one vault/identity/key; a fresh store per run
 export CMKSTORE_HOME=$W/cmkhome
-"$BIN" identity create --name bench-id >"$W/id.json"
-"$BIN" vault create --name bench-vault --enable-purge-protection >/dev/null
-"$BIN" vault set-policy --name bench-vault --object-id "$(jq -r .principalId "$W/id.json")" \
-    --key-permissions get wrapKey unwrapKey >/dev/null
-"$BIN" vault key create --vault-name bench-vault --name bench-key >"$W/key.json"
+if [ ! -s "$W/key.json" ]; then # made once per BENCH_DIR
+    "$BIN" identity create --name bench-id >"$W/id.json"
+    "$BIN" vault create --name bench-vault --enable-purge-protection >/dev/null
+    "$BIN" vault set-policy --name bench-vault --object-id "$(jq -r .principalId "$W/id.json")" \
+        --key-permissions get wrapKey unwrapKey >/dev/null
+    "$BIN" vault key create --vault-name bench-vault --name bench-key >"$W/key.json"
+fi
 KID=$(jq -r .key.kid "$W/key.json")
 
 start_cmkstore() { # run -> sets HP, SPID
