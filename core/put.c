@@ -243,7 +243,13 @@ static void issue_writes(cmk_put *p)
                                      sl->rec_len - CMK_FMT_CHUNK_HDR_SIZE - CMK_FMT_TAG_SIZE,
                                  .flags = sl->rec[0]};
         cmk_fmt_index_entry_encode(&e, p->index + p->issued * CMK_FMT_INDEX_ENTRY_SIZE);
-        if (p->failed == CMK_OK) {
+        if (p->failed == CMK_OK && sl->last && p->issued == 0) {
+            /* A one-chunk blob: nothing to overlap with, so no round trip through a ring. */
+            rc = cmk_io_pwrite(p->io, p->fd, sl->rec, sl->rec_len, p->file_off, "blob chunk", &eb);
+            if (rc != CMK_OK)
+                put_fail(p, rc, &eb);
+            sl->state = SLOT_FREE;
+        } else if (p->failed == CMK_OK) {
             rc =
                 cmk_io_queue_write(p->io, p->fd, sl->rec, sl->rec_len, p->file_off, p->issued, &eb);
             if (rc != CMK_OK) {

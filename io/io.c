@@ -501,6 +501,13 @@ static cmk_err run_one(cmk_io *io, const cmk_io_req *rq, int64_t *res, const cha
         return cmk_errbuf_set(eb, CMK_E_INVAL,
                               "cannot access %s: %u earlier I/O requests not reaped yet", what,
                               io->pending);
+    /* One synchronous read, write or fsync is made directly on either engine: a ring round
+     * trip gains nothing for a single request, and a buffered write the file system cannot
+     * do without blocking (ext4) would cost a hop to an io_uring worker thread and back. */
+    if (rq->op != CMK_IO_OP_RENAME) {
+        *res = sync_perform(rq);
+        return CMK_OK;
+    }
     rc = enqueue(io, rq, eb);
     if (rc != CMK_OK)
         goto out;
@@ -705,10 +712,11 @@ cmk_err cmk_io_fsync_many(cmk_io *const *ios, size_t nio, const int *fds, size_t
         errs[i] = 0;
     if (n == 0)
         return CMK_OK;
-    /* Writeback first (len 0: to the end of the file): with delayed allocation every file's
-     * blocks are then allocated in the running journal transaction, which the first fsync
-     * commits for all of them. */
-    if (n > 1) {
+    /* On io_uring, writeback first (len 0: to the end of the file), so every file's data is
+     * on its way before the fsyncs wait: measured here (ext4) it nearly doubles batched
+     * small-blob commits. The sync engine runs its fsyncs on threads at once instead, where
+     * an extra round of threads for the hint only costs. */
+    if (n > 1 && ios[0]->eng != &sync_engine) {
         rc = run_each(ios, nio, fds, n, 1, errs, eb);
         if (rc != CMK_OK)
             return rc;

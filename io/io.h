@@ -80,21 +80,23 @@ int cmk_io_reap(cmk_io *io, cmk_io_cqe *out, unsigned max, unsigned min_wait);
 /* Requests queued or in flight and not yet reaped. */
 unsigned cmk_io_pending(const cmk_io *io);
 
-/* ---- synchronous conveniences (through the engine; any pending requests must have been
- * reaped first) ---- */
+/* ---- synchronous conveniences (any pending requests must have been reaped first). Reads,
+ * writes and fsyncs are made directly with the system call on either engine: for one
+ * request a ring only adds a round trip (and, for a buffered write ext4 cannot do without
+ * blocking, a hop to a worker thread); renames go through the engine. ---- */
 cmk_err cmk_io_pwrite(cmk_io *io, int fd, const void *buf, size_t len, uint64_t off,
                       const char *what, cmk_errbuf *eb);
 /* Reads exactly len bytes; CMK_E_CORRUPT "<what> is truncated" at end of file. */
 cmk_err cmk_io_pread(cmk_io *io, int fd, void *buf, size_t len, uint64_t off, const char *what,
                      cmk_errbuf *eb);
 cmk_err cmk_io_fsync(cmk_io *io, int fd, const char *what, cmk_errbuf *eb);
-/* Makes n files (or directories) durable together: starts writeback of all of them, then
- * fsyncs them all, spreading the requests over the nio engines (each up to its depth) so that
- * with io_uring they are in flight together and the file system can commit them in one
- * journal transaction; on the sync engine the writeback pass lets the first fsync's commit
- * cover the others' block allocations. errs[i] receives 0 or the errno of fds[i]. Every
- * engine must have nothing pending. Returns CMK_OK when every fsync was attempted (check
- * errs), or an engine failure. */
+/* Makes n files (or directories) durable together. On io_uring: starts writeback of all of
+ * them, then fsyncs them all, spreading the requests over the nio engines (each up to its
+ * depth) so that they are in flight together and the file system and the disk can fold
+ * their work; the sync engine runs the fsyncs on up to 16 threads at once; a single fsync
+ * is made directly. errs[i] receives 0 or the errno of fds[i]. Every engine must have
+ * nothing pending. Returns CMK_OK when every fsync was attempted (check errs), or an engine
+ * failure. */
 cmk_err cmk_io_fsync_many(cmk_io *const *ios, size_t nio, const int *fds, size_t n, int *errs,
                           cmk_errbuf *eb);
 /* rename(2) relative to directory fds (IORING_OP_RENAMEAT where the kernel has it). */
