@@ -32,7 +32,8 @@ static const cli_opt create_opts[] = {
      "clientId. Goes with --key-encryption-key."},
     {"key-encryption-key", 0, CLI_STR, 0, "KID",
      "Customer-managed key: local://VAULT/keys/NAME/VERSION (this version until rotated by "
-     "hand) or local://VAULT/keys/NAME (follows the latest version: automatic rotation). "
+     "hand) or local://VAULT/keys/NAME (follows the latest version: automatic rotation); "
+     "for a key in a PKCS#11 token, pkcs11:token=T;object=L[;id=%..] (see kek/HSM.md). "
      "RSA or RSA-HSM keys only. Without it the store uses a store-managed key and the CMK "
      "status is disabled, for good."},
     {"config", 0, CLI_STR, 0, "FILE.json",
