@@ -61,7 +61,7 @@ else
            --rot-mb 2048 --sweep-mb 256)
 fi
 
-cmd=("$bin" all --dir "$data" --wait-quiet 600 "${sizes[@]}" "${file_args[@]}"
+cmd=("$bin" all --dir "$data" --wait-quiet 120 "${sizes[@]}" "${file_args[@]}"
      --json "$results/latest.json" --txt "$results/latest.txt" --svg "$results/latest.svg"
      "$@")
 echo "== command: ${cmd[*]}" >&2
