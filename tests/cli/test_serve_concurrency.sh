@@ -108,6 +108,45 @@ for c in $(seq 1 $NCLIENTS); do
     fi
 done
 expect_eq "$bad" 0 "$NCLIENTS clients x $ROUNDS rounds: every push, mount and pull verified"
+
+# ---- deletes racing pushes of the same blob: each client pushes blob X into its own
+# repository, reads it back and deletes it, over and over, while the others do the same. A
+# delete in one repository must never collect the blob another repository has just linked;
+# once every repository has dropped it, the stored blob is gone.
+gen_random gc-shared 200000 "$T/data/gc"
+DGC=$(oci_digest "$T/data/gc")
+gc_worker() {
+    local c=$1 k st w="$T/g.$c" tmp="$T/gtmp.$c" errs=0
+    : >"$w"
+    for k in 1 2 3 4 5 6; do
+        st=$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary "@$T/data/gc" \
+            "$URL/v2/cc/gc-$c/blobs/uploads/?digest=$DGC")
+        [ "$st" == 201 ] || { echo "client $c: push $k: $st" >>"$w"; errs=$((errs + 1)); }
+        st=$(curl -s -o "$tmp" -w '%{http_code}' "$URL/v2/cc/gc-$c/blobs/$DGC")
+        [ "$st" == 200 ] && [ "$(oci_digest "$tmp")" == "$DGC" ] ||
+            { echo "client $c: read $k after push: $st" >>"$w"; errs=$((errs + 1)); }
+        st=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "$URL/v2/cc/gc-$c/blobs/$DGC")
+        [ "$st" == 202 ] || { echo "client $c: delete $k: $st" >>"$w"; errs=$((errs + 1)); }
+    done
+    [ "$errs" -eq 0 ] && echo ok >"$w"
+    return 0
+}
+pids=()
+for c in $(seq 1 $NCLIENTS); do
+    gc_worker "$c" &
+    pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || true; done
+bad=0
+for c in $(seq 1 $NCLIENTS); do
+    if [ "$(cat "$T/g.$c" 2>/dev/null)" != ok ]; then
+        bad=$((bad + 1))
+        head -5 "$T/g.$c" 2>/dev/null | sed 's/^/#   /'
+    fi
+done
+expect_eq "$bad" 0 "$NCLIENTS clients pushing, reading and deleting one blob: never collected under a live link"
+expect_true "once no repository links it, the blob is collected" test ! -e "$(blob_file "$S" "$DGC")"
+
 expect_true "the server is still running" kill -0 "$SRV_PID"
 B=$T/body
 expect_eq "$(hcurl "$B" "$URL/metrics")" 200 "metrics"
