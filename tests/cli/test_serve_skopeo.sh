@@ -102,3 +102,16 @@ expect_ok "${SK[@]}" copy --preserve-digests --src-tls-verify=false \
 expect_eq "$(layout_manifest "$T/back2")" "$MD" "after a restart: same digest"
 expect_true "after a restart: blobs verify" layout_verify "$T/back2"
 stop_server TERM
+
+# ---- a real client through Basic authentication
+printf 'pw-for-skopeo\n' | cmk serve-passwd ci --iterations 10000 >"$T/htpasswd"
+chmod 600 "$T/htpasswd"
+start_server srv3 --htpasswd "$T/htpasswd"
+expect_exit 1 "${SK[@]}" inspect --tls-verify=false "docker://$HP/demo/app:v1"
+expect_err_match 'unauthorized|authentication required|401' "skopeo without credentials is refused"
+expect_ok "${SK[@]}" inspect --tls-verify=false --creds ci:pw-for-skopeo "docker://$HP/demo/app:v1"
+expect_json ".Digest == \"$MD\"" "skopeo with Basic credentials: same digest"
+expect_ok "${SK[@]}" copy --preserve-digests --dest-tls-verify=false --dest-creds ci:pw-for-skopeo \
+    "oci:$T/img:latest" "docker://$HP/demo/authed:1"
+stop_server TERM
+expect_false "the password is not in the log" grep -q pw-for-skopeo "$SRV_ERR"
