@@ -115,3 +115,14 @@ expect_ok "${SK[@]}" copy --preserve-digests --dest-tls-verify=false --dest-cred
     "oci:$T/img:latest" "docker://$HP/demo/authed:1"
 stop_server TERM
 expect_false "the password is not in the log" grep -q pw-for-skopeo "$SRV_ERR"
+
+# ---- static bearer tokens: clients send them up front (skopeo --registry-token)
+printf 'skopeo-token-0123456789\n' >"$T/tokens"
+chmod 600 "$T/tokens"
+start_server srv4 --token-file "$T/tokens"
+expect_exit 1 "${SK[@]}" inspect --tls-verify=false "docker://$HP/demo/app:v1"
+expect_ok "${SK[@]}" inspect --tls-verify=false --registry-token skopeo-token-0123456789 \
+    "docker://$HP/demo/app:v1"
+expect_json ".Digest == \"$MD\"" "skopeo with a bearer token: same digest"
+stop_server TERM
+expect_false "the token is not in the log" grep -q skopeo-token "$SRV_ERR"
