@@ -204,6 +204,119 @@ double ceil_get_cpu_seconds(const ceil_cpu *c, uint64_t n)
     return t + (compressible(c) ? (double)n / c->zstd_d : 0);
 }
 
+/* ---- the store's CPU work run on several threads at once ---- */
+
+typedef struct par_job {
+    const uint8_t *data;
+    size_t m, chunk, nch;
+    unsigned t, nthreads;
+    int get;      /* 0: sha256 + zstd-1 (kept only if it pays) + seal; 1: open + unzstd */
+    uint8_t **z;  /* per chunk: compressed (or raw) sealed bytes, made by the put pass */
+    size_t *zlen; /* per chunk: stored length; 0: raw */
+    int failed;
+} par_job;
+
+static void *par_run(void *arg)
+{
+    par_job *j = arg;
+    EVP_MD_CTX *mdc = EVP_MD_CTX_new();
+    EVP_CIPHER_CTX *cc = EVP_CIPHER_CTX_new();
+    ZSTD_CCtx *zc = make_cctx();
+    ZSTD_DCtx *zd = ZSTD_createDCtx();
+    uint8_t *plain = bench_alloc(j->chunk), key[32], tag[16], md[32];
+    unsigned mdlen;
+
+    memset(key, 0x42, sizeof(key));
+    memset(plain, 0, j->chunk);
+    if (!mdc || !cc || !zc || !zd || EVP_DigestInit_ex(mdc, EVP_sha256(), NULL) != 1) {
+        j->failed = 1;
+        goto out;
+    }
+    for (size_t i = j->t; i < j->nch && !j->failed; i += j->nthreads) {
+        size_t len = j->m - i * j->chunk < j->chunk ? j->m - i * j->chunk : j->chunk;
+        const uint8_t *src = j->data + i * j->chunk;
+        if (!j->get) {
+            size_t bound = ZSTD_compressBound(j->chunk);
+            size_t r = ZSTD_compress2(zc, j->z[i], bound, src, len);
+            if (EVP_DigestUpdate(mdc, src, len) != 1 || ZSTD_isError(r)) {
+                j->failed = 1;
+                break;
+            }
+            j->zlen[i] = worth_it(len, r) ? r : 0;
+            if (!j->zlen[i])
+                memcpy(j->z[i], src, len);
+            size_t sl = j->zlen[i] ? j->zlen[i] : len;
+            if (gcm_run(cc, 1, key, i, j->z[i], sl, j->z[i], tag) != 0) {
+                j->failed = 1;
+                break;
+            }
+            memcpy(j->z[i] + sl, tag, 16);
+        } else {
+            size_t sl = j->zlen[i] ? j->zlen[i] : len;
+            if (gcm_run(cc, 0, key, i, j->z[i], sl, j->z[i], j->z[i] + sl) != 0 ||
+                (j->zlen[i] &&
+                 ZSTD_isError(ZSTD_decompressDCtx(zd, plain, j->chunk, j->z[i], j->zlen[i])))) {
+                j->failed = 1;
+                break;
+            }
+        }
+    }
+    if (!j->get)
+        (void)EVP_DigestFinal_ex(mdc, md, &mdlen);
+out:
+    bench_free(plain, j->chunk);
+    EVP_MD_CTX_free(mdc);
+    EVP_CIPHER_CTX_free(cc);
+    ZSTD_freeCCtx(zc);
+    ZSTD_freeDCtx(zd);
+    return NULL;
+}
+
+int ceil_measure_cpu_parallel(const uint8_t *data, size_t n, size_t sample, size_t chunk,
+                              unsigned threads, double *put_bps, double *get_bps)
+{
+    size_t m = n < sample ? n : sample, nch = (m + chunk - 1) / chunk;
+    size_t slot = ZSTD_compressBound(chunk) + 16;
+    uint8_t *work = NULL, **z = calloc(nch, sizeof(*z));
+    size_t *zlen = calloc(nch, sizeof(*zlen));
+    pthread_t th[64];
+    par_job job[64];
+    int rc = -1;
+
+    *put_bps = *get_bps = 0;
+    if (threads == 0 || threads > 64 || !z || !zlen || m == 0)
+        goto out;
+    work = bench_alloc(nch * slot);
+    memset(work, 0, nch * slot);
+    for (size_t i = 0; i < nch; i++)
+        z[i] = work + i * slot;
+    for (int get = 0; get <= 1; get++) {
+        unsigned started = 0;
+        double t0 = bench_now();
+        for (unsigned t = 0; t < threads; t++) {
+            job[t] = (par_job){data, m, chunk, nch, t, threads, get, z, zlen, 0};
+            if (pthread_create(&th[t], NULL, par_run, &job[t]) != 0)
+                break;
+            started++;
+        }
+        for (unsigned t = 0; t < started; t++)
+            pthread_join(th[t], NULL);
+        double secs = bench_now() - t0;
+        for (unsigned t = 0; t < started; t++)
+            if (job[t].failed)
+                goto out;
+        if (started != threads)
+            goto out;
+        *(get ? get_bps : put_bps) = (double)m / secs;
+    }
+    rc = 0;
+out:
+    bench_free(work, nch * slot);
+    free(z);
+    free(zlen);
+    return rc;
+}
+
 int ceil_measure_mem(size_t n, ceil_mem *out)
 {
     uint8_t *a, *b;
@@ -268,6 +381,30 @@ static double read_file_rate(const char *path, uint8_t *buf, size_t bs)
     t1 = bench_now();
     close(fd);
     return r < 0 ? 0 : (double)total / (t1 - t0);
+}
+
+double ceil_write_fsync(const char *dir, const uint8_t *data, size_t n)
+{
+    const size_t bs = 1 << 20;
+    char path[4096];
+    double t0, rate = 0;
+    int fd, ok = 1;
+
+    snprintf(path, sizeof(path), "%s/ceiling-side.dat", dir);
+    t0 = bench_now();
+    fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return 0;
+    for (size_t off = 0; off < n && ok; off += bs) {
+        size_t len = n - off < bs ? n - off : bs;
+        ok = write(fd, data + off, len) == (ssize_t)len;
+    }
+    ok = ok && fsync(fd) == 0;
+    close(fd);
+    if (ok)
+        rate = (double)n / (bench_now() - t0);
+    unlink(path);
+    return rate;
 }
 
 int ceil_measure_disk(const char *dir, const uint8_t *data, size_t n, unsigned reps, ceil_disk *out)

@@ -23,6 +23,8 @@ typedef struct ceil_cpu {
     double gcm_seal;   /* bytes/s, AES-256-GCM, one chunk per call */
     double gcm_open;
     double ratio; /* bytes / zbytes */
+    /* ceil_measure_cpu_parallel on all cores (0: not measured) */
+    double par_put, par_get;
 } ceil_cpu;
 
 /* Measures on the first min(n, sample) bytes of data cut into `chunk` pieces. 0 or -1. */
@@ -33,6 +35,13 @@ int ceil_measure_cpu(const uint8_t *data, size_t n, size_t sample, size_t chunk,
 double ceil_put_cpu_seconds(const ceil_cpu *c, uint64_t n);
 /* Seconds one thread needs to open n bytes (GCM over stored bytes + zstd decompression). */
 double ceil_get_cpu_seconds(const ceil_cpu *c, uint64_t n);
+
+/* The same work run on `threads` threads at once, each on its share of the chunks (sha256 +
+ * zstd-1 + seal for a put, open + unzstd for a get), timed as a whole: what the cores
+ * really deliver together, where the computed bound assumes they scale perfectly. Rates in
+ * bytes/s of plaintext. 0 or -1. */
+int ceil_measure_cpu_parallel(const uint8_t *data, size_t n, size_t sample, size_t chunk,
+                              unsigned threads, double *put_bps, double *get_bps);
 
 typedef struct ceil_mem {
     double memcpy_bps; /* warm buffers, one thread */
@@ -48,6 +57,11 @@ typedef struct ceil_disk {
     double read_warm; /* bytes/s: read(2) the same file from the page cache */
     double read_cold; /* bytes/s: after dropping the page cache; 0 if not possible */
 } ceil_disk;
+
+/* One write+fsync of n bytes of data to a new file in dir (removed after): bytes/s, 0 on
+ * failure. Run next to each incompressible put, so the put is judged against the disk as
+ * it was at that moment (a shared virtual disk varies by 2x within minutes). */
+double ceil_write_fsync(const char *dir, const uint8_t *data, size_t n);
 
 /* Writes n bytes of data to a file in dir `reps` times (median), reads it back warm and
  * cold, removes it. */

@@ -45,6 +45,7 @@ static void usage(FILE *f)
                "  --sample-mb N      bytes the CPU ceilings use (default 256)\n"
                "  --reps N           repetitions per big-blob figure (default 3; --quick 1)\n"
                "  --threads N        store worker threads (default: online cores)\n"
+               "  --depth N          chunks in flight per stream (default: the store's)\n"
                "  --chunk-kb N       chunk size of the stores (default 1024)\n"
                "  --engines LIST     uring,sync (default), uring, or sync\n"
                "  --file F           benchmark this file (put/get; with `all`: an extra data set)\n"
@@ -346,6 +347,8 @@ int main(int argc, char **argv)
             set_reps = 1;
         } else if (strcmp(a, "--threads") == 0) {
             o->threads = (unsigned)parse_u64(a, v);
+        } else if (strcmp(a, "--depth") == 0) {
+            o->depth = (unsigned)parse_u64(a, v);
         } else if (strcmp(a, "--chunk-kb") == 0) {
             o->chunk = (uint32_t)(parse_u64(a, v) << 10);
         } else if (strcmp(a, "--engines") == 0) {

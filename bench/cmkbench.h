@@ -19,6 +19,7 @@ typedef struct bench_opts {
     uint64_t sample;  /* bytes the CPU ceilings are measured on */
     unsigned reps;    /* repetitions of each big-blob measurement */
     unsigned threads; /* store worker threads (0: online cores) */
+    unsigned depth;   /* chunks in flight per stream (0: the store's default) */
     uint32_t chunk;   /* chunk size of the main stores */
     const char *engines[2];
     unsigned nengines;
@@ -54,7 +55,7 @@ typedef struct row {
     double goal;      /* required value/ref (or value/target); 0: informational */
     int lower_better; /* for latencies and memory */
     verdict v;
-    char note[160];
+    char note[200];
     json_t *extra; /* owned */
 } row;
 

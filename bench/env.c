@@ -98,6 +98,7 @@ cmk_err env_store_open(bench_ctx *c, const char *path, unsigned threads, const c
     cmk_store_opts_init(&so);
     so.home = c->home;
     so.threads = threads;
+    so.queue_depth = c->o.depth;
     so.io_engine = engine;
     rc = cmk_store_open(path, &so, out);
     if (rc != CMK_OK)
