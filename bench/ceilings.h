@@ -58,10 +58,16 @@ typedef struct ceil_disk {
     double read_cold; /* bytes/s: after dropping the page cache; 0 if not possible */
 } ceil_disk;
 
-/* One write+fsync of n bytes of data to a new file in dir (removed after): bytes/s, 0 on
- * failure. Run next to each incompressible put, so the put is judged against the disk as
- * it was at that moment (a shared virtual disk varies by 2x within minutes). */
+/* One write+fsync of n bytes of data to a new file in dir (removed after), with writeback
+ * started every 8 MiB as the data is written: bytes/s, 0 on failure. Run next to each
+ * incompressible put, so the put is judged against the disk as it was at that moment (a
+ * shared virtual disk varies by 2-3x within minutes). */
 double ceil_write_fsync(const char *dir, const uint8_t *data, size_t n);
+
+/* The device's durable sequential write rate: n bytes (a multiple of 4 KiB, data page
+ * aligned) written with O_DIRECT in 1 MiB blocks by `threads` threads at once, then fsync;
+ * bytes/s, 0 on failure. */
+double ceil_write_direct(const char *dir, const uint8_t *data, size_t n, unsigned threads);
 
 /* Writes n bytes of data to a file in dir `reps` times (median), reads it back warm and
  * cold, removes it. */

@@ -285,9 +285,13 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
             if (!compressible && do_put && nside < 2 * MAXREPS) {
                 sync();
                 double w = ceil_write_fsync(c->root, data, n);
-                if (w > 0) {
-                    side[nside++] = w / MB;
-                    bench_log("  write+fsync next to it: %.0f MB/s", w / MB);
+                sync();
+                double dw = ceil_write_direct(c->root, data, n & ~(size_t)4095, 4);
+                /* The better of the two: the disk at its best at that moment. */
+                if (w > 0 || dw > 0) {
+                    side[nside++] = (w > dw ? w : dw) / MB;
+                    bench_log("  beside it: write+fsync %.0f MB/s, O_DIRECT x4 + fsync %.0f MB/s",
+                              w / MB, dw / MB);
                 }
             }
             sync(); /* earlier writeback must not land in this measurement */
@@ -385,7 +389,7 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
                 snprintf(r->ref_name, sizeof(r->ref_name), "CPU bound");
                 r->ref = cpu_put_bound;
             } else if (nside > 0) {
-                snprintf(r->ref_name, sizeof(r->ref_name), "write+fsync beside");
+                snprintf(r->ref_name, sizeof(r->ref_name), "disk write beside");
                 r->ref = side_med;
             } else {
                 snprintf(r->ref_name, sizeof(r->ref_name), "write+fsync");
@@ -404,8 +408,9 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
                 snprintf(r->note + l, sizeof(r->note) - l, "; all-core CPU work %.0f MB/s",
                          cc.par_put / MB);
             else if (nside > 0)
-                snprintf(r->note + l, sizeof(r->note) - l, "; write+fsync beside %.0f..%.0f",
-                         side_min, side_max);
+                snprintf(r->note + l, sizeof(r->note) - l,
+                         "; beside %.0f..%.0f; start-of-run write+fsync %.0f", side_min, side_max,
+                         c->disk.write_fsync / MB);
             if (r->extra) {
                 json_object_set_new(r->extra, "cpu_bound_MBps", json_real(cpu_put_bound));
                 json_object_set_new(r->extra, "cpu_parallel_MBps", json_real(cc.par_put / MB));
