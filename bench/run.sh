@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # bench/run.sh — builds a Release cmkbench and runs the whole benchmark once, sized for the
-# reference machine (2 cores, 24 GiB RAM, ~450 MB/s disk with fsync: about 10 minutes).
+# reference machine (2 cores, 24 GiB RAM, a virtual disk of ~0.4-1.2 GB/s): about 4 minutes on a
+# quiet machine, plus up to 2 minutes waiting for one.
 #
 # Writes bench/results/latest.{json,txt,svg} and prints the exact command line it ran.
 #
 #   bench/run.sh                 full run
-#   bench/run.sh --quick         CI-sized smoke run (a minute or two)
+#   bench/run.sh --quick         smoke-sized run (seconds, plus the wait for a quiet machine)
 #   bench/run.sh [cmkbench options...]   extra options are passed through (see --help)
 #
 # Environment: CMKBENCH_BUILD (build directory, default <repo>/build-bench),
@@ -55,9 +56,9 @@ fi
 if ((quick)); then
     sizes=()
 else
-    # 1 GiB per data set, 3 repetitions, 2000 small blobs per mode, a 4 GiB RSS run, rotation
+    # 1 GiB per data set, 3 repetitions, 5000 small blobs per mode, a 4 GiB RSS run, rotation
     # stores of 1 / 1,000 / 5,000 blobs (the largest ~2 GiB), 256 MiB per sweep point.
-    sizes=(--size-mb 1024 --reps 3 --small 2000 --rss-mb 4096 --rot-blobs 1,1000,5000
+    sizes=(--size-mb 1024 --reps 3 --small 5000 --rss-mb 4096 --rot-blobs 1,1000,5000
            --rot-mb 2048 --sweep-mb 256)
 fi
 
