@@ -5,6 +5,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -237,6 +238,23 @@ void run_small_ceilings(bench_ctx *c)
     }
 }
 
+/* A second run of the same mode folded into its row: the median of two (their mean), the
+ * range, and both values in the note; the verdict is judged again. */
+static void merge_rep(bench_ctx *c, size_t idx, double v)
+{
+    row *r = &c->rows[idx];
+    double first = r->value;
+    size_t l = strlen(r->note);
+
+    r->vmin = first < v ? first : v;
+    r->vmax = first > v ? first : v;
+    r->value = (first + v) / 2;
+    r->n = 2;
+    snprintf(r->note + l, sizeof(r->note) - l, "; runs %.0f, %.0f", first, v);
+    if (r->goal > 0)
+        report_judge(r, 0);
+}
+
 void run_small(bench_ctx *c)
 {
     unsigned count = c->o.small_count;
@@ -249,58 +267,78 @@ void run_small(bench_ctx *c)
         run_small_ceilings(c);
     env_store_create(c, "small", c->o.chunk, store);
     for (size_t m = 0; m < sizeof(modes) / sizeof(*modes); m++) {
-        for (unsigned i = 0; i < c->o.nengines; i++) {
-            const char *eng = c->o.engines[(m % 2 == 0) ? i : c->o.nengines - 1 - i];
-            small_set set;
-            bench_usage u;
-            cmk_store *s = NULL;
-            double secs;
-            row *r;
+        size_t put_idx[2] = {SIZE_MAX, SIZE_MAX}, get_idx[2] = {SIZE_MAX, SIZE_MAX};
+        /* Two runs per engine in A B B A order: one run of a few seconds is at the mercy of
+         * a neighbour's fsyncs, and each engine gets the first and the last slot once. */
+        for (unsigned rep = 0; rep < 2; rep++)
+            for (unsigned i = 0; i < c->o.nengines; i++) {
+                unsigned e = ((m + rep) % 2 == 0) ? i : c->o.nengines - 1 - i;
+                const char *eng = c->o.engines[e];
+                small_set set;
+                bench_usage u;
+                cmk_store *s = NULL;
+                double secs;
+                row *r;
 
-            if (env_store_open(c, store, c->o.threads, eng, &s) != CMK_OK)
-                continue;
-            set_make(&set, count, modes[m].mix, 1000 + m * 10 + (uint64_t)i);
-            sync();
-            secs = run_workers(s, &set, modes[m].threads, modes[m].batch, 0, lat, &u);
-            if (secs < 0) {
+                if (env_store_open(c, store, c->o.threads, eng, &s) != CMK_OK)
+                    continue;
+                set_make(&set, count, modes[m].mix, 1000 + m * 10 + (uint64_t)e + 100 * rep);
+                sync();
+                secs = run_workers(s, &set, modes[m].threads, modes[m].batch, 0, lat, &u);
+                if (secs < 0) {
+                    cmk_store_close(s);
+                    set_free(&set);
+                    continue;
+                }
+                bench_log("small %s [%s] run %u: %.0f blobs/s", modes[m].name, eng, rep + 1,
+                          set.count / secs);
+                if (put_idx[e] != SIZE_MAX) {
+                    merge_rep(c, put_idx[e], set.count / secs);
+                } else {
+                    snprintf(name, sizeof(name), "put %s", modes[m].name);
+                    r = report_add(c, "small", name, eng, "blobs/s");
+                    put_idx[e] = c->nrows - 1;
+                    fill_row(r, &set, secs, &u, lat);
+                    const ceil_small *cs = ceiling_for(c, modes[m].threads);
+                    if (!modes[m].mix) {
+                        snprintf(r->ref_name, sizeof(r->ref_name), "target 3000/s");
+                        r->ref = 3000;
+                        r->goal = 1.0;
+                        report_judge(r, 0);
+                        if (cs && r->extra) {
+                            json_object_set_new(r->extra, "file_ceiling_per_s",
+                                                json_real(cs->files_per_s));
+                            size_t l = strlen(r->note);
+                            snprintf(r->note + l, sizeof(r->note) - l,
+                                     "; %.0f%% of durable-file x%u",
+                                     100.0 * r->value / cs->files_per_s, modes[m].threads);
+                        }
+                    } else if (cs) {
+                        snprintf(r->ref_name, sizeof(r->ref_name), "4 KiB file x%u",
+                                 modes[m].threads);
+                        r->ref = cs->files_per_s;
+                    }
+                }
+
+                /* Read back what was just written, warm, at the same concurrency. */
+                if (modes[m].batch == 0) {
+                    secs = run_workers(s, &set, modes[m].threads, 0, 1, lat, &u);
+                    if (secs > 0) {
+                        bench_log("small get %s [%s] run %u: %.0f blobs/s", modes[m].name, eng,
+                                  rep + 1, set.count / secs);
+                        if (get_idx[e] != SIZE_MAX) {
+                            merge_rep(c, get_idx[e], set.count / secs);
+                        } else {
+                            snprintf(name, sizeof(name), "get %s", modes[m].name);
+                            r = report_add(c, "small", name, eng, "blobs/s");
+                            get_idx[e] = c->nrows - 1;
+                            fill_row(r, &set, secs, &u, lat);
+                        }
+                    }
+                }
                 cmk_store_close(s);
                 set_free(&set);
-                continue;
             }
-            snprintf(name, sizeof(name), "put %s", modes[m].name);
-            r = report_add(c, "small", name, eng, "blobs/s");
-            fill_row(r, &set, secs, &u, lat);
-            const ceil_small *cs = ceiling_for(c, modes[m].threads);
-            if (!modes[m].mix) {
-                snprintf(r->ref_name, sizeof(r->ref_name), "target 3000/s");
-                r->ref = 3000;
-                r->goal = 1.0;
-                report_judge(r, 0);
-                if (cs && r->extra) {
-                    json_object_set_new(r->extra, "file_ceiling_per_s", json_real(cs->files_per_s));
-                    size_t l = strlen(r->note);
-                    snprintf(r->note + l, sizeof(r->note) - l, "; %.0f%% of durable-file x%u",
-                             100.0 * r->value / cs->files_per_s, modes[m].threads);
-                }
-            } else if (cs) {
-                snprintf(r->ref_name, sizeof(r->ref_name), "4 KiB file x%u", modes[m].threads);
-                r->ref = cs->files_per_s;
-            }
-            bench_log("small %s [%s]: %.0f blobs/s", modes[m].name, eng, r->value);
-
-            /* Read back what was just written, warm, at the same concurrency. */
-            if (modes[m].batch == 0) {
-                secs = run_workers(s, &set, modes[m].threads, 0, 1, lat, &u);
-                if (secs > 0) {
-                    snprintf(name, sizeof(name), "get %s", modes[m].name);
-                    r = report_add(c, "small", name, eng, "blobs/s");
-                    fill_row(r, &set, secs, &u, lat);
-                    bench_log("small get %s [%s]: %.0f blobs/s", modes[m].name, eng, r->value);
-                }
-            }
-            cmk_store_close(s);
-            set_free(&set);
-        }
     }
     free(lat);
     /* The store's blobs are small; they go with the run directory. */
