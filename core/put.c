@@ -97,6 +97,7 @@ struct cmk_put {
     unsigned io_inflight;
     uint64_t wb_off;      /* writeback started for the file below this offset */
     uint64_t wb_sync_off; /* a background fdatasync was started at this offset */
+    int wb_was_sync;      /* the request in flight is that fdatasync (else a hint) */
     int wb_inflight;      /* a writeback request is in flight */
     int raw_only;         /* already-compressed content (gzip/zstd magic): no zstd attempts */
 
@@ -199,7 +200,7 @@ static void start_writeback(cmk_put *p)
     end = cmk_ld64(p->index + (k - p->nslots + 1) * CMK_FMT_INDEX_ENTRY_SIZE);
     if (end < p->wb_off + WB_WINDOW)
         return;
-    /* A hint only: if the engine has no room, the next chunk tries again. On io_uring every
+    /* If the engine has no room, the next chunk tries again. On io_uring every
      * WB_SYNC_EVERY bytes the hint is an fdatasync instead, run by a kernel worker while the
      * pipeline goes on: ext4 without a journal writes the allocation metadata of the blob
      * synchronously at fsync, block group by block group, and doing it as the blob grows
@@ -208,8 +209,11 @@ static void start_writeback(cmk_put *p)
         if (cmk_io_queue_fsync(p->io, p->fd, 1, 0, WB_TAG, &eb) != CMK_OK)
             return;
         p->wb_sync_off = end;
-    } else if (cmk_io_queue_writeback(p->io, p->fd, p->wb_off, end - p->wb_off, WB_TAG, &eb) !=
+        p->wb_was_sync = 1;
+    } else if (cmk_io_queue_writeback(p->io, p->fd, p->wb_off, end - p->wb_off, WB_TAG, &eb) ==
                CMK_OK) {
+        p->wb_was_sync = 0;
+    } else {
         return;
     }
     p->wb_off = end;
@@ -300,9 +304,19 @@ static void pump_io(cmk_put *p, int wait)
     for (int i = 0; i < n; i++) {
         struct put_slot *sl;
         if (cqe[i].tag == WB_TAG) {
-            /* Only a hint: a real write error is reported by the fsync at commit. */
+            /* A failure here fails the put: an fdatasync that saw a writeback error has
+             * consumed it (errseq), so the commit's fsync on this descriptor would not see
+             * it again and would report success. */
             p->wb_inflight = 0;
             p->io_inflight--;
+            /* (A writeback hint the file system does not take is no failure.) */
+            if (cqe[i].res < 0 &&
+                (p->wb_was_sync ||
+                 (cqe[i].res != -EINVAL && cqe[i].res != -ESPIPE && cqe[i].res != -EOPNOTSUPP)))
+                put_fail(p,
+                         cmk_errbuf_sys(&eb, CMK_E_IO, (int)-cqe[i].res,
+                                        "cannot write blob back to disk"),
+                         &eb);
             continue;
         }
         sl = slot_of(p, cqe[i].tag);
@@ -519,6 +533,9 @@ static void put_free(cmk_put *p)
                 cmk_cleanse(sl->plain, sl->plain_hwm);
                 cmk_pool_buf_put(p->s->pool, sl->plain, sl->plain_cap);
             }
+            /* A record whose sealing failed may still hold compressed plaintext. */
+            if (sl->rec && sl->eb.code != CMK_OK)
+                cmk_cleanse(sl->rec, sl->rec_size);
             cmk_pool_buf_put(p->s->pool, sl->rec, sl->rec_size);
         }
         free(p->slots);

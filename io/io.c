@@ -618,8 +618,14 @@ cmk_err cmk_io_renameat(cmk_io *io, int olddirfd, const char *oldpath, int newdi
     return CMK_OK;
 }
 
+/* A writeback hint the file system does not take is no failure. */
+static int hint_unsupported(int64_t res)
+{
+    return res == -EINVAL || res == -ESPIPE || res == -EOPNOTSUPP;
+}
+
 /* Runs one operation on every fd, spread over the engines and keeping them full; errs[i]
- * gets 0 or the errno (fsync only: writeback is a hint). */
+ * keeps the first errno a file's requests report. */
 static cmk_err run_each(cmk_io *const *ios, size_t nio, const int *fds, size_t n, int writeback,
                         int *errs, cmk_errbuf *eb)
 {
@@ -643,8 +649,9 @@ static cmk_err run_each(cmk_io *const *ios, size_t nio, const int *fds, size_t n
             rq[i] =
                 (cmk_io_req){.op = writeback ? CMK_IO_OP_WRITEBACK : CMK_IO_OP_FSYNC, .fd = fds[i]};
         sync_perform_parallel(rq, (unsigned)n, res);
-        for (size_t i = 0; i < n && !writeback; i++)
-            errs[i] = res[i] < 0 ? (int)-res[i] : 0;
+        for (size_t i = 0; i < n; i++)
+            if (res[i] < 0 && errs[i] == 0 && !(writeback && hint_unsupported(res[i])))
+                errs[i] = (int)-res[i];
         free(rq);
         free(res);
         return CMK_OK;
@@ -683,8 +690,11 @@ static cmk_err run_each(cmk_io *const *ios, size_t nio, const int *fds, size_t n
                 for (int k = 0; k < r; k++) {
                     if (c[k].tag >= n)
                         continue; /* cannot happen: the engines held nothing else */
-                    if (!writeback)
-                        errs[c[k].tag] = c[k].res < 0 ? (int)-c[k].res : 0;
+                    /* The first error of a file is kept: a failed writeback is as real
+                     * a failure as a failed fsync. */
+                    if (c[k].res < 0 && errs[c[k].tag] == 0 &&
+                        !(writeback && hint_unsupported(c[k].res)))
+                        errs[c[k].tag] = (int)-c[k].res;
                     done++;
                 }
             }
