@@ -215,10 +215,13 @@ static row *series_row(bench_ctx *c, const char *section, const char *name, cons
     return r;
 }
 
+/* Makes each repetition a new blob: 8 bytes at the end, so a layer keeps its first bytes
+ * (its gzip or zstd magic) as it would in a registry. */
 static void stamp(uint8_t *data, size_t n, uint64_t v)
 {
     uint64_t x = dg_mix(v);
-    memcpy(data, &x, n < 8 ? n : 8);
+    size_t k = n < 8 ? n : 8;
+    memcpy(data + n - k, &x, k);
 }
 
 void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int do_put, int do_get)

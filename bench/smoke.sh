@@ -28,23 +28,26 @@ fail=0
 check() { # description, command...
     local what=$1
     shift
-    if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; fail=1; fi
+    if "$@" >/dev/null; then echo "ok: $what"; else echo "FAILED: $what"; fail=1; fi
 }
 check "table printed" grep -q '^TARGETS' "$out/stdout"
 check "text copy written" cmp -s "$out/stdout" "$out/r.txt"
 check "SVG written" grep -q '<svg' "$out/r.svg"
 if command -v jq >/dev/null; then
-    check "JSON parses" jq -e . "$out/r.json" >/dev/null
+    check "JSON parses" jq -e . "$out/r.json"
     for sec in ceiling put get small sweep rotation open rss engine target; do
         check "JSON has $sec rows" jq -e --arg s "$sec" '[.rows[] | select(.section == $s)] | length > 0' \
-            "$out/r.json" >/dev/null
+            "$out/r.json"
     done
-    check "JSON has meta.command" jq -e '.meta.command | test("cmkbench")' "$out/r.json" >/dev/null
+    check "JSON has meta.command" jq -e '.meta.command | test("cmkbench")' "$out/r.json"
     check "the --file layer was measured" \
-        jq -e '[.rows[] | select(.name | test("layer.gz"))] | length >= 2' "$out/r.json" >/dev/null
+        jq -e '[.rows[] | select(.name | test("layer.gz"))] | length >= 2' "$out/r.json"
+    check "the gzip layer was stored raw on its magic" \
+        jq -e '[.rows[] | select(.section == "put" and (.name | test("layer.gz"))) | select(.note | test("[1-9][0-9]* blob\\(s\\) raw by magic"))] | length >= 1' \
+        "$out/r.json"
     check "every put/get row has a value" \
         jq -e '[.rows[] | select((.section == "put" or .section == "get") and .verdict != "skipped" and .value <= 0)] | length == 0' \
-        "$out/r.json" >/dev/null
+        "$out/r.json"
 elif command -v python3 >/dev/null; then
     check "JSON parses" python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["rows"]' "$out/r.json"
 else
