@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # tools/run.sh — the README's two commands.
 #
-#   bash tools/run.sh demo   install what is missing, build, run the embedded-default demo
+#   bash tools/run.sh demo   install what is missing, build, run the seed's workflow, then serve
+#                            a registry on the embedded default (demo.sh; --no-serve stops
+#                            after the workflow)
 #   bash tools/run.sh test   install what is missing, build (normal and ASan+UBSan, warnings
 #                            as errors) and run the whole test suite with CTest
 #
@@ -14,10 +16,11 @@ cd "$here"
 jobs=${JOBS:-$(nproc)}
 build=${BUILD_DIR:-build}
 
-# Debian packages: build dependencies, and the real peers the tests use (SoftHSM2 token,
-# pkcs11-tool, skopeo, jq).
+# Debian packages: build dependencies, and the real peers and tools the tests and the demo use
+# (SoftHSM2 token, pkcs11-tool, skopeo, curl, jq, python3 for OCI layouts, zstd, openssl).
 PKGS=(build-essential cmake pkg-config libssl-dev liburing-dev libzstd-dev libxxhash-dev
-      libjansson-dev libmicrohttpd-dev libp11-kit-dev softhsm2 opensc skopeo jq)
+      libjansson-dev libmicrohttpd-dev libp11-kit-dev softhsm2 opensc skopeo jq curl python3
+      zstd openssl procps)
 
 install_missing() {
     local missing=()
@@ -41,12 +44,13 @@ configure_build() { # dir, extra cmake args...
     cmake --build "$dir" -j "$jobs"
 }
 
-cmd=${1:-}
+cmd=${1:-demo}
+[ $# -gt 0 ] && shift
 case "$cmd" in
 demo)
     install_missing
     configure_build "$build" -DCMAKE_BUILD_TYPE=Release
-    exec bash tools/demo.sh "$build/cmkstore"
+    exec bash tools/demo.sh "$build/cmkstore" "$@"
     ;;
 test)
     install_missing
@@ -59,8 +63,11 @@ test)
     echo "== test: ASan + UBSan"
     CMK_TEST_LARGE=${CMK_TEST_LARGE_ASAN:-0} ctest --test-dir "$build-asan" --output-on-failure -j "$jobs"
     ;;
+-h | --help | help)
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    ;;
 *)
-    echo "usage: bash tools/run.sh demo|test" >&2
+    echo "usage: bash tools/run.sh demo [--no-serve] [--listen ADDR:PORT] | test | --help" >&2
     exit 2
     ;;
 esac
