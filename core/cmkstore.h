@@ -210,7 +210,7 @@ typedef struct cmk_encryption_info {
     uint32_t current_dek;
     int key_accessible;                 /* 1 if the last key check succeeded */
     cmk_err key_error;                  /* why not, if not */
-    char key_error_msg[512];
+    char key_error_msg[1024];
     int64_t last_key_check;
     uint32_t dek_rollover_blobs;        /* UINT32_MAX: never */
     int key_unreachable_since;          /* seconds the vault has not answered (grace) */

@@ -32,7 +32,7 @@ static const struct {
     [CMK_E_BUSY] = {"CMK_E_BUSY", "resource busy"},
 };
 
-static _Thread_local char last_msg[512];
+static _Thread_local char last_msg[1024];
 
 const char *cmk_strerror(cmk_err e)
 {

@@ -45,7 +45,7 @@ typedef enum cmk_wrap_alg {
 /* Error detail filled by a provider. */
 typedef struct cmk_errbuf {
     cmk_err code;
-    char msg[512];
+    char msg[1024];
 } cmk_errbuf;
 
 /* printf-style: sets eb->code and eb->msg (eb may be NULL); returns code. */
