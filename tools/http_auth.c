@@ -223,24 +223,35 @@ static const char *trim(const char *s, size_t *len)
     return s;
 }
 
+/* Steps *p to the next line of [*p, end): the line, trimmed, in *line / *n. 0 at the end. */
+static int next_line(const char **p, const char *end, const char **line, size_t *n)
+{
+    const char *nl;
+    size_t len;
+
+    if (*p >= end)
+        return 0;
+    nl = memchr(*p, '\n', (size_t)(end - *p));
+    len = nl ? (size_t)(nl - *p) : (size_t)(end - *p);
+    *line = trim(*p, &len);
+    *n = len;
+    *p = nl ? nl + 1 : end;
+    return 1;
+}
+
 static cmk_err load_htpasswd(http_auth *a, const char *path, char *err, size_t cap)
 {
     char *buf = NULL;
-    size_t len = 0, lineno = 0;
-    const char *p;
+    size_t len = 0, lineno = 0, n;
+    const char *p, *line;
     cmk_err rc;
 
     rc = read_secret_file(path, &buf, &len, err, cap);
     if (rc != CMK_OK)
         return rc;
     p = buf;
-    while (p < buf + len) {
-        const char *nl = memchr(p, '\n', (size_t)(buf + len - p));
-        size_t n = nl ? (size_t)(nl - p) : (size_t)(buf + len - p);
-        const char *line = trim(p, &n);
-
+    while (next_line(&p, buf + len, &line, &n)) {
         lineno++;
-        p = nl ? nl + 1 : buf + len;
         if (n == 0 || line[0] == '#')
             continue;
         struct user_entry *nu = realloc(a->users, (a->nusers + 1) * sizeof(*nu));
@@ -270,22 +281,18 @@ out:
 static cmk_err load_tokens(http_auth *a, const char *path, char *err, size_t cap)
 {
     char *buf = NULL;
-    size_t len = 0, lineno = 0;
-    const char *p;
+    size_t len = 0, lineno = 0, n;
+    const char *p, *line;
     cmk_err rc;
 
     rc = read_secret_file(path, &buf, &len, err, cap);
     if (rc != CMK_OK)
         return rc;
     p = buf;
-    while (p < buf + len) {
-        const char *nl = memchr(p, '\n', (size_t)(buf + len - p));
-        size_t n = nl ? (size_t)(nl - p) : (size_t)(buf + len - p);
-        const char *line = trim(p, &n);
+    while (next_line(&p, buf + len, &line, &n)) {
         int ok = 1;
 
         lineno++;
-        p = nl ? nl + 1 : buf + len;
         if (n == 0)
             continue;
         for (size_t i = 0; i < n; i++)
