@@ -1734,6 +1734,20 @@ static cmk_err key_deleted_err(const vctx *c, const char *name, const json_t *kj
                           key_deleted_field(kj, "scheduledPurgeDate"), c->name, name);
 }
 
+/* Opens the vault and loads key `name` for an operation on a live key: a soft-deleted key is
+ * refused with the hint to recover it. *kj is the caller's to release. */
+static cmk_err key_open_live(vctx *c, const char *home, const char *vault, const char *name,
+                             int lock, json_t **kj, cmk_errbuf *eb)
+{
+    cmk_err rc = key_op_open(c, home, vault, name, lock, eb);
+
+    if (rc == CMK_OK)
+        rc = key_load(c, name, kj, eb);
+    if (rc == CMK_OK && key_deleted(*kj))
+        rc = key_deleted_err(c, name, *kj, eb);
+    return rc;
+}
+
 /* A fresh version id, unique within the key. */
 static cmk_err new_version_id(const json_t *kj, char out[VERSION_HEX + 1], cmk_errbuf *eb)
 {
@@ -2047,11 +2061,7 @@ cmk_err cmk_vault_key_list_versions(const char *home, const char *vault, const c
     vctx_init(&c);
     if (out)
         *out = NULL;
-    rc = key_op_open(&c, home, vault, name, 0, eb);
-    if (rc == CMK_OK)
-        rc = key_load(&c, name, &kj, eb);
-    if (rc == CMK_OK && key_deleted(kj))
-        rc = key_deleted_err(&c, name, kj, eb);
+    rc = key_open_live(&c, home, vault, name, 0, &kj, eb);
     if (rc != CMK_OK)
         goto out;
     arr = json_array();
@@ -2095,11 +2105,7 @@ cmk_err cmk_vault_key_set_enabled(const char *home, const char *vault, const cha
         goto out;
     }
     a.version = version && *version ? version : NULL;
-    rc = key_op_open(&c, home, vault, name, 1, eb);
-    if (rc == CMK_OK)
-        rc = key_load(&c, name, &kj, eb);
-    if (rc == CMK_OK && key_deleted(kj))
-        rc = key_deleted_err(&c, name, kj, eb);
+    rc = key_open_live(&c, home, vault, name, 1, &kj, eb);
     if (rc != CMK_OK)
         goto out;
     if (version && *version) {
@@ -2143,11 +2149,7 @@ cmk_err cmk_vault_key_delete(const char *home, const char *vault, const char *na
     vctx_init(&c);
     if (out)
         *out = NULL;
-    rc = key_op_open(&c, home, vault, name, 1, eb);
-    if (rc == CMK_OK)
-        rc = key_load(&c, name, &kj, eb);
-    if (rc == CMK_OK && key_deleted(kj))
-        rc = key_deleted_err(&c, name, kj, eb);
+    rc = key_open_live(&c, home, vault, name, 1, &kj, eb);
     if (rc != CMK_OK)
         goto out;
     deletion_dates(vault_retention(&c), date, purge);
