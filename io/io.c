@@ -528,6 +528,21 @@ out:
     return rc;
 }
 
+/* Checks and runs one read or write request; a failed syscall becomes "cannot <verb> <what>".
+ * *res is the byte count: the caller judges a short transfer. */
+static cmk_err run_rw(cmk_io *io, const cmk_io_req *rq, const char *verb, const char *what,
+                      int64_t *res, cmk_errbuf *eb)
+{
+    cmk_err rc = check_rw(rq->buf, rq->len, rq->off, eb);
+
+    if (rc == CMK_OK)
+        rc = run_one(io, rq, res, what, eb);
+    if (rc == CMK_OK && *res < 0)
+        rc = cmk_errbuf_sys(eb, cmk_err_from_errno((int)-*res), (int)-*res, "cannot %s %s", verb,
+                            what);
+    return rc;
+}
+
 cmk_err cmk_io_pwrite(cmk_io *io, int fd, const void *buf, size_t len, uint64_t off,
                       const char *what, cmk_errbuf *eb)
 {
@@ -541,15 +556,9 @@ cmk_err cmk_io_pwrite(cmk_io *io, int fd, const void *buf, size_t len, uint64_t 
     cmk_err rc;
 
     what = what ? what : "file";
-    rc = check_rw(buf, len, off, eb);
+    rc = run_rw(io, &rq, "write", what, &res, eb);
     if (rc != CMK_OK)
         return rc;
-    rc = run_one(io, &rq, &res, what, eb);
-    if (rc != CMK_OK)
-        return rc;
-    if (res < 0)
-        return cmk_errbuf_sys(eb, cmk_err_from_errno((int)-res), (int)-res, "cannot write %s",
-                              what);
     if ((uint64_t)res != len)
         return cmk_errbuf_set(eb, CMK_E_IO, "short write of %s (%lld of %zu bytes)", what,
                               (long long)res, len);
@@ -565,14 +574,9 @@ cmk_err cmk_io_pread(cmk_io *io, int fd, void *buf, size_t len, uint64_t off, co
     cmk_err rc;
 
     what = what ? what : "file";
-    rc = check_rw(buf, len, off, eb);
+    rc = run_rw(io, &rq, "read", what, &res, eb);
     if (rc != CMK_OK)
         return rc;
-    rc = run_one(io, &rq, &res, what, eb);
-    if (rc != CMK_OK)
-        return rc;
-    if (res < 0)
-        return cmk_errbuf_sys(eb, cmk_err_from_errno((int)-res), (int)-res, "cannot read %s", what);
     if ((uint64_t)res != len)
         return cmk_errbuf_set(eb, CMK_E_CORRUPT,
                               "%s is truncated (%lld of %zu bytes at offset %llu)", what,
