@@ -63,47 +63,7 @@ wait_http() { # URL
 IMG=$W/image
 if [ ! -f "$IMG/index.json" ]; then
     echo "== making a ${MB} MB image with $LAYERS layers in $IMG"
-    python3 - "$IMG" "$MB" "$LAYERS" <<'PYEOF'
-import gzip, hashlib, io, json, os, random, sys, tarfile
-out, mb, nl = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-rng = random.Random(2024)
-os.makedirs(os.path.join(out, "blobs", "sha256"), exist_ok=True)
-def blob(b):
-    d = hashlib.sha256(b).hexdigest()
-    with open(os.path.join(out, "blobs", "sha256", d), "wb") as f:
-        f.write(b)
-    return "sha256:" + d
-layers, diff_ids = [], []
-per = mb * 1024 * 1024 // nl
-for i in range(nl):
-    rand = rng.randbytes(per // 2)
-    text = b"".join(b"layer %d line %09d: some configuration text\n" % (i, k)
-                    for k in range(per // 2 // 40))
-    bio = io.BytesIO()
-    with tarfile.open(fileobj=bio, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for name, data in (("bin/%d.bin" % i, rand), ("etc/%d.txt" % i, text)):
-            ti = tarfile.TarInfo(name)
-            ti.size, ti.mtime, ti.mode = len(data), 0, 0o644
-            t.addfile(ti, io.BytesIO(data))
-    raw = bio.getvalue()
-    diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
-    gz = gzip.compress(raw, compresslevel=1, mtime=0)
-    layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                   "digest": blob(gz), "size": len(gz)})
-cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                  "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
-man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                  "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                             "digest": blob(cfg), "size": len(cfg)},
-                  "layers": layers}).encode()
-md = blob(man)
-with open(os.path.join(out, "index.json"), "w") as f:
-    json.dump({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md,
-         "size": len(man), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}, f)
-with open(os.path.join(out, "oci-layout"), "w") as f:
-    json.dump({"imageLayoutVersion": "1.0.0"}, f)
-PYEOF
+    python3 "$(dirname "${BASH_SOURCE[0]}")/../tools/oci_layout.py" bench "$IMG" "$MB" "$LAYERS" >/dev/null
 fi
 BYTES=$(du -cb "$IMG"/blobs/sha256/* | tail -1 | cut -f1)
 DIGEST=$(jq -r '.manifests[0].digest' "$IMG/index.json")

@@ -85,39 +85,7 @@ echo
 echo "== 2. A small OCI image to push"
 img=$serve_home/demo-image
 mkdir -p "$serve_home"
-python3 - "$img" <<'PYEOF'
-import gzip, hashlib, io, json, os, sys, tarfile
-out = sys.argv[1]
-os.makedirs(os.path.join(out, "blobs", "sha256"), exist_ok=True)
-def blob(b):
-    d = hashlib.sha256(b).hexdigest()
-    with open(os.path.join(out, "blobs", "sha256", d), "wb") as f:
-        f.write(b)
-    return "sha256:" + d
-bio = io.BytesIO()
-with tarfile.open(fileobj=bio, mode="w", format=tarfile.PAX_FORMAT) as t:
-    data = b"hello from an encrypted registry\n"
-    ti = tarfile.TarInfo("hello.txt")
-    ti.size, ti.mtime, ti.mode = len(data), 0, 0o644
-    t.addfile(ti, io.BytesIO(data))
-raw = bio.getvalue()
-gz = gzip.compress(raw, mtime=0)
-cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                  "rootfs": {"type": "layers",
-                             "diff_ids": ["sha256:" + hashlib.sha256(raw).hexdigest()]}}).encode()
-man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                  "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                             "digest": blob(cfg), "size": len(cfg)},
-                  "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                              "digest": blob(gz), "size": len(gz)}]}).encode()
-md = blob(man)
-with open(os.path.join(out, "index.json"), "w") as f:
-    json.dump({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md,
-         "size": len(man), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}, f)
-with open(os.path.join(out, "oci-layout"), "w") as f:
-    json.dump({"imageLayoutVersion": "1.0.0"}, f)
-PYEOF
+python3 "$(dirname "${BASH_SOURCE[0]}")/oci_layout.py" demo "$img" >/dev/null
 echo "OCI image layout: $img"
 
 if [ "$serve" -eq 0 ]; then

@@ -85,53 +85,7 @@ hdr_of() {
 # compressed except the last, which is stored uncompressed (application/vnd.oci.image.layer.
 # v1.tar). Prints the manifest digest. Deterministic for a given SEED.
 mk_oci_layout() {
-    python3 - "$@" <<'PYEOF'
-import gzip, hashlib, io, json, os, random, sys, tarfile
-out, seed = sys.argv[1], sys.argv[2]
-sizes = [int(x) for x in sys.argv[3:]] or [64, 256, 128]
-rng = random.Random(seed)
-os.makedirs(os.path.join(out, "blobs", "sha256"), exist_ok=True)
-def blob(b):
-    d = hashlib.sha256(b).hexdigest()
-    with open(os.path.join(out, "blobs", "sha256", d), "wb") as f:
-        f.write(b)
-    return "sha256:" + d
-def tarlayer(files):
-    bio = io.BytesIO()
-    with tarfile.open(fileobj=bio, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for name, data in files:
-            ti = tarfile.TarInfo(name)
-            ti.size, ti.mtime, ti.mode = len(data), 0, 0o644
-            t.addfile(ti, io.BytesIO(data))
-    return bio.getvalue()
-layers, diff_ids = [], []
-for i, kib in enumerate(sizes):
-    data = rng.randbytes(kib * 1024)
-    text = ("%s layer %d line\n" % (seed, i)).encode() * 2000
-    raw = tarlayer([("data/%d.bin" % i, data), ("etc/%d.txt" % i, text)])
-    diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
-    if i == len(sizes) - 1:
-        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                       "digest": blob(raw), "size": len(raw)})
-    else:
-        gz = gzip.compress(raw, compresslevel=1, mtime=0)
-        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                       "digest": blob(gz), "size": len(gz)})
-cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Env": ["SEED=" + seed]},
-                  "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
-man = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                  "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                             "digest": blob(cfg), "size": len(cfg)},
-                  "layers": layers}).encode()
-md = blob(man)
-with open(os.path.join(out, "index.json"), "w") as f:
-    json.dump({"schemaVersion": 2, "manifests": [
-        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md,
-         "size": len(man), "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}, f)
-with open(os.path.join(out, "oci-layout"), "w") as f:
-    json.dump({"imageLayoutVersion": "1.0.0"}, f)
-print(md)
-PYEOF
+    python3 "$(dirname "${BASH_SOURCE[0]}")/../../tools/oci_layout.py" test "$@"
 }
 
 # layout_verify DIR: every blob file of an OCI layout hashes to its name.
