@@ -34,18 +34,6 @@
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-static const char *alg_label(cmk_wrap_alg alg)
-{
-    switch (alg) {
-    case CMK_WRAP_RSA_OAEP_256:
-        return "RSA-OAEP-256";
-    case CMK_WRAP_RSA_OAEP:
-        return "RSA-OAEP";
-    default:
-        return "none";
-    }
-}
-
 /* Appends to eb->msg (keeps the code); used to add context to a lower layer's message. */
 static void eb_append(cmk_errbuf *eb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void eb_append(cmk_errbuf *eb, const char *fmt, ...)
@@ -2022,7 +2010,7 @@ static cmk_err sw_encrypt(EVP_PKEY *pub, cmk_wrap_alg alg, const unsigned char *
         EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) <= 0 ||
         EVP_PKEY_CTX_set_rsa_oaep_md(ctx, md) <= 0 || EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, md) <= 0 ||
         EVP_PKEY_encrypt(ctx, NULL, &need, in, inlen) <= 0) {
-        rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "cannot set up %s encryption", alg_label(alg));
+        rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "cannot set up %s encryption", cmk_wrap_alg_name(alg));
         goto out;
     }
     if (need > *outlen) {
@@ -2035,7 +2023,7 @@ static cmk_err sw_encrypt(EVP_PKEY *pub, cmk_wrap_alg alg, const unsigned char *
         rc = cmk_errbuf_set(eb, CMK_E_CRYPTO,
                             "%s encryption of a %zu-byte key failed (too long for the RSA "
                             "key?)",
-                            alg_label(alg), inlen);
+                            cmk_wrap_alg_name(alg), inlen);
         goto out;
     }
     *outlen = need;
@@ -2104,7 +2092,7 @@ static cmk_err op_decrypt(cmk_p11 *h, CK_SESSION_HANDLE s, void *vctx, CK_RV *rv
         rc = cmk_errbuf_set(eb, CMK_E_UNSUPPORTED,
                             "PKCS#11 token \"%s\" (module %s) cannot unwrap %s with %s (%s): "
                             "wrap with an algorithm the token supports",
-                            h->token, h->module, alg_label(c->alg), kd, rvs);
+                            h->token, h->module, cmk_wrap_alg_name(c->alg), kd, rvs);
         goto out;
     }
     if (*rv != CKR_OK) {
@@ -2125,7 +2113,7 @@ static cmk_err op_decrypt(cmk_p11 *h, CK_SESSION_HANDLE s, void *vctx, CK_RV *rv
                             "%s in PKCS#11 token \"%s\" (module %s) could not unwrap the key "
                             "with %s (%s): it was altered, or wrapped by another key or "
                             "algorithm",
-                            kd, h->token, h->module, alg_label(c->alg), rvs);
+                            kd, h->token, h->module, cmk_wrap_alg_name(c->alg), rvs);
         goto out;
     }
     if (*rv != CKR_OK) {
@@ -2283,7 +2271,7 @@ cmk_err cmk_p11_wrap(cmk_p11 *h, const char *label, const char *version, cmk_wra
         rc = cmk_errbuf_set(eb, CMK_E_UNSUPPORTED,
                             "PKCS#11 token \"%s\" (module %s) cannot unwrap %s with %s, so "
                             "nothing is wrapped with it: use %s",
-                            h->token, h->module, alg_label(alg), kd,
+                            h->token, h->module, cmk_wrap_alg_name(alg), kd,
                             (algs & (1u << CMK_WRAP_RSA_OAEP_256)) ? "RSA-OAEP-256" : "RSA-OAEP");
         goto out;
     }
