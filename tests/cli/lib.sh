@@ -149,6 +149,16 @@ gen_text() {
         1 100000000 2>/dev/null || true; } | head -c "$2" >"$3"
 }
 
+# wait_for SECONDS CMD...: polls CMD every 0.2 s until it succeeds; returns 1 after SECONDS.
+wait_for() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@" >/dev/null 2>&1; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.2
+    done
+}
+
 # slice FILE START LEN: LEN bytes of FILE from offset START, on stdout.
 slice() {
     dd if="$1" bs=1M iflag=skip_bytes,count_bytes skip="$2" count="$3" status=none

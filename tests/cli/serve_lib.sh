@@ -107,14 +107,3 @@ push_blob() {
         "$URL/v2/$1/blobs/uploads/?digest=$(oci_digest "$2")"
 }
 
-# wait_until SECONDS CMD...: polls CMD every 0.2 s until it succeeds; 1 on timeout.
-wait_until() {
-    local limit=$1 end
-    shift
-    end=$((SECONDS + limit))
-    while [ $SECONDS -lt $end ]; do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.2
-    done
-    return 1
-}

@@ -179,15 +179,6 @@ expect_ok cmk create --store "$SW" --identity hid --key-encryption-key "$KID_NOV
 cmk blob put --store "$SW" "$T/small" >"$T/sw.small.digest"
 "$CMKSTORE_BIN" encryption watch --store "$SW" --duration 120 >"$T/watch.out" 2>"$T/watch.err" &
 WATCH=$!
-# wait_for SECONDS CMD...: polls CMD until it succeeds.
-wait_for() {
-    local end=$((SECONDS + $1))
-    shift
-    until "$@" >/dev/null 2>&1; do
-        [ $SECONDS -lt $end ] || return 1
-        sleep 0.2
-    done
-}
 expect_true "watch is up" wait_for 60 grep -q versionedKeyIdentifier "$T/watch.out"
 expect_ok cmk vault key create --vault-name hv --name hk --kty RSA-HSM
 V3=$(jq -r .key.kid "$OUT")

@@ -17,16 +17,6 @@ cleanup_bg() {
 }
 trap 'lc_rc=$?; cleanup_bg; set +e; (exit $lc_rc); finish' EXIT
 
-# wait_for SECONDS CMD...: polls CMD every 0.2 s until it succeeds; fails after SECONDS.
-wait_for() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@" >/dev/null 2>&1; do
-        [ "$SECONDS" -lt "$deadline" ] || return 1
-        sleep 0.2
-    done
-}
-
 setup_cmk v
 S=$T/store
 expect_ok cmk create --store "$S" --identity vid --key-encryption-key "$KID"

@@ -29,7 +29,7 @@ bash "$DEMO" "$CMKSTORE_BIN" --listen 127.0.0.1:0 >"$T/serve.out" 2>"$T/serve.er
 SRV_PID=$!
 SRV_PIDS+=("$SRV_PID")
 SRV_OUT=$T/serve.out SRV_ERR=$T/serve.err
-if wait_until 180 grep -q '^Listening on http://' "$SRV_OUT"; then
+if wait_for 180 grep -q '^Listening on http://' "$SRV_OUT"; then
     ok "the demo serves the embedded default"
     HP=$(sed -n 's|^Listening on http://\([0-9.]*:[0-9]*\).*|\1|p' "$SRV_OUT" | head -1)
     expect_true "... created on first run" grep -q '^Created the embedded default' "$SRV_OUT"

@@ -30,7 +30,7 @@ expect_eq "$(blob_status)" 200 "pull works before revocation"
 
 # ---- revoke: delete the identity's access policy
 expect_ok cmk vault delete-policy --name registry-vault --object-id "$PRINCIPAL"
-if wait_until 30 is_status 503; then ok "pulls fail with 503 within 30 s of the revocation"; else
+if wait_for 30 is_status 503; then ok "pulls fail with 503 within 30 s of the revocation"; else
     not_ok "pulls still answer $(blob_status) 30 s after the revocation"; fi
 blob_status >/dev/null
 expect_json '.errors[0].code == "UNAVAILABLE"' "... error code UNAVAILABLE" "$B"
@@ -51,7 +51,7 @@ expect_true "... cmkstore_key_accessible 0" grep -q '^cmkstore_key_accessible 0'
 # ---- restore
 expect_ok cmk vault set-policy --name registry-vault --object-id "$PRINCIPAL" \
     --key-permissions get wrapKey unwrapKey
-if wait_until 30 is_status 200; then ok "pulls work again within 30 s of the restore"; else
+if wait_for 30 is_status 200; then ok "pulls work again within 30 s of the restore"; else
     not_ok "pulls still answer $(blob_status) 30 s after the restore"; fi
 blob_status >/dev/null
 expect_true "... same bytes" cmp "$B" "$T/b1"
@@ -69,7 +69,7 @@ rotated() {
     hcurl "$B" "$URL/metrics" >/dev/null
     grep -Eq '^cmkstore_key_rotations_total [1-9]' "$B"
 }
-if wait_until 30 rotated; then ok "metrics count the automatic rotation"; else
+if wait_for 30 rotated; then ok "metrics count the automatic rotation"; else
     not_ok "no rotation counted 30 s after a new key version"; fi
 expect_false "the new key version differs" test "$old" == "$new"
 expect_true "cmkstore_key_info names the new version" grep -q "versioned_key_identifier=\"$new\"" "$B"

@@ -31,11 +31,11 @@ expect_eq "$(push_blob st/app "$T/keep")" 201 "a blob stored before the shutdown
 curl -s -o "$T/small.resp" -w '%{http_code}' --limit-rate 100K -X POST --data-binary "@$T/small" \
     "$URL/v2/st/app/blobs/uploads/?digest=$DS" >"$T/small.code" &
 CURL1=$!
-if wait_until 30 in_flight 1; then ok "the slow upload is in flight"; else not_ok "the slow upload never showed"; fi
+if wait_for 30 in_flight 1; then ok "the slow upload is in flight"; else not_ok "the slow upload never showed"; fi
 kill -TERM "$SRV_PID"
 # While draining, new requests are refused (the listening socket is closed: no connection,
 # or a 503 on a connection that was already open).
-wait_until 10 bash -c "! curl -s -o /dev/null '$URL/v2/'" && ok "no new connections while draining" ||
+wait_for 10 bash -c "! curl -s -o /dev/null '$URL/v2/'" && ok "no new connections while draining" ||
     not_ok "new connections still accepted while draining"
 wait "$CURL1" || true
 expect_eq "$(cat "$T/small.code")" 201 "the in-flight upload finished: 201"
@@ -53,7 +53,7 @@ expect_eq "$(hcurl "$B" -X PATCH --data-binary "@$T/chunk" "$URL$LOC")" 202 "a c
 curl -s -o /dev/null -w '%{http_code}' --limit-rate 200K -X POST --data-binary "@$T/big" \
     "$URL/v2/st/app/blobs/uploads/?digest=$DB" >"$T/big.code" 2>/dev/null &
 CURL2=$!
-if wait_until 30 in_flight 1; then ok "the big upload is in flight"; else not_ok "the big upload never showed"; fi
+if wait_for 30 in_flight 1; then ok "the big upload is in flight"; else not_ok "the big upload never showed"; fi
 stop_server TERM
 wait "$CURL2" || true
 expect_eq "$SRV_EXIT" 0 "exit 0"
