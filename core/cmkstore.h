@@ -112,6 +112,11 @@ typedef struct cmk_store_opts {
     unsigned threads;      /* worker threads for sealing/opening chunks; 0: online cores */
     unsigned queue_depth;  /* chunks in flight per stream; 0: default (2 x threads + 2) */
     const char *io_engine; /* NULL or "auto", "uring", "sync"; env CMKSTORE_IO overrides auto */
+    /* NULL or "auto": a blob of more than one chunk is written with O_DIRECT (aligned
+     * windows, several in flight) where the file system takes it, so the disk streams
+     * without the page cache in between; "buffered": always through the page cache (a get
+     * right after the put is then served from memory). Env CMKSTORE_WRITE overrides auto. */
+    const char *write_mode;
     /* Optional extra KEK provider, consulted before the built-in ones. Borrowed: it must
      * outlive the store. */
     const struct cmk_kek_provider *kek_provider;
@@ -145,9 +150,8 @@ CMK_API cmk_err cmk_put_commit(cmk_put *p, const char *expected_digest,
 /* Commits several puts together so their fsyncs are issued as one batch (each file and the
  * directories are still made durable before this returns). results[i] receives each put's
  * outcome; the return value is the first failure or CMK_OK. Frees every handle. */
-CMK_API cmk_err cmk_put_commit_many(cmk_put **puts, const char *const *expected_digests,
-                                    size_t n, cmk_err *results,
-                                    char (*digests_out)[CMK_DIGEST_MAX]);
+CMK_API cmk_err cmk_put_commit_many(cmk_put **puts, const char *const *expected_digests, size_t n,
+                                    cmk_err *results, char (*digests_out)[CMK_DIGEST_MAX]);
 /* Discards the put; nothing is published. Frees p. NULL is a no-op. */
 CMK_API void cmk_put_abort(cmk_put *p);
 /* Plaintext bytes written so far. */
@@ -172,8 +176,8 @@ typedef struct cmk_blob_info {
  * end). Only the chunks covering the range are read and decrypted. Every byte returned has
  * been authenticated; a blob that fails authentication yields CMK_E_INTEGRITY or
  * CMK_E_CORRUPT and no data from the failing chunk. CMK_E_RANGE if offset > size. */
-CMK_API cmk_err cmk_get_open(cmk_store *s, const char *digest, uint64_t offset,
-                             uint64_t length, cmk_get **out);
+CMK_API cmk_err cmk_get_open(cmk_store *s, const char *digest, uint64_t offset, uint64_t length,
+                             cmk_get **out);
 /* Reads up to cap bytes into buf; *n receives the count, 0 at the end of the range. */
 CMK_API cmk_err cmk_get_read(cmk_get *g, void *buf, size_t cap, size_t *n);
 CMK_API const cmk_blob_info *cmk_get_info(const cmk_get *g);
@@ -194,26 +198,26 @@ CMK_API cmk_err cmk_list(cmk_store *s, int (*cb)(const char *digest, void *arg),
 /* ---- encryption status and key lifecycle ----------------------------------------------- */
 
 typedef struct cmk_encryption_info {
-    int cmk_enabled;                    /* 1: customer-managed key ("status": "enabled") */
-    char identity[CMK_ID_MAX];          /* clientId (user-assigned) or principalId (system) */
+    int cmk_enabled;           /* 1: customer-managed key ("status": "enabled") */
+    char identity[CMK_ID_MAX]; /* clientId (user-assigned) or principalId (system) */
     char identity_principal[CMK_ID_MAX];
-    char identity_kind[24];             /* "UserAssigned" or "SystemAssigned" */
-    char key_identifier[CMK_ID_MAX];    /* as configured: versioned or versionless */
+    char identity_kind[24];          /* "UserAssigned" or "SystemAssigned" */
+    char key_identifier[CMK_ID_MAX]; /* as configured: versioned or versionless */
     char versioned_key_identifier[CMK_ID_MAX];
-    int key_rotation_enabled;           /* versionless key id: automatic rotation */
-    int64_t last_key_rotation;          /* seconds since the epoch, 0: never rotated */
+    int key_rotation_enabled;  /* versionless key id: automatic rotation */
+    int64_t last_key_rotation; /* seconds since the epoch, 0: never rotated */
     uint32_t rotation_check_interval_s;
     uint32_t key_check_interval_s;
     uint32_t unreachable_grace_s;
-    char wrap_algorithm[32];            /* "RSA-OAEP-256" or "RSA-OAEP" */
+    char wrap_algorithm[32]; /* "RSA-OAEP-256" or "RSA-OAEP" */
     unsigned dek_count;
     uint32_t current_dek;
-    int key_accessible;                 /* 1 if the last key check succeeded */
-    cmk_err key_error;                  /* why not, if not */
+    int key_accessible; /* 1 if the last key check succeeded */
+    cmk_err key_error;  /* why not, if not */
     char key_error_msg[1024];
     int64_t last_key_check;
-    uint32_t dek_rollover_blobs;        /* UINT32_MAX: never */
-    int key_unreachable_since;          /* seconds the vault has not answered (grace) */
+    uint32_t dek_rollover_blobs; /* UINT32_MAX: never */
+    int key_unreachable_since;   /* seconds the vault has not answered (grace) */
 } cmk_encryption_info;
 
 CMK_API cmk_err cmk_store_encryption(cmk_store *s, cmk_encryption_info *out);
@@ -250,9 +254,8 @@ CMK_API cmk_err cmk_store_rotate_dek(cmk_store *s, uint32_t *new_id);
 /* Changes the intervals (0: leave unchanged; rotation and key checks 1 s .. 1 day, grace
  * 0 s .. 1 day) and the DEK rollover policy (roll a new DEK after this many blobs written by
  * one process; 0: leave unchanged, UINT32_MAX: never). Persisted in store.json. */
-CMK_API cmk_err cmk_store_set_policy(cmk_store *s, uint32_t rotation_check_s,
-                                     uint32_t key_check_s, uint32_t grace_s,
-                                     uint32_t dek_rollover_blobs);
+CMK_API cmk_err cmk_store_set_policy(cmk_store *s, uint32_t rotation_check_s, uint32_t key_check_s,
+                                     uint32_t grace_s, uint32_t dek_rollover_blobs);
 
 /* ---- identities assigned to the store ------------------------------------------------- */
 
@@ -265,8 +268,7 @@ typedef struct cmk_store_identity {
 } cmk_store_identity;
 
 /* Lists the identities assigned to the store (at most cap; *n receives the total). */
-CMK_API cmk_err cmk_store_identities(cmk_store *s, cmk_store_identity *out, size_t cap,
-                                     size_t *n);
+CMK_API cmk_err cmk_store_identities(cmk_store *s, cmk_store_identity *out, size_t cap, size_t *n);
 /* Assigns an identity ("[system]" enables the system-assigned one). */
 CMK_API cmk_err cmk_store_identity_assign(cmk_store *s, const char *identity);
 /* Removes an identity; CMK_E_REFUSED if encryption uses it (assign it again, or rotate to

@@ -127,7 +127,9 @@ void *cmk_pool_buf_get(cmk_pool *p, size_t size)
         break;
     }
     pthread_mutex_unlock(&p->buf_mu);
-    return b ? b : malloc(size);
+    if (!b && posix_memalign(&b, CMK_POOL_BUF_ALIGN, size) != 0)
+        b = NULL;
+    return b;
 }
 
 void cmk_pool_buf_put(cmk_pool *p, void *buf, size_t size)

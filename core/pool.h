@@ -29,8 +29,10 @@ unsigned cmk_pool_threads(const cmk_pool *p);
  * cost more than the crypto on some VMs) and small blobs do not pay for a 1 MiB allocation.
  * At most CMK_POOL_BUF_CACHE bytes are kept; the rest is freed. A buffer is handed out with
  * whatever its last user left in it: callers wipe secrets before giving one back.
+ * Buffers are aligned to CMK_POOL_BUF_ALIGN, so they can be used for O_DIRECT.
  * Thread-safe. */
 #define CMK_POOL_BUF_CACHE (32u << 20)
+#define CMK_POOL_BUF_ALIGN 4096u
 /* Plain-text buffer size of blobs that fit in it (put starts every blob there, get uses it
  * for blobs no larger): a manifest does not take two chunk-sized buffers. */
 #define CMK_SMALL_BUF (64u << 10)

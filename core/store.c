@@ -48,8 +48,8 @@ void cmk_store_opts_init(cmk_store_opts *o)
 
 /* ---- paths ---- */
 
-cmk_err cmk_store_blob_path(const cmk_store *s, int alg, const uint8_t *raw, char *path,
-                            size_t cap, char *parent, size_t pcap, cmk_errbuf *eb)
+cmk_err cmk_store_blob_path(const cmk_store *s, int alg, const uint8_t *raw, char *path, size_t cap,
+                            char *parent, size_t pcap, cmk_errbuf *eb)
 {
     char hex[2 * CMK_DIGEST_RAW_MAX + 1];
     cmk_err rc;
@@ -119,9 +119,8 @@ void cmk_store_key_lost_locked(cmk_store *s, const cmk_errbuf *why)
     atomic_store_explicit(&s->key_ok, 0, memory_order_release);
     cmk_deks_free(&s->deks);
     s->key_err.code = why->code;
-    snprintf(s->key_err.msg, sizeof(s->key_err.msg),
-             "cannot use key %s as identity %s (%s): %s", s->kr.versioned_kid,
-             s->kr.identity.principal, s->kr.identity.kind, why->msg);
+    snprintf(s->key_err.msg, sizeof(s->key_err.msg), "cannot use key %s as identity %s (%s): %s",
+             s->kr.versioned_kid, s->kr.identity.principal, s->kr.identity.kind, why->msg);
 }
 
 cmk_err cmk_store_dek(cmk_store *s, uint32_t id, uint8_t out[CMK_DEK_LEN], uint32_t *id_out,
@@ -558,8 +557,8 @@ static cmk_err do_create(const char *dir_in, const cmk_create_opts *o, cmk_errbu
                       o->unreachable_grace_s ? o->unreachable_grace_s : CMK_DEFAULT_GRACE_S, &sys,
                       o->key_id ? &user : NULL);
     ev = json_pack("{s:s, s:b, s:s, s:s, s:s}", "storeId", id, "customerManagedKey", kr.cmk,
-                   "keyIdentifier", kr.key_identifier, "versionedKeyIdentifier",
-                   kr.versioned_kid, "identity", kr.identity.principal);
+                   "keyIdentifier", kr.key_identifier, "versionedKeyIdentifier", kr.versioned_kid,
+                   "identity", kr.identity.principal);
     if (!cfg || !ev) {
         rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory");
         goto out;
@@ -680,8 +679,7 @@ static cmk_err load_keys(cmk_store *s, cmk_errbuf *eb)
     rc = cmk_keyring_load(path, &s->kr, eb);
     cmk_store_note_keyring_file(s);
     if (rc == CMK_E_NOT_FOUND)
-        return cmk_errbuf_set(eb, CMK_E_CORRUPT, "%s is missing: the store cannot be opened",
-                              path);
+        return cmk_errbuf_set(eb, CMK_E_CORRUPT, "%s is missing: the store cannot be opened", path);
     if (rc != CMK_OK)
         return rc;
     s->last_key_check = cmk_now();
@@ -699,8 +697,7 @@ static cmk_err load_keys(cmk_store *s, cmk_errbuf *eb)
     return CMK_OK;
 }
 
-static cmk_err do_open(const char *dir, const cmk_store_opts *o, cmk_store **out,
-                       cmk_errbuf *eb)
+static cmk_err do_open(const char *dir, const cmk_store_opts *o, cmk_store **out, cmk_errbuf *eb)
 {
     cmk_store *s = calloc(1, sizeof(*s));
     char p[4096];
@@ -753,6 +750,20 @@ static cmk_err do_open(const char *dir, const cmk_store_opts *o, cmk_store **out
         goto out;
     }
     s->io_kind = (cmk_io_kind)kind;
+    {
+        const char *wm = o && o->write_mode ? o->write_mode : NULL;
+        const char *wenv = getenv("CMKSTORE_WRITE");
+        if ((!wm || strcmp(wm, "auto") == 0) && wenv && *wenv)
+            wm = wenv;
+        if (!wm || strcmp(wm, "auto") == 0 || strcmp(wm, "direct") == 0)
+            s->write_direct = 1;
+        else if (strcmp(wm, "buffered") == 0)
+            s->write_direct = 0;
+        else {
+            rc = cmk_errbuf_set(eb, CMK_E_INVAL, "unknown write mode '%s' (auto, buffered)", wm);
+            goto out;
+        }
+    }
     s->threads = o && o->threads ? o->threads : cmk_ncpu();
     s->depth = o && o->queue_depth ? o->queue_depth : 2 * s->threads + 2;
     if (s->depth > 256)

@@ -24,18 +24,18 @@
 #include "pool.h"
 #include "seal.h"
 
-#define CMK_STORE_FORMAT 1
+#define CMK_STORE_FORMAT             1
 #define CMK_DEFAULT_ROTATION_CHECK_S 3600
-#define CMK_DEFAULT_KEY_CHECK_S 60
-#define CMK_DEFAULT_GRACE_S 300
-#define CMK_MANAGED_VAULT "cmkstore-managed"
+#define CMK_DEFAULT_KEY_CHECK_S      60
+#define CMK_DEFAULT_GRACE_S          300
+#define CMK_MANAGED_VAULT            "cmkstore-managed"
 
 struct cmk_store {
     char dir[4096];
     char home[4096];
     char id[37];
-    int dirfd;   /* the store directory */
-    int tmpfd;   /* <dir>/tmp */
+    int dirfd; /* the store directory */
+    int tmpfd; /* <dir>/tmp */
     uint32_t chunk_size;
     uint32_t rotation_check_s, key_check_s, grace_s;
 
@@ -43,6 +43,8 @@ struct cmk_store {
     cmk_pool *pool;
     unsigned threads, depth;
     cmk_io_kind io_kind;
+    int write_direct;        /* write_mode auto: multi-chunk blobs use O_DIRECT */
+    atomic_int direct_state; /* 0: not tried yet, 1: O_DIRECT works in tmp/, -1: refused */
 
     pthread_mutex_t io_mu;
     cmk_io **io_free;
@@ -51,21 +53,21 @@ struct cmk_store {
     pthread_rwlock_t key_lock;
     cmk_keyring kr;
     cmk_deks deks;
-    cmk_errbuf key_err;        /* why the key is not accessible */
-    atomic_int key_ok;         /* 1: DEKs loaded and access confirmed */
-    int64_t last_key_check;    /* wall clock */
-    double last_key_ok_mono;   /* monotonic time of the last successful contact */
+    cmk_errbuf key_err;      /* why the key is not accessible */
+    atomic_int key_ok;       /* 1: DEKs loaded and access confirmed */
+    int64_t last_key_check;  /* wall clock */
+    double last_key_ok_mono; /* monotonic time of the last successful contact */
 
-    pthread_mutex_t meta_mu;   /* serialises metadata record writes in this process */
-    json_t *cfg;               /* store.json as loaded; guarded by cfg_mu */
+    pthread_mutex_t meta_mu; /* serialises metadata record writes in this process */
+    json_t *cfg;             /* store.json as loaded; guarded by cfg_mu */
     pthread_mutex_t cfg_mu;
-    uint32_t dek_rollover;     /* roll a new DEK after this many blobs; UINT32_MAX: never */
+    uint32_t dek_rollover; /* roll a new DEK after this many blobs; UINT32_MAX: never */
     atomic_uint blobs_since_roll;
     /* Identity of the keyring file last loaded, to notice other processes' changes. */
     dev_t kr_dev;
     ino_t kr_ino;
     int64_t kr_mtime_ns;
-    double unreachable_since;  /* monotonic time the vault first failed to answer; 0: it does */
+    double unreachable_since; /* monotonic time the vault first failed to answer; 0: it does */
 
     /* Background lifecycle thread (key checks, automatic rotation). */
     pthread_t bg_thread;
@@ -77,8 +79,8 @@ struct cmk_store {
 };
 
 /* Blob path for a parsed digest: <dir>/blobs/<alg>/<hex[0:2]>/<hex> and its parent. */
-cmk_err cmk_store_blob_path(const cmk_store *s, int alg, const uint8_t *raw, char *path,
-                            size_t cap, char *parent, size_t pcap, cmk_errbuf *eb);
+cmk_err cmk_store_blob_path(const cmk_store *s, int alg, const uint8_t *raw, char *path, size_t cap,
+                            char *parent, size_t pcap, cmk_errbuf *eb);
 
 /* Takes an I/O engine from the store's free list (or makes one); give it back with
  * cmk_store_io_put. */
