@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "bytes.h"
@@ -27,6 +28,14 @@
 #include "store_internal.h"
 
 enum { GSLOT_FREE, GSLOT_READING, GSLOT_OPENING, GSLOT_READY };
+
+/* Read-ahead of long ranges: WILLNEED requests of RA_STEP bytes, kept up to RA_AHEAD bytes
+ * beyond the next chunk read. A cold file then has the disk busy ahead of the reads, and
+ * on io_uring a kernel worker, not the reader, allocates the pages and submits the I/O.
+ * Ranges shorter than RA_STEP are left to the kernel's own readahead. */
+#define RA_STEP  (8u << 20)
+#define RA_AHEAD (16u << 20)
+#define RA_TAG   UINT64_MAX
 
 struct get_slot {
     cmk_job job;
@@ -66,6 +75,8 @@ struct cmk_get {
     struct get_slot *slots;
     unsigned nslots;
     unsigned io_inflight;
+    uint64_t ra_off, ra_end; /* read-ahead requested below ra_off; the range's end */
+    int ra_inflight;
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
@@ -163,6 +174,16 @@ static int gstate(cmk_get *g, struct get_slot *sl)
     return st;
 }
 
+/* Whether the byte at off is in the page cache (a one-byte RWF_NOWAIT read). Unknown (no
+ * RWF_NOWAIT) counts as not cached. */
+static int ra_cached(int fd, uint64_t off)
+{
+    char b;
+    struct iovec iov = {&b, 1};
+
+    return preadv2(fd, &iov, 1, (off_t)off, RWF_NOWAIT) == 1;
+}
+
 static void issue_reads(cmk_get *g)
 {
     while (g->failed == CMK_OK && g->next_read <= g->last_chunk) {
@@ -172,6 +193,14 @@ static void issue_reads(cmk_get *g)
 
         if (gstate(g, sl) != GSLOT_FREE)
             return;
+        if (!g->ra_inflight && g->ra_off < g->ra_end && e->offset + RA_AHEAD > g->ra_off) {
+            uint64_t n = g->ra_end - g->ra_off < RA_STEP ? g->ra_end - g->ra_off : RA_STEP;
+            if (cmk_io_queue_readahead(g->io, g->fd, g->ra_off, n, RA_TAG, &eb) == CMK_OK) {
+                g->ra_inflight = 1;
+                g->io_inflight++;
+            }
+            g->ra_off += n;
+        }
         if (!sl->rec)
             sl->rec = cmk_pool_buf_get(g->s->pool, g->rec_cap);
         if (!sl->plain)
@@ -243,8 +272,13 @@ static void pump_reads(cmk_get *g, int wait)
         return;
     }
     for (int i = 0; i < n; i++) {
-        struct get_slot *sl = gslot(g, cqe[i].tag);
+        struct get_slot *sl;
         g->io_inflight--;
+        if (cqe[i].tag == RA_TAG) {
+            g->ra_inflight = 0; /* a hint: its result changes nothing */
+            continue;
+        }
+        sl = gslot(g, cqe[i].tag);
         if (cqe[i].res < 0 || (uint64_t)cqe[i].res != sl->rec_len) {
             if (cqe[i].res < 0)
                 cmk_errbuf_sys(&sl->eb, CMK_E_IO, (int)-cqe[i].res, "cannot read chunk %llu",
@@ -503,8 +537,18 @@ cmk_err cmk_get_open(cmk_store *s, const char *digest, uint64_t offset, uint64_t
         }
         /* Several chunks are read at once, out of order at the edges: tell the kernel the
          * file is read front to back, so its readahead stays ahead of them (a hint only). */
-        if (g->last_chunk > g->next_read)
+        if (g->last_chunk > g->next_read) {
+            const cmk_fmt_index_entry *le = &g->idx[g->last_chunk];
             (void)posix_fadvise(g->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+            g->ra_off = g->idx[g->next_read].offset;
+            g->ra_end = le->offset + CMK_FMT_CHUNK_HDR_SIZE + le->stored_len + CMK_FMT_TAG_SIZE;
+            /* Short ranges are left to the kernel's readahead; a range whose first and last
+             * bytes are cached is taken as warm (no read-ahead, which would only cost a
+             * trip through a kernel worker). */
+            if (g->ra_end - g->ra_off <= RA_STEP ||
+                (ra_cached(g->fd, g->ra_off) && ra_cached(g->fd, g->ra_end - 1)))
+                g->ra_off = g->ra_end;
+        }
     }
     *out = g;
     g = NULL;

@@ -17,8 +17,8 @@
  * through the engine), so the disk works while later chunks are sealed and the fsync at
  * commit has only the tail left to wait for. Durability still comes from that fsync alone.
  *
- * Direct writes: a blob of more than one chunk is written with O_DIRECT where the file
- * system takes it (store write mode "auto"). Records are packed back to back in the file,
+ * Direct writes: on io_uring, a blob of more than one chunk is written with O_DIRECT where
+ * the file system takes it (store write mode "auto"). Records are packed back to back in the file,
  * so they are copied into DW_COUNT aligned windows of DW_SIZE bytes, and each full window
  * goes to the engine as one aligned write; on io_uring several are in flight. Through the
  * page cache the same bytes are copied by the kernel and then written back by one flusher
@@ -285,7 +285,9 @@ static void direct_begin(cmk_put *p)
     int state = atomic_load(&s->direct_state);
     int fl;
 
-    if (!s->write_direct || state < 0)
+    /* The sync engine has one write in flight, and a direct write returns only once the
+     * disk has the data: through the page cache the kernel's writeback overlaps it. */
+    if (!s->write_direct || state < 0 || cmk_io_kind_of(p->io) != CMK_IO_URING)
         return;
     fl = fcntl(p->fd, F_GETFL);
     if (fl < 0 || fcntl(p->fd, F_SETFL, fl | O_DIRECT) != 0) {

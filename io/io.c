@@ -132,6 +132,10 @@ static int64_t sync_perform(const cmk_io_req *rq)
             r = sync_file_range(rq->fd, (off_t)rq->off, (off_t)rq->len, SYNC_FILE_RANGE_WRITE);
         } while (r != 0 && errno == EINTR);
         break;
+    case CMK_IO_OP_READAHEAD:
+        /* posix_fadvise returns the error number instead of setting errno. */
+        return -(int64_t)posix_fadvise(rq->fd, (off_t)rq->off, (off_t)rq->len,
+                                       POSIX_FADV_WILLNEED);
     default:
         errno = EINVAL;
         r = -1;
@@ -461,6 +465,16 @@ cmk_err cmk_io_queue_writeback(cmk_io *io, int fd, uint64_t off, uint64_t len, u
 
     if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
         return cmk_errbuf_set(eb, CMK_E_INVAL, "writeback range beyond the largest file offset");
+    return enqueue(io, &rq, eb);
+}
+
+cmk_err cmk_io_queue_readahead(cmk_io *io, int fd, uint64_t off, uint64_t len, uint64_t tag,
+                               cmk_errbuf *eb)
+{
+    cmk_io_req rq = {.op = CMK_IO_OP_READAHEAD, .fd = fd, .off = off, .len = len, .tag = tag};
+
+    if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "readahead range beyond the largest file offset");
     return enqueue(io, &rq, eb);
 }
 

@@ -68,6 +68,13 @@ cmk_err cmk_io_queue_fsync(cmk_io *io, int fd, int datasync, int drain, uint64_t
 cmk_err cmk_io_queue_writeback(cmk_io *io, int fd, uint64_t off, uint64_t len, uint64_t tag,
                                cmk_errbuf *eb);
 
+/* Asks the kernel to start reading [off, off+len) of fd into the page cache
+ * (POSIX_FADV_WILLNEED). On io_uring a kernel worker does it, so the caller does not spend
+ * its own time allocating pages and submitting reads; the sync engine makes the call at
+ * submit. A hint: completes with 0 or -errno, and nothing depends on it. */
+cmk_err cmk_io_queue_readahead(cmk_io *io, int fd, uint64_t off, uint64_t len, uint64_t tag,
+                               cmk_errbuf *eb);
+
 /* Submits everything queued. The sync engine performs the requests here. */
 cmk_err cmk_io_submit(cmk_io *io, cmk_errbuf *eb);
 
@@ -110,7 +117,8 @@ typedef enum cmk_io_op {
     CMK_IO_OP_WRITE,
     CMK_IO_OP_FSYNC,
     CMK_IO_OP_RENAME,
-    CMK_IO_OP_WRITEBACK /* sync_file_range(SYNC_FILE_RANGE_WRITE) of [off, off+len) */
+    CMK_IO_OP_WRITEBACK, /* sync_file_range(SYNC_FILE_RANGE_WRITE) of [off, off+len) */
+    CMK_IO_OP_READAHEAD  /* posix_fadvise(POSIX_FADV_WILLNEED) of [off, off+len) */
 } cmk_io_op;
 
 /* One validated request. RENAME: fd/fd2 are the directory fds, path/path2 the names (valid

@@ -50,6 +50,7 @@ struct uring_state {
     uint64_t seq;
     int have_renameat;
     int have_sync_range;
+    int have_fadvise;
 };
 
 static const char *errno_name(int e)
@@ -133,6 +134,7 @@ static cmk_err probe_ops(struct uring_state *u, int *sys_errno, cmk_errbuf *eb)
     }
     u->have_renameat = io_uring_opcode_supported(pr, IORING_OP_RENAMEAT);
     u->have_sync_range = io_uring_opcode_supported(pr, IORING_OP_SYNC_FILE_RANGE);
+    u->have_fadvise = io_uring_opcode_supported(pr, IORING_OP_FADVISE);
 out:
     if (pr)
         io_uring_free_probe(pr);
@@ -265,6 +267,11 @@ static cmk_err slot_prep(struct uring_state *u, unsigned i, cmk_errbuf *eb)
         local_complete(u, i, r == 0 ? 0 : -(int64_t)errno);
         return CMK_OK;
     }
+    if (s->rq.op == CMK_IO_OP_READAHEAD && (!u->have_fadvise || s->rq.len > INT64_MAX)) {
+        r = posix_fadvise(s->rq.fd, (off_t)s->rq.off, (off_t)s->rq.len, POSIX_FADV_WILLNEED);
+        local_complete(u, i, -(int64_t)r);
+        return CMK_OK;
+    }
     sqe = io_uring_get_sqe(&u->ring);
     if (!sqe) {
         /* Cannot happen with the ring sized to depth; flush and retry to be safe. */
@@ -295,6 +302,9 @@ static cmk_err slot_prep(struct uring_state *u, unsigned i, cmk_errbuf *eb)
     case CMK_IO_OP_WRITEBACK:
         io_uring_prep_sync_file_range(sqe, s->rq.fd, (unsigned)s->rq.len, s->rq.off,
                                       SYNC_FILE_RANGE_WRITE);
+        break;
+    case CMK_IO_OP_READAHEAD:
+        io_uring_prep_fadvise(sqe, s->rq.fd, s->rq.off, (off_t)s->rq.len, POSIX_FADV_WILLNEED);
         break;
     }
     io_uring_sqe_set_data64(sqe, i);

@@ -590,6 +590,52 @@ static void t_fsync_many(cmk_io_kind kind, const char *dir)
         cmk_io_free(ios[e]);
 }
 
+/* Read-ahead requests complete (0 on a file, -EBADF on a closed descriptor, -ESPIPE on a
+ * pipe), their range is checked, and reads after them return the file's bytes. */
+static void t_readahead(cmk_io_kind kind, const char *dir)
+{
+    size_t n = 3u << 20;
+    unsigned char *data = malloc(n), *got = malloc(n);
+    cmk_io *io = make_io(kind, 8);
+    cmk_errbuf eb = {0};
+    cmk_io_cqe c[4];
+    int64_t res[4] = {-1, -1, -1, -1};
+    int fd, closed, pfd[2];
+
+    REQUIRE(data && got && io && pipe(pfd) == 0);
+    test_fill_random(data, n, 31);
+    fd = open_in(dir, "ra", O_RDWR | O_CREAT | O_TRUNC);
+    CHECK(write(fd, data, n) == (ssize_t)n);
+    closed = open_in(dir, "ra", O_RDONLY);
+    close(closed);
+    CHECK_EB(cmk_io_queue_readahead(io, fd, 0, n, 0, &eb), CMK_OK, &eb);
+    CHECK_EB(cmk_io_queue_readahead(io, fd, 1u << 20, 0, 1, &eb), CMK_OK, &eb); /* to the end */
+    CHECK_EB(cmk_io_queue_readahead(io, closed, 0, 4096, 2, &eb), CMK_OK, &eb);
+    CHECK_EB(cmk_io_queue_readahead(io, pfd[0], 0, 4096, 3, &eb), CMK_OK, &eb);
+    CHECK_EB(cmk_io_queue_readahead(io, fd, UINT64_MAX - 1, 4096, 9, &eb), CMK_E_INVAL, &eb);
+    CHECK_EB(cmk_io_submit(io, &eb), CMK_OK, &eb);
+    CHECK(reap_n(io, c, 4) == 4);
+    for (unsigned k = 0; k < 4; k++)
+        if (c[k].tag < 4)
+            res[c[k].tag] = c[k].res;
+    CHECK_MSG(res[0] == 0 && res[1] == 0, "%s: readahead results %lld %lld", kind_name(kind),
+              (long long)res[0], (long long)res[1]);
+    CHECK_MSG(res[2] == -EBADF, "%s: readahead of a closed fd: %lld", kind_name(kind),
+              (long long)res[2]);
+    CHECK_MSG(res[3] == -ESPIPE, "%s: readahead of a pipe: %lld", kind_name(kind),
+              (long long)res[3]);
+    CHECK(cmk_io_pending(io) == 0);
+    int64_t rres[3] = {0};
+    CHECK(pipelined(io, fd, 0, got, n, 1u << 20, rres) >= 0 && memcmp(got, data, n) == 0);
+    CHECK(rres[0] == 1 << 20 && rres[2] == 1 << 20);
+    close(fd);
+    close(pfd[0]);
+    close(pfd[1]);
+    cmk_io_free(io);
+    free(data);
+    free(got);
+}
+
 static void suite(cmk_io_kind kind)
 {
     const char *dir = test_tmpdir(kind_name(kind));
@@ -606,6 +652,7 @@ static void suite(cmk_io_kind kind)
     t_min_wait(kind, dir);
     t_free_pending(kind, dir);
     t_fsync_many(kind, dir);
+    t_readahead(kind, dir);
     printf("engine %s: %s\n", kind_name(kind), check_failed == before ? "ok" : "FAILED");
 }
 
