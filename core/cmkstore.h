@@ -110,7 +110,7 @@ CMK_API cmk_err cmk_store_create(const char *dir, const cmk_create_opts *o);
 typedef struct cmk_store_opts {
     const char *home;      /* NULL: $CMKSTORE_HOME, else the home recorded at create */
     unsigned threads;      /* worker threads for sealing/opening chunks; 0: online cores */
-    unsigned queue_depth;  /* chunks in flight per stream; 0: default (2 x threads + 2) */
+    unsigned queue_depth;  /* chunks in flight per stream; 0: default (2 x threads + 4) */
     const char *io_engine; /* NULL or "auto", "uring", "sync"; env CMKSTORE_IO overrides auto */
     /* NULL or "auto": a blob of more than one chunk is written with O_DIRECT (aligned
      * windows, several in flight) where the file system takes it, so the disk streams

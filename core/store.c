@@ -765,7 +765,7 @@ static cmk_err do_open(const char *dir, const cmk_store_opts *o, cmk_store **out
         }
     }
     s->threads = o && o->threads ? o->threads : cmk_ncpu();
-    s->depth = o && o->queue_depth ? o->queue_depth : 2 * s->threads + 2;
+    s->depth = o && o->queue_depth ? o->queue_depth : 2 * s->threads + 4;
     if (s->depth > 256)
         s->depth = 256;
     rc = cmk_pool_create(s->threads, &s->pool, eb);
