@@ -55,7 +55,7 @@ typedef struct row {
     double goal;      /* required value/ref (or value/target); 0: informational */
     int lower_better; /* for latencies and memory */
     verdict v;
-    char note[200];
+    char note[320];
     json_t *extra; /* owned */
 } row;
 

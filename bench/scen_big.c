@@ -417,10 +417,9 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
                          cc.par_put / MB);
             else if (nside > 0)
                 snprintf(r->note + l, sizeof(r->note) - l,
-                         "; beside %.0f..%.0f; sequential write(2)+fsync beside %.0f (%.0f%% of "
-                         "it); start-of-run write+fsync %.0f",
-                         side_min, side_max, seq_med,
-                         seq_med > 0 ? 100.0 * r->value / seq_med : 0,
+                         "; best beside %.0f..%.0f; seq write+fsync beside %.0f (put = %.0f%% "
+                         "of it); start-of-run write+fsync %.0f",
+                         side_min, side_max, seq_med, seq_med > 0 ? 100.0 * r->value / seq_med : 0,
                          c->disk.write_fsync / MB);
             if (r->extra) {
                 json_object_set_new(r->extra, "cpu_bound_MBps", json_real(cpu_put_bound));

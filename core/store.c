@@ -755,7 +755,7 @@ static cmk_err do_open(const char *dir, const cmk_store_opts *o, cmk_store **out
         const char *wenv = getenv("CMKSTORE_WRITE");
         if ((!wm || strcmp(wm, "auto") == 0) && wenv && *wenv)
             wm = wenv;
-        if (!wm || strcmp(wm, "auto") == 0 || strcmp(wm, "direct") == 0)
+        if (!wm || strcmp(wm, "auto") == 0)
             s->write_direct = 1;
         else if (strcmp(wm, "buffered") == 0)
             s->write_direct = 0;

@@ -134,8 +134,7 @@ static int64_t sync_perform(const cmk_io_req *rq)
         break;
     case CMK_IO_OP_READAHEAD:
         /* posix_fadvise returns the error number instead of setting errno. */
-        return -(int64_t)posix_fadvise(rq->fd, (off_t)rq->off, (off_t)rq->len,
-                                       POSIX_FADV_WILLNEED);
+        return -(int64_t)posix_fadvise(rq->fd, (off_t)rq->off, (off_t)rq->len, POSIX_FADV_WILLNEED);
     default:
         errno = EINVAL;
         r = -1;
