@@ -71,8 +71,9 @@ enum { SLOT_FREE, SLOT_FILLING, SLOT_SEALING, SLOT_SEALED, SLOT_WRITING };
 #define DW_COUNT      8u
 #define DW_BLOCK      4096u
 #define DW_TAG        (UINT64_MAX - 1 - DW_COUNT)
-#define DW_ALLOC_STEP (64u << 20)   /* doubling up to DW_ALLOC_MAX: ext4's fallocate waits */
-#define DW_ALLOC_MAX  (1024u << 20) /* for the direct writes in flight, so call it rarely */
+#define DW_ALLOC_STEP (64u << 20)  /* doubling up to DW_ALLOC_MAX: ext4's fallocate waits */
+#define DW_ALLOC_MAX  (256u << 20) /* for the direct writes in flight, so call it rarely; */
+                                   /* capped so a put reserves little beyond what it needs */
 
 struct put_win {
     uint8_t *buf; /* DW_SIZE bytes, DW_BLOCK-aligned (pool buffer) */
@@ -348,7 +349,8 @@ static void win_flush(cmk_put *p, unsigned wi, size_t len)
     /* Space is allocated ahead of the writes, so that no write extends the file: ext4 waits
      * for an extending direct write to complete before it returns (it must move i_size
      * after the data), which would leave one write in flight however deep the ring. What
-     * is allocated beyond the blob's end is given back by the truncate at commit. */
+     * is allocated beyond the blob's end (at most DW_ALLOC_MAX) is given back by the
+     * truncate at commit, or with the unlinked temp file if the put is abandoned. */
     if (w->off + len > p->alloc_end && p->alloc_end != UINT64_MAX) {
         uint64_t step = p->alloc_end < DW_ALLOC_STEP ? DW_ALLOC_STEP : p->alloc_end;
         if (step > DW_ALLOC_MAX)
