@@ -320,7 +320,8 @@ static void direct_begin(cmk_put *p)
     return;
 buffered:
     direct_release(p);
-    if (fcntl(p->fd, F_SETFL, fl) != 0) {
+    /* Nothing of the blob is written yet; a failed probe may have left part of a block. */
+    if (fcntl(p->fd, F_SETFL, fl) != 0 || ftruncate(p->fd, 0) != 0) {
         cmk_errbuf eb = {0};
         put_fail(p, cmk_errbuf_sys(&eb, CMK_E_IO, errno, "cannot set up the blob file"), &eb);
     }
