@@ -255,10 +255,30 @@ static void merge_rep(bench_ctx *c, size_t idx, double v)
         report_judge(r, 0);
 }
 
+/* The row of one mode and engine: the first run adds it, filled from that run, and returns
+ * it for the caller to finish; a second run is folded into it (merge_rep) and gives NULL.
+ * *idx remembers the row (SIZE_MAX: none yet). */
+static row *mode_row(bench_ctx *c, size_t *idx, const char *op, const char *mode, const char *eng,
+                     const small_set *set, double secs, const bench_usage *u, double *lat)
+{
+    char name[64];
+    row *r;
+
+    if (*idx != SIZE_MAX) {
+        merge_rep(c, *idx, set->count / secs);
+        return NULL;
+    }
+    snprintf(name, sizeof(name), "%s %s", op, mode);
+    r = report_add(c, "small", name, eng, "blobs/s");
+    *idx = c->nrows - 1;
+    fill_row(r, set, secs, u, lat);
+    return r;
+}
+
 void run_small(bench_ctx *c)
 {
     unsigned count = c->o.small_count;
-    char store[4096], name[64];
+    char store[4096];
     double *lat = calloc(count, sizeof(*lat));
 
     if (!lat)
@@ -292,13 +312,8 @@ void run_small(bench_ctx *c)
                 }
                 bench_log("small %s [%s] run %u: %.0f blobs/s", modes[m].name, eng, rep + 1,
                           set.count / secs);
-                if (put_idx[e] != SIZE_MAX) {
-                    merge_rep(c, put_idx[e], set.count / secs);
-                } else {
-                    snprintf(name, sizeof(name), "put %s", modes[m].name);
-                    r = report_add(c, "small", name, eng, "blobs/s");
-                    put_idx[e] = c->nrows - 1;
-                    fill_row(r, &set, secs, &u, lat);
+                r = mode_row(c, &put_idx[e], "put", modes[m].name, eng, &set, secs, &u, lat);
+                if (r) {
                     const ceil_small *cs = ceiling_for(c, modes[m].threads);
                     if (!modes[m].mix) {
                         snprintf(r->ref_name, sizeof(r->ref_name), "target 3000/s");
@@ -326,14 +341,8 @@ void run_small(bench_ctx *c)
                     if (secs > 0) {
                         bench_log("small get %s [%s] run %u: %.0f blobs/s", modes[m].name, eng,
                                   rep + 1, set.count / secs);
-                        if (get_idx[e] != SIZE_MAX) {
-                            merge_rep(c, get_idx[e], set.count / secs);
-                        } else {
-                            snprintf(name, sizeof(name), "get %s", modes[m].name);
-                            r = report_add(c, "small", name, eng, "blobs/s");
-                            get_idx[e] = c->nrows - 1;
-                            fill_row(r, &set, secs, &u, lat);
-                        }
+                        (void)mode_row(c, &get_idx[e], "get", modes[m].name, eng, &set, secs, &u,
+                                       lat);
                     }
                 }
                 cmk_store_close(s);

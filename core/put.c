@@ -229,23 +229,24 @@ static void start_writeback(cmk_put *p)
 {
     uint64_t k = p->issued, end;
     cmk_errbuf eb = {0};
+    int bg_sync;
 
     if (p->wb_inflight || k < p->nslots)
         return;
     end = cmk_ld64(p->index + (k - p->nslots + 1) * CMK_FMT_INDEX_ENTRY_SIZE);
     if (end < p->wb_off + WB_WINDOW)
         return;
-    /* Direct writes leave nothing dirty in the page cache to start writeback of; the
-     * background fdatasync below still takes the allocation metadata off the commit. */
-    if (p->direct &&
-        !(cmk_io_kind_of(p->io) == CMK_IO_URING && end >= p->wb_sync_off + WB_SYNC_EVERY))
-        return;
     /* If the engine has no room, the next chunk tries again. On io_uring every
      * WB_SYNC_EVERY bytes the hint is an fdatasync instead, run by a kernel worker while the
      * pipeline goes on: ext4 without a journal writes the allocation metadata of the blob
      * synchronously at fsync, block group by block group, and doing it as the blob grows
-     * leaves the commit's fsync only the tail. (More fsyncs, never fewer.) */
-    if (cmk_io_kind_of(p->io) == CMK_IO_URING && end >= p->wb_sync_off + WB_SYNC_EVERY) {
+     * leaves the commit's fsync only the tail. (More fsyncs, never fewer.) Direct writes
+     * leave nothing dirty in the page cache to start writeback of: they get only the
+     * fdatasync. */
+    bg_sync = cmk_io_kind_of(p->io) == CMK_IO_URING && end >= p->wb_sync_off + WB_SYNC_EVERY;
+    if (p->direct && !bg_sync)
+        return;
+    if (bg_sync) {
         if (cmk_io_queue_fsync(p->io, p->fd, 1, 0, WB_TAG, &eb) != CMK_OK)
             return;
         p->wb_sync_off = end;
@@ -296,12 +297,12 @@ static void direct_begin(cmk_put *p)
         return;
     }
     p->blk0 = cmk_pool_buf_get(s->pool, DW_BLOCK);
-    for (unsigned i = 0; i < DW_COUNT; i++)
+    int have_bufs = p->blk0 != NULL;
+    for (unsigned i = 0; i < DW_COUNT; i++) {
         p->win[i].buf = cmk_pool_buf_get(s->pool, DW_SIZE);
-    for (unsigned i = 0; i < DW_COUNT && p->blk0; i++)
-        if (!p->win[i].buf)
-            goto buffered;
-    if (!p->blk0)
+        have_bufs = have_bufs && p->win[i].buf;
+    }
+    if (!have_bufs)
         goto buffered;
     if (state == 0) {
         memset(p->blk0, 0, DW_BLOCK);

@@ -457,24 +457,27 @@ cmk_err cmk_io_queue_fsync(cmk_io *io, int fd, int datasync, int drain, uint64_t
     return enqueue(io, &rq, eb);
 }
 
+/* A hint over a byte range of fd (writeback, readahead): the range must fit in an off_t. */
+static cmk_err queue_range_hint(cmk_io *io, cmk_io_op op, const char *what, int fd, uint64_t off,
+                                uint64_t len, uint64_t tag, cmk_errbuf *eb)
+{
+    cmk_io_req rq = {.op = op, .fd = fd, .off = off, .len = len, .tag = tag};
+
+    if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "%s range beyond the largest file offset", what);
+    return enqueue(io, &rq, eb);
+}
+
 cmk_err cmk_io_queue_writeback(cmk_io *io, int fd, uint64_t off, uint64_t len, uint64_t tag,
                                cmk_errbuf *eb)
 {
-    cmk_io_req rq = {.op = CMK_IO_OP_WRITEBACK, .fd = fd, .off = off, .len = len, .tag = tag};
-
-    if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
-        return cmk_errbuf_set(eb, CMK_E_INVAL, "writeback range beyond the largest file offset");
-    return enqueue(io, &rq, eb);
+    return queue_range_hint(io, CMK_IO_OP_WRITEBACK, "writeback", fd, off, len, tag, eb);
 }
 
 cmk_err cmk_io_queue_readahead(cmk_io *io, int fd, uint64_t off, uint64_t len, uint64_t tag,
                                cmk_errbuf *eb)
 {
-    cmk_io_req rq = {.op = CMK_IO_OP_READAHEAD, .fd = fd, .off = off, .len = len, .tag = tag};
-
-    if (off > (uint64_t)INT64_MAX || len > (uint64_t)INT64_MAX - off)
-        return cmk_errbuf_set(eb, CMK_E_INVAL, "readahead range beyond the largest file offset");
-    return enqueue(io, &rq, eb);
+    return queue_range_hint(io, CMK_IO_OP_READAHEAD, "readahead", fd, off, len, tag, eb);
 }
 
 cmk_err cmk_io_submit(cmk_io *io, cmk_errbuf *eb)

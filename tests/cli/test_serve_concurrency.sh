@@ -92,21 +92,26 @@ worker() {
     return 0
 }
 
-pids=()
-for c in $(seq 1 $NCLIENTS); do
-    worker "$c" &
-    pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p" || true; done
-echo "# clients finished after $((SECONDS - T_START)) s"
+# Runs FUNC for clients 1..NCLIENTS at once and waits for all of them; sets bad to the number
+# of clients whose result file $T/PREFIX.<client> does not say ok, showing their first lines.
+run_clients() {
+    local fn=$1 prefix=$2 c p pids=()
+    for c in $(seq 1 $NCLIENTS); do
+        "$fn" "$c" &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p" || true; done
+    bad=0
+    for c in $(seq 1 $NCLIENTS); do
+        if [ "$(cat "$T/$prefix.$c" 2>/dev/null)" != ok ]; then
+            bad=$((bad + 1))
+            head -5 "$T/$prefix.$c" 2>/dev/null | sed 's/^/#   /'
+        fi
+    done
+}
 
-bad=0
-for c in $(seq 1 $NCLIENTS); do
-    if [ "$(cat "$T/w.$c" 2>/dev/null)" != ok ]; then
-        bad=$((bad + 1))
-        head -5 "$T/w.$c" 2>/dev/null | sed 's/^/#   /'
-    fi
-done
+run_clients worker w
+echo "# clients finished after $((SECONDS - T_START)) s"
 expect_eq "$bad" 0 "$NCLIENTS clients x $ROUNDS rounds: every push, mount and pull verified"
 
 # ---- deletes racing pushes of the same blob: each client pushes blob X into its own
@@ -131,19 +136,7 @@ gc_worker() {
     [ "$errs" -eq 0 ] && echo ok >"$w"
     return 0
 }
-pids=()
-for c in $(seq 1 $NCLIENTS); do
-    gc_worker "$c" &
-    pids+=($!)
-done
-for p in "${pids[@]}"; do wait "$p" || true; done
-bad=0
-for c in $(seq 1 $NCLIENTS); do
-    if [ "$(cat "$T/g.$c" 2>/dev/null)" != ok ]; then
-        bad=$((bad + 1))
-        head -5 "$T/g.$c" 2>/dev/null | sed 's/^/#   /'
-    fi
-done
+run_clients gc_worker g
 expect_eq "$bad" 0 "$NCLIENTS clients pushing, reading and deleting one blob: never collected under a live link"
 expect_true "once no repository links it, the blob is collected" test ! -e "$(blob_file "$S" "$DGC")"
 
