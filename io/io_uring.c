@@ -267,7 +267,9 @@ static cmk_err slot_prep(struct uring_state *u, unsigned i, cmk_errbuf *eb)
         local_complete(u, i, r == 0 ? 0 : -(int64_t)errno);
         return CMK_OK;
     }
-    if (s->rq.op == CMK_IO_OP_READAHEAD && (!u->have_fadvise || s->rq.len > INT64_MAX)) {
+    /* IORING_OP_FADVISE carries a 32-bit length, like SYNC_FILE_RANGE: longer ranges are
+     * advised here. */
+    if (s->rq.op == CMK_IO_OP_READAHEAD && (!u->have_fadvise || s->rq.len > UINT32_MAX)) {
         r = posix_fadvise(s->rq.fd, (off_t)s->rq.off, (off_t)s->rq.len, POSIX_FADV_WILLNEED);
         local_complete(u, i, -(int64_t)r);
         return CMK_OK;

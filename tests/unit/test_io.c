@@ -598,8 +598,8 @@ static void t_readahead(cmk_io_kind kind, const char *dir)
     unsigned char *data = malloc(n), *got = malloc(n);
     cmk_io *io = make_io(kind, 8);
     cmk_errbuf eb = {0};
-    cmk_io_cqe c[4];
-    int64_t res[4] = {-1, -1, -1, -1};
+    cmk_io_cqe c[5];
+    int64_t res[5] = {-1, -1, -1, -1, -1};
     int fd, closed, pfd[2];
 
     REQUIRE(data && got && io && pipe(pfd) == 0);
@@ -612,14 +612,16 @@ static void t_readahead(cmk_io_kind kind, const char *dir)
     CHECK_EB(cmk_io_queue_readahead(io, fd, 1u << 20, 0, 1, &eb), CMK_OK, &eb); /* to the end */
     CHECK_EB(cmk_io_queue_readahead(io, closed, 0, 4096, 2, &eb), CMK_OK, &eb);
     CHECK_EB(cmk_io_queue_readahead(io, pfd[0], 0, 4096, 3, &eb), CMK_OK, &eb);
+    /* Longer than a ring request's 32-bit length. */
+    CHECK_EB(cmk_io_queue_readahead(io, fd, 0, (uint64_t)5 << 30, 4, &eb), CMK_OK, &eb);
     CHECK_EB(cmk_io_queue_readahead(io, fd, UINT64_MAX - 1, 4096, 9, &eb), CMK_E_INVAL, &eb);
     CHECK_EB(cmk_io_submit(io, &eb), CMK_OK, &eb);
-    CHECK(reap_n(io, c, 4) == 4);
-    for (unsigned k = 0; k < 4; k++)
-        if (c[k].tag < 4)
+    CHECK(reap_n(io, c, 5) == 5);
+    for (unsigned k = 0; k < 5; k++)
+        if (c[k].tag < 5)
             res[c[k].tag] = c[k].res;
-    CHECK_MSG(res[0] == 0 && res[1] == 0, "%s: readahead results %lld %lld", kind_name(kind),
-              (long long)res[0], (long long)res[1]);
+    CHECK_MSG(res[0] == 0 && res[1] == 0 && res[4] == 0, "%s: readahead results %lld %lld %lld",
+              kind_name(kind), (long long)res[0], (long long)res[1], (long long)res[4]);
     CHECK_MSG(res[2] == -EBADF, "%s: readahead of a closed fd: %lld", kind_name(kind),
               (long long)res[2]);
     CHECK_MSG(res[3] == -ESPIPE, "%s: readahead of a pipe: %lld", kind_name(kind),
