@@ -134,7 +134,6 @@ struct cmk_put {
     unsigned wcur;      /* window being filled; bytes below file_off are in it or earlier */
     uint64_t alloc_end; /* the file is allocated (fallocate) up to here */
     uint8_t *blk0;      /* the file's first block as written, for the header at commit */
-    int blk0_saved;     /* window 0 has gone out (else the header goes into it) */
 
     uint8_t *index; /* CMK_FMT_INDEX_ENTRY_SIZE per chunk */
     size_t index_cap;
@@ -344,10 +343,8 @@ static void win_flush(cmk_put *p, unsigned wi, size_t len)
     cmk_errbuf eb = {0};
     cmk_err rc;
 
-    if (w->off == 0) {
+    if (w->off == 0)
         memcpy(p->blk0, w->buf, DW_BLOCK);
-        p->blk0_saved = 1;
-    }
     /* Space is allocated ahead of the writes, so that no write extends the file: ext4 waits
      * for an extending direct write to complete before it returns (it must move i_size
      * after the data), which would leave one write in flight however deep the ring. What
