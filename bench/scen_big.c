@@ -178,6 +178,17 @@ static void cpu_beside(bench_ctx *c, const uint8_t *data, size_t n, double *boun
     bench_log("  beside it: put CPU bound %.0f MB/s, all-core CPU work %.0f MB/s", best, pbest);
 }
 
+/* The blob a cold read of repetition `rep` reads: the same file for every engine (the first
+ * engine's put of that repetition), because how fast a file reads cold depends on the file
+ * (when it was written, hence what the VM host still caches), not only on the engine. */
+static const char *cold_blob(char (*digests)[MAXREPS][CMK_DIGEST_MAX], const unsigned *ndig,
+                             unsigned e, unsigned rep)
+{
+    unsigned f = ndig[0] > 0 ? 0 : e;
+
+    return digests[f][rep % ndig[f]];
+}
+
 /* The engines in the order a repetition uses them: alternating, so neither always runs on
  * the warmer or fuller disk. */
 static const char *engine_at(const bench_ctx *c, unsigned rep, unsigned i)
@@ -379,7 +390,7 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
         }
     }
     if (do_get && c->can_drop && !c->o.no_cold) {
-        unsigned creps = reps < 2 ? reps : 2;
+        unsigned creps = reps;
         for (unsigned rep = 0; rep < creps; rep++) {
             for (unsigned i = 0; i < c->o.nengines; i++) {
                 const char *eng = engine_at(c, rep, i);
@@ -394,7 +405,7 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
                     continue;
                 }
                 bench_usage_get(&a);
-                int64_t got = bench_get_all(s, digests[e][rep % ndig[e]], scratch, WSIZE);
+                int64_t got = bench_get_all(s, cold_blob(digests, ndig, e, rep), scratch, WSIZE);
                 bench_usage_get(&b);
                 bench_usage_diff(&a, &b, &d);
                 if (got == (int64_t)n) {
@@ -460,8 +471,7 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
                 snprintf(r->note + l, sizeof(r->note) - l,
                          "; bound beside %.0f..%.0f; all-core CPU work beside %.0f (put = %.0f%% "
                          "of it); start-of-run bound %.0f",
-                         cmin, cmax, cpar, cpar > 0 ? 100.0 * r->value / cpar : 0,
-                         cpu_put_bound);
+                         cmin, cmax, cpar, cpar > 0 ? 100.0 * r->value / cpar : 0, cpu_put_bound);
             else if (compressible && cc.par_put > 0)
                 snprintf(r->note + l, sizeof(r->note) - l, "; all-core CPU work %.0f MB/s",
                          cc.par_put / MB);
