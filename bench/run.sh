@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/run.sh — builds a Release cmkbench and runs the whole benchmark once, sized for the
-# reference machine (2 cores, 24 GiB RAM, a virtual disk of ~0.4-1.2 GB/s): about 4 minutes on a
+# reference machine (2 cores, 24 GiB RAM, a virtual disk of ~0.4-1.2 GB/s): about 5 minutes on a
 # quiet machine, plus up to 2 minutes waiting for one.
 #
 # Writes bench/results/latest.{json,txt,svg} and prints the exact command line it ran.
