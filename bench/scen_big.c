@@ -178,6 +178,28 @@ static void cpu_beside(bench_ctx *c, const uint8_t *data, size_t n, double *boun
     bench_log("  beside it: put CPU bound %.0f MB/s, all-core CPU work %.0f MB/s", best, pbest);
 }
 
+/* What was measured beside the puts: median, min and max of v, and the median of v2 (a second
+ * figure taken at the same moments). All 0 when nothing was. */
+typedef struct beside {
+    double med, min, max, med2;
+} beside;
+
+static beside beside_of(const double *v, const double *v2, unsigned n)
+{
+    beside b = {0, 0, 0, 0};
+    double tmp[2 * MAXREPS];
+
+    if (n == 0 || n > 2 * MAXREPS)
+        return b;
+    memcpy(tmp, v, sizeof(double) * n);
+    b.med = bench_median(tmp, n);
+    memcpy(tmp, v2, sizeof(double) * n);
+    b.med2 = bench_median(tmp, n);
+    b.min = bench_min(v, n);
+    b.max = bench_max(v, n);
+    return b;
+}
+
 /* The blob a cold read of repetition `rep` reads: the same file for every engine (the first
  * engine's put of that repetition), because how fast a file reads cold depends on the file
  * (when it was written, hence what the VM host still caches), not only on the engine. */
@@ -425,26 +447,9 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
         if (do_put) {
             snprintf(name, sizeof(name), "put %s", label);
             r = series_row(c, "put", name, eng, &put[e]);
-            double side_med = 0, side_min = 0, side_max = 0, seq_med = 0;
-            if (nside > 0) {
-                double tmp[2 * MAXREPS];
-                memcpy(tmp, side, sizeof(double) * nside);
-                side_med = bench_median(tmp, nside);
-                memcpy(tmp, side_seq, sizeof(double) * nside);
-                seq_med = bench_median(tmp, nside);
-                side_min = bench_min(side, nside);
-                side_max = bench_max(side, nside);
-            }
-            double cmed = 0, cmin = 0, cmax = 0, cpar = 0;
-            if (ncside > 0) {
-                double tmp[2 * MAXREPS];
-                memcpy(tmp, cside, sizeof(double) * ncside);
-                cmed = bench_median(tmp, ncside);
-                memcpy(tmp, cside_par, sizeof(double) * ncside);
-                cpar = bench_median(tmp, ncside);
-                cmin = bench_min(cside, ncside);
-                cmax = bench_max(cside, ncside);
-            }
+            beside ds = beside_of(side, side_seq, nside), cs = beside_of(cside, cside_par, ncside);
+            double side_med = ds.med, side_min = ds.min, side_max = ds.max, seq_med = ds.med2;
+            double cmed = cs.med, cmin = cs.min, cmax = cs.max, cpar = cs.med2;
             if (compressible && ncside > 0) {
                 snprintf(r->ref_name, sizeof(r->ref_name), "CPU bound beside");
                 r->ref = cmed;
