@@ -112,11 +112,13 @@ typedef struct cmk_store_opts {
     unsigned threads;      /* worker threads for sealing/opening chunks; 0: online cores */
     unsigned queue_depth;  /* chunks in flight per stream; 0: default (2 x threads + 4) */
     const char *io_engine; /* NULL or "auto", "uring", "sync"; env CMKSTORE_IO overrides auto */
-    /* NULL or "auto": on the io_uring engine a blob of more than one chunk is written with
-     * O_DIRECT (aligned windows, several in flight) where the file system takes it, so the
-     * disk streams without the page cache in between; "buffered": always through the page
-     * cache (a get right after the put is then served from memory). Env CMKSTORE_WRITE
-     * overrides auto. CMK_E_INVAL at open for anything else. */
+    /* NULL or "auto": on the io_uring engine a blob is written through the page cache until
+     * 256 MiB of it are written, then with O_DIRECT (aligned windows, several in flight) where
+     * the file system takes it, so big blobs stream to the disk without the page cache in
+     * between; "direct": O_DIRECT from the first chunk of any blob of more than one chunk;
+     * "buffered": always through the page cache (a get right after the put is then served
+     * from memory). Env CMKSTORE_WRITE overrides auto. CMK_E_INVAL at open for anything
+     * else. */
     const char *write_mode;
     /* Optional extra KEK provider, consulted before the built-in ones. Borrowed: it must
      * outlive the store. */

@@ -129,7 +129,7 @@ struct cmk_put {
     int raw_only;         /* already-compressed content (gzip/zstd magic): no zstd attempts */
 
     /* Direct writes (see the top); off unless `direct`. */
-    int direct;
+    int direct, direct_tried;
     struct put_win win[DW_COUNT];
     unsigned wcur;      /* window being filled; bytes below file_off are in it or earlier */
     uint64_t alloc_end; /* the file is allocated (fallocate) up to here */
@@ -275,26 +275,35 @@ static void direct_release(cmk_put *p)
     p->blk0 = NULL;
 }
 
-/* Switches a blob of more than one chunk to direct writes, before its first record is
- * written. Anything that does not work leaves the put buffered: it is an optimisation,
- * never a failure. The store's first attempt makes one aligned write, because some file
- * systems accept O_DIRECT at fcntl and refuse the write itself with EINVAL; the store
- * remembers the answer. */
+/* Switches the put to direct writes before the record that starts at file_off. Called
+ * once per put: before its first record (write mode "direct") or once the chunks written
+ * hold the store's direct_after bytes of plaintext (mode "auto"). What is already in the file was
+ * written through the page cache; the first window starts at the block holding file_off, with that
+ * block's bytes read back, and the file's first block is read back for the header at commit.
+ * Anything that does not work leaves the put buffered: it is an optimisation, never a
+ * failure. The store's first attempt makes one aligned write (of the window's first block,
+ * which is its final content up to file_off), because some file systems accept O_DIRECT at
+ * fcntl and refuse the write itself with EINVAL; the store remembers the answer. */
 static void direct_begin(cmk_put *p)
 {
     cmk_store *s = p->s;
     int state = atomic_load(&s->direct_state);
-    int fl;
+    uint64_t at = p->file_off & ~(uint64_t)(DW_BLOCK - 1);
+    size_t head = (size_t)(p->file_off - at);
+    int fl = -1, fresh = p->issued == 0;
 
+    p->direct_tried = 1;
     /* The sync engine has one write in flight, and a direct write returns only once the
      * disk has the data: through the page cache the kernel's writeback overlaps it. */
-    if (!s->write_direct || state < 0 || cmk_io_kind_of(p->io) != CMK_IO_URING)
+    if (state < 0 || cmk_io_kind_of(p->io) != CMK_IO_URING)
         return;
-    fl = fcntl(p->fd, F_GETFL);
-    if (fl < 0 || fcntl(p->fd, F_SETFL, fl | O_DIRECT) != 0) {
-        atomic_store(&s->direct_state, -1);
+    /* Buffered writes in flight must not meet the O_DIRECT flag (an io_uring worker that
+     * retries one would issue it direct, unaligned). */
+    while (p->io_inflight > 0)
+        if (pump_io(p, 1) < 0)
+            return;
+    if (p->failed != CMK_OK)
         return;
-    }
     p->blk0 = cmk_pool_buf_get(s->pool, DW_BLOCK);
     int have_bufs = p->blk0 != NULL;
     for (unsigned i = 0; i < DW_COUNT; i++) {
@@ -302,29 +311,39 @@ static void direct_begin(cmk_put *p)
         have_bufs = have_bufs && p->win[i].buf;
     }
     if (!have_bufs)
-        goto buffered;
+        goto release;
+    /* The window's first block: what the file holds below file_off, zeros after it (and the
+     * header's place stays zero until commit). */
+    memset(p->win[0].buf, 0, DW_BLOCK);
+    if (!fresh && (pread(p->fd, p->win[0].buf, head, (off_t)at) != (ssize_t)head ||
+                   (at > 0 && pread(p->fd, p->blk0, DW_BLOCK, 0) != (ssize_t)DW_BLOCK)))
+        goto release;
+    fl = fcntl(p->fd, F_GETFL);
+    if (fl < 0 || fcntl(p->fd, F_SETFL, fl | O_DIRECT) != 0) {
+        atomic_store(&s->direct_state, -1);
+        goto release;
+    }
     if (state == 0) {
-        memset(p->blk0, 0, DW_BLOCK);
-        if (pwrite(p->fd, p->blk0, DW_BLOCK, 0) != (ssize_t)DW_BLOCK) {
+        if (pwrite(p->fd, p->win[0].buf, DW_BLOCK, (off_t)at) != (ssize_t)DW_BLOCK) {
             if (errno == EINVAL)
                 atomic_store(&s->direct_state, -1);
             goto buffered;
         }
         atomic_store(&s->direct_state, 1);
     }
-    /* Window 0 starts at the file's start: the header's place stays zero until commit. */
-    memset(p->win[0].buf, 0, CMK_FMT_HEADER_SIZE);
-    p->win[0].off = 0;
+    p->win[0].off = at;
     p->wcur = 0;
+    p->alloc_end = at;
     p->direct = 1;
     return;
 buffered:
-    direct_release(p);
-    /* Nothing of the blob is written yet; a failed probe may have left part of a block. */
-    if (fcntl(p->fd, F_SETFL, fl) != 0 || ftruncate(p->fd, 0) != 0) {
+    /* A failed probe may have left part of a block beyond what was written before. */
+    if (fcntl(p->fd, F_SETFL, fl) != 0 || ftruncate(p->fd, fresh ? 0 : (off_t)p->file_off) != 0) {
         cmk_errbuf eb = {0};
         put_fail(p, cmk_errbuf_sys(&eb, CMK_E_IO, errno, "cannot set up the blob file"), &eb);
     }
+release:
+    direct_release(p);
 }
 
 /* Waits until window w's write has completed; nonzero if it has not (the put failed). */
@@ -482,7 +501,8 @@ static void issue_writes(cmk_put *p)
                                      sl->rec_len - CMK_FMT_CHUNK_HDR_SIZE - CMK_FMT_TAG_SIZE,
                                  .flags = sl->rec[0]};
         cmk_fmt_index_entry_encode(&e, p->index + p->issued * CMK_FMT_INDEX_ENTRY_SIZE);
-        if (p->failed == CMK_OK && p->issued == 0 && !sl->last)
+        if (p->failed == CMK_OK && !p->direct_tried && !(sl->last && p->issued == 0) &&
+            p->issued * p->s->chunk_size >= p->s->direct_after)
             direct_begin(p);
         if (p->failed == CMK_OK && p->direct) {
             /* The record is copied: its slot is free for the next chunk at once. */

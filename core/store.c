@@ -756,11 +756,14 @@ static cmk_err do_open(const char *dir, const cmk_store_opts *o, cmk_store **out
         if ((!wm || strcmp(wm, "auto") == 0) && wenv && *wenv)
             wm = wenv;
         if (!wm || strcmp(wm, "auto") == 0)
-            s->write_direct = 1;
+            s->direct_after = CMK_DIRECT_AFTER;
+        else if (strcmp(wm, "direct") == 0)
+            s->direct_after = 0;
         else if (strcmp(wm, "buffered") == 0)
-            s->write_direct = 0;
+            s->direct_after = UINT64_MAX;
         else {
-            rc = cmk_errbuf_set(eb, CMK_E_INVAL, "unknown write mode '%s' (auto, buffered)", wm);
+            rc = cmk_errbuf_set(eb, CMK_E_INVAL, "unknown write mode '%s' (auto, direct, buffered)",
+                                wm);
             goto out;
         }
     }

@@ -30,6 +30,12 @@
 #define CMK_DEFAULT_GRACE_S          300
 #define CMK_MANAGED_VAULT            "cmkstore-managed"
 
+/* write_mode "auto": the plaintext size past which a put goes O_DIRECT. Measured
+ * (bench/RESULTS.md): a 140 MiB gzip layer written through the page cache is taken by the VM
+ * host's cache at 1.2-1.4x the speed of direct writes; a 1 GiB blob is faster direct (the
+ * disk streams, and a compressible one saves the CPU of the page cache and its writeback). */
+#define CMK_DIRECT_AFTER (256ull << 20)
+
 struct cmk_store {
     char dir[4096];
     char home[4096];
@@ -43,7 +49,8 @@ struct cmk_store {
     cmk_pool *pool;
     unsigned threads, depth;
     cmk_io_kind io_kind;
-    int write_direct;        /* write_mode auto: multi-chunk blobs use O_DIRECT */
+    uint64_t direct_after;   /* on io_uring a put switches to O_DIRECT once it has written
+                                this many bytes of plaintext (write_mode); UINT64_MAX: never */
     atomic_int direct_state; /* 0: not tried yet, 1: O_DIRECT works in tmp/, -1: refused */
 
     pthread_mutex_t io_mu;

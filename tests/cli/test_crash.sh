@@ -84,7 +84,11 @@ for ((i = 1; i <= ITER; i++)); do
     # Both I/O engines: io_uring where the kernel allows it (auto), and pread/pwrite.
     io=auto
     [ $((i % 2)) -eq 0 ] && io=sync
-    CMKSTORE_IO=$io "$CMKSTORE_BIN" blob put --store "$S" - <"$T/fifo" >/dev/null 2>&1 &
+    # On io_uring, every other put writes with O_DIRECT from its first chunk (the default
+    # switches past 256 MiB, more than this blob).
+    wm=auto
+    [ $((i % 4)) -eq 3 ] && wm=direct
+    CMKSTORE_IO=$io CMKSTORE_WRITE=$wm "$CMKSTORE_BIN" blob put --store "$S" - <"$T/fifo" >/dev/null 2>&1 &
     pid=$!
     python3 "$T/feeder.py" "$SRC" "$T/fifo" &
     fpid=$!
@@ -102,7 +106,9 @@ done
 for ((i = 1; i <= ITER / 2; i++)); do
     io=auto
     [ $((i % 2)) -eq 0 ] && io=sync
-    CMKSTORE_IO=$io "$CMKSTORE_BIN" blob put --store "$S" "$SRC" >/dev/null 2>&1 &
+    wm=auto
+    [ $((i % 4)) -eq 3 ] && wm=direct
+    CMKSTORE_IO=$io CMKSTORE_WRITE=$wm "$CMKSTORE_BIN" blob put --store "$S" "$SRC" >/dev/null 2>&1 &
     pid=$!
     sleep "0.0$((RANDOM % 10))$((RANDOM % 10))"
     kill -KILL "$pid" 2>/dev/null || true

@@ -16,6 +16,7 @@
 #include "check.h"
 #include "compress.h"
 #include "digest.h"
+#include "format.h"
 #include "identity.h"
 #include "pool.h"
 #include "store_internal.h"
@@ -23,7 +24,7 @@
 
 static char home[4096];
 
-static cmk_store *open_store(const char *dir, const char *engine)
+static cmk_store *open_store_mode(const char *dir, const char *engine, const char *write_mode)
 {
     cmk_store_opts so;
     cmk_store *s = NULL;
@@ -31,8 +32,14 @@ static cmk_store *open_store(const char *dir, const char *engine)
     cmk_store_opts_init(&so);
     so.home = home;
     so.io_engine = engine;
+    so.write_mode = write_mode;
     CHECK_MSG(cmk_store_open(dir, &so, &s) == CMK_OK, "open (%s): %s", engine, cmk_errmsg());
     return s;
+}
+
+static cmk_store *open_store(const char *dir, const char *engine)
+{
+    return open_store_mode(dir, engine, NULL);
 }
 
 static void sha256_hex(const void *buf, size_t n, char out[CMK_DIGEST_MAX])
@@ -316,8 +323,17 @@ static void t_direct(const char *dir, const char *engine)
 
     REQUIRE(rnd && zeros && s);
     test_fill_random(rnd, big + 4096, 4242);
+    /* Mode auto: a blob below the switch size stays in the page cache (nothing tried). */
+    cmk_put *p = begin_with(s, rnd, (5u << 20) + 77, 4099);
+    CHECK_OK(cmk_put_commit(p, NULL, dg));
+    check_blob(s, dg, rnd, (5u << 20) + 77);
+    CHECK_MSG(atomic_load(&s->direct_state) == 0, "%s: auto went direct below %llu bytes", engine,
+              (unsigned long long)CMK_DIRECT_AFTER);
+    cmk_store_close(s);
+    s = open_store_mode(dir, engine, "direct");
+    REQUIRE(s);
     /* Two chunks of zeros: a few hundred bytes in all. */
-    cmk_put *p = begin_with(s, zeros, 2u << 20, 65536);
+    p = begin_with(s, zeros, 2u << 20, 65536);
     CHECK_OK(cmk_put_commit(p, NULL, dg));
     check_blob(s, dg, zeros, 2u << 20);
     blob_file_stat(s, dg, &st);
@@ -341,6 +357,33 @@ static void t_direct(const char *dir, const char *engine)
         CHECK_MSG((uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size + (1u << 20),
                   "%s: %zu bytes: %lld bytes allocated for a %lld-byte file", engine, sizes[k],
                   (long long)st.st_blocks * 512, (long long)st.st_size);
+    }
+    /* Switching in the middle of a put, as mode auto does past its size: the first window
+     * starts at the block holding the next record, that block's bytes and the file's first
+     * block read back from what was written through the page cache. Odd switch points,
+     * including one inside the file's first block (three chunks of zeros). */
+    static const struct {
+        uint64_t after;
+        size_t n;
+        int zero;
+    } sw[] = {{CMK_FMT_HEADER_SIZE + 1, 3u << 16, 1},
+              {(1u << 20) + 7, (5u << 20) + 77, 0},
+              {(3u << 20) + 4093, (41u << 20) + 4095, 0},
+              {(40u << 20), (41u << 20) + 1, 0}};
+    for (size_t k = 0; k < sizeof(sw) / sizeof(sw[0]); k++) {
+        const unsigned char *src = sw[k].zero ? zeros : rnd + k % 2;
+        s->direct_after = sw[k].after;
+        p = begin_with(s, src, sw[k].n, 65536 - 3);
+        sha256_hex(src, sw[k].n, want);
+        CHECK_MSG(cmk_put_commit(p, NULL, dg) == CMK_OK, "%s: switch at %llu: %s", engine,
+                  (unsigned long long)sw[k].after, cmk_errmsg());
+        CHECK(strcmp(dg, want) == 0);
+        check_blob(s, dg, src, sw[k].n);
+        blob_file_stat(s, dg, &st);
+        CHECK_MSG((uint64_t)st.st_size == stored_size(s, dg),
+                  "%s: switch at %llu: file is %lld bytes, stored size %llu", engine,
+                  (unsigned long long)sw[k].after, (long long)st.st_size,
+                  (unsigned long long)stored_size(s, dg));
     }
     cmk_store_close(s);
 
@@ -375,11 +418,14 @@ static void t_direct_refused(const char *dir, const char *engine, int must_refus
     size_t n = (3u << 20) + 5;
     unsigned char *data = malloc(n);
     char dg[CMK_DIGEST_MAX];
-    cmk_store *s = open_store(dir, engine);
+    cmk_store *s = open_store_mode(dir, engine, "direct");
 
     REQUIRE(data && s);
     test_fill_random(data, n, 99);
     for (int round = 0; round < 2; round++) {
+        /* First a switch in the middle of the put (mode auto past its size), then from the
+         * first record: the store decides at the first attempt and keeps the answer. */
+        s->direct_after = round == 0 ? (1u << 20) + 3 : 0;
         cmk_put *p = begin_with(s, data, n, 1u << 20);
         CHECK_MSG(cmk_put_commit(p, NULL, dg) == CMK_OK, "%s: put on tmpfs: %s", engine,
                   cmk_errmsg());
