@@ -111,7 +111,7 @@ static int64_t sync_rw(const cmk_io_req *rq)
     return (int64_t)done;
 }
 
-static int64_t sync_perform(const cmk_io_req *rq)
+int64_t cmk_io_perform_sync(const cmk_io_req *rq)
 {
     int r;
 
@@ -161,7 +161,7 @@ static void *sync_par_run(void *arg)
     unsigned i;
 
     while ((i = atomic_fetch_add(&sp->next, 1)) < sp->n)
-        sp->res[i] = sync_perform(&sp->rq[i]);
+        sp->res[i] = cmk_io_perform_sync(&sp->rq[i]);
     return NULL;
 }
 
@@ -207,7 +207,7 @@ static cmk_err sync_submit(void *state, unsigned wait_nr, cmk_errbuf *eb)
         if (run > 1)
             sync_perform_parallel(&s->queued[i], run, res);
         else
-            res[0] = sync_perform(&s->queued[i]);
+            res[0] = cmk_io_perform_sync(&s->queued[i]);
         for (unsigned k = 0; k < run; k++) {
             cmk_io_cqe *c = &s->done[(s->head + s->ndone) % s->depth];
 
@@ -521,7 +521,7 @@ static cmk_err run_one(cmk_io *io, const cmk_io_req *rq, int64_t *res, const cha
      * trip gains nothing for a single request, and a buffered write the file system cannot
      * do without blocking (ext4) would cost a hop to an io_uring worker thread and back. */
     if (rq->op != CMK_IO_OP_RENAME) {
-        *res = sync_perform(rq);
+        *res = cmk_io_perform_sync(rq);
         return CMK_OK;
     }
     rc = enqueue(io, rq, eb);

@@ -150,6 +150,11 @@ typedef struct cmk_io_engine {
     int (*reap)(void *state, cmk_io_cqe *out, unsigned max, unsigned min_wait);
 } cmk_io_engine;
 
+/* Performs one request with plain system calls, retrying EINTR: the bytes transferred
+ * (READ may stop short at end of file) or 0, else -errno. The sync engine's way, and an
+ * engine's fallback for an operation it cannot hand to the kernel. */
+int64_t cmk_io_perform_sync(const cmk_io_req *rq);
+
 #ifdef CMK_HAVE_URING
 extern const cmk_io_engine cmk_io_uring_engine;
 #endif

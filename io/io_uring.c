@@ -254,24 +254,12 @@ static cmk_err slot_prep(struct uring_state *u, unsigned i, cmk_errbuf *eb)
     unsigned n = left > URING_MAX_XFER ? URING_MAX_XFER : (unsigned)left;
     int r;
 
-    if (s->rq.op == CMK_IO_OP_RENAME && !u->have_renameat) {
-        r = renameat(s->rq.fd, s->rq.path, s->rq.fd2, s->rq.path2);
-        local_complete(u, i, r == 0 ? 0 : -(int64_t)errno);
-        return CMK_OK;
-    }
-    if (s->rq.op == CMK_IO_OP_WRITEBACK && (!u->have_sync_range || s->rq.len > UINT32_MAX)) {
-        do {
-            r = sync_file_range(s->rq.fd, (off_t)s->rq.off, (off_t)s->rq.len,
-                                SYNC_FILE_RANGE_WRITE);
-        } while (r != 0 && errno == EINTR);
-        local_complete(u, i, r == 0 ? 0 : -(int64_t)errno);
-        return CMK_OK;
-    }
-    /* IORING_OP_FADVISE carries a 32-bit length, like SYNC_FILE_RANGE: longer ranges are
-     * advised here. */
-    if (s->rq.op == CMK_IO_OP_READAHEAD && (!u->have_fadvise || s->rq.len > UINT32_MAX)) {
-        r = posix_fadvise(s->rq.fd, (off_t)s->rq.off, (off_t)s->rq.len, POSIX_FADV_WILLNEED);
-        local_complete(u, i, -(int64_t)r);
+    /* Operations the kernel lacks, and ranges longer than the 32-bit length of
+     * IORING_OP_SYNC_FILE_RANGE and IORING_OP_FADVISE, are made here with plain calls. */
+    if ((s->rq.op == CMK_IO_OP_RENAME && !u->have_renameat) ||
+        (s->rq.op == CMK_IO_OP_WRITEBACK && (!u->have_sync_range || s->rq.len > UINT32_MAX)) ||
+        (s->rq.op == CMK_IO_OP_READAHEAD && (!u->have_fadvise || s->rq.len > UINT32_MAX))) {
+        local_complete(u, i, cmk_io_perform_sync(&s->rq));
         return CMK_OK;
     }
     sqe = io_uring_get_sqe(&u->ring);
