@@ -17,15 +17,17 @@
  * through the engine), so the disk works while later chunks are sealed and the fsync at
  * commit has only the tail left to wait for. Durability still comes from that fsync alone.
  *
- * Direct writes: on io_uring, a blob of more than one chunk is written with O_DIRECT where
- * the file system takes it (store write mode "auto"). Records are packed back to back in the file,
- * so they are copied into DW_COUNT aligned windows of DW_SIZE bytes, and each full window
- * goes to the engine as one aligned write; on io_uring several are in flight. Through the
+ * Direct writes: on io_uring, a put switches to O_DIRECT where the file system takes it,
+ * once the store's direct_after bytes of plaintext are written (write mode "auto": 256 MiB,
+ * so a mid-size layer stays in the page cache, which the VM host absorbs quickly; "direct":
+ * from the first record of a blob of more than one chunk). From then on records, packed
+ * back to back in the file, are copied into DW_COUNT aligned windows of DW_SIZE bytes, and
+ * each full window goes to the engine as one aligned write, several in flight. Through the
  * page cache the same bytes are copied by the kernel and then written back by one flusher
- * at a time: on the virtual disks measured (bench/RESULTS.md) that reached half of what
- * aligned writes in flight do. The header is only known at commit: the file's first block
- * is kept and written again with the header in it once every window has completed; the
- * last window is padded to the block size and the file truncated to its length. The
+ * at a time: on the virtual disks measured (bench/RESULTS.md) a 1 GiB blob reached half of
+ * what aligned writes in flight do. The header is only known at commit: the file's first
+ * block is kept and written again with the header in it once every window has completed;
+ * the last window is padded to the block size and the file truncated to its length. The
  * commit's fsync is unchanged (it also flushes the disk's cache and the file's metadata).
  * A blob of one chunk (manifests, configs) stays buffered: one small write, one fsync.
  *
