@@ -59,6 +59,12 @@ void run_ceilings_common(bench_ctx *c, const uint8_t *incompressible, size_t n)
     }
 }
 
+/* A CPU bound in MB/s: n bytes whose work takes cpu_seconds on one core, spread over cores. */
+static double bound_MBps(double cpu_seconds, size_t n, unsigned cores)
+{
+    return (double)n / (cpu_seconds / cores) / MB;
+}
+
 void run_cpu_ceilings(bench_ctx *c, const char *label, const uint8_t *data, size_t n, ceil_cpu *out)
 {
     char name[96];
@@ -98,8 +104,8 @@ void run_cpu_ceilings(bench_ctx *c, const char *label, const uint8_t *data, size
         }
     }
     compressible = cc.ratio >= 16.0 / 15.0;
-    cpu_put_bound = (double)n / (ceil_put_cpu_seconds(&cc, n) / c->cores) / MB;
-    cpu_get_bound = (double)n / (ceil_get_cpu_seconds(&cc, n) / c->cores) / MB;
+    cpu_put_bound = bound_MBps(ceil_put_cpu_seconds(&cc, n), n, c->cores);
+    cpu_get_bound = bound_MBps(ceil_get_cpu_seconds(&cc, n), n, c->cores);
     snprintf(name, sizeof(name), "%s: sha256", label);
     ceiling_row(c, name, "MB/s", cc.sha256 / MB);
     snprintf(name, sizeof(name), "%s: zstd-1 compress", label);
@@ -167,7 +173,7 @@ static void cpu_beside(bench_ctx *c, const uint8_t *data, size_t n, double *boun
         double pp = 0;
         if (ceil_measure_cpu(data, n, sample, c->o.chunk, &t) != 0)
             return;
-        double b = (double)n / (ceil_put_cpu_seconds(&t, n) / c->cores) / MB;
+        double b = bound_MBps(ceil_put_cpu_seconds(&t, n), n, c->cores);
         best = b > best ? b : best;
         if (ceil_measure_cpu_parallel(data, n, sample, c->o.chunk, c->cores, &pp, &pg) == 0)
             pbest = pp / MB > pbest ? pp / MB : pbest;
@@ -309,8 +315,8 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
     /* Ceilings on these very bytes. */
     run_cpu_ceilings(c, label, data, n, &cc);
     compressible = cc.ratio >= 16.0 / 15.0;
-    cpu_put_bound = (double)n / (ceil_put_cpu_seconds(&cc, n) / c->cores) / MB;
-    cpu_get_bound = (double)n / (ceil_get_cpu_seconds(&cc, n) / c->cores) / MB;
+    cpu_put_bound = bound_MBps(ceil_put_cpu_seconds(&cc, n), n, c->cores);
+    cpu_get_bound = bound_MBps(ceil_get_cpu_seconds(&cc, n), n, c->cores);
 
     snprintf(name, sizeof(name), "big-%s", label);
     for (char *p = name; *p; p++)
@@ -450,18 +456,17 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
         if (do_put) {
             snprintf(name, sizeof(name), "put %s", label);
             r = series_row(c, "put", name, eng, &put[e]);
+            /* Disk (write+fsync) and CPU figures measured beside the puts. */
             beside ds = beside_of(side, side_seq, nside), cs = beside_of(cside, cside_par, ncside);
-            double side_med = ds.med, side_min = ds.min, side_max = ds.max, seq_med = ds.med2;
-            double cmed = cs.med, cmin = cs.min, cmax = cs.max, cpar = cs.med2;
             if (compressible && ncside > 0) {
                 snprintf(r->ref_name, sizeof(r->ref_name), "CPU bound beside");
-                r->ref = cmed;
+                r->ref = cs.med;
             } else if (compressible) {
                 snprintf(r->ref_name, sizeof(r->ref_name), "CPU bound");
                 r->ref = cpu_put_bound;
             } else if (nside > 0) {
                 snprintf(r->ref_name, sizeof(r->ref_name), "disk write beside");
-                r->ref = side_med;
+                r->ref = ds.med;
             } else {
                 snprintf(r->ref_name, sizeof(r->ref_name), "write+fsync");
                 r->ref = c->disk.write_fsync / MB;
@@ -479,7 +484,8 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
                 snprintf(r->note + l, sizeof(r->note) - l,
                          "; bound beside %.0f..%.0f; all-core CPU work beside %.0f (put = %.0f%% "
                          "of it); start-of-run bound %.0f",
-                         cmin, cmax, cpar, cpar > 0 ? 100.0 * r->value / cpar : 0, cpu_put_bound);
+                         cs.min, cs.max, cs.med2, cs.med2 > 0 ? 100.0 * r->value / cs.med2 : 0,
+                         cpu_put_bound);
             else if (compressible && cc.par_put > 0)
                 snprintf(r->note + l, sizeof(r->note) - l, "; all-core CPU work %.0f MB/s",
                          cc.par_put / MB);
@@ -487,17 +493,17 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
                 snprintf(r->note + l, sizeof(r->note) - l,
                          "; best beside %.0f..%.0f; seq write+fsync beside %.0f (put = %.0f%% "
                          "of it); start-of-run write+fsync %.0f",
-                         side_min, side_max, seq_med, seq_med > 0 ? 100.0 * r->value / seq_med : 0,
+                         ds.min, ds.max, ds.med2, ds.med2 > 0 ? 100.0 * r->value / ds.med2 : 0,
                          c->disk.write_fsync / MB);
             if (r->extra) {
                 json_object_set_new(r->extra, "cpu_bound_MBps", json_real(cpu_put_bound));
                 json_object_set_new(r->extra, "cpu_parallel_MBps", json_real(cc.par_put / MB));
-                json_object_set_new(r->extra, "cpu_bound_beside_MBps", json_real(cmed));
-                json_object_set_new(r->extra, "cpu_parallel_beside_MBps", json_real(cpar));
+                json_object_set_new(r->extra, "cpu_bound_beside_MBps", json_real(cs.med));
+                json_object_set_new(r->extra, "cpu_parallel_beside_MBps", json_real(cs.med2));
                 json_object_set_new(r->extra, "write_fsync_MBps",
                                     json_real(c->disk.write_fsync / MB));
-                json_object_set_new(r->extra, "write_fsync_beside_MBps", json_real(side_med));
-                json_object_set_new(r->extra, "seq_write_fsync_beside_MBps", json_real(seq_med));
+                json_object_set_new(r->extra, "write_fsync_beside_MBps", json_real(ds.med));
+                json_object_set_new(r->extra, "seq_write_fsync_beside_MBps", json_real(ds.med2));
                 json_object_set_new(r->extra, "sha256_serial_bound_MBps",
                                     json_real(cc.sha256 / MB));
                 json_object_set_new(r->extra, "stored_bytes", json_integer((json_int_t)stored));
