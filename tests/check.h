@@ -82,6 +82,9 @@ const char *test_vector_path(const char *name);
 unsigned char *test_read_file(const char *path, size_t *len);
 /* Writes a whole file; 0 on success. */
 int test_write_file(const char *path, const void *buf, size_t len);
+/* Entries of a directory other than "." and "..", hidden ones included; -1 if it cannot be
+ * read. */
+int test_dir_entries(const char *path);
 
 /* Creates home/vault/identity/key and a CMK store for store-level tests. Fills kid
  * (versionless) and vkid (versioned), principal of the identity. Returns CMK_OK. */

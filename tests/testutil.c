@@ -1,5 +1,6 @@
 /* testutil.c — shared helpers for the unit tests (see check.h). */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -199,4 +200,18 @@ out:
     json_decref(j);
     fprintf(stderr, "test setup: %s\n", eb.msg);
     return rc;
+}
+
+int test_dir_entries(const char *path)
+{
+    DIR *d = opendir(path);
+    struct dirent *de;
+    int n = 0;
+
+    if (!d)
+        return -1;
+    while ((de = readdir(d)) != NULL)
+        n += strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+    closedir(d);
+    return n;
 }

@@ -3,7 +3,6 @@
  * Uses the in-process RSA test provider (tests/testkek.c) so these tests do not depend on
  * the local vault; the vault is exercised end to end by the CLI tests. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -181,19 +180,6 @@ static int count_cb(const char *d, void *arg)
     return 0;
 }
 
-static int dir_entries(const char *path)
-{
-    DIR *d = opendir(path);
-    struct dirent *de;
-    int n = 0;
-    if (!d)
-        return -1;
-    while ((de = readdir(d)) != NULL)
-        n += de->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 static void test_metadata_and_refusals(void)
 {
     char dir[4096], tmp[4200], dg[CMK_DIGEST_MAX], dg2[CMK_DIGEST_MAX];
@@ -214,7 +200,7 @@ static void test_metadata_and_refusals(void)
     CHECK(strstr(cmk_errmsg(), "does not match") != NULL);
     CHECK_OK(cmk_list(s, count_cb, &n));
     CHECK(n == 0);
-    CHECK(dir_entries(tmp) == 0);
+    CHECK(test_dir_entries(tmp) == 0);
     CHECK_RC(put_buf(s, data, sizeof(data), 1000, "sha256:xyz", dg), CMK_E_INVAL);
     /* sha512 content under a sha256 put is a mismatch, not a silent rename. */
     CHECK_RC(put_buf(s, data, sizeof(data), 1000,
@@ -517,7 +503,7 @@ static void test_crash(void)
             CHECK_OK(cmk_verify(s, dg, NULL));
             CHECK(get_equals(s, dg, data, 0, n, 100000));
         }
-        CHECK(dir_entries(tmp) == 0);
+        CHECK(test_dir_entries(tmp) == 0);
         cmk_store_close(s);
     }
     free(data);
