@@ -525,6 +525,8 @@ cmk_err cmk_store_start_background(cmk_store *s)
     s->last_rotation_check_mono = cmk_monotonic();
     rc = pthread_create(&s->bg_thread, NULL, bg_main, s);
     s->bg_running = rc == 0;
+    if (rc == 0)
+        (void)pthread_setname_np(s->bg_thread, "cmk-keycheck");
     pthread_mutex_unlock(&s->bg_mu);
     if (rc != 0)
         return cmk_set_last(CMK_E_NOMEM, "cannot start the key-check thread");

@@ -718,9 +718,10 @@ static void hash_dispatch(cmk_put *p, struct put_slot *sl, int last)
     int inline_ = p->hash_inline || (last && sl->index == 0);
 
     if (!inline_ && !p->hasher_on) {
-        if (pthread_create(&p->hasher, NULL, hasher, p) == 0)
+        if (pthread_create(&p->hasher, NULL, hasher, p) == 0) {
             p->hasher_on = 1;
-        else
+            (void)pthread_setname_np(p->hasher, "cmk-digest");
+        } else
             inline_ = p->hash_inline = 1;
     }
     pthread_mutex_lock(&p->mu);
