@@ -409,10 +409,6 @@ static void t_direct(const char *dir, const char *engine)
     free(zeros);
 }
 
-/* A store on a file system that may refuse O_DIRECT; the store notices once and writes
- * buffered, and every blob reads back either way. `must_refuse`: it is known to (ramfs: the
- * fcntl that sets O_DIRECT fails with EINVAL), so io_uring must have gone buffered;
- * otherwise (tmpfs, which refuses O_DIRECT before Linux 6.6 only) either answer is right. */
 /* Back-to-back puts on an open store reuse its buffers: the second of two equal puts faults
  * (almost) no memory in. Its slots and its direct-write windows are 32 MiB (8192 pages) at
  * depth 8 and a chunk of 1 MiB; a first touch costs ~19 us per page on the development VM. */
@@ -448,6 +444,10 @@ static void t_reuse(const char *dir, const char *engine)
     free(rnd);
 }
 
+/* A store on a file system that may refuse O_DIRECT; the store notices once and writes
+ * buffered, and every blob reads back either way. `must_refuse`: it is known to (ramfs: the
+ * fcntl that sets O_DIRECT fails with EINVAL), so io_uring must have gone buffered;
+ * otherwise (tmpfs, which refuses O_DIRECT before Linux 6.6 only) either answer is right. */
 static void t_direct_refused(const char *dir, const char *engine, int must_refuse)
 {
     size_t n = (3u << 20) + 5;
