@@ -617,12 +617,16 @@ static void drive(cmk_put *p, int (*until)(cmk_put *, void *), void *arg)
         pump_io(p, 0);
         if (until(p, arg))
             return;
-        /* Buffered: a slot is freed by its write's completion, so wait for the disk while it
-         * has anything in flight. Direct: slots are freed when their record is copied into a
-         * window, and the windows are waited for where one is needed, so wait for the
-         * sealers and the digest thread first. They change state under mu and broadcast, so
-         * checking under mu first loses no wakeup. */
-        if (p->io_inflight > 0 && !p->direct) {
+        /* Buffered: a slot is freed by its write's completion, so wait for the disk while a
+         * slot write is in flight. The writeback request alone is no reason to: no slot
+         * waits for it, and as a background fdatasync it can take tens of milliseconds
+         * while the digest thread finishes the chunk that is needed in a fraction of one
+         * (a 140 MiB layer put measured 9-38% faster in five pairs, bench/RESULTS.md).
+         * Direct: slots are freed when their record is copied into a window, and the
+         * windows are waited for where one is needed, so wait for the sealers and the
+         * digest thread first. They change state under mu and broadcast, so checking under
+         * mu first loses no wakeup. */
+        if (p->io_inflight > (unsigned)p->wb_inflight && !p->direct) {
             pump_io(p, 1);
             continue;
         }
