@@ -206,15 +206,46 @@ double ceil_get_cpu_seconds(const ceil_cpu *c, uint64_t n)
 
 /* ---- the store's CPU work run on several threads at once ---- */
 
+/* What each thread of a parallel measurement does to its chunks. */
+enum par_op {
+    PAR_PUT,  /* sha256 + zstd-1 (kept only if it pays) + seal */
+    PAR_GET,  /* open + unzstd of what PAR_PUT made */
+    PAR_SHA,  /* the parts alone: sha256, */
+    PAR_ZSTD, /* zstd-1, */
+    PAR_GCM   /* seal */
+};
+
 typedef struct par_job {
     const uint8_t *data;
     size_t m, chunk, nch;
     unsigned t, nthreads;
-    int get;      /* 0: sha256 + zstd-1 (kept only if it pays) + seal; 1: open + unzstd */
+    enum par_op op;
     uint8_t **z;  /* per chunk: compressed (or raw) sealed bytes, made by the put pass */
     size_t *zlen; /* per chunk: stored length; 0: raw */
     int failed;
 } par_job;
+
+/* One part alone on chunk i (PAR_SHA, PAR_ZSTD, PAR_GCM); 0 or -1. */
+static int par_part(par_job *j, size_t i, EVP_MD_CTX *mdc, ZSTD_CCtx *zc, EVP_CIPHER_CTX *cc,
+                    const uint8_t *key)
+{
+    size_t len = j->m - i * j->chunk < j->chunk ? j->m - i * j->chunk : j->chunk;
+    const uint8_t *src = j->data + i * j->chunk;
+    uint8_t tag[16];
+
+    switch (j->op) {
+    case PAR_SHA:
+        return EVP_DigestUpdate(mdc, src, len) == 1 ? 0 : -1;
+    case PAR_ZSTD:
+        return ZSTD_isError(ZSTD_compress2(zc, j->z[i], ZSTD_compressBound(j->chunk), src, len))
+                   ? -1
+                   : 0;
+    case PAR_GCM:
+        return gcm_run(cc, 1, key, i, src, len, j->z[i], tag);
+    default:
+        return -1;
+    }
+}
 
 static void *par_run(void *arg)
 {
@@ -235,7 +266,12 @@ static void *par_run(void *arg)
     for (size_t i = j->t; i < j->nch && !j->failed; i += j->nthreads) {
         size_t len = j->m - i * j->chunk < j->chunk ? j->m - i * j->chunk : j->chunk;
         const uint8_t *src = j->data + i * j->chunk;
-        if (!j->get) {
+        if (j->op >= PAR_SHA) {
+            if (par_part(j, i, mdc, zc, cc, key) != 0) {
+                j->failed = 1;
+                break;
+            }
+        } else if (j->op == PAR_PUT) {
             size_t bound = ZSTD_compressBound(j->chunk);
             size_t r = ZSTD_compress2(zc, j->z[i], bound, src, len);
             if (EVP_DigestUpdate(mdc, src, len) != 1 || ZSTD_isError(r)) {
@@ -261,7 +297,7 @@ static void *par_run(void *arg)
             }
         }
     }
-    if (!j->get)
+    if (j->op == PAR_PUT || j->op == PAR_SHA)
         (void)EVP_DigestFinal_ex(mdc, md, &mdlen);
 out:
     bench_free(plain, j->chunk);
@@ -272,42 +308,58 @@ out:
     return NULL;
 }
 
+/* Runs `op` on `threads` threads at once over the m bytes, each thread on every threads-th
+ * chunk, timed as a whole: bytes/s, or 0 on failure. */
+static double par_time(enum par_op op, const uint8_t *data, size_t m, size_t chunk, size_t nch,
+                       unsigned threads, uint8_t **z, size_t *zlen)
+{
+    pthread_t th[64];
+    par_job job[64];
+    unsigned started = 0;
+    int ok = 1;
+    double t0 = bench_now(), secs;
+
+    for (unsigned t = 0; t < threads; t++) {
+        job[t] = (par_job){data, m, chunk, nch, t, threads, op, z, zlen, 0};
+        if (pthread_create(&th[t], NULL, par_run, &job[t]) != 0)
+            break;
+        started++;
+    }
+    for (unsigned t = 0; t < started; t++)
+        pthread_join(th[t], NULL);
+    secs = bench_now() - t0;
+    for (unsigned t = 0; t < started; t++)
+        ok = ok && !job[t].failed;
+    return ok && started == threads ? (double)m / secs : 0;
+}
+
 int ceil_measure_cpu_parallel(const uint8_t *data, size_t n, size_t sample, size_t chunk,
-                              unsigned threads, double *put_bps, double *get_bps)
+                              unsigned threads, int parts, ceil_par *out)
 {
     size_t m = n < sample ? n : sample, nch = (m + chunk - 1) / chunk;
     size_t slot = ZSTD_compressBound(chunk) + 16;
     uint8_t *work = NULL, **z = calloc(nch, sizeof(*z));
     size_t *zlen = calloc(nch, sizeof(*zlen));
-    pthread_t th[64];
-    par_job job[64];
     int rc = -1;
 
-    *put_bps = *get_bps = 0;
+    memset(out, 0, sizeof(*out));
     if (threads == 0 || threads > 64 || !z || !zlen || m == 0)
         goto out;
     work = bench_alloc(nch * slot);
     memset(work, 0, nch * slot);
     for (size_t i = 0; i < nch; i++)
         z[i] = work + i * slot;
-    for (int get = 0; get <= 1; get++) {
-        unsigned started = 0;
-        double t0 = bench_now();
-        for (unsigned t = 0; t < threads; t++) {
-            job[t] = (par_job){data, m, chunk, nch, t, threads, get, z, zlen, 0};
-            if (pthread_create(&th[t], NULL, par_run, &job[t]) != 0)
-                break;
-            started++;
-        }
-        for (unsigned t = 0; t < started; t++)
-            pthread_join(th[t], NULL);
-        double secs = bench_now() - t0;
-        for (unsigned t = 0; t < started; t++)
-            if (job[t].failed)
-                goto out;
-        if (started != threads)
+    /* The get pass opens what the put pass sealed. */
+    out->put = par_time(PAR_PUT, data, m, chunk, nch, threads, z, zlen);
+    out->get = out->put > 0 ? par_time(PAR_GET, data, m, chunk, nch, threads, z, zlen) : 0;
+    if (out->put <= 0 || out->get <= 0)
+        goto out;
+    if (parts) {
+        out->sha256 = par_time(PAR_SHA, data, m, chunk, nch, threads, z, zlen);
+        out->zstd_c = par_time(PAR_ZSTD, data, m, chunk, nch, threads, z, zlen);
+        out->gcm_seal = par_time(PAR_GCM, data, m, chunk, nch, threads, z, zlen);
+        if (out->sha256 <= 0 || out->zstd_c <= 0 || out->gcm_seal <= 0)
             goto out;
-        *(get ? get_bps : put_bps) = (double)m / secs;
     }
     rc = 0;
 out:

@@ -12,6 +12,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The store's CPU work run on all cores at once (ceil_measure_cpu_parallel), in bytes/s of
+ * plaintext; 0: not measured. */
+typedef struct ceil_par {
+    double put, get;                 /* the whole put work, the whole get work */
+    double sha256, zstd_c, gcm_seal; /* each part of the put alone (if asked for) */
+} ceil_par;
+
 typedef struct ceil_cpu {
     uint64_t bytes;    /* bytes measured (a prefix of the data, at most the sample) */
     uint64_t zbytes;   /* their zstd-1 size, chunk by chunk (raw size where zstd loses) */
@@ -23,8 +30,7 @@ typedef struct ceil_cpu {
     double gcm_seal;   /* bytes/s, AES-256-GCM, one chunk per call */
     double gcm_open;
     double ratio; /* bytes / zbytes */
-    /* ceil_measure_cpu_parallel on all cores (0: not measured) */
-    double par_put, par_get;
+    ceil_par par; /* the same work on all cores at once */
 } ceil_cpu;
 
 /* Measures on the first min(n, sample) bytes of data cut into `chunk` pieces. 0 or -1. */
@@ -38,10 +44,11 @@ double ceil_get_cpu_seconds(const ceil_cpu *c, uint64_t n);
 
 /* The same work run on `threads` threads at once, each on its share of the chunks (sha256 +
  * zstd-1 + seal for a put, open + unzstd for a get), timed as a whole: what the cores
- * really deliver together, where the computed bound assumes they scale perfectly. Rates in
- * bytes/s of plaintext. 0 or -1. */
+ * really deliver together, where the computed bound assumes they scale perfectly. With
+ * `parts`, also SHA-256, zstd-1 and the GCM seal each alone on all cores: how each part
+ * scales from one thread to the cores. Rates in bytes/s of plaintext. 0 or -1. */
 int ceil_measure_cpu_parallel(const uint8_t *data, size_t n, size_t sample, size_t chunk,
-                              unsigned threads, double *put_bps, double *get_bps);
+                              unsigned threads, int parts, ceil_par *out);
 
 typedef struct ceil_mem {
     double memcpy_bps; /* warm buffers, one thread */

@@ -40,6 +40,10 @@ if command -v jq >/dev/null; then
             "$out/r.json"
     done
     check "JSON has meta.command" jq -e '.meta.command | test("cmkbench")' "$out/r.json"
+    check "each part of the put work was measured on all cores" \
+        jq -e '[.rows[] | select(.section == "ceiling" and (.name | test("^tar: (sha256|zstd-1 compress|aes-256-gcm seal), [0-9]+ threads$")) and .value > 0)] | length == 3' \
+        "$out/r.json"
+    check "JSON has the parts' scaling" jq -e '(.tar.parts_scaling | length == 3) and ([.tar.parts_scaling[] | select(. > 0)] | length == 3)' "$out/r.json"
     check "the --file layer was measured" \
         jq -e '[.rows[] | select(.name | test("layer.gz"))] | length >= 2' "$out/r.json"
     check "the gzip layer was stored raw on its magic" \
