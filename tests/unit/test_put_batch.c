@@ -2,8 +2,12 @@
  * I/O engines: batched commits (cmk_put_commit_many) with per-put results, blobs that grow
  * out of their small first buffers, writeback during long puts, already-compressed content
  * stored raw on its magic, and direct (O_DIRECT) writes of multi-chunk blobs with their
- * fallback where the file system refuses them. Uses a real local vault, key and identity. */
+ * fallback where the file system refuses them (at fcntl on a ramfs, and at the write through
+ * an injected EINVAL). Uses a real local vault, key and identity. */
 #define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +28,30 @@
 #include "vault.h"
 
 static char home[4096];
+
+/* Fault injection for a refusal that no file system of this kernel makes (tmpfs takes
+ * O_DIRECT since Linux 6.6): while refuse_direct is set, a pwrite on a descriptor that has
+ * O_DIRECT fails with EINVAL, as on a file system that takes the flag at fcntl and refuses
+ * the write itself. The store's direct-write probe is a plain pwrite(2), and this definition
+ * in the test binary is the one its calls resolve to; everything else passes through to the
+ * next definition (libc's, or a sanitizer's interceptor). real_pwrite is set in main before
+ * any thread starts. */
+static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
+static int refuse_direct;       /* __atomic */
+static unsigned refused_writes; /* __atomic */
+
+ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    if (__atomic_load_n(&refuse_direct, __ATOMIC_SEQ_CST)) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0 && (fl & O_DIRECT)) {
+            __atomic_add_fetch(&refused_writes, 1, __ATOMIC_SEQ_CST);
+            errno = EINVAL;
+            return -1;
+        }
+    }
+    return real_pwrite(fd, buf, n, off);
+}
 
 static cmk_store *open_store_mode(const char *dir, const char *engine, const char *write_mode)
 {
@@ -480,6 +508,55 @@ static void t_direct_refused(const char *dir, const char *engine, int must_refus
     free(data);
 }
 
+/* The other refusal: O_DIRECT taken at fcntl, the aligned write refused with EINVAL (see
+ * pwrite above). io_uring only (the sync engine never writes direct). The store probes once,
+ * remembers the answer, and the puts go buffered: the first switching in the middle of a
+ * blob (what is in the file stays, the failed probe leaves nothing behind), the second from
+ * its first record. */
+static void t_direct_write_refused(const char *dir)
+{
+    size_t n = (3u << 20) + 5;
+    unsigned char *data = malloc(n);
+    char dg[CMK_DIGEST_MAX], probe[4200], tmp[4200];
+    cmk_store *s = open_store_mode(dir, "uring", "direct");
+    int fd;
+
+    REQUIRE(data && s);
+    snprintf(probe, sizeof(probe), "%s/tmp/odirect-probe", dir);
+    fd = open(probe, O_CREAT | O_RDWR | O_DIRECT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        printf("SKIP write-time O_DIRECT refusal: %s takes no O_DIRECT at all\n", dir);
+        goto out;
+    }
+    close(fd);
+    unlink(probe);
+    CHECK(atomic_load(&s->direct_state) == 0); /* a fresh store has not asked yet */
+    test_fill_random(data, n, 7);
+    __atomic_store_n(&refused_writes, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&refuse_direct, 1, __ATOMIC_SEQ_CST);
+    for (int round = 0; round < 2; round++) {
+        s->direct_after = round == 0 ? (1u << 20) + 3 : 0;
+        data[0] = (unsigned char)round; /* two different blobs */
+        cmk_put *p = begin_with(s, data, n, 1u << 20);
+        CHECK_MSG(cmk_put_commit(p, NULL, dg) == CMK_OK,
+                  "round %d: put with direct writes "
+                  "refused: %s",
+                  round, cmk_errmsg());
+        check_blob(s, dg, data, n);
+        CHECK_MSG(atomic_load(&s->direct_state) == -1, "round %d: direct-write state %d", round,
+                  atomic_load(&s->direct_state));
+        snprintf(tmp, sizeof(tmp), "%s/tmp", dir);
+        CHECK_MSG(test_dir_entries(tmp) == 0, "round %d: files left in %s", round, tmp);
+    }
+    __atomic_store_n(&refuse_direct, 0, __ATOMIC_SEQ_CST);
+    /* Asked once, by the first put; the second did not try again. */
+    CHECK_MSG(__atomic_load_n(&refused_writes, __ATOMIC_SEQ_CST) == 1,
+              "%u direct writes refused, expected the one probe", refused_writes);
+out:
+    cmk_store_close(s);
+    free(data);
+}
+
 static void make_env(char vkid[CMK_ID_MAX])
 {
     const char *perms[] = {"get", "wrapKey", "unwrapKey"};
@@ -516,6 +593,8 @@ int main(void)
     char first[4096], vkid[CMK_ID_MAX];
     static const char *engines[] = {"sync", "uring"};
 
+    real_pwrite = (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
+    REQUIRE(real_pwrite != NULL);
     snprintf(home, sizeof(home), "%s/home", base);
     snprintf(first, sizeof(first), "%s/first", base);
     make_env(vkid);
@@ -577,6 +656,12 @@ int main(void)
             snprintf(d5, sizeof(d5), "%s/%s", rfs, engines[e]);
             make_store(d5, 1u << 20, vkid);
             t_direct_refused(d5, engines[e], 1);
+        }
+        if (strcmp(engines[e], "uring") == 0) {
+            char d6[4200];
+            snprintf(d6, sizeof(d6), "%s/%s-refusing", base, engines[e]);
+            make_store(d6, 1u << 20, vkid);
+            t_direct_write_refused(d6);
         }
         printf("engine %s: done\n", engines[e]);
     }
