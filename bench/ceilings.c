@@ -225,12 +225,10 @@ typedef struct par_job {
     int failed;
 } par_job;
 
-/* One part alone on chunk i (PAR_SHA, PAR_ZSTD, PAR_GCM); 0 or -1. */
-static int par_part(par_job *j, size_t i, EVP_MD_CTX *mdc, ZSTD_CCtx *zc, EVP_CIPHER_CTX *cc,
-                    const uint8_t *key)
+/* One part alone (PAR_SHA, PAR_ZSTD, PAR_GCM) on chunk i, the len bytes at src; 0 or -1. */
+static int par_part(par_job *j, size_t i, const uint8_t *src, size_t len, EVP_MD_CTX *mdc,
+                    ZSTD_CCtx *zc, EVP_CIPHER_CTX *cc, const uint8_t *key)
 {
-    size_t len = j->m - i * j->chunk < j->chunk ? j->m - i * j->chunk : j->chunk;
-    const uint8_t *src = j->data + i * j->chunk;
     uint8_t tag[16];
 
     switch (j->op) {
@@ -267,7 +265,7 @@ static void *par_run(void *arg)
         size_t len = j->m - i * j->chunk < j->chunk ? j->m - i * j->chunk : j->chunk;
         const uint8_t *src = j->data + i * j->chunk;
         if (j->op >= PAR_SHA) {
-            if (par_part(j, i, mdc, zc, cc, key) != 0) {
+            if (par_part(j, i, src, len, mdc, zc, cc, key) != 0) {
                 j->failed = 1;
                 break;
             }
