@@ -49,6 +49,9 @@ if command -v jq >/dev/null; then
     check "the gzip layer was stored raw on its magic" \
         jq -e '[.rows[] | select(.section == "put" and (.name | test("layer.gz"))) | select(.note | test("[1-9][0-9]* blob\\(s\\) raw by magic"))] | length >= 1' \
         "$out/r.json"
+    check "each small get was timed in 8 passes per engine, over the same blobs on both" \
+        jq -e '[.rows[] | select(.section == "small" and (.name | startswith("get ")))] | (length == 10) and all(.reps == 8 and (.note | test("median of 8 passes")))' \
+        "$out/r.json"
     check "every put/get row has a value" \
         jq -e '[.rows[] | select((.section == "put" or .section == "get") and .verdict != "skipped" and .value <= 0)] | length == 0' \
         "$out/r.json"
