@@ -1,9 +1,9 @@
 /*
  * get.c — the read pipeline: open and authenticate a blob's header and index, then stream
  * the chunks covering the requested range. Reads are issued ahead through the I/O engine
- * (up to the store's queue depth), each completed record is authenticated and decompressed
- * by the worker pool, and chunks are delivered in order. No byte reaches the caller before
- * the GCM tag of its chunk has verified.
+ * (up to the store's queue depth, behind the kernel's own readahead), each completed record is
+ * authenticated and decompressed by the worker pool, and chunks are delivered in order. No byte
+ * reaches the caller before the GCM tag of its chunk has verified.
  *
  * Error classes: a checksum (xxh3) mismatch or a structural problem is CMK_E_CORRUPT (torn
  * write, media error, truncation); a tag or commitment failure with intact checksums is
@@ -29,13 +29,9 @@
 
 enum { GSLOT_FREE, GSLOT_READING, GSLOT_OPENING, GSLOT_READY };
 
-/* Read-ahead of long ranges: WILLNEED requests of RA_STEP bytes, kept up to RA_AHEAD bytes
- * beyond the next chunk read. A cold file then has the disk busy ahead of the reads, and
- * on io_uring a kernel worker, not the reader, allocates the pages and submits the I/O.
- * Ranges shorter than RA_STEP are left to the kernel's own readahead. */
-#define RA_STEP  (8u << 20)
-#define RA_AHEAD (16u << 20)
-#define RA_TAG   UINT64_MAX
+/* A range longer than this is probed for being in the page cache this far in from either
+ * end (range_cold); a shorter one is read through the engine as it is. */
+#define COLD_PROBE (4u << 20)
 
 struct get_slot {
     cmk_job job;
@@ -75,8 +71,7 @@ struct cmk_get {
     struct get_slot *slots;
     unsigned nslots;
     unsigned io_inflight;
-    uint64_t ra_off, ra_end; /* read-ahead requested below ra_off; the range's end */
-    int ra_inflight;
+    int cold; /* the range was not in the page cache at open: its reads are cold reads */
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
@@ -175,13 +170,24 @@ static int gstate(cmk_get *g, struct get_slot *sl)
 }
 
 /* Whether the byte at off is in the page cache (a one-byte RWF_NOWAIT read). Unknown (no
- * RWF_NOWAIT) counts as not cached. */
-static int ra_cached(int fd, uint64_t off)
+ * RWF_NOWAIT) counts as cached: the reads then go as they would without the probe. */
+static int cached_at(int fd, uint64_t off)
 {
     char b;
     struct iovec iov = {&b, 1};
+    ssize_t n = preadv2(fd, &iov, 1, (off_t)off, RWF_NOWAIT);
 
-    return preadv2(fd, &iov, 1, (off_t)off, RWF_NOWAIT) == 1;
+    return n == 1 || (n < 0 && errno != EAGAIN);
+}
+
+/* Whether [start, end) is cold: not in the page cache COLD_PROBE bytes in from either end.
+ * Not the end bytes themselves: reading the header and the index has just brought the pages
+ * next to them in, so they look cached on a cold file. */
+static int range_cold(int fd, uint64_t start, uint64_t end)
+{
+    if (end - start <= 2 * (uint64_t)COLD_PROBE)
+        return 0;
+    return !cached_at(fd, start + COLD_PROBE) || !cached_at(fd, end - 1 - COLD_PROBE);
 }
 
 static void issue_reads(cmk_get *g)
@@ -193,14 +199,6 @@ static void issue_reads(cmk_get *g)
 
         if (gstate(g, sl) != GSLOT_FREE)
             return;
-        if (!g->ra_inflight && g->ra_off < g->ra_end && e->offset + RA_AHEAD > g->ra_off) {
-            uint64_t n = g->ra_end - g->ra_off < RA_STEP ? g->ra_end - g->ra_off : RA_STEP;
-            if (cmk_io_queue_readahead(g->io, g->fd, g->ra_off, n, RA_TAG, &eb) == CMK_OK) {
-                g->ra_inflight = 1;
-                g->io_inflight++;
-            }
-            g->ra_off += n;
-        }
         if (!sl->rec)
             sl->rec = cmk_pool_buf_get(g->s->pool, g->rec_cap);
         if (!sl->plain)
@@ -244,8 +242,8 @@ static void issue_reads(cmk_get *g)
             sl->state = GSLOT_READY;
             return;
         }
-        if (cmk_io_queue_read(g->io, g->fd, sl->rec, sl->rec_len, e->offset, sl->index, &eb) !=
-            CMK_OK) {
+        if ((g->cold ? cmk_io_queue_read_cold : cmk_io_queue_read)(
+                g->io, g->fd, sl->rec, sl->rec_len, e->offset, sl->index, &eb) != CMK_OK) {
             get_fail(g, eb.code, &eb);
             return;
         }
@@ -274,10 +272,6 @@ static void pump_reads(cmk_get *g, int wait)
     for (int i = 0; i < n; i++) {
         struct get_slot *sl;
         g->io_inflight--;
-        if (cqe[i].tag == RA_TAG) {
-            g->ra_inflight = 0; /* a hint: its result changes nothing */
-            continue;
-        }
         sl = gslot(g, cqe[i].tag);
         if (cqe[i].res < 0 || (uint64_t)cqe[i].res != sl->rec_len) {
             if (cqe[i].res < 0)
@@ -536,18 +530,17 @@ cmk_err cmk_get_open(cmk_store *s, const char *digest, uint64_t offset, uint64_t
             goto out;
         }
         /* Several chunks are read at once, out of order at the edges: tell the kernel the
-         * file is read front to back, so its readahead stays ahead of them (a hint only). */
+         * file is read front to back, so its readahead stays ahead of them (a hint only).
+         * That readahead is all a cold file gets (WILLNEED requests of 8 MiB kept up to
+         * 16 MiB ahead, through the engine, made cold 1 GiB gets 20-40% slower on both
+         * engines, the kernel's own window being 8 MiB here already), and a cold range is
+         * read with blocking reads behind it (cmk_io_queue_read_cold; bench/RESULTS.md). */
         if (g->last_chunk > g->next_read) {
             const cmk_fmt_index_entry *le = &g->idx[g->last_chunk];
             (void)posix_fadvise(g->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-            g->ra_off = g->idx[g->next_read].offset;
-            g->ra_end = le->offset + CMK_FMT_CHUNK_HDR_SIZE + le->stored_len + CMK_FMT_TAG_SIZE;
-            /* Short ranges are left to the kernel's readahead; a range whose first and last
-             * bytes are cached is taken as warm (no read-ahead, which would only cost a
-             * trip through a kernel worker). */
-            if (g->ra_end - g->ra_off <= RA_STEP ||
-                (ra_cached(g->fd, g->ra_off) && ra_cached(g->fd, g->ra_end - 1)))
-                g->ra_off = g->ra_end;
+            g->cold =
+                range_cold(g->fd, g->idx[g->next_read].offset,
+                           le->offset + CMK_FMT_CHUNK_HDR_SIZE + le->stored_len + CMK_FMT_TAG_SIZE);
         }
     }
     *out = g;

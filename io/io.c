@@ -132,9 +132,6 @@ int64_t cmk_io_perform_sync(const cmk_io_req *rq)
             r = sync_file_range(rq->fd, (off_t)rq->off, (off_t)rq->len, SYNC_FILE_RANGE_WRITE);
         } while (r != 0 && errno == EINTR);
         break;
-    case CMK_IO_OP_READAHEAD:
-        /* posix_fadvise returns the error number instead of setting errno. */
-        return -(int64_t)posix_fadvise(rq->fd, (off_t)rq->off, (off_t)rq->len, POSIX_FADV_WILLNEED);
     default:
         errno = EINVAL;
         r = -1;
@@ -433,16 +430,33 @@ cmk_err cmk_io_queue_write(cmk_io *io, int fd, const void *buf, size_t len, uint
     return enqueue(io, &rq, eb);
 }
 
-cmk_err cmk_io_queue_read(cmk_io *io, int fd, void *buf, size_t len, uint64_t off, uint64_t tag,
-                          cmk_errbuf *eb)
+static cmk_err queue_read(cmk_io *io, int fd, void *buf, size_t len, uint64_t off, uint64_t tag,
+                          int cold, cmk_errbuf *eb)
 {
-    cmk_io_req rq = {
-        .op = CMK_IO_OP_READ, .fd = fd, .buf = buf, .len = len, .off = off, .tag = tag};
+    cmk_io_req rq = {.op = CMK_IO_OP_READ,
+                     .fd = fd,
+                     .buf = buf,
+                     .len = len,
+                     .off = off,
+                     .tag = tag,
+                     .cold = cold};
     cmk_err rc = check_rw(buf, len, off, eb);
 
     if (rc != CMK_OK)
         return rc;
     return enqueue(io, &rq, eb);
+}
+
+cmk_err cmk_io_queue_read(cmk_io *io, int fd, void *buf, size_t len, uint64_t off, uint64_t tag,
+                          cmk_errbuf *eb)
+{
+    return queue_read(io, fd, buf, len, off, tag, 0, eb);
+}
+
+cmk_err cmk_io_queue_read_cold(cmk_io *io, int fd, void *buf, size_t len, uint64_t off,
+                               uint64_t tag, cmk_errbuf *eb)
+{
+    return queue_read(io, fd, buf, len, off, tag, 1, eb);
 }
 
 cmk_err cmk_io_queue_fsync(cmk_io *io, int fd, int datasync, int drain, uint64_t tag,
@@ -457,7 +471,7 @@ cmk_err cmk_io_queue_fsync(cmk_io *io, int fd, int datasync, int drain, uint64_t
     return enqueue(io, &rq, eb);
 }
 
-/* A hint over a byte range of fd (writeback, readahead): the range must fit in an off_t. */
+/* A hint over a byte range of fd (writeback): the range must fit in an off_t. */
 static cmk_err queue_range_hint(cmk_io *io, cmk_io_op op, const char *what, int fd, uint64_t off,
                                 uint64_t len, uint64_t tag, cmk_errbuf *eb)
 {
@@ -472,12 +486,6 @@ cmk_err cmk_io_queue_writeback(cmk_io *io, int fd, uint64_t off, uint64_t len, u
                                cmk_errbuf *eb)
 {
     return queue_range_hint(io, CMK_IO_OP_WRITEBACK, "writeback", fd, off, len, tag, eb);
-}
-
-cmk_err cmk_io_queue_readahead(cmk_io *io, int fd, uint64_t off, uint64_t len, uint64_t tag,
-                               cmk_errbuf *eb)
-{
-    return queue_range_hint(io, CMK_IO_OP_READAHEAD, "readahead", fd, off, len, tag, eb);
 }
 
 cmk_err cmk_io_submit(cmk_io *io, cmk_errbuf *eb)

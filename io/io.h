@@ -58,6 +58,12 @@ cmk_err cmk_io_queue_write(cmk_io *io, int fd, const void *buf, size_t len, uint
                            uint64_t tag, cmk_errbuf *eb);
 cmk_err cmk_io_queue_read(cmk_io *io, int fd, void *buf, size_t len, uint64_t off, uint64_t tag,
                           cmk_errbuf *eb);
+/* A read of a range that was not in the page cache when the caller started reading it in
+ * order. Both engines make it a blocking read at submit, on the caller's thread, behind the
+ * kernel's readahead: buffered reads through the ring that find the pages still coming
+ * measured slower for cold gets (bench/RESULTS.md). Completes as cmk_io_queue_read does. */
+cmk_err cmk_io_queue_read_cold(cmk_io *io, int fd, void *buf, size_t len, uint64_t off,
+                               uint64_t tag, cmk_errbuf *eb);
 /* drain: start only after every earlier request of this engine has completed.
  * datasync: fdatasync semantics. */
 cmk_err cmk_io_queue_fsync(cmk_io *io, int fd, int datasync, int drain, uint64_t tag,
@@ -66,13 +72,6 @@ cmk_err cmk_io_queue_fsync(cmk_io *io, int fd, int datasync, int drain, uint64_t
  * that lets the disk work while more data is produced, so a later fsync has less to wait
  * for. It makes nothing durable by itself. Completes with 0 or -errno. */
 cmk_err cmk_io_queue_writeback(cmk_io *io, int fd, uint64_t off, uint64_t len, uint64_t tag,
-                               cmk_errbuf *eb);
-
-/* Asks the kernel to start reading [off, off+len) of fd into the page cache
- * (POSIX_FADV_WILLNEED). On io_uring a kernel worker does it, so the caller does not spend
- * its own time allocating pages and submitting reads; the sync engine makes the call at
- * submit. A hint: completes with 0 or -errno, and nothing depends on it. */
-cmk_err cmk_io_queue_readahead(cmk_io *io, int fd, uint64_t off, uint64_t len, uint64_t tag,
                                cmk_errbuf *eb);
 
 /* Submits everything queued. The sync engine performs the requests here. */
@@ -117,8 +116,7 @@ typedef enum cmk_io_op {
     CMK_IO_OP_WRITE,
     CMK_IO_OP_FSYNC,
     CMK_IO_OP_RENAME,
-    CMK_IO_OP_WRITEBACK, /* sync_file_range(SYNC_FILE_RANGE_WRITE) of [off, off+len) */
-    CMK_IO_OP_READAHEAD  /* posix_fadvise(POSIX_FADV_WILLNEED) of [off, off+len) */
+    CMK_IO_OP_WRITEBACK /* sync_file_range(SYNC_FILE_RANGE_WRITE) of [off, off+len) */
 } cmk_io_op;
 
 /* One validated request. RENAME: fd/fd2 are the directory fds, path/path2 the names (valid
@@ -132,6 +130,7 @@ typedef struct cmk_io_req {
     const char *path, *path2;
     uint64_t tag;
     int datasync, drain;
+    int cold; /* READ: made with a plain blocking call (cmk_io_queue_read_cold) */
 } cmk_io_req;
 
 /* An engine. io.c does the argument checks and the depth accounting: queue is never called

@@ -50,7 +50,6 @@ struct uring_state {
     uint64_t seq;
     int have_renameat;
     int have_sync_range;
-    int have_fadvise;
 };
 
 static const char *errno_name(int e)
@@ -134,7 +133,6 @@ static cmk_err probe_ops(struct uring_state *u, int *sys_errno, cmk_errbuf *eb)
     }
     u->have_renameat = io_uring_opcode_supported(pr, IORING_OP_RENAMEAT);
     u->have_sync_range = io_uring_opcode_supported(pr, IORING_OP_SYNC_FILE_RANGE);
-    u->have_fadvise = io_uring_opcode_supported(pr, IORING_OP_FADVISE);
 out:
     if (pr)
         io_uring_free_probe(pr);
@@ -254,11 +252,11 @@ static cmk_err slot_prep(struct uring_state *u, unsigned i, cmk_errbuf *eb)
     unsigned n = left > URING_MAX_XFER ? URING_MAX_XFER : (unsigned)left;
     int r;
 
-    /* Operations the kernel lacks, and ranges longer than the 32-bit length of
-     * IORING_OP_SYNC_FILE_RANGE and IORING_OP_FADVISE, are made here with plain calls. */
+    /* Operations the kernel lacks, ranges longer than the 32-bit length of
+     * IORING_OP_SYNC_FILE_RANGE, and cold reads are made here with plain calls. */
     if ((s->rq.op == CMK_IO_OP_RENAME && !u->have_renameat) ||
         (s->rq.op == CMK_IO_OP_WRITEBACK && (!u->have_sync_range || s->rq.len > UINT32_MAX)) ||
-        (s->rq.op == CMK_IO_OP_READAHEAD && (!u->have_fadvise || s->rq.len > UINT32_MAX))) {
+        (s->rq.op == CMK_IO_OP_READ && s->rq.cold)) {
         local_complete(u, i, cmk_io_perform_sync(&s->rq));
         return CMK_OK;
     }
@@ -292,9 +290,6 @@ static cmk_err slot_prep(struct uring_state *u, unsigned i, cmk_errbuf *eb)
     case CMK_IO_OP_WRITEBACK:
         io_uring_prep_sync_file_range(sqe, s->rq.fd, (unsigned)s->rq.len, s->rq.off,
                                       SYNC_FILE_RANGE_WRITE);
-        break;
-    case CMK_IO_OP_READAHEAD:
-        io_uring_prep_fadvise(sqe, s->rq.fd, s->rq.off, (off_t)s->rq.len, POSIX_FADV_WILLNEED);
         break;
     }
     io_uring_sqe_set_data64(sqe, i);

@@ -590,9 +590,10 @@ static void t_fsync_many(cmk_io_kind kind, const char *dir)
         cmk_io_free(ios[e]);
 }
 
-/* Read-ahead requests complete (0 on a file, -EBADF on a closed descriptor, -ESPIPE on a
- * pipe), their range is checked, and reads after them return the file's bytes. */
-static void t_readahead(cmk_io_kind kind, const char *dir)
+/* Writeback hints complete (0 on a file, -EBADF on a closed descriptor, -ESPIPE on a pipe),
+ * also over a range longer than a ring request's 32-bit length, their range is checked, and
+ * reads after them return the file's bytes. */
+static void t_writeback_hints(cmk_io_kind kind, const char *dir)
 {
     size_t n = 3u << 20;
     unsigned char *data = malloc(n), *got = malloc(n);
@@ -604,27 +605,27 @@ static void t_readahead(cmk_io_kind kind, const char *dir)
 
     REQUIRE(data && got && io && pipe(pfd) == 0);
     test_fill_random(data, n, 31);
-    fd = open_in(dir, "ra", O_RDWR | O_CREAT | O_TRUNC);
+    fd = open_in(dir, "wb", O_RDWR | O_CREAT | O_TRUNC);
     CHECK(write(fd, data, n) == (ssize_t)n);
-    closed = open_in(dir, "ra", O_RDONLY);
+    closed = open_in(dir, "wb", O_RDONLY);
     close(closed);
-    CHECK_EB(cmk_io_queue_readahead(io, fd, 0, n, 0, &eb), CMK_OK, &eb);
-    CHECK_EB(cmk_io_queue_readahead(io, fd, 1u << 20, 0, 1, &eb), CMK_OK, &eb); /* to the end */
-    CHECK_EB(cmk_io_queue_readahead(io, closed, 0, 4096, 2, &eb), CMK_OK, &eb);
-    CHECK_EB(cmk_io_queue_readahead(io, pfd[0], 0, 4096, 3, &eb), CMK_OK, &eb);
+    CHECK_EB(cmk_io_queue_writeback(io, fd, 0, n, 0, &eb), CMK_OK, &eb);
+    CHECK_EB(cmk_io_queue_writeback(io, fd, 1u << 20, 0, 1, &eb), CMK_OK, &eb); /* to the end */
+    CHECK_EB(cmk_io_queue_writeback(io, closed, 0, 4096, 2, &eb), CMK_OK, &eb);
+    CHECK_EB(cmk_io_queue_writeback(io, pfd[0], 0, 4096, 3, &eb), CMK_OK, &eb);
     /* Longer than a ring request's 32-bit length. */
-    CHECK_EB(cmk_io_queue_readahead(io, fd, 0, (uint64_t)5 << 30, 4, &eb), CMK_OK, &eb);
-    CHECK_EB(cmk_io_queue_readahead(io, fd, UINT64_MAX - 1, 4096, 9, &eb), CMK_E_INVAL, &eb);
+    CHECK_EB(cmk_io_queue_writeback(io, fd, 0, (uint64_t)5 << 30, 4, &eb), CMK_OK, &eb);
+    CHECK_EB(cmk_io_queue_writeback(io, fd, UINT64_MAX - 1, 4096, 9, &eb), CMK_E_INVAL, &eb);
     CHECK_EB(cmk_io_submit(io, &eb), CMK_OK, &eb);
     CHECK(reap_n(io, c, 5) == 5);
     for (unsigned k = 0; k < 5; k++)
         if (c[k].tag < 5)
             res[c[k].tag] = c[k].res;
-    CHECK_MSG(res[0] == 0 && res[1] == 0 && res[4] == 0, "%s: readahead results %lld %lld %lld",
+    CHECK_MSG(res[0] == 0 && res[1] == 0 && res[4] == 0, "%s: writeback results %lld %lld %lld",
               kind_name(kind), (long long)res[0], (long long)res[1], (long long)res[4]);
-    CHECK_MSG(res[2] == -EBADF, "%s: readahead of a closed fd: %lld", kind_name(kind),
+    CHECK_MSG(res[2] == -EBADF, "%s: writeback of a closed fd: %lld", kind_name(kind),
               (long long)res[2]);
-    CHECK_MSG(res[3] == -ESPIPE, "%s: readahead of a pipe: %lld", kind_name(kind),
+    CHECK_MSG(res[3] == -ESPIPE, "%s: writeback of a pipe: %lld", kind_name(kind),
               (long long)res[3]);
     CHECK(cmk_io_pending(io) == 0);
     int64_t rres[3] = {0};
@@ -633,6 +634,58 @@ static void t_readahead(cmk_io_kind kind, const char *dir)
     close(fd);
     close(pfd[0]);
     close(pfd[1]);
+    cmk_io_free(io);
+    free(data);
+    free(got);
+}
+
+/* Cold reads (made with a plain call at submit on both engines) return the file's bytes
+ * beside ring requests in flight, a short count at the end of the file, and -EBADF on a
+ * closed descriptor, each under its own tag. */
+static void t_cold_reads(cmk_io_kind kind, const char *dir)
+{
+    size_t n = 3u << 20, piece = 1u << 20;
+    unsigned char *data = malloc(n), *got = malloc(n + 4096), extra[4096];
+    cmk_io *io = make_io(kind, 8);
+    cmk_errbuf eb = {0};
+    cmk_io_cqe c[6];
+    int64_t res[6] = {-1, -1, -1, -1, -1, -1};
+    int fd, wfd, closed;
+
+    REQUIRE(data && got && io);
+    test_fill_random(data, n, 41);
+    test_fill_random(extra, sizeof(extra), 42);
+    fd = open_in(dir, "cold", O_RDWR | O_CREAT | O_TRUNC);
+    wfd = open_in(dir, "cold-w", O_RDWR | O_CREAT | O_TRUNC);
+    CHECK(write(fd, data, n) == (ssize_t)n && fsync(fd) == 0);
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); /* cold, where the kernel agrees */
+    closed = open_in(dir, "cold", O_RDONLY);
+    close(closed);
+    CHECK_EB(cmk_io_queue_write(io, wfd, extra, sizeof(extra), 0, 0, &eb), CMK_OK, &eb);
+    for (unsigned k = 0; k < 3; k++)
+        CHECK_EB(cmk_io_queue_read_cold(io, fd, got + k * piece, k == 2 ? piece + 4096 : piece,
+                                        (uint64_t)k * piece, 1 + k, &eb),
+                 CMK_OK, &eb);
+    CHECK_EB(cmk_io_queue_read_cold(io, closed, got, 4096, 0, 4, &eb), CMK_OK, &eb);
+    CHECK_EB(cmk_io_queue_read_cold(io, fd, got, 4096, UINT64_MAX - 1, 5, &eb), CMK_E_INVAL, &eb);
+    CHECK_EB(cmk_io_submit(io, &eb), CMK_OK, &eb);
+    CHECK(reap_n(io, c, 5) == 5);
+    for (unsigned k = 0; k < 5; k++)
+        if (c[k].tag < 6)
+            res[c[k].tag] = c[k].res;
+    CHECK_MSG(res[0] == (int64_t)sizeof(extra), "%s: ring write beside cold reads: %lld",
+              kind_name(kind), (long long)res[0]);
+    CHECK_MSG(res[1] == (int64_t)piece && res[2] == (int64_t)piece && res[3] == (int64_t)piece,
+              "%s: cold reads %lld %lld %lld (the last one past the end of the file)",
+              kind_name(kind), (long long)res[1], (long long)res[2], (long long)res[3]);
+    CHECK_MSG(res[4] == -EBADF, "%s: cold read of a closed fd: %lld", kind_name(kind),
+              (long long)res[4]);
+    CHECK(memcmp(got, data, n) == 0);
+    CHECK(pread(wfd, got, sizeof(extra), 0) == (ssize_t)sizeof(extra) &&
+          memcmp(got, extra, sizeof(extra)) == 0);
+    CHECK(cmk_io_pending(io) == 0);
+    close(fd);
+    close(wfd);
     cmk_io_free(io);
     free(data);
     free(got);
@@ -654,7 +707,8 @@ static void suite(cmk_io_kind kind)
     t_min_wait(kind, dir);
     t_free_pending(kind, dir);
     t_fsync_many(kind, dir);
-    t_readahead(kind, dir);
+    t_writeback_hints(kind, dir);
+    t_cold_reads(kind, dir);
     printf("engine %s: %s\n", kind_name(kind), check_failed == before ? "ok" : "FAILED");
 }
 
