@@ -449,7 +449,7 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
          * number of repetitions. Whoever reads a blob first brings it into the VM host's
          * cache for the next reader, and the blobs differ in what the host still caches of
          * them (how long ago they were written): the engine that read the older blob first
-         * measured 0.73-0.92x of the other in nine runs of `get --shape random`, 0.97x and
+         * measured 0.62-0.92x of the other in eleven runs of `get --shape random`, 0.97x and
          * 1.00x with the engine order swapped (bench/RESULTS.md). So each repetition starts
          * with one untimed read after a drop, and every timed read finds the same state: the
          * guest's page cache dropped, the host's warm, as for the "seq read, cold" ceiling. */
