@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -51,6 +52,20 @@ ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
         }
     }
     return real_pwrite(fd, buf, n, off);
+}
+
+/* Counting the store's blocking reads: while count_reads is set, a pread of more than
+ * 64 KiB (a chunk record, not a header or an index) is counted. The sync engine and the
+ * cold reads of either engine are plain pread(2)s; io_uring reads through the ring are not. */
+static ssize_t (*real_pread)(int, void *, size_t, off_t);
+static int count_reads;     /* __atomic */
+static unsigned big_preads; /* __atomic */
+
+ssize_t pread(int fd, void *buf, size_t n, off_t off)
+{
+    if (n > (64u << 10) && __atomic_load_n(&count_reads, __ATOMIC_SEQ_CST))
+        __atomic_add_fetch(&big_preads, 1, __ATOMIC_SEQ_CST);
+    return real_pread(fd, buf, n, off);
 }
 
 static cmk_store *open_store_mode(const char *dir, const char *engine, const char *write_mode)
@@ -437,6 +452,80 @@ static void t_direct(const char *dir, const char *engine)
     free(zeros);
 }
 
+/* Whether the page holding off is in the page cache (-1: cannot tell). mincore, not a
+ * RWF_NOWAIT read: that one starts readahead of the page it misses. */
+static int page_cached(int fd, off_t off, size_t file_len)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    unsigned char v = 0;
+    void *m = mmap(NULL, file_len, PROT_READ, MAP_SHARED, fd, 0);
+    int r;
+
+    if (m == MAP_FAILED)
+        return -1;
+    r = mincore((char *)m + (off / pg) * pg, 1, &v) == 0 ? (v & 1) : -1;
+    munmap(m, file_len);
+    return r;
+}
+
+/* Gets a blob read back byte for byte, counting the chunk reads made with pread(2). */
+static unsigned counted_get(cmk_store *s, const char *digest, const void *want, size_t n)
+{
+    unsigned got;
+
+    __atomic_store_n(&big_preads, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&count_reads, 1, __ATOMIC_SEQ_CST);
+    check_blob(s, digest, want, n);
+    __atomic_store_n(&count_reads, 0, __ATOMIC_SEQ_CST);
+    got = __atomic_load_n(&big_preads, __ATOMIC_SEQ_CST);
+    return got;
+}
+
+/* A get of a blob whose file is not in the page cache reads byte for byte, and reads its
+ * chunks with blocking reads on either engine (cmk_io_queue_read_cold): 24 chunk reads made
+ * with pread. Read again, now cached, io_uring reads the chunks through the ring (no chunk
+ * pread) and the sync engine with pread as always. */
+static void t_cold_get(const char *dir, const char *engine)
+{
+    const size_t n = 24u << 20;
+    unsigned char *data = malloc(n);
+    char digest[CMK_DIGEST_MAX], path[4096], parent[4096];
+    uint8_t raw[CMK_DIGEST_RAW_MAX];
+    cmk_store *s = open_store(dir, engine);
+    cmk_errbuf eb = {0};
+    int fd, alg = 0, uring = strcmp(engine, "uring") == 0;
+    unsigned cold, warm;
+    struct stat st;
+
+    REQUIRE(data && s);
+    test_fill_random(data, n, 2424);
+    cmk_put *p = begin_with(s, data, n, 1u << 20);
+    CHECK_OK(cmk_put_commit(p, NULL, digest));
+    REQUIRE(cmk_digest_parse(digest, &alg, raw, &eb) == CMK_OK);
+    REQUIRE(cmk_store_blob_path(s, alg, raw, path, sizeof(path), parent, sizeof(parent), &eb) ==
+            CMK_OK);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    /* The file is durable, so its pages are clean and the kernel drops them on request. */
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    if (fstat(fd, &st) != 0 || page_cached(fd, 5u << 20, (size_t)st.st_size) != 0 ||
+        page_cached(fd, (off_t)n - (5u << 20), (size_t)st.st_size) != 0) {
+        printf("SKIP cold get (%s): the blob's pages stay in the page cache here\n", engine);
+        cold = 0;
+    } else {
+        cold = counted_get(s, digest, data, n);
+        CHECK_MSG(cold >= 24, "%s: cold get made %u chunk reads with pread, expected 24", engine,
+                  cold);
+    }
+    warm = counted_get(s, digest, data, n);
+    CHECK_MSG(uring ? warm == 0 : warm >= 24,
+              "%s: warm get made %u chunk reads with pread, expected %s", engine, warm,
+              uring ? "none (the ring reads them)" : "24");
+    close(fd);
+    cmk_store_close(s);
+    free(data);
+}
+
 /* Back-to-back puts on an open store reuse its buffers: the second of two equal puts faults
  * (almost) no memory in. Its slots and its direct-write windows are 32 MiB (8192 pages) at
  * depth 8 and a chunk of 1 MiB; a first touch costs ~19 us per page on the development VM. */
@@ -570,7 +659,8 @@ int main(void)
     static const char *engines[] = {"sync", "uring"};
 
     real_pwrite = (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
-    REQUIRE(real_pwrite != NULL);
+    real_pread = (ssize_t(*)(int, void *, size_t, off_t))dlsym(RTLD_NEXT, "pread");
+    REQUIRE(real_pwrite != NULL && real_pread != NULL);
     snprintf(home, sizeof(home), "%s/home", base);
     snprintf(first, sizeof(first), "%s/first", base);
     make_env(vkid);
@@ -621,6 +711,7 @@ int main(void)
         t_magic(d1, engines[e]);
         t_direct(d2, engines[e]);
         t_reuse(d1, engines[e]);
+        t_cold_get(d1, engines[e]);
         if (shm[0]) {
             char d4[4096];
             snprintf(d4, sizeof(d4), "%s/%s", shm, engines[e]);
