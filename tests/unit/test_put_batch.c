@@ -335,17 +335,24 @@ static void t_magic(const char *dir, const char *engine)
 
 /* Home with a local vault, an RSA key and an identity allowed get/wrapKey/unwrapKey. */
 /* The blob file's length and allocation, through the store's own path rule. */
-static void blob_file_stat(cmk_store *s, const char *digest, struct stat *st)
+/* The path of a blob's file in the store. */
+static void blob_file_path(cmk_store *s, const char *digest, char path[4096])
 {
-    char path[4096], parent[4096];
+    char parent[4096];
     uint8_t raw[CMK_DIGEST_RAW_MAX];
     cmk_errbuf eb = {0};
     int alg = 0;
 
-    memset(st, 0, sizeof(*st));
     REQUIRE(cmk_digest_parse(digest, &alg, raw, &eb) == CMK_OK);
-    REQUIRE(cmk_store_blob_path(s, alg, raw, path, sizeof(path), parent, sizeof(parent), &eb) ==
-            CMK_OK);
+    REQUIRE(cmk_store_blob_path(s, alg, raw, path, 4096, parent, sizeof(parent), &eb) == CMK_OK);
+}
+
+static void blob_file_stat(cmk_store *s, const char *digest, struct stat *st)
+{
+    char path[4096];
+
+    memset(st, 0, sizeof(*st));
+    blob_file_path(s, digest, path);
     CHECK_MSG(stat(path, st) == 0, "stat %s", path);
 }
 
@@ -489,11 +496,9 @@ static void t_cold_get(const char *dir, const char *engine)
 {
     const size_t n = 24u << 20;
     unsigned char *data = malloc(n);
-    char digest[CMK_DIGEST_MAX], path[4096], parent[4096];
-    uint8_t raw[CMK_DIGEST_RAW_MAX];
+    char digest[CMK_DIGEST_MAX], path[4096];
     cmk_store *s = open_store(dir, engine);
-    cmk_errbuf eb = {0};
-    int fd, alg = 0, uring = strcmp(engine, "uring") == 0;
+    int fd, uring = strcmp(engine, "uring") == 0;
     unsigned cold, warm;
     struct stat st;
 
@@ -501,9 +506,7 @@ static void t_cold_get(const char *dir, const char *engine)
     test_fill_random(data, n, 2424);
     cmk_put *p = begin_with(s, data, n, 1u << 20);
     CHECK_OK(cmk_put_commit(p, NULL, digest));
-    REQUIRE(cmk_digest_parse(digest, &alg, raw, &eb) == CMK_OK);
-    REQUIRE(cmk_store_blob_path(s, alg, raw, path, sizeof(path), parent, sizeof(parent), &eb) ==
-            CMK_OK);
+    blob_file_path(s, digest, path);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     REQUIRE(fd >= 0);
     /* The file is durable, so its pages are clean and the kernel drops them on request. */
