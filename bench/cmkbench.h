@@ -38,6 +38,8 @@ typedef struct bench_opts {
 /* One measured figure, with what it is judged against. */
 typedef enum verdict { V_NONE = 0, V_MET, V_MISSED, V_NOISE, V_SKIPPED } verdict;
 
+#define ROW_PAIRED_MAX 8
+
 typedef struct row {
     char section[16]; /* put, get, small, sweep, rotation, open, rss, ... */
     char name[64];
@@ -57,6 +59,10 @@ typedef struct row {
     verdict v;
     char note[320];
     json_t *extra; /* owned */
+    /* Timings taken in step with the other engine's row of the same name (its k-th beside
+     * this k-th, in alternating order): the io_uring / sync comparison pairs them. */
+    double paired[ROW_PAIRED_MAX];
+    int npaired;
 } row;
 
 typedef struct bench_ctx {

@@ -52,6 +52,12 @@ if command -v jq >/dev/null; then
     check "each small get was timed in 8 passes per engine, over the same blobs on both" \
         jq -e '[.rows[] | select(.section == "small" and (.name | startswith("get ")))] | (length == 10) and all(.reps == 8 and (.note | test("median of 8 passes")))' \
         "$out/r.json"
+    check "each small put was timed in segments taken in step with the other engine's" \
+        jq -e '[.rows[] | select(.section == "small" and (.name | startswith("put ")))] | (length == 18) and all((.paired | length) as $n | ($n == 8 or $n == 2) and .reps == $n and (.note | test("median of \($n) segments")))' \
+        "$out/r.json"
+    check "the engines' one-thread small puts are compared pair by pair" \
+        jq -e '[.rows[] | select(.section == "engine" and (.name | test("^small (put|get) (4k|mix) x1$")))] | (length == 4) and all(.note | test("median of 8 pairs taken in step; io_uring slower in [0-8] \\(sign test p=[01][.][0-9]{3}\\)"))' \
+        "$out/r.json"
     check "every put/get row has a value" \
         jq -e '[.rows[] | select((.section == "put" or .section == "get") and .verdict != "skipped" and .value <= 0)] | length == 0' \
         "$out/r.json"
