@@ -129,8 +129,11 @@ static double sign_p(int k, int n)
 
 /* Fills the engine row e comparing io_uring's row u with sync's row s. Paired timings (taken
  * in step, alternating) are compared pair by pair: the ratio is the median of the pairs'
- * ratios, and io_uring is slower (MISSED) only when a sign test says so at 5% - so many pairs
- * below 1.0 that chance does not explain them; a median below 1.0 without that is "~noise".
+ * ratios, and io_uring is slower (MISSED) when a sign test says so at 5% (so many pairs
+ * below 1.0 that chance does not explain them) and by 3% or more, the margin a single run
+ * is given below. A median below 1.0 without both is "~noise": with 14 paired rows per run,
+ * 7 of 8 pairs below 1.0 at 0.98-0.99x came up in rows where both engines make the same
+ * system calls, on a different row when the engines' order was swapped (bench/RESULTS.md).
  * Otherwise (a few repetitions, not in step) ranges that overlap cannot be told apart:
  * "~noise". */
 static void engine_compare(row *e, const row *u, const row *s)
@@ -156,7 +159,7 @@ static void engine_compare(row *e, const row *u, const row *s)
         e->vmax = q[np - 1];
         e->n = np;
         report_judge(e, 0);
-        if (e->v == V_MISSED && sign_p(below, np) >= 0.05)
+        if (e->v == V_MISSED && (sign_p(below, np) >= 0.05 || e->value >= 0.97))
             e->v = V_NOISE;
         snprintf(e->note + l, sizeof(e->note) - l,
                  "; median of %d pairs taken in step; io_uring slower in %d (sign test p=%.3f)", np,
