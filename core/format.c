@@ -120,9 +120,8 @@ cmk_err cmk_fmt_header_decode(const uint8_t *buf, size_t len, cmk_fmt_header *h,
         return cmk_errbuf_set(
             eb, CMK_E_CORRUPT, "chunk count %llu does not match size %llu in blob header",
             (unsigned long long)h->chunk_count, (unsigned long long)h->plain_size);
-    max_rec =
-        (uint64_t)CMK_FMT_CHUNK_HDR_SIZE + cmk_fmt_stored_max(h->chunk_size) + CMK_FMT_TAG_SIZE;
-    min_off = CMK_FMT_HEADER_SIZE + h->chunk_count * (CMK_FMT_CHUNK_HDR_SIZE + CMK_FMT_TAG_SIZE);
+    max_rec = cmk_fmt_record_len(cmk_fmt_stored_max(h->chunk_size));
+    min_off = CMK_FMT_HEADER_SIZE + h->chunk_count * cmk_fmt_record_len(0);
     max_off = CMK_FMT_HEADER_SIZE + h->chunk_count * max_rec;
     if (h->index_offset < min_off || h->index_offset > max_off)
         return cmk_errbuf_set(eb, CMK_E_CORRUPT, "index offset out of range in blob header");
@@ -231,7 +230,7 @@ cmk_err cmk_fmt_index_decode(const uint8_t *buf, size_t len, const cmk_fmt_heade
                                         : e->stored_len != plain)
             return cmk_errbuf_set(eb, CMK_E_CORRUPT, "index entry %llu: bad stored length",
                                   (unsigned long long)i);
-        off += (uint64_t)CMK_FMT_CHUNK_HDR_SIZE + e->stored_len + CMK_FMT_TAG_SIZE;
+        off += cmk_fmt_record_len(e->stored_len);
     }
     if (off != h->index_offset)
         return cmk_errbuf_set(eb, CMK_E_CORRUPT, "index does not end at the index offset");

@@ -102,6 +102,13 @@ int cmk_fmt_chunk_size_ok(uint64_t n);
 /* Largest stored length a chunk of chunk_size plaintext may have (zstd bound). */
 uint32_t cmk_fmt_stored_max(uint32_t chunk_size);
 
+/* Bytes one chunk record takes in the file: its header, stored_len bytes of payload and the
+ * tag. In 64 bits, as stored_len may come from the file. */
+static inline uint64_t cmk_fmt_record_len(uint64_t stored_len)
+{
+    return CMK_FMT_CHUNK_HDR_SIZE + stored_len + CMK_FMT_TAG_SIZE;
+}
+
 void cmk_fmt_header_encode(const cmk_fmt_header *h, uint8_t out[CMK_FMT_HEADER_SIZE]);
 /* Decodes and validates a header: magic, version, algorithm ids, sizes, counts, zero
  * padding, checksum. CMK_E_CORRUPT (with what is wrong) or CMK_E_UNSUPPORTED (newer

@@ -209,7 +209,7 @@ static void issue_reads(cmk_get *g)
         }
         sl->index = g->next_read;
         sl->g = g;
-        sl->rec_len = CMK_FMT_CHUNK_HDR_SIZE + e->stored_len + CMK_FMT_TAG_SIZE;
+        sl->rec_len = (uint32_t)cmk_fmt_record_len(e->stored_len);
         if (e->stored_len > g->rec_cap - CMK_FMT_CHUNK_HDR_SIZE - CMK_FMT_TAG_SIZE) {
             get_fail(g,
                      cmk_errbuf_set(&eb, CMK_E_CORRUPT,
@@ -523,7 +523,7 @@ cmk_err cmk_get_open(cmk_store *s, const char *digest, uint64_t offset, uint64_t
         g->plain_cap = g->h.plain_size <= CMK_SMALL_BUF && g->h.chunk_size > CMK_SMALL_BUF
                            ? CMK_SMALL_BUF
                            : g->h.chunk_size;
-        g->rec_cap = CMK_FMT_CHUNK_HDR_SIZE + cmk_fmt_stored_max(g->plain_cap) + CMK_FMT_TAG_SIZE;
+        g->rec_cap = (uint32_t)cmk_fmt_record_len(cmk_fmt_stored_max(g->plain_cap));
         g->slots = calloc(g->nslots, sizeof(*g->slots));
         if (!g->slots) {
             rc = cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (get)");
@@ -538,9 +538,8 @@ cmk_err cmk_get_open(cmk_store *s, const char *digest, uint64_t offset, uint64_t
         if (g->last_chunk > g->next_read) {
             const cmk_fmt_index_entry *le = &g->idx[g->last_chunk];
             (void)posix_fadvise(g->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-            g->cold =
-                range_cold(g->fd, g->idx[g->next_read].offset,
-                           le->offset + CMK_FMT_CHUNK_HDR_SIZE + le->stored_len + CMK_FMT_TAG_SIZE);
+            g->cold = range_cold(g->fd, g->idx[g->next_read].offset,
+                                 le->offset + cmk_fmt_record_len(le->stored_len));
         }
     }
     *out = g;

@@ -189,7 +189,7 @@ static cmk_err seal_chunk(cmk_put *p, struct put_slot *sl)
         return rc;
     c.check = cmk_fmt_chunk_check(sl->rec, payload, c.stored_len, tag);
     cmk_fmt_chunk_encode(&c, sl->rec);
-    sl->rec_len = CMK_FMT_CHUNK_HDR_SIZE + c.stored_len + CMK_FMT_TAG_SIZE;
+    sl->rec_len = (uint32_t)cmk_fmt_record_len(c.stored_len);
     return CMK_OK;
 }
 
@@ -898,7 +898,7 @@ cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out)
     if (rc != CMK_OK)
         goto out;
     p->nslots = cmk_store_depth(s);
-    p->rec_cap = CMK_FMT_CHUNK_HDR_SIZE + cmk_fmt_stored_max(s->chunk_size) + CMK_FMT_TAG_SIZE;
+    p->rec_cap = (uint32_t)cmk_fmt_record_len(cmk_fmt_stored_max(s->chunk_size));
     p->slots = calloc(p->nslots, sizeof(*p->slots));
     if (!p->slots) {
         rc = cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (put)");
@@ -925,7 +925,7 @@ static cmk_err slot_buffers(cmk_put *p, struct put_slot *sl, uint32_t cap, cmk_e
 {
     uint32_t rsize = cap == p->s->chunk_size
                          ? p->rec_cap
-                         : CMK_FMT_CHUNK_HDR_SIZE + cmk_fmt_stored_max(cap) + CMK_FMT_TAG_SIZE;
+                         : (uint32_t)cmk_fmt_record_len(cmk_fmt_stored_max(cap));
     uint8_t *plain = cmk_pool_buf_get(p->s->pool, cap);
     uint8_t *rec = cmk_pool_buf_get(p->s->pool, rsize);
 
