@@ -209,8 +209,7 @@ static void issue_reads(cmk_get *g)
         }
         sl->index = g->next_read;
         sl->g = g;
-        sl->rec_len = (uint32_t)cmk_fmt_record_len(e->stored_len);
-        if (e->stored_len > g->rec_cap - CMK_FMT_CHUNK_HDR_SIZE - CMK_FMT_TAG_SIZE) {
+        if (cmk_fmt_record_len(e->stored_len) > g->rec_cap) {
             get_fail(g,
                      cmk_errbuf_set(&eb, CMK_E_CORRUPT,
                                     "chunk %llu is larger than the blob's size allows",
@@ -218,6 +217,7 @@ static void issue_reads(cmk_get *g)
                      &eb);
             return;
         }
+        sl->rec_len = (uint32_t)cmk_fmt_record_len(e->stored_len);
         if (sl->rec_len > sl->rec_hwm)
             sl->rec_hwm = sl->rec_len;
         if (g->next_read == g->last_chunk && g->next_read == g->next_deliver &&
