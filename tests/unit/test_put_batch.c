@@ -334,8 +334,7 @@ static void t_magic(const char *dir, const char *engine)
 }
 
 /* Home with a local vault, an RSA key and an identity allowed get/wrapKey/unwrapKey. */
-/* The blob file's length and allocation, through the store's own path rule. */
-/* The path of a blob's file in the store. */
+/* The path of a blob's file in the store, through the store's own path rule. */
 static void blob_file_path(cmk_store *s, const char *digest, char path[4096])
 {
     char parent[4096];
@@ -347,6 +346,7 @@ static void blob_file_path(cmk_store *s, const char *digest, char path[4096])
     REQUIRE(cmk_store_blob_path(s, alg, raw, path, 4096, parent, sizeof(parent), &eb) == CMK_OK);
 }
 
+/* The blob file's length and allocation. */
 static void blob_file_stat(cmk_store *s, const char *digest, struct stat *st)
 {
     char path[4096];
