@@ -131,7 +131,7 @@ static double sign_p(int k, int n)
  * in step, alternating) are compared pair by pair: the ratio is the median of the pairs'
  * ratios, and io_uring is slower (MISSED) when a sign test says so at 5% (so many pairs
  * below 1.0 that chance does not explain them) and by 3% or more, the margin a single run
- * is given below. A median below 1.0 without both is "~noise": with 14 paired rows per run,
+ * is given below. A median below 1.0 without both is "~noise": with 20 paired rows per run,
  * 7 of 8 pairs below 1.0 at 0.98-0.99x came up in rows where both engines make the same
  * system calls, on a different row when the engines' order was swapped (bench/RESULTS.md).
  * Otherwise (a few repetitions, not in step) ranges that overlap cannot be told apart:

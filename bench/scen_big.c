@@ -12,7 +12,11 @@
 #include "compress.h"
 
 #define MAXREPS 16
-#define WSIZE   (1u << 20)
+/* Warm gets per engine, in step (warm_in_step); cold gets per engine when --reps >= 2. */
+#define WARM_PASSES 8
+#define COLD_PASSES 8
+_Static_assert(WARM_PASSES <= ROW_PAIRED_MAX && COLD_PASSES <= ROW_PAIRED_MAX, "pairs");
+#define WSIZE (1u << 20)
 
 static row *ceiling_row(bench_ctx *c, const char *name, const char *unit, double value)
 {
@@ -306,6 +310,73 @@ static row *series_row(bench_ctx *c, const char *section, const char *name, cons
     return r;
 }
 
+/* Gives row r the rates of the passes taken in step with the other engine (pass k of both
+ * engines is pair k), so engine_compare compares them pair by pair. */
+static void row_pairs(row *r, const double *v, unsigned n)
+{
+    if (n > ROW_PAIRED_MAX)
+        n = ROW_PAIRED_MAX;
+    memcpy(r->paired, v, n * sizeof(*v));
+    r->npaired = (int)n;
+}
+
+/* Warm gets of one blob, the engines in step: each engine's handle is open on the store at
+ * once, and the blob is read WARM_PASSES times per engine, alternating A B, B A, ... The two
+ * reads of a pass are adjacent in time and read the same pages, so their ratio compares the
+ * engines, not the host's drift or two blobs' page-cache state (three reads per engine, each
+ * of its own blob, measured warm random gets at 0.84x in one full run and 0.93x and 0.99x in
+ * the two `cmkbench get` runs after it; bench/RESULTS.md). v[e][k] receives engine e's rate
+ * in pass k; returns how many passes both engines completed (an engine whose read fails is
+ * left out from then on). */
+static unsigned warm_in_step(bench_ctx *c, const char *store, const char *blob, size_t n,
+                             uint8_t *scratch, const char *label, series warm[2],
+                             double v[2][ROW_PAIRED_MAX])
+{
+    cmk_store *s[2] = {NULL, NULL};
+    unsigned done = 0;
+
+    for (unsigned i = 0; i < c->o.nengines; i++) {
+        unsigned e = engine_index(c, c->o.engines[i]);
+        /* One read first puts the file in the page cache (multi-chunk blobs are written with
+         * O_DIRECT, so the put leaves nothing there). */
+        if (env_store_open(c, store, c->o.threads, c->o.engines[i], &s[e]) == CMK_OK)
+            (void)bench_get_all(s[e], blob, scratch, WSIZE);
+    }
+    for (unsigned k = 0; k < WARM_PASSES; k++) {
+        int both = 1;
+        for (unsigned i = 0; i < c->o.nengines; i++) {
+            const char *eng = engine_at(c, k, i);
+            unsigned e = engine_index(c, eng);
+            bench_usage a, b, d;
+            int64_t got;
+
+            if (!s[e]) {
+                both = 0;
+                continue;
+            }
+            bench_usage_get(&a);
+            got = bench_get_all(s[e], blob, scratch, WSIZE);
+            bench_usage_get(&b);
+            bench_usage_diff(&a, &b, &d);
+            if (got != (int64_t)n) {
+                cmk_store_close(s[e]);
+                s[e] = NULL;
+                both = 0;
+                continue;
+            }
+            series_add(&warm[e], (double)n, &d);
+            v[e][k] = (double)n / d.wall / MB;
+            bench_log("get warm %s [%s] pass %u: %.0f MB/s (%.2f cores, bg %.2f)", label, eng,
+                      k + 1, v[e][k], d.cpu / d.wall, bench_usage_bg(&d));
+        }
+        done += both;
+    }
+    for (unsigned e = 0; e < 2; e++)
+        if (s[e])
+            cmk_store_close(s[e]);
+    return done;
+}
+
 /* Makes each repetition a new blob: 8 bytes at the end, so a layer keeps its first bytes
  * (its gzip or zstd magic) as it would in a registry. */
 static void stamp(uint8_t *data, size_t n, uint64_t v)
@@ -320,6 +391,8 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
     char store[4096], name[64], digests[2][MAXREPS][CMK_DIGEST_MAX];
     unsigned ndig[2] = {0, 0};
     series put[2], warm[2], cold[2];
+    double wpair[2][ROW_PAIRED_MAX] = {{0}}, cpair[2][ROW_PAIRED_MAX] = {{0}};
+    unsigned nwp = 0, ncp = 0;
     uint8_t *scratch = bench_alloc(WSIZE);
     uint64_t stored = 0;
     ceil_cpu cc;
@@ -426,24 +499,12 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
                           "%ld faults)",
                           label, eng, rep + 1, (double)n / d.wall / MB, d.cpu / d.wall,
                           bench_usage_bg(&d), 100.0 * commit_s / d.wall, d.minflt);
-            if (do_get) {
-                /* Warm: one read first puts the file in the page cache (multi-chunk blobs
-                 * are written with O_DIRECT, so the put leaves nothing there). */
-                (void)bench_get_all(s, dg, scratch, WSIZE);
-                bench_usage_get(&a);
-                int64_t got = bench_get_all(s, dg, scratch, WSIZE);
-                bench_usage_get(&b);
-                bench_usage_diff(&a, &b, &d);
-                if (got == (int64_t)n) {
-                    series_add(&warm[e], (double)n, &d);
-                    bench_log("get warm %s [%s] rep %u: %.0f MB/s (%.2f cores, bg %.2f)", label,
-                              eng, rep + 1, (double)n / d.wall / MB, d.cpu / d.wall,
-                              bench_usage_bg(&d));
-                }
-            }
             cmk_store_close(s);
         }
     }
+    if (do_get && ndig[0] + ndig[1] > 0)
+        nwp = warm_in_step(c, store, cold_blob(digests, ndig, ndig[0] ? 0 : 1, reps - 1), n,
+                           scratch, label, warm, wpair);
     if (do_get && c->can_drop && !c->o.no_cold) {
         /* Both engines read the same blob in a repetition, in A B B A order over an even
          * number of repetitions. Whoever reads a blob first brings it into the VM host's
@@ -453,12 +514,11 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
          * 1.00x with the engine order swapped (bench/RESULTS.md). So each repetition starts
          * with one untimed read after a drop, and every timed read finds the same state: the
          * guest's page cache dropped, the host's warm, as for the "seq read, cold" ceiling. */
-        unsigned creps = reps >= 2 ? reps / 2 * 2 : reps;
-        /* A blob under 512 MiB reads cold in a few tenths of a second, and two such reads per
-         * engine put the 140 MiB gzip layer at 0.85-0.91x in full runs even once both engines
-         * made the same system calls for it: it gets 8 per engine (the median is kept). */
-        if (reps >= 2 && n < (512u << 20) && creps < 8)
-            creps = 8;
+        /* 8 per engine (the median is kept), and the two reads of a repetition are a pair for
+         * engine_compare: two reads per engine put the 140 MiB gzip layer at 0.85-0.91x in
+         * full runs even once both engines made the same system calls for it, and a 1 GiB
+         * blob's two pairs at 0.99x and 1.00x counted as slower. */
+        unsigned creps = reps >= 2 ? COLD_PASSES : reps;
         for (unsigned rep = 0; rep < creps; rep++) {
             {
                 const char *eng = engine_at(c, rep, 0);
@@ -488,12 +548,16 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
                 bench_usage_diff(&a, &b, &d);
                 if (got == (int64_t)n) {
                     series_add(&cold[e], (double)n, &d);
+                    if (rep < ROW_PAIRED_MAX)
+                        cpair[e][rep] = (double)n / d.wall / MB;
                     bench_log("get cold %s [%s] rep %u: %.0f MB/s", label, eng, rep + 1,
                               (double)n / d.wall / MB);
                 }
                 cmk_store_close(s);
             }
         }
+        while (ncp < creps && ncp < ROW_PAIRED_MAX && cpair[0][ncp] > 0 && cpair[1][ncp] > 0)
+            ncp++;
     }
 
     /* Rows. */
@@ -568,6 +632,8 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
             r->goal = 1.0;
             snprintf(r->note, sizeof(r->note), "CPU bound %.0f MB/s, page-cache read %.0f MB/s",
                      cpu_get_bound, c->disk.read_warm / MB);
+            if (c->o.nengines == 2)
+                row_pairs(r, wpair[e], nwp);
             report_judge(r, 0);
             if (cold[e].n > 0 || (c->can_drop && !c->o.no_cold)) {
                 snprintf(name, sizeof(name), "get cold %s", label);
@@ -578,6 +644,8 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
                 r->ceiling = r->ref;
                 snprintf(r->note, sizeof(r->note), "cold read %.0f MB/s x stored ratio %.2f",
                          c->disk.read_cold / MB, stored_ratio);
+                if (c->o.nengines == 2)
+                    row_pairs(r, cpair[e], ncp);
             }
         }
     }

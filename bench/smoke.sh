@@ -58,6 +58,12 @@ if command -v jq >/dev/null; then
     check "the engines' one-thread small puts are compared pair by pair" \
         jq -e '[.rows[] | select(.section == "engine" and (.name | test("^small (put|get) (4k|mix) x1$")))] | (length == 4) and all(.note | test("median of 8 pairs taken in step; io_uring slower in [0-8] \\(sign test p=[01][.][0-9]{3}\\)"))' \
         "$out/r.json"
+    check "each big-blob warm get was timed in 8 passes per engine, in step with the other engine" \
+        jq -e '[.rows[] | select(.section == "get" and (.name | startswith("get warm ")))] | (length == 6) and all(.reps == 8 and (.paired | length) == 8)' \
+        "$out/r.json"
+    check "the engines' big-blob warm gets are compared pair by pair" \
+        jq -e '[.rows[] | select(.section == "engine" and (.name | startswith("get get warm ")))] | (length == 3) and all(.note | test("median of 8 pairs taken in step"))' \
+        "$out/r.json"
     check "every put/get row has a value" \
         jq -e '[.rows[] | select((.section == "put" or .section == "get") and .verdict != "skipped" and .value <= 0)] | length == 0' \
         "$out/r.json"
