@@ -33,6 +33,8 @@ double bench_usage_bg(const bench_usage *u);
 double bench_wait_quiet(double max_s);
 /* b - a, field by field. */
 void bench_usage_diff(const bench_usage *a, const bench_usage *b, bench_usage *out);
+/* sum += u, field by field (sysbusy stays -1 once either is unknown). */
+void bench_usage_add(bench_usage *sum, const bench_usage *u);
 
 /* Page-aligned anonymous memory, released with bench_free (munmap), so a phase that is done
  * gives its memory back and a forked RSS measurement starts lean. Exits on failure. */

@@ -108,6 +108,10 @@ row *report_add(bench_ctx *c, const char *section, const char *name, const char 
                 const char *unit);
 /* Sets the verdict of r from value, ref and goal (noise: within `noise` below the goal). */
 void report_judge(row *r, double noise);
+/* Gives r the rates v[0..n) taken in step with the other engine's row of the same name (its
+ * k-th beside this k-th), so the io_uring / sync comparison pairs them; at most
+ * ROW_PAIRED_MAX are kept. */
+void report_set_pairs(row *r, const double *v, unsigned n);
 void report_print(bench_ctx *c, FILE *f);
 /* Writes JSON, text and SVG as configured; returns 0 or -1. */
 int report_write(bench_ctx *c);

@@ -113,6 +113,14 @@ static void copy_target(bench_ctx *c, const char *what, const row *src)
     snprintf(t->note, sizeof(t->note), "from: %s %s", copy.section, copy.name);
 }
 
+void report_set_pairs(row *r, const double *v, unsigned n)
+{
+    if (n > ROW_PAIRED_MAX)
+        n = ROW_PAIRED_MAX;
+    memcpy(r->paired, v, n * sizeof(*v));
+    r->npaired = (int)n;
+}
+
 /* One-sided sign test: the chance of at least k of n pairs falling on the same side when
  * neither engine is faster (each side 1/2). */
 static double sign_p(int k, int n)

@@ -277,12 +277,7 @@ static void series_add(series *s, double bytes, const bench_usage *u)
 {
     if (s->n < MAXREPS)
         s->v[s->n++] = bytes / u->wall / MB;
-    s->u.wall += u->wall;
-    s->u.cpu += u->cpu;
-    s->u.sysbusy += u->sysbusy;
-    s->u.minflt += u->minflt;
-    s->u.vcsw += u->vcsw;
-    s->u.ivcsw += u->ivcsw;
+    bench_usage_add(&s->u, u);
     s->bytes += (uint64_t)bytes;
 }
 
@@ -308,16 +303,6 @@ static row *series_row(bench_ctx *c, const char *section, const char *name, cons
                          "minor_faults", (json_int_t)s->u.minflt, "ctx_switches",
                          (json_int_t)(s->u.vcsw + s->u.ivcsw), "bytes", (json_int_t)s->bytes);
     return r;
-}
-
-/* Gives row r the rates of the passes taken in step with the other engine (pass k of both
- * engines is pair k), so engine_compare compares them pair by pair. */
-static void row_pairs(row *r, const double *v, unsigned n)
-{
-    if (n > ROW_PAIRED_MAX)
-        n = ROW_PAIRED_MAX;
-    memcpy(r->paired, v, n * sizeof(*v));
-    r->npaired = (int)n;
 }
 
 /* Warm gets of one blob, the engines in step: each engine's handle is open on the store at
@@ -633,7 +618,7 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
             snprintf(r->note, sizeof(r->note), "CPU bound %.0f MB/s, page-cache read %.0f MB/s",
                      cpu_get_bound, c->disk.read_warm / MB);
             if (c->o.nengines == 2)
-                row_pairs(r, wpair[e], nwp);
+                report_set_pairs(r, wpair[e], nwp);
             report_judge(r, 0);
             if (cold[e].n > 0 || (c->can_drop && !c->o.no_cold)) {
                 snprintf(name, sizeof(name), "get cold %s", label);
@@ -645,7 +630,7 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
                 snprintf(r->note, sizeof(r->note), "cold read %.0f MB/s x stored ratio %.2f",
                          c->disk.read_cold / MB, stored_ratio);
                 if (c->o.nengines == 2)
-                    row_pairs(r, cpair[e], ncp);
+                    report_set_pairs(r, cpair[e], ncp);
             }
         }
     }

@@ -288,8 +288,7 @@ static void get_fold(bench_ctx *c, size_t *idx, get_tally *gt, unsigned e, const
     r->vmin = sorted[0];
     r->vmax = sorted[n - 1];
     r->n = (int)n;
-    memcpy(r->paired, gt->v[e], n * sizeof(*r->paired));
-    r->npaired = (int)n;
+    report_set_pairs(r, gt->v[e], n);
 }
 
 /* Warm gets of the set engine e just wrote, timed on both engines over the same blobs in
@@ -355,18 +354,6 @@ static unsigned seg_count(unsigned n, const small_mode *md)
     return n / PUT_SEGS_MAX >= per ? PUT_SEGS_MAX : 2;
 }
 
-static void usage_add(bench_usage *sum, const bench_usage *u)
-{
-    sum->wall += u->wall;
-    sum->cpu += u->cpu;
-    if (sum->sysbusy >= 0)
-        sum->sysbusy = u->sysbusy < 0 ? -1 : sum->sysbusy + u->sysbusy;
-    sum->minflt += u->minflt;
-    sum->majflt += u->majflt;
-    sum->vcsw += u->vcsw;
-    sum->ivcsw += u->ivcsw;
-}
-
 /* Puts segment k of nseg of the set on engine e's handle; 0, or -1 when a put failed. */
 static int seg_run(bench_ctx *c, const small_mode *md, unsigned e, cmk_store *h, small_set *set,
                    unsigned k, unsigned nseg, double *lat, put_segs *ps)
@@ -387,7 +374,7 @@ static int seg_run(bench_ctx *c, const small_mode *md, unsigned e, cmk_store *h,
     }
     ps->rate[k] = n / secs;
     ps->secs += secs;
-    usage_add(&ps->u, &u);
+    bench_usage_add(&ps->u, &u);
     bench_log("small %s [%s] segment %u/%u: %.0f blobs/s", md->name, c->o.engines[e], k + 1, nseg,
               ps->rate[k]);
     return 0;
@@ -405,8 +392,7 @@ static void put_row(bench_ctx *c, const small_mode *md, const char *eng, const s
 
     r = mode_row(c, &idx, "put", md->name, eng, set, ps->secs, &ps->u, lat);
     memcpy(sorted, ps->rate, nseg * sizeof(*sorted));
-    memcpy(r->paired, ps->rate, nseg * sizeof(*r->paired));
-    r->npaired = (int)nseg;
+    report_set_pairs(r, ps->rate, nseg);
     r->value = bench_median(sorted, nseg); /* sorts */
     r->vmin = sorted[0];
     r->vmax = sorted[nseg - 1];

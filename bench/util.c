@@ -85,6 +85,17 @@ void bench_usage_get(bench_usage *u)
     u->ivcsw = ru.ru_nivcsw;
 }
 
+void bench_usage_add(bench_usage *sum, const bench_usage *u)
+{
+    sum->wall += u->wall;
+    sum->cpu += u->cpu;
+    sum->sysbusy = (sum->sysbusy < 0 || u->sysbusy < 0) ? -1 : sum->sysbusy + u->sysbusy;
+    sum->minflt += u->minflt;
+    sum->majflt += u->majflt;
+    sum->vcsw += u->vcsw;
+    sum->ivcsw += u->ivcsw;
+}
+
 void bench_usage_diff(const bench_usage *a, const bench_usage *b, bench_usage *out)
 {
     out->wall = b->wall - a->wall;
