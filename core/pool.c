@@ -16,7 +16,7 @@ struct cmk_pool {
     void *buf[BUF_SLOTS];
     size_t buf_size[BUF_SLOTS];
     unsigned nbuf;
-    size_t buf_bytes;
+    size_t buf_bytes, buf_cache;
     void *sec[BUF_SLOTS]; /* wiped secret blocks (cmk_secalloc) */
     size_t sec_size[BUF_SLOTS];
     unsigned nsec;
@@ -59,7 +59,7 @@ static void *worker(void *arg)
     return NULL;
 }
 
-cmk_err cmk_pool_create(unsigned nthreads, cmk_pool **out, cmk_errbuf *eb)
+cmk_err cmk_pool_create(unsigned nthreads, size_t cache, cmk_pool **out, cmk_errbuf *eb)
 {
     cmk_pool *p;
 
@@ -76,6 +76,7 @@ cmk_err cmk_pool_create(unsigned nthreads, cmk_pool **out, cmk_errbuf *eb)
         free(p);
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (pool)");
     }
+    p->buf_cache = cache > CMK_POOL_BUF_CACHE ? cache : CMK_POOL_BUF_CACHE;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     pthread_mutex_init(&p->buf_mu, NULL);
@@ -140,7 +141,7 @@ void cmk_pool_buf_put(cmk_pool *p, void *buf, size_t size)
     if (!buf)
         return;
     pthread_mutex_lock(&p->buf_mu);
-    if (p->nbuf < BUF_SLOTS && p->buf_bytes + size <= CMK_POOL_BUF_CACHE) {
+    if (p->nbuf < BUF_SLOTS && p->buf_bytes + size <= p->buf_cache) {
         p->buf[p->nbuf] = buf;
         p->buf_size[p->nbuf] = size;
         p->nbuf++;

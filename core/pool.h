@@ -17,8 +17,9 @@ typedef struct cmk_job {
 
 typedef struct cmk_pool cmk_pool;
 
-/* nthreads 0: the number of online cores. */
-cmk_err cmk_pool_create(unsigned nthreads, cmk_pool **out, cmk_errbuf *eb);
+/* nthreads 0: the number of online cores. cache: bytes of chunk buffers kept for reuse (see
+ * cmk_pool_buf_get); at least CMK_POOL_BUF_CACHE. */
+cmk_err cmk_pool_create(unsigned nthreads, size_t cache, cmk_pool **out, cmk_errbuf *eb);
 /* Runs every queued job, then joins the threads and frees. NULL is a no-op. */
 void cmk_pool_free(cmk_pool *p);
 void cmk_pool_submit(cmk_pool *p, cmk_job *job);
@@ -27,11 +28,12 @@ unsigned cmk_pool_threads(const cmk_pool *p);
 /* Chunk buffers. Streams take their chunk-sized buffers here and give them back when done,
  * so a put or get does not fault fresh memory in for every blob (first-touch page faults
  * cost more than the crypto on some VMs) and small blobs do not pay for a 1 MiB allocation.
- * At most CMK_POOL_BUF_CACHE bytes are kept; the rest is freed. A buffer is handed out with
+ * At most the pool's cache size (cmk_pool_create) is kept, in at most 64 buffers; the rest is
+ * freed. A buffer is handed out with
  * whatever its last user left in it: callers wipe secrets before giving one back.
  * Buffers are aligned to CMK_POOL_BUF_ALIGN, so they can be used for O_DIRECT.
  * Thread-safe. */
-#define CMK_POOL_BUF_CACHE (32u << 20)
+#define CMK_POOL_BUF_CACHE (32u << 20) /* the least a pool keeps */
 #define CMK_POOL_BUF_ALIGN 4096u
 /* Plain-text buffer size of blobs that fit in it (put starts every blob there, get uses it
  * for blobs no larger): a manifest does not take two chunk-sized buffers. */

@@ -769,6 +769,15 @@ static void dispatch(cmk_put *p, struct put_slot *sl, int last)
     cmk_pool_submit(p->s->pool, &sl->job);
 }
 
+size_t cmk_put_stream_bytes(uint32_t chunk_size, unsigned depth)
+{
+    size_t rec = cmk_fmt_record_len(cmk_fmt_stored_max(chunk_size));
+
+    /* One slot more: a blob's first chunk starts in small buffers (slot_ready), which wait in
+     * the pool too, beside what other streams gave back. */
+    return (size_t)(depth + 1) * (chunk_size + rec) + (size_t)DW_COUNT * DW_SIZE;
+}
+
 /* ---- public API ---- */
 
 static cmk_err open_tmp(cmk_put *p, cmk_errbuf *eb)

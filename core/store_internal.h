@@ -130,6 +130,10 @@ cmk_err cmk_store_dek(cmk_store *s, uint32_t id, uint8_t out[CMK_DEK_LEN], uint3
 /* Known-answer tests only: replaces a put's random salt (before its first write), so a
  * fixed DEK and salt give exact, comparable bytes. */
 cmk_err cmk_put_set_salt(cmk_put *p, const uint8_t salt[CMK_SALT_LEN]);
+/* Bytes of chunk buffers one put stream holds at queue depth `depth` (its slots' plaintext
+ * and record buffers, and the direct-write windows): the store's pool keeps that much, so
+ * back-to-back puts on an open store fault no memory in. */
+size_t cmk_put_stream_bytes(uint32_t chunk_size, unsigned depth);
 
 /* Slots (chunks in flight) per stream. */
 unsigned cmk_store_depth(const cmk_store *s);

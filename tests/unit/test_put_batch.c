@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -531,7 +532,8 @@ static void t_cold_get(const char *dir, const char *engine)
 
 /* Back-to-back puts on an open store reuse its buffers: the second of two equal puts faults
  * (almost) no memory in. Its slots and its direct-write windows are 32 MiB (8192 pages) at
- * depth 8 and a chunk of 1 MiB; a first touch costs ~19 us per page on the development VM. */
+ * depth 8 and a chunk of 1 MiB; a first touch costs ~16-19 us per page on the development VM.
+ * A pool that keeps a fixed 32 MiB gave back one 2 MiB window per put (513 faults). */
 static void t_reuse(const char *dir, const char *engine)
 {
     size_t n = 24u << 20;
@@ -543,6 +545,12 @@ static void t_reuse(const char *dir, const char *engine)
 
     REQUIRE(rnd && s);
     test_fill_random(rnd, n, 77);
+    /* A fixed threshold: every chunk-sized buffer is its own mapping and free() unmaps it, so
+     * a buffer the pool did not keep is faulted in again (malloc's own caching would hide it
+     * here, not in a long-lived server's fragmented heap). A sanitizer's allocator ignores
+     * mallopt; its quarantine keeps freed memory from being reused soon anyway. */
+    if (mallopt(M_MMAP_THRESHOLD, 128 << 10) != 1)
+        printf("note: mallopt(M_MMAP_THRESHOLD) not taken by this allocator\n");
     for (int i = 0; i < 2; i++) {
         cmk_put *p;
         getrusage(RUSAGE_SELF, &r0);
@@ -557,7 +565,7 @@ static void t_reuse(const char *dir, const char *engine)
     printf("SKIP buffer reuse check under ThreadSanitizer (%s: %ld faults)\n", engine, faults);
     faults = 0;
 #endif
-    CHECK_MSG(faults >= 0 && faults < 1024,
+    CHECK_MSG(faults >= 0 && faults < 128,
               "%s: the second of two 24 MiB puts faulted %ld pages in (buffers not reused)", engine,
               faults);
     cmk_store_close(s);
