@@ -520,31 +520,31 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
          * full runs even once both engines made the same system calls for it, and a 1 GiB
          * blob's two pairs at 0.99x and 1.00x counted as slower. */
         unsigned creps = reps >= 2 ? COLD_PASSES : reps;
+        /* One store per engine, open for every read, as in a server: a store opened for each
+         * read faulted its 16 MiB of chunk buffers in during the timed read. */
+        cmk_store *cs[2] = {NULL, NULL};
+        for (unsigned i = 0; i < c->o.nengines; i++) {
+            unsigned e = engine_index(c, c->o.engines[i]);
+            if (ndig[e] > 0 &&
+                env_store_open(c, store, c->o.threads, c->o.engines[i], &cs[e]) != CMK_OK)
+                cs[e] = NULL;
+        }
         for (unsigned rep = 0; rep < creps; rep++) {
             {
-                const char *eng = engine_at(c, rep, 0);
-                unsigned e = engine_index(c, eng);
-                cmk_store *s = NULL;
-                if (ndig[e] > 0 && env_store_open(c, store, c->o.threads, eng, &s) == CMK_OK) {
-                    if (bench_drop_caches() == 0)
-                        (void)bench_get_all(s, cold_blob(digests, ndig, e, rep), scratch, WSIZE);
-                    cmk_store_close(s);
-                }
+                unsigned e = engine_index(c, engine_at(c, rep, 0));
+                if (cs[e] && bench_drop_caches() == 0)
+                    (void)bench_get_all(cs[e], cold_blob(digests, ndig, e, rep), scratch, WSIZE);
             }
             for (unsigned i = 0; i < c->o.nengines; i++) {
                 const char *eng = engine_at(c, rep, i);
                 unsigned e = engine_index(c, eng);
                 bench_usage a, b, d;
-                cmk_store *s = NULL;
 
-                if (ndig[e] == 0 || env_store_open(c, store, c->o.threads, eng, &s) != CMK_OK)
+                if (!cs[e] || bench_drop_caches() != 0)
                     continue;
-                if (bench_drop_caches() != 0) {
-                    cmk_store_close(s);
-                    continue;
-                }
                 bench_usage_get(&a);
-                int64_t got = bench_get_all(s, cold_blob(digests, ndig, e, rep), scratch, WSIZE);
+                int64_t got =
+                    bench_get_all(cs[e], cold_blob(digests, ndig, e, rep), scratch, WSIZE);
                 bench_usage_get(&b);
                 bench_usage_diff(&a, &b, &d);
                 if (got == (int64_t)n) {
@@ -554,9 +554,10 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
                     bench_log("get cold %s [%s] rep %u: %.0f MB/s", label, eng, rep + 1,
                               (double)n / d.wall / MB);
                 }
-                cmk_store_close(s);
             }
         }
+        for (unsigned e = 0; e < 2; e++)
+            cmk_store_close(cs[e]);
         while (ncp < creps && ncp < ROW_PAIRED_MAX && cpair[0][ncp] > 0 && cpair[1][ncp] > 0)
             ncp++;
     }
