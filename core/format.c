@@ -120,7 +120,7 @@ cmk_err cmk_fmt_header_decode(const uint8_t *buf, size_t len, cmk_fmt_header *h,
         return cmk_errbuf_set(
             eb, CMK_E_CORRUPT, "chunk count %llu does not match size %llu in blob header",
             (unsigned long long)h->chunk_count, (unsigned long long)h->plain_size);
-    max_rec = cmk_fmt_record_len(cmk_fmt_stored_max(h->chunk_size));
+    max_rec = cmk_fmt_record_max(h->chunk_size);
     min_off = CMK_FMT_HEADER_SIZE + h->chunk_count * cmk_fmt_record_len(0);
     max_off = CMK_FMT_HEADER_SIZE + h->chunk_count * max_rec;
     if (h->index_offset < min_off || h->index_offset > max_off)

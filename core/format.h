@@ -109,6 +109,13 @@ static inline uint64_t cmk_fmt_record_len(uint64_t stored_len)
     return CMK_FMT_CHUNK_HDR_SIZE + stored_len + CMK_FMT_TAG_SIZE;
 }
 
+/* Bytes the largest record of a chunk of chunk_size plaintext takes: what a buffer that
+ * holds any one record of such chunks needs. */
+static inline uint64_t cmk_fmt_record_max(uint32_t chunk_size)
+{
+    return cmk_fmt_record_len(cmk_fmt_stored_max(chunk_size));
+}
+
 void cmk_fmt_header_encode(const cmk_fmt_header *h, uint8_t out[CMK_FMT_HEADER_SIZE]);
 /* Decodes and validates a header: magic, version, algorithm ids, sizes, counts, zero
  * padding, checksum. CMK_E_CORRUPT (with what is wrong) or CMK_E_UNSUPPORTED (newer

@@ -523,7 +523,7 @@ cmk_err cmk_get_open(cmk_store *s, const char *digest, uint64_t offset, uint64_t
         g->plain_cap = g->h.plain_size <= CMK_SMALL_BUF && g->h.chunk_size > CMK_SMALL_BUF
                            ? CMK_SMALL_BUF
                            : g->h.chunk_size;
-        g->rec_cap = (uint32_t)cmk_fmt_record_len(cmk_fmt_stored_max(g->plain_cap));
+        g->rec_cap = (uint32_t)cmk_fmt_record_max(g->plain_cap);
         g->slots = calloc(g->nslots, sizeof(*g->slots));
         if (!g->slots) {
             rc = cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (get)");

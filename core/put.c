@@ -771,7 +771,7 @@ static void dispatch(cmk_put *p, struct put_slot *sl, int last)
 
 size_t cmk_put_stream_bytes(uint32_t chunk_size, unsigned depth)
 {
-    size_t rec = cmk_fmt_record_len(cmk_fmt_stored_max(chunk_size));
+    size_t rec = cmk_fmt_record_max(chunk_size);
 
     /* One slot more: a blob's first chunk starts in small buffers (slot_ready), which wait in
      * the pool too, beside what other streams gave back. */
@@ -915,7 +915,7 @@ cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out)
     if (rc != CMK_OK)
         goto out;
     p->nslots = cmk_store_depth(s);
-    p->rec_cap = (uint32_t)cmk_fmt_record_len(cmk_fmt_stored_max(s->chunk_size));
+    p->rec_cap = (uint32_t)cmk_fmt_record_max(s->chunk_size);
     p->slots = calloc(p->nslots, sizeof(*p->slots));
     if (!p->slots) {
         rc = cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (put)");
@@ -940,9 +940,7 @@ out:
  * the plaintext already in the slot. */
 static cmk_err slot_buffers(cmk_put *p, struct put_slot *sl, uint32_t cap, cmk_errbuf *eb)
 {
-    uint32_t rsize = cap == p->s->chunk_size
-                         ? p->rec_cap
-                         : (uint32_t)cmk_fmt_record_len(cmk_fmt_stored_max(cap));
+    uint32_t rsize = cap == p->s->chunk_size ? p->rec_cap : (uint32_t)cmk_fmt_record_max(cap);
     uint8_t *plain = cmk_pool_buf_get(p->s->pool, cap);
     uint8_t *rec = cmk_pool_buf_get(p->s->pool, rsize);
 
