@@ -308,6 +308,26 @@ static row *series_row(bench_ctx *c, const char *section, const char *name, cons
     return r;
 }
 
+/* Opens the run's store once per engine, at s[engine_index]; an engine with no blob to read
+ * (ndig[e] == 0, when ndig is given) or whose open fails is left NULL. */
+static void stores_open(bench_ctx *c, const char *store, const unsigned *ndig, cmk_store *s[2])
+{
+    for (unsigned i = 0; i < c->o.nengines; i++) {
+        unsigned e = engine_index(c, c->o.engines[i]);
+        if ((ndig && ndig[e] == 0) ||
+            env_store_open(c, store, c->o.threads, c->o.engines[i], &s[e]) != CMK_OK)
+            s[e] = NULL;
+    }
+}
+
+static void stores_close(cmk_store *s[2])
+{
+    for (unsigned e = 0; e < 2; e++) {
+        cmk_store_close(s[e]);
+        s[e] = NULL;
+    }
+}
+
 /* Warm gets of one blob, the engines in step: each engine's handle is open on the store at
  * once, and the blob is read WARM_PASSES times per engine, alternating A B, B A, ... The two
  * reads of a pass are adjacent in time and read the same pages, so their ratio compares the
@@ -323,11 +343,12 @@ static unsigned warm_in_step(bench_ctx *c, const char *store, const char *blob, 
     cmk_store *s[2] = {NULL, NULL};
     unsigned done = 0;
 
+    stores_open(c, store, NULL, s);
+    /* One read first puts the file in the page cache (multi-chunk blobs are written with
+     * O_DIRECT, so the put leaves nothing there). */
     for (unsigned i = 0; i < c->o.nengines; i++) {
         unsigned e = engine_index(c, c->o.engines[i]);
-        /* One read first puts the file in the page cache (multi-chunk blobs are written with
-         * O_DIRECT, so the put leaves nothing there). */
-        if (env_store_open(c, store, c->o.threads, c->o.engines[i], &s[e]) == CMK_OK)
+        if (s[e])
             (void)bench_get_all(s[e], blob, scratch, WSIZE);
     }
     for (unsigned k = 0; k < WARM_PASSES; k++) {
@@ -359,9 +380,7 @@ static unsigned warm_in_step(bench_ctx *c, const char *store, const char *blob, 
         }
         done += both;
     }
-    for (unsigned e = 0; e < 2; e++)
-        if (s[e])
-            cmk_store_close(s[e]);
+    stores_close(s);
     return done;
 }
 
@@ -501,8 +520,7 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
                           bench_usage_bg(&d), 100.0 * commit_s / d.wall, d.minflt);
         }
     }
-    for (unsigned e = 0; e < 2; e++)
-        cmk_store_close(sh[e]);
+    stores_close(sh);
     if (do_get && ndig[0] + ndig[1] > 0)
         nwp = warm_in_step(c, store, cold_blob(digests, ndig, ndig[0] ? 0 : 1, reps - 1), n,
                            scratch, label, warm, wpair);
@@ -523,12 +541,7 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
         /* One store per engine, open for every read, as in a server: a store opened for each
          * read faulted its 16 MiB of chunk buffers in during the timed read. */
         cmk_store *cs[2] = {NULL, NULL};
-        for (unsigned i = 0; i < c->o.nengines; i++) {
-            unsigned e = engine_index(c, c->o.engines[i]);
-            if (ndig[e] > 0 &&
-                env_store_open(c, store, c->o.threads, c->o.engines[i], &cs[e]) != CMK_OK)
-                cs[e] = NULL;
-        }
+        stores_open(c, store, ndig, cs);
         for (unsigned rep = 0; rep < creps; rep++) {
             {
                 unsigned e = engine_index(c, engine_at(c, rep, 0));
@@ -556,8 +569,7 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
                 }
             }
         }
-        for (unsigned e = 0; e < 2; e++)
-            cmk_store_close(cs[e]);
+        stores_close(cs);
         while (ncp < creps && ncp < ROW_PAIRED_MAX && cpair[0][ncp] > 0 && cpair[1][ncp] > 0)
             ncp++;
     }
