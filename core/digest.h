@@ -34,8 +34,7 @@ cmk_err cmk_digest_final(cmk_digest *d, uint8_t raw[CMK_DIGEST_RAW_MAX], cmk_err
 void cmk_digest_free(cmk_digest *d);
 
 /* Parses an OCI digest. Pure. CMK_E_INVAL with a message saying what is wrong. */
-cmk_err cmk_digest_parse(const char *s, int *alg, uint8_t raw[CMK_DIGEST_RAW_MAX],
-                         cmk_errbuf *eb);
+cmk_err cmk_digest_parse(const char *s, int *alg, uint8_t raw[CMK_DIGEST_RAW_MAX], cmk_errbuf *eb);
 /* Formats alg + raw as "alg:hex" into out. */
 void cmk_digest_format(int alg, const uint8_t *raw, char out[CMK_DIGEST_MAX]);
 

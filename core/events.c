@@ -4,8 +4,7 @@
 #include "fsutil.h"
 #include "jsonfile.h"
 
-cmk_err cmk_events_append(const char *store_dir, const char *type, json_t *fields,
-                          cmk_errbuf *eb)
+cmk_err cmk_events_append(const char *store_dir, const char *type, json_t *fields, cmk_errbuf *eb)
 {
     char path[4096], ts[32];
     json_t *rec = fields ? fields : json_object();

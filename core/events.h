@@ -12,7 +12,6 @@
 
 /* Appends {"time": ISO-8601, "event": type, ...fields} to <store_dir>/events.log. fields is
  * consumed (json_decref'd), may be NULL. */
-cmk_err cmk_events_append(const char *store_dir, const char *type, json_t *fields,
-                          cmk_errbuf *eb);
+cmk_err cmk_events_append(const char *store_dir, const char *type, json_t *fields, cmk_errbuf *eb);
 
 #endif

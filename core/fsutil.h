@@ -37,8 +37,7 @@ cmk_err cmk_read_file(const char *path, size_t max, char **out, size_t *len, cmk
 cmk_err cmk_pwrite_all(int fd, const void *buf, size_t len, off_t off, const char *what,
                        cmk_errbuf *eb);
 /* Reads exactly len bytes at offset; CMK_E_CORRUPT "truncated" on a short file. */
-cmk_err cmk_pread_all(int fd, void *buf, size_t len, off_t off, const char *what,
-                      cmk_errbuf *eb);
+cmk_err cmk_pread_all(int fd, void *buf, size_t len, off_t off, const char *what, cmk_errbuf *eb);
 
 /* Takes an advisory lock (flock) on path, creating it 0600; *fd_out receives the fd to pass
  * to cmk_unlock. Blocks if wait, else CMK_E_BUSY when held by another process. */

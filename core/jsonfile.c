@@ -13,8 +13,7 @@
 
 #define JSON_MAX_FILE (4u << 20)
 
-cmk_err cmk_json_parse(const char *text, size_t len, const char *what, json_t **out,
-                       cmk_errbuf *eb)
+cmk_err cmk_json_parse(const char *text, size_t len, const char *what, json_t **out, cmk_errbuf *eb)
 {
     json_error_t je;
     json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);

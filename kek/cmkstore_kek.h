@@ -53,14 +53,14 @@ CMK_API cmk_err cmk_errbuf_set(cmk_errbuf *eb, cmk_err code, const char *fmt, ..
     __attribute__((format(printf, 3, 4)));
 
 typedef struct cmk_key_desc {
-    char kid[CMK_ID_MAX];     /* versioned key identifier of the version described */
+    char kid[CMK_ID_MAX];         /* versioned key identifier of the version described */
     char versionless[CMK_ID_MAX]; /* the key's versionless identifier (follows the latest) */
-    int requested_versioned;  /* 1 if the kid passed to describe named a specific version */
-    char version[80];         /* the version described */
+    int requested_versioned;      /* 1 if the kid passed to describe named a specific version */
+    char version[80];             /* the version described */
     cmk_kty kty;
-    unsigned bits;            /* RSA modulus size */
+    unsigned bits; /* RSA modulus size */
     int enabled;
-    unsigned wrap_algs;       /* bitmask of (1u << cmk_wrap_alg) the provider can do */
+    unsigned wrap_algs; /* bitmask of (1u << cmk_wrap_alg) the provider can do */
 } cmk_key_desc;
 
 /* Largest wrapped-key blob a provider may return (RSA-4096 = 512 bytes; room for 8192). */
@@ -80,9 +80,9 @@ typedef struct cmk_kek_provider {
 
     /* Wraps dek (keylen bytes) with the versioned key; writes at most CMK_WRAPPED_MAX bytes
      * to out and their count to *outlen. Requires "wrapKey". */
-    cmk_err (*wrap)(void *self, const char *versioned_kid, const char *principal,
-                    cmk_wrap_alg alg, const unsigned char *dek, size_t keylen,
-                    unsigned char *out, size_t *outlen, cmk_errbuf *eb);
+    cmk_err (*wrap)(void *self, const char *versioned_kid, const char *principal, cmk_wrap_alg alg,
+                    const unsigned char *dek, size_t keylen, unsigned char *out, size_t *outlen,
+                    cmk_errbuf *eb);
 
     /* Unwraps into dek (capacity *keylen; *keylen receives the length). Requires
      * "unwrapKey". The caller zeroizes dek. */

@@ -15,20 +15,19 @@
 #include "error.h"
 
 typedef struct cmk_identity {
-    char type[24];          /* "UserAssigned" or "SystemAssigned" */
-    char name[128];         /* user-assigned: its name; system: "system-<store-id>" */
-    char id[CMK_ID_MAX];    /* "/cmkstore/userAssignedIdentities/<name>" or
-                               "/cmkstore/stores/<store-id>/systemAssignedIdentity" */
-    char principal_id[37];  /* UUID: what vault access policies name (object id) */
-    char client_id[37];     /* UUID */
-    char tenant_id[37];     /* the home's tenant */
-    char store_id[37];      /* system-assigned: the owning store; "" otherwise */
-    char created[32];       /* ISO 8601 */
+    char type[24];         /* "UserAssigned" or "SystemAssigned" */
+    char name[128];        /* user-assigned: its name; system: "system-<store-id>" */
+    char id[CMK_ID_MAX];   /* "/cmkstore/userAssignedIdentities/<name>" or
+                              "/cmkstore/stores/<store-id>/systemAssignedIdentity" */
+    char principal_id[37]; /* UUID: what vault access policies name (object id) */
+    char client_id[37];    /* UUID */
+    char tenant_id[37];    /* the home's tenant */
+    char store_id[37];     /* system-assigned: the owning store; "" otherwise */
+    char created[32];      /* ISO 8601 */
 } cmk_identity;
 
 /* Creates user-assigned identity `name`. CMK_E_EXISTS if it exists. */
-cmk_err cmk_identity_create(const char *home, const char *name, cmk_identity *out,
-                            cmk_errbuf *eb);
+cmk_err cmk_identity_create(const char *home, const char *name, cmk_identity *out, cmk_errbuf *eb);
 /* Creates the system-assigned identity of a store (idempotent: returns the existing one). */
 cmk_err cmk_identity_create_system(const char *home, const char *store_id, cmk_identity *out,
                                    cmk_errbuf *eb);
@@ -46,8 +45,8 @@ cmk_err cmk_identity_delete_system(const char *home, const char *store_id, cmk_e
 /* Finds the identity (user or system) whose principalId is exactly principal_id (case
  * aside): what a vault uses to authenticate a principal. out may be NULL.
  * CMK_E_NOT_FOUND otherwise. */
-cmk_err cmk_identity_get_by_principal(const char *home, const char *principal_id,
-                                      cmk_identity *out, cmk_errbuf *eb);
+cmk_err cmk_identity_get_by_principal(const char *home, const char *principal_id, cmk_identity *out,
+                                      cmk_errbuf *eb);
 /* 1 if an identity (user or system) with this principal id exists in home. */
 int cmk_identity_principal_exists(const char *home, const char *principal_id);
 /* JSON array of all user-assigned identities. Caller owns. */

@@ -21,8 +21,8 @@ void cmk_kek_close(cmk_kek *k);
 cmk_err cmk_kek_describe(cmk_kek *k, const char *kid, const char *principal, cmk_key_desc *out,
                          cmk_errbuf *eb);
 cmk_err cmk_kek_wrap(cmk_kek *k, const char *vkid, const char *principal, cmk_wrap_alg alg,
-                     const unsigned char *dek, size_t keylen, unsigned char *out,
-                     size_t *outlen, cmk_errbuf *eb);
+                     const unsigned char *dek, size_t keylen, unsigned char *out, size_t *outlen,
+                     cmk_errbuf *eb);
 cmk_err cmk_kek_unwrap(cmk_kek *k, const char *vkid, const char *principal, cmk_wrap_alg alg,
                        const unsigned char *wrapped, size_t wrappedlen, unsigned char *dek,
                        size_t *keylen, cmk_errbuf *eb);

@@ -2010,7 +2010,8 @@ static cmk_err sw_encrypt(EVP_PKEY *pub, cmk_wrap_alg alg, const unsigned char *
         EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) <= 0 ||
         EVP_PKEY_CTX_set_rsa_oaep_md(ctx, md) <= 0 || EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, md) <= 0 ||
         EVP_PKEY_encrypt(ctx, NULL, &need, in, inlen) <= 0) {
-        rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "cannot set up %s encryption", cmk_wrap_alg_name(alg));
+        rc =
+            cmk_errbuf_set(eb, CMK_E_CRYPTO, "cannot set up %s encryption", cmk_wrap_alg_name(alg));
         goto out;
     }
     if (need > *outlen) {
