@@ -323,6 +323,11 @@ static void wait_ready(cmk_get *g)
 
 /* ---- opening a blob ---- */
 
+size_t cmk_get_stream_bytes(uint32_t chunk_size, unsigned depth)
+{
+    return (size_t)depth * (chunk_size + cmk_fmt_record_max(chunk_size));
+}
+
 static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
 {
     cmk_store *s = g->s;

@@ -771,7 +771,10 @@ static cmk_err do_open(const char *dir, const cmk_store_opts *o, cmk_store **out
     s->depth = o && o->queue_depth ? o->queue_depth : 2 * s->threads + 4;
     if (s->depth > 256)
         s->depth = 256;
-    rc = cmk_pool_create(s->threads, cmk_put_stream_bytes(s->chunk_size, s->depth), &s->pool, eb);
+    rc = cmk_pool_create(s->threads,
+                         cmk_put_stream_bytes(s->chunk_size, s->depth) +
+                             cmk_get_stream_bytes(s->chunk_size, s->depth),
+                         &s->pool, eb);
     if (rc != CMK_OK)
         goto out;
     rc = cmk_kek_open(s->home, o ? o->kek_provider : NULL, &s->kek, eb);

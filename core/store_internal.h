@@ -131,9 +131,11 @@ cmk_err cmk_store_dek(cmk_store *s, uint32_t id, uint8_t out[CMK_DEK_LEN], uint3
  * fixed DEK and salt give exact, comparable bytes. */
 cmk_err cmk_put_set_salt(cmk_put *p, const uint8_t salt[CMK_SALT_LEN]);
 /* Bytes of chunk buffers one put stream holds at queue depth `depth` (its slots' plaintext
- * and record buffers, and the direct-write windows): the store's pool keeps that much, so
- * back-to-back puts on an open store fault no memory in. */
+ * and record buffers, and the direct-write windows), and one get stream of a multi-chunk
+ * blob (its slots' plaintext and record buffers). The store's pool keeps the two together,
+ * so a server putting one blob while it serves another faults no memory in for either. */
 size_t cmk_put_stream_bytes(uint32_t chunk_size, unsigned depth);
+size_t cmk_get_stream_bytes(uint32_t chunk_size, unsigned depth);
 
 /* Slots (chunks in flight) per stream. */
 unsigned cmk_store_depth(const cmk_store *s);
