@@ -534,6 +534,28 @@ static void t_cold_get(const char *dir, const char *engine)
  * (almost) no memory in. Its slots and its direct-write windows are 32 MiB (8192 pages) at
  * depth 8 and a chunk of 1 MiB; a first touch costs ~16-19 us per page on the development VM.
  * A pool that keeps a fixed 32 MiB gave back one 2 MiB window per put (513 faults). */
+/* A fixed mmap threshold: every chunk-sized buffer is its own mapping and free() unmaps it, so
+ * a buffer the pool did not keep is faulted in again (malloc's own caching would hide it here,
+ * not in a long-lived server's fragmented heap). A sanitizer's allocator ignores mallopt; its
+ * quarantine keeps freed memory from being reused soon anyway. */
+static void fixed_mmap_threshold(void)
+{
+    if (mallopt(M_MMAP_THRESHOLD, 128 << 10) != 1)
+        printf("note: mallopt(M_MMAP_THRESHOLD) not taken by this allocator\n");
+}
+
+/* The pages a round of buffer reuse faulted in: (almost) none when the pool kept them. */
+static void check_reused(const char *engine, long faults, const char *what)
+{
+#if defined(__SANITIZE_THREAD__)
+    /* ThreadSanitizer maps its shadow memory lazily, which shows up as faults here. */
+    printf("SKIP buffer reuse check under ThreadSanitizer (%s: %ld faults)\n", engine, faults);
+    faults = 0;
+#endif
+    CHECK_MSG(faults >= 0 && faults < 128, "%s: %s faulted %ld pages in (buffers not reused)",
+              engine, what, faults);
+}
+
 static void t_reuse(const char *dir, const char *engine)
 {
     size_t n = 24u << 20;
@@ -545,12 +567,7 @@ static void t_reuse(const char *dir, const char *engine)
 
     REQUIRE(rnd && s);
     test_fill_random(rnd, n, 77);
-    /* A fixed threshold: every chunk-sized buffer is its own mapping and free() unmaps it, so
-     * a buffer the pool did not keep is faulted in again (malloc's own caching would hide it
-     * here, not in a long-lived server's fragmented heap). A sanitizer's allocator ignores
-     * mallopt; its quarantine keeps freed memory from being reused soon anyway. */
-    if (mallopt(M_MMAP_THRESHOLD, 128 << 10) != 1)
-        printf("note: mallopt(M_MMAP_THRESHOLD) not taken by this allocator\n");
+    fixed_mmap_threshold();
     for (int i = 0; i < 2; i++) {
         cmk_put *p;
         getrusage(RUSAGE_SELF, &r0);
@@ -560,14 +577,7 @@ static void t_reuse(const char *dir, const char *engine)
         faults = r1.ru_minflt - r0.ru_minflt;
         CHECK_OK(cmk_delete(s, dg));
     }
-#if defined(__SANITIZE_THREAD__)
-    /* ThreadSanitizer maps its shadow memory lazily, which shows up as faults here. */
-    printf("SKIP buffer reuse check under ThreadSanitizer (%s: %ld faults)\n", engine, faults);
-    faults = 0;
-#endif
-    CHECK_MSG(faults >= 0 && faults < 128,
-              "%s: the second of two 24 MiB puts faulted %ld pages in (buffers not reused)", engine,
-              faults);
+    check_reused(engine, faults, "the second of two 24 MiB puts");
     cmk_store_close(s);
     free(rnd);
 }
@@ -591,8 +601,7 @@ static void t_reuse_put_and_get(const char *dir, const char *engine)
     test_fill_random(a, n, 78);
     test_fill_random(b, n, 79);
     memset(got, 0, sizeof(got));
-    if (mallopt(M_MMAP_THRESHOLD, 128 << 10) != 1)
-        printf("note: mallopt(M_MMAP_THRESHOLD) not taken by this allocator\n");
+    fixed_mmap_threshold();
     cmk_put *pa = begin_with(s, a, n, 1u << 20);
     CHECK_OK(cmk_put_commit(pa, NULL, dga));
     for (int i = 0; i < 2; i++) {
@@ -612,14 +621,7 @@ static void t_reuse_put_and_get(const char *dir, const char *engine)
                   off, n);
         CHECK_OK(cmk_delete(s, dgb));
     }
-#if defined(__SANITIZE_THREAD__)
-    printf("SKIP buffer reuse check under ThreadSanitizer (%s: %ld faults)\n", engine, faults);
-    faults = 0;
-#endif
-    CHECK_MSG(faults >= 0 && faults < 128,
-              "%s: the second round of a 24 MiB put beside a 24 MiB get faulted %ld pages in "
-              "(buffers not reused)",
-              engine, faults);
+    check_reused(engine, faults, "the second round of a 24 MiB put beside a 24 MiB get");
     CHECK_OK(cmk_delete(s, dga));
     cmk_store_close(s);
     free(a);
