@@ -8,17 +8,19 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define BUF_SLOTS 64
+#define SEC_SLOTS 64
 
 struct cmk_pool {
-    /* Cached buffers (see cmk_pool_buf_get), guarded by buf_mu. */
+    /* Cached buffers (see cmk_pool_buf_get), guarded by buf_mu. The bytes are capped by
+     * buf_cache; the count by buf_slots, sized from it so that a deep queue's streams (more
+     * buffers than a fixed count would hold) are kept whole too. */
     pthread_mutex_t buf_mu;
-    void *buf[BUF_SLOTS];
-    size_t buf_size[BUF_SLOTS];
-    unsigned nbuf;
+    void **buf;
+    size_t *buf_size;
+    unsigned nbuf, buf_slots;
     size_t buf_bytes, buf_cache;
-    void *sec[BUF_SLOTS]; /* wiped secret blocks (cmk_secalloc) */
-    size_t sec_size[BUF_SLOTS];
+    void *sec[SEC_SLOTS]; /* wiped secret blocks (cmk_secalloc) */
+    size_t sec_size[SEC_SLOTS];
     unsigned nsec;
 
     pthread_mutex_t mu;
@@ -71,12 +73,20 @@ cmk_err cmk_pool_create(unsigned nthreads, size_t cache, cmk_pool **out, cmk_err
     p = calloc(1, sizeof(*p));
     if (!p)
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (pool)");
+    p->buf_cache = cache > CMK_POOL_BUF_CACHE ? cache : CMK_POOL_BUF_CACHE;
+    /* Every buffer a stream takes is a chunk-sized or small (CMK_SMALL_BUF) one, a write
+     * window, or the one block of a direct put's header: this many slots hold them all. */
+    p->buf_slots = (unsigned)(p->buf_cache / CMK_SMALL_BUF) + 64;
     p->threads = calloc(nthreads, sizeof(*p->threads));
-    if (!p->threads) {
+    p->buf = calloc(p->buf_slots, sizeof(*p->buf));
+    p->buf_size = calloc(p->buf_slots, sizeof(*p->buf_size));
+    if (!p->threads || !p->buf || !p->buf_size) {
+        free(p->threads);
+        free(p->buf);
+        free(p->buf_size);
         free(p);
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (pool)");
     }
-    p->buf_cache = cache > CMK_POOL_BUF_CACHE ? cache : CMK_POOL_BUF_CACHE;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     pthread_mutex_init(&p->buf_mu, NULL);
@@ -110,6 +120,8 @@ void cmk_pool_free(cmk_pool *p)
     for (unsigned i = 0; i < p->nsec; i++)
         cmk_secfree(p->sec[i]);
     pthread_mutex_destroy(&p->buf_mu);
+    free(p->buf);
+    free(p->buf_size);
     free(p->threads);
     free(p);
 }
@@ -141,7 +153,7 @@ void cmk_pool_buf_put(cmk_pool *p, void *buf, size_t size)
     if (!buf)
         return;
     pthread_mutex_lock(&p->buf_mu);
-    if (p->nbuf < BUF_SLOTS && p->buf_bytes + size <= p->buf_cache) {
+    if (p->nbuf < p->buf_slots && p->buf_bytes + size <= p->buf_cache) {
         p->buf[p->nbuf] = buf;
         p->buf_size[p->nbuf] = size;
         p->nbuf++;
@@ -194,7 +206,7 @@ void cmk_pool_sec_put(cmk_pool *p, void *buf, size_t size)
         return;
     cmk_cleanse(buf, size);
     pthread_mutex_lock(&p->buf_mu);
-    if (p->nsec < BUF_SLOTS) {
+    if (p->nsec < SEC_SLOTS) {
         p->sec[p->nsec] = buf;
         p->sec_size[p->nsec] = size;
         p->nsec++;

@@ -28,9 +28,9 @@ unsigned cmk_pool_threads(const cmk_pool *p);
 /* Chunk buffers. Streams take their chunk-sized buffers here and give them back when done,
  * so a put or get does not fault fresh memory in for every blob (first-touch page faults
  * cost more than the crypto on some VMs) and small blobs do not pay for a 1 MiB allocation.
- * At most the pool's cache size (cmk_pool_create) is kept, in at most 64 buffers; the rest is
- * freed. A buffer is handed out with whatever its last user left in it: callers wipe secrets
- * before giving one back.
+ * At most the pool's cache size (cmk_pool_create) is kept, in as many buffers as it takes
+ * (a slot for every 64 KiB of it, and 64 more); the rest is freed. A buffer is handed out
+ * with whatever its last user left in it: callers wipe secrets before giving one back.
  * Buffers are aligned to CMK_POOL_BUF_ALIGN, so they can be used for O_DIRECT.
  * Thread-safe. */
 #define CMK_POOL_BUF_CACHE (32u << 20) /* the least a pool keeps */
