@@ -129,7 +129,8 @@ void bench_free(void *p, size_t n)
         munmap(p, n ? n : 1);
 }
 
-static void vlog(const char *prefix, const char *fmt, va_list ap)
+static __attribute__((format(printf, 2, 0))) void vlog(const char *prefix, const char *fmt,
+                                                       va_list ap)
 {
     if (t_start == 0)
         t_start = bench_now();

@@ -59,7 +59,8 @@ int cmk_err_is_key_access(cmk_err e)
            e == CMK_E_KEY_NOT_FOUND || e == CMK_E_KEY_UNREACHABLE;
 }
 
-static void vset(cmk_errbuf *eb, cmk_err code, const char *fmt, va_list ap)
+static __attribute__((format(printf, 3, 0))) void vset(cmk_errbuf *eb, cmk_err code,
+                                                       const char *fmt, va_list ap)
 {
     eb->code = code;
     vsnprintf(eb->msg, sizeof(eb->msg), fmt, ap);

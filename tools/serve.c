@@ -262,7 +262,7 @@ static void print_setup(cmk_store *s, const char *home, int embedded, int create
 
 /* ---- the daemon ---- */
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+static __attribute__((format(printf, 2, 0))) void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
 

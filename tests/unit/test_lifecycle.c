@@ -636,8 +636,10 @@ static void test_crash_rotation(void)
         REQUIRE(pid >= 0);
         if (pid == 0) {
             cmk_store *cs = open_home_store(dir, NULL);
-            for (int i = 0; cs; i++)
-                (void)cmk_store_rotate_key(cs, vers[i % 3], NULL);
+            /* Rotates until killed. */
+            if (cs)
+                for (unsigned i = 0;; i++)
+                    (void)cmk_store_rotate_key(cs, vers[i % 3], NULL);
             _exit(1);
         }
         usleep((useconds_t)(1000 + rand() % 60000));
