@@ -5,10 +5,11 @@
 #                            a registry on the embedded default (demo.sh; --no-serve stops
 #                            after the workflow)
 #   bash tools/run.sh test   install what is missing, build (normal and ASan+UBSan, warnings
-#                            as errors) and run the whole test suite with CTest
+#                            as errors) and run the whole test suite with CTest, then run
+#                            each fuzz target for CMK_FUZZ_SECONDS (with clang)
 #
 # Environment: BUILD_DIR (default build), JOBS (default: cores), CMK_TEST_LARGE=0 skips the
-# 1 GiB round trip.
+# 1 GiB round trip, CMK_FUZZ_SECONDS (default 30, 0: no fuzzing).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -44,6 +45,38 @@ configure_build() { # dir, extra cmake args...
     cmake --build "$dir" -j "$jobs"
 }
 
+# The libFuzzer targets (tests/fuzz), built with clang under ASan+UBSan, each run for
+# CMK_FUZZ_SECONDS (default 30; 0 skips) from a copy of its corpus. Without clang they are not
+# built, and this says so; CTest replays the corpora either way.
+fuzz_targets() {
+    local secs=${CMK_FUZZ_SECONDS:-30} names=() t out
+    [ "$secs" -gt 0 ] || return 0
+    if ! command -v clang >/dev/null; then
+        echo "== fuzz: clang not installed, the libFuzzer targets are not built (corpora replayed by CTest)"
+        return 0
+    fi
+    for t in tests/fuzz/fuzz_*.c; do
+        names+=("$(basename "$t" .c)")
+    done
+    echo "== build: fuzz targets (clang, libFuzzer, ASan + UBSan)"
+    cmake -S . -B "$build-fuzz" -DCMK_WERROR=ON -DCMAKE_C_COMPILER=clang \
+        -DCMAKE_BUILD_TYPE=Debug -DCMK_SANITIZE=ON -DCMK_FUZZ=ON >/dev/null
+    cmake --build "$build-fuzz" -j "$jobs" --target "${names[@]}"
+    out=$(mktemp -d)
+    for t in "${names[@]}"; do
+        echo "== fuzz: $t for $secs s"
+        cp -r "tests/fuzz/corpus/$t" "$out/$t"
+        if ! "$build-fuzz/tests/$t" -max_total_time="$secs" -rss_limit_mb=2048 \
+            -artifact_prefix="$out/$t-" "$out/$t" >"$out/$t.log" 2>&1; then
+            tail -40 "$out/$t.log"
+            echo "== fuzz: $t failed; the input that failed is in $out" >&2
+            return 1
+        fi
+        tail -1 "$out/$t.log"
+    done
+    rm -rf "$out"
+}
+
 cmd=${1:-demo}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -62,9 +95,10 @@ test)
     configure_build "$build-asan" -DCMAKE_BUILD_TYPE=Debug -DCMK_SANITIZE=ON
     echo "== test: ASan + UBSan"
     CMK_TEST_LARGE=${CMK_TEST_LARGE_ASAN:-0} ctest --test-dir "$build-asan" --output-on-failure -j "$jobs"
+    fuzz_targets
     ;;
 -h | --help | help)
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
     ;;
 *)
     echo "usage: bash tools/run.sh demo [--no-serve] [--listen ADDR:PORT] | test | --help" >&2
