@@ -6,16 +6,33 @@
  * fuzz_* binaries.
  */
 #include <dirent.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MUTATIONS 3000
 
 static uint64_t rng = 0x853c49e6748fea9bull;
+
+/* The corpus file being replayed, named when a property check aborts. */
+static char current[4096];
+
+static void on_abort(int sig)
+{
+    static const char pre[] = "replay: a check failed on ";
+    static const char post[] = " (or a mutation of it)\n";
+
+    (void)!write(2, pre, sizeof(pre) - 1);
+    (void)!write(2, current, strlen(current));
+    (void)!write(2, post, sizeof(post) - 1);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
 
 static uint64_t next(void)
 {
@@ -65,6 +82,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
         return 2;
     }
+    signal(SIGABRT, on_abort);
     d = opendir(argv[1]);
     if (!d) {
         perror(argv[1]);
@@ -87,6 +105,7 @@ int main(int argc, char **argv)
         fseek(f, 0, SEEK_SET);
         buf = malloc(n > 0 ? (size_t)n : 1);
         if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
+            snprintf(current, sizeof(current), "%s", path);
             LLVMFuzzerTestOneInput(buf, (size_t)n);
             mutate_and_run(buf, (size_t)n);
             files++;
