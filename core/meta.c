@@ -104,7 +104,8 @@ static cmk_err record_key(cmk_store *s, uint32_t dek_id, const uint8_t *salt, ui
 }
 
 /* Decrypts a record file's bytes; returns the name and value (pointers into *plain, which
- * the caller frees). hash may be NULL (listing: the file name gives it). */
+ * the caller frees). hash: the record's name hash, bound into the AAD (from the name on a
+ * read, from the file name when listing); never NULL. */
 static cmk_err open_record(cmk_store *s, const uint8_t *buf, size_t len, const uint8_t hash[32],
                            uint8_t **plain, const char **name, size_t *namelen, const uint8_t **val,
                            size_t *vallen, cmk_errbuf *eb)
