@@ -5,8 +5,9 @@
 #                            a registry on the embedded default (demo.sh; --no-serve stops
 #                            after the workflow)
 #   bash tools/run.sh test   install what is missing, build (normal and ASan+UBSan, warnings
-#                            as errors) and run the whole test suite with CTest, then run
-#                            each fuzz target for CMK_FUZZ_SECONDS (with clang)
+#                            as errors) and run the whole test suite with CTest, the unit
+#                            tests again under ThreadSanitizer, then each fuzz target for
+#                            CMK_FUZZ_SECONDS (with clang)
 #
 # Environment: BUILD_DIR (default build), JOBS (default: cores), CMK_TEST_LARGE=0 skips the
 # 1 GiB round trip, CMK_FUZZ_SECONDS (default 30, 0: no fuzzing).
@@ -95,10 +96,16 @@ test)
     configure_build "$build-asan" -DCMAKE_BUILD_TYPE=Debug -DCMK_SANITIZE=ON
     echo "== test: ASan + UBSan"
     CMK_TEST_LARGE=${CMK_TEST_LARGE_ASAN:-0} ctest --test-dir "$build-asan" --output-on-failure -j "$jobs"
+    # The put and get pipelines, the worker pool and the key checker are threaded: their unit
+    # tests run once more under ThreadSanitizer.
+    echo "== build: ThreadSanitizer"
+    configure_build "$build-tsan" -DCMAKE_BUILD_TYPE=Debug -DCMK_TSAN=ON
+    echo "== test: ThreadSanitizer (unit tests)"
+    CMK_TEST_LARGE=0 ctest --test-dir "$build-tsan" --output-on-failure -j "$jobs" -L unit
     fuzz_targets
     ;;
 -h | --help | help)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     ;;
 *)
     echo "usage: bash tools/run.sh demo [--no-serve] [--listen ADDR:PORT] | test | --help" >&2
