@@ -185,6 +185,17 @@ snapshot() {
     done
 }
 
+# expect_unchanged BEFORE AFTER WHAT: two snapshots (files) are the same; the difference is
+# shown otherwise.
+expect_unchanged() {
+    if cmp -s "$1" "$2"; then
+        ok "$3: nothing changed"
+    else
+        not_ok "$3: something changed"
+        diff "$1" "$2" | head -10 | sed 's/^/#   /'
+    fi
+}
+
 # blob_file STORE DIGEST: path of a blob's container file.
 blob_file() {
     local hex=${2#*:} alg=${2%%:*}

@@ -64,12 +64,7 @@ no_space() {
     expect_err_match 'No space left on device' "$what: says the disk is full"
     expect_true "$what: stderr starts with 'cmkstore: error:'" grep -q '^cmkstore: error: ' "$ERR"
     files_of "$CMKSTORE_HOME" "$S" >"$T/after"
-    if cmp -s "$T/before" "$T/after"; then
-        ok "$what: nothing changed"
-    else
-        not_ok "$what: something changed"
-        diff "$T/before" "$T/after" | head -10 | sed 's/^/#   /'
-    fi
+    expect_unchanged "$T/before" "$T/after" "$what"
     expect_eq "$(find "$S/tmp" -mindepth 1 | wc -l)" 0 "$what: nothing left in tmp/"
 }
 

@@ -22,12 +22,7 @@ refused() { # CODE REGEX WHAT CMD...
     expect_err_match "$re" "$what: message"
     expect_true "$what: stderr starts with 'cmkstore: error:'" grep -q '^cmkstore: error: ' "$ERR"
     snapshot "$CMKSTORE_HOME" "$S" "$S0" >"$T/after"
-    if cmp -s "$T/before" "$T/after"; then
-        ok "$what: nothing changed"
-    else
-        not_ok "$what: something changed"
-        diff "$T/before" "$T/after" | head -10 | sed 's/^/#   /'
-    fi
+    expect_unchanged "$T/before" "$T/after" "$what"
     if [ -n "${NEWDIR:-}" ]; then
         expect_false "$what: no store at $NEWDIR" test -e "$NEWDIR"
         expect_false "$what: no staging leftovers" compgen -G "$NEWDIR.*"

@@ -538,10 +538,6 @@ static void t_cold_get(const char *dir, const char *engine)
     free(data);
 }
 
-/* Back-to-back puts on an open store reuse its buffers: the second of two equal puts faults
- * (almost) no memory in. Its slots and its direct-write windows are 32 MiB (8192 pages) at
- * depth 8 and a chunk of 1 MiB; a first touch costs ~16-19 us per page on the development VM.
- * A pool that keeps a fixed 32 MiB gave back one 2 MiB window per put (513 faults). */
 /* A fixed mmap threshold: every chunk-sized buffer is its own mapping and free() unmaps it, so
  * a buffer the pool did not keep is faulted in again (malloc's own caching would hide it here,
  * not in a long-lived server's fragmented heap). A sanitizer's allocator ignores mallopt; its
@@ -564,9 +560,12 @@ static void check_reused(const char *engine, long faults, const char *what)
               engine, what, faults);
 }
 
-/* Two puts in a row: the second faults (almost) nothing in. At depth 40 a put stream holds
- * 91 buffers (41 slots of two, eight windows, the header block): more than a pool with a
- * fixed 64 slots kept, which faulted ~6000 pages in again every put. */
+/* Back-to-back puts on an open store reuse its buffers: the second of two equal puts faults
+ * (almost) no memory in. Its slots and its direct-write windows are 32 MiB (8192 pages) at
+ * depth 8 and a chunk of 1 MiB; a first touch costs ~16-19 us per page on the development VM.
+ * A pool that keeps a fixed 32 MiB gave back one 2 MiB window per put (513 faults). At depth
+ * 40 a put stream holds 91 buffers (41 slots of two, eight windows, the header block): more
+ * than a pool with a fixed 64 slots kept, which faulted 4.6k-8.7k pages in again every put. */
 static void t_reuse(const char *dir, const char *engine, unsigned depth)
 {
     size_t n = 48u << 20;
@@ -612,7 +611,7 @@ static void t_reuse_put_and_get(const char *dir, const char *engine)
     REQUIRE(a && b && s);
     test_fill_random(a, n, 78);
     test_fill_random(b, n, 79);
-    memset(got, 0, sizeof(got));
+    memset(got, 0, sizeof(got)); /* its pages faulted in before anything is counted */
     fixed_mmap_threshold();
     cmk_put *pa = begin_with(s, a, n, 1u << 20);
     CHECK_OK(cmk_put_commit(pa, NULL, dga));
