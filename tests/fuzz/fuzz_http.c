@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "http_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -44,16 +45,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char in[512];
     uint64_t rep = 0, off = 0, len = 0, a = 0, b = 0, v = 0;
-    size_t n;
 
     if (size < 8)
         return 0;
     memcpy(&rep, data, 8);
     data += 8;
     size -= 8;
-    n = size < sizeof(in) - 1 ? size : sizeof(in) - 1;
-    memcpy(in, data, n);
-    in[n] = '\0';
+    fuzz_cstr(in, sizeof(in), data, size);
 
     switch (http_parse_range(in, rep, &off, &len)) {
     case HTTP_RANGE_OK:

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "pkcs11.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -34,12 +35,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char in[CMK_ID_MAX + 64];
     char out[CMK_ID_MAX];
-    size_t n = size < sizeof(in) - 1 ? size : sizeof(in) - 1;
     cmk_errbuf eb;
     cmk_p11_uri u, u2;
 
-    memcpy(in, data, n);
-    in[n] = '\0';
+    fuzz_cstr(in, sizeof(in), data, size);
     memset(&eb, 0, sizeof(eb));
     if (cmk_p11_uri_parse(in, &u, &eb) != CMK_OK) {
         if (eb.code == CMK_OK || eb.msg[0] == '\0')

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "digest.h"
+#include "fuzz.h"
 #include "registry_meta.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -50,13 +51,11 @@ static int matches(const regex_t *re, const char *s)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char in[400];
-    size_t n = size < sizeof(in) - 1 ? size : sizeof(in) - 1;
     uint8_t raw[CMK_DIGEST_RAW_MAX];
     int alg;
 
     compile_once();
-    memcpy(in, data, n);
-    in[n] = '\0';
+    fuzz_cstr(in, sizeof(in), data, size);
     if (registry_name_valid(in) != (strlen(in) <= REG_NAME_MAX && matches(&name_re, in)))
         abort();
     if (registry_tag_valid(in) != matches(&tag_re, in))

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "vault.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -21,12 +22,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char in[400], canon[512];
-    size_t n = size < sizeof(in) - 1 ? size : sizeof(in) - 1;
+    size_t n;
     cmk_errbuf eb;
     cmk_vault_kid k, k2;
 
-    memcpy(in, data, n);
-    in[n] = '\0';
+    fuzz_cstr(in, sizeof(in), data, size);
     memset(&eb, 0, sizeof(eb));
     if (cmk_vault_kid_parse(in, &k, &eb) != CMK_OK) {
         if (eb.code != CMK_E_INVAL || eb.msg[0] == '\0')
