@@ -40,6 +40,7 @@ struct get_slot {
     uint8_t *rec;
     uint32_t rec_len;
     uint8_t *plain;
+    const uint8_t *out; /* the chunk's plaintext: plain, or a raw chunk's payload in rec */
     uint32_t plain_len;
     uint32_t rec_hwm;   /* most bytes the record buffer has held (decrypted in place) */
     uint32_t plain_hwm; /* most bytes written to plain */
@@ -129,23 +130,27 @@ static cmk_err open_chunk(cmk_get *g, struct get_slot *sl)
                               (unsigned long long)sl->index);
     tag = payload + c.stored_len;
     /* The buffers are sized from the blob's size (see cmk_get_open). */
-    if (c.plain_len > g->plain_cap || (!(c.flags & CMK_CHUNK_ZSTD) && c.stored_len > g->plain_cap))
+    if (c.plain_len > g->plain_cap)
         return cmk_errbuf_set(&sl->eb, CMK_E_CORRUPT,
                               "chunk %llu is larger than the blob's size allows",
                               (unsigned long long)sl->index);
-    /* What the decryption below may write into plain, to be wiped at close. */
-    if (c.plain_len > sl->plain_hwm)
-        sl->plain_hwm = c.plain_len;
-    if (!(c.flags & CMK_CHUNK_ZSTD) && c.stored_len > sl->plain_hwm)
-        sl->plain_hwm = c.stored_len;
+    /* A slot takes a plain buffer for its first compressed chunk (raw ones need none), and
+     * notes what the decompression below may write there, to be wiped at close. */
+    if (c.flags & CMK_CHUNK_ZSTD) {
+        if (!sl->plain && !(sl->plain = cmk_pool_buf_get(g->s->pool, g->plain_cap)))
+            return cmk_errbuf_set(&sl->eb, CMK_E_NOMEM, "out of memory (chunk buffers)");
+        if (c.plain_len > sl->plain_hwm)
+            sl->plain_hwm = c.plain_len;
+    }
     if (g->check_records && check_differs(sl, c.stored_len, c.check))
         return check_mismatch(sl);
     cmk_fmt_chunk_aad(g->header, sl->index, sl->rec, aad);
     cmk_nonce(nonce, CMK_NONCE_CHUNK, sl->index);
-    /* Raw chunks decrypt straight into the output buffer; compressed ones decrypt in place
-     * and then decompress. Either way nothing is released before the tag verifies. */
-    rc = cmk_gcm_open(g->bk->key, nonce, aad, sizeof(aad), payload, c.stored_len, tag,
-                      (c.flags & CMK_CHUNK_ZSTD) ? payload : sl->plain, &sl->eb);
+    /* Every chunk decrypts in place; a raw one is then delivered from there (one buffer
+     * less for the caches to carry between the cores), a compressed one is decompressed into
+     * plain. Either way nothing is released before the tag verifies. */
+    rc = cmk_gcm_open(g->bk->key, nonce, aad, sizeof(aad), payload, c.stored_len, tag, payload,
+                      &sl->eb);
     if (rc == CMK_E_INTEGRITY)
         return auth_failed(g, sl, c.stored_len, c.check);
     if (rc != CMK_OK)
@@ -155,6 +160,7 @@ static cmk_err open_chunk(cmk_get *g, struct get_slot *sl)
         if (rc != CMK_OK)
             return rc;
     }
+    sl->out = (c.flags & CMK_CHUNK_ZSTD) ? sl->plain : payload;
     sl->plain_len = c.plain_len;
     return CMK_OK;
 }
@@ -231,9 +237,7 @@ static void issue_reads(cmk_get *g)
             return;
         if (!sl->rec)
             sl->rec = cmk_pool_buf_get(g->s->pool, g->rec_cap);
-        if (!sl->plain)
-            sl->plain = cmk_pool_buf_get(g->s->pool, g->plain_cap);
-        if (!sl->rec || !sl->plain) {
+        if (!sl->rec) {
             get_fail(g, cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (chunk buffers)"), &eb);
             return;
         }
@@ -485,8 +489,8 @@ static void get_free(cmk_get *g)
         for (unsigned i = 0; i < g->nslots; i++) {
             struct get_slot *sl = &g->slots[i];
             /* Decrypted bytes are wiped before the buffers go back to the pool: plaintext in
-             * plain (at most a chunk), compressed plaintext where records were decrypted in
-             * place (at most what was read). */
+             * plain (at most a chunk), and what was decrypted in place in rec (at most what
+             * was read). */
             if (sl->plain) {
                 cmk_cleanse(sl->plain, sl->plain_hwm);
                 cmk_pool_buf_put(g->s->pool, sl->plain, g->plain_cap);
@@ -615,7 +619,7 @@ cmk_err cmk_get_read(cmk_get *g, void *buf, size_t cap, size_t *n)
             k = avail;
         if (k > want)
             k = want;
-        memcpy(dst + done, sl->plain + g->deliver_off, k);
+        memcpy(dst + done, sl->out + g->deliver_off, k);
         done += k;
         g->pos += k;
         g->deliver_off += (uint32_t)k;
