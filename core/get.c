@@ -72,7 +72,7 @@ struct cmk_get {
     struct get_slot *slots;
     unsigned nslots;
     unsigned io_inflight;
-    int cold; /* the range was not in the page cache at open: its reads are cold reads */
+    int cold;          /* the range was not in the page cache at open: its reads are cold reads */
     int check_records; /* cmk_verify: every record's xxh3 check too (see auth_failed) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
