@@ -276,7 +276,14 @@ static void issue_reads(cmk_get *g)
             sl->state = GSLOT_READY;
             return;
         }
-        if ((g->cold ? cmk_io_queue_read_cold : cmk_io_queue_read)(
+        /* Warm reads of raw chunks go to io_uring's kernel workers: such a get copies every
+         * byte twice on the caller's thread (in from the page cache, out to the caller) and
+         * once more in a worker (GCM), so the caller's thread was the bottleneck (100% busy,
+         * the two workers ~42%). Compressed chunks keep the inline read: their workers are
+         * the bottleneck, and the hand-off cost a tar-like get 7-15% (RESULTS.md). */
+        if ((g->cold                            ? cmk_io_queue_read_cold
+             : (e->flags & CMK_CHUNK_ZSTD) == 0 ? cmk_io_queue_read_offload
+                                                : cmk_io_queue_read)(
                 g->io, g->fd, sl->rec, sl->rec_len, e->offset, sl->index, &eb) != CMK_OK) {
             get_fail(g, eb.code, &eb);
             return;

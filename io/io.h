@@ -64,6 +64,12 @@ cmk_err cmk_io_queue_read(cmk_io *io, int fd, void *buf, size_t len, uint64_t of
  * measured slower for cold gets (bench/RESULTS.md). Completes as cmk_io_queue_read does. */
 cmk_err cmk_io_queue_read_cold(cmk_io *io, int fd, void *buf, size_t len, uint64_t off,
                                uint64_t tag, cmk_errbuf *eb);
+/* A read whose copy out of the page cache should run beside the caller: io_uring hands it to
+ * its kernel workers (IOSQE_ASYNC) instead of trying it inline at submit, on the caller's
+ * thread. For a caller whose own thread is the bottleneck (a get of raw chunks copies every
+ * byte in and out). The sync engine makes it as cmk_io_queue_read does. Completes as that. */
+cmk_err cmk_io_queue_read_offload(cmk_io *io, int fd, void *buf, size_t len, uint64_t off,
+                                  uint64_t tag, cmk_errbuf *eb);
 /* drain: start only after every earlier request of this engine has completed.
  * datasync: fdatasync semantics. */
 cmk_err cmk_io_queue_fsync(cmk_io *io, int fd, int datasync, int drain, uint64_t tag,
@@ -130,7 +136,8 @@ typedef struct cmk_io_req {
     const char *path, *path2;
     uint64_t tag;
     int datasync, drain;
-    int cold; /* READ: made with a plain blocking call (cmk_io_queue_read_cold) */
+    int cold;    /* READ: made with a plain blocking call (cmk_io_queue_read_cold) */
+    int offload; /* READ: io_uring: in its kernel workers (cmk_io_queue_read_offload) */
 } cmk_io_req;
 
 /* An engine. io.c does the argument checks and the depth accounting: queue is never called

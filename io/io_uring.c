@@ -274,6 +274,8 @@ static cmk_err slot_prep(struct uring_state *u, unsigned i, cmk_errbuf *eb)
     case CMK_IO_OP_READ:
         io_uring_prep_read(sqe, s->rq.fd, (unsigned char *)s->rq.buf + s->done, n,
                            s->rq.off + s->done);
+        if (s->rq.offload)
+            sqe->flags |= IOSQE_ASYNC;
         break;
     case CMK_IO_OP_WRITE:
         io_uring_prep_write(sqe, s->rq.fd, (unsigned char *)s->rq.buf + s->done, n,

@@ -639,10 +639,14 @@ static void t_writeback_hints(cmk_io_kind kind, const char *dir)
     free(got);
 }
 
-/* Cold reads (made with a plain call at submit on both engines) return the file's bytes
- * beside ring requests in flight, a short count at the end of the file, and -EBADF on a
- * closed descriptor, each under its own tag. */
-static void t_cold_reads(cmk_io_kind kind, const char *dir)
+typedef cmk_err (*queue_read_fn)(cmk_io *io, int fd, void *buf, size_t len, uint64_t off,
+                                 uint64_t tag, cmk_errbuf *eb);
+
+/* Cold reads (made with a plain call at submit on both engines) and offloaded ones (io_uring's
+ * kernel workers) return the file's bytes beside ring requests in flight, a short count at the
+ * end of the file, and -EBADF on a closed descriptor, each under its own tag. The file is
+ * dropped from the page cache first for cold reads and left there for offloaded ones. */
+static void t_mode_reads(cmk_io_kind kind, const char *dir, queue_read_fn qread, int cold)
 {
     size_t n = 3u << 20, piece = 1u << 20;
     unsigned char *data = malloc(n), *got = malloc(n + 4096), extra[4096];
@@ -658,28 +662,30 @@ static void t_cold_reads(cmk_io_kind kind, const char *dir)
     fd = open_in(dir, "cold", O_RDWR | O_CREAT | O_TRUNC);
     wfd = open_in(dir, "cold-w", O_RDWR | O_CREAT | O_TRUNC);
     CHECK(write(fd, data, n) == (ssize_t)n && fsync(fd) == 0);
-    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); /* cold, where the kernel agrees */
+    if (cold)
+        (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); /* where the kernel agrees */
     closed = open_in(dir, "cold", O_RDONLY);
     close(closed);
     CHECK_EB(cmk_io_queue_write(io, wfd, extra, sizeof(extra), 0, 0, &eb), CMK_OK, &eb);
     for (unsigned k = 0; k < 3; k++)
-        CHECK_EB(cmk_io_queue_read_cold(io, fd, got + k * piece, k == 2 ? piece + 4096 : piece,
-                                        (uint64_t)k * piece, 1 + k, &eb),
+        CHECK_EB(qread(io, fd, got + k * piece, k == 2 ? piece + 4096 : piece, (uint64_t)k * piece,
+                       1 + k, &eb),
                  CMK_OK, &eb);
-    CHECK_EB(cmk_io_queue_read_cold(io, closed, got, 4096, 0, 4, &eb), CMK_OK, &eb);
-    CHECK_EB(cmk_io_queue_read_cold(io, fd, got, 4096, UINT64_MAX - 1, 5, &eb), CMK_E_INVAL, &eb);
+    CHECK_EB(qread(io, closed, got, 4096, 0, 4, &eb), CMK_OK, &eb);
+    CHECK_EB(qread(io, fd, got, 4096, UINT64_MAX - 1, 5, &eb), CMK_E_INVAL, &eb);
     CHECK_EB(cmk_io_submit(io, &eb), CMK_OK, &eb);
     CHECK(reap_n(io, c, 5) == 5);
     for (unsigned k = 0; k < 5; k++)
         if (c[k].tag < 6)
             res[c[k].tag] = c[k].res;
-    CHECK_MSG(res[0] == (int64_t)sizeof(extra), "%s: ring write beside cold reads: %lld",
-              kind_name(kind), (long long)res[0]);
+    CHECK_MSG(res[0] == (int64_t)sizeof(extra), "%s: ring write beside %s reads: %lld",
+              kind_name(kind), cold ? "cold" : "offloaded", (long long)res[0]);
     CHECK_MSG(res[1] == (int64_t)piece && res[2] == (int64_t)piece && res[3] == (int64_t)piece,
-              "%s: cold reads %lld %lld %lld (the last one past the end of the file)",
-              kind_name(kind), (long long)res[1], (long long)res[2], (long long)res[3]);
-    CHECK_MSG(res[4] == -EBADF, "%s: cold read of a closed fd: %lld", kind_name(kind),
-              (long long)res[4]);
+              "%s: %s reads %lld %lld %lld (the last one past the end of the file)",
+              kind_name(kind), cold ? "cold" : "offloaded", (long long)res[1], (long long)res[2],
+              (long long)res[3]);
+    CHECK_MSG(res[4] == -EBADF, "%s: %s read of a closed fd: %lld", kind_name(kind),
+              cold ? "cold" : "offloaded", (long long)res[4]);
     CHECK(memcmp(got, data, n) == 0);
     CHECK(pread(wfd, got, sizeof(extra), 0) == (ssize_t)sizeof(extra) &&
           memcmp(got, extra, sizeof(extra)) == 0);
@@ -708,7 +714,8 @@ static void suite(cmk_io_kind kind)
     t_free_pending(kind, dir);
     t_fsync_many(kind, dir);
     t_writeback_hints(kind, dir);
-    t_cold_reads(kind, dir);
+    t_mode_reads(kind, dir, cmk_io_queue_read_cold, 1);
+    t_mode_reads(kind, dir, cmk_io_queue_read_offload, 0);
     printf("engine %s: %s\n", kind_name(kind), check_failed == before ? "ok" : "FAILED");
 }
 
