@@ -60,6 +60,8 @@ typedef enum cmk_err {
     CMK_E_CRYPTO,          /* the crypto library failed unexpectedly */
     CMK_E_RANGE,           /* requested range lies outside the blob */
     CMK_E_BUSY,            /* resource temporarily busy (locked by another process) */
+    CMK_E_NOSPACE,         /* the store's file system is full, or its quota used up (ENOSPC,
+                            * EDQUOT); nothing was changed: free space (blob rm) and retry */
     CMK_E__COUNT
 } cmk_err;
 

@@ -30,6 +30,7 @@ static const struct {
     [CMK_E_CRYPTO] = {"CMK_E_CRYPTO", "cryptographic library failure"},
     [CMK_E_RANGE] = {"CMK_E_RANGE", "range not satisfiable"},
     [CMK_E_BUSY] = {"CMK_E_BUSY", "resource busy"},
+    [CMK_E_NOSPACE] = {"CMK_E_NOSPACE", "no space left on the store's file system"},
 };
 
 static _Thread_local char last_msg[1024];
@@ -83,6 +84,10 @@ cmk_err cmk_errbuf_sys(cmk_errbuf *eb, cmk_err code, int errnum, const char *fmt
     va_list ap;
     size_t n;
 
+    /* A file operation that failed for want of space says so in its code, wherever it was
+     * made: callers (a registry answering 507) can tell a full disk from a broken one. */
+    if (code == CMK_E_IO && (errnum == ENOSPC || errnum == EDQUOT))
+        code = CMK_E_NOSPACE;
     if (!eb)
         return code;
     va_start(ap, fmt);
@@ -130,6 +135,9 @@ cmk_err cmk_err_from_errno(int errnum)
         return CMK_E_EXISTS;
     case EWOULDBLOCK:
         return CMK_E_BUSY;
+    case ENOSPC:
+    case EDQUOT:
+        return CMK_E_NOSPACE;
     default:
         return CMK_E_IO;
     }

@@ -11,7 +11,8 @@
 #include "cmkstore.h"
 #include "cmkstore_kek.h"
 
-/* Like cmk_errbuf_set but with errno text appended: "...: No such file or directory". */
+/* Like cmk_errbuf_set but with errno text appended: "...: No such file or directory".
+ * CMK_E_IO with ENOSPC or EDQUOT becomes CMK_E_NOSPACE (returned and stored). */
 cmk_err cmk_errbuf_sys(cmk_errbuf *eb, cmk_err code, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -32,7 +33,7 @@ static inline void cmk_errbuf_clear(cmk_errbuf *eb)
 }
 
 /* Maps an errno from a failed file operation to a code (ENOENT -> NOT_FOUND, ENOMEM ->
- * NOMEM, EEXIST -> EXISTS, otherwise IO). */
+ * NOMEM, EEXIST -> EXISTS, ENOSPC/EDQUOT -> NOSPACE, otherwise IO). */
 cmk_err cmk_err_from_errno(int errnum);
 
 #endif

@@ -227,7 +227,8 @@ static json_t *digest_detail(const char *d)
 
 /* Maps a store failure (rc, with the thread's cmk_errmsg) to a response. Key access lost is
  * 503 with the store's message, which names the key and the identity: a registry client
- * retries 503s, and service resumes by itself once access is restored. */
+ * retries 503s, and service resumes by itself once access is restored. A full file system is
+ * 507 Insufficient Storage: the operator's problem, and nothing was stored. */
 static enum MHD_Result store_error(struct req *q, cmk_err rc, const char *msg_in, const char *what)
 {
     char msg[1024];
@@ -250,6 +251,9 @@ static enum MHD_Result store_error(struct req *q, cmk_err rc, const char *msg_in
     } else if (rc == CMK_E_BUSY) {
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
         code = "UNAVAILABLE";
+    } else if (rc == CMK_E_NOSPACE) {
+        status = MHD_HTTP_INSUFFICIENT_STORAGE;
+        code = "UNKNOWN";
     } else {
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
         code = "UNKNOWN";

@@ -7,7 +7,8 @@
 #
 # The store lives on a small tmpfs mounted for the test, so it needs root (and a kernel that
 # lets this process mount); elsewhere it is skipped (exit 77). The home (vault, identities)
-# stays on the normal file system: only the store's file system is full.
+# stays on the normal file system: only the store's file system is full. The registry front
+# answers an upload on the full store with 507 Insufficient Storage.
 source "$(dirname "$0")/lib.sh"
 
 M=$T/mnt
@@ -96,6 +97,19 @@ expect_ok cmk encryption show --store "$S"
 expect_json ".keyVaultProperties.versionedKeyIdentifier == \"$KID\" and .dekCount == 1" \
     "the store still uses the first key version and data key"
 reads_back "on a full disk"
+
+# The registry front on the full store: an upload gets 507 Insufficient Storage, saying why,
+# and nothing is stored.
+source "$(dirname "$0")/serve_lib.sh"
+trap 'rc=$?; serve_cleanup; umount "$M" 2>/dev/null || umount -l "$M"; (exit $rc); finish' EXIT
+start_server full --store "$S" --quiet
+DC=$(oci_digest "$T/c")
+expect_eq "$(hcurl "$T/body" -X POST --data-binary "@$T/c" "$URL/v2/app/full/blobs/uploads/?digest=$DC")" \
+    507 "registry: a 4 MiB upload on a full disk is 507"
+expect_true "... the error says the disk is full" grep -q 'No space left on device' "$T/body"
+expect_eq "$(hcurl "$T/body" -I "$URL/v2/app/full/blobs/$DC")" 404 "... nothing stored"
+stop_server
+expect_eq "$SRV_EXIT" 0 "the server stops cleanly"
 
 # Removing a blob needs no new space: it is how room is made.
 expect_ok cmk blob rm --store "$S" "$DB"
