@@ -86,7 +86,7 @@ cmk_err cmk_errbuf_sys(cmk_errbuf *eb, cmk_err code, int errnum, const char *fmt
 
     /* A file operation that failed for want of space says so in its code, wherever it was
      * made: callers (a registry answering 507) can tell a full disk from a broken one. */
-    if (code == CMK_E_IO && (errnum == ENOSPC || errnum == EDQUOT))
+    if (code == CMK_E_IO && cmk_err_from_errno(errnum) == CMK_E_NOSPACE)
         code = CMK_E_NOSPACE;
     if (!eb)
         return code;

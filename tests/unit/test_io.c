@@ -654,6 +654,7 @@ static void t_mode_reads(cmk_io_kind kind, const char *dir, queue_read_fn qread,
     cmk_errbuf eb = {0};
     cmk_io_cqe c[6];
     int64_t res[6] = {-1, -1, -1, -1, -1, -1};
+    const char *mode = cold ? "cold" : "offloaded";
     int fd, wfd, closed;
 
     REQUIRE(data && got && io);
@@ -679,13 +680,12 @@ static void t_mode_reads(cmk_io_kind kind, const char *dir, queue_read_fn qread,
         if (c[k].tag < 6)
             res[c[k].tag] = c[k].res;
     CHECK_MSG(res[0] == (int64_t)sizeof(extra), "%s: ring write beside %s reads: %lld",
-              kind_name(kind), cold ? "cold" : "offloaded", (long long)res[0]);
+              kind_name(kind), mode, (long long)res[0]);
     CHECK_MSG(res[1] == (int64_t)piece && res[2] == (int64_t)piece && res[3] == (int64_t)piece,
               "%s: %s reads %lld %lld %lld (the last one past the end of the file)",
-              kind_name(kind), cold ? "cold" : "offloaded", (long long)res[1], (long long)res[2],
-              (long long)res[3]);
-    CHECK_MSG(res[4] == -EBADF, "%s: %s read of a closed fd: %lld", kind_name(kind),
-              cold ? "cold" : "offloaded", (long long)res[4]);
+              kind_name(kind), mode, (long long)res[1], (long long)res[2], (long long)res[3]);
+    CHECK_MSG(res[4] == -EBADF, "%s: %s read of a closed fd: %lld", kind_name(kind), mode,
+              (long long)res[4]);
     CHECK(memcmp(got, data, n) == 0);
     CHECK(pread(wfd, got, sizeof(extra), 0) == (ssize_t)sizeof(extra) &&
           memcmp(got, extra, sizeof(extra)) == 0);

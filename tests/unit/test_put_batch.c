@@ -686,8 +686,8 @@ static void t_no_space(const char *dir, const char *engine, const char *write_mo
     cmk_store *s = open_store_mode(dir, engine, write_mode);
     cmk_put *p = NULL;
     cmk_err rc = CMK_OK;
-
     struct statfs before, now;
+
     REQUIRE(data && s);
     test_fill_random(data, n, 77);
     sha256_hex(data, n, want);

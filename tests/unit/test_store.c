@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bytes.h"
 #include "check.h"
 #include "format.h"
 #include "fsutil.h"
@@ -405,19 +406,17 @@ static void test_tamper(void)
      * byte is corruption, in a raw chunk (0) and a compressed one (2); the same flip with
      * the check recomputed over it is forgery. */
     for (int ci = 0; ci < 4; ci++) {
-        size_t at = CMK_FMT_HEADER_SIZE;
+        size_t at = CMK_FMT_HEADER_SIZE; /* record 0, or record 2 (stored length at +4) */
         uint8_t *bad = malloc(flen);
         REQUIRE(bad);
         for (int k = 0; k < (ci & 2); k++)
-            at += 16 + (orig[at + 4] | orig[at + 5] << 8 | (size_t)orig[at + 6] << 16) + 16;
-        uint32_t slen = orig[at + 4] | orig[at + 5] << 8 | (uint32_t)orig[at + 6] << 16;
+            at += cmk_fmt_record_len(cmk_ld32(orig + at + 4));
+        uint32_t slen = cmk_ld32(orig + at + 4);
+        uint8_t *ct = bad + at + CMK_FMT_CHUNK_HDR_SIZE;
         memcpy(bad, orig, flen);
-        bad[at + 16 + slen / 2] ^= 0x10;
-        if (ci & 1) {
-            uint32_t k = cmk_fmt_chunk_check(bad + at, bad + at + 16, slen, bad + at + 16 + slen);
-            for (int b = 0; b < 4; b++)
-                bad[at + 12 + b] = (uint8_t)(k >> (8 * b));
-        }
+        ct[slen / 2] ^= 0x10;
+        if (ci & 1) /* the check (at +12) recomputed over the flipped record */
+            cmk_st32(bad + at + 12, cmk_fmt_chunk_check(bad + at, ct, slen, ct + slen));
         REQUIRE(test_write_file(tamper_path, bad, flen) == 0);
         cmk_err want = (ci & 1) ? CMK_E_INTEGRITY : CMK_E_CORRUPT;
         CHECK_RC(read_all_checked(s, dg, data, n, &wrong), want);
