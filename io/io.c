@@ -431,7 +431,7 @@ cmk_err cmk_io_queue_write(cmk_io *io, int fd, const void *buf, size_t len, uint
 }
 
 static cmk_err queue_read(cmk_io *io, int fd, void *buf, size_t len, uint64_t off, uint64_t tag,
-                          int cold, int offload, cmk_errbuf *eb)
+                          cmk_io_read_mode mode, cmk_errbuf *eb)
 {
     cmk_io_req rq = {.op = CMK_IO_OP_READ,
                      .fd = fd,
@@ -439,8 +439,7 @@ static cmk_err queue_read(cmk_io *io, int fd, void *buf, size_t len, uint64_t of
                      .len = len,
                      .off = off,
                      .tag = tag,
-                     .cold = cold,
-                     .offload = offload};
+                     .mode = mode};
     cmk_err rc = check_rw(buf, len, off, eb);
 
     if (rc != CMK_OK)
@@ -451,19 +450,19 @@ static cmk_err queue_read(cmk_io *io, int fd, void *buf, size_t len, uint64_t of
 cmk_err cmk_io_queue_read(cmk_io *io, int fd, void *buf, size_t len, uint64_t off, uint64_t tag,
                           cmk_errbuf *eb)
 {
-    return queue_read(io, fd, buf, len, off, tag, 0, 0, eb);
+    return queue_read(io, fd, buf, len, off, tag, CMK_IO_READ_RING, eb);
 }
 
 cmk_err cmk_io_queue_read_cold(cmk_io *io, int fd, void *buf, size_t len, uint64_t off,
                                uint64_t tag, cmk_errbuf *eb)
 {
-    return queue_read(io, fd, buf, len, off, tag, 1, 0, eb);
+    return queue_read(io, fd, buf, len, off, tag, CMK_IO_READ_COLD, eb);
 }
 
 cmk_err cmk_io_queue_read_offload(cmk_io *io, int fd, void *buf, size_t len, uint64_t off,
                                   uint64_t tag, cmk_errbuf *eb)
 {
-    return queue_read(io, fd, buf, len, off, tag, 0, 1, eb);
+    return queue_read(io, fd, buf, len, off, tag, CMK_IO_READ_OFFLOAD, eb);
 }
 
 cmk_err cmk_io_queue_fsync(cmk_io *io, int fd, int datasync, int drain, uint64_t tag,

@@ -125,6 +125,13 @@ typedef enum cmk_io_op {
     CMK_IO_OP_WRITEBACK /* sync_file_range(SYNC_FILE_RANGE_WRITE) of [off, off+len) */
 } cmk_io_op;
 
+/* How a READ is made; the sync engine makes all three the same way. */
+typedef enum cmk_io_read_mode {
+    CMK_IO_READ_RING = 0, /* io_uring: tried inline at submit (cmk_io_queue_read) */
+    CMK_IO_READ_COLD,     /* a plain blocking call at submit (cmk_io_queue_read_cold) */
+    CMK_IO_READ_OFFLOAD   /* io_uring: in its kernel workers (cmk_io_queue_read_offload) */
+} cmk_io_read_mode;
+
 /* One validated request. RENAME: fd/fd2 are the directory fds, path/path2 the names (valid
  * until the completion is reaped). */
 typedef struct cmk_io_req {
@@ -136,8 +143,7 @@ typedef struct cmk_io_req {
     const char *path, *path2;
     uint64_t tag;
     int datasync, drain;
-    int cold;    /* READ: made with a plain blocking call (cmk_io_queue_read_cold) */
-    int offload; /* READ: io_uring: in its kernel workers (cmk_io_queue_read_offload) */
+    cmk_io_read_mode mode; /* READ only */
 } cmk_io_req;
 
 /* An engine. io.c does the argument checks and the depth accounting: queue is never called

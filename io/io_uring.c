@@ -256,7 +256,7 @@ static cmk_err slot_prep(struct uring_state *u, unsigned i, cmk_errbuf *eb)
      * IORING_OP_SYNC_FILE_RANGE, and cold reads are made here with plain calls. */
     if ((s->rq.op == CMK_IO_OP_RENAME && !u->have_renameat) ||
         (s->rq.op == CMK_IO_OP_WRITEBACK && (!u->have_sync_range || s->rq.len > UINT32_MAX)) ||
-        (s->rq.op == CMK_IO_OP_READ && s->rq.cold)) {
+        (s->rq.op == CMK_IO_OP_READ && s->rq.mode == CMK_IO_READ_COLD)) {
         local_complete(u, i, cmk_io_perform_sync(&s->rq));
         return CMK_OK;
     }
@@ -274,7 +274,7 @@ static cmk_err slot_prep(struct uring_state *u, unsigned i, cmk_errbuf *eb)
     case CMK_IO_OP_READ:
         io_uring_prep_read(sqe, s->rq.fd, (unsigned char *)s->rq.buf + s->done, n,
                            s->rq.off + s->done);
-        if (s->rq.offload)
+        if (s->rq.mode == CMK_IO_READ_OFFLOAD)
             sqe->flags |= IOSQE_ASYNC;
         break;
     case CMK_IO_OP_WRITE:

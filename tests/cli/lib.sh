@@ -29,8 +29,20 @@ PASS=0
 FAIL=0
 T_START=$SECONDS
 
+# on_exit CMD: run CMD (a function or command line, no arguments of its own) when the script
+# ends, before the report; hooks run last-registered first, with `set +e`. Tests register their
+# cleanups here instead of replacing the EXIT trap, so each stays in force.
+EXIT_HOOKS=()
+on_exit() {
+    EXIT_HOOKS+=("$1")
+}
+
 finish() {
-    local rc=$?
+    local rc=$? i
+    set +e
+    for ((i = ${#EXIT_HOOKS[@]} - 1; i >= 0; i--)); do
+        eval "${EXIT_HOOKS[i]}"
+    done
     if [ "$rc" -ne 0 ] && [ "$FAIL" -eq 0 ]; then
         echo "not ok - the test script itself failed (exit $rc) at line ${ERR_LINE:-?}"
         FAIL=$((FAIL + 1))

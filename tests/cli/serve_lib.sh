@@ -2,8 +2,8 @@
 # tests/cli/serve_lib.sh — helpers for the `cmkstore serve` tests (sourced after lib.sh).
 #
 # Servers listen on 127.0.0.1 port 0 (the kernel picks a free port; the server prints it), so
-# tests never race for ports. Every server started here is stopped by the EXIT trap, whatever
-# happens. Needs curl, and skopeo for the skopeo tests (Debian packages curl, skopeo).
+# tests never race for ports. Every server started here is stopped at exit (lib.sh's on_exit),
+# whatever happens. Needs curl, and skopeo for the skopeo tests (Debian packages curl, skopeo).
 
 command -v curl >/dev/null || {
     echo "missing tool: curl (Debian: curl)" >&2
@@ -19,8 +19,7 @@ serve_cleanup() {
         wait "$p" 2>/dev/null || true
     done
 }
-# Stop the servers first, then report (finish reads the exit status: keep it).
-trap 'srv_rc=$?; serve_cleanup; (exit $srv_rc); finish' EXIT
+on_exit serve_cleanup
 
 # start_server NAME [serve options...]: starts `cmkstore serve` in the background with
 # --listen 127.0.0.1:0, waits (up to 120 s: the first run makes an RSA key) until it listens.

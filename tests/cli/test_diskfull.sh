@@ -19,8 +19,11 @@ if [ "$(id -u)" -ne 0 ] || ! mount -t tmpfs -o size=24m,mode=0700 tmpfs "$M" 2>/
     rm -rf "$T"
     exit 77
 fi
-# Unmount before lib.sh's finish removes $T, keeping the script's exit status for it.
-trap 'rc=$?; umount "$M" 2>/dev/null || umount -l "$M"; (exit $rc); finish' EXIT
+# Unmount before lib.sh's finish removes $T.
+unmount_store() {
+    umount "$M" 2>/dev/null || umount -l "$M"
+}
+on_exit unmount_store
 
 setup_cmk d
 S=$M/store
@@ -101,7 +104,6 @@ reads_back "on a full disk"
 # The registry front on the full store: an upload gets 507 Insufficient Storage, saying why,
 # and nothing is stored.
 source "$(dirname "$0")/serve_lib.sh"
-trap 'rc=$?; serve_cleanup; umount "$M" 2>/dev/null || umount -l "$M"; (exit $rc); finish' EXIT
 start_server full --store "$S" --quiet
 DC=$(oci_digest "$T/c")
 expect_eq "$(hcurl "$T/body" -X POST --data-binary "@$T/c" "$URL/v2/app/full/blobs/uploads/?digest=$DC")" \

@@ -15,7 +15,7 @@ cleanup_bg() {
         wait "$WATCH_PID" 2>/dev/null || true
     fi
 }
-trap 'lc_rc=$?; cleanup_bg; set +e; (exit $lc_rc); finish' EXIT
+on_exit cleanup_bg
 
 setup_cmk v
 S=$T/store

@@ -16,7 +16,7 @@ cleanup_bg() {
         wait "$p" 2>/dev/null || true
     done
 }
-trap 'lc_rc=$?; cleanup_bg; set +e; (exit $lc_rc); finish' EXIT
+on_exit cleanup_bg
 
 # Every blob file's content hash, by path.
 blob_sums() {
