@@ -210,6 +210,7 @@ double ceil_get_cpu_seconds(const ceil_cpu *c, uint64_t n)
 enum par_op {
     PAR_PUT,  /* sha256 + zstd-1 (kept only if it pays) + seal */
     PAR_GET,  /* open + unzstd of what PAR_PUT made */
+    PAR_SEAL, /* the sealers of one stream: probe, zstd-1 if the probe pays, seal */
     PAR_SHA,  /* the parts alone: sha256, */
     PAR_ZSTD, /* zstd-1, */
     PAR_GCM   /* seal */
@@ -245,6 +246,31 @@ static int par_part(par_job *j, size_t i, const uint8_t *src, size_t len, EVP_MD
     }
 }
 
+/* What the store's sealers do to one chunk: the 8 KiB probe (chunks of 64 KiB and up), zstd-1
+ * if the probe pays and the result if it pays too, then the seal. 0 or -1. */
+static int par_seal(par_job *j, size_t i, const uint8_t *src, size_t len, ZSTD_CCtx *zc,
+                    EVP_CIPHER_CTX *cc, const uint8_t *key)
+{
+    size_t bound = ZSTD_compressBound(j->chunk), r = 0, sl;
+    int try = 1;
+
+    if (len >= (64u << 10)) {
+        r = ZSTD_compress2(zc, j->z[i], bound, src + (len - PROBE_LEN) / 2, PROBE_LEN);
+        if (ZSTD_isError(r))
+            return -1;
+        try = worth_it(PROBE_LEN, r);
+    }
+    if (try) {
+        r = ZSTD_compress2(zc, j->z[i], bound, src, len);
+        if (ZSTD_isError(r))
+            return -1;
+    }
+    sl = try && worth_it(len, r) ? r : len;
+    if (sl == len)
+        memcpy(j->z[i], src, len);
+    return gcm_run(cc, 1, key, i, j->z[i], sl, j->z[i], j->z[i] + sl);
+}
+
 static void *par_run(void *arg)
 {
     par_job *j = arg;
@@ -264,7 +290,12 @@ static void *par_run(void *arg)
     for (size_t i = j->t; i < j->nch && !j->failed; i += j->nthreads) {
         size_t len = j->m - i * j->chunk < j->chunk ? j->m - i * j->chunk : j->chunk;
         const uint8_t *src = j->data + i * j->chunk;
-        if (j->op >= PAR_SHA) {
+        if (j->op == PAR_SEAL) {
+            if (par_seal(j, i, src, len, zc, cc, key) != 0) {
+                j->failed = 1;
+                break;
+            }
+        } else if (j->op >= PAR_SHA) {
             if (par_part(j, i, src, len, mdc, zc, cc, key) != 0) {
                 j->failed = 1;
                 break;
@@ -307,18 +338,22 @@ out:
 }
 
 /* Runs `op` on `threads` threads at once over the m bytes, each thread on every threads-th
- * chunk, timed as a whole: bytes/s, or 0 on failure. */
+ * chunk, timed as a whole: bytes/s, or 0 on failure. With `digest`, one more thread runs
+ * SHA-256 over all m bytes in order beside them, as one put stream's digest thread does. */
 static double par_time(enum par_op op, const uint8_t *data, size_t m, size_t chunk, size_t nch,
-                       unsigned threads, uint8_t **z, size_t *zlen)
+                       unsigned threads, int digest, uint8_t **z, size_t *zlen)
 {
-    pthread_t th[64];
-    par_job job[64];
-    unsigned started = 0;
+    pthread_t th[65];
+    par_job job[65];
+    unsigned started = 0, all = threads + (digest ? 1u : 0u);
     int ok = 1;
     double t0 = bench_now(), secs;
 
-    for (unsigned t = 0; t < threads; t++) {
-        job[t] = (par_job){data, m, chunk, nch, t, threads, op, z, zlen, 0};
+    for (unsigned t = 0; t < all; t++) {
+        if (t < threads)
+            job[t] = (par_job){data, m, chunk, nch, t, threads, op, z, zlen, 0};
+        else
+            job[t] = (par_job){data, m, chunk, nch, 0, 1, PAR_SHA, z, zlen, 0};
         if (pthread_create(&th[t], NULL, par_run, &job[t]) != 0)
             break;
         started++;
@@ -328,7 +363,7 @@ static double par_time(enum par_op op, const uint8_t *data, size_t m, size_t chu
     secs = bench_now() - t0;
     for (unsigned t = 0; t < started; t++)
         ok = ok && !job[t].failed;
-    return ok && started == threads ? (double)m / secs : 0;
+    return ok && started == all ? (double)m / secs : 0;
 }
 
 int ceil_measure_cpu_parallel(const uint8_t *data, size_t n, size_t sample, size_t chunk,
@@ -348,14 +383,16 @@ int ceil_measure_cpu_parallel(const uint8_t *data, size_t n, size_t sample, size
     for (size_t i = 0; i < nch; i++)
         z[i] = work + i * slot;
     /* The get pass opens what the put pass sealed. */
-    out->put = par_time(PAR_PUT, data, m, chunk, nch, threads, z, zlen);
-    out->get = out->put > 0 ? par_time(PAR_GET, data, m, chunk, nch, threads, z, zlen) : 0;
-    if (out->put <= 0 || out->get <= 0)
+    out->put = par_time(PAR_PUT, data, m, chunk, nch, threads, 0, z, zlen);
+    out->get = out->put > 0 ? par_time(PAR_GET, data, m, chunk, nch, threads, 0, z, zlen) : 0;
+    /* After the get pass, which opens z[] as the put pass left it. */
+    out->stream = out->get > 0 ? par_time(PAR_SEAL, data, m, chunk, nch, threads, 1, z, zlen) : 0;
+    if (out->put <= 0 || out->get <= 0 || out->stream <= 0)
         goto out;
     if (parts) {
-        out->sha256 = par_time(PAR_SHA, data, m, chunk, nch, threads, z, zlen);
-        out->zstd_c = par_time(PAR_ZSTD, data, m, chunk, nch, threads, z, zlen);
-        out->gcm_seal = par_time(PAR_GCM, data, m, chunk, nch, threads, z, zlen);
+        out->sha256 = par_time(PAR_SHA, data, m, chunk, nch, threads, 0, z, zlen);
+        out->zstd_c = par_time(PAR_ZSTD, data, m, chunk, nch, threads, 0, z, zlen);
+        out->gcm_seal = par_time(PAR_GCM, data, m, chunk, nch, threads, 0, z, zlen);
         if (out->sha256 <= 0 || out->zstd_c <= 0 || out->gcm_seal <= 0)
             goto out;
     }

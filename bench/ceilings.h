@@ -15,7 +15,11 @@
 /* The store's CPU work run on all cores at once (ceil_measure_cpu_parallel), in bytes/s of
  * plaintext; 0: not measured. */
 typedef struct ceil_par {
-    double put, get;                 /* the whole put work, the whole get work */
+    double put, get; /* the whole put work, the whole get work */
+    /* One put stream's CPU work laid out as the store runs it: SHA-256 of all the bytes in
+     * order on one thread, beside it the sealers (probe, zstd-1 where it pays, seal) on
+     * `threads` threads. No I/O, no pipeline: the most one stream can get from these cores. */
+    double stream;
     double sha256, zstd_c, gcm_seal; /* each part of the put alone (if asked for) */
 } ceil_par;
 

@@ -57,7 +57,7 @@ typedef struct row {
     double goal;      /* required value/ref (or value/target); 0: informational */
     int lower_better; /* for latencies and memory */
     verdict v;
-    char note[320];
+    char note[512];
     json_t *extra; /* owned */
     /* Timings taken in step with the other engine's row of the same name (its k-th beside
      * this k-th, in alternating order): the io_uring / sync comparison pairs them. */

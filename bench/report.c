@@ -110,7 +110,10 @@ static void copy_target(bench_ctx *c, const char *what, const row *src)
     memcpy(t->section, keep.section, sizeof(t->section));
     memcpy(t->name, keep.name, sizeof(t->name));
     t->extra = NULL;
-    snprintf(t->note, sizeof(t->note), "from: %s %s", copy.section, copy.name);
+    snprintf(t->note, sizeof(t->note), "from: %s %s%s", copy.section, copy.name,
+             strstr(copy.note, "out of reach here")
+                 ? "; out of reach here: the CPU work alone is below the goal (see its note)"
+                 : "");
 }
 
 void report_set_pairs(row *r, const double *v, unsigned n)
