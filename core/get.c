@@ -287,14 +287,12 @@ static void issue_reads(cmk_get *g)
             sl->state = GSLOT_READY;
             return;
         }
-        /* Warm reads of raw chunks go to io_uring's kernel workers: such a get copies every
-         * byte twice on the caller's thread (in from the page cache, out to the caller) and
-         * once more in a worker (GCM), so the caller's thread was the bottleneck (100% busy,
-         * the two workers ~42%). Compressed chunks keep the inline read: their workers are
-         * the bottleneck, and the hand-off cost a tar-like get 7-15% (RESULTS.md). */
-        if ((g->cold                            ? cmk_io_queue_read_cold
-             : (e->flags & CMK_CHUNK_ZSTD) == 0 ? cmk_io_queue_read_offload
-                                                : cmk_io_queue_read)(
+        /* Warm reads go through the ring, which copies from the page cache inline at submit.
+         * Handing raw chunks' reads to io_uring's kernel workers (IOSQE_ASYNC) measured
+         * 1.08-1.13x of sync on a 2-vCPU Intel, where the caller's thread was the bottleneck,
+         * but 0.83-0.93x on a 2-vCPU AMD EPYC, slower in 6-8 of 8 pairs (RESULTS.md, twelfth
+         * session): at least as fast as sync everywhere wins. */
+        if ((g->cold ? cmk_io_queue_read_cold : cmk_io_queue_read)(
                 g->io, g->fd, sl->rec, sl->rec_len, e->offset, sl->index, &eb) != CMK_OK) {
             get_fail(g, eb.code, &eb);
             return;

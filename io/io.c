@@ -459,12 +459,6 @@ cmk_err cmk_io_queue_read_cold(cmk_io *io, int fd, void *buf, size_t len, uint64
     return queue_read(io, fd, buf, len, off, tag, CMK_IO_READ_COLD, eb);
 }
 
-cmk_err cmk_io_queue_read_offload(cmk_io *io, int fd, void *buf, size_t len, uint64_t off,
-                                  uint64_t tag, cmk_errbuf *eb)
-{
-    return queue_read(io, fd, buf, len, off, tag, CMK_IO_READ_OFFLOAD, eb);
-}
-
 cmk_err cmk_io_queue_fsync(cmk_io *io, int fd, int datasync, int drain, uint64_t tag,
                            cmk_errbuf *eb)
 {

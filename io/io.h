@@ -64,12 +64,6 @@ cmk_err cmk_io_queue_read(cmk_io *io, int fd, void *buf, size_t len, uint64_t of
  * measured slower for cold gets (bench/RESULTS.md). Completes as cmk_io_queue_read does. */
 cmk_err cmk_io_queue_read_cold(cmk_io *io, int fd, void *buf, size_t len, uint64_t off,
                                uint64_t tag, cmk_errbuf *eb);
-/* A read whose copy out of the page cache should run beside the caller: io_uring hands it to
- * its kernel workers (IOSQE_ASYNC) instead of trying it inline at submit, on the caller's
- * thread. For a caller whose own thread is the bottleneck (a get of raw chunks copies every
- * byte in and out). The sync engine makes it as cmk_io_queue_read does. Completes as that. */
-cmk_err cmk_io_queue_read_offload(cmk_io *io, int fd, void *buf, size_t len, uint64_t off,
-                                  uint64_t tag, cmk_errbuf *eb);
 /* drain: start only after every earlier request of this engine has completed.
  * datasync: fdatasync semantics. */
 cmk_err cmk_io_queue_fsync(cmk_io *io, int fd, int datasync, int drain, uint64_t tag,
@@ -125,11 +119,10 @@ typedef enum cmk_io_op {
     CMK_IO_OP_WRITEBACK /* sync_file_range(SYNC_FILE_RANGE_WRITE) of [off, off+len) */
 } cmk_io_op;
 
-/* How a READ is made; the sync engine makes all three the same way. */
+/* How a READ is made; the sync engine makes both the same way. */
 typedef enum cmk_io_read_mode {
-    CMK_IO_READ_RING = 0, /* io_uring: tried inline at submit (cmk_io_queue_read) */
-    CMK_IO_READ_COLD,     /* a plain blocking call at submit (cmk_io_queue_read_cold) */
-    CMK_IO_READ_OFFLOAD   /* io_uring: in its kernel workers (cmk_io_queue_read_offload) */
+    CMK_IO_READ_RING = 0, /* io_uring: through the ring (cmk_io_queue_read) */
+    CMK_IO_READ_COLD      /* a plain blocking call at submit (cmk_io_queue_read_cold) */
 } cmk_io_read_mode;
 
 /* One validated request. RENAME: fd/fd2 are the directory fds, path/path2 the names (valid

@@ -274,8 +274,6 @@ static cmk_err slot_prep(struct uring_state *u, unsigned i, cmk_errbuf *eb)
     case CMK_IO_OP_READ:
         io_uring_prep_read(sqe, s->rq.fd, (unsigned char *)s->rq.buf + s->done, n,
                            s->rq.off + s->done);
-        if (s->rq.mode == CMK_IO_READ_OFFLOAD)
-            sqe->flags |= IOSQE_ASYNC;
         break;
     case CMK_IO_OP_WRITE:
         io_uring_prep_write(sqe, s->rq.fd, (unsigned char *)s->rq.buf + s->done, n,

@@ -639,14 +639,10 @@ static void t_writeback_hints(cmk_io_kind kind, const char *dir)
     free(got);
 }
 
-typedef cmk_err (*queue_read_fn)(cmk_io *io, int fd, void *buf, size_t len, uint64_t off,
-                                 uint64_t tag, cmk_errbuf *eb);
-
-/* Cold reads (made with a plain call at submit on both engines) and offloaded ones (io_uring's
- * kernel workers) return the file's bytes beside ring requests in flight, a short count at the
- * end of the file, and -EBADF on a closed descriptor, each under its own tag. The file is
- * dropped from the page cache first for cold reads and left there for offloaded ones. */
-static void t_mode_reads(cmk_io_kind kind, const char *dir, queue_read_fn qread, int cold)
+/* Cold reads (made with a plain call at submit on both engines) return the file's bytes beside
+ * ring requests in flight, a short count at the end of the file, and -EBADF on a closed
+ * descriptor, each under its own tag. The file is dropped from the page cache first. */
+static void t_cold_reads(cmk_io_kind kind, const char *dir)
 {
     size_t n = 3u << 20, piece = 1u << 20;
     unsigned char *data = malloc(n), *got = malloc(n + 4096), extra[4096];
@@ -654,7 +650,7 @@ static void t_mode_reads(cmk_io_kind kind, const char *dir, queue_read_fn qread,
     cmk_errbuf eb = {0};
     cmk_io_cqe c[6];
     int64_t res[6] = {-1, -1, -1, -1, -1, -1};
-    const char *mode = cold ? "cold" : "offloaded";
+    const char *mode = "cold";
     int fd, wfd, closed;
 
     REQUIRE(data && got && io);
@@ -663,17 +659,16 @@ static void t_mode_reads(cmk_io_kind kind, const char *dir, queue_read_fn qread,
     fd = open_in(dir, "cold", O_RDWR | O_CREAT | O_TRUNC);
     wfd = open_in(dir, "cold-w", O_RDWR | O_CREAT | O_TRUNC);
     CHECK(write(fd, data, n) == (ssize_t)n && fsync(fd) == 0);
-    if (cold)
-        (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); /* where the kernel agrees */
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED); /* where the kernel agrees */
     closed = open_in(dir, "cold", O_RDONLY);
     close(closed);
     CHECK_EB(cmk_io_queue_write(io, wfd, extra, sizeof(extra), 0, 0, &eb), CMK_OK, &eb);
     for (unsigned k = 0; k < 3; k++)
-        CHECK_EB(qread(io, fd, got + k * piece, k == 2 ? piece + 4096 : piece, (uint64_t)k * piece,
-                       1 + k, &eb),
+        CHECK_EB(cmk_io_queue_read_cold(io, fd, got + k * piece, k == 2 ? piece + 4096 : piece,
+                                        (uint64_t)k * piece, 1 + k, &eb),
                  CMK_OK, &eb);
-    CHECK_EB(qread(io, closed, got, 4096, 0, 4, &eb), CMK_OK, &eb);
-    CHECK_EB(qread(io, fd, got, 4096, UINT64_MAX - 1, 5, &eb), CMK_E_INVAL, &eb);
+    CHECK_EB(cmk_io_queue_read_cold(io, closed, got, 4096, 0, 4, &eb), CMK_OK, &eb);
+    CHECK_EB(cmk_io_queue_read_cold(io, fd, got, 4096, UINT64_MAX - 1, 5, &eb), CMK_E_INVAL, &eb);
     CHECK_EB(cmk_io_submit(io, &eb), CMK_OK, &eb);
     CHECK(reap_n(io, c, 5) == 5);
     for (unsigned k = 0; k < 5; k++)
@@ -714,8 +709,7 @@ static void suite(cmk_io_kind kind)
     t_free_pending(kind, dir);
     t_fsync_many(kind, dir);
     t_writeback_hints(kind, dir);
-    t_mode_reads(kind, dir, cmk_io_queue_read_cold, 1);
-    t_mode_reads(kind, dir, cmk_io_queue_read_offload, 0);
+    t_cold_reads(kind, dir);
     printf("engine %s: %s\n", kind_name(kind), check_failed == before ? "ok" : "FAILED");
 }
 
