@@ -43,6 +43,12 @@ if command -v jq >/dev/null; then
     check "each part of the put work was measured on all cores" \
         jq -e '[.rows[] | select(.section == "ceiling" and (.name | test("^tar: (sha256|zstd-1 compress|aes-256-gcm seal), [0-9]+ threads$")) and .value > 0)] | length == 3' \
         "$out/r.json"
+    check "one put stream's CPU work was measured for each data set" \
+        jq -e '[.rows[] | select(.section == "ceiling" and (.name | test(": put CPU work, one stream$")) and .value > 0)] | length == 3' \
+        "$out/r.json"
+    check "each big put row says how it stands against its stream's CPU work measured beside it" \
+        jq -e '[.rows[] | select(.section == "put" and (.name | test(" x[0-9]+$") | not))] | (length == 6) and all((.detail.cpu_stream_beside_MBps > 0) and (.note | test("one stream.s CPU work beside [0-9]+ \\(put = [0-9]+% of it\\) = [0-9]+% of the reference")))' \
+        "$out/r.json"
     check "JSON has the parts' scaling" jq -e '(.tar.parts_scaling | length == 3) and ([.tar.parts_scaling[] | select(. > 0)] | length == 3)' "$out/r.json"
     check "the --file layer was measured" \
         jq -e '[.rows[] | select(.name | test("layer.gz"))] | length >= 2' "$out/r.json"
