@@ -15,6 +15,7 @@
 #include <zstd.h>
 
 #include "bench.h"
+#include "compress.h"
 #include "datagen.h"
 
 /* Same as core/compress.c: the store's probe compresses 8 KiB from the middle of a chunk of
@@ -246,28 +247,22 @@ static int par_part(par_job *j, size_t i, const uint8_t *src, size_t len, EVP_MD
     }
 }
 
-/* What the store's sealers do to one chunk: the 8 KiB probe (chunks of 64 KiB and up), zstd-1
- * if the probe pays and the result if it pays too, then the seal. 0 or -1. */
-static int par_seal(par_job *j, size_t i, const uint8_t *src, size_t len, ZSTD_CCtx *zc,
-                    EVP_CIPHER_CTX *cc, const uint8_t *key)
+/* What the store's sealers do to one chunk: the store's own cmk_compress_chunk (its probe,
+ * zstd-1 where that pays), then the seal. 0 or -1. */
+static int par_seal(par_job *j, size_t i, const uint8_t *src, size_t len, EVP_CIPHER_CTX *cc,
+                    const uint8_t *key)
 {
-    size_t bound = ZSTD_compressBound(j->chunk), r = 0, sl;
-    int try = 1;
+    cmk_errbuf eb = {0};
+    size_t sl = 0;
+    int compressed = 0;
 
-    if (len >= (64u << 10)) {
-        r = ZSTD_compress2(zc, j->z[i], bound, src + (len - PROBE_LEN) / 2, PROBE_LEN);
-        if (ZSTD_isError(r))
-            return -1;
-        try = worth_it(PROBE_LEN, r);
-    }
-    if (try) {
-        r = ZSTD_compress2(zc, j->z[i], bound, src, len);
-        if (ZSTD_isError(r))
-            return -1;
-    }
-    sl = try && worth_it(len, r) ? r : len;
-    if (sl == len)
+    if (cmk_compress_chunk(src, len, j->z[i], ZSTD_compressBound(j->chunk), &sl, &compressed,
+                           &eb) != CMK_OK)
+        return -1;
+    if (!compressed) {
         memcpy(j->z[i], src, len);
+        sl = len;
+    }
     return gcm_run(cc, 1, key, i, j->z[i], sl, j->z[i], j->z[i] + sl);
 }
 
@@ -291,7 +286,7 @@ static void *par_run(void *arg)
         size_t len = j->m - i * j->chunk < j->chunk ? j->m - i * j->chunk : j->chunk;
         const uint8_t *src = j->data + i * j->chunk;
         if (j->op == PAR_SEAL) {
-            if (par_seal(j, i, src, len, zc, cc, key) != 0) {
+            if (par_seal(j, i, src, len, cc, key) != 0) {
                 j->failed = 1;
                 break;
             }

@@ -56,6 +56,7 @@ typedef struct row {
     double ceiling;   /* the machine ceiling for the plot (may differ from ref); 0: none */
     double goal;      /* required value/ref (or value/target); 0: informational */
     int lower_better; /* for latencies and memory */
+    int out_of_reach; /* the CPU work alone measured below goal x ref: the target cannot be met */
     verdict v;
     char note[512];
     json_t *extra; /* owned */

@@ -111,7 +111,7 @@ static void copy_target(bench_ctx *c, const char *what, const row *src)
     memcpy(t->name, keep.name, sizeof(t->name));
     t->extra = NULL;
     snprintf(t->note, sizeof(t->note), "from: %s %s%s", copy.section, copy.name,
-             strstr(copy.note, "out of reach here")
+             copy.out_of_reach
                  ? "; out of reach here: the CPU work alone is below the goal (see its note)"
                  : "");
 }

@@ -202,12 +202,13 @@ void run_cpu_ceilings(bench_ctx *c, const char *label, const uint8_t *data, size
         *out = cc;
 }
 
-/* The put CPU bound, the all-core work and one stream's CPU work measured just before a put,
- * on a smaller sample than the start-of-run ceilings: best of two passes, so a moment's
- * neighbour does not lower them. Sets bound[*k], par[*k], stream[*k] and advances *k on
+/* The all-core work and one stream's CPU work measured just before a put, and with
+ * want_bound the put CPU bound (only compressible data is judged against it), on a smaller
+ * sample than the start-of-run ceilings: best of two passes, so a moment's neighbour does not
+ * lower them. Sets bound[*k] (0 without want_bound), par[*k], stream[*k] and advances *k on
  * success. */
-static void cpu_beside(bench_ctx *c, const uint8_t *data, size_t n, double *bound, double *par,
-                       double *stream, unsigned *k)
+static void cpu_beside(bench_ctx *c, const uint8_t *data, size_t n, int want_bound, double *bound,
+                       double *par, double *stream, unsigned *k)
 {
     size_t sample = c->o.sample < (128u << 20) ? c->o.sample : (128u << 20);
     double best = 0, pbest = 0, sbest = 0;
@@ -215,10 +216,12 @@ static void cpu_beside(bench_ctx *c, const uint8_t *data, size_t n, double *boun
     for (unsigned pass = 0; pass < 2; pass++) {
         ceil_cpu t;
         ceil_par tp;
-        if (ceil_measure_cpu(data, n, sample, c->o.chunk, &t) != 0)
-            return;
-        double b = bound_MBps(ceil_put_cpu_seconds(&t, n), n, c->cores);
-        best = b > best ? b : best;
+        if (want_bound) {
+            if (ceil_measure_cpu(data, n, sample, c->o.chunk, &t) != 0)
+                return;
+            double b = bound_MBps(ceil_put_cpu_seconds(&t, n), n, c->cores);
+            best = b > best ? b : best;
+        }
         if (ceil_measure_cpu_parallel(data, n, sample, c->o.chunk, c->cores, 0, &tp) == 0) {
             pbest = tp.put / MB > pbest ? tp.put / MB : pbest;
             sbest = tp.stream / MB > sbest ? tp.stream / MB : sbest;
@@ -228,9 +231,10 @@ static void cpu_beside(bench_ctx *c, const uint8_t *data, size_t n, double *boun
     *par = pbest;
     *stream = sbest;
     (*k)++;
-    bench_log("  beside it: put CPU bound %.0f MB/s, all-core CPU work %.0f MB/s, one stream's "
-              "CPU work %.0f MB/s",
-              best, pbest, sbest);
+    if (want_bound)
+        bench_log("  beside it: put CPU bound %.0f MB/s", best);
+    bench_log("  beside it: all-core CPU work %.0f MB/s, one stream's CPU work %.0f MB/s", pbest,
+              sbest);
 }
 
 /* What was measured beside the puts: median, min and max of v, and the median of v2 (a second
@@ -486,8 +490,8 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
              * reach. This host's speed drifts by +-15% within minutes, so figures measured
              * only at the start would judge a put against another moment's machine. */
             if (do_put && ncside < 2 * MAXREPS)
-                cpu_beside(c, data, n, &cside[ncside], &cside_par[ncside], &cside_stream[ncside],
-                           &ncside);
+                cpu_beside(c, data, n, compressible, &cside[ncside], &cside_par[ncside],
+                           &cside_stream[ncside], &ncside);
             /* Incompressible data is judged against the disk: measure it right here, on the
              * same bytes, so both see the same neighbours. */
             if (!compressible && do_put && nside < 2 * MAXREPS) {
@@ -640,12 +644,13 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
                          c->disk.write_fsync / MB);
             /* Within reach? The put cannot beat its own CPU work laid out as it runs it. */
             l = strlen(r->note);
+            r->out_of_reach = ss.med > 0 && ss.med < r->goal * r->ref;
             if (ss.med > 0 && r->ref > 0)
                 snprintf(r->note + l, sizeof(r->note) - l,
                          "; one stream's CPU work beside %.0f (put = %.0f%% of it) = %.0f%% of "
                          "the reference%s",
                          ss.med, 100.0 * r->value / ss.med, 100.0 * ss.med / r->ref,
-                         ss.med < r->goal * r->ref ? ": the target is out of reach here" : "");
+                         r->out_of_reach ? ": the target is out of reach here" : "");
             if (r->extra) {
                 json_object_set_new(r->extra, "cpu_bound_MBps", json_real(cpu_put_bound));
                 json_object_set_new(r->extra, "cpu_parallel_MBps", json_real(cc.par.put / MB));

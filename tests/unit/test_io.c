@@ -650,7 +650,6 @@ static void t_cold_reads(cmk_io_kind kind, const char *dir)
     cmk_errbuf eb = {0};
     cmk_io_cqe c[6];
     int64_t res[6] = {-1, -1, -1, -1, -1, -1};
-    const char *mode = "cold";
     int fd, wfd, closed;
 
     REQUIRE(data && got && io);
@@ -674,12 +673,12 @@ static void t_cold_reads(cmk_io_kind kind, const char *dir)
     for (unsigned k = 0; k < 5; k++)
         if (c[k].tag < 6)
             res[c[k].tag] = c[k].res;
-    CHECK_MSG(res[0] == (int64_t)sizeof(extra), "%s: ring write beside %s reads: %lld",
-              kind_name(kind), mode, (long long)res[0]);
+    CHECK_MSG(res[0] == (int64_t)sizeof(extra), "%s: ring write beside cold reads: %lld",
+              kind_name(kind), (long long)res[0]);
     CHECK_MSG(res[1] == (int64_t)piece && res[2] == (int64_t)piece && res[3] == (int64_t)piece,
-              "%s: %s reads %lld %lld %lld (the last one past the end of the file)",
-              kind_name(kind), mode, (long long)res[1], (long long)res[2], (long long)res[3]);
-    CHECK_MSG(res[4] == -EBADF, "%s: %s read of a closed fd: %lld", kind_name(kind), mode,
+              "%s: cold reads %lld %lld %lld (the last one past the end of the file)",
+              kind_name(kind), (long long)res[1], (long long)res[2], (long long)res[3]);
+    CHECK_MSG(res[4] == -EBADF, "%s: cold read of a closed fd: %lld", kind_name(kind),
               (long long)res[4]);
     CHECK(memcmp(got, data, n) == 0);
     CHECK(pread(wfd, got, sizeof(extra), 0) == (ssize_t)sizeof(extra) &&
