@@ -110,7 +110,9 @@ CMK_API void cmk_create_opts_init(cmk_create_opts *o);
 CMK_API cmk_err cmk_store_create(const char *dir, const cmk_create_opts *o);
 
 typedef struct cmk_store_opts {
-    const char *home;      /* NULL: $CMKSTORE_HOME, else the home recorded at create */
+    const char *home;      /* NULL: $CMKSTORE_HOME, else the home recorded at create, which
+                            * must be the user's (or root's), not group/other-writable and
+                            * not inside the store (else CMK_E_REFUSED) */
     unsigned threads;      /* worker threads for sealing/opening chunks; 0: online cores */
     unsigned queue_depth;  /* chunks in flight per stream; 0: default (2 x threads + 4) */
     const char *io_engine; /* NULL or "auto", "uring", "sync"; env CMKSTORE_IO overrides auto */
@@ -132,7 +134,9 @@ CMK_API void cmk_store_opts_init(cmk_store_opts *o);
 /* Opens the store in dir. Sweeps leftovers of interrupted writes. The KEK is contacted to
  * unwrap the DEKs; if that fails with a key-access error the store still opens (so its
  * status can be shown) but every read and write fails with that error until access comes
- * back (see cmk_store_check_key). opts may be NULL. */
+ * back (see cmk_store_check_key). opts may be NULL. Every file in dir is opened relative to
+ * it without following symbolic links: a link there is CMK_E_REFUSED ("... is a symbolic
+ * link ..."). */
 CMK_API cmk_err cmk_store_open(const char *dir, const cmk_store_opts *opts, cmk_store **out);
 /* Stops background work, zeroizes every DEK and frees the store. NULL is a no-op. Every put
  * and get handle of the store must be finished first. */

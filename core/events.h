@@ -10,8 +10,10 @@
 
 #include "error.h"
 
-/* Appends {"time": ISO-8601, "event": type, ...fields} to <store_dir>/events.log. fields is
+/* Appends {"time": ISO-8601, "event": type, ...fields} to events.log in the store directory
+ * dirfd (store_dir names it in messages), never through a symbolic link. fields is
  * consumed (json_decref'd), may be NULL. */
-cmk_err cmk_events_append(const char *store_dir, const char *type, json_t *fields, cmk_errbuf *eb);
+cmk_err cmk_events_append(int dirfd, const char *store_dir, const char *type, json_t *fields,
+                          cmk_errbuf *eb);
 
 #endif

@@ -44,6 +44,35 @@ cmk_err cmk_pread_all(int fd, void *buf, size_t len, off_t off, const char *what
 cmk_err cmk_lock(const char *path, int exclusive, int wait, int *fd_out, cmk_errbuf *eb);
 void cmk_unlock(int fd);
 
+/* ---- files inside a directory that may hold links planted by whoever can write it -------
+ * (the store's files: see "What a store writer can do" in README.md). rel is a relative
+ * path ("keyring.json", "meta/ab/<hex>"); no component of it may be a symbolic link (nor
+ * "..") and the open fails with ELOOP (EXDEV / ELOOP from the walk) if one is. `dir` is
+ * the directory's path, used in messages only. */
+
+/* openat(dirfd, rel, flags | O_NOFOLLOW | O_CLOEXEC, mode) that refuses a symbolic link
+ * in any component: openat2(RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH) where the kernel has
+ * it, else a walk of O_NOFOLLOW opens. Returns the fd, or -1 with errno. */
+int cmk_openat_nofollow(int dirfd, const char *rel, int flags, mode_t mode);
+/* Sets eb for a failed open of dir/rel: a link is CMK_E_REFUSED "... is a symbolic link
+ * ...", anything else as cmk_errbuf_sys with what ("open", "create"). */
+cmk_err cmk_errbuf_open(cmk_errbuf *eb, int errnum, const char *what, const char *dir,
+                        const char *rel);
+/* The same operations as above, on dir/rel. */
+cmk_err cmk_read_file_at(int dirfd, const char *dir, const char *rel, size_t max, char **out,
+                         size_t *len, cmk_errbuf *eb);
+cmk_err cmk_write_file_at(int dirfd, const char *dir, const char *rel, const void *data, size_t len,
+                          mode_t mode, cmk_errbuf *eb);
+cmk_err cmk_lock_at(int dirfd, const char *dir, const char *rel, int exclusive, int wait,
+                    int *fd_out, cmk_errbuf *eb);
+/* Opens the directory dir/rel (no link in any component); the caller closes *fd. */
+cmk_err cmk_opendir_at(int dirfd, const char *dir, const char *rel, int *fd, cmk_errbuf *eb);
+/* Creates the directory dir/rel (its parent must exist) and makes the entry durable;
+ * an existing directory is fine. */
+cmk_err cmk_mkdir_at(int dirfd, const char *dir, const char *rel, mode_t mode, cmk_errbuf *eb);
+/* fsyncs the directory dir/rel. */
+cmk_err cmk_fsync_dir_at(int dirfd, const char *dir, const char *rel, cmk_errbuf *eb);
+
 /* Removes a directory tree (for purge). Missing is not an error. */
 cmk_err cmk_rm_rf(const char *path, cmk_errbuf *eb);
 

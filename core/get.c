@@ -396,11 +396,11 @@ static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
     rc = cmk_store_blob_path(s, alg, raw, g->path, sizeof(g->path), parent, sizeof(parent), eb);
     if (rc != CMK_OK)
         return rc;
-    g->fd = open(g->path, O_RDONLY | O_CLOEXEC);
+    g->fd = cmk_openat_nofollow(s->dirfd, cmk_store_rel(s, g->path), O_RDONLY, 0);
     if (g->fd < 0) {
         if (errno == ENOENT)
             return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "blob %s is not in the store", digest);
-        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot open %s", g->path);
+        return cmk_errbuf_open(eb, errno, "open", s->dir, cmk_store_rel(s, g->path));
     }
     if (fstat(g->fd, &st) != 0)
         return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot stat %s", g->path);

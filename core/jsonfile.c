@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fsutil.h"
@@ -45,59 +46,125 @@ cmk_err cmk_json_load(const char *path, json_t **out, cmk_errbuf *eb)
     return rc;
 }
 
+cmk_err cmk_json_load_at(int dirfd, const char *dir, const char *rel, json_t **out, cmk_errbuf *eb)
+{
+    char shown[4200];
+    char *text = NULL;
+    size_t len = 0;
+    cmk_err rc;
+
+    *out = NULL;
+    rc = cmk_read_file_at(dirfd, dir, rel, JSON_MAX_FILE, &text, &len, eb);
+    if (rc != CMK_OK)
+        return rc;
+    snprintf(shown, sizeof(shown), "%s/%s", dir, rel);
+    rc = cmk_json_parse(text, len, shown, out, eb);
+    free(text);
+    return rc;
+}
+
+/* obj as text ending in a newline (malloc'd; *n its length). */
+static char *dump_line(const json_t *obj, size_t flags, size_t *n)
+{
+    char *text = json_dumps(obj, flags | JSON_SORT_KEYS), *line;
+
+    if (!text)
+        return NULL;
+    *n = strlen(text);
+    line = realloc(text, *n + 2);
+    if (!line) {
+        free(text);
+        return NULL;
+    }
+    line[(*n)++] = '\n';
+    line[*n] = '\0';
+    return line;
+}
+
 cmk_err cmk_json_save(const char *path, const json_t *obj, mode_t mode, cmk_errbuf *eb)
 {
-    char *text = json_dumps(obj, JSON_INDENT(2) | JSON_SORT_KEYS);
+    size_t n;
+    char *text = dump_line(obj, JSON_INDENT(2), &n);
     cmk_err rc;
 
     if (!text)
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "cannot serialise %s", path);
-    size_t n = strlen(text);
-    char *with_nl = realloc(text, n + 2);
-    if (!with_nl) {
-        free(text);
-        return cmk_errbuf_set(eb, CMK_E_NOMEM, "cannot serialise %s", path);
+    rc = cmk_write_file_atomic(path, text, n, mode, eb);
+    free(text);
+    return rc;
+}
+
+cmk_err cmk_json_save_at(int dirfd, const char *dir, const char *rel, const json_t *obj,
+                         mode_t mode, cmk_errbuf *eb)
+{
+    size_t n;
+    char *text = dump_line(obj, JSON_INDENT(2), &n);
+    cmk_err rc;
+
+    if (!text)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "cannot serialise %s/%s", dir, rel);
+    rc = cmk_write_file_at(dirfd, dir, rel, text, n, mode, eb);
+    free(text);
+    return rc;
+}
+
+/* Appends line (n bytes) to the open log fd (closed here), named shown in messages. */
+static cmk_err append_fd(int fd, const char *line, size_t n, const char *shown, cmk_errbuf *eb)
+{
+    struct stat st;
+    ssize_t w;
+    cmk_err rc = CMK_OK;
+
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        rc = cmk_errbuf_set(eb, CMK_E_REFUSED, "log %s is not a regular file: refused", shown);
+        goto out;
     }
-    with_nl[n] = '\n';
-    with_nl[n + 1] = '\0';
-    rc = cmk_write_file_atomic(path, with_nl, n + 1, mode, eb);
-    free(with_nl);
+    /* One write() of the whole line: O_APPEND makes concurrent writers' lines not interleave
+     * for lines of this size on local file systems. */
+    w = write(fd, line, n);
+    if (w < 0 || (size_t)w != n) {
+        rc = cmk_errbuf_sys(eb, CMK_E_IO, w < 0 ? errno : EIO, "cannot append to log %s", shown);
+        goto out;
+    }
+    if (fdatasync(fd) != 0)
+        rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot sync log %s", shown);
+out:
+    close(fd);
     return rc;
 }
 
 cmk_err cmk_json_append_line(const char *path, const json_t *obj, cmk_errbuf *eb)
 {
-    char *text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
-    cmk_err rc = CMK_OK;
-    int fd = -1;
+    size_t n;
+    char *line = dump_line(obj, JSON_COMPACT, &n);
+    int fd;
+    cmk_err rc;
 
-    if (!text)
+    if (!line)
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "cannot serialise a log record");
-    size_t n = strlen(text);
-    char *line = realloc(text, n + 2);
-    if (!line) {
-        free(text);
-        return cmk_errbuf_set(eb, CMK_E_NOMEM, "cannot serialise a log record");
-    }
-    line[n] = '\n';
-    line[n + 1] = '\0';
     fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot open log %s", path);
-        goto out;
-    }
-    /* One write() of the whole line: O_APPEND makes concurrent writers' lines not interleave
-     * for lines of this size on local file systems. */
-    ssize_t w = write(fd, line, n + 1);
-    if (w < 0 || (size_t)w != n + 1) {
-        rc = cmk_errbuf_sys(eb, CMK_E_IO, w < 0 ? errno : EIO, "cannot append to log %s", path);
-        goto out;
-    }
-    if (fdatasync(fd) != 0)
-        rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot sync log %s", path);
-out:
-    if (fd >= 0)
-        close(fd);
+    rc = fd < 0 ? cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot open log %s", path)
+                : append_fd(fd, line, n, path, eb);
+    free(line);
+    return rc;
+}
+
+cmk_err cmk_json_append_line_at(int dirfd, const char *dir, const char *rel, const json_t *obj,
+                                cmk_errbuf *eb)
+{
+    char shown[4200];
+    size_t n;
+    char *line = dump_line(obj, JSON_COMPACT, &n);
+    int fd;
+    cmk_err rc;
+
+    if (!line)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "cannot serialise a log record");
+    snprintf(shown, sizeof(shown), "%s/%s", dir, rel);
+    /* O_NONBLOCK: a FIFO planted under the name must not hang the writer. */
+    fd = cmk_openat_nofollow(dirfd, rel, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK, 0600);
+    rc = fd < 0 ? cmk_errbuf_open(eb, errno, "open the log", dir, rel)
+                : append_fd(fd, line, n, shown, eb);
     free(line);
     return rc;
 }

@@ -23,6 +23,14 @@ cmk_err cmk_json_save(const char *path, const json_t *obj, mode_t mode, cmk_errb
 /* Appends obj as one compact line to a JSON-lines log (created 0600), then fsyncs it. */
 cmk_err cmk_json_append_line(const char *path, const json_t *obj, cmk_errbuf *eb);
 
+/* The same, for the file rel inside the directory dirfd (named dir in messages), never
+ * through a symbolic link (see cmk_openat_nofollow in fsutil.h): for the store's files. */
+cmk_err cmk_json_load_at(int dirfd, const char *dir, const char *rel, json_t **out, cmk_errbuf *eb);
+cmk_err cmk_json_save_at(int dirfd, const char *dir, const char *rel, const json_t *obj,
+                         mode_t mode, cmk_errbuf *eb);
+cmk_err cmk_json_append_line_at(int dirfd, const char *dir, const char *rel, const json_t *obj,
+                                cmk_errbuf *eb);
+
 /* String member or NULL if absent / not a string. */
 const char *cmk_json_str(const json_t *obj, const char *key);
 /* Integer member or def. */

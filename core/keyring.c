@@ -187,11 +187,11 @@ out:
     return rc;
 }
 
-cmk_err cmk_keyring_load(const char *path, cmk_keyring *out, cmk_errbuf *eb)
+cmk_err cmk_keyring_load(int dirfd, const char *dir, cmk_keyring *out, cmk_errbuf *eb)
 {
     char *text = NULL;
     size_t len = 0;
-    cmk_err rc = cmk_read_file(path, 4u << 20, &text, &len, eb);
+    cmk_err rc = cmk_read_file_at(dirfd, dir, CMK_KEYRING_FILE, 4u << 20, &text, &len, eb);
 
     memset(out, 0, sizeof(*out));
     if (rc != CMK_OK)
@@ -254,14 +254,14 @@ fail:
     return NULL;
 }
 
-cmk_err cmk_keyring_save(const char *path, const cmk_keyring *kr, cmk_errbuf *eb)
+cmk_err cmk_keyring_save(int dirfd, const char *dir, const cmk_keyring *kr, cmk_errbuf *eb)
 {
     json_t *j = cmk_keyring_to_json(kr);
     cmk_err rc;
 
     if (!j)
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (keyring)");
-    rc = cmk_json_save(path, j, 0600, eb);
+    rc = cmk_json_save_at(dirfd, dir, CMK_KEYRING_FILE, j, 0600, eb);
     json_decref(j);
     return rc;
 }

@@ -53,6 +53,8 @@ typedef struct cmk_keyring {
     cmk_kr_dek *deks; /* malloc'd */
 } cmk_keyring;
 
+#define CMK_KEYRING_FILE "keyring.json"
+
 /* Unwrapped DEKs (secret memory). */
 typedef struct cmk_deks {
     size_t n;
@@ -63,9 +65,11 @@ typedef struct cmk_deks {
 /* Parses keyring JSON text and validates it (format, unique ids, current DEK present,
  * algorithms, lengths). Pure; CMK_E_CORRUPT with what is wrong. */
 cmk_err cmk_keyring_parse(const char *text, size_t len, cmk_keyring *out, cmk_errbuf *eb);
-cmk_err cmk_keyring_load(const char *path, cmk_keyring *out, cmk_errbuf *eb);
-/* Serialises and saves atomically (0600). */
-cmk_err cmk_keyring_save(const char *path, const cmk_keyring *kr, cmk_errbuf *eb);
+/* Loads keyring.json from the store directory dirfd (dir names it in messages), never
+ * through a symbolic link (CMK_E_REFUSED). */
+cmk_err cmk_keyring_load(int dirfd, const char *dir, cmk_keyring *out, cmk_errbuf *eb);
+/* Serialises and saves keyring.json there atomically (0600). */
+cmk_err cmk_keyring_save(int dirfd, const char *dir, const cmk_keyring *kr, cmk_errbuf *eb);
 json_t *cmk_keyring_to_json(const cmk_keyring *kr);
 void cmk_keyring_free(cmk_keyring *kr);
 /* Deep copy. */

@@ -19,6 +19,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,7 @@
 static void event(cmk_store *s, const char *type, json_t *fields)
 {
     cmk_errbuf ignore = {0};
-    (void)cmk_events_append(s->dir, type, fields, &ignore);
+    (void)cmk_events_append(s->dirfd, s->dir, type, fields, &ignore);
 }
 
 static const char *nz(const char *s)
@@ -49,12 +50,10 @@ static const char *nz(const char *s)
 
 static int keyring_changed(cmk_store *s)
 {
-    char path[4200];
     struct stat st;
     int changed;
 
-    snprintf(path, sizeof(path), "%s/keyring.json", s->dir);
-    if (stat(path, &st) != 0)
+    if (fstatat(s->dirfd, CMK_KEYRING_FILE, &st, AT_SYMLINK_NOFOLLOW) != 0)
         return 0;
     pthread_rwlock_rdlock(&s->key_lock);
     changed = st.st_ino != s->kr_ino || st.st_dev != s->kr_dev ||
@@ -69,7 +68,6 @@ static int keyring_changed(cmk_store *s)
  * key-access failure nothing changes and the error is returned. */
 cmk_err cmk_store_refresh_keyring(cmk_store *s, int force, int need_all, cmk_errbuf *eb)
 {
-    char path[4200];
     cmk_keyring nkr;
     cmk_deks nd = {0}, held = {0};
     uint8_t *k = NULL;
@@ -77,10 +75,7 @@ cmk_err cmk_store_refresh_keyring(cmk_store *s, int force, int need_all, cmk_err
 
     if (!force && !keyring_changed(s))
         return CMK_OK;
-    rc = cmk_path(path, sizeof(path), eb, "%s/keyring.json", s->dir);
-    if (rc != CMK_OK)
-        return rc;
-    rc = cmk_keyring_load(path, &nkr, eb);
+    rc = cmk_keyring_load(s->dirfd, s->dir, &nkr, eb);
     if (rc != CMK_OK)
         return rc;
     pthread_rwlock_rdlock(&s->key_lock);
@@ -173,7 +168,7 @@ static cmk_err rotate(cmk_store *s, const rot_target *t, cmk_errbuf *eb)
     cmk_keyring nkr;
     cmk_key_desc desc;
     cmk_deks held = {0};
-    char path[4200], from[CMK_ID_MAX];
+    char from[CMK_ID_MAX];
     int lockfd = -1;
     cmk_wrap_alg alg;
     cmk_err rc;
@@ -227,9 +222,7 @@ static cmk_err rotate(cmk_store *s, const rot_target *t, cmk_errbuf *eb)
     nkr.rotation_enabled = !desc.requested_versioned;
     nkr.identity = t->ident;
     nkr.last_rotation = cmk_now();
-    rc = cmk_path(path, sizeof(path), eb, "%s/keyring.json", s->dir);
-    if (rc == CMK_OK)
-        rc = cmk_keyring_save(path, &nkr, eb);
+    rc = cmk_keyring_save(s->dirfd, s->dir, &nkr, eb);
     if (rc != CMK_OK)
         goto out;
     /* Committed. */
@@ -564,7 +557,6 @@ cmk_err cmk_store_rotate_dek(cmk_store *s, uint32_t *new_id)
     cmk_keyring nkr;
     cmk_kr_dek e;
     uint8_t *dek = NULL;
-    char path[4200];
     int lockfd = -1;
     cmk_err rc;
 
@@ -595,9 +587,7 @@ cmk_err cmk_store_rotate_dek(cmk_store *s, uint32_t *new_id)
     if (rc == CMK_OK)
         rc = cmk_keyring_append(&nkr, &e, &eb);
     if (rc == CMK_OK)
-        rc = cmk_path(path, sizeof(path), &eb, "%s/keyring.json", s->dir);
-    if (rc == CMK_OK)
-        rc = cmk_keyring_save(path, &nkr, &eb);
+        rc = cmk_keyring_save(s->dirfd, s->dir, &nkr, &eb);
     if (rc != CMK_OK)
         goto out;
     pthread_rwlock_wrlock(&s->key_lock);
@@ -741,12 +731,9 @@ cmk_err cmk_store_identities(cmk_store *s, cmk_store_identity *out, size_t cap, 
 /* Re-reads store.json under the store lock so concurrent processes' changes are kept. */
 static cmk_err reload_config_locked(cmk_store *s, cmk_errbuf *eb)
 {
-    char path[4200];
     json_t *j = NULL;
-    cmk_err rc = cmk_path(path, sizeof(path), eb, "%s/store.json", s->dir);
+    cmk_err rc = cmk_json_load_at(s->dirfd, s->dir, "store.json", &j, eb);
 
-    if (rc == CMK_OK)
-        rc = cmk_json_load(path, &j, eb);
     if (rc != CMK_OK)
         return rc;
     json_decref(s->cfg);

@@ -68,17 +68,15 @@ static cmk_err name_hash(cmk_store *s, const char *name, uint8_t out[32], cmk_er
     return rc;
 }
 
-static cmk_err record_path(cmk_store *s, const uint8_t hash[32], char *dir, size_t dcap, char *path,
-                           size_t pcap, cmk_errbuf *eb)
+/* The record's directory and file, relative to the store directory (opened under its fd,
+ * never through a link). */
+static void record_path(const uint8_t hash[32], char dir[8], char path[80])
 {
     char hex[65];
-    cmk_err rc;
 
     cmk_hex(hex, hash, 32);
-    rc = cmk_path(dir, dcap, eb, "%s/meta/%.2s", s->dir, hex);
-    if (rc == CMK_OK)
-        rc = cmk_path(path, pcap, eb, "%s/%s", dir, hex);
-    return rc;
+    snprintf(dir, 8, "meta/%.2s", hex);
+    snprintf(path, 80, "%s/%s", dir, hex);
 }
 
 static cmk_err record_key(cmk_store *s, uint32_t dek_id, const uint8_t *salt, uint8_t *key,
@@ -165,7 +163,7 @@ out:
 
 static cmk_err read_record(cmk_store *s, const char *name, void **val, size_t *len, cmk_errbuf *eb)
 {
-    char dir[4200], path[4300];
+    char dir[8], path[80];
     uint8_t hash[32], *plain = NULL;
     char *buf = NULL;
     const char *rname;
@@ -176,11 +174,11 @@ static cmk_err read_record(cmk_store *s, const char *name, void **val, size_t *l
     *val = NULL;
     *len = 0;
     rc = name_hash(s, name, hash, eb);
-    if (rc == CMK_OK)
-        rc = record_path(s, hash, dir, sizeof(dir), path, sizeof(path), eb);
     if (rc != CMK_OK)
         return rc;
-    rc = cmk_read_file(path, CMK_META_MAX + META_OVERHEAD + 4 + META_NAME_MAX, &buf, &blen, eb);
+    record_path(hash, dir, path);
+    rc = cmk_read_file_at(s->dirfd, s->dir, path, CMK_META_MAX + META_OVERHEAD + 4 + META_NAME_MAX,
+                          &buf, &blen, eb);
     if (rc == CMK_E_NOT_FOUND)
         return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no metadata record '%s'", name);
     if (rc != CMK_OK)
@@ -209,7 +207,7 @@ out:
 static cmk_err write_record(cmk_store *s, const char *name, const void *val, size_t len,
                             cmk_errbuf *eb)
 {
-    char dir[4200], path[4300];
+    char dir[8], path[80];
     uint8_t hash[32], aad[META_HDR + 32], nonce[CMK_NONCE_LEN] = {0};
     uint8_t *key = NULL, *buf = NULL;
     size_t nl = strlen(name), ptlen = 4 + nl + len, total = ptlen + META_OVERHEAD;
@@ -217,10 +215,9 @@ static cmk_err write_record(cmk_store *s, const char *name, const void *val, siz
     cmk_err rc;
 
     rc = name_hash(s, name, hash, eb);
-    if (rc == CMK_OK)
-        rc = record_path(s, hash, dir, sizeof(dir), path, sizeof(path), eb);
     if (rc != CMK_OK)
         return rc;
+    record_path(hash, dir, path);
     key = cmk_secalloc(CMK_KEY_LEN);
     buf = malloc(total);
     if (!key || !buf) {
@@ -248,15 +245,9 @@ static cmk_err write_record(cmk_store *s, const char *name, const void *val, siz
     if (rc != CMK_OK)
         goto out;
     cmk_st64(buf + total - 8, cmk_fmt_xxh3(buf, total - 8));
-    if (mkdir(dir, 0700) == 0) {
-        rc = cmk_fsync_parent(dir, eb);
-        if (rc != CMK_OK)
-            goto out;
-    } else if (errno != EEXIST) {
-        rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot create %s", dir);
-        goto out;
-    }
-    rc = cmk_write_file_atomic(path, buf, total, 0600, eb);
+    rc = cmk_mkdir_at(s->dirfd, s->dir, dir, 0700, eb);
+    if (rc == CMK_OK)
+        rc = cmk_write_file_at(s->dirfd, s->dir, path, buf, total, 0600, eb);
 out:
     cmk_secfree(key);
     free(buf);
@@ -265,19 +256,27 @@ out:
 
 static cmk_err delete_record(cmk_store *s, const char *name, cmk_errbuf *eb)
 {
-    char dir[4200], path[4300];
+    char dir[8], path[80];
     uint8_t hash[32];
+    int dfd = -1;
     cmk_err rc = name_hash(s, name, hash, eb);
 
-    if (rc == CMK_OK)
-        rc = record_path(s, hash, dir, sizeof(dir), path, sizeof(path), eb);
     if (rc != CMK_OK)
         return rc;
-    if (unlink(path) != 0)
-        return errno == ENOENT
-                   ? cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no metadata record '%s'", name)
-                   : cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot delete %s", path);
-    return cmk_fsync_dir(dir, eb);
+    record_path(hash, dir, path);
+    rc = cmk_opendir_at(s->dirfd, s->dir, dir, &dfd, eb);
+    if (rc == CMK_E_NOT_FOUND)
+        return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no metadata record '%s'", name);
+    if (rc != CMK_OK)
+        return rc;
+    if (unlinkat(dfd, path + strlen(dir) + 1, 0) != 0)
+        rc = errno == ENOENT
+                 ? cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no metadata record '%s'", name)
+                 : cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot delete %s/%s", s->dir, path);
+    else if (fsync(dfd) != 0)
+        rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot fsync %s/%s", s->dir, dir);
+    close(dfd);
+    return rc;
 }
 
 static cmk_err check_name(const char *name, cmk_errbuf *eb)
@@ -290,13 +289,10 @@ static cmk_err check_name(const char *name, cmk_errbuf *eb)
 /* Serialises writers: the mutex within the process, the flock across processes. */
 static cmk_err meta_lock(cmk_store *s, int *fd, cmk_errbuf *eb)
 {
-    char path[4200];
-    cmk_err rc = cmk_path(path, sizeof(path), eb, "%s/meta/lock", s->dir);
+    cmk_err rc;
 
-    if (rc != CMK_OK)
-        return rc;
     pthread_mutex_lock(&s->meta_mu);
-    rc = cmk_lock(path, 1, 1, fd, eb);
+    rc = cmk_lock_at(s->dirfd, s->dir, "meta/lock", 1, 1, fd, eb);
     if (rc != CMK_OK)
         pthread_mutex_unlock(&s->meta_mu);
     return rc;
@@ -425,8 +421,9 @@ cmk_err cmk_meta_list(cmk_store *s, const char *prefix, int (*cb)(const char *na
 {
     cmk_errbuf eb = {0};
     size_t plen = prefix ? strlen(prefix) : 0;
-    char root[4200], sub[4300], path[4400];
+    char sub[16], path[96];
     DIR *d = NULL, *d2 = NULL;
+    int fd;
     struct dirent *de, *de2;
     int stop = 0;
     cmk_err rc;
@@ -435,21 +432,28 @@ cmk_err cmk_meta_list(cmk_store *s, const char *prefix, int (*cb)(const char *na
         return cmk_set_last(CMK_E_INVAL, "cmk_meta_list: NULL argument");
     rc = cmk_store_key_gate(s, &eb);
     if (rc == CMK_OK)
-        rc = cmk_path(root, sizeof(root), &eb, "%s/meta", s->dir);
+        rc = cmk_opendir_at(s->dirfd, s->dir, "meta", &fd, &eb);
+    if (rc == CMK_E_NOT_FOUND)
+        return CMK_OK;
     if (rc != CMK_OK)
         return cmk_publish(&eb, rc);
-    d = opendir(root);
-    if (!d)
-        return errno == ENOENT
-                   ? CMK_OK
-                   : cmk_publish(&eb, cmk_errbuf_sys(&eb, CMK_E_IO, errno, "cannot open %s", root));
+    d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return cmk_publish(&eb,
+                           cmk_errbuf_sys(&eb, CMK_E_IO, errno, "cannot read %s/meta", s->dir));
+    }
     while (!stop && rc == CMK_OK && (de = readdir(d)) != NULL) {
         if (strlen(de->d_name) != 2 || de->d_name[0] == '.')
             continue;
-        snprintf(sub, sizeof(sub), "%s/%s", root, de->d_name);
-        d2 = opendir(sub);
-        if (!d2)
+        snprintf(sub, sizeof(sub), "meta/%s", de->d_name);
+        fd = cmk_openat_nofollow(s->dirfd, sub, O_RDONLY | O_DIRECTORY, 0);
+        d2 = fd >= 0 ? fdopendir(fd) : NULL;
+        if (!d2) {
+            if (fd >= 0)
+                close(fd);
             continue;
+        }
         while (!stop && (de2 = readdir(d2)) != NULL) {
             uint8_t hash[32], *plain = NULL;
             const char *name;
@@ -460,8 +464,9 @@ cmk_err cmk_meta_list(cmk_store *s, const char *prefix, int (*cb)(const char *na
             if (!is_hex64(de2->d_name) || cmk_unhex(hash, 32, de2->d_name) != 0)
                 continue;
             snprintf(path, sizeof(path), "%s/%s", sub, de2->d_name);
-            rc = cmk_read_file(path, CMK_META_MAX + META_OVERHEAD + 4 + META_NAME_MAX, &buf, &blen,
-                               &eb);
+            rc = cmk_read_file_at(s->dirfd, s->dir, path,
+                                  CMK_META_MAX + META_OVERHEAD + 4 + META_NAME_MAX, &buf, &blen,
+                                  &eb);
             if (rc == CMK_E_NOT_FOUND) { /* deleted meanwhile */
                 rc = CMK_OK;
                 cmk_errbuf_clear(&eb);

@@ -1067,27 +1067,31 @@ out:
 static cmk_err publish(cmk_put *p, const uint8_t *raw, char *parent, size_t pcap, cmk_errbuf *eb)
 {
     char path[4096], procfd[64];
+    const char *base;
+    int pfd = -1;
     cmk_err rc;
 
     rc = cmk_store_blob_path(p->s, p->h.digest_alg, raw, path, sizeof(path), parent, pcap, eb);
+    /* Into the prefix directory as found inside the store, never through a link. */
+    if (rc == CMK_OK)
+        rc = cmk_opendir_at(p->s->dirfd, p->s->dir, cmk_store_rel(p->s, parent), &pfd, eb);
     if (rc != CMK_OK)
         return rc;
+    base = strrchr(path, '/') + 1;
     if (p->named_tmp) {
-        rc = cmk_io_renameat(p->io, p->s->tmpfd, p->tmp_name, AT_FDCWD, path, eb);
-        if (rc != CMK_OK)
-            return rc;
-        p->named_tmp = 0; /* nothing left to unlink */
-        return CMK_OK;
+        rc = cmk_io_renameat(p->io, p->s->tmpfd, p->tmp_name, pfd, base, eb);
+        if (rc == CMK_OK)
+            p->named_tmp = 0; /* nothing left to unlink */
+        goto out;
     }
     snprintf(procfd, sizeof(procfd), "/proc/self/fd/%d", p->fd);
-    if (linkat(AT_FDCWD, procfd, AT_FDCWD, path, AT_SYMLINK_FOLLOW) != 0) {
-        /* Content-addressed: an existing file holds the same content. Its directory entry
-         * is still fsync'd below: it may be another writer's that is not durable yet. */
-        if (errno == EEXIST)
-            return CMK_OK;
-        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot publish blob %s", path);
-    }
-    return CMK_OK;
+    /* Content-addressed: an existing file (EEXIST) holds the same content. Its directory
+     * entry is still fsync'd below: it may be another writer's that is not durable yet. */
+    if (linkat(AT_FDCWD, procfd, pfd, base, AT_SYMLINK_FOLLOW) != 0 && errno != EEXIST)
+        rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot publish blob %s", path);
+out:
+    close(pfd);
+    return rc;
 }
 
 /* Everything a commit does before durability: finishes the pipeline, checks the digest and
@@ -1238,12 +1242,10 @@ static cmk_err commit_batch(cmk_store *s, cmk_put **puts, const char *const *exp
                 it[i].dir = it[k].dir;
         if (it[i].dir >= 0)
             continue;
-        int dfd = open(it[i].parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0) {
-            batch_fail(
-                &it[i],
-                cmk_errbuf_sys(&eb, CMK_E_IO, errno, "cannot open directory %s", it[i].parent),
-                &eb);
+        int dfd = -1;
+        r = cmk_opendir_at(s->dirfd, s->dir, cmk_store_rel(s, it[i].parent), &dfd, &eb);
+        if (r != CMK_OK) {
+            batch_fail(&it[i], r, &eb);
             continue;
         }
         it[i].dir = (int)nd;

@@ -10,6 +10,10 @@
  *   events.log      the store's key events (JSON lines)
  *   lock            flock: shared by every process holding the store open, exclusive for
  *                   keyring changes
+ *   meta/<xx>/<hex> encrypted metadata records (meta.c)
+ * Every one of them is opened relative to the store's directory fd and never through a
+ * symbolic link (cmk_openat_nofollow): the store's files are data that whoever can write
+ * the directory controls, and a planted link must not send a read or a write elsewhere.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -47,6 +51,13 @@ void cmk_store_opts_init(cmk_store_opts *o)
 }
 
 /* ---- paths ---- */
+
+const char *cmk_store_rel(const cmk_store *s, const char *path)
+{
+    size_t n = strlen(s->dir);
+
+    return strncmp(path, s->dir, n) == 0 && path[n] == '/' ? path + n + 1 : path;
+}
 
 cmk_err cmk_store_blob_path(const cmk_store *s, int alg, const uint8_t *raw, char *path, size_t cap,
                             char *parent, size_t pcap, cmk_errbuf *eb)
@@ -164,18 +175,48 @@ again:
 
 /* ---- store.json ---- */
 
+/* The home store.json names, used when the caller gives none. It is store data, and the
+ * home is where the key configuration lives (vaults with their HSM modules, pkcs11.json):
+ * it is taken only if it is a directory the running user (or root) owns that nobody else
+ * may write and that does not lie inside the store, so a store's writer cannot point it
+ * at a configuration of their own. */
+static cmk_err recorded_home(cmk_store *s, const char *home, cmk_errbuf *eb)
+{
+    char real[PATH_MAX];
+    struct stat st;
+    size_t n = strlen(s->dir);
+    const char *why = NULL;
+
+    if (stat(home, &st) != 0 || realpath(home, real) == NULL)
+        /* A home that is gone holds no configuration: the key lookups say what is missing. */
+        return cmk_path(s->home, sizeof(s->home), eb, "%s", home);
+    if (!S_ISDIR(st.st_mode))
+        why = "is not a directory";
+    else if (st.st_uid != geteuid() && st.st_uid != 0)
+        why = "is owned by another user";
+    else if (st.st_mode & (S_IWGRP | S_IWOTH))
+        why = "may be written by other users";
+    else if (strncmp(real, s->dir, n) == 0 && (real[n] == '/' || real[n] == '\0'))
+        why = "lies inside the store";
+    if (why)
+        return cmk_errbuf_set(eb, CMK_E_REFUSED,
+                              "%s/store.json names the cmkstore home %.512s, which %s: a store's "
+                              "files do not choose the key configuration. Give the home with "
+                              "--home or $CMKSTORE_HOME",
+                              s->dir, home, why);
+    return cmk_path(s->home, sizeof(s->home), eb, "%s", real);
+}
+
 static cmk_err load_config(cmk_store *s, cmk_errbuf *eb)
 {
-    char path[4096];
+    char path[4200];
     json_t *j = NULL;
     const char *id, *home;
     int64_t cs;
     cmk_err rc;
 
-    rc = cmk_path(path, sizeof(path), eb, "%s/store.json", s->dir);
-    if (rc != CMK_OK)
-        return rc;
-    rc = cmk_json_load(path, &j, eb);
+    snprintf(path, sizeof(path), "%s/store.json", s->dir);
+    rc = cmk_json_load_at(s->dirfd, s->dir, "store.json", &j, eb);
     if (rc == CMK_E_NOT_FOUND)
         return cmk_errbuf_set(eb, CMK_E_NOT_FOUND,
                               "no store at %s (store.json is missing); create one with "
@@ -197,7 +238,7 @@ static cmk_err load_config(cmk_store *s, cmk_errbuf *eb)
     }
     memcpy(s->id, id, 37);
     if (!s->home[0]) {
-        rc = cmk_path(s->home, sizeof(s->home), eb, "%s", home);
+        rc = recorded_home(s, home, eb);
         if (rc != CMK_OK)
             goto out;
     }
@@ -220,25 +261,19 @@ out:
 
 cmk_err cmk_store_save_config(cmk_store *s, cmk_errbuf *eb)
 {
-    char path[4200];
-    cmk_err rc = cmk_path(path, sizeof(path), eb, "%s/store.json", s->dir);
-    return rc == CMK_OK ? cmk_json_save(path, s->cfg, 0600, eb) : rc;
+    return cmk_json_save_at(s->dirfd, s->dir, "store.json", s->cfg, 0600, eb);
 }
 
 cmk_err cmk_store_lock(cmk_store *s, int *fd, cmk_errbuf *eb)
 {
-    char path[4200];
-    cmk_err rc = cmk_path(path, sizeof(path), eb, "%s/lock", s->dir);
-    return rc == CMK_OK ? cmk_lock(path, 1, 1, fd, eb) : rc;
+    return cmk_lock_at(s->dirfd, s->dir, "lock", 1, 1, fd, eb);
 }
 
 void cmk_store_note_keyring_file(cmk_store *s)
 {
-    char path[4200];
     struct stat st;
 
-    snprintf(path, sizeof(path), "%s/keyring.json", s->dir);
-    if (stat(path, &st) == 0) {
+    if (fstatat(s->dirfd, CMK_KEYRING_FILE, &st, AT_SYMLINK_NOFOLLOW) == 0) {
         s->kr_dev = st.st_dev;
         s->kr_ino = st.st_ino;
         s->kr_mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
@@ -372,21 +407,21 @@ static cmk_err check_target(const char *dir, cmk_errbuf *eb)
     return rc;
 }
 
-/* Writes the store's files into `stage` (a sibling temp directory). */
+/* Writes the store's files into `stage` (a sibling temp directory, just made: nobody
+ * else has written into it). */
 static cmk_err write_store_files(const char *stage, const json_t *cfg, const cmk_keyring *kr,
                                  json_t *event, cmk_errbuf *eb)
 {
     static const char *algs[] = {"sha256", "sha512"};
     char p[4096];
+    int sfd = open(stage, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     cmk_err rc;
 
-    rc = cmk_path(p, sizeof(p), eb, "%s/store.json", stage);
+    if (sfd < 0)
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot open %s", stage);
+    rc = cmk_json_save_at(sfd, stage, "store.json", cfg, 0600, eb);
     if (rc == CMK_OK)
-        rc = cmk_json_save(p, cfg, 0600, eb);
-    if (rc == CMK_OK)
-        rc = cmk_path(p, sizeof(p), eb, "%s/keyring.json", stage);
-    if (rc == CMK_OK)
-        rc = cmk_keyring_save(p, kr, eb);
+        rc = cmk_keyring_save(sfd, stage, kr, eb);
     if (rc == CMK_OK)
         rc = cmk_path(p, sizeof(p), eb, "%s/tmp", stage);
     if (rc == CMK_OK)
@@ -412,9 +447,10 @@ static cmk_err write_store_files(const char *stage, const json_t *cfg, const cmk
     if (rc == CMK_OK)
         rc = cmk_fsync_dir(p, eb);
     if (rc == CMK_OK)
-        rc = cmk_events_append(stage, "store.created", json_incref(event), eb);
-    if (rc == CMK_OK)
-        rc = cmk_fsync_dir(stage, eb);
+        rc = cmk_events_append(sfd, stage, "store.created", json_incref(event), eb);
+    if (rc == CMK_OK && fsync(sfd) != 0)
+        rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot fsync %s", stage);
+    close(sfd);
     return rc;
 }
 
@@ -617,19 +653,13 @@ cmk_err cmk_store_create(const char *dir, const cmk_create_opts *o)
  * the lock can be taken now. */
 static void sweep_meta_tmp(cmk_store *s)
 {
-    char path[4200];
+    cmk_errbuf ignore = {0};
     struct dirent *de;
     DIR *d;
     int fd;
 
-    snprintf(path, sizeof(path), "%s/lock", s->dir);
-    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
+    if (cmk_lock_at(s->dirfd, s->dir, "lock", 1, 0, &fd, &ignore) != CMK_OK)
         return;
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        close(fd);
-        return;
-    }
     d = fdopendir(dup(s->dirfd));
     while (d && (de = readdir(d)) != NULL) {
         if (strncmp(de->d_name, "keyring.json.tmp-", 17) == 0 ||
@@ -638,8 +668,7 @@ static void sweep_meta_tmp(cmk_store *s)
     }
     if (d)
         closedir(d);
-    flock(fd, LOCK_UN);
-    close(fd);
+    cmk_unlock(fd);
 }
 
 /* Removes named temporaries left by crashed writers of the fallback path (unlocked ones:
@@ -665,21 +694,36 @@ static void sweep_tmp(cmk_store *s)
     sweep_meta_tmp(s);
 }
 
+/* Refuses a store whose own entries are symbolic links. Every open below refuses them one
+ * by one; this says so before anything is done, for the entries that are used only later
+ * or only by some commands (events.log, lock, meta/, blobs/). */
+static cmk_err check_no_links(cmk_store *s, cmk_errbuf *eb)
+{
+    static const char *const names[] = {"events.log", "lock",  "tmp",          "meta",
+                                        "meta/lock",  "blobs", "blobs/sha256", "blobs/sha512"};
+    struct stat st;
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (fstatat(s->dirfd, names[i], &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+            return cmk_errbuf_open(eb, ELOOP, "open", s->dir, names[i]);
+    }
+    return CMK_OK;
+}
+
 /* Loads the keyring and unwraps its DEKs. A key-access failure is not an open failure: it
  * is recorded as the key state. */
 static cmk_err load_keys(cmk_store *s, cmk_errbuf *eb)
 {
-    char path[4096];
     cmk_errbuf why = {0};
     cmk_err rc;
 
-    rc = cmk_path(path, sizeof(path), eb, "%s/keyring.json", s->dir);
-    if (rc != CMK_OK)
-        return rc;
-    rc = cmk_keyring_load(path, &s->kr, eb);
+    rc = cmk_keyring_load(s->dirfd, s->dir, &s->kr, eb);
     cmk_store_note_keyring_file(s);
     if (rc == CMK_E_NOT_FOUND)
-        return cmk_errbuf_set(eb, CMK_E_CORRUPT, "%s is missing: the store cannot be opened", path);
+        return cmk_errbuf_set(eb, CMK_E_CORRUPT,
+                              "%s/" CMK_KEYRING_FILE " is missing: the store "
+                              "cannot be opened",
+                              s->dir);
     if (rc != CMK_OK)
         return rc;
     s->last_key_check = cmk_now();
@@ -700,7 +744,6 @@ static cmk_err load_keys(cmk_store *s, cmk_errbuf *eb)
 static cmk_err do_open(const char *dir, const cmk_store_opts *o, cmk_store **out, cmk_errbuf *eb)
 {
     cmk_store *s = calloc(1, sizeof(*s));
-    char p[4096];
     const char *env;
     int kind;
     cmk_err rc;
@@ -731,16 +774,24 @@ static cmk_err do_open(const char *dir, const cmk_store_opts *o, cmk_store **out
         if (rc != CMK_OK)
             goto out;
     }
+    /* The directory is resolved once; everything in it is opened relative to this fd. */
+    s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (s->dirfd < 0) {
+        rc = cmk_errbuf_sys(eb, cmk_err_from_errno(errno), errno, "cannot open the store %s",
+                            s->dir);
+        goto out;
+    }
     rc = load_config(s, eb);
     if (rc != CMK_OK)
         goto out;
-    s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    rc = cmk_path(p, sizeof(p), eb, "%s/tmp", s->dir);
+    rc = check_no_links(s, eb);
     if (rc != CMK_OK)
         goto out;
-    s->tmpfd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (s->dirfd < 0 || s->tmpfd < 0) {
-        rc = cmk_errbuf_sys(eb, CMK_E_CORRUPT, errno, "cannot open %s", p);
+    s->tmpfd = cmk_openat_nofollow(s->dirfd, "tmp", O_RDONLY | O_DIRECTORY, 0);
+    if (s->tmpfd < 0) {
+        rc = cmk_errbuf_open(eb, errno, "open", s->dir, "tmp");
+        if (rc != CMK_E_REFUSED)
+            rc = eb->code = CMK_E_CORRUPT;
         goto out;
     }
     kind = cmk_io_kind_parse(o ? o->io_engine : NULL);
@@ -845,7 +896,7 @@ cmk_err cmk_delete(cmk_store *s, const char *digest)
     cmk_errbuf eb = {0};
     uint8_t raw[CMK_DIGEST_RAW_MAX];
     char path[4096], parent[4096];
-    int alg;
+    int alg, pfd = -1;
     cmk_err rc;
 
     if (!s || !digest)
@@ -857,16 +908,21 @@ cmk_err cmk_delete(cmk_store *s, const char *digest)
     if (rc != CMK_OK)
         goto out;
     rc = cmk_store_blob_path(s, alg, raw, path, sizeof(path), parent, sizeof(parent), &eb);
+    if (rc == CMK_OK)
+        rc = cmk_opendir_at(s->dirfd, s->dir, cmk_store_rel(s, parent), &pfd, &eb);
     if (rc != CMK_OK)
         goto out;
-    if (unlink(path) != 0) {
+    if (unlinkat(pfd, strrchr(path, '/') + 1, 0) != 0) {
         rc = errno == ENOENT
                  ? cmk_errbuf_set(&eb, CMK_E_NOT_FOUND, "blob %s is not in the store", digest)
                  : cmk_errbuf_sys(&eb, CMK_E_IO, errno, "cannot delete %s", path);
         goto out;
     }
-    rc = cmk_fsync_dir(parent, &eb);
+    if (fsync(pfd) != 0)
+        rc = cmk_errbuf_sys(&eb, CMK_E_IO, errno, "cannot fsync directory %s", parent);
 out:
+    if (pfd >= 0)
+        close(pfd);
     return cmk_publish(&eb, rc);
 }
 
@@ -895,13 +951,18 @@ cmk_err cmk_list(cmk_store *s, int (*cb)(const char *digest, void *arg), void *a
             DIR *d;
             struct dirent *de;
 
-            rc = cmk_path(p, sizeof(p), &eb, "%s/blobs/%s/%02x", s->dir,
-                          cmk_digest_alg_name(algs[a]), i);
+            int dfd;
+
+            rc = cmk_path(p, sizeof(p), &eb, "blobs/%s/%02x", cmk_digest_alg_name(algs[a]), i);
             if (rc != CMK_OK)
                 goto out;
-            d = opendir(p);
-            if (!d)
+            dfd = cmk_openat_nofollow(s->dirfd, p, O_RDONLY | O_DIRECTORY, 0);
+            d = dfd >= 0 ? fdopendir(dfd) : NULL;
+            if (!d) {
+                if (dfd >= 0)
+                    close(dfd);
                 continue;
+            }
             while ((de = readdir(d)) != NULL) {
                 if (!is_hex(de->d_name, hexlen) || strncmp(de->d_name, p + strlen(p) - 2, 2))
                     continue;

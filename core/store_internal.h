@@ -89,6 +89,10 @@ struct cmk_store {
 cmk_err cmk_store_blob_path(const cmk_store *s, int alg, const uint8_t *raw, char *path, size_t cap,
                             char *parent, size_t pcap, cmk_errbuf *eb);
 
+/* path (made by cmk_store_blob_path or "<dir>/...") relative to the store directory, for
+ * opening it under s->dirfd with cmk_openat_nofollow. */
+const char *cmk_store_rel(const cmk_store *s, const char *path);
+
 /* Takes an I/O engine from the store's free list (or makes one); give it back with
  * cmk_store_io_put. */
 cmk_err cmk_store_io_get(cmk_store *s, cmk_io **out, cmk_errbuf *eb);

@@ -100,8 +100,9 @@ cmk_err cmk_kek_open(const char *home, const cmk_kek_provider *extra, cmk_kek **
             goto out;
     }
     /* 3. PKCS#11 tokens (RSA-HSM), for pkcs11: identifiers. Cheap to make: no module is
-     *    loaded and no PIN read until a pkcs11: key is first used. */
-    rc = cmk_pkcs11_provider_new(home, &vp, eb);
+     *    loaded and no PIN read until a pkcs11: key is first used. The identifiers come
+     *    from the store's files: their module-path and pin-source are not obeyed. */
+    rc = cmk_pkcs11_provider_new(home, 0, &vp, eb);
     if (rc != CMK_OK)
         goto out;
     rc = add_owned(k, vp);

@@ -173,8 +173,8 @@ static const char *rv_advice(CK_RV rv)
     case CKR_PIN_INCORRECT:
     case CKR_PIN_INVALID:
     case CKR_PIN_LEN_RANGE:
-        return "the token rejected the user PIN: check the configured PIN (pin-source, "
-               "$" P11_ENV_PINF ", $" P11_ENV_PIN " or pinFile in pkcs11.json)";
+        return "the token rejected the user PIN: check the configured PIN (the vault's "
+               "--hsm-pin-file, $" P11_ENV_PINF ", $" P11_ENV_PIN " or pinFile in pkcs11.json)";
     case CKR_PIN_LOCKED:
         return "the user PIN is locked: the token's security officer must reset it";
     case CKR_PIN_EXPIRED:
@@ -735,8 +735,8 @@ static cmk_err module_get(const char *path, struct p11_module **out, cmk_errbuf 
     if (!dl) {
         const char *why = dlerror();
         rc = cmk_errbuf_set(eb, CMK_E_KEY_UNREACHABLE,
-                            "cannot load PKCS#11 module %s: %s; check module-path in the key "
-                            "identifier, $" P11_ENV_MODULE " or \"module\" in pkcs11.json",
+                            "cannot load PKCS#11 module %s: %s; check $" P11_ENV_MODULE
+                            ", \"module\" in pkcs11.json or the vault's --hsm-module",
                             path, why ? why : "unknown error");
         goto out;
     }
@@ -754,7 +754,7 @@ static cmk_err module_get(const char *path, struct p11_module **out, cmk_errbuf 
     if (!sym) {
         rc = cmk_errbuf_set(eb, CMK_E_KEY_UNREACHABLE,
                             "cannot load PKCS#11 module %s: it has no C_GetFunctionList, so it "
-                            "is not a PKCS#11 module; check module-path / $" P11_ENV_MODULE,
+                            "is not a PKCS#11 module; check $" P11_ENV_MODULE " / pkcs11.json",
                             path);
         goto out;
     }
@@ -2350,8 +2350,8 @@ cmk_err cmk_p11_resolve_module(const char *home, const char *module_path, char *
         rc = copy_str(out, cap, m, "\"module\" in pkcs11.json", eb);
     else
         rc = cmk_errbuf_set(eb, CMK_E_INVAL,
-                            "no PKCS#11 module configured: give module-path in the key "
-                            "identifier, set $" P11_ENV_MODULE ", or put \"module\" in %s",
+                            "no PKCS#11 module configured: set $" P11_ENV_MODULE
+                            ", or put \"module\" in %s",
                             cfg[0] ? cfg : "<home>/pkcs11.json");
     json_decref(j);
     return rc;
@@ -2455,8 +2455,7 @@ cmk_err cmk_p11_load_pin(const char *home, const char *pin_file, char **pin, cha
     if (!pf || !*pf) {
         snprintf(where, wherecap, "nowhere");
         rc = cmk_errbuf_set(eb, CMK_E_KEY_DENIED,
-                            "no PKCS#11 user PIN configured: give pin-source=file:<path> in the "
-                            "key identifier, set $" P11_ENV_PINF " or $" P11_ENV_PIN
+                            "no PKCS#11 user PIN configured: set $" P11_ENV_PINF " or $" P11_ENV_PIN
                             ", or put \"pinFile\" in %s",
                             cfg[0] ? cfg : "<home>/pkcs11.json");
         goto out;
@@ -2518,6 +2517,7 @@ struct prov_bad {
 
 struct p11_prov {
     char *home;
+    unsigned flags; /* CMK_P11_PROV_* */
     pthread_mutex_t mu;
     struct prov_ent *ents;
     struct prov_bad *bad;
@@ -2561,8 +2561,14 @@ static cmk_err prov_open(struct p11_prov *p, const char *module, const cmk_p11_u
     char *pin = NULL;
     cmk_err rc;
 
-    rc = cmk_p11_load_pin(p->home, u->pin_file[0] ? u->pin_file : NULL, &pin, where, sizeof(where),
-                          eb);
+    /* A pin-source in an identifier is read only when the identifier is the operator's own
+     * (an HSM-backed vault builds it from vault.json); a store's identifier is data. */
+    rc = cmk_p11_load_pin(
+        p->home, (p->flags & CMK_P11_PROV_OBEY_QUERY) && u->pin_file[0] ? u->pin_file : NULL, &pin,
+        where, sizeof(where), eb);
+    if (rc == CMK_E_KEY_DENIED && u->pin_file[0] && !(p->flags & CMK_P11_PROV_OBEY_QUERY))
+        eb_append(eb, " (the key identifier's pin-source is not read: a PIN file comes only "
+                      "from the operator's configuration)");
     if (rc == CMK_OK)
         rc = pin_mac(p, pin, mac, eb);
     if (rc != CMK_OK)
@@ -2600,6 +2606,51 @@ out:
     return rc;
 }
 
+/* 1 if a and b name the same file (same path, or both resolve to one inode). Only stat()
+ * is done on them: nothing is loaded. */
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+
+    if (strcmp(a, b) == 0)
+        return 1;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+/* The module for u: the operator's ($CMKSTORE_PKCS11_MODULE, pkcs11.json). A module-path
+ * in the identifier is a claim checked against it, never loaded on its own: identifiers
+ * are read back from a store's files, which whoever can write the store controls, and
+ * loading a library runs its code. An identifier the operator built (HSM-backed vault) is
+ * obeyed. */
+static cmk_err prov_module(const struct p11_prov *p, const cmk_p11_uri *u, char *module, size_t cap,
+                           cmk_errbuf *eb)
+{
+    cmk_err rc;
+
+    if (p->flags & CMK_P11_PROV_OBEY_QUERY)
+        return cmk_p11_resolve_module(p->home, u->module_path, module, cap, eb);
+    rc = cmk_p11_resolve_module(p->home, NULL, module, cap, eb);
+    if (!u->module_path[0])
+        return rc;
+    if (rc == CMK_E_INVAL)
+        return cmk_errbuf_set(eb, CMK_E_KEY_UNREACHABLE,
+                              "key identifier for PKCS#11 key \"%s\" names module %.300s, which "
+                              "was not loaded: a module named by a key identifier is never "
+                              "loaded (identifiers are stored in the store's files), only the "
+                              "operator's. If you trust it, set $" P11_ENV_MODULE
+                              " or \"module\" in <home>/pkcs11.json to it",
+                              u->object, u->module_path);
+    if (rc == CMK_OK && !same_file(u->module_path, module))
+        rc = cmk_errbuf_set(eb, CMK_E_KEY_UNREACHABLE,
+                            "key identifier for PKCS#11 key \"%s\" names module %.300s, but the "
+                            "configured module is %.300s: refused, neither was loaded (a key "
+                            "identifier never chooses the module). If the identifier is right, "
+                            "configure that module in $" P11_ENV_MODULE " or pkcs11.json",
+                            u->object, u->module_path, module);
+    return rc;
+}
+
 /* Finds or opens the handle for the URI's module and token. */
 static cmk_err prov_acquire(struct p11_prov *p, const cmk_p11_uri *u, struct prov_ent **out,
                             cmk_errbuf *eb)
@@ -2610,7 +2661,7 @@ static cmk_err prov_acquire(struct p11_prov *p, const cmk_p11_uri *u, struct pro
     cmk_err rc;
 
     *out = NULL;
-    rc = cmk_p11_resolve_module(p->home, u->module_path, module, sizeof(module), eb);
+    rc = prov_module(p, u, module, sizeof(module), eb);
     if (rc == CMK_E_INVAL && eb)
         /* For a store this is not bad input but a key it cannot reach from here: the
          * identifier is valid, the environment lacks the module (key-access, exit 5). */
@@ -2831,7 +2882,8 @@ static void prov_free(void *self)
     free(p);
 }
 
-cmk_err cmk_pkcs11_provider_new(const char *home, cmk_kek_provider **out, cmk_errbuf *eb)
+cmk_err cmk_pkcs11_provider_new(const char *home, unsigned flags, cmk_kek_provider **out,
+                                cmk_errbuf *eb)
 {
     struct p11_prov *p = NULL;
     cmk_kek_provider *kp = NULL;
@@ -2844,6 +2896,7 @@ cmk_err cmk_pkcs11_provider_new(const char *home, cmk_kek_provider **out, cmk_er
         rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory creating the PKCS#11 provider");
         goto out;
     }
+    p->flags = flags;
     rc = cmk_random(p->mac_key, sizeof(p->mac_key), eb);
     if (rc != CMK_OK)
         goto out;

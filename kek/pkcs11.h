@@ -43,12 +43,17 @@
  * percent-encoded in uppercase hex, followed by the original query if there was one.
  *
  * ---- Module and PIN resolution (the provider, cmk_p11_open_home) --------------------------
- * module: the URI's module-path, else $CMKSTORE_PKCS11_MODULE, else "module" in
- *         <home>/pkcs11.json.
- * PIN:    the URI's pin-source (file:<path>), else the file named by
- *         $CMKSTORE_PKCS11_PIN_FILE, else $CMKSTORE_PKCS11_PIN, else the file named by
- *         "pinFile" in <home>/pkcs11.json (relative: to home). A PIN file holds the PIN; one
- *         trailing newline is ignored.
+ * module: $CMKSTORE_PKCS11_MODULE, else "module" in <home>/pkcs11.json (cmk_p11_open_home
+ *         and an HSM-backed vault: the module given by the operator first).
+ * PIN:    the file named by $CMKSTORE_PKCS11_PIN_FILE, else $CMKSTORE_PKCS11_PIN, else the
+ *         file named by "pinFile" in <home>/pkcs11.json (relative: to home); an HSM-backed
+ *         vault's recorded PIN file first. A PIN file holds the PIN; one trailing newline is
+ *         ignored.
+ * The provider a store uses (cmk_kek_open) takes key identifiers from the store's files,
+ * which are data: a module-path in one is only compared with the configured module (the
+ * same file: used; another or none: CMK_E_KEY_UNREACHABLE, nothing loaded) and a
+ * pin-source is never read. Only a provider made with CMK_P11_PROV_OBEY_QUERY (the
+ * HSM-backed vault's, whose identifiers it builds from its own vault.json) obeys them.
  *
  * ---- Wrap algorithms ---------------------------------------------------------------------
  * RSA-OAEP-256 (SHA-256, MGF1-SHA-256) is preferred; SoftHSM2 2.6 and other tokens only
@@ -265,6 +270,8 @@ cmk_err cmk_p11_unwrap(cmk_p11 *h, const char *label, const char *version, cmk_w
  * lock the user PIN after a few failed logins, and the store retries on every call. The
  * principal is not an HSM credential (the PIN is): it is used in messages only. Free with
  * cmk_kek_provider_free (kek.h): release(self), then free(*out). */
-cmk_err cmk_pkcs11_provider_new(const char *home, cmk_kek_provider **out, cmk_errbuf *eb);
+#define CMK_P11_PROV_OBEY_QUERY 1u /* load module-path and read pin-source of identifiers */
+cmk_err cmk_pkcs11_provider_new(const char *home, unsigned flags, cmk_kek_provider **out,
+                                cmk_errbuf *eb);
 
 #endif

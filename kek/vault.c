@@ -2798,7 +2798,8 @@ cmk_err cmk_vault_provider_new(const char *home, cmk_kek_provider **out, cmk_err
     }
     rc = cmk_path(p->home, sizeof(p->home), eb, "%s", home);
     if (rc == CMK_OK)
-        rc = cmk_pkcs11_provider_new(home, &p->p11, eb);
+        /* Its identifiers are built here from vault.json's hsm section (operator's). */
+        rc = cmk_pkcs11_provider_new(home, CMK_P11_PROV_OBEY_QUERY, &p->p11, eb);
     if (rc != CMK_OK)
         goto out;
     kp->name = "local-vault";

@@ -118,7 +118,16 @@ static int run_events(const cli_cmd *cmd, cli_args *a)
     snprintf(path, sizeof(path), "%s/events.log", dir);
     for (;;) {
         if (fd < 0) {
-            fd = open(path, O_RDONLY | O_CLOEXEC);
+            /* A store's files are data: a link planted as events.log is not followed. */
+            fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+            if (fd < 0 && errno == ELOOP) {
+                fprintf(stderr,
+                        "cmkstore: error: %s is a symbolic link or lies behind one: refused "
+                        "(cmkstore never follows links inside a store)\n",
+                        path);
+                ex = CLI_EXIT_REFUSED;
+                break;
+            }
             if (fd < 0 && errno != ENOENT) {
                 fprintf(stderr, "cmkstore: error: cannot read %s: %s\n", path, strerror(errno));
                 ex = CLI_EXIT_FAILURE;

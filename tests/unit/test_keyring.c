@@ -1,10 +1,14 @@
 /* test_keyring.c — keyring parsing (strict), save/load, wrapping with checks, DEK sets. */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "check.h"
+#include "fsutil.h"
 #include "jsonfile.h"
 #include "keyring.h"
 #include "secmem.h"
@@ -91,8 +95,10 @@ static void test_wrap_and_save(void)
     cmk_deks deks = {0}, again = {0};
     char path[4200];
     struct stat st;
+    const char *dir = test_tmpdir("kr");
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
-    REQUIRE(tk);
+    REQUIRE(tk && dfd >= 0);
     CHECK_OK(cmk_kek_open(test_tmpdir("home"), test_kek_provider(tk), &kek, NULL));
     REQUIRE(kek);
     memset(&kr, 0, sizeof(kr));
@@ -110,10 +116,10 @@ static void test_wrap_and_save(void)
     CHECK(memcmp(cmk_deks_find(&deks, 1), cmk_deks_find(&deks, 2), 32) != 0);
     CHECK(cmk_deks_find(&deks, 4) == NULL);
 
-    snprintf(path, sizeof(path), "%s/keyring.json", test_tmpdir("kr"));
-    CHECK_OK(cmk_keyring_save(path, &kr, NULL));
+    snprintf(path, sizeof(path), "%s/keyring.json", dir);
+    CHECK_OK(cmk_keyring_save(dfd, dir, &kr, NULL));
     CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
-    CHECK_OK(cmk_keyring_load(path, &back, NULL));
+    CHECK_OK(cmk_keyring_load(dfd, dir, &back, NULL));
     CHECK_OK(cmk_keyring_unwrap_all(&back, kek, &again, NULL));
     for (uint32_t id = 1; id <= 3; id++)
         CHECK(memcmp(cmk_deks_find(&deks, id), cmk_deks_find(&again, id), 32) == 0);
@@ -145,11 +151,42 @@ static void test_wrap_and_save(void)
     cmk_keyring_free(&back);
     cmk_kek_close(kek);
     test_kek_free(tk);
+    close(dfd);
+}
+
+/* A keyring.json that is a symbolic link (to a real keyring elsewhere, or through a
+ * linked directory) is refused, not followed: a store's files are read only inside it. */
+static void test_link_refused(void)
+{
+    const char *dir = test_tmpdir("krlink"), *other = test_tmpdir("krother");
+    char link[4200], target[4200], sub[4200];
+    cmk_errbuf eb = {0};
+    cmk_keyring kr;
+    char *txt = NULL;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+    REQUIRE(dfd >= 0);
+    snprintf(target, sizeof(target), "%s/keyring.json", other);
+    snprintf(link, sizeof(link), "%s/keyring.json", dir);
+    REQUIRE(test_write_file(target, corpus_valid(), strlen(corpus_valid())) == 0);
+    REQUIRE(symlink(target, link) == 0);
+    CHECK_RC(cmk_keyring_load(dfd, dir, &kr, &eb), CMK_E_REFUSED);
+    CHECK_MSG(strstr(eb.msg, "keyring.json is a symbolic link") != NULL, "%s", eb.msg);
+    /* The same through a linked parent directory. */
+    snprintf(sub, sizeof(sub), "%s/sub", dir);
+    REQUIRE(symlink(other, sub) == 0);
+    int fd = cmk_openat_nofollow(dfd, "sub/keyring.json", O_RDONLY, 0);
+    CHECK(fd < 0 && (errno == ELOOP || errno == EXDEV));
+    CHECK_RC(cmk_read_file_at(dfd, dir, "sub/keyring.json", 1 << 20, &txt, NULL, &eb),
+             CMK_E_REFUSED);
+    CHECK(txt == NULL);
+    close(dfd);
 }
 
 int main(void)
 {
     test_parse();
     test_wrap_and_save();
+    test_link_refused();
     return check_summary();
 }

@@ -177,10 +177,11 @@ static void test_manual_rotation(void)
 
     /* The keyring names the new version for every DEK; the old version can be disabled and
      * a new process still reads everything. */
-    char path[4200];
     cmk_keyring kr;
-    snprintf(path, sizeof(path), "%s/keyring.json", dir);
-    CHECK_OK(cmk_keyring_load(path, &kr, NULL));
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    REQUIRE(dfd >= 0);
+    CHECK_OK(cmk_keyring_load(dfd, dir, &kr, NULL));
+    close(dfd);
     for (size_t i = 0; i < kr.ndeks; i++)
         CHECK(strcmp(kr.deks[i].kid, kid_v2) == 0);
     cmk_keyring_free(&kr);

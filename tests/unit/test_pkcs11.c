@@ -600,11 +600,15 @@ static char g_vkid[CMK_ID_MAX];
 static unsigned char g_dek[8][32], g_wrapped[8][CMK_WRAPPED_MAX];
 static size_t g_wl[8];
 
+/* The flags of the providers new_provider makes: 0 is a store's (identifiers are data),
+ * CMK_P11_PROV_OBEY_QUERY an HSM-backed vault's (identifiers built from vault.json). */
+static unsigned g_prov_flags;
+
 static cmk_kek_provider *new_provider(const char *home)
 {
     cmk_errbuf eb = {0};
     cmk_kek_provider *p = NULL;
-    cmk_err rc = cmk_pkcs11_provider_new(home, &p, &eb);
+    cmk_err rc = cmk_pkcs11_provider_new(home, g_prov_flags, &p, &eb);
 
     EXPECT_OK(rc, &eb);
     REQUIRE(p != NULL);
@@ -712,20 +716,43 @@ static void test_provider(const char *home)
     rc = describe(p, "pkcs11:token=no-such-token;object=store-kek", &d, &eb);
     EXPECT_ERR(rc, &eb, CMK_E_KEY_UNREACHABLE, "no PKCS#11 token labelled \"no-such-token\"");
     CHECK(strstr(eb.msg, "\"cmk-main\"") != NULL); /* lists the tokens present */
+    /* A store's identifier never chooses the module: one that is not the configured module
+     * is refused without being loaded; without a configured module, too. */
     rc = describe(p, "pkcs11:token=cmk-main;object=store-kek?module-path=/nonexistent/libnope.so",
                   &d, &eb);
     EXPECT_ERR(rc, &eb, CMK_E_KEY_UNREACHABLE,
-               "cannot load PKCS#11 module /nonexistent/libnope.so");
+               "names module /nonexistent/libnope.so, but the configured module is");
     REQUIRE(dladdr((void *)EVP_PKEY_new, &di) != 0 && di.dli_fname);
     snprintf(libpath, sizeof(libpath), "%s", di.dli_fname);
     snprintf(q, sizeof(q), "pkcs11:token=cmk-main;object=store-kek?module-path=%s", libpath);
     rc = describe(p, q, &d, &eb);
-    EXPECT_ERR(rc, &eb, CMK_E_KEY_UNREACHABLE, "not a PKCS#11 module");
-    snprintf(path, sizeof(path), "%s/notamodule.so", g_dir);
-    write_text(path, "this is not a shared object\n");
-    snprintf(q, sizeof(q), "pkcs11:token=cmk-main;object=store-kek?module-path=%s", path);
+    EXPECT_ERR(rc, &eb, CMK_E_KEY_UNREACHABLE, "neither was loaded");
+    unsetenv("CMKSTORE_PKCS11_MODULE");
     rc = describe(p, q, &d, &eb);
-    EXPECT_ERR(rc, &eb, CMK_E_KEY_UNREACHABLE, "cannot load PKCS#11 module");
+    EXPECT_ERR(rc, &eb, CMK_E_KEY_UNREACHABLE,
+               "a module named by a key identifier is never loaded");
+    REQUIRE(setenv("CMKSTORE_PKCS11_MODULE", g_module, 1) == 0);
+    /* Module loading failures, where identifiers are obeyed (an HSM-backed vault's). */
+    {
+        cmk_kek_provider *vp;
+
+        g_prov_flags = CMK_P11_PROV_OBEY_QUERY;
+        vp = new_provider(home);
+        g_prov_flags = 0;
+        rc = describe(vp,
+                      "pkcs11:token=cmk-main;object=store-kek?module-path=/nonexistent/libnope.so",
+                      &d, &eb);
+        EXPECT_ERR(rc, &eb, CMK_E_KEY_UNREACHABLE,
+                   "cannot load PKCS#11 module /nonexistent/libnope.so");
+        rc = describe(vp, q, &d, &eb);
+        EXPECT_ERR(rc, &eb, CMK_E_KEY_UNREACHABLE, "not a PKCS#11 module");
+        snprintf(path, sizeof(path), "%s/notamodule.so", g_dir);
+        write_text(path, "this is not a shared object\n");
+        snprintf(q, sizeof(q), "pkcs11:token=cmk-main;object=store-kek?module-path=%s", path);
+        rc = describe(vp, q, &d, &eb);
+        EXPECT_ERR(rc, &eb, CMK_E_KEY_UNREACHABLE, "cannot load PKCS#11 module");
+        free_provider(vp);
+    }
     rc = describe(p, "pkcs11:token=cmk-main;object=store-kek?pin-value=usr-Secret-3097", &d, &eb);
     EXPECT_ERR(rc, &eb, CMK_E_INVAL, "pin-value is refused");
     rc = describe(p, "pkcs11:token=cmk-main;object=%zz", &d, &eb);
@@ -768,6 +795,16 @@ static void test_pins(const char *home)
 {
     char kid[1300], path[1200], text[2600];
 
+    /* A store's identifier: its pin-source is never read. With the right PIN only there and
+     * a wrong one configured, the login fails with the configured one. */
+    REQUIRE(setenv("CMKSTORE_PKCS11_PIN_FILE", g_wrongpinfile, 1) == 0);
+    snprintf(kid, sizeof(kid), "pkcs11:token=" TOKEN_PIN ";object=k?pin-source=file:%s", g_pinfile);
+    PIN_CASE(home, kid, CMK_E_KEY_DENIED, "$CMKSTORE_PKCS11_PIN_FILE");
+    unsetenv("CMKSTORE_PKCS11_PIN_FILE");
+    PIN_CASE(home, kid, CMK_E_KEY_DENIED, "the key identifier's pin-source is not read");
+
+    /* The rest: identifiers obeyed (an HSM-backed vault's, built from vault.json). */
+    g_prov_flags = CMK_P11_PROV_OBEY_QUERY;
     /* Wrong PIN from each source; the message names the token and where the PIN came from. */
     snprintf(kid, sizeof(kid), "pkcs11:token=" TOKEN_PIN ";object=k?pin-source=file:%s",
              g_wrongpinfile);
@@ -841,6 +878,7 @@ static void test_pins(const char *home)
 
     REQUIRE(setenv("CMKSTORE_PKCS11_MODULE", g_module, 1) == 0);
     REQUIRE(setenv("CMKSTORE_PKCS11_PIN_FILE", g_pinfile, 1) == 0);
+    g_prov_flags = 0;
 }
 
 /* ---- threads -------------------------------------------------------------------------- */
