@@ -108,13 +108,19 @@ cmk_err cmk_json_save_at(int dirfd, const char *dir, const char *rel, const json
     return rc;
 }
 
-/* Appends line (n bytes) to the open log fd (closed here), named shown in messages. */
-static cmk_err append_fd(int fd, const char *line, size_t n, const char *shown, cmk_errbuf *eb)
+/* Appends obj as one line to the open log fd (closed here), named shown in messages. */
+static cmk_err append_fd(int fd, const json_t *obj, const char *shown, cmk_errbuf *eb)
 {
     struct stat st;
+    size_t n;
+    char *line = dump_line(obj, JSON_COMPACT, &n);
     ssize_t w;
     cmk_err rc = CMK_OK;
 
+    if (!line) {
+        rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "cannot serialise a log record");
+        goto out;
+    }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         rc = cmk_errbuf_set(eb, CMK_E_REFUSED, "log %s is not a regular file: refused", shown);
         goto out;
@@ -129,44 +135,31 @@ static cmk_err append_fd(int fd, const char *line, size_t n, const char *shown, 
     if (fdatasync(fd) != 0)
         rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot sync log %s", shown);
 out:
+    free(line);
     close(fd);
     return rc;
 }
 
 cmk_err cmk_json_append_line(const char *path, const json_t *obj, cmk_errbuf *eb)
 {
-    size_t n;
-    char *line = dump_line(obj, JSON_COMPACT, &n);
-    int fd;
-    cmk_err rc;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 
-    if (!line)
-        return cmk_errbuf_set(eb, CMK_E_NOMEM, "cannot serialise a log record");
-    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-    rc = fd < 0 ? cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot open log %s", path)
-                : append_fd(fd, line, n, path, eb);
-    free(line);
-    return rc;
+    if (fd < 0)
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot open log %s", path);
+    return append_fd(fd, obj, path, eb);
 }
 
 cmk_err cmk_json_append_line_at(int dirfd, const char *dir, const char *rel, const json_t *obj,
                                 cmk_errbuf *eb)
 {
     char shown[4200];
-    size_t n;
-    char *line = dump_line(obj, JSON_COMPACT, &n);
-    int fd;
-    cmk_err rc;
-
-    if (!line)
-        return cmk_errbuf_set(eb, CMK_E_NOMEM, "cannot serialise a log record");
-    snprintf(shown, sizeof(shown), "%s/%s", dir, rel);
     /* O_NONBLOCK: a FIFO planted under the name must not hang the writer. */
-    fd = cmk_openat_nofollow(dirfd, rel, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK, 0600);
-    rc = fd < 0 ? cmk_errbuf_open(eb, errno, "open the log", dir, rel)
-                : append_fd(fd, line, n, shown, eb);
-    free(line);
-    return rc;
+    int fd = cmk_openat_nofollow(dirfd, rel, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK, 0600);
+
+    if (fd < 0)
+        return cmk_errbuf_open(eb, errno, "open the log", dir, rel);
+    snprintf(shown, sizeof(shown), "%s/%s", dir, rel);
+    return append_fd(fd, obj, shown, eb);
 }
 
 const char *cmk_json_str(const json_t *obj, const char *key)

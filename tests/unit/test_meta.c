@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "identity.h"
@@ -96,6 +97,58 @@ static cmk_err drop(const void *cur, size_t curlen, void **out, size_t *outlen, 
     return CMK_OK;
 }
 
+/* Every meta/<xx> directory becomes a link to a copy moved elsewhere: gets, puts and
+ * deletes of its records are refused, nothing is read or written there; then undone. */
+static void test_linked_record_dirs(const char *sdir, const char *away)
+{
+    char names[256][3], from[4400], to[4400], root[4300];
+    struct dirent *de;
+    struct timespec mt[256];
+    struct stat st;
+    size_t nd = 0;
+    void *v = NULL;
+    size_t n = 0;
+    DIR *d;
+
+    snprintf(root, sizeof(root), "%s/meta", sdir);
+    d = opendir(root);
+    REQUIRE(d);
+    while ((de = readdir(d)) != NULL && nd < 256) {
+        if (strlen(de->d_name) == 2 && de->d_name[0] != '.')
+            snprintf(names[nd++], 3, "%s", de->d_name);
+    }
+    closedir(d);
+    REQUIRE(nd > 0);
+    for (size_t i = 0; i < nd; i++) {
+        snprintf(from, sizeof(from), "%s/%s", root, names[i]);
+        snprintf(to, sizeof(to), "%s/%s", away, names[i]);
+        REQUIRE(rename(from, to) == 0 && symlink(to, from) == 0);
+    }
+    for (size_t i = 0; i < nd; i++) {
+        snprintf(to, sizeof(to), "%s/%s", away, names[i]);
+        REQUIRE(stat(to, &st) == 0);
+        mt[i] = st.st_mtim;
+    }
+    CHECK_RC(cmk_meta_get(s, "a", &v, &n), CMK_E_REFUSED);
+    CHECK_MSG(strstr(cmk_errmsg(), "is a symbolic link") != NULL, "%s", cmk_errmsg());
+    CHECK_RC(cmk_meta_put(s, "a", "changed", 7), CMK_E_REFUSED);
+    CHECK_RC(cmk_meta_delete(s, "b"), CMK_E_REFUSED);
+    /* Nothing created, replaced or removed in the links' targets. */
+    for (size_t i = 0; i < nd; i++) {
+        snprintf(to, sizeof(to), "%s/%s", away, names[i]);
+        REQUIRE(stat(to, &st) == 0);
+        CHECK(st.st_mtim.tv_sec == mt[i].tv_sec && st.st_mtim.tv_nsec == mt[i].tv_nsec);
+    }
+    for (size_t i = 0; i < nd; i++) {
+        snprintf(from, sizeof(from), "%s/%s", root, names[i]);
+        snprintf(to, sizeof(to), "%s/%s", away, names[i]);
+        REQUIRE(unlink(from) == 0 && rename(to, from) == 0);
+    }
+    CHECK_OK(cmk_meta_get(s, "a", &v, &n));
+    CHECK(n == 5 && memcmp(v, "alpha", 5) == 0);
+    free(v);
+}
+
 int main(void)
 {
     cmk_identity id;
@@ -174,6 +227,7 @@ int main(void)
     /* Tamper: flip a byte; move one record over another's name. */
     CHECK_OK(cmk_meta_put(s, "a", "alpha", 5));
     CHECK_OK(cmk_meta_put(s, "b", "bravo", 5));
+    test_linked_record_dirs(dir, test_tmpdir("meta-away"));
     found_path[0] = 0;
     char meta_root[4300];
     snprintf(meta_root, sizeof(meta_root), "%s/meta", dir);
