@@ -2349,10 +2349,11 @@ cmk_err cmk_p11_resolve_module(const char *home, const char *module_path, char *
     if (m && *m)
         rc = copy_str(out, cap, m, "\"module\" in pkcs11.json", eb);
     else
-        rc = cmk_errbuf_set(eb, CMK_E_INVAL,
-                            "no PKCS#11 module configured: set $" P11_ENV_MODULE
-                            ", or put \"module\" in %s",
-                            cfg[0] ? cfg : "<home>/pkcs11.json");
+        rc = cmk_errbuf_set(
+            eb, CMK_E_INVAL,
+            "no PKCS#11 module configured: give --pkcs11-module, set $" P11_ENV_MODULE
+            ", or put \"module\" in %s",
+            cfg[0] ? cfg : "<home>/pkcs11.json");
     json_decref(j);
     return rc;
 }
@@ -2634,19 +2635,21 @@ static cmk_err prov_module(const struct p11_prov *p, const cmk_p11_uri *u, char 
     if (!u->module_path[0])
         return rc;
     if (rc == CMK_E_INVAL)
-        return cmk_errbuf_set(eb, CMK_E_KEY_UNREACHABLE,
-                              "key identifier for PKCS#11 key \"%s\" names module %.300s, which "
-                              "was not loaded: a module named by a key identifier is never "
-                              "loaded (identifiers are stored in the store's files), only the "
-                              "operator's. If you trust it, set $" P11_ENV_MODULE
-                              " or \"module\" in <home>/pkcs11.json to it",
-                              u->object, u->module_path);
+        return cmk_errbuf_set(
+            eb, CMK_E_KEY_UNREACHABLE,
+            "key identifier for PKCS#11 key \"%s\" names module %.300s, which "
+            "was not loaded: a module named by a key identifier is never "
+            "loaded (identifiers are stored in the store's files), only the "
+            "operator's. If you trust it, name it with --pkcs11-module, $" P11_ENV_MODULE
+            " or \"module\" in <home>/pkcs11.json",
+            u->object, u->module_path);
     if (rc == CMK_OK && !same_file(u->module_path, module))
         rc = cmk_errbuf_set(eb, CMK_E_KEY_UNREACHABLE,
                             "key identifier for PKCS#11 key \"%s\" names module %.300s, but the "
                             "configured module is %.300s: refused, neither was loaded (a key "
                             "identifier never chooses the module). If the identifier is right, "
-                            "configure that module in $" P11_ENV_MODULE " or pkcs11.json",
+                            "configure that module (--pkcs11-module, $" P11_ENV_MODULE
+                            " or pkcs11.json)",
                             u->object, u->module_path, module);
     return rc;
 }

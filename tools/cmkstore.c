@@ -133,7 +133,7 @@ static void list_commands(FILE *f, const char *prefix)
 
 static void print_top_help(FILE *f)
 {
-    fputs("Usage: cmkstore [--home DIR] <group> <command> [options]\n"
+    fputs("Usage: cmkstore [--home DIR] [--pkcs11-module PATH] <group> <command> [options]\n"
           "       cmkstore <group> [<command>] --help\n\n",
           f);
     cli_print_wrapped(f,
@@ -146,15 +146,20 @@ static void print_top_help(FILE *f)
                       0);
     fputs("\nCommands:\n", f);
     list_commands(f, NULL);
-    fputs("\nGlobal options:\n"
-          "  --home DIR     Home of the local vaults and identities (default: $CMKSTORE_HOME,\n"
-          "                 else ~/.cmkstore). Also accepted after the command.\n"
-          "  -h, --help     Show help (for a command: `cmkstore <command> --help`).\n"
-          "  --version      Same as `cmkstore version`.\n"
-          "\nOutput: JSON on stdout for show, create and list commands; messages and errors on\n"
-          "stderr. Secrets are never taken from the command line nor printed.\n"
-          "\nExit codes:\n",
-          f);
+    fputs(
+        "\nGlobal options:\n"
+        "  --home DIR     Home of the local vaults and identities (default: $CMKSTORE_HOME,\n"
+        "                 else ~/.cmkstore). Also accepted after the command.\n"
+        "  --pkcs11-module PATH\n"
+        "                 The PKCS#11 module for pkcs11: keys (as $CMKSTORE_PKCS11_MODULE, which\n"
+        "                 it overrides). A module-path in a key identifier is never loaded: it\n"
+        "                 must name this module (see kek/HSM.md).\n"
+        "  -h, --help     Show help (for a command: `cmkstore <command> --help`).\n"
+        "  --version      Same as `cmkstore version`.\n"
+        "\nOutput: JSON on stdout for show, create and list commands; messages and errors on\n"
+        "stderr. Secrets are never taken from the command line nor printed.\n"
+        "\nExit codes:\n",
+        f);
     fputs(exit_code_text, f);
     fputs("\nExample:\n"
           "  cmkstore identity create --name myid\n"
@@ -272,6 +277,15 @@ int main(int argc, char **argv)
         } else if (strncmp(argv[i], "--home=", 7) == 0) {
             home = argv[i] + 7;
             i++;
+        } else if (strcmp(argv[i], "--pkcs11-module") == 0 ||
+                   strncmp(argv[i], "--pkcs11-module=", 16) == 0) {
+            /* Operator configuration, like the variable it sets (read by kek/pkcs11.c). */
+            const char *m = argv[i][15] == '=' ? argv[i] + 16 : i + 1 < argc ? argv[i + 1] : "";
+            if (!*m)
+                return cli_usage_error(NULL, "option --pkcs11-module needs a path");
+            if (setenv("CMKSTORE_PKCS11_MODULE", m, 1) != 0)
+                return cli_usage_error(NULL, "cannot set the PKCS#11 module");
+            i += argv[i][15] == '=' ? 1 : 2;
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             print_top_help(stdout);
             return fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAILURE;

@@ -276,6 +276,19 @@ expect_json ".keyVaultProperties.versionedKeyIdentifier == \"$P11_NOVER;id=$(pct
 expect_ok cmk blob get --store "$SDM" "$(cat "$T/sdm.small.digest")" -o "$T/got"
 expect_true "direct pkcs11: blob reads back after manual rotation" cmp "$T/small" "$T/got"
 D_SD=$(cat "$T/sd.small.digest")
+# A store made with an identifier that names the module (module-path) still opens where
+# that module is the operator's (variable or --pkcs11-module); elsewhere the identifier's
+# module is refused, not loaded, and its pin-source is never the PIN.
+SQ=$T/sq
+expect_ok cmk create --store "$SQ" --identity hid \
+    --key-encryption-key "$P11_NOVER?module-path=$MOD&pin-source=file:$T/wrong.pin"
+cmk blob put --store "$SQ" "$T/small" >"$T/sq.small.digest"
+expect_ok env -u CMKSTORE_PKCS11_MODULE "$CMKSTORE_BIN" --pkcs11-module "$MOD" blob get \
+    --store "$SQ" "$(cat "$T/sq.small.digest")" -o "$T/got"
+expect_true "module-path store: reads back with --pkcs11-module naming the same module" \
+    cmp "$T/small" "$T/got"
+key_fails 5 "names module .*, which was not loaded" "module-path store: no operator module, refused" \
+    env -u CMKSTORE_PKCS11_MODULE "$CMKSTORE_BIN" blob get --store "$SQ" "$(cat "$T/sq.small.digest")" -o "$T/got"
 
 # errors with direct identifiers
 key_fails 5 "cannot load PKCS#11 module $T/nosuch\.so" "direct: missing module" \

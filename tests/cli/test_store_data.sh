@@ -50,6 +50,22 @@ expect_err_match "but the configured module is .*operator-module.so: refused, ne
     "encryption check: a module other than the operator's is refused"
 expect_false "encryption check did not load the store's module" test -e "$T/marker"
 
+# The operator's module is loaded when the identifier names that same file (by another path
+# here): --pkcs11-module on the command line or the variable. (The marker module is no PKCS#11
+# module, so the key stays unreachable, but it was the operator's choice to load it.)
+ln -s "$MOD" "$T/same-module.so"
+CMKSTORE_PKCS11_PIN_FILE=$T/pin expect_ok cmk --pkcs11-module "$T/same-module.so" \
+    encryption show --store "$T/s-mod"
+expect_json '.keyAccess.reason | test("is not a PKCS#11 module")' \
+    "--pkcs11-module naming the same file: the operator's module is used"
+expect_true "the operator's module was loaded" test -e "$T/marker"
+rm -f "$T/marker"
+CMKSTORE_PKCS11_MODULE=$T/other.so CMKSTORE_PKCS11_PIN_FILE=$T/pin \
+    expect_ok cmk --pkcs11-module "$MOD" encryption show --store "$T/s-mod"
+expect_json '.keyAccess.reason | test("is not a PKCS#11 module")' \
+    "--pkcs11-module overrides \$CMKSTORE_PKCS11_MODULE"
+rm -f "$T/marker"
+
 # ---- pin-source: never read -------------------------------------------------------------------
 # The PIN file is a FIFO: whoever opens it for reading releases the writer below, which then
 # leaves a flag before it closes (so before the reader sees end of file and goes on).
