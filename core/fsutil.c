@@ -287,8 +287,30 @@ void cmk_unlock(int fd)
 
 /* ---- inside a directory, never through a link ---- */
 
-/* The walk for kernels without openat2 (or where a sandbox refuses it). */
-static int walk_nofollow(int dirfd, const char *rel, int flags, mode_t mode)
+/* An open with O_DIRECTORY of a link answers ENOTDIR: say ELOOP, as for any other link. */
+static int link_errno(int dirfd, const char *rel, int fd)
+{
+    struct stat st;
+    int e = errno;
+
+    if (fd < 0 && e == ENOTDIR && fstatat(dirfd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISLNK(st.st_mode))
+        e = ELOOP;
+    errno = e;
+    return fd;
+}
+
+/* One component of the walk, never a link, never "..". */
+static int open_comp(int cur, const char *comp, int flags, mode_t mode)
+{
+    if (strcmp(comp, "..") == 0) {
+        errno = EXDEV;
+        return -1;
+    }
+    return link_errno(cur, comp, openat(cur, comp, flags | O_NOFOLLOW | O_CLOEXEC, mode));
+}
+
+int cmk_openat_walk(int dirfd, const char *rel, int flags, mode_t mode)
 {
     char buf[4096];
     char *comp, *slash;
@@ -302,12 +324,7 @@ static int walk_nofollow(int dirfd, const char *rel, int flags, mode_t mode)
     memcpy(buf, rel, n + 1);
     for (comp = buf; (slash = strchr(comp, '/')) != NULL; comp = slash + 1) {
         *slash = '\0';
-        if (strcmp(comp, "..") == 0) {
-            next = -1;
-            errno = EXDEV;
-        } else {
-            next = openat(cur, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        }
+        next = open_comp(cur, comp, O_RDONLY | O_DIRECTORY, 0);
         e = errno;
         if (cur != dirfd)
             close(cur);
@@ -317,30 +334,12 @@ static int walk_nofollow(int dirfd, const char *rel, int flags, mode_t mode)
         }
         cur = next;
     }
-    if (strcmp(comp, "..") == 0) {
-        next = -1;
-        errno = EXDEV;
-    } else {
-        next = openat(cur, comp, flags | O_NOFOLLOW | O_CLOEXEC, mode);
-    }
+    next = open_comp(cur, comp, flags, mode);
     e = errno;
     if (cur != dirfd)
         close(cur);
     errno = e;
     return next;
-}
-
-/* An open with O_DIRECTORY of a link answers ENOTDIR: say ELOOP, as for any other link. */
-static int link_errno(int dirfd, const char *rel, int fd)
-{
-    struct stat st;
-    int e = errno;
-
-    if (fd < 0 && e == ENOTDIR && fstatat(dirfd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-        S_ISLNK(st.st_mode))
-        e = ELOOP;
-    errno = e;
-    return fd;
 }
 
 int cmk_openat_nofollow(int dirfd, const char *rel, int flags, mode_t mode)
@@ -365,7 +364,7 @@ int cmk_openat_nofollow(int dirfd, const char *rel, int flags, mode_t mode)
 #else
     (void)no_openat2;
 #endif
-    return link_errno(dirfd, rel, walk_nofollow(dirfd, rel, flags, mode));
+    return cmk_openat_walk(dirfd, rel, flags, mode);
 }
 
 cmk_err cmk_errbuf_open(cmk_errbuf *eb, int errnum, const char *what, const char *dir,

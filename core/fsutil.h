@@ -54,6 +54,9 @@ void cmk_unlock(int fd);
  * in any component: openat2(RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH) where the kernel has
  * it, else a walk of O_NOFOLLOW opens. Returns the fd, or -1 with errno. */
 int cmk_openat_nofollow(int dirfd, const char *rel, int flags, mode_t mode);
+/* The walk alone (kernels without openat2, or a sandbox that refuses it; and tests): one
+ * openat(O_NOFOLLOW | O_DIRECTORY) per directory component, ".." refused (EXDEV). */
+int cmk_openat_walk(int dirfd, const char *rel, int flags, mode_t mode);
 /* Sets eb for a failed open of dir/rel: a link is CMK_E_REFUSED "... is a symbolic link
  * ...", anything else as cmk_errbuf_sys with what ("open", "create"). */
 cmk_err cmk_errbuf_open(cmk_errbuf *eb, int errnum, const char *what, const char *dir,

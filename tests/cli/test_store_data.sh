@@ -114,7 +114,7 @@ link_case() {
     rm -rf "${C:?}/$entry"
     ln -s "$target" "$C/$entry"
     expect_exit 6 "$@"
-    expect_err_match "$entry[^ ]* is a symbolic link or lies behind one: refused" \
+    expect_err_match "${entry}[^ ]* is a symbolic link or lies behind one: refused" \
         "$what: refused, says why"
     expect_eq "$(fp "$target")" "$before" \
         "$what: the link's target is untouched"

@@ -177,6 +177,24 @@ static void test_link_refused(void)
     REQUIRE(symlink(other, sub) == 0);
     int fd = cmk_openat_nofollow(dfd, "sub/keyring.json", O_RDONLY, 0);
     CHECK(fd < 0 && (errno == ELOOP || errno == EXDEV));
+    /* The walk used where openat2 is missing refuses the same, and "..". */
+    fd = cmk_openat_walk(dfd, "sub/keyring.json", O_RDONLY, 0);
+    CHECK(fd < 0 && errno == ELOOP);
+    fd = cmk_openat_walk(dfd, "keyring.json", O_RDONLY, 0);
+    CHECK(fd < 0 && errno == ELOOP);
+    fd = cmk_openat_walk(dfd, "../keyring.json", O_RDONLY, 0);
+    CHECK(fd < 0 && errno == EXDEV);
+    REQUIRE(mkdir(strcat(strcpy(sub, dir), "/real"), 0700) == 0);
+    fd = cmk_openat_walk(dfd, "real/new.json", O_WRONLY | O_CREAT | O_EXCL, 0600);
+    CHECK(fd >= 0);
+    if (fd >= 0)
+        close(fd);
+    fd = cmk_openat_walk(dfd, "real", O_RDONLY | O_DIRECTORY, 0);
+    CHECK(fd >= 0);
+    if (fd >= 0)
+        close(fd);
+    fd = cmk_openat_walk(dfd, "sub", O_RDONLY | O_DIRECTORY, 0);
+    CHECK(fd < 0 && errno == ELOOP);
     CHECK_RC(cmk_read_file_at(dfd, dir, "sub/keyring.json", 1 << 20, &txt, NULL, &eb),
              CMK_E_REFUSED);
     CHECK(txt == NULL);
