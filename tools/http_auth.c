@@ -1,6 +1,8 @@
 /* http_auth.c — see http_auth.h. */
 #include "http_auth.h"
 
+#include "http_util.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -25,6 +27,8 @@
 #define TOKEN_MAX   4096
 #define FILE_MAX    (1u << 20)
 #define CACHE_SLOTS 64
+#define FAIL_SLOTS  1024 /* failure records (addresses and user names) */
+#define FAIL_FORGET 600  /* failures further apart than this (seconds) do not add up */
 #define SCHEME      "$pbkdf2-sha256$"
 
 struct user_entry {
@@ -34,6 +38,14 @@ struct user_entry {
     size_t saltlen;
     unsigned char hash[HASH_MAX];
     size_t hashlen;
+};
+
+/* Failed password checks of one client address or one user name. */
+struct fail_entry {
+    unsigned char id[32]; /* HMAC of 'a' + address or 'u' + user name */
+    unsigned fails;       /* in a row */
+    double last;          /* monotonic time of the last failure */
+    int used;
 };
 
 struct http_auth {
@@ -46,7 +58,12 @@ struct http_auth {
     unsigned char cache[CACHE_SLOTS][32];
     int cache_used[CACHE_SLOTS];
     unsigned cache_next;
-    pthread_mutex_t mu;
+    struct fail_entry fails[FAIL_SLOTS];
+    unsigned max_checks, failure_limit, backoff_s;
+    unsigned running; /* PBKDF2 computations now */
+    http_metrics *metrics;
+    pthread_mutex_t mu; /* guards the cache, fails and running */
+    pthread_cond_t slot_free;
 };
 
 static cmk_err fail(char *err, size_t cap, cmk_err rc, const char *fmt, ...)
@@ -333,6 +350,7 @@ void http_auth_free(http_auth *a)
     free(a->users);
     free(a->tokens);
     pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->slot_free);
     OPENSSL_cleanse(a, sizeof(*a));
     free(a);
 }
@@ -350,6 +368,10 @@ cmk_err http_auth_load(const char *htpasswd, const char *token_file, http_auth *
     if (!a)
         return fail(err, errcap, CMK_E_NOMEM, "out of memory");
     pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->slot_free, NULL);
+    a->max_checks = HTTP_AUTH_DEFAULT_MAX_CHECKS;
+    a->failure_limit = HTTP_AUTH_DEFAULT_FAILURES;
+    a->backoff_s = HTTP_AUTH_DEFAULT_BACKOFF;
     if (RAND_bytes(a->cache_key, sizeof(a->cache_key)) != 1) {
         rc = fail(err, errcap, CMK_E_CRYPTO, "no randomness");
         goto out;
@@ -383,76 +405,223 @@ int http_auth_has_bearer(const http_auth *a)
     return a && a->bearer;
 }
 
-static int cache_tag(http_auth *a, const char *user, size_t ulen, const unsigned char *pass,
-                     size_t plen, unsigned char tag[32])
+void http_auth_set_limits(http_auth *a, const http_auth_limits *l, http_metrics *m)
 {
-    unsigned char buf[USER_MAX + 1 + PASS_MAX];
+    if (!a)
+        return;
+    a->max_checks = l && l->max_checks ? l->max_checks : HTTP_AUTH_DEFAULT_MAX_CHECKS;
+    a->failure_limit = l && l->failure_limit ? l->failure_limit : HTTP_AUTH_DEFAULT_FAILURES;
+    a->backoff_s = l && l->backoff_s ? l->backoff_s : HTTP_AUTH_DEFAULT_BACKOFF;
+    a->metrics = m;
+}
+
+/* HMAC-SHA256 under the per-process key of kind ('c' credentials, 'a' address, 'u' user)
+ * followed by p1, a 0 byte and p2 (either may be empty). */
+static int keyed_tag(http_auth *a, char kind, const void *p1, size_t n1, const void *p2, size_t n2,
+                     unsigned char tag[32])
+{
+    unsigned char buf[2 + USER_MAX + PASS_MAX];
     size_t outlen = 0;
     int ok;
 
-    memcpy(buf, user, ulen);
-    buf[ulen] = 0;
-    memcpy(buf + ulen + 1, pass, plen);
+    if (n1 > USER_MAX || n2 > PASS_MAX)
+        return -1;
+    buf[0] = (unsigned char)kind;
+    memcpy(buf + 1, p1, n1);
+    buf[1 + n1] = 0;
+    memcpy(buf + 2 + n1, p2, n2);
     ok = EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, a->cache_key, sizeof(a->cache_key), buf,
-                   ulen + 1 + plen, tag, 32, &outlen) != NULL;
+                   2 + n1 + n2, tag, 32, &outlen) != NULL;
     OPENSSL_cleanse(buf, sizeof(buf));
     return ok ? 0 : -1;
 }
 
-static int check_basic(http_auth *a, const char *b64)
+/* Callers hold a->mu. */
+static int cache_has(const http_auth *a, const unsigned char tag[32])
 {
-    unsigned char dec[USER_MAX + 1 + PASS_MAX + 4], tag[32], calc[HASH_MAX];
+    int hit = 0;
+
+    for (unsigned i = 0; i < CACHE_SLOTS; i++)
+        hit |= a->cache_used[i] && CRYPTO_memcmp(a->cache[i], tag, 32) == 0;
+    return hit;
+}
+
+/* The failure record of id (callers hold a->mu); with create, a new one takes a free slot or
+ * the one whose last failure is oldest. NULL: none. */
+static struct fail_entry *fail_find(http_auth *a, const unsigned char id[32], int create)
+{
+    struct fail_entry *victim = NULL;
+
+    for (unsigned i = 0; i < FAIL_SLOTS; i++) {
+        struct fail_entry *e = &a->fails[i];
+        if (e->used && memcmp(e->id, id, 32) == 0)
+            return e;
+        if (!victim || (victim->used && (!e->used || e->last < victim->last)))
+            victim = e;
+    }
+    if (!create)
+        return NULL;
+    memset(victim, 0, sizeof(*victim));
+    memcpy(victim->id, id, 32);
+    victim->used = 1;
+    return victim;
+}
+
+/* Seconds id must still wait (0: none) once it has limit failures in a row. */
+static unsigned backoff_left(http_auth *a, const unsigned char *id, unsigned limit, double now)
+{
+    const struct fail_entry *e = id ? fail_find(a, id, 0) : NULL;
+    double left;
+
+    if (!e || e->fails < limit)
+        return 0;
+    left = e->last + a->backoff_s - now;
+    return left > 0 ? (unsigned)left + 1 : 0;
+}
+
+static void note_result(http_auth *a, const unsigned char *id, int ok, double now)
+{
+    struct fail_entry *e;
+
+    if (!id)
+        return;
+    e = fail_find(a, id, !ok);
+    if (!e)
+        return;
+    if (ok) {
+        e->used = 0;
+        return;
+    }
+    if (now - e->last > FAIL_FORGET)
+        e->fails = 0;
+    e->fails++;
+    e->last = now;
+}
+
+/* Waits for a password-check slot. Returns HTTP_AUTH_OK with a slot held (*run = 1), or
+ * without one when the credentials were verified meanwhile (*run = 0), or HTTP_AUTH_BACKOFF. */
+static enum http_auth_result check_slot(http_auth *a, const unsigned char tag[32],
+                                        const unsigned char *ip, const unsigned char *user,
+                                        unsigned *retry_after, int *run)
+{
+    enum http_auth_result res = HTTP_AUTH_OK;
+    int waited = 0;
+
+    *run = 0;
+    pthread_mutex_lock(&a->mu);
+    for (;;) {
+        double now = http_mono();
+        unsigned wi = backoff_left(a, ip, a->failure_limit, now);
+        unsigned wu = backoff_left(a, user, a->failure_limit * HTTP_AUTH_USER_FACTOR, now);
+
+        if (cache_has(a, tag))
+            break;
+        if (wi || wu) {
+            *retry_after = wi > wu ? wi : wu;
+            res = HTTP_AUTH_BACKOFF;
+            break;
+        }
+        if (a->running < a->max_checks) {
+            a->running++;
+            *run = 1;
+            break;
+        }
+        if (!waited)
+            http_metrics_inc(a->metrics, HTTP_C_PASSWORD_WAITS);
+        waited = 1;
+        pthread_cond_wait(&a->slot_free, &a->mu);
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (res == HTTP_AUTH_BACKOFF)
+        http_metrics_inc(a->metrics, HTTP_C_AUTH_BACKOFF);
+    return res;
+}
+
+static void check_done(http_auth *a, const unsigned char tag[32], const unsigned char *ip,
+                       const unsigned char *user, int ok)
+{
+    double now = http_mono();
+
+    http_metrics_checks_running(a->metrics, -1);
+    if (!ok)
+        http_metrics_inc(a->metrics, HTTP_C_AUTH_FAILURES);
+    pthread_mutex_lock(&a->mu);
+    a->running--;
+    if (ok) {
+        memcpy(a->cache[a->cache_next], tag, 32);
+        a->cache_used[a->cache_next] = 1;
+        a->cache_next = (a->cache_next + 1) % CACHE_SLOTS;
+    }
+    note_result(a, ip, ok, now);
+    note_result(a, user, ok, now);
+    /* A verified credential may release every waiter holding the same one. */
+    pthread_cond_broadcast(&a->slot_free);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static enum http_auth_result check_basic(http_auth *a, const char *b64, const char *client,
+                                         unsigned *retry_after)
+{
+    unsigned char dec[USER_MAX + 1 + PASS_MAX + 4], tag[32], calc[HASH_MAX], ipid[32], uid[32];
+    const unsigned char *ip = NULL;
     const struct user_entry *e = NULL;
-    size_t n = 0, b64len = strlen(b64), ulen;
+    size_t n = 0, b64len = strlen(b64), ulen, plen;
     const unsigned char *colon;
-    int ok = 0, hit = 0;
+    enum http_auth_result res = HTTP_AUTH_DENIED;
+    int ok = 0, hit, run = 0;
 
     while (b64len && (b64[b64len - 1] == ' ' || b64[b64len - 1] == '\t'))
         b64len--;
     if (b64_decode(b64, b64len, dec, sizeof(dec), &n) != 0)
-        return 0;
+        return HTTP_AUTH_DENIED;
     colon = memchr(dec, ':', n);
     if (!colon)
         goto out;
     ulen = (size_t)(colon - dec);
-    if (!user_ok((const char *)dec, ulen) || n - ulen - 1 > PASS_MAX)
+    plen = n - ulen - 1;
+    if (!user_ok((const char *)dec, ulen) || plen > PASS_MAX)
         goto out;
-    if (cache_tag(a, (const char *)dec, ulen, colon + 1, n - ulen - 1, tag) != 0)
+    if (keyed_tag(a, 'c', dec, ulen, colon + 1, plen, tag) != 0 ||
+        keyed_tag(a, 'u', dec, ulen, NULL, 0, uid) != 0)
         goto out;
+    if (client && *client && strlen(client) <= USER_MAX) {
+        if (keyed_tag(a, 'a', client, strlen(client), NULL, 0, ipid) != 0)
+            goto out;
+        ip = ipid;
+    }
     pthread_mutex_lock(&a->mu);
-    for (unsigned i = 0; i < CACHE_SLOTS; i++)
-        hit |= a->cache_used[i] && CRYPTO_memcmp(a->cache[i], tag, 32) == 0;
+    hit = cache_has(a, tag);
     pthread_mutex_unlock(&a->mu);
+    if (!hit) {
+        res = check_slot(a, tag, ip, uid, retry_after, &run);
+        if (res != HTTP_AUTH_OK)
+            goto out;
+        hit = !run;
+    }
     if (hit) {
-        ok = 1;
+        res = HTTP_AUTH_OK;
         goto out;
     }
+    http_metrics_checks_running(a->metrics, 1);
+    http_metrics_inc(a->metrics, HTTP_C_PASSWORD_CHECKS);
     for (size_t i = 0; i < a->nusers; i++)
         if (strlen(a->users[i].name) == ulen && memcmp(a->users[i].name, dec, ulen) == 0)
             e = &a->users[i];
     /* An unknown user costs the same PBKDF2 work, so timing does not reveal user names. */
     if (!e) {
-        e = &a->users[0];
-        (void)PKCS5_PBKDF2_HMAC((const char *)colon + 1, (int)(n - ulen - 1), e->salt,
-                                (int)e->saltlen, (int)e->iterations, EVP_sha256(), (int)e->hashlen,
-                                calc);
-        goto out;
+        const struct user_entry *u0 = &a->users[0];
+        (void)PKCS5_PBKDF2_HMAC((const char *)colon + 1, (int)plen, u0->salt, (int)u0->saltlen,
+                                (int)u0->iterations, EVP_sha256(), (int)u0->hashlen, calc);
+    } else if (PKCS5_PBKDF2_HMAC((const char *)colon + 1, (int)plen, e->salt, (int)e->saltlen,
+                                 (int)e->iterations, EVP_sha256(), (int)e->hashlen, calc) == 1) {
+        ok = CRYPTO_memcmp(calc, e->hash, e->hashlen) == 0;
     }
-    if (PKCS5_PBKDF2_HMAC((const char *)colon + 1, (int)(n - ulen - 1), e->salt, (int)e->saltlen,
-                          (int)e->iterations, EVP_sha256(), (int)e->hashlen, calc) != 1)
-        goto out;
-    ok = CRYPTO_memcmp(calc, e->hash, e->hashlen) == 0;
-    if (ok) {
-        pthread_mutex_lock(&a->mu);
-        memcpy(a->cache[a->cache_next], tag, 32);
-        a->cache_used[a->cache_next] = 1;
-        a->cache_next = (a->cache_next + 1) % CACHE_SLOTS;
-        pthread_mutex_unlock(&a->mu);
-    }
+    check_done(a, tag, ip, uid, ok);
+    res = ok ? HTTP_AUTH_OK : HTTP_AUTH_DENIED;
 out:
     OPENSSL_cleanse(dec, sizeof(dec));
     OPENSSL_cleanse(calc, sizeof(calc));
-    return ok;
+    return res;
 }
 
 static int check_bearer(http_auth *a, const char *tok)
@@ -470,21 +639,24 @@ static int check_bearer(http_auth *a, const char *tok)
     return ok;
 }
 
-int http_auth_check(http_auth *a, const char *authorization)
+enum http_auth_result http_auth_check(http_auth *a, const char *authorization, const char *client,
+                                      unsigned *retry_after)
 {
     const char *p = authorization;
 
     if (!a)
-        return 1;
+        return HTTP_AUTH_OK;
     if (!p)
-        return 0;
+        return HTTP_AUTH_DENIED;
     while (*p == ' ')
         p++;
     if (a->basic && strncasecmp(p, "Basic ", 6) == 0)
-        return check_basic(a, p + 6 + strspn(p + 6, " "));
+        return check_basic(a, p + 6 + strspn(p + 6, " "), client, retry_after);
+    /* Tokens are long random strings compared as one SHA-256: guessing them costs nothing
+     * worth bounding. */
     if (a->bearer && strncasecmp(p, "Bearer ", 7) == 0)
-        return check_bearer(a, p + 7 + strspn(p + 7, " "));
-    return 0;
+        return check_bearer(a, p + 7 + strspn(p + 7, " ")) ? HTTP_AUTH_OK : HTTP_AUTH_DENIED;
+    return HTTP_AUTH_DENIED;
 }
 
 cmk_err http_auth_make_line(const char *user, const char *password, size_t passlen,

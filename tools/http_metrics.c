@@ -16,6 +16,8 @@ static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "PATCH", "DE
 struct http_metrics {
     atomic_uint_fast64_t req[NMETHODS][NSTATUS];
     atomic_uint_fast64_t bytes_in, bytes_out;
+    atomic_uint_fast64_t counters[HTTP_C__COUNT];
+    atomic_int checks_running, checks_peak;
     pthread_mutex_t mu; /* guards the key observations below */
     uint64_t key_checks, rotations;
     int64_t last_check_seen;
@@ -34,6 +36,10 @@ http_metrics *http_metrics_new(void)
             atomic_init(&m->req[i][j], 0);
     atomic_init(&m->bytes_in, 0);
     atomic_init(&m->bytes_out, 0);
+    for (size_t i = 0; i < HTTP_C__COUNT; i++)
+        atomic_init(&m->counters[i], 0);
+    atomic_init(&m->checks_running, 0);
+    atomic_init(&m->checks_peak, 0);
     pthread_mutex_init(&m->mu, NULL);
     return m;
 }
@@ -60,6 +66,24 @@ void http_metrics_request(http_metrics *m, const char *method, unsigned status, 
         atomic_fetch_add_explicit(&m->req[mi][status - STATUS_MIN], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->bytes_in, in, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->bytes_out, out, memory_order_relaxed);
+}
+
+void http_metrics_inc(http_metrics *m, enum http_counter c)
+{
+    if (m && (unsigned)c < HTTP_C__COUNT)
+        atomic_fetch_add_explicit(&m->counters[c], 1, memory_order_relaxed);
+}
+
+void http_metrics_checks_running(http_metrics *m, int delta)
+{
+    int now, peak;
+
+    if (!m)
+        return;
+    now = atomic_fetch_add(&m->checks_running, delta) + delta;
+    peak = atomic_load(&m->checks_peak);
+    while (now > peak && !atomic_compare_exchange_weak(&m->checks_peak, &peak, now))
+        ;
 }
 
 void http_metrics_observe_key(http_metrics *m, const cmk_encryption_info *ei)
@@ -141,6 +165,43 @@ static void label_escape(char *dst, size_t cap, const char *src)
     dst[o] = '\0';
 }
 
+static const struct {
+    const char *name, *help;
+} counter_info[HTTP_C__COUNT] = {
+    [HTTP_C_CONN_OVER_LIMIT] = {"cmkstore_http_connections_over_address_limit_total",
+                                "Connections beyond --max-connections-per-ip from one address, "
+                                "answered 429 and closed."},
+    [HTTP_C_CONN_REFUSED] = {"cmkstore_http_connections_refused_total",
+                             "Connections closed at once, unanswered: twice "
+                             "--max-connections-per-ip from one address."},
+    [HTTP_C_PASSWORD_CHECKS] = {"cmkstore_auth_password_checks_total",
+                                "Password checks that ran PBKDF2."},
+    [HTTP_C_PASSWORD_WAITS] = {"cmkstore_auth_password_check_waits_total",
+                               "Password checks that waited for a free slot "
+                               "(--max-password-checks)."},
+    [HTTP_C_AUTH_FAILURES] = {"cmkstore_auth_failures_total", "Failed password checks."},
+    [HTTP_C_AUTH_BACKOFF] = {"cmkstore_auth_backoff_refusals_total",
+                             "Requests refused with 429 after repeated failed password checks "
+                             "from their address or for their user."},
+};
+
+static void render_counters(http_metrics *m, struct sbuf *b)
+{
+    for (size_t i = 0; i < HTTP_C__COUNT; i++)
+        sb_printf(b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counter_info[i].name,
+                  counter_info[i].help, counter_info[i].name, counter_info[i].name,
+                  (unsigned long long)atomic_load(&m->counters[i]));
+    sb_printf(b,
+              "# HELP cmkstore_auth_password_checks_running Password checks (PBKDF2) running "
+              "now.\n# TYPE cmkstore_auth_password_checks_running gauge\n"
+              "cmkstore_auth_password_checks_running %d\n"
+              "# HELP cmkstore_auth_password_checks_peak Most password checks that ran at once "
+              "since the server started (at most --max-password-checks).\n"
+              "# TYPE cmkstore_auth_password_checks_peak gauge\n"
+              "cmkstore_auth_password_checks_peak %d\n",
+              atomic_load(&m->checks_running), atomic_load(&m->checks_peak));
+}
+
 static int count_blob(const char *digest, void *arg)
 {
     (void)digest;
@@ -184,6 +245,7 @@ int http_metrics_render(http_metrics *m, cmk_store *s, unsigned uploads, unsigne
               "cmkstore_uploads_in_progress %u\n",
               (unsigned long long)atomic_load(&m->bytes_in),
               (unsigned long long)atomic_load(&m->bytes_out), inflight, uploads);
+    render_counters(m, &b);
     pthread_mutex_lock(&m->mu);
     checks = m->key_checks;
     rotations = m->rotations;

@@ -1,6 +1,8 @@
 /* http_util.c — see http_util.h. */
 #include "http_util.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -154,6 +156,37 @@ void http_log_safe(char *dst, size_t cap, const char *src)
         }
     }
     dst[o] = '\0';
+}
+
+int http_client_key(const struct sockaddr *sa, char *out, size_t cap)
+{
+    struct in6_addr a6;
+    char buf[INET6_ADDRSTRLEN];
+
+    snprintf(out, cap, "-");
+    if (!sa)
+        return -1;
+    if (sa->sa_family == AF_INET) {
+        if (!inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf,
+                       sizeof(buf)))
+            return -1;
+        snprintf(out, cap, "%s", buf);
+        return 0;
+    }
+    if (sa->sa_family != AF_INET6)
+        return -1;
+    a6 = ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+        if (!inet_ntop(AF_INET, &a6.s6_addr[12], buf, sizeof(buf)))
+            return -1;
+        snprintf(out, cap, "%s", buf);
+        return 0;
+    }
+    memset(&a6.s6_addr[8], 0, 8);
+    if (!inet_ntop(AF_INET6, &a6, buf, sizeof(buf)))
+        return -1;
+    snprintf(out, cap, "%s/64", buf);
+    return 0;
 }
 
 double http_mono(void)

@@ -33,6 +33,15 @@ int http_parse_u64(const char *s, uint64_t max, uint64_t *out);
  * cannot forge log lines. */
 void http_log_safe(char *dst, size_t cap, const char *src);
 
+struct sockaddr;
+
+/* The key a client is counted under by the server's limits: an IPv4 address as is ("a.b.c.d"),
+ * an IPv4-mapped IPv6 address as that IPv4 address, any other IPv6 address by its /64 prefix
+ * ("2001:db8:1:2::/64": one host commonly holds a whole /64). cap: at least
+ * HTTP_CLIENT_KEY_MAX. Returns 0, or -1 for other families (out is then "-"). */
+#define HTTP_CLIENT_KEY_MAX 64
+int http_client_key(const struct sockaddr *sa, char *out, size_t cap);
+
 /* Monotonic seconds. */
 double http_mono(void);
 /* UTC wall time "2024-05-01T12:00:00.123Z". */

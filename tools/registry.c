@@ -59,12 +59,14 @@ struct registry {
     cmk_store *s;
     http_auth *auth;
     http_metrics *metrics;
+    http_conn *conns;
     uint64_t max_manifest;
     uint64_t max_blob; /* 0: no limit */
     unsigned max_uploads, upload_timeout;
     int log;
     atomic_int draining;
     atomic_uint inflight;
+    atomic_uint_fast64_t rid_next;
     pthread_rwlock_t gc_lock;
     pthread_mutex_t up_mu;
     struct upload *uploads;
@@ -92,6 +94,8 @@ struct req {
     char method[8];
     char path[LOG_PATH_MAX];
     char client[INET6_ADDRSTRLEN];
+    char ckey[HTTP_CLIENT_KEY_MAX]; /* what the client is counted under (http_client_key) */
+    char rid[17];                   /* request id: error bodies repeat it, the log has it */
     unsigned status;
     uint64_t in, out;
     int started; /* first_call has run */
@@ -205,9 +209,14 @@ static json_t *error_entry(const char *code, const char *msg, json_t *detail)
                      detail ? detail : json_object());
 }
 
-/* The spec's error body: {"errors": [{"code", "message", "detail"}]}. detail is stolen. */
+/* The spec's error body: {"errors": [{"code", "message", "detail"}]}. detail is stolen; it
+ * gets the request id, which the server log repeats. */
 static struct reply error_reply(struct req *q, const char *code, const char *msg, json_t *detail)
 {
+    if (!detail)
+        detail = json_object();
+    if (json_is_object(detail))
+        json_object_set_new(detail, "request_id", json_string(q->rid));
     return reply_json(q, json_pack("{s:[o]}", "errors", error_entry(code, msg, detail)),
                       "application/json");
 }
@@ -225,26 +234,23 @@ static json_t *digest_detail(const char *d)
     return json_pack("{s:s}", "digest", d);
 }
 
-/* Maps a store failure (rc, with the thread's cmk_errmsg) to a response. Key access lost is
- * 503 with the store's message, which names the key and the identity: a registry client
- * retries 503s, and service resumes by itself once access is restored. A full file system is
- * 507 Insufficient Storage: the operator's problem, and nothing was stored. */
+/* Maps a store failure (rc, with the thread's cmk_errmsg) to a response. The store's message
+ * names files, the home, the identity's principal id, the vault and key: it goes to the server
+ * log only (always, --quiet or not), under the request id, and the body says what failed in
+ * general terms (the error's name and text) with that id. Key access lost is 503: a registry
+ * client retries 503s, and service resumes by itself once access is restored. A full file
+ * system is 507 Insufficient Storage: the operator's problem, and nothing was stored. */
 static enum MHD_Result store_error(struct req *q, cmk_err rc, const char *msg_in, const char *what)
 {
-    char msg[1024];
+    char msg[512], logged[1100], t[32];
     const char *detail = msg_in ? msg_in : cmk_errmsg();
     struct reply rp;
     unsigned status;
     const char *code;
 
-    if (!detail || !*detail)
-        detail = cmk_strerror(rc);
-    snprintf(msg, sizeof(msg), "%s: %s", what, detail);
     if (cmk_err_is_key_access(rc)) {
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
         code = "UNAVAILABLE";
-        snprintf(msg, sizeof(msg), "%s: the store cannot use its key-encryption key: %s", what,
-                 detail);
     } else if (rc == CMK_E_NOT_FOUND) {
         status = MHD_HTTP_NOT_FOUND;
         code = "BLOB_UNKNOWN";
@@ -258,6 +264,13 @@ static enum MHD_Result store_error(struct req *q, cmk_err rc, const char *msg_in
         status = MHD_HTTP_INTERNAL_SERVER_ERROR;
         code = "UNKNOWN";
     }
+    snprintf(msg, sizeof(msg), "%s: %s%s (request id %s; details in the server log)", what,
+             cmk_err_is_key_access(rc) ? "the store cannot use its key-encryption key: " : "",
+             cmk_strerror(rc), q->rid);
+    http_log_safe(logged, sizeof(logged), detail && *detail ? detail : cmk_strerror(rc));
+    http_time_iso(t);
+    fprintf(stderr, "%s %s %s %s rid=%s error %u %s: %s: %s\n", t, q->client, q->method, q->path,
+            q->rid, status, cmk_errname(rc), what, logged);
     rp = error_reply(q, code, msg, json_pack("{s:s}", "error", cmk_errname(rc)));
     if (status == MHD_HTTP_SERVICE_UNAVAILABLE)
         hdr(&rp, MHD_HTTP_HEADER_RETRY_AFTER, "5");
@@ -1521,11 +1534,25 @@ static enum MHD_Result unauthorized(struct req *q)
     return send_reply(q, MHD_HTTP_UNAUTHORIZED, &rp);
 }
 
+/* 429 TOOMANYREQUESTS with Retry-After; close: the connection is closed after it. */
+static enum MHD_Result too_many(struct req *q, const char *msg, unsigned retry_after, int close)
+{
+    struct reply rp = error_reply(q, "TOOMANYREQUESTS", msg, NULL);
+    char ra[16];
+
+    snprintf(ra, sizeof(ra), "%u", retry_after);
+    hdr(&rp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    if (close)
+        hdr(&rp, MHD_HTTP_HEADER_CONNECTION, "close");
+    return send_reply(q, MHD_HTTP_TOO_MANY_REQUESTS, &rp);
+}
+
 static enum MHD_Result first_call(struct req *q, const char *url)
 {
     registry *r = q->r;
     const char *allow;
     struct reply rp;
+    unsigned retry = 1;
     int rt;
 
     if (atomic_load(&r->draining)) {
@@ -1533,8 +1560,17 @@ static enum MHD_Result first_call(struct req *q, const char *url)
         hdr(&rp, MHD_HTTP_HEADER_CONNECTION, "close");
         return send_reply(q, MHD_HTTP_SERVICE_UNAVAILABLE, &rp);
     }
-    if (!http_auth_check(r->auth, header(q, MHD_HTTP_HEADER_AUTHORIZATION)))
+    if (http_conn_over_limit(q->c))
+        return too_many(q, "too many connections from this address", 1, 1);
+    switch (http_auth_check(r->auth, header(q, MHD_HTTP_HEADER_AUTHORIZATION), q->ckey, &retry)) {
+    case HTTP_AUTH_OK:
+        break;
+    case HTTP_AUTH_BACKOFF:
+        return too_many(q, "too many failed authentication attempts", retry, 0);
+    default:
         return unauthorized(q);
+    }
+    http_conn_trust(r->conns, q->c);
     rt = route(q, url);
     if (rt == ROUTE_UNKNOWN)
         return send_error(q, MHD_HTTP_NOT_FOUND, "UNSUPPORTED", "no such endpoint", NULL);
@@ -1677,12 +1713,14 @@ static enum MHD_Result final_call(struct req *q)
     return send_reply(q, MHD_HTTP_ACCEPTED, &rp);
 }
 
-static void client_addr(struct MHD_Connection *c, char *out, size_t cap)
+/* The client's address for the log (out) and its key for the limits (q->ckey). */
+static void client_addr(struct req *q, struct MHD_Connection *c, char *out, size_t cap)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     const struct sockaddr *sa = ci ? ci->client_addr : NULL;
 
+    http_client_key(sa, q->ckey, sizeof(q->ckey));
     snprintf(out, cap, "-");
     if (!sa)
         return;
@@ -1695,6 +1733,21 @@ static void client_addr(struct MHD_Connection *c, char *out, size_t cap)
                        (socklen_t)cap))
             snprintf(out, cap, "-");
     }
+}
+
+/* 16 hex digits, random (a counter if randomness fails): unique enough to find a request's
+ * log lines, and says nothing about the server. */
+static void request_id(registry *r, char out[17])
+{
+    unsigned char b[8];
+
+    if (RAND_bytes(b, sizeof(b)) != 1) {
+        uint64_t n = atomic_fetch_add(&r->rid_next, 1);
+        for (int i = 0; i < 8; i++)
+            b[i] = (unsigned char)(n >> (8 * i));
+    }
+    for (int i = 0; i < 8; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
 /* 1 if the request carries a body (its sink must be ready before the first chunk). */
@@ -1726,7 +1779,8 @@ enum MHD_Result registry_access(void *cls, struct MHD_Connection *c, const char 
         q->t0 = http_mono();
         snprintf(q->method, sizeof(q->method), "%s", strlen(method) < 8 ? method : "OTHER");
         http_log_safe(q->path, sizeof(q->path), url);
-        client_addr(c, q->client, sizeof(q->client));
+        client_addr(q, c, q->client, sizeof(q->client));
+        request_id(r, q->rid);
         *con_cls = q;
         atomic_fetch_add(&r->inflight, 1);
         /* A response queued now makes libmicrohttpd close the connection, so requests
@@ -1792,10 +1846,10 @@ void registry_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (r->log) {
         char t[32];
         http_time_iso(t);
-        fprintf(stderr, "%s %s %s %s %u in=%llu out=%llu %.1fms%s%s%s%s\n", t, q->client, q->method,
-                q->path, q->status, (unsigned long long)q->in, (unsigned long long)q->out,
-                (http_mono() - q->t0) * 1000.0, why ? " aborted=" : "", why ? why : "",
-                q->note[0] ? " " : "", q->note);
+        fprintf(stderr, "%s %s %s %s %u in=%llu out=%llu %.1fms rid=%s%s%s%s%s\n", t, q->client,
+                q->method, q->path, q->status, (unsigned long long)q->in,
+                (unsigned long long)q->out, (http_mono() - q->t0) * 1000.0, q->rid,
+                why ? " aborted=" : "", why ? why : "", q->note[0] ? " " : "", q->note);
     }
     http_metrics_request(r->metrics, q->method, q->status, q->in, q->out);
     free(q->buf);
@@ -1819,6 +1873,7 @@ cmk_err registry_new(const registry_opts *o, registry **out)
     r->s = o->store;
     r->auth = o->auth;
     r->metrics = o->metrics;
+    r->conns = o->conns;
     r->max_manifest = o->max_manifest ? o->max_manifest : DEFAULT_MAX_MANIFEST;
     r->max_blob = o->max_blob;
     r->max_uploads = o->max_uploads ? o->max_uploads : DEFAULT_MAX_UPLOADS;
@@ -1826,6 +1881,7 @@ cmk_err registry_new(const registry_opts *o, registry **out)
     r->log = o->log_requests;
     atomic_init(&r->draining, 0);
     atomic_init(&r->inflight, 0);
+    atomic_init(&r->rid_next, 1);
     if (pthread_rwlock_init(&r->gc_lock, NULL) != 0) {
         free(r);
         return CMK_E_NOMEM;

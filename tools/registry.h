@@ -18,6 +18,7 @@
 
 #include "cmkstore.h"
 #include "http_auth.h"
+#include "http_conn.h"
 #include "http_metrics.h"
 
 typedef struct registry registry;
@@ -26,6 +27,7 @@ typedef struct registry_opts {
     cmk_store *store;          /* borrowed; must outlive the registry */
     http_auth *auth;           /* borrowed; NULL: no authentication */
     http_metrics *metrics;     /* borrowed; may be NULL */
+    http_conn *conns;          /* borrowed; may be NULL: no per-address limit, no trust */
     uint64_t max_manifest;     /* bytes; 0: 4 MiB */
     uint64_t max_blob;         /* bytes per blob upload; 0: no limit */
     unsigned max_uploads;      /* concurrent upload sessions; 0: 256 */

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "http_auth.h"
+#include "http_conn.h"
 #include "http_metrics.h"
 #include "identity.h"
 #include "registry.h"
@@ -46,6 +47,8 @@
 #define DEF_MAX_CONNECTIONS  512
 #define DEF_CONN_TIMEOUT     300
 #define DEF_SHUTDOWN_TIMEOUT 30
+#define DEF_CONN_PER_IP      32
+#define DEF_HEADER_TIMEOUT   15
 #define MHD_MEMORY_LIMIT     (256u << 10)
 
 static const cli_opt serve_opts[] = {
@@ -79,6 +82,24 @@ static const cli_opt serve_opts[] = {
     {"max-connections", 0, CLI_UINT, 0, "N", "Client connections at once (default 512)."},
     {"connection-timeout", 0, CLI_UINT, 0, "S",
      "Idle connections are closed after S seconds (default 300)."},
+    {"max-connections-per-ip", 0, CLI_UINT, 0, "N",
+     "Connections at once from one client address, an IPv6 /64 counting as one (default 32; "
+     "0: no limit). Beyond, a connection's first request gets 429 TOOMANYREQUESTS and it is "
+     "closed; beyond twice N, connections are closed unanswered."},
+    {"header-timeout", 0, CLI_UINT, 0, "S",
+     "Connections that have not authenticated yet (without --htpasswd/--token-file: not sent "
+     "complete request headers yet) are closed after S idle seconds (default 15; at most "
+     "--connection-timeout)."},
+    {"max-password-checks", 0, CLI_UINT, 0, "N",
+     "Basic password checks (PBKDF2, CPU-bound) running at once (default 2); the others "
+     "wait."},
+    {"auth-failure-limit", 0, CLI_UINT, 0, "N",
+     "Failed password checks in a row from one address (4 x N for one user name, from any "
+     "address) before the backoff (default 5)."},
+    {"auth-backoff", 0, CLI_UINT, 0, "S",
+     "Past the failure limit, password checks from that address / for that user are refused "
+     "with 429 and Retry-After until S seconds after the last failure (default 10). "
+     "Credentials already verified are not refused."},
     {"shutdown-timeout", 0, CLI_UINT, 0, "S",
      "On SIGTERM/SIGINT, how long requests in flight may take to finish (default 30)."},
     {"quiet", 'q', CLI_FLAG, 0, NULL, "Do not log requests."},
@@ -319,6 +340,8 @@ struct serve_cfg {
     unsigned port;
     uint64_t max_manifest, max_blob;
     unsigned max_uploads, upload_timeout, max_conn, conn_timeout, shutdown_timeout;
+    unsigned per_ip, header_timeout;
+    http_auth_limits auth;
     uint32_t key_check, rotation_check;
     int quiet;
 };
@@ -356,6 +379,26 @@ static int read_cfg(const cli_args *a, struct serve_cfg *c)
     if (v < 1 || v > 86400)
         return cli_usage_error(cmd, "--connection-timeout must be between 1 and 86400 seconds");
     c->conn_timeout = (unsigned)v;
+    v = cli_num(a, "max-connections-per-ip", DEF_CONN_PER_IP);
+    if (v > 65536)
+        return cli_usage_error(cmd, "--max-connections-per-ip must be at most 65536");
+    c->per_ip = (unsigned)v;
+    v = cli_num(a, "header-timeout", DEF_HEADER_TIMEOUT);
+    if (v < 1 || v > 86400)
+        return cli_usage_error(cmd, "--header-timeout must be between 1 and 86400 seconds");
+    c->header_timeout = v < c->conn_timeout ? (unsigned)v : c->conn_timeout;
+    v = cli_num(a, "max-password-checks", HTTP_AUTH_DEFAULT_MAX_CHECKS);
+    if (v < 1 || v > 1024)
+        return cli_usage_error(cmd, "--max-password-checks must be between 1 and 1024");
+    c->auth.max_checks = (unsigned)v;
+    v = cli_num(a, "auth-failure-limit", HTTP_AUTH_DEFAULT_FAILURES);
+    if (v < 1 || v > 1000)
+        return cli_usage_error(cmd, "--auth-failure-limit must be between 1 and 1000");
+    c->auth.failure_limit = (unsigned)v;
+    v = cli_num(a, "auth-backoff", HTTP_AUTH_DEFAULT_BACKOFF);
+    if (v < 1 || v > 3600)
+        return cli_usage_error(cmd, "--auth-backoff must be between 1 and 3600 seconds");
+    c->auth.backoff_s = (unsigned)v;
     v = cli_num(a, "shutdown-timeout", DEF_SHUTDOWN_TIMEOUT);
     if (v > 3600)
         return cli_usage_error(cmd, "--shutdown-timeout must be at most 3600 seconds");
@@ -380,6 +423,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     const char *dir = cli_get(a, "store");
     struct MHD_Daemon *d = NULL;
     http_metrics *metrics = NULL;
+    http_conn *conns = NULL;
     http_auth *auth = NULL;
     registry *reg = NULL;
     cmk_store *s = NULL;
@@ -460,8 +504,15 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
         ex = cli_fail(CMK_E_NOMEM, NULL, CLI_HINT_NONE, "cannot start");
         goto out;
     }
+    http_auth_set_limits(auth, &cfg.auth, metrics);
+    conns = http_conn_new(cfg.per_ip, cfg.conn_timeout, metrics);
+    if (!conns) {
+        ex = cli_fail(CMK_E_NOMEM, NULL, CLI_HINT_NONE, "cannot start");
+        goto out;
+    }
     memset(&ro, 0, sizeof(ro));
     ro.store = s;
+    ro.conns = conns;
     ro.auth = auth;
     ro.metrics = metrics;
     ro.max_manifest = cfg.max_manifest;
@@ -479,12 +530,15 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     if (cfg.addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     errno = 0;
-    d = MHD_start_daemon(flags, 0, NULL, NULL, registry_access, reg, MHD_OPTION_EXTERNAL_LOGGER,
-                         mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&cfg.addr,
-                         MHD_OPTION_NOTIFY_COMPLETED, registry_completed, reg,
-                         MHD_OPTION_CONNECTION_LIMIT, cfg.max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
-                         cfg.conn_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                         (size_t)MHD_MEMORY_LIMIT, MHD_OPTION_END);
+    /* The daemon-wide timeout is the header timeout: http_conn_trust lengthens it to
+     * --connection-timeout for connections that have authenticated. */
+    d = MHD_start_daemon(
+        flags, 0, http_conn_accept, conns, registry_access, reg, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&cfg.addr,
+        MHD_OPTION_NOTIFY_COMPLETED, registry_completed, reg, MHD_OPTION_NOTIFY_CONNECTION,
+        http_conn_notify, conns, MHD_OPTION_CONNECTION_LIMIT, cfg.max_conn,
+        MHD_OPTION_CONNECTION_TIMEOUT, cfg.header_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)MHD_MEMORY_LIMIT, MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "cmkstore: error: cannot listen on %s:%u%s%s\n", cfg.host, cfg.port,
                 errno ? ": " : "", errno ? strerror(errno) : "");
@@ -551,6 +605,7 @@ out:
     if (d)
         MHD_stop_daemon(d);
     registry_free(reg);
+    http_conn_free(conns);
     http_metrics_free(metrics);
     if (s)
         cmk_store_stop_background(s);
