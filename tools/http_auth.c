@@ -427,9 +427,11 @@ static int keyed_tag(http_auth *a, char kind, const void *p1, size_t n1, const v
     if (n1 > USER_MAX || n2 > PASS_MAX)
         return -1;
     buf[0] = (unsigned char)kind;
-    memcpy(buf + 1, p1, n1);
+    if (n1)
+        memcpy(buf + 1, p1, n1);
     buf[1 + n1] = 0;
-    memcpy(buf + 2 + n1, p2, n2);
+    if (n2)
+        memcpy(buf + 2 + n1, p2, n2);
     ok = EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, a->cache_key, sizeof(a->cache_key), buf,
                    2 + n1 + n2, tag, 32, &outlen) != NULL;
     OPENSSL_cleanse(buf, sizeof(buf));

@@ -23,13 +23,15 @@ struct conn_state {
     char key[HTTP_CLIENT_KEY_MAX];
     int counted; /* holds one in its address's count */
     int over;    /* arrived over the per-address limit */
+    int excess;  /* arrived while max_total were open */
     int trusted; /* has the normal idle timeout */
 };
 
 struct http_conn {
-    unsigned per_ip, conn_timeout;
+    unsigned per_ip, max_total, conn_timeout;
     http_metrics *metrics;
-    pthread_mutex_t mu;
+    pthread_mutex_t mu; /* guards buckets and total */
+    unsigned total;     /* connections open */
     struct addr_count *buckets[BUCKETS];
 };
 
@@ -74,7 +76,8 @@ static void drop(http_conn *g, const char *key)
     }
 }
 
-http_conn *http_conn_new(unsigned per_ip, unsigned conn_timeout_s, http_metrics *m)
+http_conn *http_conn_new(unsigned per_ip, unsigned max_total, unsigned conn_timeout_s,
+                         http_metrics *m)
 {
     http_conn *g = calloc(1, sizeof(*g));
 
@@ -85,6 +88,7 @@ http_conn *http_conn_new(unsigned per_ip, unsigned conn_timeout_s, http_metrics 
         return NULL;
     }
     g->per_ip = per_ip;
+    g->max_total = max_total;
     g->conn_timeout = conn_timeout_s;
     g->metrics = m;
     return g;
@@ -133,30 +137,30 @@ void http_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context
     struct addr_count *e;
 
     if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
-        if (st && st->counted) {
-            pthread_mutex_lock(&g->mu);
+        pthread_mutex_lock(&g->mu);
+        g->total--;
+        if (st && st->counted)
             drop(g, st->key);
-            pthread_mutex_unlock(&g->mu);
-        }
+        pthread_mutex_unlock(&g->mu);
         free(st);
         *socket_context = NULL;
         return;
     }
-    /* Without its state a connection is neither counted nor trusted early: it keeps the
-     * short header timeout, the safe side. */
+    /* Without its state a connection is neither counted by address nor trusted early: it
+     * keeps the short header timeout, the safe side. */
     st = calloc(1, sizeof(*st));
     *socket_context = st;
-    if (!st || !g->per_ip)
-        return;
     ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (!ci || http_client_key(ci->client_addr, st->key, sizeof(st->key)) != 0)
-        return;
     pthread_mutex_lock(&g->mu);
-    e = find(g, st->key, 1);
-    if (e) {
-        e->n++;
-        st->counted = 1;
-        st->over = e->n > g->per_ip;
+    g->total++;
+    if (st) {
+        st->excess = g->max_total && g->total > g->max_total;
+        if (g->per_ip && ci && http_client_key(ci->client_addr, st->key, sizeof(st->key)) == 0 &&
+            (e = find(g, st->key, 1)) != NULL) {
+            e->n++;
+            st->counted = 1;
+            st->over = e->n > g->per_ip;
+        }
     }
     pthread_mutex_unlock(&g->mu);
     if (st->over)
@@ -176,6 +180,13 @@ int http_conn_over_limit(struct MHD_Connection *c)
     const struct conn_state *st = state_of(c);
 
     return st && st->over;
+}
+
+int http_conn_excess(struct MHD_Connection *c)
+{
+    const struct conn_state *st = state_of(c);
+
+    return st && st->excess;
 }
 
 void http_conn_trust(http_conn *g, struct MHD_Connection *c)

@@ -24,9 +24,11 @@
 
 typedef struct http_conn http_conn;
 
-/* per_ip: 0 = no limit. conn_timeout_s: the idle timeout of trusted connections. m: where to
- * count refusals (may be NULL). NULL on allocation failure. */
-http_conn *http_conn_new(unsigned per_ip, unsigned conn_timeout_s, http_metrics *m);
+/* per_ip: 0 = no limit. max_total: connections past this many open at once are marked excess
+ * (http_conn_excess; 0: none are). conn_timeout_s: the idle timeout of trusted connections.
+ * m: where to count refusals (may be NULL). NULL on allocation failure. */
+http_conn *http_conn_new(unsigned per_ip, unsigned max_total, unsigned conn_timeout_s,
+                         http_metrics *m);
 /* Call only once the daemon is stopped. NULL is a no-op. */
 void http_conn_free(http_conn *g);
 
@@ -37,6 +39,8 @@ void http_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context
 
 /* 1 if c arrived over the per-address limit (answer 429 and close it). */
 int http_conn_over_limit(struct MHD_Connection *c);
+/* 1 if c arrived while max_total connections were open. */
+int http_conn_excess(struct MHD_Connection *c);
 /* c has authenticated: give it the normal idle timeout (once; later calls are no-ops).
  * NULL g: no-op. */
 void http_conn_trust(http_conn *g, struct MHD_Connection *c);

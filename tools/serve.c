@@ -505,7 +505,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
         goto out;
     }
     http_auth_set_limits(auth, &cfg.auth, metrics);
-    conns = http_conn_new(cfg.per_ip, cfg.conn_timeout, metrics);
+    conns = http_conn_new(cfg.per_ip, 0, cfg.conn_timeout, metrics);
     if (!conns) {
         ex = cli_fail(CMK_E_NOMEM, NULL, CLI_HINT_NONE, "cannot start");
         goto out;

@@ -60,6 +60,7 @@ expect_true "... connections over the address limit counted" \
 expect_true "... connections refused at accept counted" \
     test "$(metric cmkstore_http_connections_refused_total)" -ge 1
 stop_server
+expect_eq "$SRV_EXIT" 0 "the server stops cleanly (no leak, no sanitizer report)"
 
 # Passwords: carol with the default (slow) PBKDF2, alice and bob with a fast one.
 printf 'carol-pw\n' | cmk serve-passwd carol >"$T/htpasswd"
@@ -80,6 +81,7 @@ expect_eq "$(val later1_closed "$R")/$(val later2_closed "$R")" 1/1 \
     "two later unauthenticated connections were closed one after the other"
 expect_eq "$(val trusted_again "$R")" 200 "... while the authenticated connection stayed open"
 stop_server
+expect_eq "$SRV_EXIT" 0 "the server stops cleanly (no leak, no sanitizer report)"
 
 # ---- concurrent password checks and the failure backoff
 start_server auth --store "$S" --htpasswd "$T/htpasswd" --max-password-checks 1 \
@@ -127,6 +129,7 @@ expect_eq "$(metric cmkstore_auth_password_checks_total)" 25 \
     "... refused and cached attempts ran no PBKDF2 (9 + 3 + 1 + 12)"
 expect_eq "$(metric cmkstore_auth_backoff_refusals_total)" 3 "... 3 backoff refusals counted"
 stop_server
+expect_eq "$SRV_EXIT" 0 "the server stops cleanly (no leak, no sanitizer report)"
 
 # ---- error bodies: no paths, principal ids, vault or key names; a request id
 setup_cmk eb
@@ -183,3 +186,4 @@ no_secrets "revoked key" "ebvault"
 expect_eq "$(hcurl "$B" "$URL/v2/_catalog")" 503 "catalog while revoked: 503"
 no_secrets "revoked key, catalog"
 stop_server
+expect_eq "$SRV_EXIT" 0 "the server stops cleanly (no leak, no sanitizer report)"
