@@ -152,8 +152,10 @@ CMK_API cmk_err cmk_put_write(cmk_put *p, const void *buf, size_t len);
 /* Finishes the blob and publishes it atomically (temp file, fsync, rename, directory fsync).
  * If expected_digest is not NULL and differs from the content's digest, nothing is
  * published and CMK_E_DIGEST is returned. digest_out (may be NULL) receives the digest.
- * Always frees p, whether it succeeds or not. Putting a blob that already exists succeeds
- * and leaves the existing file in place. */
+ * Always frees p, whether it succeeds or not. Putting a blob that already exists reads the
+ * stored copy once to check it: an intact copy is left in place, one that fails its check
+ * (CMK_E_INTEGRITY, CMK_E_CORRUPT, CMK_E_UNSUPPORTED) is replaced atomically by the new one.
+ * Any other failure of that check (key access, I/O) fails the put. */
 CMK_API cmk_err cmk_put_commit(cmk_put *p, const char *expected_digest,
                                char digest_out[CMK_DIGEST_MAX]);
 /* Commits several puts together so their fsyncs are issued as one batch (each file and the

@@ -1062,6 +1062,41 @@ out:
     return rc;
 }
 
+/* A file is already published under p's digest. It is kept if it authenticates whole (it
+ * then holds this content), else ours replaces it: a re-push must repair a damaged blob,
+ * not report success over it. The check reads the existing blob once, and only on a
+ * re-push. Our file is complete and fsync'd: it gets a name in tmp/ (locked, so no sweep
+ * takes it) and is renamed over base in pfd, so readers see the old file or the new one. */
+static cmk_err keep_or_replace(cmk_put *p, int pfd, const char *base, const char *procfd,
+                               cmk_errbuf *eb)
+{
+    char digest[CMK_DIGEST_MAX], rnd[17], name[64];
+    cmk_err rc;
+
+    cmk_digest_format(p->h.digest_alg, p->h.digest, digest);
+    rc = cmk_verify(p->s, digest, NULL);
+    if (rc == CMK_OK)
+        return CMK_OK;
+    /* Only a file that is there and fails its check is replaced; without a verdict (key
+     * access, I/O) the put fails rather than report a blob it could not check. */
+    if (rc != CMK_E_INTEGRITY && rc != CMK_E_CORRUPT && rc != CMK_E_UNSUPPORTED &&
+        rc != CMK_E_NOT_FOUND)
+        return cmk_errbuf_set(eb, rc, "cannot check the stored copy of %s: %s", digest,
+                              cmk_errmsg());
+    rc = cmk_random_hex(rnd, 8, eb);
+    if (rc != CMK_OK)
+        return rc;
+    snprintf(name, sizeof(name), "put-%s.part", rnd);
+    if (flock(p->fd, LOCK_EX) != 0)
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot lock the new copy of %s", digest);
+    if (linkat(AT_FDCWD, procfd, p->s->tmpfd, name, AT_SYMLINK_FOLLOW) != 0)
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot link %s/tmp/%s", p->s->dir, name);
+    rc = cmk_io_renameat(p->io, p->s->tmpfd, name, pfd, base, eb);
+    if (rc != CMK_OK)
+        (void)unlinkat(p->s->tmpfd, name, 0);
+    return rc;
+}
+
 /* Makes the finished (and fsync'd) file visible under its digest; parent receives the
  * directory whose entry must then be made durable. */
 static cmk_err publish(cmk_put *p, const uint8_t *raw, char *parent, size_t pcap, cmk_errbuf *eb)
@@ -1085,10 +1120,12 @@ static cmk_err publish(cmk_put *p, const uint8_t *raw, char *parent, size_t pcap
         goto out;
     }
     snprintf(procfd, sizeof(procfd), "/proc/self/fd/%d", p->fd);
-    /* Content-addressed: an existing file (EEXIST) holds the same content. Its directory
-     * entry is still fsync'd below: it may be another writer's that is not durable yet. */
-    if (linkat(AT_FDCWD, procfd, pfd, base, AT_SYMLINK_FOLLOW) != 0 && errno != EEXIST)
-        rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot publish blob %s", path);
+    /* Content-addressed: an existing file (EEXIST) that passes its check holds the same
+     * content. Its directory entry is still fsync'd below: it may be another writer's that
+     * is not durable yet. */
+    if (linkat(AT_FDCWD, procfd, pfd, base, AT_SYMLINK_FOLLOW) != 0)
+        rc = errno == EEXIST ? keep_or_replace(p, pfd, base, procfd, eb)
+                             : cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot publish blob %s", path);
 out:
     close(pfd);
     return rc;

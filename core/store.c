@@ -207,6 +207,25 @@ static cmk_err recorded_home(cmk_store *s, const char *home, cmk_errbuf *eb)
     return cmk_path(s->home, sizeof(s->home), eb, "%s", real);
 }
 
+/* Rewrites eb (CMK_E_CORRUPT) for a store file that cannot be read: which file it is, what
+ * it holds, and how to restore it. No blob is at fault, so none is to be removed. */
+static cmk_err store_file_damaged(const cmk_store *s, const char *file, cmk_errbuf *eb)
+{
+    char why[sizeof(eb->msg)];
+    int keyring = strcmp(file, CMK_KEYRING_FILE) == 0;
+
+    snprintf(why, sizeof(why), "%s", eb->msg);
+    return cmk_errbuf_set(
+        eb, CMK_E_CORRUPT,
+        "%s/%s, the store's %s, is damaged (%s). The blobs are not at fault: restore %s from a "
+        "backup of this store%s",
+        s->dir, file, keyring ? "keyring (its wrapped data keys)" : "settings", why, file,
+        keyring ? " made after its last key or data-key rotation (without it no blob can be "
+                  "decrypted)"
+                : " (it changes only with create, encryption update, identity assign/remove "
+                  "and key rotation)");
+}
+
 static cmk_err load_config(cmk_store *s, cmk_errbuf *eb)
 {
     char path[4200];
@@ -223,7 +242,7 @@ static cmk_err load_config(cmk_store *s, cmk_errbuf *eb)
                               "`cmkstore create --store %s`",
                               s->dir, s->dir);
     if (rc != CMK_OK)
-        return rc;
+        goto out;
     if (cmk_json_int(j, "format", 0) != CMK_STORE_FORMAT) {
         rc = cmk_errbuf_set(eb, CMK_E_UNSUPPORTED, "store format %lld is not supported",
                             (long long)cmk_json_int(j, "format", 0));
@@ -255,6 +274,8 @@ static cmk_err load_config(cmk_store *s, cmk_errbuf *eb)
     s->cfg = j;
     j = NULL;
 out:
+    if (rc == CMK_E_CORRUPT)
+        rc = store_file_damaged(s, "store.json", eb);
     json_decref(j);
     return rc;
 }
@@ -721,9 +742,11 @@ static cmk_err load_keys(cmk_store *s, cmk_errbuf *eb)
     cmk_store_note_keyring_file(s);
     if (rc == CMK_E_NOT_FOUND)
         return cmk_errbuf_set(eb, CMK_E_CORRUPT,
-                              "%s/" CMK_KEYRING_FILE " is missing: the store "
-                              "cannot be opened",
+                              "%s/" CMK_KEYRING_FILE " is missing: the store cannot be "
+                              "opened; restore it from a backup of this store",
                               s->dir);
+    if (rc == CMK_E_CORRUPT || rc == CMK_E_INTEGRITY)
+        return store_file_damaged(s, CMK_KEYRING_FILE, eb);
     if (rc != CMK_OK)
         return rc;
     s->last_key_check = cmk_now();

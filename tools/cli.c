@@ -532,8 +532,8 @@ static void store_hint(cmk_err rc)
         cli_hint("the content does not match the expected digest; nothing was stored.");
     else if (rc == CMK_E_INTEGRITY || rc == CMK_E_CORRUPT)
         cli_hint("the stored data is damaged or was altered; no unauthenticated data was "
-                 "output. Remove the blob (`cmkstore blob rm`) and push it again from a good "
-                 "copy.");
+                 "output. Push the blob again from a good copy (`cmkstore blob put`, or a "
+                 "registry push): a push replaces a damaged blob.");
 }
 
 int cli_fail(cmk_err rc, const cmk_errbuf *eb, int hints, const char *fmt, ...)
@@ -569,8 +569,12 @@ int cli_open_store(const cli_args *a, cmk_store **out)
     cmk_store_opts_init(&o);
     o.home = a->home;
     rc = cmk_store_open(dir, &o, out);
+    /* Opening reads no blob: damage found here is in a store file, and the message says
+     * which and how to restore it (the store hint would blame a blob). */
     if (rc != CMK_OK)
-        return cli_fail(rc, NULL, CLI_HINT_STORE, "cannot open the store %s", dir);
+        return cli_fail(
+            rc, NULL, rc == CMK_E_CORRUPT || rc == CMK_E_INTEGRITY ? CLI_HINT_NONE : CLI_HINT_STORE,
+            "cannot open the store %s", dir);
     return CLI_EXIT_OK;
 }
 
