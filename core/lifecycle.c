@@ -629,6 +629,8 @@ static int interval_ok(uint32_t v)
     return v == 0 || (v >= 1 && v <= 86400);
 }
 
+static cmk_err reload_config_locked(cmk_store *s, cmk_errbuf *eb);
+
 cmk_err cmk_store_set_policy(cmk_store *s, uint32_t rotation_check_s, uint32_t key_check_s,
                              uint32_t grace_s, uint32_t dek_rollover_blobs)
 {
@@ -645,6 +647,13 @@ cmk_err cmk_store_set_policy(cmk_store *s, uint32_t rotation_check_s, uint32_t k
     if (rc != CMK_OK)
         goto out;
     pthread_mutex_lock(&s->cfg_mu);
+    /* From the file, not the copy loaded at open: another process may have changed it since
+     * (an identity assigned), and that change must survive this write. */
+    rc = reload_config_locked(s, &eb);
+    if (rc != CMK_OK) {
+        pthread_mutex_unlock(&s->cfg_mu);
+        goto out;
+    }
     if (rotation_check_s)
         json_object_set_new(s->cfg, "rotationCheckIntervalSeconds", json_integer(rotation_check_s));
     if (key_check_s)

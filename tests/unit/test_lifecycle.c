@@ -611,6 +611,42 @@ static void test_cross_handle(void)
     free(v);
 }
 
+/* ---- settings written by one handle keep another's identity change ---- */
+
+static int has_identity(cmk_store *s, const char *principal)
+{
+    cmk_store_identity ids[8];
+    size_t n = 0;
+    int found = 0;
+
+    CHECK_OK(cmk_store_identities(s, ids, 8, &n));
+    for (size_t i = 0; i < n && i < 8; i++)
+        found |= strcmp(ids[i].principal, principal) == 0;
+    return found;
+}
+
+static void test_policy_keeps_identity(void)
+{
+    char dir[4096];
+
+    create_store("policy", kid_v1, dir, sizeof(dir));
+    /* Two handles stand for two processes: b loaded store.json before a changed it. */
+    cmk_store *a = open_home_store(dir, NULL), *b = open_home_store(dir, NULL);
+    REQUIRE(a && b);
+    CHECK_OK(cmk_store_identity_assign(a, "otherid"));
+    CHECK_OK(cmk_store_set_policy(b, 0, 45, 0, 0));
+    cmk_store *c = open_home_store(dir, NULL);
+    REQUIRE(c);
+    CHECK_MSG(has_identity(c, ident2.principal_id),
+              "set_policy on a stale handle reverted an identity assigned by another");
+    cmk_encryption_info ei;
+    CHECK_OK(cmk_store_encryption(c, &ei));
+    CHECK(ei.key_check_interval_s == 45);
+    cmk_store_close(a);
+    cmk_store_close(b);
+    cmk_store_close(c);
+}
+
 /* ---- SIGKILL during rotation ---- */
 
 static void test_crash_rotation(void)
@@ -687,6 +723,7 @@ int main(void)
     test_unreachable_grace();
     test_dek_rollover();
     test_cross_handle();
+    test_policy_keeps_identity();
     test_crash_rotation();
     free(kid_v1);
     return check_summary();
