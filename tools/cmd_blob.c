@@ -12,9 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "registry_meta.h"
 #include "secmem.h"
 
 #define IO_BUF (1u << 20)
@@ -49,6 +51,14 @@ static const cli_opt get_opts[] = {
 
 static const cli_opt digest_opts[] = {
     STORE_OPT,
+    CLI_OPT_END,
+};
+
+static const cli_opt rm_opts[] = {
+    STORE_OPT,
+    {"force", 0, CLI_FLAG, 0, NULL,
+     "Remove the blob even if registry repositories still reference it (their images then "
+     "break), and without reading the registry's records."},
     CLI_OPT_END,
 };
 
@@ -340,7 +350,7 @@ out:
     return ex;
 }
 
-/* ---- stat, verify, rm ---- */
+/* ---- stat, verify ---- */
 
 static int run_digest_op(const cli_cmd *cmd, cli_args *a)
 {
@@ -353,13 +363,82 @@ static int run_digest_op(const cli_cmd *cmd, cli_args *a)
     ex = cli_open_store(a, &s);
     if (ex != CLI_EXIT_OK)
         return ex;
-    rc = cmd->op == B_STAT     ? cmk_stat(s, digest, &bi)
-         : cmd->op == B_VERIFY ? cmk_verify(s, digest, &bi)
-                               : cmk_delete(s, digest);
+    rc = cmd->op == B_STAT ? cmk_stat(s, digest, &bi) : cmk_verify(s, digest, &bi);
     if (rc != CMK_OK)
         ex = cli_fail(rc, NULL, CLI_HINT_STORE, "%s %s", cmd->path, digest);
-    else if (cmd->op != B_RM)
+    else
         ex = cli_print_json(info_json(&bi, cmd->op == B_VERIFY));
+    cmk_store_close(s);
+    return ex;
+}
+
+/* ---- rm ---- */
+
+/* Names at most 8 of repos (a JSON array of strings) in out: "a, b and 3 more". */
+static void name_repos(const json_t *repos, char *out, size_t cap)
+{
+    size_t i, n = json_array_size(repos), len = 0;
+    json_t *v;
+
+    out[0] = '\0';
+    json_array_foreach(repos, i, v)
+    {
+        if (i == 8) {
+            snprintf(out + len, cap - len, " and %zu more", n - i);
+            return;
+        }
+        len += (size_t)snprintf(out + len, cap - len, "%s%s", i ? ", " : "", json_string_value(v));
+        if (len >= cap)
+            return;
+    }
+}
+
+static int run_rm(const cli_cmd *cmd, cli_args *a)
+{
+    const char *digest = a->pos[0];
+    char names[700];
+    json_t *repos = NULL;
+    cmk_errbuf eb = {0};
+    cmk_store *s = NULL;
+    int ex, lk = -1;
+    cmk_err rc;
+
+    ex = cli_open_store(a, &s);
+    if (ex != CLI_EXIT_OK)
+        return ex;
+    /* Exclusive collection lock: a server running on the store links nothing between the
+     * check below and the delete (it holds the lock shared while it links). */
+    rc = rmeta_lock(s, RMETA_GC_LOCK, LOCK_EX, &lk, &eb);
+    if (rc != CMK_OK) {
+        ex = cli_fail(rc, &eb, CLI_HINT_NONE, "%s %s", cmd->path, digest);
+        goto out;
+    }
+    if (!cli_isset(a, "force")) {
+        rc = rmeta_referrers(s, digest, &repos);
+        if (rc != CMK_OK) {
+            ex = cli_fail(rc, NULL, CLI_HINT_STORE,
+                          "%s %s: cannot read the registry's repositories to check that none "
+                          "references the blob (--force removes it without the check)",
+                          cmd->path, digest);
+            goto out;
+        }
+        if (json_array_size(repos) > 0) {
+            name_repos(repos, names, sizeof(names));
+            cmk_errbuf_set(&eb, CMK_E_REFUSED,
+                           "registry repositories still reference it: %s. Removing it would "
+                           "break their images; delete it through the registry (DELETE of "
+                           "the manifests and blob links), or pass --force",
+                           names);
+            ex = cli_fail(CMK_E_REFUSED, &eb, CLI_HINT_NONE, "%s %s", cmd->path, digest);
+            goto out;
+        }
+    }
+    rc = cmk_delete(s, digest);
+    if (rc != CMK_OK)
+        ex = cli_fail(rc, NULL, CLI_HINT_STORE, "%s %s", cmd->path, digest);
+out:
+    rmeta_unlock(lk);
+    json_decref(repos);
     cmk_store_close(s);
     return ex;
 }
@@ -458,7 +537,8 @@ const cli_cmd cli_blob_cmds[] = {
      .description = "Streams FILE (or standard input for \"-\") into the store, compressing and "
                     "sealing it chunk by chunk, and prints the blob's digest. The blob becomes "
                     "visible atomically when complete; an interrupted put leaves nothing. "
-                    "Putting a blob that is already stored succeeds and changes nothing.",
+                    "Putting a blob that is already stored checks the stored copy: an intact "
+                    "one is kept, a damaged one is replaced by the new copy.",
      .opts = put_opts,
      .pos_usage = "FILE|-",
      .min_pos = 1,
@@ -505,13 +585,18 @@ const cli_cmd cli_blob_cmds[] = {
      .op = B_VERIFY},
     {.path = "blob rm",
      .summary = "Remove a blob",
-     .description = "Removes the blob from the store (durably).",
-     .opts = digest_opts,
+     .description = "Removes the blob from the store (durably). A blob that registry "
+                    "repositories still reference (a link, a manifest, or a manifest naming "
+                    "it) is not removed: the command fails with exit 6 and names those "
+                    "repositories, unless --force is given. Safe beside a running `cmkstore "
+                    "serve` on the store: the check and the delete hold the store's collection "
+                    "lock.",
+     .opts = rm_opts,
      .pos_usage = "DIGEST",
      .min_pos = 1,
      .max_pos = 1,
      .example = "cmkstore blob rm --store ./registry sha256:<hex>",
-     .run = run_digest_op,
+     .run = run_rm,
      .op = B_RM},
     {.path = "blob ls",
      .summary = "List the blobs of a store",

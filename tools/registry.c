@@ -13,9 +13,11 @@
  * Blob lifetime: a blob is visible in a repository once pushed or mounted into it (a link in
  * the repository record). DELETE of a blob removes the link; the stored blob itself is
  * deleted only when no repository links it, holds it as a manifest, or has a manifest
- * referring to it. Links and that check are ordered by gc_lock: operations that add links
- * take it shared, deletes take it exclusive, so a delete never removes a blob that a
- * concurrent push or mount has just linked.
+ * referring to it. Links and that check are ordered by the store's collection lock
+ * (RMETA_GC_LOCK, a flock, so it holds across processes: another server is refused, but
+ * `cmkstore blob rm` may run beside this one): operations that add links take it shared,
+ * deletes take it exclusive, so a delete never removes a blob that a concurrent push or
+ * mount has just linked.
  */
 #include "registry.h"
 
@@ -28,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 
 #include "http_util.h"
 #include "registry_meta.h"
@@ -67,7 +70,6 @@ struct registry {
     atomic_int draining;
     atomic_uint inflight;
     atomic_uint_fast64_t rid_next;
-    pthread_rwlock_t gc_lock;
     pthread_mutex_t up_mu;
     struct upload *uploads;
     unsigned nuploads;
@@ -570,7 +572,8 @@ static enum MHD_Result blob_get(struct req *q)
     }
 }
 
-/* Deletes digest from the store if nothing refers to it any more. gc_lock held exclusively. */
+/* Deletes digest from the store if nothing refers to it any more. The collection lock is
+ * held exclusively. */
 static cmk_err collect_if_unreferenced(registry *r, const char *digest)
 {
     int used = 0;
@@ -585,16 +588,20 @@ static cmk_err collect_if_unreferenced(registry *r, const char *digest)
 static enum MHD_Result blob_delete(struct req *q)
 {
     registry *r = q->r;
+    cmk_errbuf eb = {0};
     struct reply rp;
+    int lk;
     cmk_err rc;
 
     if (!registry_digest_valid(q->ref))
         return send_error(q, MHD_HTTP_BAD_REQUEST, "DIGEST_INVALID", "invalid digest", NULL);
-    pthread_rwlock_wrlock(&r->gc_lock);
+    rc = rmeta_lock(r->s, RMETA_GC_LOCK, LOCK_EX, &lk, &eb);
+    if (rc != CMK_OK)
+        return store_error(q, rc, eb.msg, "cannot delete the blob");
     rc = rmeta_unlink_blob(r->s, q->name, q->ref);
     if (rc == CMK_OK)
         rc = collect_if_unreferenced(r, q->ref);
-    pthread_rwlock_unlock(&r->gc_lock);
+    rmeta_unlock(lk);
     if (rc == CMK_E_NOT_FOUND)
         return send_error(q, MHD_HTTP_NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry",
                           digest_detail(q->ref));
@@ -611,14 +618,20 @@ static enum MHD_Result commit_and_link(struct req *q, cmk_put *put, const char *
     registry *r = q->r;
     char digest[CMK_DIGEST_MAX], loc[REG_NAME_MAX + CMK_DIGEST_MAX + 16];
     uint64_t size = cmk_put_size(put);
+    cmk_errbuf eb = {0};
     struct reply rp;
+    int lk;
     cmk_err rc;
 
-    pthread_rwlock_rdlock(&r->gc_lock);
+    rc = rmeta_lock(r->s, RMETA_GC_LOCK, LOCK_SH, &lk, &eb);
+    if (rc != CMK_OK) {
+        cmk_put_abort(put);
+        return store_error(q, rc, eb.msg, "cannot store the blob");
+    }
     rc = cmk_put_commit(put, expected, digest);
     if (rc == CMK_OK)
         rc = rmeta_link_blob(r->s, q->name, digest, size);
-    pthread_rwlock_unlock(&r->gc_lock);
+    rmeta_unlock(lk);
     if (rc == CMK_E_DIGEST)
         return send_error(q, MHD_HTTP_BAD_REQUEST, "DIGEST_INVALID",
                           "provided digest did not match uploaded content; nothing was stored",
@@ -656,14 +669,20 @@ static int try_mount(struct req *q, enum MHD_Result *ret)
     char loc[REG_NAME_MAX + CMK_DIGEST_MAX + 16];
     json_t *rec = NULL;
     cmk_blob_info bi;
+    cmk_errbuf eb = {0};
     uint64_t size = 0;
     struct reply rp;
+    int lk;
     cmk_err rc;
 
     /* Anything not mountable falls back to a plain upload session, as the spec says. */
     if (!mount || !registry_digest_valid(mount) || (from && !registry_name_valid(from)))
         return 0;
-    pthread_rwlock_rdlock(&r->gc_lock);
+    rc = rmeta_lock(r->s, RMETA_GC_LOCK, LOCK_SH, &lk, &eb);
+    if (rc != CMK_OK) {
+        *ret = store_error(q, rc, eb.msg, "cannot mount the blob");
+        return 1;
+    }
     if (from) {
         rc = rmeta_load(r->s, from, &rec);
         if (rc == CMK_OK && !rmeta_blob(rec, mount, &size))
@@ -687,7 +706,7 @@ static int try_mount(struct req *q, enum MHD_Result *ret)
     }
     if (rc == CMK_OK)
         rc = rmeta_link_blob(r->s, q->name, mount, size);
-    pthread_rwlock_unlock(&r->gc_lock);
+    rmeta_unlock(lk);
     json_decref(rec);
     if (rc == CMK_E_NOT_FOUND)
         return 0;
@@ -892,7 +911,8 @@ static enum MHD_Result manifest_get(struct req *q)
 static enum MHD_Result manifest_delete(struct req *q)
 {
     registry *r = q->r;
-    int by_digest = registry_looks_like_digest(q->ref);
+    int by_digest = registry_looks_like_digest(q->ref), lk;
+    cmk_errbuf eb = {0};
     cmk_err rc;
     struct reply rp;
 
@@ -900,7 +920,9 @@ static enum MHD_Result manifest_delete(struct req *q)
         return send_error(q, MHD_HTTP_BAD_REQUEST,
                           by_digest ? "DIGEST_INVALID" : "MANIFEST_INVALID",
                           "invalid manifest reference (a tag or a digest)", NULL);
-    pthread_rwlock_wrlock(&r->gc_lock);
+    rc = rmeta_lock(r->s, RMETA_GC_LOCK, LOCK_EX, &lk, &eb);
+    if (rc != CMK_OK)
+        return store_error(q, rc, eb.msg, "cannot delete the manifest");
     if (by_digest) {
         rc = rmeta_delete_manifest(r->s, q->name, q->ref);
         if (rc == CMK_OK)
@@ -908,7 +930,7 @@ static enum MHD_Result manifest_delete(struct req *q)
     } else {
         rc = rmeta_delete_tag(r->s, q->name, q->ref);
     }
-    pthread_rwlock_unlock(&r->gc_lock);
+    rmeta_unlock(lk);
     if (rc == CMK_E_NOT_FOUND)
         return send_error(q, MHD_HTTP_NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown to registry",
                           NULL);
@@ -1041,10 +1063,11 @@ bad:
 static enum MHD_Result manifest_put_finish(struct req *q)
 {
     registry *r = q->r;
-    int by_digest = registry_looks_like_digest(q->ref);
+    int by_digest = registry_looks_like_digest(q->ref), lk = -1;
     const char *ctype_h = header(q, MHD_HTTP_HEADER_CONTENT_TYPE), *mt_body;
     char ctype[256], mt[256], digest[CMK_DIGEST_MAX], loc[REG_NAME_MAX + CMK_DIGEST_MAX + 24];
     json_t *j = NULL, *rec = NULL, *entry = NULL;
+    cmk_errbuf eb = {0};
     json_error_t jerr;
     enum MHD_Result ret;
     cmk_put *p = NULL;
@@ -1106,9 +1129,13 @@ static enum MHD_Result manifest_put_finish(struct req *q)
         json_decref(j);
         return MHD_NO;
     }
-    /* Shared gc lock from the check of the referenced blobs to the record update, so no
-     * delete slips in between. */
-    pthread_rwlock_rdlock(&r->gc_lock);
+    /* Shared collection lock from the check of the referenced blobs to the record update,
+     * so no delete slips in between. */
+    rc = rmeta_lock(r->s, RMETA_GC_LOCK, LOCK_SH, &lk, &eb);
+    if (rc != CMK_OK) {
+        ret = store_error(q, rc, eb.msg, "cannot store the manifest");
+        goto out;
+    }
     rc = rmeta_load(r->s, q->name, &rec);
     if (rc != CMK_OK && rc != CMK_E_NOT_FOUND) {
         ret = store_error(q, rc, NULL, "cannot read the repository");
@@ -1146,7 +1173,7 @@ static enum MHD_Result manifest_put_finish(struct req *q)
         hdr(&rp, "OCI-Subject", json_string_value(json_object_get(entry, "subject")));
     ret = send_reply(q, MHD_HTTP_CREATED, &rp);
 out:
-    pthread_rwlock_unlock(&r->gc_lock);
+    rmeta_unlock(lk);
     cmk_put_abort(p);
     json_decref(rec);
     json_decref(entry);
@@ -1204,6 +1231,10 @@ static void paginate(const json_t *sorted, size_t n, const char *last, json_t *p
     json_t *v;
 
     *more = 0;
+    /* n=0 asks for no names: there is no next page to point to (a Link to the same query
+     * would send a client round in circles). */
+    if (n == 0)
+        return;
     json_array_foreach(sorted, i, v)
     {
         if (last && strcmp(json_string_value(v), last) <= 0)
@@ -1882,12 +1913,7 @@ cmk_err registry_new(const registry_opts *o, registry **out)
     atomic_init(&r->draining, 0);
     atomic_init(&r->inflight, 0);
     atomic_init(&r->rid_next, 1);
-    if (pthread_rwlock_init(&r->gc_lock, NULL) != 0) {
-        free(r);
-        return CMK_E_NOMEM;
-    }
     if (pthread_mutex_init(&r->up_mu, NULL) != 0) {
-        pthread_rwlock_destroy(&r->gc_lock);
         free(r);
         return CMK_E_NOMEM;
     }
@@ -1901,7 +1927,6 @@ void registry_free(registry *r)
         return;
     upload_expire(r, -1);
     pthread_mutex_destroy(&r->up_mu);
-    pthread_rwlock_destroy(&r->gc_lock);
     free(r);
 }
 

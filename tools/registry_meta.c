@@ -1,8 +1,13 @@
 /* registry_meta.c — repository records of the OCI registry over cmk_meta_* (see the header). */
 #include "registry_meta.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #define REC_PREFIX "repo/"
 /* Record names are "repo/" + a name of at most REG_NAME_MAX characters. */
@@ -413,13 +418,15 @@ static int record_refers(const json_t *rec, const char *digest)
     return 0;
 }
 
-cmk_err rmeta_is_referenced(cmk_store *s, const char *digest, int *referenced)
+/* Scans every repository record for digest; appends the names of those that refer to it
+ * to found (stopping at the first if found is NULL). *any = 1 if one does. */
+static cmk_err scan_refs(cmk_store *s, const char *digest, json_t *found, int *any)
 {
     json_t *repos = NULL, *rec = NULL, *v;
     size_t i;
     cmk_err rc;
 
-    *referenced = 0;
+    *any = 0;
     rc = rmeta_list_repos(s, &repos);
     if (rc != CMK_OK)
         return rc;
@@ -432,12 +439,76 @@ cmk_err rmeta_is_referenced(cmk_store *s, const char *digest, int *referenced)
         }
         if (rc != CMK_OK)
             break;
-        *referenced = record_refers(rec, digest);
+        int refers = record_refers(rec, digest);
         json_decref(rec);
         rec = NULL;
-        if (*referenced)
+        if (!refers)
+            continue;
+        *any = 1;
+        if (!found)
             break;
+        if (json_array_append(found, v) != 0) {
+            rc = CMK_E_NOMEM;
+            break;
+        }
     }
     json_decref(repos);
     return rc;
+}
+
+cmk_err rmeta_is_referenced(cmk_store *s, const char *digest, int *referenced)
+{
+    return scan_refs(s, digest, NULL, referenced);
+}
+
+cmk_err rmeta_referrers(cmk_store *s, const char *digest, json_t **repos)
+{
+    json_t *found = json_array();
+    int any = 0;
+    cmk_err rc = found ? scan_refs(s, digest, found, &any) : CMK_E_NOMEM;
+
+    *repos = NULL;
+    if (rc != CMK_OK) {
+        json_decref(found);
+        return rc;
+    }
+    *repos = found;
+    return CMK_OK;
+}
+
+/* ---- locks ---- */
+
+cmk_err rmeta_lock(cmk_store *s, const char *name, int op, int *fd, cmk_errbuf *eb)
+{
+    char path[4200];
+    int lfd, e;
+
+    *fd = -1;
+    snprintf(path, sizeof(path), "%s/%s", cmk_store_dir(s), name);
+    /* O_NOFOLLOW: whoever can write the store must not point the lock at another file. */
+    lfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (lfd < 0) {
+        e = errno;
+        return cmk_errbuf_set(eb, e == ELOOP ? CMK_E_REFUSED : CMK_E_IO, "cannot open %s: %s%s",
+                              path, strerror(e), e == ELOOP ? " (a symbolic link)" : "");
+    }
+    while (flock(lfd, op) != 0) {
+        e = errno;
+        if (e == EINTR)
+            continue;
+        close(lfd);
+        if (e == EWOULDBLOCK)
+            return cmk_errbuf_set(eb, CMK_E_BUSY, "%s is locked by another process", path);
+        return cmk_errbuf_set(eb, CMK_E_IO, "cannot lock %s: %s", path, strerror(e));
+    }
+    *fd = lfd;
+    return CMK_OK;
+}
+
+void rmeta_unlock(int fd)
+{
+    if (fd >= 0) {
+        (void)flock(fd, LOCK_UN);
+        close(fd);
+    }
 }

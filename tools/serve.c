@@ -13,6 +13,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <termios.h>
@@ -34,6 +36,7 @@
 #include "http_metrics.h"
 #include "identity.h"
 #include "registry.h"
+#include "registry_meta.h"
 #include "vault.h"
 
 /* The embedded default's resources (first run only; later runs reuse them). */
@@ -416,6 +419,78 @@ static int read_cfg(const cli_args *a, struct serve_cfg *c)
     return CLI_EXIT_OK;
 }
 
+/* Claims the store for this server: RMETA_SERVE_LOCK, held for the server's life, with its
+ * PID in it. A second server on the same store is refused, naming the first: upload
+ * sessions and the key-state metrics live in one process. CLI commands may still run
+ * beside it (collection is ordered by RMETA_GC_LOCK across processes). */
+static int claim_store(cmk_store *s, int *fd)
+{
+    char path[CMK_PATH_MAX + 32], pid[32], who[40];
+    cmk_errbuf eb = {0};
+    cmk_err rc = rmeta_lock(s, RMETA_SERVE_LOCK, LOCK_EX | LOCK_NB, fd, &eb);
+    long other;
+    ssize_t n;
+    int pfd;
+
+    if (rc == CMK_E_BUSY) {
+        /* The holder writes its PID right after locking: a read in between finds none. */
+        snprintf(path, sizeof(path), "%s/%s", cmk_store_dir(s), RMETA_SERVE_LOCK);
+        pfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        n = pfd >= 0 ? read(pfd, pid, sizeof(pid) - 1) : -1;
+        if (pfd >= 0)
+            close(pfd);
+        pid[n > 0 ? n : 0] = '\0';
+        other = strtol(pid, NULL, 10); /* the file's bytes are never printed as they are */
+        if (other > 0)
+            snprintf(who, sizeof(who), "PID %ld", other);
+        else
+            snprintf(who, sizeof(who), "another process");
+        cmk_errbuf_set(&eb, CMK_E_REFUSED,
+                       "the store is served by %s already; one server per store: stop that "
+                       "one first, or serve another store",
+                       who);
+        return cli_fail(CMK_E_REFUSED, &eb, CLI_HINT_NONE, "cannot serve %s", cmk_store_dir(s));
+    }
+    if (rc != CMK_OK)
+        return cli_fail(rc, &eb, CLI_HINT_NONE, "cannot serve %s", cmk_store_dir(s));
+    /* Only for the message above: on a full file system the lock still stands without it
+     * (the second server then says "another process"). */
+    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    n = ftruncate(*fd, 0) == 0 ? pwrite(*fd, pid, (size_t)n, 0) : -1;
+    (void)n;
+    return CLI_EXIT_OK;
+}
+
+/* Binds and listens on c->addr (SO_REUSEADDR, IPv6 only for an IPv6 address, as
+ * libmicrohttpd would) and sets c->port to the port bound. Done here rather than by
+ * libmicrohttpd, which logs "Failed to bind to port 0" (the port argument, unused with an
+ * address) ahead of the real error. Returns the socket, or -1 with errno set. */
+static int open_listener(struct serve_cfg *c)
+{
+    struct sockaddr_storage got;
+    socklen_t len =
+        c->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    socklen_t glen = sizeof(got);
+    int one = 1, e;
+    int fd = socket(c->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+    if (fd < 0)
+        return -1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        (c->addr.ss_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
+        bind(fd, (const struct sockaddr *)&c->addr, len) != 0 || listen(fd, SOMAXCONN) != 0 ||
+        getsockname(fd, (struct sockaddr *)&got, &glen) != 0) {
+        e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    c->port = ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
+                                              : ((struct sockaddr_in *)&got)->sin_port);
+    return fd;
+}
+
 static int run_serve(const cli_cmd *cmd, cli_args *a)
 {
     struct serve_cfg cfg;
@@ -433,7 +508,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     sigset_t set;
     struct sigaction ign, oldpipe;
     const union MHD_DaemonInfo *di;
-    int ex, created = 0, sig, masked = 0;
+    int ex, created = 0, sig, masked = 0, listen_fd, serve_fd = -1;
     unsigned flags;
     cmk_err rc;
 
@@ -487,6 +562,9 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
         ex = cli_fail(rc, NULL, CLI_HINT_STORE, "cannot open the store %s", dir);
         goto out;
     }
+    ex = claim_store(s, &serve_fd);
+    if (ex != CLI_EXIT_OK)
+        goto out;
     if (cfg.key_check || cfg.rotation_check) {
         rc = cmk_store_set_policy(s, cfg.rotation_check, cfg.key_check, 0, 0);
         if (rc != CMK_OK) {
@@ -529,19 +607,28 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
             MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (cfg.addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    listen_fd = open_listener(&cfg);
+    if (listen_fd < 0) {
+        fprintf(stderr, "cmkstore: error: cannot listen on %s:%u: %s\n", cfg.host, cfg.port,
+                strerror(errno));
+        ex = CLI_EXIT_FAILURE;
+        goto out;
+    }
     errno = 0;
     /* The daemon-wide timeout is the header timeout: http_conn_trust lengthens it to
      * --connection-timeout for connections that have authenticated. */
-    d = MHD_start_daemon(
-        flags, 0, http_conn_accept, conns, registry_access, reg, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_log, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&cfg.addr,
-        MHD_OPTION_NOTIFY_COMPLETED, registry_completed, reg, MHD_OPTION_NOTIFY_CONNECTION,
-        http_conn_notify, conns, MHD_OPTION_CONNECTION_LIMIT, cfg.max_conn,
-        MHD_OPTION_CONNECTION_TIMEOUT, cfg.header_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)MHD_MEMORY_LIMIT, MHD_OPTION_END);
+    d = MHD_start_daemon(flags, 0, http_conn_accept, conns, registry_access, reg,
+                         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
+                         listen_fd, MHD_OPTION_NOTIFY_COMPLETED, registry_completed, reg,
+                         MHD_OPTION_NOTIFY_CONNECTION, http_conn_notify, conns,
+                         MHD_OPTION_CONNECTION_LIMIT, cfg.max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
+                         cfg.header_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                         (size_t)MHD_MEMORY_LIMIT, MHD_OPTION_END);
     if (!d) {
-        fprintf(stderr, "cmkstore: error: cannot listen on %s:%u%s%s\n", cfg.host, cfg.port,
-                errno ? ": " : "", errno ? strerror(errno) : "");
+        fprintf(stderr, "cmkstore: error: cannot start the HTTP server on %s:%u%s%s\n", cfg.host,
+                cfg.port, errno ? ": " : "", errno ? strerror(errno) : "");
+        /* listen_fd is left as is: whether libmicrohttpd closed it on failure is not specified,
+         * and the process exits next. */
         ex = CLI_EXIT_FAILURE;
         goto out;
     }
@@ -610,6 +697,7 @@ out:
     if (s)
         cmk_store_stop_background(s);
     cmk_store_close(s);
+    rmeta_unlock(serve_fd);
     http_auth_free(auth);
     /* SIGINT and SIGTERM stay blocked: the process exits next, and a second signal sent
      * while it shuts down must not turn a clean exit into death by signal. */
@@ -700,7 +788,9 @@ const cli_cmd cli_serve_cmds[] = {
          "revoked, requests that touch content get 503 with the reason, and service resumes "
          "when access is restored. One line per request is logged on stderr (never headers "
          "or credentials). GET /metrics gives Prometheus metrics. SIGTERM or SIGINT stop it "
-         "gracefully (exit 0).",
+         "gracefully (exit 0).\n\nOne server per store: a second serve on a store that is "
+         "being served exits 6, naming the first one's PID. CLI commands, blob rm included, "
+         "may run beside the server.",
      .opts = serve_opts,
      .example = "cmkstore serve\n"
                 "cmkstore serve --store ./registry --listen 127.0.0.1:5000 \\\n"
