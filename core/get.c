@@ -396,7 +396,9 @@ static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
     rc = cmk_store_blob_path(s, alg, raw, g->path, sizeof(g->path), parent, sizeof(parent), eb);
     if (rc != CMK_OK)
         return rc;
-    g->fd = cmk_openat_nofollow(s->dirfd, cmk_store_rel(s, g->path), O_RDONLY, 0);
+    /* O_NONBLOCK: a FIFO planted in place of the blob file must not hang the reader; it is
+     * cleared once the file is known to be a regular one (io_uring honours it). */
+    g->fd = cmk_openat_nofollow(s->dirfd, cmk_store_rel(s, g->path), O_RDONLY | O_NONBLOCK, 0);
     if (g->fd < 0) {
         if (errno == ENOENT)
             return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "blob %s is not in the store", digest);
@@ -404,6 +406,10 @@ static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
     }
     if (fstat(g->fd, &st) != 0)
         return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot stat %s", g->path);
+    if (!S_ISREG(st.st_mode))
+        return cmk_errbuf_set(eb, CMK_E_CORRUPT, "%s is not a regular file", g->path);
+    if (fcntl(g->fd, F_SETFL, fcntl(g->fd, F_GETFL) & ~O_NONBLOCK) != 0)
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot set up %s", g->path);
     rc = cmk_io_pread(g->io, g->fd, g->header, CMK_FMT_HEADER_SIZE, 0, "blob header", eb);
     if (rc != CMK_OK)
         goto out;

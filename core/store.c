@@ -706,7 +706,8 @@ static void sweep_tmp(cmk_store *s)
     while ((de = readdir(d)) != NULL) {
         if (de->d_name[0] == '.')
             continue;
-        int fd = openat(s->tmpfd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        /* O_NONBLOCK: a FIFO planted here must not hang every open of the store. */
+        int fd = openat(s->tmpfd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (fd < 0)
             continue;
         if (flock(fd, LOCK_EX | LOCK_NB) == 0)

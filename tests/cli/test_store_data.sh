@@ -8,6 +8,7 @@
 #  * the store's own entries (events.log, lock, keyring.json, store.json, tmp, meta, blobs
 #    prefix directories and blob files) that are symbolic links are refused with a clear
 #    error, and the link's target is not read, written or created;
+#  * a FIFO in tmp/ or in place of a blob file hangs nothing (swept; refused, exit 4);
 #  * a store.json that names a home the store's writer controls is refused.
 source "$(dirname "$0")/lib.sh"
 
@@ -148,6 +149,24 @@ link_case "blobs/sha256/${HEX:0:2}/$HEX" "$T/blob-copy" "blob file -> copy, blob
 link_case "blobs/sha256/${HEX:0:2}" "$T/prefix-elsewhere" "blob prefix directory -> copy, blob rm" \
     cmk blob rm --store "$C" "$D"
 expect_true "the original store still serves the blob" cmk blob get --store "$S" "$D" -o "$T/out"
+
+# ---- FIFOs in place of the store's files ------------------------------------------------------
+# Opening a FIFO for reading blocks until a writer comes: one planted in tmp/ (swept at every
+# open) or in place of a blob file must not hang the process. `timeout` only bounds a hang
+# (it fails the check as exit 124); the answers come at once.
+rm -rf "$C"
+cp -a "$S" "$C"
+mkfifo "$C/tmp/planted"
+expect_ok timeout 60 "$CMKSTORE_BIN" encryption show --store "$C"
+expect_json '.keyAccess.accessible == true' "a FIFO in tmp/ does not hang the store's open"
+expect_ok timeout 60 "$CMKSTORE_BIN" blob get --store "$C" "$D" -o "$T/out"
+expect_eq "$(sha256sum <"$T/out")" "$(sha256sum <"$T/blob")" "a FIFO in tmp/: the blob reads back"
+rm -rf "$C"
+cp -a "$S" "$C"
+rm "$C/blobs/sha256/${HEX:0:2}/$HEX"
+mkfifo "$C/blobs/sha256/${HEX:0:2}/$HEX"
+expect_exit 4 timeout 60 "$CMKSTORE_BIN" blob get --store "$C" "$D" -o "$T/out"
+expect_err_match "$HEX is not a regular file" "a FIFO in place of a blob file: refused, says why"
 
 # ---- the home store.json names ------------------------------------------------------------------
 # Without --home / $CMKSTORE_HOME the recorded home is used, unless the store's writer could
