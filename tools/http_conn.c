@@ -163,7 +163,7 @@ void http_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context
         }
     }
     pthread_mutex_unlock(&g->mu);
-    if (st->over)
+    if (st && st->over)
         http_metrics_inc(g->metrics, HTTP_C_CONN_OVER_LIMIT);
 }
 

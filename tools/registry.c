@@ -211,15 +211,22 @@ static json_t *error_entry(const char *code, const char *msg, json_t *detail)
                      detail ? detail : json_object());
 }
 
-/* The spec's error body: {"errors": [{"code", "message", "detail"}]}. detail is stolen; it
- * gets the request id, which the server log repeats. */
-static struct reply error_reply(struct req *q, const char *code, const char *msg, json_t *detail)
+/* detail (stolen; NULL: a new object) with the request id, which the server log repeats. */
+static json_t *with_rid(struct req *q, json_t *detail)
 {
     if (!detail)
         detail = json_object();
     if (json_is_object(detail))
         json_object_set_new(detail, "request_id", json_string(q->rid));
-    return reply_json(q, json_pack("{s:[o]}", "errors", error_entry(code, msg, detail)),
+    return detail;
+}
+
+/* The spec's error body: {"errors": [{"code", "message", "detail"}]}. detail is stolen; it
+ * gets the request id. */
+static struct reply error_reply(struct req *q, const char *code, const char *msg, json_t *detail)
+{
+    return reply_json(q,
+                      json_pack("{s:[o]}", "errors", error_entry(code, msg, with_rid(q, detail))),
                       "application/json");
 }
 
@@ -1042,10 +1049,11 @@ static int manifest_check(struct req *q, json_t *j, const json_t *rec, const cha
         json_t *errs = json_array();
         json_array_foreach(missing, i, v)
         {
-            json_array_append_new(errs, error_entry("MANIFEST_BLOB_UNKNOWN",
-                                                    "manifest references a blob or manifest "
-                                                    "unknown to the repository",
-                                                    digest_detail(json_string_value(v))));
+            json_array_append_new(errs,
+                                  error_entry("MANIFEST_BLOB_UNKNOWN",
+                                              "manifest references a blob or manifest "
+                                              "unknown to the repository",
+                                              with_rid(q, digest_detail(json_string_value(v)))));
         }
         json_decref(missing);
         struct reply rp = reply_json(q, json_pack("{s:o}", "errors", errs), "application/json");

@@ -139,6 +139,24 @@ gen_random eb 20000 "$T/blob"
 D=$(oci_digest "$T/blob")
 expect_eq "$(push_blob eb/app "$T/blob")" 201 "push a blob"
 
+# A manifest naming two unknown blobs: one MANIFEST_BLOB_UNKNOWN entry each, every one with the
+# request id (the list is built apart from the other error bodies).
+Z1=sha256:$(printf '1%.0s' {1..64})
+Z2=sha256:$(printf '2%.0s' {1..64})
+jq -n --arg c "$D" --arg l1 "$Z1" --arg l2 "$Z2" '{schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    config: {mediaType: "application/vnd.oci.image.config.v1+json", digest: $c, size: 20000},
+    layers: [{mediaType: "application/vnd.oci.image.layer.v1.tar", digest: $l1, size: 1},
+             {mediaType: "application/vnd.oci.image.layer.v1.tar", digest: $l2, size: 1}]}' \
+    >"$T/manifest.json"
+expect_eq "$(hcurl "$B" -X PUT --data-binary "@$T/manifest.json" \
+    -H 'Content-Type: application/vnd.oci.image.manifest.v1+json' "$URL/v2/eb/app/manifests/v1")" \
+    400 "a manifest naming unknown blobs: 400"
+expect_json '[.errors[] | select(.code == "MANIFEST_BLOB_UNKNOWN")] | length == 2' \
+    "... one MANIFEST_BLOB_UNKNOWN per unknown blob" "$B"
+expect_json '[.errors[].detail.request_id | strings | test("^[0-9a-f]{16}$")] | length == 2' \
+    "... each with the request id" "$B"
+
 # no_secrets WHAT: the body $B names nothing of the server's, carries a request id, and the
 # server log has that id beside the detail.
 no_secrets() {
