@@ -229,6 +229,10 @@ typedef struct cmk_encryption_info {
     int64_t last_key_check;
     uint32_t dek_rollover_blobs; /* UINT32_MAX: never */
     int key_unreachable_since;   /* seconds the vault has not answered (grace) */
+    uint64_t key_checks;         /* key checks run by this handle since it was opened */
+    cmk_err key_check_error;     /* the last check's own error, CMK_OK if it verified an unwrap:
+                                    e.g. CMK_E_CORRUPT for a damaged vault file while the store
+                                    coasts through the grace period as unreachable */
 } cmk_encryption_info;
 
 CMK_API cmk_err cmk_store_encryption(cmk_store *s, cmk_encryption_info *out);

@@ -53,8 +53,9 @@ static int keyring_changed(cmk_store *s)
     struct stat st;
     int changed;
 
+    /* Gone or unreadable: changed, so the reload reports why instead of the check passing. */
     if (fstatat(s->dirfd, CMK_KEYRING_FILE, &st, AT_SYMLINK_NOFOLLOW) != 0)
-        return 0;
+        return 1;
     pthread_rwlock_rdlock(&s->key_lock);
     changed = st.st_ino != s->kr_ino || st.st_dev != s->kr_dev ||
               (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != s->kr_mtime_ns;
@@ -124,7 +125,7 @@ out:
 
 /* ---- access state transitions ---- */
 
-static void access_lost(cmk_store *s, const cmk_errbuf *why)
+static void access_lost(cmk_store *s, const cmk_errbuf *why, cmk_err cause)
 {
     int was_ok;
 
@@ -132,12 +133,13 @@ static void access_lost(cmk_store *s, const cmk_errbuf *why)
     was_ok = atomic_load(&s->key_ok);
     cmk_store_key_lost_locked(s, why);
     s->unreachable_since = 0;
+    s->key_cause = cause;
     pthread_rwlock_unlock(&s->key_lock);
     if (was_ok)
         event(s, "key.accessLost",
-              json_pack("{s:s, s:s, s:s, s:s}", "keyIdentifier", s->kr.versioned_kid, "identity",
-                        s->kr.identity.principal, "error", cmk_errname(why->code), "reason",
-                        why->msg));
+              json_pack("{s:s, s:s, s:s, s:s, s:s}", "keyIdentifier", s->kr.versioned_kid,
+                        "identity", s->kr.identity.principal, "error", cmk_errname(why->code),
+                        "cause", cmk_errname(cause), "reason", why->msg));
 }
 
 static void access_ok(cmk_store *s, int was_ok)
@@ -147,11 +149,61 @@ static void access_ok(cmk_store *s, int was_ok)
     cmk_errbuf_clear(&s->key_err);
     s->last_key_ok_mono = cmk_monotonic();
     s->unreachable_since = 0;
+    s->key_cause = CMK_OK;
     pthread_rwlock_unlock(&s->key_lock);
     if (!was_ok)
         event(s, "key.accessRestored",
               json_pack("{s:s, s:s}", "keyIdentifier", s->kr.versioned_kid, "identity",
                         s->kr.identity.principal));
+}
+
+void cmk_store_fault_as_unreachable(cmk_errbuf *eb)
+{
+    cmk_errbuf why;
+
+    if (eb->code == CMK_OK || cmk_err_is_key_access(eb->code))
+        return;
+    why = *eb;
+    cmk_errbuf_set(eb, CMK_E_KEY_UNREACHABLE, "key check failed (%s): %s", cmk_errname(why.code),
+                   why.msg);
+}
+
+/* A check that did not end in a verified unwrap. A denial fails closed at once; anything
+ * else (no answer, a damaged, missing or unreadable file, a read error) counts as
+ * unreachable: the first one starts the grace timer and is recorded, the store coasts on
+ * the DEKs it holds until the grace ends, then fails closed. Returns the check's error. */
+static cmk_err check_failed(cmk_store *s, cmk_errbuf *eb, const char *vkid, double now)
+{
+    cmk_err cause = eb->code;
+    int denial = cmk_err_is_key_access(cause) && cause != CMK_E_KEY_UNREACHABLE;
+    int coasting = 0, first = 0;
+    double down = 0;
+
+    cmk_store_fault_as_unreachable(eb);
+    pthread_rwlock_wrlock(&s->key_lock);
+    s->key_cause = cause;
+    if (!denial && atomic_load(&s->key_ok)) {
+        coasting = 1;
+        first = s->unreachable_since == 0;
+        if (first)
+            s->unreachable_since = now;
+        down = now - s->unreachable_since;
+    }
+    pthread_rwlock_unlock(&s->key_lock);
+    if (coasting) {
+        if (first)
+            event(s, "key.unreachable",
+                  json_pack("{s:s, s:s, s:s, s:i}", "keyIdentifier", vkid, "cause",
+                            cmk_errname(cause), "reason", eb->msg, "graceSeconds",
+                            (int)s->grace_s));
+        if (down < s->grace_s)
+            return eb->code;
+        cmk_errbuf why = *eb;
+        cmk_errbuf_set(eb, why.code, "key checks failing for %.0f s (grace %u s): %s", down,
+                       s->grace_s, why.msg);
+    }
+    access_lost(s, eb, cause);
+    return eb->code;
 }
 
 /* ---- rotation ---- */
@@ -347,7 +399,7 @@ out:
 
 cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check, int *rotated)
 {
-    cmk_errbuf eb = {0};
+    cmk_errbuf eb = {0}, kreb = {0};
     cmk_key_desc desc;
     char key_id[CMK_ID_MAX], vkid[CMK_ID_MAX];
     cmk_kr_identity ident;
@@ -355,22 +407,23 @@ cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check, int *rotated
     int rot_enabled, was_ok, due, found = 0;
     uint8_t *k = NULL;
     double now = cmk_monotonic();
-    cmk_err rc;
+    cmk_err rc, krc;
 
     if (rotated)
         *rotated = 0;
     if (!s)
         return cmk_set_last(CMK_E_INVAL, "cmk_store_check_key: NULL store");
     was_ok = atomic_load(&s->key_ok);
-    /* Pick up what other processes did (rotation, new DEKs). */
-    rc = cmk_store_refresh_keyring(s, 0, 0, &eb);
-    if (rc != CMK_OK && !cmk_err_is_key_access(rc))
-        goto out;
-    cmk_errbuf_clear(&eb);
+    /* Pick up what other processes did (rotation, new DEKs). Read at every check, so a
+     * damaged, missing or unreadable keyring is noticed whatever its times say. A failed
+     * read is this check's fault, but the access check below still runs on the keyring
+     * held: a denial is seen at once even then. */
+    krc = cmk_store_refresh_keyring(s, 1, 0, &kreb);
 
     /* Write lock: the check's timestamps are written here, and checks may run in several
      * threads at once (the background checker and callers). */
     pthread_rwlock_wrlock(&s->key_lock);
+    s->key_checks++;
     snprintf(key_id, sizeof(key_id), "%s", s->kr.key_identifier);
     snprintf(vkid, sizeof(vkid), "%s", s->kr.versioned_kid);
     ident = s->kr.identity;
@@ -383,14 +436,14 @@ cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check, int *rotated
     s->last_key_check = cmk_now();
     /* force_rotation_check: > 0 forces the rotation check, 0 runs it if due (always the
      * first time in a process), < 0 skips it (an access check only). */
-    due = rot_enabled && was_ok && force_rotation_check >= 0 &&
+    due = krc == CMK_OK && rot_enabled && was_ok && force_rotation_check >= 0 &&
           (force_rotation_check > 0 || now - s->last_rotation_check_mono >= s->rotation_check_s);
     if (due)
         s->last_rotation_check_mono = now;
     pthread_rwlock_unlock(&s->key_lock);
     if (!found) {
         rc = cmk_errbuf_set(&eb, CMK_E_CORRUPT, "keyring has no current DEK");
-        goto out;
+        goto failed;
     }
 
     /* Automatic rotation first: it needs only the DEKs already held, so it works even if
@@ -425,7 +478,7 @@ cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check, int *rotated
     k = cmk_secalloc(CMK_DEK_LEN + 32);
     if (!k) {
         rc = cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory");
-        goto out;
+        goto failed;
     }
     rc = cmk_kek_describe(s->kek, vkid, ident.principal, &desc, &eb);
     if (rc == CMK_OK) {
@@ -433,38 +486,20 @@ cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check, int *rotated
         rc = cmk_kek_unwrap(s->kek, cur.kid, ident.principal, cur.alg, cur.wrapped, cur.wrapped_len,
                             k, &klen, &eb);
     }
+    /* A verified unwrap does not excuse a keyring that could not be read. */
+    if (rc == CMK_OK && krc != CMK_OK) {
+        eb = kreb;
+        rc = krc;
+    }
+    /* Restore: every DEK is unwrapped again before service resumes. */
+    if (rc == CMK_OK && !atomic_load(&s->key_ok))
+        rc = cmk_store_refresh_keyring(s, 1, 1, &eb);
     if (rc == CMK_OK) {
-        if (!atomic_load(&s->key_ok)) {
-            /* Restore: every DEK is unwrapped again before service resumes. */
-            rc = cmk_store_refresh_keyring(s, 1, 1, &eb);
-            if (rc != CMK_OK)
-                goto failed;
-        }
         access_ok(s, was_ok);
         goto out;
     }
 failed:
-    if (!cmk_err_is_key_access(rc))
-        goto out;
-    if (rc == CMK_E_KEY_UNREACHABLE && atomic_load(&s->key_ok)) {
-        /* Coast on the cached DEKs for the grace period, then fail closed. */
-        pthread_rwlock_wrlock(&s->key_lock);
-        if (s->unreachable_since == 0)
-            s->unreachable_since = now;
-        double down = now - s->unreachable_since;
-        pthread_rwlock_unlock(&s->key_lock);
-        if (down < s->grace_s) {
-            if (down == 0)
-                event(s, "key.unreachable",
-                      json_pack("{s:s, s:s, s:i}", "keyIdentifier", vkid, "reason", eb.msg,
-                                "graceSeconds", (int)s->grace_s));
-            goto out;
-        }
-        cmk_errbuf why = eb;
-        cmk_errbuf_set(&eb, rc, "vault unreachable for %.0f s (grace %u s): %s", down, s->grace_s,
-                       why.msg);
-    }
-    access_lost(s, &eb);
+    rc = check_failed(s, &eb, vkid, now);
 out:
     cmk_secfree(k);
     return cmk_publish(&eb, rc);

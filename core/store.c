@@ -734,8 +734,9 @@ static cmk_err check_no_links(cmk_store *s, cmk_errbuf *eb)
     return CMK_OK;
 }
 
-/* Loads the keyring and unwraps its DEKs. A key-access failure is not an open failure: it
- * is recorded as the key state. */
+/* Loads the keyring and unwraps its DEKs. A failure to unwrap is not an open failure: it is
+ * recorded as the key state (a damaged or unreadable vault as unreachable), so the store
+ * opens failed closed and the next successful check restores it. */
 static cmk_err load_keys(cmk_store *s, cmk_errbuf *eb)
 {
     cmk_errbuf why = {0};
@@ -759,10 +760,8 @@ static cmk_err load_keys(cmk_store *s, cmk_errbuf *eb)
         s->last_key_ok_mono = cmk_monotonic();
         return CMK_OK;
     }
-    if (!cmk_err_is_key_access(rc)) {
-        *eb = why;
-        return rc;
-    }
+    s->key_cause = rc;
+    cmk_store_fault_as_unreachable(&why);
     cmk_store_key_lost_locked(s, &why);
     return CMK_OK;
 }
@@ -1039,6 +1038,8 @@ cmk_err cmk_store_encryption(cmk_store *s, cmk_encryption_info *out)
     out->dek_rollover_blobs = s->dek_rollover;
     out->key_unreachable_since =
         s->unreachable_since > 0 ? (int)(cmk_monotonic() - s->unreachable_since) : 0;
+    out->key_checks = s->key_checks;
+    out->key_check_error = s->key_cause;
     pthread_rwlock_unlock(&s->key_lock);
     return CMK_OK;
 }

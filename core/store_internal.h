@@ -64,6 +64,8 @@ struct cmk_store {
     atomic_int key_ok;       /* 1: DEKs loaded and access confirmed */
     int64_t last_key_check;  /* wall clock */
     double last_key_ok_mono; /* monotonic time of the last successful contact */
+    uint64_t key_checks;     /* checks run by this handle */
+    cmk_err key_cause;       /* the last check's own error (CMK_OK: it verified an unwrap) */
 
     pthread_mutex_t meta_mu; /* serialises metadata record writes in this process */
     json_t *cfg;             /* store.json as loaded; guarded by cfg_mu */
@@ -101,6 +103,11 @@ void cmk_store_io_put(cmk_store *s, cmk_io *io);
 /* Records a key-access failure: every cached DEK is zeroized at once and the reason kept
  * for error messages. Caller holds key_lock for writing. */
 void cmk_store_key_lost_locked(cmk_store *s, const cmk_errbuf *why);
+
+/* A key check or key load that failed for a reason other than a key-access error (a damaged,
+ * missing or unreadable file, a read error) is reported as CMK_E_KEY_UNREACHABLE naming the
+ * fault, so it is handled like a vault that does not answer. Key-access errors are left. */
+void cmk_store_fault_as_unreachable(cmk_errbuf *eb);
 
 /* Re-reads keyring.json if it changed (always with force) and unwraps the DEKs not yet
  * held (all of them with need_all). On failure nothing changes. */

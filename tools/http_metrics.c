@@ -19,8 +19,7 @@ struct http_metrics {
     atomic_uint_fast64_t counters[HTTP_C__COUNT];
     atomic_int checks_running, checks_peak;
     pthread_mutex_t mu; /* guards the key observations below */
-    uint64_t key_checks, rotations;
-    int64_t last_check_seen;
+    uint64_t rotations;
     char vkid_seen[CMK_ID_MAX];
     int observed;
 };
@@ -91,13 +90,8 @@ void http_metrics_observe_key(http_metrics *m, const cmk_encryption_info *ei)
     if (!m || !ei)
         return;
     pthread_mutex_lock(&m->mu);
-    if (m->observed) {
-        if (ei->last_key_check != m->last_check_seen)
-            m->key_checks++;
-        if (strcmp(ei->versioned_key_identifier, m->vkid_seen) != 0)
-            m->rotations++;
-    }
-    m->last_check_seen = ei->last_key_check;
+    if (m->observed && strcmp(ei->versioned_key_identifier, m->vkid_seen) != 0)
+        m->rotations++;
     snprintf(m->vkid_seen, sizeof(m->vkid_seen), "%s", ei->versioned_key_identifier);
     m->observed = 1;
     pthread_mutex_unlock(&m->mu);
@@ -214,7 +208,7 @@ int http_metrics_render(http_metrics *m, cmk_store *s, unsigned uploads, unsigne
 {
     struct sbuf b = {0};
     cmk_encryption_info ei;
-    uint64_t checks, rotations, blobs = 0;
+    uint64_t rotations, blobs = 0;
     char kid[2 * CMK_ID_MAX], vkid[2 * CMK_ID_MAX];
     int have_ei = s && cmk_store_encryption(s, &ei) == CMK_OK;
 
@@ -247,18 +241,34 @@ int http_metrics_render(http_metrics *m, cmk_store *s, unsigned uploads, unsigne
               (unsigned long long)atomic_load(&m->bytes_out), inflight, uploads);
     render_counters(m, &b);
     pthread_mutex_lock(&m->mu);
-    checks = m->key_checks;
     rotations = m->rotations;
     pthread_mutex_unlock(&m->mu);
     sb_printf(&b,
-              "# HELP cmkstore_key_checks_total Key access checks seen since the server "
-              "started.\n# TYPE cmkstore_key_checks_total counter\n"
+              "# HELP cmkstore_key_checks_total Key access checks run since the server "
+              "started, whatever their outcome.\n# TYPE cmkstore_key_checks_total counter\n"
               "cmkstore_key_checks_total %llu\n"
               "# HELP cmkstore_key_rotations_total Key version changes seen since the server "
               "started (automatic or manual).\n# TYPE cmkstore_key_rotations_total counter\n"
               "cmkstore_key_rotations_total %llu\n",
-              (unsigned long long)checks, (unsigned long long)rotations);
+              (unsigned long long)(have_ei ? ei.key_checks : 0), (unsigned long long)rotations);
     if (have_ei) {
+        /* unreachable: the last check failed for a reason other than a denial and the cached
+         * data keys still serve (grace period); reason: that check's own error. */
+        const char *state = !ei.key_accessible             ? "lost"
+                            : ei.key_check_error != CMK_OK ? "unreachable"
+                                                           : "accessible";
+        sb_printf(&b,
+                  "# HELP cmkstore_key_state The key's state: accessible, unreachable (key "
+                  "checks fail, cached data keys serve until the grace period ends) or lost "
+                  "(requests touching content fail with 503); reason is the last check's "
+                  "error (none: it verified an unwrap).\n# TYPE cmkstore_key_state gauge\n"
+                  "cmkstore_key_state{state=\"%s\",reason=\"%s\"} 1\n"
+                  "# HELP cmkstore_key_unreachable_seconds Seconds the key checks have been "
+                  "failing while cached data keys serve (0: not in a grace period).\n"
+                  "# TYPE cmkstore_key_unreachable_seconds gauge\n"
+                  "cmkstore_key_unreachable_seconds %d\n",
+                  state, ei.key_check_error != CMK_OK ? cmk_errname(ei.key_check_error) : "none",
+                  ei.key_unreachable_since);
         label_escape(kid, sizeof(kid), ei.key_identifier);
         label_escape(vkid, sizeof(vkid), ei.versioned_key_identifier);
         sb_printf(&b,

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -550,6 +551,178 @@ static void test_unreachable_grace(void)
     test_kek_free(tk);
 }
 
+/* ---- key checks fail closed on every fault ---- */
+
+typedef struct fault_file {
+    char path[4200];
+    unsigned char *saved;
+    size_t len;
+} fault_file;
+
+static void ff_save(fault_file *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void ff_save(fault_file *f, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(f->path, sizeof(f->path), fmt, ap);
+    va_end(ap);
+    f->saved = test_read_file(f->path, &f->len);
+    REQUIRE(f->saved);
+}
+
+static void ff_write(const fault_file *f, const void *buf, size_t len)
+{
+    CHECK(test_write_file(f->path, buf, len) == 0);
+}
+
+static void ff_restore(fault_file *f)
+{
+    ff_write(f, f->saved, f->len);
+}
+
+/* A fault that is not a denial: the check reports it as unreachable naming the cause, the
+ * store coasts on its DEKs (grace 1 h) and records the start once; when the grace is cut to
+ * 1 s, a later check fails closed; the repair restores service at the next check. */
+static void expect_coast_then_close(cmk_store *s, const char *dir, char (*dg)[CMK_DIGEST_MAX],
+                                    const char *what, cmk_err cause, void (*repair)(void *),
+                                    void *arg)
+{
+    cmk_encryption_info ei;
+    cmk_get *g = NULL;
+    int u0 = events_count(dir, "key.unreachable"), l0 = events_count(dir, "key.accessLost");
+    int closed = 0;
+
+    CHECK_RC(cmk_store_check_key(s, 0, NULL), CMK_E_KEY_UNREACHABLE);
+    CHECK_MSG(strstr(cmk_errmsg(), cmk_errname(cause)) != NULL, "%s: %s", what, cmk_errmsg());
+    CHECK_OK(cmk_store_encryption(s, &ei));
+    CHECK_MSG(ei.key_accessible && ei.key_check_error == cause, "%s: accessible %d, %s", what,
+              ei.key_accessible, cmk_errname(ei.key_check_error));
+    CHECK(all_verify(s, dg, 2));
+    CHECK_RC(cmk_store_check_key(s, 0, NULL), CMK_E_KEY_UNREACHABLE);
+    CHECK_MSG(events_count(dir, "key.unreachable") == u0 + 1, "%s: key.unreachable once", what);
+    CHECK(events_count(dir, "key.accessLost") == l0);
+    CHECK_OK(cmk_store_set_policy(s, 0, 0, 1, 0));
+    for (int i = 0; i < 100 && !closed; i++) { /* up to 10 s past a 1 s grace */
+        usleep(100000);
+        (void)cmk_store_check_key(s, 0, NULL);
+        CHECK_OK(cmk_store_encryption(s, &ei));
+        closed = !ei.key_accessible;
+    }
+    CHECK_MSG(closed, "%s: still open at the end of the grace", what);
+    CHECK(ei.key_error == CMK_E_KEY_UNREACHABLE && ei.key_check_error == cause);
+    CHECK_RC(cmk_get_open(s, dg[0], 0, CMK_TO_END, &g), CMK_E_KEY_UNREACHABLE);
+    CHECK(events_count(dir, "key.accessLost") == l0 + 1);
+    CHECK_OK(cmk_store_set_policy(s, 0, 0, 3600, 0));
+    repair(arg);
+    CHECK_MSG(cmk_store_check_key(s, 0, NULL) == CMK_OK, "%s: after repair: %s", what,
+              cmk_errmsg());
+    CHECK_OK(cmk_store_encryption(s, &ei));
+    CHECK(ei.key_accessible && ei.key_check_error == CMK_OK);
+    CHECK(all_verify(s, dg, 2));
+}
+
+static void restore_ff(void *arg)
+{
+    ff_restore(arg);
+}
+
+static void rename_back(void *arg)
+{
+    char **p = arg;
+    CHECK(rename(p[1], p[0]) == 0);
+}
+
+static void test_fault_checks(void)
+{
+    char dir[4096], dg[2][CMK_DIGEST_MAX], vdir[4200], moved[4200];
+    fault_file vj, kj, pem, kr;
+    cmk_encryption_info ei;
+    cmk_vault_opts vo = {.retention_days = 7};
+    uint64_t checks;
+    cmk_get *g = NULL;
+    cmk_store *s;
+
+    CHECK_OK(cmk_vault_create(home, "fv", &vo, NULL, NULL));
+    CHECK_OK(cmk_vault_set_policy(home, "fv", ident.principal_id, perms3, 3, NULL, NULL));
+    char *k = new_key_version("fv", "fkey", "RSA");
+    REQUIRE(k);
+    create_store("faults", k, dir, sizeof(dir));
+    s = open_home_store(dir, NULL);
+    REQUIRE(s);
+    CHECK_OK(cmk_store_set_policy(s, 0, 0, 3600, 0));
+    put_n(s, 2, 90000, 40, dg);
+    snprintf(vdir, sizeof(vdir), "%s/vaults/fv", home);
+    ff_save(&vj, "%s/vaults/%s/vault.json", home, "fv");
+    ff_save(&kj, "%s/vaults/fv/keys/%s/key.json", home, "fkey");
+    ff_save(&pem, "%s/vaults/fv/keys/fkey/%s.pem", home, strrchr(k, '/') + 1);
+    ff_save(&kr, "%s/%s", dir, "keyring.json");
+
+    CHECK_OK(cmk_store_encryption(s, &ei));
+    checks = ei.key_checks;
+    ff_write(&vj, "{", 1);
+    expect_coast_then_close(s, dir, dg, "vault.json = {", CMK_E_CORRUPT, restore_ff, &vj);
+    ff_write(&kj, "{", 1);
+    expect_coast_then_close(s, dir, dg, "key.json = {", CMK_E_CORRUPT, restore_ff, &kj);
+    ff_write(&pem, pem.saved, pem.len / 3);
+    expect_coast_then_close(s, dir, dg, "PEM truncated", CMK_E_CORRUPT, restore_ff, &pem);
+    unsigned char *plus = malloc(kr.len + 1);
+    REQUIRE(plus);
+    memcpy(plus, kr.saved, kr.len);
+    plus[kr.len] = 'x';
+    ff_write(&kr, plus, kr.len + 1);
+    expect_coast_then_close(s, dir, dg, "keyring + 1 byte", CMK_E_CORRUPT, restore_ff, &kr);
+    CHECK(unlink(kr.path) == 0);
+    expect_coast_then_close(s, dir, dg, "keyring missing", CMK_E_NOT_FOUND, restore_ff, &kr);
+    /* Every check counted, whatever its outcome. */
+    CHECK_OK(cmk_store_encryption(s, &ei));
+    CHECK_MSG(ei.key_checks >= checks + 5 * 4, "%llu checks", (unsigned long long)ei.key_checks);
+
+    /* Denials close at once: a vanished vault, and a policy deleted while the keyring is
+     * damaged (the check still asks the vault with the keyring it holds). */
+    snprintf(moved, sizeof(moved), "%s.moved", vdir);
+    CHECK(rename(vdir, moved) == 0);
+    CHECK_RC(cmk_store_check_key(s, 0, NULL), CMK_E_KEY_NOT_FOUND);
+    CHECK_RC(cmk_get_open(s, dg[0], 0, CMK_TO_END, &g), CMK_E_KEY_NOT_FOUND);
+    char *pair[2] = {vdir, moved};
+    rename_back(pair);
+    CHECK_OK(cmk_store_check_key(s, 0, NULL));
+    CHECK(all_verify(s, dg, 2));
+    int u0 = events_count(dir, "key.unreachable");
+    ff_write(&kr, plus, kr.len + 1);
+    CHECK_OK(cmk_vault_delete_policy(home, "fv", ident.principal_id, NULL, NULL));
+    CHECK_RC(cmk_store_check_key(s, 0, NULL), CMK_E_KEY_DENIED);
+    CHECK_RC(cmk_get_open(s, dg[0], 0, CMK_TO_END, &g), CMK_E_KEY_DENIED);
+    CHECK(events_count(dir, "key.unreachable") == u0);
+    CHECK_OK(cmk_vault_set_policy(home, "fv", ident.principal_id, perms3, 3, NULL, NULL));
+    CHECK_RC(cmk_store_check_key(s, 0, NULL), CMK_E_KEY_UNREACHABLE); /* keyring still bad */
+    CHECK_RC(cmk_get_open(s, dg[0], 0, CMK_TO_END, &g), CMK_E_KEY_UNREACHABLE);
+    ff_restore(&kr);
+    CHECK_OK(cmk_store_check_key(s, 0, NULL));
+    CHECK(all_verify(s, dg, 2));
+    cmk_store_close(s);
+
+    /* A process that opens the store while the vault is damaged opens it failed closed
+     * (exit 5 / 503 rather than a refusal to start) and recovers at its first good check. */
+    ff_write(&vj, "{", 1);
+    s = open_home_store(dir, NULL);
+    REQUIRE(s);
+    CHECK_OK(cmk_store_encryption(s, &ei));
+    CHECK(!ei.key_accessible && ei.key_error == CMK_E_KEY_UNREACHABLE &&
+          ei.key_check_error == CMK_E_CORRUPT);
+    CHECK_RC(cmk_get_open(s, dg[1], 0, CMK_TO_END, &g), CMK_E_KEY_UNREACHABLE);
+    ff_restore(&vj);
+    CHECK_OK(cmk_store_check_key(s, 0, NULL));
+    CHECK(all_verify(s, dg, 2));
+    cmk_store_close(s);
+    free(plus);
+    free(vj.saved);
+    free(kj.saved);
+    free(pem.saved);
+    free(kr.saved);
+    free(k);
+}
+
 /* ---- DEK rollover ---- */
 
 static void test_dek_rollover(void)
@@ -721,6 +894,7 @@ int main(void)
     test_automatic_rotation();
     test_revocation();
     test_unreachable_grace();
+    test_fault_checks();
     test_dek_rollover();
     test_cross_handle();
     test_policy_keeps_identity();
