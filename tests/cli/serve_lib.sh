@@ -106,3 +106,13 @@ push_blob() {
         "$URL/v2/$1/blobs/uploads/?digest=$(oci_digest "$2")"
 }
 
+
+# registry_with_grace SECONDS: creates the embedded default store (one start and stop of a
+# server) and sets its unreachable grace, a store setting that a server reads when it starts.
+# Sets S to the store's directory.
+registry_with_grace() {
+    start_server init
+    stop_server TERM
+    S=$CMKSTORE_HOME/registry
+    expect_ok cmk encryption update --store "$S" --unreachable-grace "$1"
+}

@@ -12,10 +12,7 @@ source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
 source "$(dirname "$0")/fault_lib.sh"
 
-start_server init
-stop_server TERM
-S=$CMKSTORE_HOME/registry
-expect_ok cmk encryption update --store "$S" --unreachable-grace 2
+registry_with_grace 2
 RULES=$T/rules
 REAL_BIN=$CMKSTORE_BIN
 cat >"$T/faulty-serve" <<EOF

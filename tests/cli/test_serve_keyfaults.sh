@@ -9,11 +9,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
 
-# The first start creates the embedded store; the grace is a store setting.
-start_server init
-stop_server TERM
-S=$CMKSTORE_HOME/registry
-expect_ok cmk encryption update --store "$S" --unreachable-grace 2
+registry_with_grace 2
 start_server srv --key-check-interval 1
 PID0=$SRV_PID
 PRINCIPAL=$(cmk identity show --name registry-identity | jq -r .principalId)

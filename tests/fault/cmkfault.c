@@ -343,19 +343,17 @@ static int fd_fault(unsigned op, int fd, char *buf, size_t cap)
 
 /* ---- the interposed functions ---- */
 
+static int path_gate(unsigned op, int fd1, const char *p1, int fd2, const char *p2);
+
 static int open_common(int dirfd, const char *path, int flags, mode_t mode)
 {
     char full[4200];
     const char *p;
-    int err, fd;
+    int fd;
 
-    init();
     p = abs_path(dirfd, path, full, sizeof(full));
-    err = fault_for(OP_OPEN, p, NULL);
-    if (err > 0) {
-        errno = err;
+    if (path_gate(OP_OPEN, AT_FDCWD, p, AT_FDCWD, NULL) < 0)
         return -1;
-    }
     fd = r_openat(dirfd, path, flags, mode);
     if (fd >= 0)
         remember_fd(fd, p);
@@ -401,116 +399,83 @@ int close(int fd)
     return r_close(fd);
 }
 
-ssize_t read(int fd, void *buf, size_t len)
+/* The verdict for a call on fd: -1 (fail it: errno is set), 0 (run it) or 1 (write short). */
+static int fd_gate(unsigned op, int fd)
 {
     char p[4200];
     int err;
 
     init();
-    err = fd_fault(OP_READ, fd, p, sizeof(p));
+    err = fd_fault(op, fd, p, sizeof(p));
     if (err > 0) {
         errno = err;
         return -1;
     }
-    return r_read(fd, buf, len);
+    return err == SHORT;
+}
+
+/* Half of a write's bytes (at least one) when it is to be short. */
+static size_t write_len(int gate, size_t len)
+{
+    return gate == 1 && len > 1 ? len / 2 : len;
+}
+
+ssize_t read(int fd, void *buf, size_t len)
+{
+    return fd_gate(OP_READ, fd) < 0 ? -1 : r_read(fd, buf, len);
 }
 
 ssize_t pread(int fd, void *buf, size_t len, off_t off)
 {
-    char p[4200];
-    int err;
-
-    init();
-    err = fd_fault(OP_READ, fd, p, sizeof(p));
-    if (err > 0) {
-        errno = err;
-        return -1;
-    }
-    return r_pread(fd, buf, len, off);
+    return fd_gate(OP_READ, fd) < 0 ? -1 : r_pread(fd, buf, len, off);
 }
 
 ssize_t pread64(int fd, void *buf, size_t len, off_t off) __attribute__((alias("pread")));
 
-static size_t short_len(size_t len)
-{
-    return len > 1 ? len / 2 : len;
-}
-
 ssize_t write(int fd, const void *buf, size_t len)
 {
-    char p[4200];
-    int err;
+    int gate = fd_gate(OP_WRITE, fd);
 
-    init();
-    err = fd_fault(OP_WRITE, fd, p, sizeof(p));
-    if (err > 0) {
-        errno = err;
-        return -1;
-    }
-    return r_write(fd, buf, err == SHORT ? short_len(len) : len);
+    return gate < 0 ? -1 : r_write(fd, buf, write_len(gate, len));
 }
 
 ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
 {
-    char p[4200];
-    int err;
+    int gate = fd_gate(OP_WRITE, fd);
 
-    init();
-    err = fd_fault(OP_WRITE, fd, p, sizeof(p));
-    if (err > 0) {
-        errno = err;
-        return -1;
-    }
-    return r_pwrite(fd, buf, err == SHORT ? short_len(len) : len, off);
+    return gate < 0 ? -1 : r_pwrite(fd, buf, write_len(gate, len), off);
 }
 
 ssize_t pwrite64(int fd, const void *buf, size_t len, off_t off) __attribute__((alias("pwrite")));
 
 int fsync(int fd)
 {
-    char p[4200];
-    int err;
-
-    init();
-    err = fd_fault(OP_FSYNC, fd, p, sizeof(p));
-    if (err > 0) {
-        errno = err;
-        return -1;
-    }
-    return r_fsync(fd);
+    return fd_gate(OP_FSYNC, fd) < 0 ? -1 : r_fsync(fd);
 }
 
 int fdatasync(int fd)
 {
-    char p[4200];
+    return fd_gate(OP_FSYNC, fd) < 0 ? -1 : r_fdatasync(fd);
+}
+
+/* Like fd_gate for an operation on one or two paths: -1 (errno set) or 0. */
+static int path_gate(unsigned op, int fd1, const char *p1, int fd2, const char *p2)
+{
+    char a[4200], b[4200];
     int err;
 
     init();
-    err = fd_fault(OP_FSYNC, fd, p, sizeof(p));
+    err = fault_for(op, abs_path(fd1, p1, a, sizeof(a)), abs_path(fd2, p2, b, sizeof(b)));
     if (err > 0) {
         errno = err;
         return -1;
     }
-    return r_fdatasync(fd);
-}
-
-static int two_path_fault(unsigned op, int fd1, const char *p1, int fd2, const char *p2)
-{
-    char a[4200], b[4200];
-
-    init();
-    return fault_for(op, abs_path(fd1, p1, a, sizeof(a)), abs_path(fd2, p2, b, sizeof(b)));
+    return 0;
 }
 
 int renameat2(int ofd, const char *op, int nfd, const char *np, unsigned flags)
 {
-    int err = two_path_fault(OP_RENAME, ofd, op, nfd, np);
-
-    if (err > 0) {
-        errno = err;
-        return -1;
-    }
-    return r_renameat2(ofd, op, nfd, np, flags);
+    return path_gate(OP_RENAME, ofd, op, nfd, np) < 0 ? -1 : r_renameat2(ofd, op, nfd, np, flags);
 }
 
 int renameat(int ofd, const char *op, int nfd, const char *np)
@@ -525,13 +490,7 @@ int rename(const char *op, const char *np)
 
 int linkat(int ofd, const char *op, int nfd, const char *np, int flags)
 {
-    int err = two_path_fault(OP_LINK, ofd, op, nfd, np);
-
-    if (err > 0) {
-        errno = err;
-        return -1;
-    }
-    return r_linkat(ofd, op, nfd, np, flags);
+    return path_gate(OP_LINK, ofd, op, nfd, np) < 0 ? -1 : r_linkat(ofd, op, nfd, np, flags);
 }
 
 int link(const char *op, const char *np)
@@ -541,13 +500,8 @@ int link(const char *op, const char *np)
 
 int unlinkat(int dirfd, const char *path, int flags)
 {
-    int err = two_path_fault(OP_UNLINK, dirfd, path, AT_FDCWD, NULL);
-
-    if (err > 0) {
-        errno = err;
-        return -1;
-    }
-    return r_unlinkat(dirfd, path, flags);
+    return path_gate(OP_UNLINK, dirfd, path, AT_FDCWD, NULL) < 0 ? -1
+                                                                 : r_unlinkat(dirfd, path, flags);
 }
 
 int unlink(const char *path)
