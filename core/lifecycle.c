@@ -72,16 +72,18 @@ cmk_err cmk_store_refresh_keyring(cmk_store *s, int force, int need_all, cmk_err
     cmk_keyring nkr;
     cmk_deks nd = {0}, held = {0};
     uint8_t *k = NULL;
+    uint64_t gen;
     cmk_err rc;
 
     if (!force && !keyring_changed(s))
         return CMK_OK;
-    rc = cmk_keyring_load(s->dirfd, s->dir, &nkr, eb);
-    if (rc != CMK_OK)
-        return rc;
+    memset(&nkr, 0, sizeof(nkr));
     pthread_rwlock_rdlock(&s->key_lock);
+    gen = s->kr_gen;
     rc = need_all ? CMK_OK : cmk_deks_copy(&held, &s->deks, eb);
     pthread_rwlock_unlock(&s->key_lock);
+    if (rc == CMK_OK)
+        rc = cmk_keyring_load(s->dirfd, s->dir, &nkr, eb);
     if (rc != CMK_OK)
         goto out;
     k = cmk_secalloc(CMK_DEK_LEN);
@@ -107,13 +109,20 @@ cmk_err cmk_store_refresh_keyring(cmk_store *s, int force, int need_all, cmk_err
             goto out;
     }
     pthread_rwlock_wrlock(&s->key_lock);
-    cmk_keyring_free(&s->kr);
-    s->kr = nkr;
-    memset(&nkr, 0, sizeof(nkr));
-    cmk_deks_free(&s->deks);
-    s->deks = nd;
-    memset(&nd, 0, sizeof(nd));
-    cmk_store_note_keyring_file(s);
+    /* A rotation in this process installed a newer keyring while this one was read: keep
+     * it. A restore must install its own DEKs, so it reports the race and is retried. */
+    if (s->kr_gen != gen) {
+        if (need_all)
+            rc = cmk_errbuf_set(eb, CMK_E_BUSY, "the keyring changed during the check; retry");
+    } else {
+        cmk_keyring_free(&s->kr);
+        s->kr = nkr;
+        memset(&nkr, 0, sizeof(nkr));
+        cmk_deks_free(&s->deks);
+        s->deks = nd;
+        memset(&nd, 0, sizeof(nd));
+        cmk_store_note_keyring_file(s);
+    }
     pthread_rwlock_unlock(&s->key_lock);
 out:
     cmk_secfree(k);

@@ -296,6 +296,7 @@ void cmk_store_note_keyring_file(cmk_store *s)
 {
     struct stat st;
 
+    s->kr_gen++;
     if (fstatat(s->dirfd, CMK_KEYRING_FILE, &st, AT_SYMLINK_NOFOLLOW) == 0) {
         s->kr_dev = st.st_dev;
         s->kr_ino = st.st_ino;

@@ -76,6 +76,8 @@ struct cmk_store {
     dev_t kr_dev;
     ino_t kr_ino;
     int64_t kr_mtime_ns;
+    /* Bumped at every keyring install, so a slower reload does not undo a newer one. */
+    uint64_t kr_gen;
     double unreachable_since; /* monotonic time the vault first failed to answer; 0: it does */
 
     /* Background lifecycle thread (key checks, automatic rotation). */
@@ -113,7 +115,8 @@ void cmk_store_fault_as_unreachable(cmk_errbuf *eb);
  * held (all of them with need_all). On failure nothing changes. */
 cmk_err cmk_store_refresh_keyring(cmk_store *s, int force, int need_all, cmk_errbuf *eb);
 
-/* Remembers which keyring file is loaded (after load or save). Caller holds key_lock. */
+/* Remembers which keyring file is loaded (after load or save) and counts the install in
+ * kr_gen. Caller holds key_lock for writing. */
 void cmk_store_note_keyring_file(cmk_store *s);
 
 /* Takes the store's cross-process lock (<dir>/lock, exclusive, waiting). */

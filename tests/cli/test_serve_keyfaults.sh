@@ -30,7 +30,7 @@ state_is() { # STATE REASON
 }
 n_events() { grep -c "\"event\":\"$1\"" "$EV" || true; }
 more_events() { [ "$(n_events "$1")" -gt "$2" ]; }
-last_event() { grep "\"event\":\"$1\"" "$EV" | tail -1; }
+last_event() { grep "\"event\":\"$1\"" "$EV" | tail -1 || true; }
 checks() { metrics && sed -n 's/^cmkstore_key_checks_total //p' "$T/m"; }
 checks_above() { [ "$(checks)" -gt "$1" ]; }
 
