@@ -9,7 +9,8 @@
  *
  *   op     open (open, openat, creat), read (read, pread), write (write, pwrite), fsync
  *          (fsync, fdatasync), rename (rename, renameat, renameat2), link (link, linkat),
- *          unlink (unlink, unlinkat); a comma list; default: every one of them
+ *          unlink (unlink, unlinkat); opens made with syscall(SYS_openat2) count as open;
+ *          a comma list; default: every one of them
  *   path   fnmatch pattern ('*' also matches '/') against the absolute path: for read, write
  *          and fsync the path the descriptor was opened with (openat paths are resolved
  *          against their directory; an O_TMPFILE descriptor has its directory's path); for
@@ -43,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -92,6 +94,7 @@ static int (*r_renameat2)(int, const char *, int, const char *, unsigned);
 static int (*r_linkat)(int, const char *, int, const char *, int);
 static int (*r_unlinkat)(int, const char *, int);
 static int (*r_close)(int);
+static long (*r_syscall)(long, ...);
 
 static void *real(const char *name)
 {
@@ -121,6 +124,7 @@ static void resolve(void)
     r_linkat = real("linkat");
     r_unlinkat = real("unlinkat");
     r_close = real("close");
+    r_syscall = real("syscall");
 }
 
 static void init(void)
@@ -390,6 +394,36 @@ int openat64(int dirfd, const char *path, int flags, ...) __attribute__((alias("
 int creat(const char *path, mode_t mode)
 {
     return open_common(AT_FDCWD, path, O_CREAT | O_WRONLY | O_TRUNC, mode);
+}
+
+/* The store opens its files with openat2(2) through syscall(2) (RESOLVE_NO_SYMLINKS): those
+ * are opens too. Every other system call passes through; syscall(2) takes six arguments
+ * whatever the number, as libc's own does. */
+long syscall(long nr, ...)
+{
+    long a[6];
+    va_list ap;
+
+    va_start(ap, nr);
+    for (int i = 0; i < 6; i++)
+        a[i] = va_arg(ap, long);
+    va_end(ap);
+    init();
+#ifdef SYS_openat2
+    if (nr == SYS_openat2) {
+        char full[4200];
+        const char *p = abs_path((int)a[0], (const char *)a[1], full, sizeof(full));
+        long fd;
+
+        if (path_gate(OP_OPEN, AT_FDCWD, p, AT_FDCWD, NULL) < 0)
+            return -1;
+        fd = r_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
+        if (fd >= 0)
+            remember_fd((int)fd, p);
+        return fd;
+    }
+#endif
+    return r_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
 }
 
 int close(int fd)
