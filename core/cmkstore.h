@@ -167,6 +167,16 @@ CMK_API cmk_err cmk_put_commit_many(cmk_put **puts, const char *const *expected_
 CMK_API void cmk_put_abort(cmk_put *p);
 /* Plaintext bytes written so far. */
 CMK_API uint64_t cmk_put_size(const cmk_put *p);
+/* Parks a put between writes (a registry upload session waiting for its next request): waits
+ * for the chunks in flight, then gives back its chunk buffers, its I/O engine and its digest
+ * thread. A chunk not yet complete (it cannot be sealed before the blob's end is known) is
+ * kept in a small buffer if it fits, else sealed under the blob's key into its temporary
+ * file and read back at the next write. The next cmk_put_write or commit takes what it needs
+ * again. On failure the put has failed (its later calls return the same error). */
+CMK_API cmk_err cmk_put_park(cmk_put *p);
+/* Bytes of chunk buffers a put of len bytes (UINT64_MAX: unknown) may hold while it streams:
+ * what a server budgets per upload request. */
+CMK_API size_t cmk_put_memory(const cmk_store *s, uint64_t len);
 
 /* ---- reading a blob -------------------------------------------------------------------- */
 
@@ -318,6 +328,21 @@ CMK_API cmk_err cmk_meta_list(cmk_store *s, const char *prefix,
                               int (*cb)(const char *name, void *arg), void *arg);
 /* Frees memory returned by the library. */
 CMK_API void cmk_free(void *p);
+
+/* Resources a long-running process watches (cmkstore serve's /metrics). */
+typedef struct cmk_store_resources {
+    /* Counts key-access losses: when it changes, every put begun before has failed and a
+     * caller holding puts between writes (upload sessions) should abort them. */
+    uint64_t access_generation;
+    unsigned io_open;   /* I/O engines (io_uring instances) open: in use or cached */
+    unsigned io_cached; /* of them, idle in the store's cache (bounded) */
+    size_t buf_cached;  /* bytes of chunk buffers kept for reuse */
+} cmk_store_resources;
+CMK_API void cmk_store_resources_get(cmk_store *s, cmk_store_resources *out);
+/* Gives back what an idle store keeps for speed: cached I/O engines and chunk buffers, and
+ * the heap's free memory to the system (malloc_trim). For a server with no request in
+ * flight; streams still open keep theirs. */
+CMK_API void cmk_store_trim(cmk_store *s);
 
 /* Store identifier (a UUID) and the directory it was opened from. */
 CMK_API const char *cmk_store_id(const cmk_store *s);

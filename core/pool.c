@@ -164,6 +164,37 @@ void cmk_pool_buf_put(cmk_pool *p, void *buf, size_t size)
     free(buf);
 }
 
+size_t cmk_pool_buf_cached(cmk_pool *p)
+{
+    size_t n;
+
+    pthread_mutex_lock(&p->buf_mu);
+    n = p->buf_bytes;
+    pthread_mutex_unlock(&p->buf_mu);
+    return n;
+}
+
+void cmk_pool_trim(cmk_pool *p)
+{
+    void **bufs;
+    unsigned n;
+
+    /* Taken out under the lock, freed outside it: munmap of many buffers is slow. */
+    bufs = malloc(p->buf_slots * sizeof(*bufs));
+    pthread_mutex_lock(&p->buf_mu);
+    n = bufs ? p->nbuf : 0;
+    for (unsigned i = 0; i < n; i++)
+        bufs[i] = p->buf[i];
+    if (bufs) {
+        p->nbuf = 0;
+        p->buf_bytes = 0;
+    }
+    pthread_mutex_unlock(&p->buf_mu);
+    for (unsigned i = 0; i < n; i++)
+        free(bufs[i]);
+    free(bufs);
+}
+
 void cmk_pool_submit(cmk_pool *p, cmk_job *job)
 {
     job->next = NULL;

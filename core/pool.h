@@ -40,6 +40,9 @@ unsigned cmk_pool_threads(const cmk_pool *p);
 #define CMK_SMALL_BUF (64u << 10)
 void *cmk_pool_buf_get(cmk_pool *p, size_t size);
 void cmk_pool_buf_put(cmk_pool *p, void *buf, size_t size);
+/* Bytes of buffers kept; cmk_pool_trim frees them all (buffers in use are not touched). */
+size_t cmk_pool_buf_cached(cmk_pool *p);
+void cmk_pool_trim(cmk_pool *p);
 
 /* Secret memory (cmk_secalloc: locked, kept out of core dumps) for per-blob keys, kept for
  * reuse: allocating it costs mmap + mlock and freeing it munmap, whose TLB shootdown

@@ -37,6 +37,15 @@
  * instead of two per blob, and no commit returns before its data and its directory entry
  * are durable.
  *
+ * Parking (cmk_put_park, an upload session between requests): the chunks in flight are
+ * finished, then the slots, the engine and the digest thread are given back. The chunk being
+ * filled cannot be sealed as a chunk yet (whether it is the last is not known); if it is
+ * larger than a small buffer it is sealed under the blob key with a nonce of its own domain
+ * (CMK_NONCE_SPILL, counted per spill) into the temporary file where its record will go, and
+ * read back at the next write. Whatever it leaves beyond the blob's end is cut off at commit.
+ * A put fails as soon as the store loses key access (its access generation moves), even if
+ * access is back by the next write, and its blob key is wiped then.
+ *
  * Publish: the file is created with O_TMPFILE (invisible until linked), written, fsync'd,
  * then linked into place with linkat and the directory fsync'd. A crash at any point leaves
  * either no blob or the whole blob, and nothing behind: the kernel reclaims an unlinked
@@ -143,6 +152,12 @@ struct cmk_put {
     unsigned wcur;      /* window being filled; bytes below file_off are in it or earlier */
     uint64_t alloc_end; /* the file is allocated (fallocate) up to here */
     uint8_t *blk0;      /* the file's first block as written, for the header at commit */
+
+    uint64_t gen;       /* the store's access generation at begin */
+    int parked;         /* cmk_put_park gave the engine and the buffers back */
+    uint32_t spill_len; /* parked: plaintext of the unfinished chunk sealed at file_off */
+    uint64_t spill_seq; /* spills so far: the nonce counter of the next */
+    uint64_t spill_end; /* a spill wrote the file up to here (cut at finish) */
 
     uint8_t *index; /* CMK_FMT_INDEX_ENTRY_SIZE per chunk */
     size_t index_cap;
@@ -274,6 +289,7 @@ static void start_writeback(cmk_put *p)
 /* ---- direct writes (see the top) ---- */
 
 static int pump_io(cmk_put *p, int wait);
+static cmk_err unpark(cmk_put *p, cmk_errbuf *eb);
 
 static void direct_release(cmk_put *p)
 {
@@ -432,31 +448,37 @@ static int direct_append(cmk_put *p, const uint8_t *src, size_t len, uint64_t at
 /* Writes the index (sealed, `total` bytes at the header's index_offset) and the header:
  * the last window padded to a block, every write completed, the first block again with
  * the header in it, and the file cut to its length. */
+/* Sends the window being filled up to file offset `end`, padded with zeros to a block, and
+ * waits for every write in flight. Nonzero if the put has failed. */
+static int win_flush_last(cmk_put *p, uint64_t end)
+{
+    struct put_win *w = &p->win[p->wcur];
+    size_t used = (size_t)(end - w->off);
+
+    if (used > 0) {
+        size_t padded = (used + DW_BLOCK - 1) / DW_BLOCK * DW_BLOCK;
+        memset(w->buf + used, 0, padded - used);
+        win_flush(p, p->wcur, padded);
+    }
+    while (p->io_inflight > 0)
+        if (pump_io(p, 1) < 0)
+            break;
+    return p->failed != CMK_OK;
+}
+
 static cmk_err direct_finish(cmk_put *p, const uint8_t *index, size_t total, cmk_errbuf *eb)
 {
     uint64_t end = p->h.index_offset + total;
-    struct put_win *w;
-    size_t used, padded;
     int header_in_tail;
 
     if (direct_append(p, index, total, p->h.index_offset) != 0)
         goto failed;
-    w = &p->win[p->wcur];
-    used = (size_t)(end - w->off);
-    padded = (used + DW_BLOCK - 1) / DW_BLOCK * DW_BLOCK;
-    header_in_tail = w->off == 0;
+    header_in_tail = p->win[p->wcur].off == 0;
     if (header_in_tail)
-        memcpy(w->buf, p->header, CMK_FMT_HEADER_SIZE);
-    if (used > 0) {
-        memset(w->buf + used, 0, padded - used);
-        win_flush(p, p->wcur, padded);
-    }
+        memcpy(p->win[p->wcur].buf, p->header, CMK_FMT_HEADER_SIZE);
     /* Two writes of one block in flight have no order: block 0 goes out again only after
      * every window has completed. */
-    while (p->io_inflight > 0)
-        if (pump_io(p, 1) < 0)
-            break;
-    if (p->failed != CMK_OK)
+    if (win_flush_last(p, end))
         goto failed;
     if (!header_in_tail) {
         cmk_err rc;
@@ -806,40 +828,54 @@ static cmk_err open_tmp(cmk_put *p, cmk_errbuf *eb)
     return CMK_OK;
 }
 
+/* Waits until no worker, digest thread or I/O request uses the put's slots or key. */
+static void put_quiesce(cmk_put *p)
+{
+    /* The digest thread reads slots: stop it first (it may leave chunks unhashed). */
+    hasher_stop(p);
+    if (!p->slots)
+        return;
+    /* Workers may still hold slots of a failed put: wait for them. */
+    pthread_mutex_lock(&p->mu);
+    for (unsigned i = 0; i < p->nslots; i++)
+        while (p->slots[i].state == SLOT_SEALING)
+            pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    while (p->io_inflight > 0 && p->io) {
+        cmk_io_cqe cqe[32];
+        int n = cmk_io_reap(p->io, cqe, 32, 1);
+        if (n <= 0)
+            break;
+        p->io_inflight -= (unsigned)n;
+    }
+}
+
+/* Gives a slot's buffers back to the pool. */
+static void slot_release(cmk_put *p, struct put_slot *sl)
+{
+    /* Plaintext may be sensitive even though it is not key material; only what was used
+     * needs wiping (the rest of a cached buffer was wiped before). Sealed records hold
+     * ciphertext only. */
+    if (sl->plain) {
+        cmk_cleanse(sl->plain, sl->plain_hwm);
+        cmk_pool_buf_put(p->s->pool, sl->plain, sl->plain_cap);
+    }
+    /* A record whose sealing failed may still hold compressed plaintext. */
+    if (sl->rec && sl->eb.code != CMK_OK)
+        cmk_cleanse(sl->rec, sl->rec_size);
+    cmk_pool_buf_put(p->s->pool, sl->rec, sl->rec_size);
+    sl->plain = sl->rec = NULL;
+    sl->plain_len = sl->plain_hwm = sl->plain_cap = sl->rec_size = 0;
+}
+
 static void put_free(cmk_put *p)
 {
     if (!p)
         return;
-    /* The digest thread reads slots: stop it first (it may leave chunks unhashed). */
-    hasher_stop(p);
+    put_quiesce(p);
     if (p->slots) {
-        /* Workers may still hold slots of a failed put: wait for them before freeing. */
-        pthread_mutex_lock(&p->mu);
         for (unsigned i = 0; i < p->nslots; i++)
-            while (p->slots[i].state == SLOT_SEALING)
-                pthread_cond_wait(&p->cv, &p->mu);
-        pthread_mutex_unlock(&p->mu);
-        while (p->io_inflight > 0) {
-            cmk_io_cqe cqe[32];
-            int n = cmk_io_reap(p->io, cqe, 32, 1);
-            if (n <= 0)
-                break;
-            p->io_inflight -= (unsigned)n;
-        }
-        for (unsigned i = 0; i < p->nslots; i++) {
-            struct put_slot *sl = &p->slots[i];
-            /* Plaintext may be sensitive even though it is not key material; only what was
-             * used needs wiping (the rest of a cached buffer was wiped before). Sealed
-             * records hold ciphertext only. */
-            if (sl->plain) {
-                cmk_cleanse(sl->plain, sl->plain_hwm);
-                cmk_pool_buf_put(p->s->pool, sl->plain, sl->plain_cap);
-            }
-            /* A record whose sealing failed may still hold compressed plaintext. */
-            if (sl->rec && sl->eb.code != CMK_OK)
-                cmk_cleanse(sl->rec, sl->rec_size);
-            cmk_pool_buf_put(p->s->pool, sl->rec, sl->rec_size);
-        }
+            slot_release(p, &p->slots[i]);
         free(p->slots);
     }
     direct_release(p);
@@ -857,6 +893,29 @@ static void put_free(cmk_put *p)
     pthread_cond_destroy(&p->cv);
     pthread_cond_destroy(&p->hcv);
     free(p);
+}
+
+/* Fails the put if the store lost key access since it began, even if access is back: what
+ * was sealed before the loss must not be published after it. The blob key is wiped once
+ * nothing uses it any more. */
+static cmk_err access_check(cmk_put *p)
+{
+    cmk_errbuf eb = {0};
+    cmk_err rc;
+
+    if (p->failed != CMK_OK)
+        return p->failed;
+    if (atomic_load(&p->s->access_gen) == p->gen)
+        return CMK_OK;
+    rc = cmk_store_key_gate(p->s, &eb);
+    if (rc == CMK_OK)
+        rc = cmk_errbuf_set(&eb, CMK_E_KEY_UNREACHABLE,
+                            "the store lost access to its key while this blob was written "
+                            "(access is back now): write the blob again");
+    put_fail(p, rc, &eb);
+    put_quiesce(p);
+    cmk_cleanse(p->bk, sizeof(*p->bk));
+    return rc;
 }
 
 cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out)
@@ -883,6 +942,7 @@ cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out)
     }
     p->s = s;
     p->fd = -1;
+    p->gen = atomic_load(&s->access_gen); /* before the DEK: a loss after it fails the put */
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     pthread_cond_init(&p->hcv, NULL);
@@ -988,8 +1048,13 @@ cmk_err cmk_put_write(cmk_put *p, const void *buf, size_t len)
 
     if (!p || (!buf && len))
         return cmk_set_last(CMK_E_INVAL, "cmk_put_write: NULL argument");
-    if (p->failed != CMK_OK)
+    if (access_check(p) != CMK_OK)
         return cmk_publish(&p->eb, p->failed);
+    if (len == 0)
+        return CMK_OK; /* a check of the put's state only: it stays parked */
+    rc = unpark(p, &eb);
+    if (rc != CMK_OK)
+        return cmk_publish(&p->eb, put_fail(p, rc, &eb));
     p->plain_total += len;
     while (len > 0) {
         if (p->cur && p->cur->plain_len == p->s->chunk_size) {
@@ -1021,6 +1086,152 @@ cmk_err cmk_put_write(cmk_put *p, const void *buf, size_t len)
         len -= n;
     }
     return CMK_OK;
+}
+
+/* ---- parking (see the top) ---- */
+
+/* Leaves direct writes for a parked put: the window being filled goes out padded to a block
+ * (what the padding covers is written again or cut off later), the descriptor goes back to
+ * buffered writes, and the next record switches to direct again (direct_begin reads the
+ * partial block back). */
+static void direct_leave(cmk_put *p)
+{
+    cmk_errbuf eb = {0};
+    int fl;
+
+    if (win_flush_last(p, p->file_off))
+        return;
+    fl = fcntl(p->fd, F_GETFL);
+    if (fl < 0 || fcntl(p->fd, F_SETFL, fl & ~O_DIRECT) != 0 ||
+        ftruncate(p->fd, (off_t)p->file_off) != 0) {
+        put_fail(p, cmk_errbuf_sys(&eb, CMK_E_IO, errno, "cannot set up the blob file"), &eb);
+        return;
+    }
+    direct_release(p);
+    p->direct = 0;
+    p->direct_tried = 0;
+}
+
+/* Seals the unfinished chunk (in slot sl) into the file at file_off: ciphertext, then tag. */
+static cmk_err spill_write(cmk_put *p, struct put_slot *sl, cmk_errbuf *eb)
+{
+    uint8_t nonce[CMK_NONCE_LEN];
+    uint32_t n = sl->plain_len;
+    cmk_err rc;
+
+    /* The record buffer is larger than the chunk and its tag: ciphertext goes there, so the
+     * plaintext is wiped with its buffer. */
+    cmk_nonce(nonce, CMK_NONCE_SPILL, p->spill_seq++);
+    rc = cmk_gcm_seal(p->bk->key, nonce, p->header, CMK_FMT_HEADER_AAD_SIZE, sl->plain, n, sl->rec,
+                      sl->rec + n, eb);
+    if (rc == CMK_OK)
+        rc = cmk_io_pwrite(p->io, p->fd, sl->rec, (size_t)n + CMK_TAG_LEN, p->file_off,
+                           "unfinished chunk", eb);
+    if (rc != CMK_OK)
+        return rc;
+    p->spill_len = n;
+    if (p->file_off + n + CMK_TAG_LEN > p->spill_end)
+        p->spill_end = p->file_off + n + CMK_TAG_LEN;
+    return CMK_OK;
+}
+
+/* Reads the spilled chunk back into a slot, which becomes the one being filled. */
+static cmk_err spill_read(cmk_put *p, cmk_errbuf *eb)
+{
+    struct put_slot *sl = slot_of(p, p->dispatched);
+    uint32_t n = p->spill_len;
+    uint8_t nonce[CMK_NONCE_LEN];
+    ssize_t got;
+    cmk_err rc;
+
+    rc = slot_buffers(p, sl, p->s->chunk_size, eb);
+    if (rc != CMK_OK)
+        return rc;
+    got = pread(p->fd, sl->rec, (size_t)n + CMK_TAG_LEN, (off_t)p->file_off);
+    if (got != (ssize_t)n + CMK_TAG_LEN)
+        return got < 0
+                   ? cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot read the unfinished chunk back")
+                   : cmk_errbuf_set(eb, CMK_E_IO, "short read of the unfinished chunk");
+    cmk_nonce(nonce, CMK_NONCE_SPILL, p->spill_seq - 1);
+    rc = cmk_gcm_open(p->bk->key, nonce, p->header, CMK_FMT_HEADER_AAD_SIZE, sl->rec, n,
+                      sl->rec + n, sl->plain, eb);
+    if (rc != CMK_OK)
+        return rc;
+    sl->plain_len = sl->plain_hwm = n;
+    sl->state = SLOT_FILLING;
+    p->cur = sl;
+    p->spill_len = 0;
+    return CMK_OK;
+}
+
+/* Takes back what cmk_put_park gave away. */
+static cmk_err unpark(cmk_put *p, cmk_errbuf *eb)
+{
+    cmk_err rc;
+
+    if (!p->parked)
+        return CMK_OK;
+    rc = cmk_store_io_get(p->s, &p->io, eb);
+    if (rc != CMK_OK)
+        return rc;
+    p->parked = 0;
+    return p->spill_len ? spill_read(p, eb) : CMK_OK;
+}
+
+cmk_err cmk_put_park(cmk_put *p)
+{
+    struct put_slot *cur;
+    cmk_errbuf eb = {0};
+    cmk_err rc;
+
+    if (!p)
+        return cmk_set_last(CMK_E_INVAL, "cmk_put_park: NULL put");
+    if (access_check(p) != CMK_OK || p->parked)
+        return cmk_publish(&p->eb, p->failed);
+    drive(p, all_done, NULL);
+    if (p->failed == CMK_OK && p->direct)
+        direct_leave(p);
+    if (p->failed != CMK_OK)
+        return cmk_publish(&p->eb, p->failed);
+    /* Every dispatched chunk is hashed (all_done): the thread is started again if needed. */
+    hasher_stop(p);
+    p->hasher_stop = 0;
+    cur = p->cur;
+    if (cur && cur->plain_len > CMK_SMALL_BUF) {
+        rc = spill_write(p, cur, &eb);
+        if (rc != CMK_OK)
+            return cmk_publish(&p->eb, put_fail(p, rc, &eb));
+        p->cur = cur = NULL;
+    } else if (cur && cur->plain_cap > CMK_SMALL_BUF) {
+        rc = slot_buffers(p, cur, CMK_SMALL_BUF, &eb);
+        if (rc != CMK_OK)
+            return cmk_publish(&p->eb, put_fail(p, rc, &eb));
+    }
+    for (unsigned i = 0; i < p->nslots; i++)
+        if (&p->slots[i] != cur)
+            slot_release(p, &p->slots[i]);
+    cmk_store_io_put(p->s, p->io);
+    p->io = NULL;
+    p->parked = 1;
+    return CMK_OK;
+}
+
+size_t cmk_put_memory(const cmk_store *s, uint64_t len)
+{
+    uint64_t slots;
+
+    if (!s)
+        return 0;
+    if (len <= CMK_SMALL_BUF)
+        return CMK_SMALL_BUF + cmk_fmt_record_max(CMK_SMALL_BUF);
+    if (len == UINT64_MAX || len > s->direct_after)
+        return cmk_put_stream_bytes(s->chunk_size, s->depth);
+    /* The slots a blob of this size fills (one more: the next chunk starts before the
+     * previous is written), at most the queue depth's. */
+    slots = (len + s->chunk_size - 1) / s->chunk_size + 1;
+    if (slots > (uint64_t)s->depth + 1)
+        slots = (uint64_t)s->depth + 1;
+    return (size_t)slots * (s->chunk_size + cmk_fmt_record_max(s->chunk_size));
 }
 
 uint64_t cmk_put_size(const cmk_put *p)
@@ -1057,6 +1268,10 @@ static cmk_err finish_file(cmk_put *p, cmk_errbuf *eb)
     if (rc != CMK_OK)
         goto out;
     rc = cmk_io_pwrite(p->io, p->fd, p->header, CMK_FMT_HEADER_SIZE, 0, "blob header", eb);
+    /* A spill may have written past the blob's end (see the top). */
+    if (rc == CMK_OK && p->spill_end > p->h.index_offset + total &&
+        ftruncate(p->fd, (off_t)(p->h.index_offset + total)) != 0)
+        rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot set the length of the blob file");
 out:
     free(buf);
     return rc;
@@ -1141,6 +1356,11 @@ static cmk_err commit_prepare(cmk_put *p, const char *expected, char digest_out[
     int want_alg = 0;
     cmk_err rc;
 
+    if (access_check(p) == CMK_OK) {
+        rc = unpark(p, eb);
+        if (rc != CMK_OK)
+            put_fail(p, rc, eb);
+    }
     if (p->failed != CMK_OK) {
         *eb = p->eb;
         return p->failed;

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,8 @@ unsigned cmk_store_depth(const cmk_store *s)
 
 cmk_err cmk_store_io_get(cmk_store *s, cmk_io **out, cmk_errbuf *eb)
 {
+    cmk_err rc;
+
     pthread_mutex_lock(&s->io_mu);
     if (s->n_io_free > 0) {
         *out = s->io_free[--s->n_io_free];
@@ -91,25 +94,63 @@ cmk_err cmk_store_io_get(cmk_store *s, cmk_io **out, cmk_errbuf *eb)
     }
     pthread_mutex_unlock(&s->io_mu);
     /* Depth: every slot of a stream may be in flight, plus the header/index requests. */
-    return cmk_io_create(s->io_kind, s->depth + 4, out, eb);
+    rc = cmk_io_create(s->io_kind, s->depth + 4, out, eb);
+    if (rc == CMK_OK)
+        atomic_fetch_add(&s->io_open, 1);
+    return rc;
+}
+
+static void io_destroy(cmk_store *s, cmk_io *io)
+{
+    cmk_io_free(io);
+    atomic_fetch_sub(&s->io_open, 1);
 }
 
 void cmk_store_io_put(cmk_store *s, cmk_io *io)
 {
+    if (!io)
+        return;
     pthread_mutex_lock(&s->io_mu);
-    if (s->n_io_free == s->cap_io_free) {
-        size_t ncap = s->cap_io_free ? s->cap_io_free * 2 : 8;
-        cmk_io **n = realloc(s->io_free, ncap * sizeof(*n));
-        if (!n) {
-            pthread_mutex_unlock(&s->io_mu);
-            cmk_io_free(io);
-            return;
-        }
-        s->io_free = n;
-        s->cap_io_free = ncap;
+    if (s->n_io_free < CMK_IO_CACHE_MAX) {
+        s->io_free[s->n_io_free++] = io;
+        io = NULL;
     }
-    s->io_free[s->n_io_free++] = io;
     pthread_mutex_unlock(&s->io_mu);
+    if (io)
+        io_destroy(s, io);
+}
+
+void cmk_store_resources_get(cmk_store *s, cmk_store_resources *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!s)
+        return;
+    out->access_generation = atomic_load(&s->access_gen);
+    out->io_open = atomic_load(&s->io_open);
+    pthread_mutex_lock(&s->io_mu);
+    out->io_cached = (unsigned)s->n_io_free;
+    pthread_mutex_unlock(&s->io_mu);
+    out->buf_cached = cmk_pool_buf_cached(s->pool);
+}
+
+void cmk_store_trim(cmk_store *s)
+{
+    cmk_io *idle[CMK_IO_CACHE_MAX];
+    size_t n;
+
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->io_mu);
+    n = s->n_io_free;
+    memcpy(idle, s->io_free, n * sizeof(*idle));
+    s->n_io_free = 0;
+    pthread_mutex_unlock(&s->io_mu);
+    for (size_t i = 0; i < n; i++)
+        io_destroy(s, idle[i]);
+    cmk_pool_trim(s->pool);
+    /* glibc keeps freed memory in its arenas (and raises its mmap threshold as large
+     * buffers are freed, so later ones come from the heap too): give it back. */
+    malloc_trim(0);
 }
 
 /* ---- key state ---- */
@@ -130,6 +171,8 @@ cmk_err cmk_store_key_gate(cmk_store *s, cmk_errbuf *eb)
 void cmk_store_key_lost_locked(cmk_store *s, const cmk_errbuf *why)
 {
     atomic_store_explicit(&s->key_ok, 0, memory_order_release);
+    /* Every put begun before fails from here on (put.c), even if access comes back. */
+    atomic_fetch_add(&s->access_gen, 1);
     cmk_deks_free(&s->deks);
     s->key_err.code = why->code;
     snprintf(s->key_err.msg, sizeof(s->key_err.msg), "cannot use key %s as identity %s (%s): %s",
@@ -884,8 +927,7 @@ void cmk_store_close(cmk_store *s)
     cmk_store_bg_shutdown(s);
     cmk_pool_free(s->pool);
     for (size_t i = 0; i < s->n_io_free; i++)
-        cmk_io_free(s->io_free[i]);
-    free(s->io_free);
+        io_destroy(s, s->io_free[i]);
     pthread_rwlock_wrlock(&s->key_lock);
     cmk_deks_free(&s->deks);
     cmk_keyring_free(&s->kr);

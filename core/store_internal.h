@@ -36,6 +36,10 @@
  * disk streams, and a compressible one saves the CPU of the page cache and its writeback). */
 #define CMK_DIRECT_AFTER (256ull << 20)
 
+/* Idle I/O engines the store keeps (each io_uring instance pins kernel memory and a file
+ * descriptor): enough for the streams a busy server runs at once; the rest are freed. */
+#define CMK_IO_CACHE_MAX 16
+
 struct cmk_store {
     char dir[4096];
     char home[4096];
@@ -54,8 +58,10 @@ struct cmk_store {
     atomic_int direct_state; /* 0: not tried yet, 1: O_DIRECT works in tmp/, -1: refused */
 
     pthread_mutex_t io_mu;
-    cmk_io **io_free;
-    size_t n_io_free, cap_io_free;
+    cmk_io *io_free[CMK_IO_CACHE_MAX];
+    size_t n_io_free;
+    atomic_uint io_open;             /* engines made and not yet freed */
+    atomic_uint_fast64_t access_gen; /* key-access losses (cmk_store_key_lost_locked) */
 
     pthread_rwlock_t key_lock;
     cmk_keyring kr;
