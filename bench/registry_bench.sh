@@ -6,12 +6,18 @@
 #   bash bench/registry_bench.sh [PATH-TO-CMKSTORE]
 #
 # Environment: BENCH_MB (uncompressed image size, default 500: about 280 MB gzip), BENCH_LAYERS (default 4), BENCH_RUNS
-# (default 3), BENCH_DIR (scratch, default a temp dir under /tmp; removed at the end unless
+# (default 3; 0: only the idle-session row), BENCH_SESSIONS (idle upload sessions for the
+# memory row, default 256; 0: no row), BENCH_SOAK_WINDOWS and BENCH_SOAK_SECONDS (steady
+# mixed load from 16 clients, default 4 windows of 30 s; 0 windows: no row), BENCH_DIR (scratch, default a temp dir under /tmp; removed at the end unless
 # BENCH_KEEP=1). Each run pushes to a fresh, empty registry (so no blob is skipped as already
 # present) and pulls into a fresh OCI layout. Layers are gzip-compressed tars whose files are
 # half pseudo-random, half text, like real layers; skopeo copies with --preserve-digests, so
 # both registries receive and serve the very same bytes. Prints one line per run and the
-# medians. Needs skopeo, docker-registry, python3, jq (Debian packages).
+# medians. Then the idle-session row: the cmkstore server's RSS (VmRSS) at start, with 48 and
+# with BENCH_SESSIONS upload sessions open after one 4 MB PATCH each, and after they are
+# cancelled (each read once the server has been idle for 3 s). Then the soak row: RSS at the
+# end of each window of a steady mixed load (tools/registry_load.py mixed: pushes, sessions,
+# mounts, gets, ranged gets, deletes) and once idle for 3 s. Needs skopeo, docker-registry, python3, jq (Debian packages).
 set -euo pipefail
 
 BIN=${1:-build/cmkstore}
@@ -20,15 +26,17 @@ BIN=${1:-build/cmkstore}
     exit 2
 }
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
-for tool in skopeo docker-registry python3 jq curl; do
+MB=${BENCH_MB:-500}
+LAYERS=${BENCH_LAYERS:-4}
+RUNS=${BENCH_RUNS:-3}
+TOOLS=(python3 jq curl bc)
+[ "$RUNS" == 0 ] || TOOLS+=(skopeo docker-registry)
+for tool in "${TOOLS[@]}"; do
     command -v "$tool" >/dev/null || {
         echo "missing tool: $tool (Debian packages skopeo, docker-registry, python3, jq, curl)" >&2
         exit 1
     }
 done
-MB=${BENCH_MB:-500}
-LAYERS=${BENCH_LAYERS:-4}
-RUNS=${BENCH_RUNS:-3}
 W=${BENCH_DIR:-$(mktemp -d /tmp/registry-bench.XXXXXX)}
 mkdir -p "$W"
 PIDS=()
@@ -61,13 +69,17 @@ wait_http() { # URL
 
 # ---- the image (made once)
 IMG=$W/image
-if [ ! -f "$IMG/index.json" ]; then
+if [ "$RUNS" == 0 ]; then
+    : # the idle-session row only
+elif [ ! -f "$IMG/index.json" ]; then
     echo "== making a ${MB} MB image with $LAYERS layers in $IMG"
     python3 "$(dirname "${BASH_SOURCE[0]}")/../tools/oci_layout.py" bench "$IMG" "$MB" "$LAYERS" >/dev/null
 fi
-BYTES=$(du -cb "$IMG"/blobs/sha256/* | tail -1 | cut -f1)
-DIGEST=$(jq -r '.manifests[0].digest' "$IMG/index.json")
-echo "image: $DIGEST, $LAYERS layers, $BYTES bytes (gzip)"
+if [ "$RUNS" -gt 0 ]; then
+    BYTES=$(du -cb "$IMG"/blobs/sha256/* | tail -1 | cut -f1)
+    DIGEST=$(jq -r '.manifests[0].digest' "$IMG/index.json")
+    echo "image: $DIGEST, $LAYERS layers, $BYTES bytes (gzip)"
+fi
 
 # ---- cmkstore: one vault/identity/key; a fresh store per run
 export CMKSTORE_HOME=$W/cmkhome
@@ -152,6 +164,7 @@ for run in $(seq 1 "$RUNS"); do
     done
 done
 
+if [ "$RUNS" -gt 0 ]; then
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 echo
 echo "median of $RUNS runs, $BYTES bytes, $LAYERS layers (machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -166,3 +179,58 @@ for reg in cmkstore distribution; do
     printf '%-12s push %6.2f s (%6.1f MB/s)  pull %6.2f s (%6.1f MB/s)\n' "$reg" "$mpu" \
         "$(echo "$BYTES / 1048576 / $mpu" | bc -l)" "$mpl" "$(echo "$BYTES / 1048576 / $mpl" | bc -l)"
 done
+fi
+
+# ---- idle upload sessions: what they cost the server (issue 20, item 4)
+NSESS=${BENCH_SESSIONS:-256}
+if [ "$NSESS" -gt 0 ]; then
+    start_cmkstore sessions
+    head -c $((4 * 1024 * 1024)) /dev/urandom >"$W/four"
+    : >"$W/locs"
+    rss() { awk '/^VmRSS:/ {print int($2 / 1024)}' "/proc/$SPID/status"; }
+    US=$(dirname "${BASH_SOURCE[0]}")/../tools/registry_load.py
+    r0=$(rss)
+    t0=$(now)
+    bad=$(python3 "$US" open "$HP" bench/idle 48 "$W/four" "$W/locs")
+    sleep 3
+    r48=$(rss)
+    bad=$((bad + $(python3 "$US" open "$HP" bench/idle $((NSESS - 48)) "$W/four" "$W/locs")))
+    t1=$(now)
+    sleep 3
+    rn=$(rss)
+    bad=$((bad + $(python3 "$US" cancel "$HP" "$W/locs")))
+    sleep 3
+    rc=$(rss)
+    engines=$(curl -s "http://$HP/metrics" | awk '$1 == "cmkstore_io_engines_open" {print $2}')
+    stop_it
+    rm -rf "$W/cmk-sessions"
+    [ "$bad" == 0 ] || echo "idle sessions: $bad requests failed" >&2
+    printf 'cmkstore     idle sessions RSS: %d MiB at start, %d MiB with 48, %d MiB with %d (4 MB PATCH each, %.1f s), %d MiB after cancelling; %s I/O engines open\n' \
+        "$r0" "$r48" "$rn" "$NSESS" "$(echo "$t1 - $t0" | bc -l)" "$rc" "${engines:-?}"
+fi
+
+# ---- steady mixed load: RSS window by window, then idle (issue 20, item 8)
+NWIN=${BENCH_SOAK_WINDOWS:-4}
+WSEC=${BENCH_SOAK_SECONDS:-30}
+if [ "$NWIN" -gt 0 ]; then
+    start_cmkstore soak
+    US=$(dirname "${BASH_SOURCE[0]}")/../tools/registry_load.py
+    rows=() treq=0 terr=0
+    for _ in $(seq 1 "$NWIN"); do
+        read -r nreq nerr < <(python3 "$US" mixed "$HP" 16 0 "$WSEC")
+        treq=$((treq + nreq))
+        terr=$((terr + nerr))
+        rows+=("$(awk '/^VmRSS:/ {print int($2 / 1024)}' "/proc/$SPID/status")")
+    done
+    cpu=$(awk '{print $14 + $15}' "/proc/$SPID/stat")
+    sleep 3
+    idle=$(awk '/^VmRSS:/ {print int($2 / 1024)}' "/proc/$SPID/status")
+    peak=$(awk '/^VmHWM:/ {print int($2 / 1024)}' "/proc/$SPID/status")
+    stop_it
+    rm -rf "$W/cmk-soak"
+    printf 'cmkstore     soak, 16 clients, %d x %d s: %d requests, %d errors, server CPU %.2f ms/request; RSS at each window end %s MiB, peak %d MiB, idle after 3 s %d MiB\n' \
+        "$NWIN" "$WSEC" "$treq" "$terr" "$(echo "$cpu * 1000 / $(getconf CLK_TCK) / $treq" | bc -l)" "$(
+            IFS=/
+            echo "${rows[*]}"
+        )" "$peak" "$idle"
+fi

@@ -294,6 +294,20 @@ int http_metrics_render(http_metrics *m, cmk_store *s, unsigned uploads, unsigne
                   ei.cmk_enabled ? "true" : "false", kid, vkid,
                   ei.key_rotation_enabled ? "true" : "false");
     }
+    if (s) {
+        cmk_store_resources res;
+        cmk_store_resources_get(s, &res);
+        sb_printf(&b,
+                  "# HELP cmkstore_io_engines_open I/O engines (io_uring instances) open, in "
+                  "use or cached.\n# TYPE cmkstore_io_engines_open gauge\n"
+                  "cmkstore_io_engines_open %u\n"
+                  "# HELP cmkstore_io_engines_cached Idle I/O engines kept for reuse.\n"
+                  "# TYPE cmkstore_io_engines_cached gauge\ncmkstore_io_engines_cached %u\n"
+                  "# HELP cmkstore_buffers_cached_bytes Chunk buffers kept for reuse.\n"
+                  "# TYPE cmkstore_buffers_cached_bytes gauge\n"
+                  "cmkstore_buffers_cached_bytes %zu\n",
+                  res.io_open, res.io_cached, res.buf_cached);
+    }
     /* A directory walk, no decryption; cheap next to a scrape interval. */
     if (s && cmk_list(s, count_blob, &blobs) == CMK_OK)
         sb_printf(&b,

@@ -22,6 +22,7 @@
 #include "registry.h"
 
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -43,6 +44,8 @@
 #define DEFAULT_MAX_MANIFEST   (4u << 20)
 #define DEFAULT_MAX_UPLOADS    256
 #define DEFAULT_UPLOAD_TIMEOUT 3600
+#define DEFAULT_UPLOAD_MEMORY  (1ull << 30)
+#define TRIM_EVERY_TICKS       60
 #define STREAM_BLOCK           (256u << 10)
 #define PAGE_MAX               100000
 #define REF_MAX                256 /* tags are <= 128, digests <= 135, upload ids 32 */
@@ -54,6 +57,7 @@ struct upload {
     char repo[REG_NAME_MAX + 1];
     cmk_put *put;
     uint64_t offset; /* bytes received so far */
+    uint64_t gen;    /* the store's access generation when it began */
     double last;     /* monotonic time of the last request */
     int busy;        /* a request is using it */
 };
@@ -66,6 +70,10 @@ struct registry {
     uint64_t max_manifest;
     uint64_t max_blob; /* 0: no limit */
     unsigned max_uploads, upload_timeout;
+    uint64_t mem_budget; /* bytes of chunk buffers upload requests may hold at once */
+    uint64_t mem_used;   /* reserved by requests in flight; guarded by up_mu */
+    int idle_ticks;      /* ticks in a row with no request in flight */
+    unsigned ticks;
     int log;
     atomic_int draining;
     atomic_uint inflight;
@@ -112,6 +120,7 @@ struct req {
     cmk_put *put;      /* owned (POST ?digest=) or the upload session's (PATCH, PUT) */
     struct upload *up; /* held upload session */
     int up_destroy;    /* drop the session when the request ends */
+    uint64_t mem;      /* bytes reserved from the upload memory budget */
     uint64_t received; /* body bytes of this request */
     int has_crange;
     uint64_t cr_start, cr_end;
@@ -303,6 +312,64 @@ static void blob_location(char *out, size_t cap, const char *name, const char *d
 
 /* ---- upload sessions ---- */
 
+static uint64_t access_gen(registry *r)
+{
+    cmk_store_resources res;
+
+    cmk_store_resources_get(r->s, &res);
+    return res.access_generation;
+}
+
+/* The upload memory budget: a request that streams into a put reserves what its put may
+ * hold (cmk_put_memory) for its whole life. One request always gets through, however large,
+ * so that a budget below one stream cannot stop all uploads. 0 if the budget is spent. */
+static int mem_reserve(struct req *q, uint64_t body_len)
+{
+    registry *r = q->r;
+    uint64_t n = cmk_put_memory(r->s, body_len);
+    int ok;
+
+    pthread_mutex_lock(&r->up_mu);
+    ok = r->mem_used == 0 || r->mem_used + n <= r->mem_budget;
+    if (ok) {
+        r->mem_used += n;
+        q->mem += n;
+    }
+    pthread_mutex_unlock(&r->up_mu);
+    return ok;
+}
+
+static void mem_release(struct req *q)
+{
+    pthread_mutex_lock(&q->r->up_mu);
+    q->r->mem_used -= q->mem;
+    pthread_mutex_unlock(&q->r->up_mu);
+    q->mem = 0;
+}
+
+/* 503 with Retry-After when the budget is spent: the client retries the same request. */
+static enum MHD_Result send_mem_spent(struct req *q)
+{
+    char msg[160];
+    struct reply rp;
+
+    snprintf(msg, sizeof(msg),
+             "the server's memory for uploads in progress is in use (limit %llu MiB): retry",
+             (unsigned long long)(q->r->mem_budget >> 20));
+    rp = error_reply(q, "TOOMANYREQUESTS", msg, NULL);
+    hdr(&rp, MHD_HTTP_HEADER_RETRY_AFTER, "2");
+    return send_reply(q, MHD_HTTP_SERVICE_UNAVAILABLE, &rp);
+}
+
+/* Body length of the request from Content-Length; UINT64_MAX if unknown (chunked). */
+static uint64_t body_length(struct req *q)
+{
+    const char *clen = header(q, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    uint64_t n;
+
+    return clen && http_parse_u64(clen, UINT64_MAX, &n) == 0 ? n : UINT64_MAX;
+}
+
 static cmk_err upload_create(registry *r, const char *repo, struct upload **out)
 {
     struct upload *u;
@@ -330,9 +397,15 @@ static cmk_err upload_create(registry *r, const char *repo, struct upload **out)
     for (size_t i = 0; i < sizeof(rnd); i++)
         snprintf(u->id + 2 * i, 3, "%02x", rnd[i]);
     snprintf(u->repo, sizeof(u->repo), "%s", repo);
+    u->gen = access_gen(r);
     rc = cmk_put_begin(r->s, "sha256", &u->put);
-    if (rc != CMK_OK)
+    /* An idle session holds no engine or buffers (see upload memory in SERVE.md). */
+    if (rc == CMK_OK)
+        rc = cmk_put_park(u->put);
+    if (rc != CMK_OK) {
+        cmk_put_abort(u->put);
         goto fail;
+    }
     u->last = http_mono();
     u->busy = 1;
     pthread_mutex_lock(&r->up_mu);
@@ -400,8 +473,9 @@ static void upload_release(registry *r, struct upload *u, int destroy)
     }
 }
 
-/* Drops idle sessions (all of them with max_idle < 0). */
-static void upload_expire(registry *r, double max_idle)
+/* Drops idle sessions (all of them with max_idle < 0), and those begun before the store's
+ * access generation `gen`: their puts have failed and their keys are wiped. */
+static void upload_expire(registry *r, double max_idle, uint64_t gen)
 {
     struct upload *dead = NULL, *u, *next;
     double now = http_mono();
@@ -409,7 +483,7 @@ static void upload_expire(registry *r, double max_idle)
     pthread_mutex_lock(&r->up_mu);
     for (u = r->uploads; u; u = next) {
         next = u->next;
-        if (!u->busy && (max_idle < 0 || now - u->last > max_idle)) {
+        if (!u->busy && (max_idle < 0 || now - u->last > max_idle || u->gen != gen)) {
             upload_unlink_locked(r, u);
             u->next = dead;
             dead = u;
@@ -596,6 +670,9 @@ static enum MHD_Result blob_delete(struct req *q)
 {
     registry *r = q->r;
     cmk_errbuf eb = {0};
+    json_t *rec = NULL;
+    uint64_t size = 0;
+    char why[512] = "";
     struct reply rp;
     int lk;
     cmk_err rc;
@@ -605,15 +682,32 @@ static enum MHD_Result blob_delete(struct req *q)
     rc = rmeta_lock(r->s, RMETA_GC_LOCK, LOCK_EX, &lk, &eb);
     if (rc != CMK_OK)
         return store_error(q, rc, eb.msg, "cannot delete the blob");
-    rc = rmeta_unlink_blob(r->s, q->name, q->ref);
+    rc = rmeta_load(r->s, q->name, &rec);
+    if (rc == CMK_OK && !rmeta_blob(rec, q->ref, &size))
+        rc = CMK_E_NOT_FOUND;
     if (rc == CMK_OK)
+        rc = rmeta_unlink_blob(r->s, q->name, q->ref);
+    if (rc == CMK_OK) {
         rc = collect_if_unreferenced(r, q->ref);
+        /* All or nothing: a delete that fails leaves the link, so the blob stays visible
+         * and is collected by the delete the client retries (none is left unreferenced
+         * and never collected). */
+        if (rc != CMK_OK) {
+            snprintf(why, sizeof(why), "%s", cmk_errmsg());
+            if (rmeta_link_blob(r->s, q->name, q->ref, size) != CMK_OK)
+                fprintf(stderr,
+                        "cmkstore serve: cannot restore the link of %s in %s after a "
+                        "failed delete: %s\n",
+                        q->ref, q->name, cmk_errmsg());
+        }
+    }
     rmeta_unlock(lk);
+    json_decref(rec);
     if (rc == CMK_E_NOT_FOUND)
         return send_error(q, MHD_HTTP_NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry",
                           digest_detail(q->ref));
     if (rc != CMK_OK)
-        return store_error(q, rc, NULL, "cannot delete the blob");
+        return store_error(q, rc, why[0] ? why : NULL, "cannot delete the blob");
     rp = reply_empty();
     hdr(&rp, "Docker-Content-Digest", q->ref);
     return send_reply(q, MHD_HTTP_ACCEPTED, &rp);
@@ -745,12 +839,10 @@ static enum MHD_Result upload_start(struct req *q)
         if (!registry_digest_valid(digest))
             return send_error(q, MHD_HTTP_BAD_REQUEST, "DIGEST_INVALID",
                               "invalid digest (sha256:<64 hex> or sha512:<128 hex>)", NULL);
-        {
-            const char *clen = header(q, MHD_HTTP_HEADER_CONTENT_LENGTH);
-            uint64_t n = 0;
-            if (clen && http_parse_u64(clen, UINT64_MAX, &n) == 0 && blob_too_big(r, 0, n))
-                return send_blob_too_big(q);
-        }
+        if (body_length(q) != UINT64_MAX && blob_too_big(r, 0, body_length(q)))
+            return send_blob_too_big(q);
+        if (!mem_reserve(q, body_length(q)))
+            return send_mem_spent(q);
         snprintf(q->digest, sizeof(q->digest), "%s", digest);
         rc = cmk_put_begin(r->s, strncmp(digest, "sha512:", 7) == 0 ? "sha512" : "sha256", &q->put);
         if (rc != CMK_OK)
@@ -829,6 +921,8 @@ static enum MHD_Result upload_continue(struct req *q, int final)
                           digest ? "invalid digest (sha256:<64 hex> or sha512:<128 hex>)"
                                  : "the digest parameter is required to complete an upload",
                           NULL);
+    if (!mem_reserve(q, body_length(q)))
+        return send_mem_spent(q);
     rc = upload_acquire(r, q->ref, q->name, &q->up);
     if (rc == CMK_E_BUSY)
         return send_error(q, MHD_HTTP_BAD_REQUEST, "BLOB_UPLOAD_INVALID",
@@ -848,6 +942,13 @@ static enum MHD_Result upload_continue(struct req *q, int final)
     }
     if (clen && http_parse_u64(clen, UINT64_MAX, &n) == 0 && blob_too_big(r, q->up->offset, n))
         return send_blob_too_big(q);
+    /* A session begun before the store lost key access is over: its put has failed and its
+     * key is wiped. Answered before any of the body is read. */
+    rc = cmk_put_write(q->up->put, "", 0);
+    if (rc != CMK_OK) {
+        q->up_destroy = 1;
+        return store_error(q, rc, NULL, "the upload cannot go on");
+    }
     if (final)
         snprintf(q->digest, sizeof(q->digest), "%s", digest);
     q->put = q->up->put;
@@ -1599,6 +1700,14 @@ static enum MHD_Result first_call(struct req *q, const char *url)
         hdr(&rp, MHD_HTTP_HEADER_CONNECTION, "close");
         return send_reply(q, MHD_HTTP_SERVICE_UNAVAILABLE, &rp);
     }
+    /* Past --max-connections (the daemon accepts as many again to say so): the server's
+     * condition, not this client's, so 503 as for shutdown. */
+    if (http_conn_excess(q->c)) {
+        rp = error_reply(q, "UNAVAILABLE", "too many connections to the server: retry", NULL);
+        hdr(&rp, MHD_HTTP_HEADER_CONNECTION, "close");
+        hdr(&rp, MHD_HTTP_HEADER_RETRY_AFTER, "2");
+        return send_reply(q, MHD_HTTP_SERVICE_UNAVAILABLE, &rp);
+    }
     if (http_conn_over_limit(q->c))
         return too_many(q, "too many connections from this address", 1, 1);
     switch (http_auth_check(r->auth, header(q, MHD_HTTP_HEADER_AUTHORIZATION), q->ckey, &retry)) {
@@ -1675,6 +1784,11 @@ static void body_chunk(struct req *q, const char *data, size_t n)
             q->body_failed = 1;
             q->body_rc = rc;
             snprintf(q->body_msg, sizeof(q->body_msg), "%s", cmk_errmsg());
+            /* Its buffers (and key) go now, not when the rest of the body has arrived. */
+            if (q->up)
+                q->up->put = NULL;
+            cmk_put_abort(q->put);
+            q->put = NULL;
         }
     } else if (q->body == BODY_MANIFEST) {
         if (q->blen + n > r->max_manifest) {
@@ -1715,6 +1829,7 @@ static enum MHD_Result final_call(struct req *q)
     registry *r = q->r;
     cmk_put *put;
     struct reply rp;
+    cmk_err rc;
 
     if (q->body == BODY_MANIFEST) {
         if (q->body_failed && !q->too_big)
@@ -1746,6 +1861,13 @@ static enum MHD_Result final_call(struct req *q)
         q->put = NULL;
         q->up_destroy = 1;
         return commit_and_link(q, put, q->digest);
+    }
+    /* Between requests the session holds no pipeline memory (see upload memory in
+     * SERVE.md). */
+    rc = cmk_put_park(q->up->put);
+    if (rc != CMK_OK) {
+        q->up_destroy = 1;
+        return store_error(q, rc, NULL, "cannot store the upload");
     }
     rp = reply_empty();
     upload_headers(q, &rp, q->up->id, q->up->offset);
@@ -1882,6 +2004,7 @@ void registry_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         upload_release(r, q->up, q->up_destroy || (!q->responded && q->received > 0));
     else
         cmk_put_abort(q->put);
+    mem_release(q);
     if (r->log) {
         char t[32];
         http_time_iso(t);
@@ -1917,6 +2040,7 @@ cmk_err registry_new(const registry_opts *o, registry **out)
     r->max_blob = o->max_blob;
     r->max_uploads = o->max_uploads ? o->max_uploads : DEFAULT_MAX_UPLOADS;
     r->upload_timeout = o->upload_timeout_s ? o->upload_timeout_s : DEFAULT_UPLOAD_TIMEOUT;
+    r->mem_budget = o->upload_memory ? o->upload_memory : DEFAULT_UPLOAD_MEMORY;
     r->log = o->log_requests;
     atomic_init(&r->draining, 0);
     atomic_init(&r->inflight, 0);
@@ -1933,7 +2057,7 @@ void registry_free(registry *r)
 {
     if (!r)
         return;
-    upload_expire(r, -1);
+    upload_expire(r, -1, 0);
     pthread_mutex_destroy(&r->up_mu);
     free(r);
 }
@@ -1962,7 +2086,22 @@ void registry_tick(registry *r)
 {
     cmk_encryption_info ei;
 
-    upload_expire(r, (double)r->upload_timeout);
+    upload_expire(r, (double)r->upload_timeout, access_gen(r));
+    /* Idle for two ticks in a row: give back what the store keeps for speed. Under load,
+     * the heap's free memory goes back once a minute: glibc keeps freed chunk buffers in its
+     * arenas (its mmap threshold rises as large buffers are freed), and RSS would ratchet up
+     * with every peak of concurrency (issue 20: 94 -> 258 MB over a 10-minute soak with
+     * 54 MB live). A fixed mmap threshold instead cost 10-20% more server CPU per request
+     * in page faults (bench/registry_bench.sh, soak row). */
+    r->ticks++;
+    if (registry_inflight(r) == 0) {
+        if (++r->idle_ticks == 2)
+            cmk_store_trim(r->s);
+    } else {
+        r->idle_ticks = 0;
+        if (r->ticks % TRIM_EVERY_TICKS == 0)
+            malloc_trim(0);
+    }
     if (r->metrics && cmk_store_encryption(r->s, &ei) == CMK_OK)
         http_metrics_observe_key(r->metrics, &ei);
 }

@@ -32,6 +32,7 @@ typedef struct registry_opts {
     uint64_t max_blob;         /* bytes per blob upload; 0: no limit */
     unsigned max_uploads;      /* concurrent upload sessions; 0: 256 */
     unsigned upload_timeout_s; /* idle upload sessions are dropped after this; 0: 3600 */
+    uint64_t upload_memory;    /* bytes of chunk buffers uploads in flight may hold; 0: 1 GiB */
     int log_requests;          /* one line per request on stderr */
 } registry_opts;
 

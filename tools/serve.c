@@ -82,7 +82,11 @@ static const cli_opt serve_opts[] = {
      "Upload sessions open at once (default 256); beyond, 429 TOOMANYREQUESTS."},
     {"upload-timeout", 0, CLI_UINT, 0, "S",
      "Idle upload sessions are aborted after S seconds (default 3600)."},
-    {"max-connections", 0, CLI_UINT, 0, "N", "Client connections at once (default 512)."},
+    {"upload-memory", 0, CLI_SIZE, 0, "BYTES",
+     "Chunk buffers that uploads in flight may hold together (default 1G, at least 16M); "
+     "beyond, 503 with Retry-After. Idle upload sessions hold none."},
+    {"max-connections", 0, CLI_UINT, 0, "N",
+     "Client connections at once (default 512); up to N more get 503 with Retry-After."},
     {"connection-timeout", 0, CLI_UINT, 0, "S",
      "Idle connections are closed after S seconds (default 300)."},
     {"max-connections-per-ip", 0, CLI_UINT, 0, "N",
@@ -341,7 +345,7 @@ struct serve_cfg {
     struct sockaddr_storage addr;
     char host[256];
     unsigned port;
-    uint64_t max_manifest, max_blob;
+    uint64_t max_manifest, max_blob, upload_memory;
     unsigned max_uploads, upload_timeout, max_conn, conn_timeout, shutdown_timeout;
     unsigned per_ip, header_timeout;
     http_auth_limits auth;
@@ -374,6 +378,9 @@ static int read_cfg(const cli_args *a, struct serve_cfg *c)
     if (v < 1 || v > 7 * 86400)
         return cli_usage_error(cmd, "--upload-timeout must be between 1 and 604800 seconds");
     c->upload_timeout = (unsigned)v;
+    c->upload_memory = cli_num(a, "upload-memory", 1u << 30);
+    if (c->upload_memory < (16u << 20))
+        return cli_usage_error(cmd, "--upload-memory must be at least 16M");
     v = cli_num(a, "max-connections", DEF_MAX_CONNECTIONS);
     if (v < 1 || v > 65536)
         return cli_usage_error(cmd, "--max-connections must be between 1 and 65536");
@@ -583,7 +590,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
         goto out;
     }
     http_auth_set_limits(auth, &cfg.auth, metrics);
-    conns = http_conn_new(cfg.per_ip, 0, cfg.conn_timeout, metrics);
+    conns = http_conn_new(cfg.per_ip, cfg.max_conn, cfg.conn_timeout, metrics);
     if (!conns) {
         ex = cli_fail(CMK_E_NOMEM, NULL, CLI_HINT_NONE, "cannot start");
         goto out;
@@ -597,6 +604,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     ro.max_blob = cfg.max_blob;
     ro.max_uploads = cfg.max_uploads;
     ro.upload_timeout_s = cfg.upload_timeout;
+    ro.upload_memory = cfg.upload_memory;
     ro.log_requests = !cfg.quiet;
     rc = registry_new(&ro, &reg);
     if (rc != CMK_OK) {
@@ -617,13 +625,14 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     errno = 0;
     /* The daemon-wide timeout is the header timeout: http_conn_trust lengthens it to
      * --connection-timeout for connections that have authenticated. */
-    d = MHD_start_daemon(flags, 0, http_conn_accept, conns, registry_access, reg,
-                         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET,
-                         listen_fd, MHD_OPTION_NOTIFY_COMPLETED, registry_completed, reg,
-                         MHD_OPTION_NOTIFY_CONNECTION, http_conn_notify, conns,
-                         MHD_OPTION_CONNECTION_LIMIT, cfg.max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
-                         cfg.header_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                         (size_t)MHD_MEMORY_LIMIT, MHD_OPTION_END);
+    d = MHD_start_daemon(
+        flags, 0, http_conn_accept, conns, registry_access, reg, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_NOTIFY_COMPLETED,
+        registry_completed, reg, MHD_OPTION_NOTIFY_CONNECTION, http_conn_notify, conns,
+        /* Room for the excess ones that the registry answers with 503. */
+        MHD_OPTION_CONNECTION_LIMIT, 2 * cfg.max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
+        cfg.header_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_MEMORY_LIMIT,
+        MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "cmkstore: error: cannot start the HTTP server on %s:%u%s%s\n", cfg.host,
                 cfg.port, errno ? ": " : "", errno ? strerror(errno) : "");
