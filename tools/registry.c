@@ -60,6 +60,7 @@ struct upload {
     uint64_t gen;    /* the store's access generation when it began */
     double last;     /* monotonic time of the last request */
     int busy;        /* a request is using it */
+    int revoked;     /* dropped on a key-access loss: kept (no put) to answer 503 */
 };
 
 struct registry {
@@ -80,6 +81,7 @@ struct registry {
     atomic_uint_fast64_t rid_next;
     pthread_mutex_t up_mu;
     struct upload *uploads;
+    struct upload *revoked; /* sessions dropped on a key-access loss (see upload_expire) */
     unsigned nuploads;
 };
 
@@ -422,8 +424,8 @@ fail:
     return rc;
 }
 
-/* Takes session id of repo for one request. CMK_E_NOT_FOUND, or CMK_E_BUSY if another
- * request is using it. */
+/* Takes session id of repo for one request. CMK_E_NOT_FOUND, CMK_E_BUSY if another
+ * request is using it, or CMK_E_KEY_UNREACHABLE if it was dropped on a key-access loss. */
 static cmk_err upload_acquire(registry *r, const char *id, const char *repo, struct upload **out)
 {
     cmk_err rc = CMK_E_NOT_FOUND;
@@ -441,6 +443,15 @@ static cmk_err upload_acquire(registry *r, const char *id, const char *repo, str
             rc = CMK_OK;
         }
         break;
+    }
+    for (struct upload **pp = &r->revoked; rc == CMK_E_NOT_FOUND && *pp; pp = &(*pp)->next) {
+        struct upload *u = *pp;
+        if (strcmp(u->id, id) == 0 && strcmp(u->repo, repo) == 0) {
+            *pp = u->next; /* told once */
+            free(u);
+            rc = CMK_E_KEY_UNREACHABLE;
+            break;
+        }
     }
     pthread_mutex_unlock(&r->up_mu);
     return rc;
@@ -485,15 +496,37 @@ static void upload_expire(registry *r, double max_idle, uint64_t gen)
         next = u->next;
         if (!u->busy && (max_idle < 0 || now - u->last > max_idle || u->gen != gen)) {
             upload_unlink_locked(r, u);
+            u->revoked = max_idle >= 0 && now - u->last <= max_idle;
             u->next = dead;
             dead = u;
+        }
+    }
+    for (struct upload **pp = &r->revoked; *pp;) {
+        u = *pp;
+        if (max_idle < 0 || now - u->last > max_idle) {
+            *pp = u->next;
+            u->next = dead;
+            dead = u;
+        } else {
+            pp = &u->next;
         }
     }
     pthread_mutex_unlock(&r->up_mu);
     for (u = dead; u; u = next) {
         next = u->next;
-        cmk_put_abort(u->put);
-        free(u);
+        cmk_put_abort(u->put); /* its blob key is wiped with it */
+        u->put = NULL;
+        /* Kept without its put until the timeout, so that its next request is told why
+         * (503) rather than that it never existed (404). */
+        if (u->revoked) {
+            pthread_mutex_lock(&r->up_mu);
+            u->last = now;
+            u->next = r->revoked;
+            r->revoked = u;
+            pthread_mutex_unlock(&r->up_mu);
+        } else {
+            free(u);
+        }
     }
 }
 
@@ -927,6 +960,14 @@ static enum MHD_Result upload_continue(struct req *q, int final)
     if (rc == CMK_E_BUSY)
         return send_error(q, MHD_HTTP_BAD_REQUEST, "BLOB_UPLOAD_INVALID",
                           "the upload is in use by another request", NULL);
+    if (rc == CMK_E_KEY_UNREACHABLE) {
+        cmk_encryption_info ei;
+        if (cmk_store_encryption(r->s, &ei) == CMK_OK && !ei.key_accessible &&
+            cmk_err_is_key_access(ei.key_error))
+            rc = ei.key_error;
+        return store_error(q, rc, "the session was dropped when the store lost key access",
+                           "the upload cannot go on");
+    }
     if (rc != CMK_OK)
         return send_error(q, MHD_HTTP_NOT_FOUND, "BLOB_UPLOAD_UNKNOWN",
                           "blob upload unknown to registry", NULL);

@@ -175,7 +175,8 @@ expect_true "... answered before its body was read (in=0)" \
     grep -Eq "PATCH /v2/up/rev/blobs/uploads/[0-9a-f]+ 503 in=0 " "$SRV_ERR"
 expect_true "the other session is dropped (its key wiped) within 30 s" \
     wait_for 30 metric_is cmkstore_uploads_in_progress 0
-expect_eq "$(hcurl "$B" -X PUT "$URL$r2?digest=$(oci_digest "$T/one")")" 404 "... its PUT: 404"
+expect_eq "$(hcurl "$B" -X PUT "$URL$r2?digest=$(oci_digest "$T/one")")" 503 "... its PUT: 503 (told why)"
+expect_eq "$(hcurl "$B" -X PUT "$URL$r2?digest=$(oci_digest "$T/one")")" 404 "... once: then 404"
 expect_ok cmk vault set-policy --name upvault --object-id "$PRINCIPAL" \
     --key-permissions get wrapKey unwrapKey
 pull_200() { [ "$(hcurl "$B" "$URL/v2/up/rev/blobs/$DB")" == 200 ]; }
