@@ -1,6 +1,6 @@
 /* ceilings.c — machine ceilings measured through the store's own libraries (ceilings.h). */
 #define _GNU_SOURCE
-#include "ceilings.h"
+#include "bench/ceilings.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,9 +14,9 @@
 #include <unistd.h>
 #include <zstd.h>
 
-#include "bench.h"
-#include "compress.h"
-#include "datagen.h"
+#include "bench/bench.h"
+#include "core/compress.h"
+#include "bench/datagen.h"
 
 /* Same as core/compress.c: the store's probe compresses 8 KiB from the middle of a chunk of
  * at least 64 KiB, and keeps a chunk compressed only if it saves 1/16. */

@@ -19,7 +19,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
-#include "cmkbench.h"
+#include "bench/cmkbench.h"
 
 static void usage(FILE *f)
 {

@@ -8,10 +8,10 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#include "bench.h"
-#include "ceilings.h"
+#include "bench/bench.h"
+#include "bench/ceilings.h"
 #include "cmkstore.h"
-#include "datagen.h"
+#include "bench/datagen.h"
 
 typedef struct bench_opts {
     const char *dir;  /* parent of the run's data directory */

@@ -1,6 +1,6 @@
 /* datagen.c — deterministic benchmark data (see datagen.h). */
 #define _GNU_SOURCE
-#include "datagen.h"
+#include "bench/datagen.h"
 
 #include <stdarg.h>
 #include <pthread.h>

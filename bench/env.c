@@ -11,9 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cmkbench.h"
-#include "identity.h"
-#include "vault.h"
+#include "bench/cmkbench.h"
+#include "kek/identity.h"
+#include "kek/vault.h"
 
 void env_setup(bench_ctx *c)
 {

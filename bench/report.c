@@ -13,7 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cmkbench.h"
+#include "bench/cmkbench.h"
 
 extern char **environ;
 

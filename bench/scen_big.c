@@ -8,8 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cmkbench.h"
-#include "compress.h"
+#include "bench/cmkbench.h"
+#include "core/compress.h"
 
 #define MAXREPS 16
 /* Warm gets per engine, in step (warm_in_step); cold gets per engine when --reps >= 2. */

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cmkbench.h"
+#include "bench/cmkbench.h"
 
 #define FILL_THREADS 4
 #define OPENS        15

@@ -18,7 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "cmkbench.h"
+#include "bench/cmkbench.h"
 
 #define BUFSZ (1u << 20)
 /* The child's own generator pool: small, and counted in its RSS like any caller buffer. */

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cmkbench.h"
+#include "bench/cmkbench.h"
 
 typedef struct small_set {
     uint8_t *buf;

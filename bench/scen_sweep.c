@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cmkbench.h"
+#include "bench/cmkbench.h"
 
 #define WSIZE (1u << 20)
 

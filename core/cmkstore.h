@@ -22,58 +22,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cmkstore_err.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#if defined(CMK_BUILDING_LIBRARY)
-#define CMK_API __attribute__((visibility("default")))
-#else
-#define CMK_API
-#endif
-
 #define CMKSTORE_VERSION_STRING "0.1.0"
-
-/* Longest OCI digest we produce or accept, with its NUL: "sha512:" + 128 hex + NUL. */
-#define CMK_DIGEST_MAX 136
-/* Longest key identifier or identity string, with its NUL. */
-#define CMK_ID_MAX 512
-
-typedef enum cmk_err {
-    CMK_OK = 0,
-    CMK_E_INVAL,           /* bad argument, bad syntax, bad configuration */
-    CMK_E_NOMEM,           /* out of memory */
-    CMK_E_IO,              /* a file operation failed (the message says which and why) */
-    CMK_E_NOT_FOUND,       /* no such blob, store, vault, identity */
-    CMK_E_EXISTS,          /* already exists */
-    CMK_E_INTEGRITY,       /* authentication failed: stored data was altered or is foreign */
-    CMK_E_CORRUPT,         /* checksum or structure broken: torn write, media error, truncation */
-    CMK_E_DIGEST,          /* content does not match the expected digest */
-    CMK_E_KEY_DENIED,      /* the vault denied the identity (access policy lacks a permission) */
-    CMK_E_KEY_DISABLED,    /* the key (or the version in use) is disabled */
-    CMK_E_KEY_DELETED,     /* the key or its vault is deleted (soft-deleted: recoverable) */
-    CMK_E_KEY_NOT_FOUND,   /* no such key, key version, vault or token object */
-    CMK_E_KEY_UNREACHABLE, /* the vault or HSM did not answer (transport fault) */
-    CMK_E_KEY_UNSUPPORTED, /* key type not supported: only RSA and RSA-HSM keys are */
-    CMK_E_REFUSED,         /* the operation is not allowed in this state (message says why) */
-    CMK_E_UNSUPPORTED,     /* unknown format version or algorithm */
-    CMK_E_CRYPTO,          /* the crypto library failed unexpectedly */
-    CMK_E_RANGE,           /* requested range lies outside the blob */
-    CMK_E_BUSY,            /* resource temporarily busy (locked by another process) */
-    CMK_E_NOSPACE,         /* the store's file system is full, or its quota used up (ENOSPC,
-                            * EDQUOT); nothing was changed: free space (blob rm) and retry */
-    CMK_E__COUNT
-} cmk_err;
-
-/* Short, static description of an error code ("key access denied"). Never NULL. */
-CMK_API const char *cmk_strerror(cmk_err e);
-/* Stable symbolic name of an error code ("CMK_E_KEY_DENIED"). Never NULL. */
-CMK_API const char *cmk_errname(cmk_err e);
-/* Detail message of the calling thread's last failed call. Never NULL; "" if none. */
-CMK_API const char *cmk_errmsg(void);
-/* Non-zero if e is one of the key-access errors (denied, disabled, deleted, not found,
- * unreachable): the store cannot reach its key-encryption key. */
-CMK_API int cmk_err_is_key_access(cmk_err e);
 
 typedef struct cmk_store cmk_store;
 typedef struct cmk_put cmk_put;

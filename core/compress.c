@@ -1,5 +1,5 @@
 /* compress.c — zstd per chunk, with a cheap incompressibility probe. */
-#include "compress.h"
+#include "core/compress.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

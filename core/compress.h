@@ -14,7 +14,7 @@
 
 #include <stddef.h>
 
-#include "error.h"
+#include "core/base/error.h"
 
 #define CMK_ZSTD_LEVEL 1
 

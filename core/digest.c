@@ -1,12 +1,12 @@
 /* digest.c — streaming OCI digests over OpenSSL EVP. */
-#include "digest.h"
+#include "core/digest.h"
 
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "secmem.h"
+#include "core/base/secmem.h"
 
 /* Fetch the EVP_MD implementations once: an implicit fetch on every init costs more than
  * hashing a small manifest. */

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "error.h"
+#include "core/base/error.h"
 
 enum { CMK_DIGEST_SHA256 = 1, CMK_DIGEST_SHA512 = 2 };
 

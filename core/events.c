@@ -1,7 +1,7 @@
 /* events.c — the store's key-event log. */
-#include "events.h"
+#include "core/events.h"
 
-#include "jsonfile.h"
+#include "core/base/jsonfile.h"
 
 cmk_err cmk_events_append(int dirfd, const char *store_dir, const char *type, json_t *fields,
                           cmk_errbuf *eb)

@@ -8,7 +8,7 @@
 
 #include <jansson.h>
 
-#include "error.h"
+#include "core/base/error.h"
 
 /* Appends {"time": ISO-8601, "event": type, ...fields} to events.log in the store directory
  * dirfd (store_dir names it in messages), never through a symbolic link. fields is

@@ -1,12 +1,12 @@
 /* format.c — container v1 encode/decode (pure functions, fuzzed by tests/fuzz). */
-#include "format.h"
+#include "core/format.h"
 
 #include <string.h>
 #define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
 #include <xxhash.h>
 
-#include "bytes.h"
-#include "digest.h"
+#include "core/base/bytes.h"
+#include "core/digest.h"
 
 uint64_t cmk_fmt_xxh3(const void *p, size_t n)
 {

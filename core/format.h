@@ -47,7 +47,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "error.h"
+#include "core/base/error.h"
 
 #define CMK_FMT_MAGIC              "CMKSBLOB"
 #define CMK_FMT_VERSION            1

@@ -19,13 +19,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "bytes.h"
-#include "compress.h"
-#include "digest.h"
-#include "format.h"
-#include "fsutil.h"
-#include "secmem.h"
-#include "store_internal.h"
+#include "core/base/bytes.h"
+#include "core/compress.h"
+#include "core/digest.h"
+#include "core/format.h"
+#include "core/base/fsutil.h"
+#include "core/base/secmem.h"
+#include "core/store_internal.h"
 
 enum { GSLOT_FREE, GSLOT_READING, GSLOT_OPENING, GSLOT_READY };
 

@@ -1,5 +1,5 @@
 /* keyring.c — wrapped DEKs and the encryption state, one atomic JSON file. */
-#include "keyring.h"
+#include "core/keyring.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fsutil.h"
-#include "jsonfile.h"
-#include "seal.h"
-#include "secmem.h"
+#include "core/base/fsutil.h"
+#include "core/base/jsonfile.h"
+#include "core/seal.h"
+#include "core/base/secmem.h"
 
 /* ---- base64 (standard alphabet, padded) through OpenSSL's block codec ---- */
 

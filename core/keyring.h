@@ -19,8 +19,8 @@
 #include <stdint.h>
 
 #include "cmkstore_kek.h"
-#include "error.h"
-#include "kek.h"
+#include "core/base/error.h"
+#include "kek/kek.h"
 
 #define CMK_KEYRING_FORMAT   1
 #define CMK_KEYRING_MAX_DEKS 4096

@@ -26,12 +26,11 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "events.h"
-#include "fsutil.h"
-#include "identity.h"
-#include "jsonfile.h"
-#include "secmem.h"
-#include "store_internal.h"
+#include "core/events.h"
+#include "core/base/fsutil.h"
+#include "core/base/jsonfile.h"
+#include "core/base/secmem.h"
+#include "core/store_internal.h"
 
 /* Best effort: the event log records what happened; a failure to append must not undo an
  * operation that has already been committed. */
@@ -324,7 +323,7 @@ static cmk_err resolve_identity(cmk_store *s, const char *ref, cmk_kr_identity *
         return CMK_OK;
     }
     if (strcmp(ref, "[system]") == 0) {
-        rc = cmk_identity_get_system(s->home, s->id, &id, eb);
+        rc = s->env.identity_get_system(s->env.self, s->id, &id, eb);
         if (rc == CMK_OK) {
             pthread_mutex_lock(&s->cfg_mu);
             e = json_object_get(json_object_get(s->cfg, "identity"), "systemAssigned");
@@ -339,7 +338,7 @@ static cmk_err resolve_identity(cmk_store *s, const char *ref, cmk_kr_identity *
         if (rc != CMK_OK)
             return rc;
     } else {
-        rc = cmk_identity_get(s->home, ref, &id, eb);
+        rc = s->env.identity_get(s->env.self, ref, &id, eb);
         if (rc == CMK_E_NOT_FOUND)
             return cmk_errbuf_set(eb, CMK_E_NOT_FOUND,
                                   "identity '%s' not found: create it with `cmkstore identity "
@@ -807,9 +806,9 @@ static cmk_err change_identity(cmk_store *s, const char *ref, int assign)
     if (!s || !ref || !*ref)
         return cmk_set_last(CMK_E_INVAL, "an identity is required ([system] or an id)");
     is_system = strcmp(ref, "[system]") == 0;
-    rc = is_system ? (assign ? cmk_identity_create_system(s->home, s->id, &id, &eb)
-                             : cmk_identity_get_system(s->home, s->id, &id, &eb))
-                   : cmk_identity_get(s->home, ref, &id, &eb);
+    rc = is_system ? (assign ? s->env.identity_create_system(s->env.self, s->id, &id, &eb)
+                             : s->env.identity_get_system(s->env.self, s->id, &id, &eb))
+                   : s->env.identity_get(s->env.self, ref, &id, &eb);
     if (rc != CMK_OK)
         goto out;
     pthread_rwlock_rdlock(&s->key_lock);

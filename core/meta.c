@@ -30,12 +30,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "bytes.h"
-#include "format.h"
-#include "fsutil.h"
-#include "secmem.h"
-#include "seal.h"
-#include "store_internal.h"
+#include "core/base/bytes.h"
+#include "core/format.h"
+#include "core/base/fsutil.h"
+#include "core/base/secmem.h"
+#include "core/seal.h"
+#include "core/store_internal.h"
 
 #define META_MAGIC    "CMKSMETA"
 #define META_HDR      48

@@ -1,5 +1,5 @@
 /* seal.c — HKDF-SHA256 key derivation with commitment, AES-256-GCM. */
-#include "seal.h"
+#include "core/seal.h"
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -8,8 +8,8 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "bytes.h"
-#include "secmem.h"
+#include "core/base/bytes.h"
+#include "core/base/secmem.h"
 
 static EVP_KDF *kdf_hkdf;
 static EVP_CIPHER *cipher_gcm;

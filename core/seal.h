@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "error.h"
+#include "core/base/error.h"
 
 #define CMK_DEK_LEN    32
 #define CMK_KEY_LEN    32

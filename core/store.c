@@ -30,16 +30,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "digest.h"
-#include "events.h"
-#include "format.h"
-#include "fsutil.h"
-#include "home.h"
-#include "identity.h"
-#include "jsonfile.h"
-#include "secmem.h"
-#include "store_internal.h"
-#include "vault.h"
+#include "core/digest.h"
+#include "core/events.h"
+#include "core/format.h"
+#include "core/base/fsutil.h"
+#include "core/base/jsonfile.h"
+#include "core/base/secmem.h"
+#include "core/store_internal.h"
 
 /* ---- options ---- */
 
@@ -406,39 +403,6 @@ static void identity_to_kr(const cmk_identity *id, cmk_kr_identity *out)
     snprintf(out->client, sizeof(out->client), "%s", id->client_id);
 }
 
-/* The store-managed key: a key per store in the home's "cmkstore-managed" vault, usable by
- * the store's system-assigned identity only. Stores are always encrypted; this is the
- * service-managed key of the seeds' "status: disabled". */
-static cmk_err make_managed_key(const char *home, const char *store_id, const cmk_identity *sys,
-                                char vkid[CMK_ID_MAX], cmk_errbuf *eb)
-{
-    const char *perms[] = {"get", "wrapKey", "unwrapKey"};
-    cmk_vault_opts vo = {.purge_protection = 1, .retention_days = 90};
-    char keyname[64];
-    json_t *j = NULL;
-    const char *kid;
-    cmk_err rc;
-
-    rc = cmk_vault_create(home, CMK_MANAGED_VAULT, &vo, NULL, eb);
-    if (rc != CMK_OK && rc != CMK_E_EXISTS)
-        return rc;
-    cmk_errbuf_clear(eb);
-    snprintf(keyname, sizeof(keyname), "store-%.8s", store_id);
-    rc = cmk_vault_key_create(home, CMK_MANAGED_VAULT, keyname, "RSA", 3072, &j, eb);
-    if (rc != CMK_OK)
-        return rc;
-    kid = json_string_value(json_object_get(json_object_get(j, "key"), "kid"));
-    if (!kid || strlen(kid) >= CMK_ID_MAX) {
-        rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "managed key creation returned no key id");
-        goto out;
-    }
-    memcpy(vkid, kid, strlen(kid) + 1);
-    rc = cmk_vault_set_policy(home, CMK_MANAGED_VAULT, sys->principal_id, perms, 3, NULL, eb);
-out:
-    json_decref(j);
-    return rc;
-}
-
 static cmk_err check_target(const char *dir, cmk_errbuf *eb)
 {
     char p[4096];
@@ -556,14 +520,17 @@ static cmk_err resolve_new_dir(const char *in, char *out, size_t cap, cmk_errbuf
     return cmk_path(out, cap, eb, "%s/%s", strcmp(rp, "/") ? rp : "", base);
 }
 
-static cmk_err do_create(const char *dir_in, const cmk_create_opts *o, cmk_errbuf *eb)
+cmk_err cmk_store_create_with(const char *dir_in, const cmk_create_opts *o,
+                              const cmk_keyenv_factory *f, cmk_errbuf *eb)
 {
-    char home[CMK_PATH_MAX], dir[4096], stage[4200], id[37], rnd[17];
+    char home[4096], dir[4096], stage[4200], id[37], rnd[17];
+    cmk_create_opts def;
     cmk_identity sys, user;
     cmk_key_desc desc;
     cmk_keyring kr;
     cmk_deks deks = {0};
-    cmk_kek *kek = NULL;
+    cmk_keyenv env = {0};
+    cmk_kek *kek;
     json_t *cfg = NULL, *ev = NULL;
     const char *principal;
     uint32_t chunk = o->chunk_size ? o->chunk_size : CMK_FMT_CHUNK_DEFAULT;
@@ -571,6 +538,10 @@ static cmk_err do_create(const char *dir_in, const cmk_create_opts *o, cmk_errbu
     cmk_err rc;
 
     memset(&kr, 0, sizeof(kr));
+    if (!o) {
+        cmk_create_opts_init(&def);
+        o = &def;
+    }
     if (!dir_in || !*dir_in)
         return cmk_errbuf_set(eb, CMK_E_INVAL, "no store directory given");
     if (!!o->identity != !!o->key_id)
@@ -595,19 +566,20 @@ static cmk_err do_create(const char *dir_in, const cmk_create_opts *o, cmk_errbu
     rc = check_target(dir, eb);
     if (rc != CMK_OK)
         return rc;
-    rc = cmk_home_resolve(o->home, 1, home, eb);
+    rc = f->resolve_home(o->home, 1, home, eb);
     if (rc != CMK_OK)
         return rc;
     rc = cmk_uuid4(id, eb);
     if (rc != CMK_OK)
         return rc;
-    rc = cmk_kek_open(home, o->kek_provider, &kek, eb);
+    rc = f->open(home, o->kek_provider, &env, eb);
     if (rc != CMK_OK)
         return rc;
+    kek = env.kek;
 
     if (o->key_id) {
         /* Everything about the customer's key is checked before anything is written. */
-        rc = cmk_identity_get(home, o->identity, &user, eb);
+        rc = env.identity_get(env.self, o->identity, &user, eb);
         if (rc == CMK_E_NOT_FOUND) {
             rc = cmk_errbuf_set(eb, CMK_E_NOT_FOUND,
                                 "identity '%s' not found in %s: create it with `cmkstore "
@@ -634,11 +606,11 @@ static cmk_err do_create(const char *dir_in, const cmk_create_opts *o, cmk_errbu
         if (rc != CMK_OK)
             goto out;
     }
-    rc = cmk_identity_create_system(home, id, &sys, eb);
+    rc = env.identity_create_system(env.self, id, &sys, eb);
     if (rc != CMK_OK)
         goto out;
     if (!o->key_id) {
-        rc = make_managed_key(home, id, &sys, kr.versioned_kid, eb);
+        rc = env.managed_key_create(env.self, id, &sys, kr.versioned_kid, eb);
         if (rc != CMK_OK)
             goto out;
         rc = cmk_kek_describe(kek, kr.versioned_kid, sys.principal_id, &desc, eb);
@@ -697,20 +669,8 @@ out:
     json_decref(ev);
     cmk_deks_free(&deks);
     cmk_keyring_free(&kr);
-    cmk_kek_close(kek);
+    cmk_keyenv_close(&env);
     return rc;
-}
-
-cmk_err cmk_store_create(const char *dir, const cmk_create_opts *o)
-{
-    cmk_errbuf eb = {0};
-    cmk_create_opts def;
-
-    if (!o) {
-        cmk_create_opts_init(&def);
-        o = &def;
-    }
-    return cmk_publish(&eb, do_create(dir, o, &eb));
 }
 
 /* ---- open / close ---- */
@@ -810,7 +770,8 @@ static cmk_err load_keys(cmk_store *s, cmk_errbuf *eb)
     return CMK_OK;
 }
 
-static cmk_err do_open(const char *dir, const cmk_store_opts *o, cmk_store **out, cmk_errbuf *eb)
+cmk_err cmk_store_open_with(const char *dir, const cmk_store_opts *o, const cmk_keyenv_factory *f,
+                            cmk_store **out, cmk_errbuf *eb)
 {
     cmk_store *s = calloc(1, sizeof(*s));
     const char *env;
@@ -835,11 +796,11 @@ static cmk_err do_open(const char *dir, const cmk_store_opts *o, cmk_store **out
     }
     env = getenv("CMKSTORE_HOME");
     if (o && o->home) {
-        rc = cmk_home_resolve(o->home, 0, s->home, eb);
+        rc = f->resolve_home(o->home, 0, s->home, eb);
         if (rc != CMK_OK)
             goto out;
     } else if (env && *env) {
-        rc = cmk_home_resolve(NULL, 0, s->home, eb);
+        rc = f->resolve_home(NULL, 0, s->home, eb);
         if (rc != CMK_OK)
             goto out;
     }
@@ -897,9 +858,10 @@ static cmk_err do_open(const char *dir, const cmk_store_opts *o, cmk_store **out
                          &s->pool, eb);
     if (rc != CMK_OK)
         goto out;
-    rc = cmk_kek_open(s->home, o ? o->kek_provider : NULL, &s->kek, eb);
+    rc = f->open(s->home, o ? o->kek_provider : NULL, &s->env, eb);
     if (rc != CMK_OK)
         goto out;
+    s->kek = s->env.kek;
     rc = load_keys(s, eb);
     if (rc != CMK_OK)
         goto out;
@@ -909,15 +871,6 @@ static cmk_err do_open(const char *dir, const cmk_store_opts *o, cmk_store **out
 out:
     cmk_store_close(s);
     return rc;
-}
-
-cmk_err cmk_store_open(const char *dir, const cmk_store_opts *opts, cmk_store **out)
-{
-    cmk_errbuf eb = {0};
-
-    if (!out)
-        return cmk_set_last(CMK_E_INVAL, "cmk_store_open: NULL out");
-    return cmk_publish(&eb, do_open(dir, opts, out, &eb));
 }
 
 void cmk_store_close(cmk_store *s)
@@ -932,7 +885,7 @@ void cmk_store_close(cmk_store *s)
     cmk_deks_free(&s->deks);
     cmk_keyring_free(&s->kr);
     pthread_rwlock_unlock(&s->key_lock);
-    cmk_kek_close(s->kek);
+    cmk_keyenv_close(&s->env);
     if (s->dirfd >= 0)
         close(s->dirfd);
     if (s->tmpfd >= 0)

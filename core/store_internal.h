@@ -17,18 +17,17 @@
 #include <sys/types.h>
 
 #include "cmkstore.h"
-#include "error.h"
-#include "io.h"
-#include "kek.h"
-#include "keyring.h"
-#include "pool.h"
-#include "seal.h"
+#include "core/base/error.h"
+#include "io/io.h"
+#include "kek/kek.h"
+#include "core/keyring.h"
+#include "core/base/pool.h"
+#include "core/seal.h"
 
 #define CMK_STORE_FORMAT             1
 #define CMK_DEFAULT_ROTATION_CHECK_S 3600
 #define CMK_DEFAULT_KEY_CHECK_S      60
 #define CMK_DEFAULT_GRACE_S          300
-#define CMK_MANAGED_VAULT            "cmkstore-managed"
 
 /* write_mode "auto": the plaintext size past which a put goes O_DIRECT. Measured
  * (bench/RESULTS.md): a 140 MiB gzip layer written through the page cache is taken by the VM
@@ -49,7 +48,8 @@ struct cmk_store {
     uint32_t chunk_size;
     uint32_t rotation_check_s, key_check_s, grace_s;
 
-    cmk_kek *kek;
+    cmk_keyenv env; /* providers and identities, bound to `home` (kek/kek.h) */
+    cmk_kek *kek;   /* env.kek */
     cmk_pool *pool;
     unsigned threads, depth;
     cmk_io_kind io_kind;
@@ -94,6 +94,14 @@ struct cmk_store {
     int bg_stop;
     double last_rotation_check_mono;
 };
+
+/* Creating and opening a store with a key environment from f (the library's public
+ * cmk_store_create / cmk_store_open pass the built-in one: core/open/). On failure eb says
+ * why and nothing is left behind (create) or held (open: *out is NULL). */
+cmk_err cmk_store_create_with(const char *dir, const cmk_create_opts *o,
+                              const cmk_keyenv_factory *f, cmk_errbuf *eb);
+cmk_err cmk_store_open_with(const char *dir, const cmk_store_opts *o, const cmk_keyenv_factory *f,
+                            cmk_store **out, cmk_errbuf *eb);
 
 /* Blob path for a parsed digest: <dir>/blobs/<alg>/<hex[0:2]>/<hex> and its parent. */
 cmk_err cmk_store_blob_path(const cmk_store *s, int alg, const uint8_t *raw, char *path, size_t cap,

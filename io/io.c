@@ -3,7 +3,7 @@
  * synchronous conveniences, and the sync (pread/pwrite) engine.
  */
 #define _GNU_SOURCE /* sync_file_range */
-#include "io.h"
+#include "io/io.h"
 
 #include <errno.h>
 #include <fcntl.h>

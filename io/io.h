@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "error.h"
+#include "core/base/error.h"
 
 typedef enum cmk_io_kind { CMK_IO_AUTO = 0, CMK_IO_URING, CMK_IO_SYNC } cmk_io_kind;
 

@@ -8,7 +8,7 @@
  * reaping; the caller sees one completion per request.
  */
 #define _GNU_SOURCE
-#include "io.h"
+#include "io/io.h"
 
 #include <errno.h>
 #include <fcntl.h>

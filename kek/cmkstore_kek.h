@@ -22,7 +22,9 @@
 #ifndef CMKSTORE_KEK_H
 #define CMKSTORE_KEK_H
 
-#include "cmkstore.h"
+#include <stddef.h>
+
+#include "cmkstore_err.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -42,16 +44,6 @@ typedef enum cmk_wrap_alg {
     CMK_WRAP_RSA_OAEP = 2      /* RSA-OAEP, SHA-1, MGF1-SHA-1 (only where a token lacks 256) */
 } cmk_wrap_alg;
 
-/* Error detail filled by a provider. */
-typedef struct cmk_errbuf {
-    cmk_err code;
-    char msg[1024];
-} cmk_errbuf;
-
-/* printf-style: sets eb->code and eb->msg (eb may be NULL); returns code. */
-CMK_API cmk_err cmk_errbuf_set(cmk_errbuf *eb, cmk_err code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 typedef struct cmk_key_desc {
     char kid[CMK_ID_MAX];         /* versioned key identifier of the version described */
     char versionless[CMK_ID_MAX]; /* the key's versionless identifier (follows the latest) */
@@ -66,7 +58,15 @@ typedef struct cmk_key_desc {
 /* Largest wrapped-key blob a provider may return (RSA-4096 = 512 bytes; room for 8192). */
 #define CMK_WRAPPED_MAX 1024
 
+/* Interface version: the struct below as first published. A later version only appends
+ * members, so a provider built against an older header keeps working. */
+#define CMK_KEK_PROVIDER_V1_SIZE (offsetof(cmk_kek_provider, release) + sizeof(void (*)(void *)))
+
 typedef struct cmk_kek_provider {
+    /* sizeof(cmk_kek_provider) as the provider was compiled (CMK_KEK_PROVIDER_INIT sets it).
+     * The store refuses a provider whose size is smaller than CMK_KEK_PROVIDER_V1_SIZE
+     * (CMK_E_INVAL) and treats members past `size` as absent. */
+    size_t size;
     const char *name; /* short, for messages: "local-vault", "pkcs11" */
     void *self;       /* provider state, passed back to every call */
 
@@ -93,6 +93,13 @@ typedef struct cmk_kek_provider {
     /* Releases self. May be NULL. Called once, when the provider is no longer used. */
     void (*release)(void *self);
 } cmk_kek_provider;
+
+/* Initialiser for a provider: `cmk_kek_provider p = CMK_KEK_PROVIDER_INIT;` then fill the
+ * members. */
+#define CMK_KEK_PROVIDER_INIT                                                                      \
+    {                                                                                              \
+        .size = sizeof(cmk_kek_provider)                                                           \
+    }
 
 /* Names used in key identifiers and messages. */
 CMK_API const char *cmk_kty_name(cmk_kty kty);

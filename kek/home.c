@@ -1,6 +1,6 @@
 /* home.c — the cmkstore home: where it is, its tenant id, resource names. */
 #define _GNU_SOURCE
-#include "home.h"
+#include "kek/home.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fsutil.h"
-#include "secmem.h"
+#include "core/base/fsutil.h"
+#include "core/base/secmem.h"
 
 /* Absolute form of p (relative paths are taken from the working directory), without
  * trailing slashes. */

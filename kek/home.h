@@ -10,7 +10,7 @@
 #ifndef CMK_HOME_H
 #define CMK_HOME_H
 
-#include "error.h"
+#include "core/base/error.h"
 
 #define CMK_PATH_MAX 4096
 

@@ -1,6 +1,6 @@
 /* identity.c — managed identities stored as JSON files in the home (see identity.h). */
 #define _GNU_SOURCE
-#include "identity.h"
+#include "kek/identity.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -10,10 +10,10 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "fsutil.h"
-#include "home.h"
-#include "jsonfile.h"
-#include "secmem.h"
+#include "core/base/fsutil.h"
+#include "kek/home.h"
+#include "core/base/jsonfile.h"
+#include "core/base/secmem.h"
 
 #define TYPE_USER       "UserAssigned"
 #define TYPE_SYSTEM     "SystemAssigned"

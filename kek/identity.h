@@ -12,19 +12,8 @@
 
 #include <jansson.h>
 
-#include "error.h"
-
-typedef struct cmk_identity {
-    char type[24];         /* "UserAssigned" or "SystemAssigned" */
-    char name[128];        /* user-assigned: its name; system: "system-<store-id>" */
-    char id[CMK_ID_MAX];   /* "/cmkstore/userAssignedIdentities/<name>" or
-                              "/cmkstore/stores/<store-id>/systemAssignedIdentity" */
-    char principal_id[37]; /* UUID: what vault access policies name (object id) */
-    char client_id[37];    /* UUID */
-    char tenant_id[37];    /* the home's tenant */
-    char store_id[37];     /* system-assigned: the owning store; "" otherwise */
-    char created[32];      /* ISO 8601 */
-} cmk_identity;
+#include "core/base/error.h"
+#include "kek/kek.h"
 
 /* Creates user-assigned identity `name`. CMK_E_EXISTS if it exists. */
 cmk_err cmk_identity_create(const char *home, const char *name, cmk_identity *out, cmk_errbuf *eb);

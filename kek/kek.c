@@ -1,14 +1,13 @@
-/* kek.c — the KEK provider dispatcher a store consults, and the provider helpers. */
-#include "kek.h"
+/* kek.c — the KEK provider set a store consults (dispatch by key identifier), the key
+ * environment, and the provider helpers. Knows no provider: they are added from above. */
+#include "kek/kek.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "pkcs11.h"
-#include "secmem.h"
-#include "vault.h"
+#include "core/base/secmem.h"
 
 #define KEK_MAX_PROVIDERS 4
 
@@ -69,52 +68,49 @@ void cmk_kek_provider_free(cmk_kek_provider *p)
     free(p);
 }
 
-static cmk_err add_owned(cmk_kek *k, cmk_kek_provider *p)
+cmk_err cmk_kek_new(cmk_kek **out, cmk_errbuf *eb)
 {
-    k->owned[k->nowned++] = p;
+    *out = calloc(1, sizeof(**out));
+    if (!*out)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory opening the key providers");
+    return CMK_OK;
+}
+
+cmk_err cmk_kek_add(cmk_kek *k, const cmk_kek_provider *p, int owned, cmk_errbuf *eb)
+{
+    cmk_err rc = CMK_OK;
+
+    if (!p || p->size < CMK_KEK_PROVIDER_V1_SIZE || !p->handles || !p->describe || !p->wrap ||
+        !p->unwrap)
+        rc = cmk_errbuf_set(eb, CMK_E_INVAL,
+                            "KEK provider %.64s does not implement this interface (size %zu, "
+                            "at least %zu with handles, describe, wrap and unwrap expected)",
+                            p && p->size >= CMK_KEK_PROVIDER_V1_SIZE && p->name ? p->name : "?",
+                            p ? p->size : 0, (size_t)CMK_KEK_PROVIDER_V1_SIZE);
+    else if (k->n == KEK_MAX_PROVIDERS)
+        rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "too many KEK providers (at most %d)",
+                            KEK_MAX_PROVIDERS);
+    if (rc != CMK_OK) {
+        if (owned)
+            cmk_kek_provider_free((cmk_kek_provider *)p);
+        return rc;
+    }
+    if (owned)
+        k->owned[k->nowned++] = (cmk_kek_provider *)p;
     k->list[k->n++] = p;
     return CMK_OK;
 }
 
-cmk_err cmk_kek_open(const char *home, const cmk_kek_provider *extra, cmk_kek **out, cmk_errbuf *eb)
+void cmk_keyenv_close(cmk_keyenv *e)
 {
-    cmk_kek_provider *vp = NULL;
-    cmk_kek *k;
-    cmk_err rc = CMK_OK;
-
-    *out = NULL;
-    k = calloc(1, sizeof(*k));
-    if (!k)
-        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory opening the key providers");
-    /* 1. The caller's provider first: it may serve identifiers the built-ins also claim. */
-    if (extra)
-        k->list[k->n++] = extra;
-    /* 2. The local vault of the home (no home: no local vault). */
-    if (home && *home) {
-        rc = cmk_vault_provider_new(home, &vp, eb);
-        if (rc != CMK_OK)
-            goto out;
-        rc = add_owned(k, vp);
-        vp = NULL;
-        if (rc != CMK_OK)
-            goto out;
-    }
-    /* 3. PKCS#11 tokens (RSA-HSM), for pkcs11: identifiers. Cheap to make: no module is
-     *    loaded and no PIN read until a pkcs11: key is first used. The identifiers come
-     *    from the store's files: their module-path and pin-source are not obeyed. */
-    rc = cmk_pkcs11_provider_new(home, 0, &vp, eb);
-    if (rc != CMK_OK)
-        goto out;
-    rc = add_owned(k, vp);
-    vp = NULL;
-    if (rc != CMK_OK)
-        goto out;
-    *out = k;
-    k = NULL;
-out:
-    cmk_kek_provider_free(vp);
-    cmk_kek_close(k);
-    return rc;
+    if (!e)
+        return;
+    cmk_kek_close(e->kek);
+    e->kek = NULL;
+    if (e->release)
+        e->release(e->self);
+    e->self = NULL;
+    e->release = NULL;
 }
 
 void cmk_kek_close(cmk_kek *k)

@@ -1,5 +1,5 @@
 /* pkcs11.c — RSA-HSM key-encryption keys in a PKCS#11 token (see pkcs11.h). */
-#include "pkcs11.h"
+#include "kek/pkcs11.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -20,8 +20,8 @@
 
 #include <p11-kit/pkcs11.h>
 
-#include "jsonfile.h"
-#include "secmem.h"
+#include "core/base/jsonfile.h"
+#include "core/base/secmem.h"
 
 #define P11_PATH_MAX   4096
 #define P11_POOL_MAX   16   /* idle logged-in sessions kept per handle */
@@ -2907,6 +2907,7 @@ cmk_err cmk_pkcs11_provider_new(const char *home, unsigned flags, cmk_kek_provid
         rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "cannot create a mutex for the PKCS#11 provider");
         goto out;
     }
+    kp->size = sizeof(*kp);
     kp->name = "pkcs11";
     kp->self = p;
     kp->handles = prov_handles;

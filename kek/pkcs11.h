@@ -107,7 +107,7 @@
 #include <stdint.h>
 
 #include "cmkstore_kek.h"
-#include "error.h"
+#include "core/base/error.h"
 
 #define CMK_P11_SCHEME      "pkcs11:"
 #define CMK_P11_ID_LEN      16  /* CKA_ID of a cmkstore key version */

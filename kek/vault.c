@@ -9,7 +9,7 @@
  * version in key.json but not its PEM file is looking at a purge in progress (key not found).
  */
 #define _GNU_SOURCE
-#include "vault.h"
+#include "kek/vault.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -30,13 +30,13 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 
-#include "fsutil.h"
-#include "home.h"
-#include "identity.h"
-#include "jsonfile.h"
-#include "kek.h"
-#include "pkcs11.h"
-#include "secmem.h"
+#include "core/base/fsutil.h"
+#include "kek/home.h"
+#include "kek/identity.h"
+#include "core/base/jsonfile.h"
+#include "kek/kek.h"
+#include "kek/pkcs11.h"
+#include "core/base/secmem.h"
 
 #define VERSION_HEX   32
 #define OPERATOR      "operator"
@@ -2802,6 +2802,7 @@ cmk_err cmk_vault_provider_new(const char *home, cmk_kek_provider **out, cmk_err
         rc = cmk_pkcs11_provider_new(home, CMK_P11_PROV_OBEY_QUERY, &p->p11, eb);
     if (rc != CMK_OK)
         goto out;
+    kp->size = sizeof(*kp);
     kp->name = "local-vault";
     kp->self = p;
     kp->handles = prov_handles;

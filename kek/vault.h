@@ -41,7 +41,7 @@
 #include <jansson.h>
 
 #include "cmkstore_kek.h"
-#include "error.h"
+#include "core/base/error.h"
 
 #define CMK_VAULT_SCHEME "local://"
 

@@ -1,5 +1,5 @@
 /* testkek.c — the in-process test KEK provider (see testkek.h). */
-#include "testkek.h"
+#include "tests/testkek.h"
 
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
@@ -183,6 +183,7 @@ test_kek *test_kek_new(int identity_wrap)
         return NULL;
     pthread_mutex_init(&t->mu, NULL);
     t->identity_wrap = identity_wrap;
+    t->prov.size = sizeof(t->prov);
     t->prov.name = "test";
     t->prov.self = t;
     t->prov.handles = t_handles;

@@ -9,9 +9,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "identity.h"
-#include "vault.h"
+#include "tests/check.h"
+#include "kek/identity.h"
+#include "kek/vault.h"
 
 int check_passed, check_failed;
 

@@ -1,5 +1,5 @@
 /* cli.c — option parsing, help, errors and JSON output shared by every command. */
-#include "cli.h"
+#include "tools/cli.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -10,7 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "jsonfile.h"
+#include "core/base/jsonfile.h"
 
 #define WRAP_COLS    100
 #define USAGE_INDENT 7  /* strlen("Usage: ") */

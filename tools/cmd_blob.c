@@ -15,9 +15,9 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "registry_meta.h"
-#include "secmem.h"
+#include "tools/cli.h"
+#include "tools/registry_meta.h"
+#include "core/base/secmem.h"
 
 #define IO_BUF (1u << 20)
 

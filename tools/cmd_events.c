@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "tools/cli.h"
 
 static const cli_opt events_opts[] = {
     {"store", 0, CLI_STR, 1, "DIR", "Directory of the store."},

@@ -5,8 +5,8 @@
  */
 #include <string.h>
 
-#include "cli.h"
-#include "identity.h"
+#include "tools/cli.h"
+#include "kek/identity.h"
 
 enum { ID_CREATE, ID_SHOW, ID_DELETE, ID_LIST, ID_ASSIGN, ID_REMOVE };
 

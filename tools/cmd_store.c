@@ -14,10 +14,10 @@
 #include <strings.h>
 #include <time.h>
 
-#include "cli.h"
-#include "format.h"
-#include "identity.h"
-#include "jsonfile.h"
+#include "tools/cli.h"
+#include "core/format.h"
+#include "kek/identity.h"
+#include "core/base/jsonfile.h"
 
 enum { ENC_SHOW, ENC_ROTATE, ENC_CHECK, ENC_ENABLE, ENC_DISABLE, ENC_UPDATE, ENC_ROTATE_DEK };
 

@@ -3,8 +3,8 @@
  * management commands (like `az keyvault` and `az keyvault key`). They are the operator's:
  * the vault audits them but does not check them against access policies.
  */
-#include "cli.h"
-#include "vault.h"
+#include "tools/cli.h"
+#include "kek/vault.h"
 
 enum {
     V_CREATE,

@@ -13,8 +13,8 @@
 #include <string.h>
 #include <zstd.h>
 
-#include "cli.h"
-#include "format.h"
+#include "tools/cli.h"
+#include "core/format.h"
 
 /* Defined by the server module when it is built (see cli.h). */
 extern const cli_cmd cli_serve_cmds[] __attribute__((weak));

@@ -19,7 +19,7 @@
  * deletes take it exclusive, so a delete never removes a blob that a concurrent push or
  * mount has just linked.
  */
-#include "registry.h"
+#include "tools/registry.h"
 
 #include <arpa/inet.h>
 #include <malloc.h>
@@ -33,8 +33,8 @@
 #include <strings.h>
 #include <sys/file.h>
 
-#include "http_util.h"
-#include "registry_meta.h"
+#include "tools/http_util.h"
+#include "tools/registry_meta.h"
 
 #define MT_OCI_MANIFEST    "application/vnd.oci.image.manifest.v1+json"
 #define MT_OCI_INDEX       "application/vnd.oci.image.index.v1+json"

@@ -17,9 +17,9 @@
 #include <stdint.h>
 
 #include "cmkstore.h"
-#include "http_auth.h"
-#include "http_conn.h"
-#include "http_metrics.h"
+#include "tools/http_auth.h"
+#include "tools/http_conn.h"
+#include "tools/http_metrics.h"
 
 typedef struct registry registry;
 

@@ -1,5 +1,5 @@
 /* registry_meta.c — repository records of the OCI registry over cmk_meta_* (see the header). */
-#include "registry_meta.h"
+#include "tools/registry_meta.h"
 
 #include <errno.h>
 #include <fcntl.h>

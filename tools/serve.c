@@ -9,7 +9,7 @@
  * connections with 503, lets requests in flight finish until --shutdown-timeout, then stops;
  * uploads not completed by then are aborted whole. A second signal skips the wait.
  */
-#include "serve.h"
+#include "tools/serve.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -31,13 +31,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "http_auth.h"
-#include "http_conn.h"
-#include "http_metrics.h"
-#include "identity.h"
-#include "registry.h"
-#include "registry_meta.h"
-#include "vault.h"
+#include "tools/http_auth.h"
+#include "tools/http_conn.h"
+#include "tools/http_metrics.h"
+#include "kek/identity.h"
+#include "tools/registry.h"
+#include "tools/registry_meta.h"
+#include "kek/vault.h"
 
 /* The embedded default's resources (first run only; later runs reuse them). */
 #define DEF_IDENTITY "registry-identity"

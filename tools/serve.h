@@ -14,7 +14,7 @@
 #ifndef CMK_SERVE_H
 #define CMK_SERVE_H
 
-#include "cli.h"
+#include "tools/cli.h"
 
 int cmd_serve(int argc, char **argv);
 int cmd_serve_passwd(int argc, char **argv);

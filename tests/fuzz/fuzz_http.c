@@ -17,8 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fuzz.h"
-#include "http_util.h"
+#include "tests/fuzz/fuzz.h"
+#include "tools/http_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

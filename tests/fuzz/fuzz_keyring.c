@@ -1,7 +1,7 @@
 /* fuzz_keyring.c — the keyring parser on arbitrary bytes. */
 #include <string.h>
 
-#include "keyring.h"
+#include "core/keyring.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fuzz.h"
-#include "pkcs11.h"
+#include "tests/fuzz/fuzz.h"
+#include "kek/pkcs11.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

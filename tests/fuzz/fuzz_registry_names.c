@@ -17,9 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "digest.h"
-#include "fuzz.h"
-#include "registry_meta.h"
+#include "core/digest.h"
+#include "tests/fuzz/fuzz.h"
+#include "tools/registry_meta.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

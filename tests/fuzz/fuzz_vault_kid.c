@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fuzz.h"
-#include "vault.h"
+#include "tests/fuzz/fuzz.h"
+#include "kek/vault.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

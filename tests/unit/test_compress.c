@@ -1,8 +1,8 @@
 /* test_compress.c — per-chunk zstd with raw fallback and the incompressibility probe. */
 #include <string.h>
 
-#include "check.h"
-#include "compress.h"
+#include "tests/check.h"
+#include "core/compress.h"
 
 static void roundtrip(const uint8_t *in, size_t n, int expect_compressed)
 {

@@ -1,8 +1,8 @@
 /* test_digest.c — OCI digest parsing and computation. */
 #include <string.h>
 
-#include "check.h"
-#include "digest.h"
+#include "tests/check.h"
+#include "core/digest.h"
 
 static void test_known(void)
 {

@@ -1,9 +1,9 @@
 /* test_format.c — container v1 header, chunk record and index encoding/validation. */
 #include <string.h>
 
-#include "bytes.h"
-#include "check.h"
-#include "format.h"
+#include "core/base/bytes.h"
+#include "tests/check.h"
+#include "core/format.h"
 
 static cmk_fmt_header sample(uint64_t size)
 {

@@ -11,11 +11,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "fsutil.h"
-#include "home.h"
-#include "identity.h"
-#include "jsonfile.h"
+#include "tests/check.h"
+#include "core/base/fsutil.h"
+#include "kek/home.h"
+#include "kek/identity.h"
+#include "core/base/jsonfile.h"
 
 #define CHECK_E(expr, want)                                                                        \
     do {                                                                                           \

@@ -20,9 +20,9 @@
 #include <sys/syscall.h>
 #endif
 
-#include "check.h"
-#include "fsutil.h"
-#include "io.h"
+#include "tests/check.h"
+#include "core/base/fsutil.h"
+#include "io/io.h"
 
 /* Expects a cmk_err from an internal function; prints the errbuf on mismatch. */
 #define CHECK_EB(expr, want, eb)                                                                   \

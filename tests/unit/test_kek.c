@@ -6,11 +6,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "check.h"
-#include "identity.h"
-#include "jsonfile.h"
-#include "kek.h"
-#include "vault.h"
+#include "tests/check.h"
+#include "kek/identity.h"
+#include "core/base/jsonfile.h"
+#include "kek/builtin.h"
+#include "kek/kek.h"
+#include "kek/vault.h"
 
 #define CHECK_E(expr, want)                                                                        \
     do {                                                                                           \
@@ -113,7 +114,8 @@ static void f_release(void *self)
 
 static cmk_kek_provider fake_provider(struct fake *f)
 {
-    cmk_kek_provider p = {.name = "fake",
+    cmk_kek_provider p = {.size = sizeof(cmk_kek_provider),
+                          .name = "fake",
                           .self = f,
                           .handles = f_handles,
                           .describe = f_describe,

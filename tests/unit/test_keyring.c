@@ -7,12 +7,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "fsutil.h"
-#include "jsonfile.h"
-#include "keyring.h"
-#include "secmem.h"
-#include "testkek.h"
+#include "tests/check.h"
+#include "core/base/fsutil.h"
+#include "core/base/jsonfile.h"
+#include "core/keyring.h"
+#include "kek/builtin.h"
+#include "core/base/secmem.h"
+#include "tests/testkek.h"
 
 static const char *corpus_valid(void)
 {

@@ -15,12 +15,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "identity.h"
-#include "jsonfile.h"
-#include "keyring.h"
-#include "testkek.h"
-#include "vault.h"
+#include "tests/check.h"
+#include "kek/identity.h"
+#include "core/base/jsonfile.h"
+#include "core/keyring.h"
+#include "tests/testkek.h"
+#include "kek/vault.h"
 
 static char home[4096];
 static const char *perms3[] = {"get", "wrapKey", "unwrapKey"};

@@ -9,9 +9,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "identity.h"
-#include "testkek.h"
+#include "tests/check.h"
+#include "kek/identity.h"
+#include "tests/testkek.h"
 
 static test_kek *tk;
 static char home[4096], dir[4200];

@@ -19,11 +19,11 @@
 
 #include <p11-kit/pkcs11.h>
 
-#include "check.h"
-#include "identity.h"
-#include "pkcs11.h"
-#include "secmem.h"
-#include "vault.h"
+#include "tests/check.h"
+#include "kek/identity.h"
+#include "kek/pkcs11.h"
+#include "core/base/secmem.h"
+#include "kek/vault.h"
 
 #define TOKEN_MAIN "cmk-main"
 #define TOKEN_PIN  "cmk-pin" /* only ever logged in by the PIN tests, one at a time */

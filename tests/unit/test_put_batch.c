@@ -20,14 +20,14 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "compress.h"
-#include "digest.h"
-#include "format.h"
-#include "identity.h"
-#include "pool.h"
-#include "store_internal.h"
-#include "vault.h"
+#include "tests/check.h"
+#include "core/compress.h"
+#include "core/digest.h"
+#include "core/format.h"
+#include "kek/identity.h"
+#include "core/base/pool.h"
+#include "core/store_internal.h"
+#include "kek/vault.h"
 
 static char home[4096];
 

@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
-#include "identity.h"
-#include "testkek.h"
+#include "tests/check.h"
+#include "kek/identity.h"
+#include "tests/testkek.h"
 
 static char home[4096];
 static test_kek *tk;

@@ -2,9 +2,9 @@
  * (against the GCM specification's test vectors), tamper detection. */
 #include <string.h>
 
-#include "check.h"
-#include "secmem.h"
-#include "seal.h"
+#include "tests/check.h"
+#include "core/base/secmem.h"
+#include "core/seal.h"
 
 static void hexeq(const uint8_t *got, const char *want_hex, const char *what)
 {

@@ -13,12 +13,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "bytes.h"
-#include "check.h"
-#include "format.h"
-#include "fsutil.h"
-#include "identity.h"
-#include "testkek.h"
+#include "core/base/bytes.h"
+#include "tests/check.h"
+#include "core/format.h"
+#include "core/base/fsutil.h"
+#include "kek/identity.h"
+#include "tests/testkek.h"
 
 #define CHUNK (64u << 10)
 

@@ -18,13 +18,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "fsutil.h"
-#include "home.h"
-#include "identity.h"
-#include "jsonfile.h"
-#include "kek.h"
-#include "vault.h"
+#include "tests/check.h"
+#include "core/base/fsutil.h"
+#include "kek/home.h"
+#include "kek/identity.h"
+#include "core/base/jsonfile.h"
+#include "kek/kek.h"
+#include "kek/vault.h"
 
 static char home[4096];
 static cmk_kek_provider *prov;

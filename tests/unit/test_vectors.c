@@ -25,12 +25,12 @@
 #include <string.h>
 #include <zstd.h>
 
-#include "check.h"
-#include "identity.h"
-#include "jsonfile.h"
-#include "seal.h"
-#include "store_internal.h"
-#include "testkek.h"
+#include "tests/check.h"
+#include "kek/identity.h"
+#include "core/base/jsonfile.h"
+#include "core/seal.h"
+#include "core/store_internal.h"
+#include "tests/testkek.h"
 
 static test_kek *tk;
 static char home[4096];

@@ -1,6 +1,6 @@
 /* fsutil.c — durable file-system primitives. */
 #define _GNU_SOURCE
-#include "fsutil.h"
+#include "core/base/fsutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +17,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "secmem.h"
+#include "core/base/secmem.h"
 
 cmk_err cmk_path(char *out, size_t cap, cmk_errbuf *eb, const char *fmt, ...)
 {

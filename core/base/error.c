@@ -1,5 +1,5 @@
 /* error.c — error codes, messages and the per-thread detail slot. */
-#include "error.h"
+#include "core/base/error.h"
 
 #include <errno.h>
 #include <stdarg.h>

@@ -8,8 +8,7 @@
 #ifndef CMK_ERROR_H
 #define CMK_ERROR_H
 
-#include "cmkstore.h"
-#include "cmkstore_kek.h"
+#include "cmkstore_err.h"
 
 /* Like cmk_errbuf_set but with errno text appended: "...: No such file or directory".
  * CMK_E_IO with ENOSPC or EDQUOT becomes CMK_E_NOSPACE (returned and stored). */

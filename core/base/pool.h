@@ -8,7 +8,7 @@
 #ifndef CMK_POOL_H
 #define CMK_POOL_H
 
-#include "error.h"
+#include "core/base/error.h"
 
 typedef struct cmk_job {
     struct cmk_job *next;

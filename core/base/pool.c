@@ -1,8 +1,8 @@
 /* pool.c — worker threads for sealing and opening chunks. */
 #define _GNU_SOURCE /* pthread_setname_np */
-#include "pool.h"
+#include "core/base/pool.h"
 
-#include "secmem.h"
+#include "core/base/secmem.h"
 
 #include <pthread.h>
 #include <stdlib.h>

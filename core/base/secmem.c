@@ -1,5 +1,5 @@
 /* secmem.c — locked, dump-excluded, zeroized memory for keys; randomness. */
-#include "secmem.h"
+#include "core/base/secmem.h"
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>

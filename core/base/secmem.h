@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "error.h"
+#include "core/base/error.h"
 
 /* Allocates n zeroed bytes of secret memory; NULL on failure. */
 void *cmk_secalloc(size_t n);

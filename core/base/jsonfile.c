@@ -1,6 +1,6 @@
 /* jsonfile.c — JSON documents on disk. */
 #define _GNU_SOURCE
-#include "jsonfile.h"
+#include "core/base/jsonfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "fsutil.h"
+#include "core/base/fsutil.h"
 
 #define JSON_MAX_FILE (4u << 20)
 

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "error.h"
+#include "core/base/error.h"
 
 /* snprintf into out; CMK_E_INVAL "path too long" if it does not fit. */
 cmk_err cmk_path(char *out, size_t cap, cmk_errbuf *eb, const char *fmt, ...)

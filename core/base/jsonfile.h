@@ -10,7 +10,7 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "error.h"
+#include "core/base/error.h"
 
 /* Loads a JSON object from path (at most 4 MiB). CMK_E_NOT_FOUND if absent, CMK_E_CORRUPT
  * with line and column if it does not parse or is not an object. The caller owns *out. */
