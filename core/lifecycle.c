@@ -332,18 +332,15 @@ static cmk_err resolve_identity(cmk_store *s, const char *ref, cmk_kr_identity *
         }
         if (rc == CMK_E_NOT_FOUND || (rc == CMK_OK && !assigned))
             return cmk_errbuf_set(eb, CMK_E_REFUSED,
-                                  "the store's system-assigned identity is not enabled: run "
-                                  "`cmkstore identity assign --store %s --system` first",
+                                  "the system-assigned identity of the store %s is not enabled: "
+                                  "assign it to the store first",
                                   s->dir);
         if (rc != CMK_OK)
             return rc;
     } else {
         rc = s->env.identity_get(s->env.self, ref, &id, eb);
         if (rc == CMK_E_NOT_FOUND)
-            return cmk_errbuf_set(eb, CMK_E_NOT_FOUND,
-                                  "identity '%s' not found: create it with `cmkstore identity "
-                                  "create --name NAME`",
-                                  ref);
+            return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "identity '%s' not found", ref);
         if (rc != CMK_OK)
             return rc;
         pthread_mutex_lock(&s->cfg_mu);
@@ -356,9 +353,9 @@ static cmk_err resolve_identity(cmk_store *s, const char *ref, cmk_kr_identity *
         pthread_mutex_unlock(&s->cfg_mu);
         if (!assigned)
             return cmk_errbuf_set(eb, CMK_E_REFUSED,
-                                  "identity '%s' is not assigned to this store: run `cmkstore "
-                                  "identity assign --store %s --identities %s` first",
-                                  ref, s->dir, id.id);
+                                  "identity '%s' (%s) is not assigned to the store %s: assign it "
+                                  "first",
+                                  ref, id.id, s->dir);
     }
     snprintf(out->kind, sizeof(out->kind), "%s", id.type);
     snprintf(out->id, sizeof(out->id), "%s", id.id);
@@ -815,16 +812,12 @@ static cmk_err change_identity(cmk_store *s, const char *ref, int assign)
     snprintf(used, sizeof(used), "%s", s->kr.identity.principal);
     pthread_rwlock_unlock(&s->key_lock);
     if (!assign && strcmp(used, id.principal_id) == 0) {
-        rc =
-            cmk_errbuf_set(&eb, CMK_E_REFUSED,
-                           "identity '%s' (principal %s) is used to reach this store's "
-                           "key-encryption key and cannot be removed. Assign it again if it "
-                           "was lost (`cmkstore identity assign --store %s %s%s`), or rotate "
-                           "the key to another identity first (`cmkstore encryption "
-                           "rotate-key --store %s --key-encryption-key KID --identity OTHER`), "
-                           "then remove it",
-                           id.id, id.principal_id, s->dir, is_system ? "--system" : "--identities ",
-                           is_system ? "" : id.principal_id, s->dir);
+        rc = cmk_errbuf_set(&eb, CMK_E_REFUSED,
+                            "identity '%s' (principal %s) is used to reach the key-encryption "
+                            "key of the store %s and cannot be removed: assign it again if it "
+                            "was lost, or rotate the key to another identity first, then "
+                            "remove it",
+                            id.id, id.principal_id, s->dir);
         goto out;
     }
     rc = cmk_store_lock(s, &lockfd, &eb);

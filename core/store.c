@@ -279,10 +279,8 @@ static cmk_err load_config(cmk_store *s, cmk_errbuf *eb)
     snprintf(path, sizeof(path), "%s/store.json", s->dir);
     rc = cmk_json_load_at(s->dirfd, s->dir, "store.json", &j, eb);
     if (rc == CMK_E_NOT_FOUND)
-        return cmk_errbuf_set(eb, CMK_E_NOT_FOUND,
-                              "no store at %s (store.json is missing); create one with "
-                              "`cmkstore create --store %s`",
-                              s->dir, s->dir);
+        return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no store at %s (store.json is missing)",
+                              s->dir);
     if (rc != CMK_OK)
         goto out;
     if (cmk_json_int(j, "format", 0) != CMK_STORE_FORMAT) {
@@ -582,9 +580,8 @@ cmk_err cmk_store_create_with(const char *dir_in, const cmk_create_opts *o,
         rc = env.identity_get(env.self, o->identity, &user, eb);
         if (rc == CMK_E_NOT_FOUND) {
             rc = cmk_errbuf_set(eb, CMK_E_NOT_FOUND,
-                                "identity '%s' not found in %s: create it with `cmkstore "
-                                "identity create --name NAME` and grant it get, wrapKey and "
-                                "unwrapKey on the vault",
+                                "identity '%s' not found in %s: a customer-managed key needs an "
+                                "existing identity with get, wrapKey and unwrapKey on the vault",
                                 o->identity, home);
             goto out;
         }
@@ -789,9 +786,7 @@ cmk_err cmk_store_open_with(const char *dir, const cmk_store_opts *o, const cmk_
     pthread_mutex_init(&s->cfg_mu, NULL);
     pthread_mutex_init(&s->meta_mu, NULL);
     if (!dir || realpath(dir, s->dir) == NULL) {
-        rc = cmk_errbuf_set(eb, CMK_E_NOT_FOUND,
-                            "no store at %s; create one with `cmkstore create --store %s`",
-                            dir ? dir : "(null)", dir ? dir : "DIR");
+        rc = cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no store at %s", dir ? dir : "(null)");
         goto out;
     }
     env = getenv("CMKSTORE_HOME");

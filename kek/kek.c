@@ -222,9 +222,8 @@ cmk_err cmk_kek_check_type(const cmk_key_desc *d, const char *kid, cmk_errbuf *e
 
     if (d->kty != CMK_KTY_RSA && d->kty != CMK_KTY_RSA_HSM)
         return cmk_errbuf_set(eb, CMK_E_KEY_UNSUPPORTED,
-                              "key %.200s is %s: only RSA and RSA-HSM keys are supported (create "
-                              "one with `cmkstore vault key create --kty RSA`)",
-                              name, cmk_kty_name(d->kty));
+                              "key %.200s is %s: only RSA and RSA-HSM keys are supported", name,
+                              cmk_kty_name(d->kty));
     if (d->bits < 2048)
         return cmk_errbuf_set(eb, CMK_E_KEY_UNSUPPORTED,
                               "key %.200s is %s-%u: only RSA and RSA-HSM keys of at least 2048 "

@@ -571,6 +571,12 @@ int cli_open_store(const cli_args *a, cmk_store **out)
     rc = cmk_store_open(dir, &o, out);
     /* Opening reads no blob: damage found here is in a store file, and the message says
      * which and how to restore it (the store hint would blame a blob). */
+    if (rc == CMK_E_NOT_FOUND) {
+        const char *shown = dir ? dir : "DIR";
+        int ex = cli_fail(rc, NULL, CLI_HINT_NONE, "cannot open the store %s", shown);
+        cli_hint("create one with `cmkstore create --store %s`", shown);
+        return ex;
+    }
     if (rc != CMK_OK)
         return cli_fail(
             rc, NULL, rc == CMK_E_CORRUPT || rc == CMK_E_INTEGRITY ? CLI_HINT_NONE : CLI_HINT_STORE,

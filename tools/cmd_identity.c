@@ -117,6 +117,18 @@ static int refs_ok(const cli_args *a, const char *const *refs, size_t n, int *in
     return CLI_EXIT_OK;
 }
 
+/* After the library refused to remove the identity encryption uses: how to go on. */
+static void in_use_hint(cmk_store *s, const cmk_encryption_info *ei)
+{
+    int sys = strcmp(ei->identity_kind, "SystemAssigned") == 0;
+
+    cli_hint("assign it again if it was lost (`cmkstore identity assign --store %s %s%s`), or "
+             "rotate the key to another identity first (`cmkstore encryption rotate-key --store "
+             "%s --key-encryption-key KID --identity OTHER`), then remove it.",
+             cmk_store_dir(s), sys ? "--system" : "--identities ",
+             sys ? "" : ei->identity_principal, cmk_store_dir(s));
+}
+
 static int run_store_identity(const cli_cmd *cmd, cli_args *a)
 {
     const char *const *refs = NULL;
@@ -145,6 +157,7 @@ static int run_store_identity(const cli_cmd *cmd, cli_args *a)
             rc = cmk_store_identity_remove(s, refs[in_use]);
             ex = cli_fail(rc == CMK_OK ? CMK_E_REFUSED : rc, NULL, CLI_HINT_NONE,
                           "cannot remove identity '%s' from %s", refs[in_use], cmk_store_dir(s));
+            in_use_hint(s, &ei);
             goto out;
         }
     }
@@ -155,6 +168,8 @@ static int run_store_identity(const cli_cmd *cmd, cli_args *a)
             ex = cli_fail(rc, NULL, CLI_HINT_NONE, "cannot %s identity '%s' %s %s",
                           assign ? "assign" : "remove", sys ? "system-assigned" : ref,
                           assign ? "to" : "from", cmk_store_dir(s));
+            if (!assign && rc == CMK_E_REFUSED && cmk_store_encryption(s, &ei) == CMK_OK)
+                in_use_hint(s, &ei);
             goto out;
         }
     }

@@ -444,6 +444,11 @@ static int run_create(const cli_cmd *cmd, cli_args *a)
             cli_hint("grant the identity the key permissions a store needs: `cmkstore vault "
                      "set-policy --name VAULT --object-id <principalId> --key-permissions get "
                      "unwrapKey wrapKey`, and check that the key exists and is enabled.");
+        else if (rc == CMK_E_NOT_FOUND && cmk)
+            cli_hint("an identity is created with `cmkstore identity create --name NAME`; grant "
+                     "it get, wrapKey and unwrapKey on the vault (`cmkstore vault set-policy`).");
+        else if (rc == CMK_E_KEY_UNSUPPORTED)
+            cli_hint("create an RSA key with `cmkstore vault key create --kty RSA`.");
         return ex;
     }
     /* Re-open to report what was made, exactly as `encryption show` will. */
@@ -502,6 +507,22 @@ static json_t *show_json(cmk_store *s, const cmk_encryption_info *ei)
         "storeId", cmk_store_id(s));
 }
 
+/* What to run after the library refused an identity for rotate-key (its message says why). */
+static void identity_hint(cmk_err rc, const char *store, const char *identity)
+{
+    if (!identity)
+        return;
+    if (rc == CMK_E_NOT_FOUND)
+        cli_hint("create the identity with `cmkstore identity create --name NAME`, then assign "
+                 "it to the store.");
+    else if (rc == CMK_E_REFUSED && strcmp(identity, "[system]") == 0)
+        cli_hint("run `cmkstore identity assign --store %s --system` first.", store);
+    else if (rc == CMK_E_REFUSED)
+        cli_hint("an identity encryption uses must be assigned to the store: `cmkstore identity "
+                 "assign --store %s --identities %s`.",
+                 store, identity);
+}
+
 static int run_encryption(const cli_cmd *cmd, cli_args *a)
 {
     uint32_t rot_s = 0, key_s = 0, grace_s = 0, rollover = 0, new_dek = 0;
@@ -547,9 +568,13 @@ static int run_encryption(const cli_cmd *cmd, cli_args *a)
         if (rc != CMK_OK) {
             ex = cli_fail(rc, NULL, CLI_HINT_NONE, "cannot rotate the key of %s to %s",
                           cli_get(a, "store"), cli_get(a, "key-encryption-key"));
-            if (cmk_err_is_key_access(rc))
+            if (rc == CMK_E_KEY_UNSUPPORTED)
+                cli_hint("create an RSA key with `cmkstore vault key create --kty RSA`.");
+            else if (cmk_err_is_key_access(rc))
                 cli_hint("nothing was changed. The identity needs get, unwrapKey and wrapKey on "
                          "both the current and the new key (`cmkstore vault set-policy`).");
+            else
+                identity_hint(rc, cli_get(a, "store"), cli_get(a, "identity"));
             goto out;
         }
     } else if (cmd->op == ENC_CHECK) {
