@@ -19,8 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/base/bytes.h"
-#include "core/compress.h"
+#include "core/blobseal.h"
 #include "core/digest.h"
 #include "core/format.h"
 #include "core/base/fsutil.h"
@@ -80,13 +79,6 @@ struct cmk_get {
 
 /* ---- opening a chunk (worker side) ---- */
 
-static int check_differs(struct get_slot *sl, uint32_t stored_len, uint32_t check)
-{
-    const uint8_t *payload = sl->rec + CMK_FMT_CHUNK_HDR_SIZE;
-
-    return cmk_fmt_chunk_check(sl->rec, payload, stored_len, payload + stored_len) != check;
-}
-
 static cmk_err check_mismatch(struct get_slot *sl)
 {
     return cmk_errbuf_set(&sl->eb, CMK_E_CORRUPT,
@@ -100,13 +92,13 @@ static cmk_err check_mismatch(struct get_slot *sl)
  * decrypted in place). On every chunk it took ~15% of a warm get's CPU (perf, RESULTS.md).
  * cmk_verify, a scrub, still checks every record first: it also finds a damaged check field.
  * A record that cannot be read again is reported as corrupt. */
-static cmk_err auth_failed(cmk_get *g, struct get_slot *sl, uint32_t stored_len, uint32_t check)
+static cmk_err auth_failed(cmk_get *g, struct get_slot *sl, const cmk_fmt_chunk *c)
 {
     cmk_errbuf eb = {0};
 
     if (cmk_pread_all(g->fd, sl->rec, sl->rec_len, (off_t)g->idx[sl->index].offset, "blob chunk",
                       &eb) != CMK_OK ||
-        check_differs(sl, stored_len, check))
+        !cmk_blobseal_check_ok(sl->rec, c))
         return check_mismatch(sl);
     return cmk_errbuf_set(&sl->eb, CMK_E_INTEGRITY,
                           "chunk %llu failed authentication (tampered or moved)",
@@ -115,52 +107,34 @@ static cmk_err auth_failed(cmk_get *g, struct get_slot *sl, uint32_t stored_len,
 
 static cmk_err open_chunk(cmk_get *g, struct get_slot *sl)
 {
-    const cmk_fmt_index_entry *e = &g->idx[sl->index];
-    uint8_t aad[CMK_FMT_CHUNK_AAD_SIZE], nonce[CMK_NONCE_LEN];
-    uint8_t *payload = sl->rec + CMK_FMT_CHUNK_HDR_SIZE;
     cmk_fmt_chunk c;
-    const uint8_t *tag;
     cmk_err rc;
 
-    rc = cmk_fmt_chunk_decode(sl->rec, &g->h, sl->index, &c, &sl->eb);
+    rc = cmk_blobseal_chunk_parse(&g->h, &g->idx[sl->index], sl->index, sl->rec, &c, &sl->eb);
     if (rc != CMK_OK)
         return rc;
-    if (c.stored_len != e->stored_len || c.flags != e->flags)
-        return cmk_errbuf_set(&sl->eb, CMK_E_CORRUPT, "chunk %llu does not match the blob index",
-                              (unsigned long long)sl->index);
-    tag = payload + c.stored_len;
     /* The buffers are sized from the blob's size (see cmk_get_open). */
     if (c.plain_len > g->plain_cap)
         return cmk_errbuf_set(&sl->eb, CMK_E_CORRUPT,
                               "chunk %llu is larger than the blob's size allows",
                               (unsigned long long)sl->index);
-    /* A slot takes a plain buffer for its first compressed chunk (raw ones need none), and
-     * notes what the decompression below may write there, to be wiped at close. */
+    /* A slot takes a plain buffer for its first compressed chunk (raw ones need none and are
+     * delivered from rec: one buffer less for the caches to carry between the cores), and
+     * notes what the decompression may write there, to be wiped at close. */
     if (c.flags & CMK_CHUNK_ZSTD) {
         if (!sl->plain && !(sl->plain = cmk_pool_buf_get(g->s->pool, g->plain_cap)))
             return cmk_errbuf_set(&sl->eb, CMK_E_NOMEM, "out of memory (chunk buffers)");
         if (c.plain_len > sl->plain_hwm)
             sl->plain_hwm = c.plain_len;
     }
-    if (g->check_records && check_differs(sl, c.stored_len, c.check))
+    if (g->check_records && !cmk_blobseal_check_ok(sl->rec, &c))
         return check_mismatch(sl);
-    cmk_fmt_chunk_aad(g->header, sl->index, sl->rec, aad);
-    cmk_nonce(nonce, CMK_NONCE_CHUNK, sl->index);
-    /* Every chunk decrypts in place; a raw one is then delivered from there (one buffer
-     * less for the caches to carry between the cores), a compressed one is decompressed into
-     * plain. Either way nothing is released before the tag verifies. */
-    rc = cmk_gcm_open(g->bk->key, nonce, aad, sizeof(aad), payload, c.stored_len, tag, payload,
-                      &sl->eb);
+    rc = cmk_blobseal_chunk_open(g->bk, g->header, sl->index, sl->rec, &c, sl->plain, &sl->out,
+                                 &sl->eb);
     if (rc == CMK_E_INTEGRITY)
-        return auth_failed(g, sl, c.stored_len, c.check);
+        return auth_failed(g, sl, &c);
     if (rc != CMK_OK)
         return rc;
-    if (c.flags & CMK_CHUNK_ZSTD) {
-        rc = cmk_decompress_chunk(payload, c.stored_len, sl->plain, c.plain_len, &sl->eb);
-        if (rc != CMK_OK)
-            return rc;
-    }
-    sl->out = (c.flags & CMK_CHUNK_ZSTD) ? sl->plain : payload;
     sl->plain_len = c.plain_len;
     return CMK_OK;
 }
@@ -382,11 +356,9 @@ static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
 {
     cmk_store *s = g->s;
     uint8_t raw[CMK_DIGEST_RAW_MAX], *ibuf = NULL, *dek = NULL;
-    uint8_t nonce[CMK_NONCE_LEN];
     char parent[4096];
     struct stat st;
-    uint64_t ilen, isize;
-    cmk_kdf_context kc;
+    uint64_t isize;
     int alg;
     cmk_err rc;
 
@@ -439,15 +411,9 @@ static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
     rc = cmk_store_dek(s, g->h.dek_id, dek, NULL, eb);
     if (rc != CMK_OK)
         goto out;
-    kc = (cmk_kdf_context){g->h.version,    g->h.aead,       g->h.kdf,   g->h.comp,
-                           g->h.digest_alg, g->h.chunk_size, g->h.dek_id};
-    rc = cmk_derive_blobkey(dek, g->h.salt, &kc, g->bk, eb);
+    rc = cmk_blobseal_key_open(dek, &g->h, g->bk, eb);
     if (rc != CMK_OK)
         goto out;
-    rc = cmk_check_commitment(g->bk, g->h.commitment, eb);
-    if (rc != CMK_OK)
-        goto out;
-    ilen = g->h.chunk_count * CMK_FMT_INDEX_ENTRY_SIZE;
     isize = cmk_fmt_index_size(g->h.chunk_count);
     ibuf = malloc((size_t)isize);
     g->idx = calloc(g->h.chunk_count ? (size_t)g->h.chunk_count : 1, sizeof(*g->idx));
@@ -458,22 +424,7 @@ static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
     rc = cmk_io_pread(g->io, g->fd, ibuf, (size_t)isize, g->h.index_offset, "blob index", eb);
     if (rc != CMK_OK)
         goto out;
-    if (cmk_ld64(ibuf + ilen + CMK_FMT_TAG_SIZE) != cmk_fmt_xxh3(ibuf, ilen + CMK_FMT_TAG_SIZE)) {
-        rc = cmk_errbuf_set(eb, CMK_E_CORRUPT,
-                            "blob index checksum mismatch (torn write or media error)");
-        goto out;
-    }
-    cmk_nonce(nonce, CMK_NONCE_INDEX, 0);
-    rc = cmk_gcm_open(g->bk->key, nonce, g->header, CMK_FMT_HEADER_AAD_SIZE, ibuf, ilen,
-                      ibuf + ilen, ibuf, eb);
-    if (rc == CMK_E_INTEGRITY) {
-        rc = cmk_errbuf_set(eb, CMK_E_INTEGRITY,
-                            "blob header or index failed authentication (tampered)");
-        goto out;
-    }
-    if (rc != CMK_OK)
-        goto out;
-    rc = cmk_fmt_index_decode(ibuf, (size_t)ilen, &g->h, g->idx, eb);
+    rc = cmk_blobseal_index_open(g->bk, g->header, &g->h, ibuf, g->idx, eb);
     if (rc != CMK_OK)
         goto out;
     memset(&g->info, 0, sizeof(g->info));

@@ -16,31 +16,24 @@
  *
  * key = HKDF(DEK, salt, "cmkstore v1 meta key" || DEK id), fresh salt per write, nonce 0
  * (the key is never reused). AAD = header [0, 48) || the file's name hash, so a record
- * cannot be moved under another name. Writes are atomic (temp, fsync, rename, fsync dir)
- * and serialised by a mutex and the flock <dir>/meta/lock.
+ * cannot be moved under another name. The sealing is blobseal.c's; this file stores. Writes are
+ * atomic (temp, fsync, rename, fsync dir) and serialised by a mutex and the flock <dir>/meta/lock.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/blobseal.h"
 #include "core/base/bytes.h"
-#include "core/format.h"
 #include "core/base/fsutil.h"
 #include "core/base/secmem.h"
-#include "core/seal.h"
 #include "core/store_internal.h"
-
-#define META_MAGIC    "CMKSMETA"
-#define META_HDR      48
-#define META_OVERHEAD (META_HDR + CMK_TAG_LEN + 8)
-#define META_NAME_MAX 1024
 
 void cmk_free(void *p)
 {
@@ -49,21 +42,14 @@ void cmk_free(void *p)
 
 static cmk_err name_hash(cmk_store *s, const char *name, uint8_t out[32], cmk_errbuf *eb)
 {
-    uint8_t *dek = cmk_secalloc(CMK_DEK_LEN + 32);
-    uint8_t *nk = dek ? dek + CMK_DEK_LEN : NULL;
-    size_t outlen = 0;
+    uint8_t *dek = cmk_secalloc(CMK_DEK_LEN);
     cmk_err rc;
 
     if (!dek)
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory");
     rc = cmk_store_dek(s, 1, dek, NULL, eb);
-    static const uint8_t zero_salt[CMK_SALT_LEN];
     if (rc == CMK_OK)
-        rc = cmk_hkdf(dek, CMK_DEK_LEN, zero_salt, sizeof(zero_salt), "cmkstore v1 meta names",
-                      NULL, 0, nk, 32, eb);
-    if (rc == CMK_OK && !EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, nk, 32,
-                                   (const unsigned char *)name, strlen(name), out, 32, &outlen))
-        rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "HMAC failed");
+        rc = cmk_blobseal_meta_name(dek, name, out, eb);
     cmk_secfree(dek);
     return rc;
 }
@@ -79,28 +65,6 @@ static void record_path(const uint8_t hash[32], char dir[8], char path[80])
     snprintf(path, 80, "%s/%s", dir, hex);
 }
 
-static cmk_err record_key(cmk_store *s, uint32_t dek_id, const uint8_t *salt, uint8_t *key,
-                          uint32_t *id_out, cmk_errbuf *eb)
-{
-    uint8_t *dek = cmk_secalloc(CMK_DEK_LEN);
-    uint8_t ctx[4];
-    uint32_t id = dek_id;
-    cmk_err rc;
-
-    if (!dek)
-        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory");
-    rc = cmk_store_dek(s, dek_id, dek, &id, eb);
-    if (rc == CMK_OK) {
-        cmk_st32(ctx, id);
-        rc = cmk_hkdf(dek, CMK_DEK_LEN, salt, CMK_SALT_LEN, "cmkstore v1 meta key", ctx, 4, key,
-                      CMK_KEY_LEN, eb);
-    }
-    if (id_out)
-        *id_out = id;
-    cmk_secfree(dek);
-    return rc;
-}
-
 /* Decrypts a record file's bytes; returns the name and value (pointers into *plain, which
  * the caller frees). hash: the record's name hash, bound into the AAD (from the name on a
  * read, from the file name when listing); never NULL. */
@@ -108,56 +72,21 @@ static cmk_err open_record(cmk_store *s, const uint8_t *buf, size_t len, const u
                            uint8_t **plain, const char **name, size_t *namelen, const uint8_t **val,
                            size_t *vallen, cmk_errbuf *eb)
 {
-    uint8_t aad[META_HDR + 32], nonce[CMK_NONCE_LEN] = {0};
-    uint8_t *key = NULL, *pt = NULL;
-    size_t ctlen;
-    uint32_t nl;
+    uint8_t *dek = NULL;
+    uint32_t dek_id;
     cmk_err rc;
 
     *plain = NULL;
-    if (len < META_OVERHEAD + 4 || memcmp(buf, META_MAGIC, 8) != 0)
-        return cmk_errbuf_set(eb, CMK_E_CORRUPT, "not a metadata record");
-    if (cmk_ld64(buf + len - 8) != cmk_fmt_xxh3(buf, len - 8))
-        return cmk_errbuf_set(eb, CMK_E_CORRUPT, "metadata record checksum mismatch");
-    if (cmk_ld16(buf + 8) != 1 || cmk_ld16(buf + 10) != 0)
-        return cmk_errbuf_set(eb, CMK_E_UNSUPPORTED, "metadata record version %u unsupported",
-                              cmk_ld16(buf + 8));
-    ctlen = len - META_OVERHEAD;
-    key = cmk_secalloc(CMK_KEY_LEN);
-    pt = malloc(ctlen + 1);
-    if (!key || !pt) {
-        rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory");
-        goto out;
-    }
-    rc = record_key(s, cmk_ld32(buf + 12), buf + 16, key, NULL, eb);
+    rc = cmk_blobseal_meta_peek(buf, len, &dek_id, eb);
     if (rc != CMK_OK)
-        goto out;
-    memcpy(aad, buf, META_HDR);
-    memcpy(aad + META_HDR, hash, 32);
-    rc = cmk_gcm_open(key, nonce, aad, sizeof(aad), buf + META_HDR, ctlen, buf + META_HDR + ctlen,
-                      pt, eb);
-    if (rc == CMK_E_INTEGRITY)
-        rc = cmk_errbuf_set(eb, CMK_E_INTEGRITY,
-                            "metadata record failed authentication (tampered or moved)");
-    if (rc != CMK_OK)
-        goto out;
-    nl = cmk_ld32(pt);
-    if (nl == 0 || nl > META_NAME_MAX || (size_t)nl + 4 > ctlen) {
-        rc = cmk_errbuf_set(eb, CMK_E_CORRUPT, "metadata record has a bad name length");
-        goto out;
-    }
-    *name = (const char *)pt + 4;
-    *namelen = nl;
-    *val = pt + 4 + nl;
-    *vallen = ctlen - 4 - nl;
-    *plain = pt;
-    pt = NULL;
-out:
-    if (pt) {
-        cmk_cleanse(pt, ctlen);
-        free(pt);
-    }
-    cmk_secfree(key);
+        return rc;
+    dek = cmk_secalloc(CMK_DEK_LEN);
+    if (!dek)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory");
+    rc = cmk_store_dek(s, dek_id, dek, NULL, eb);
+    if (rc == CMK_OK)
+        rc = cmk_blobseal_meta_open(dek, buf, len, hash, plain, name, namelen, val, vallen, eb);
+    cmk_secfree(dek);
     return rc;
 }
 
@@ -177,8 +106,9 @@ static cmk_err read_record(cmk_store *s, const char *name, void **val, size_t *l
     if (rc != CMK_OK)
         return rc;
     record_path(hash, dir, path);
-    rc = cmk_read_file_at(s->dirfd, s->dir, path, CMK_META_MAX + META_OVERHEAD + 4 + META_NAME_MAX,
-                          &buf, &blen, eb);
+    rc =
+        cmk_read_file_at(s->dirfd, s->dir, path,
+                         CMK_META_MAX + CMK_META_OVERHEAD + 4 + CMK_META_NAME_MAX, &buf, &blen, eb);
     if (rc == CMK_E_NOT_FOUND)
         return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no metadata record '%s'", name);
     if (rc != CMK_OK)
@@ -208,9 +138,8 @@ static cmk_err write_record(cmk_store *s, const char *name, const void *val, siz
                             cmk_errbuf *eb)
 {
     char dir[8], path[80];
-    uint8_t hash[32], aad[META_HDR + 32], nonce[CMK_NONCE_LEN] = {0};
-    uint8_t *key = NULL, *buf = NULL;
-    size_t nl = strlen(name), ptlen = 4 + nl + len, total = ptlen + META_OVERHEAD;
+    uint8_t hash[32], *dek = NULL, *buf = NULL;
+    size_t total = 0;
     uint32_t dek_id = 0;
     cmk_err rc;
 
@@ -218,38 +147,21 @@ static cmk_err write_record(cmk_store *s, const char *name, const void *val, siz
     if (rc != CMK_OK)
         return rc;
     record_path(hash, dir, path);
-    key = cmk_secalloc(CMK_KEY_LEN);
-    buf = malloc(total);
-    if (!key || !buf) {
+    dek = cmk_secalloc(CMK_DEK_LEN);
+    if (!dek) {
         rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory");
         goto out;
     }
-    memset(buf, 0, META_HDR);
-    memcpy(buf, META_MAGIC, 8);
-    cmk_st16(buf + 8, 1);
-    rc = cmk_random(buf + 16, CMK_SALT_LEN, eb);
+    rc = cmk_store_dek(s, 0, dek, &dek_id, eb);
     if (rc == CMK_OK)
-        rc = record_key(s, 0, buf + 16, key, &dek_id, eb);
+        rc = cmk_blobseal_meta_seal(dek, dek_id, hash, name, val, len, &buf, &total, eb);
     if (rc != CMK_OK)
         goto out;
-    cmk_st32(buf + 12, dek_id);
-    /* Plaintext is assembled in place, then encrypted in place. */
-    cmk_st32(buf + META_HDR, (uint32_t)nl);
-    memcpy(buf + META_HDR + 4, name, nl);
-    if (len)
-        memcpy(buf + META_HDR + 4 + nl, val, len);
-    memcpy(aad, buf, META_HDR);
-    memcpy(aad + META_HDR, hash, 32);
-    rc = cmk_gcm_seal(key, nonce, aad, sizeof(aad), buf + META_HDR, ptlen, buf + META_HDR,
-                      buf + META_HDR + ptlen, eb);
-    if (rc != CMK_OK)
-        goto out;
-    cmk_st64(buf + total - 8, cmk_fmt_xxh3(buf, total - 8));
     rc = cmk_mkdir_at(s->dirfd, s->dir, dir, 0700, eb);
     if (rc == CMK_OK)
         rc = cmk_write_file_at(s->dirfd, s->dir, path, buf, total, 0600, eb);
 out:
-    cmk_secfree(key);
+    cmk_secfree(dek);
     free(buf);
     return rc;
 }
@@ -281,7 +193,7 @@ static cmk_err delete_record(cmk_store *s, const char *name, cmk_errbuf *eb)
 
 static cmk_err check_name(const char *name, cmk_errbuf *eb)
 {
-    if (!name || !*name || strlen(name) > META_NAME_MAX)
+    if (!name || !*name || strlen(name) > CMK_META_NAME_MAX)
         return cmk_errbuf_set(eb, CMK_E_INVAL, "bad metadata record name");
     return CMK_OK;
 }
@@ -459,14 +371,14 @@ cmk_err cmk_meta_list(cmk_store *s, const char *prefix, int (*cb)(const char *na
             const char *name;
             const uint8_t *v;
             size_t blen, nl, vl;
-            char *buf = NULL, namez[META_NAME_MAX + 1];
+            char *buf = NULL, namez[CMK_META_NAME_MAX + 1];
 
             if (!is_hex64(de2->d_name) || cmk_unhex(hash, 32, de2->d_name) != 0)
                 continue;
             snprintf(path, sizeof(path), "%s/%s", sub, de2->d_name);
             rc = cmk_read_file_at(s->dirfd, s->dir, path,
-                                  CMK_META_MAX + META_OVERHEAD + 4 + META_NAME_MAX, &buf, &blen,
-                                  &eb);
+                                  CMK_META_MAX + CMK_META_OVERHEAD + 4 + CMK_META_NAME_MAX, &buf,
+                                  &blen, &eb);
             if (rc == CMK_E_NOT_FOUND) { /* deleted meanwhile */
                 rc = CMK_OK;
                 cmk_errbuf_clear(&eb);

@@ -62,6 +62,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/blobseal.h"
 #include "core/base/bytes.h"
 #include "core/compress.h"
 #include "core/digest.h"
@@ -180,39 +181,8 @@ struct cmk_put {
  * runs on a worker thread or inline. */
 static cmk_err seal_chunk(cmk_put *p, struct put_slot *sl)
 {
-    uint8_t *payload = sl->rec + CMK_FMT_CHUNK_HDR_SIZE;
-    uint8_t aad[CMK_FMT_CHUNK_AAD_SIZE], nonce[CMK_NONCE_LEN];
-    const uint8_t *src = sl->plain;
-    cmk_fmt_chunk c = {0};
-    size_t clen = 0;
-    int compressed = 0;
-    uint8_t *tag;
-    cmk_err rc;
-
-    if (!p->raw_only) {
-        rc = cmk_compress_chunk(sl->plain, sl->plain_len, payload,
-                                sl->rec_size - CMK_FMT_CHUNK_HDR_SIZE - CMK_FMT_TAG_SIZE, &clen,
-                                &compressed, &sl->eb);
-        if (rc != CMK_OK)
-            return rc;
-    }
-    c.flags = (uint8_t)((compressed ? CMK_CHUNK_ZSTD : 0) | (sl->last ? CMK_CHUNK_LAST : 0));
-    c.plain_len = sl->plain_len;
-    c.stored_len = compressed ? (uint32_t)clen : sl->plain_len;
-    if (compressed)
-        src = payload; /* encrypt the compressed bytes in place */
-    cmk_fmt_chunk_encode(&c, sl->rec);
-    cmk_fmt_chunk_aad(p->header, sl->index, sl->rec, aad);
-    cmk_nonce(nonce, CMK_NONCE_CHUNK, sl->index);
-    tag = payload + c.stored_len;
-    rc =
-        cmk_gcm_seal(p->bk->key, nonce, aad, sizeof(aad), src, c.stored_len, payload, tag, &sl->eb);
-    if (rc != CMK_OK)
-        return rc;
-    c.check = cmk_fmt_chunk_check(sl->rec, payload, c.stored_len, tag);
-    cmk_fmt_chunk_encode(&c, sl->rec);
-    sl->rec_len = (uint32_t)cmk_fmt_record_len(c.stored_len);
-    return CMK_OK;
+    return cmk_blobseal_chunk(p->bk, p->header, sl->index, sl->last, !p->raw_only, sl->plain,
+                              sl->plain_len, sl->rec, sl->rec_size, &sl->rec_len, &sl->eb);
 }
 
 static void seal_job(cmk_job *job)
@@ -528,11 +498,8 @@ static void issue_writes(cmk_put *p)
             p->index = n;
             p->index_cap = ncap;
         }
-        cmk_fmt_index_entry e = {.offset = p->file_off,
-                                 .stored_len =
-                                     sl->rec_len - CMK_FMT_CHUNK_HDR_SIZE - CMK_FMT_TAG_SIZE,
-                                 .flags = sl->rec[0]};
-        cmk_fmt_index_entry_encode(&e, p->index + p->issued * CMK_FMT_INDEX_ENTRY_SIZE);
+        cmk_blobseal_entry(sl->rec, sl->rec_len, p->file_off,
+                           p->index + p->issued * CMK_FMT_INDEX_ENTRY_SIZE);
         if (p->failed == CMK_OK && !p->direct_tried && !(sl->last && p->issued == 0) &&
             p->issued * p->s->chunk_size >= p->s->direct_after)
             direct_begin(p);
@@ -923,7 +890,6 @@ cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out)
     cmk_errbuf eb = {0};
     uint8_t *dek = NULL;
     cmk_put *p = NULL;
-    cmk_kdf_context kc;
     int alg;
     cmk_err rc;
 
@@ -964,13 +930,9 @@ cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out)
     rc = cmk_random(p->h.salt, sizeof(p->h.salt), &eb);
     if (rc != CMK_OK)
         goto out;
-    kc = (cmk_kdf_context){p->h.version,    p->h.aead,       p->h.kdf,   p->h.comp,
-                           p->h.digest_alg, p->h.chunk_size, p->h.dek_id};
-    rc = cmk_derive_blobkey(dek, p->h.salt, &kc, p->bk, &eb);
+    rc = cmk_blobseal_key_new(dek, &p->h, p->header, p->bk, &eb);
     if (rc != CMK_OK)
         goto out;
-    memcpy(p->h.commitment, p->bk->commit, CMK_COMMIT_LEN);
-    cmk_fmt_header_encode(&p->h, p->header);
     rc = cmk_digest_init(&p->dg, alg, &eb);
     if (rc != CMK_OK)
         goto out;
@@ -1115,15 +1077,12 @@ static void direct_leave(cmk_put *p)
 /* Seals the unfinished chunk (in slot sl) into the file at file_off: ciphertext, then tag. */
 static cmk_err spill_write(cmk_put *p, struct put_slot *sl, cmk_errbuf *eb)
 {
-    uint8_t nonce[CMK_NONCE_LEN];
     uint32_t n = sl->plain_len;
     cmk_err rc;
 
     /* The record buffer is larger than the chunk and its tag: ciphertext goes there, so the
      * plaintext is wiped with its buffer. */
-    cmk_nonce(nonce, CMK_NONCE_SPILL, p->spill_seq++);
-    rc = cmk_gcm_seal(p->bk->key, nonce, p->header, CMK_FMT_HEADER_AAD_SIZE, sl->plain, n, sl->rec,
-                      sl->rec + n, eb);
+    rc = cmk_blobseal_spill(p->bk, p->header, p->spill_seq++, sl->plain, n, sl->rec, eb);
     if (rc == CMK_OK)
         rc = cmk_io_pwrite(p->io, p->fd, sl->rec, (size_t)n + CMK_TAG_LEN, p->file_off,
                            "unfinished chunk", eb);
@@ -1140,7 +1099,6 @@ static cmk_err spill_read(cmk_put *p, cmk_errbuf *eb)
 {
     struct put_slot *sl = slot_of(p, p->dispatched);
     uint32_t n = p->spill_len;
-    uint8_t nonce[CMK_NONCE_LEN];
     ssize_t got;
     cmk_err rc;
 
@@ -1152,9 +1110,7 @@ static cmk_err spill_read(cmk_put *p, cmk_errbuf *eb)
         return got < 0
                    ? cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot read the unfinished chunk back")
                    : cmk_errbuf_set(eb, CMK_E_IO, "short read of the unfinished chunk");
-    cmk_nonce(nonce, CMK_NONCE_SPILL, p->spill_seq - 1);
-    rc = cmk_gcm_open(p->bk->key, nonce, p->header, CMK_FMT_HEADER_AAD_SIZE, sl->rec, n,
-                      sl->rec + n, sl->plain, eb);
+    rc = cmk_blobseal_unspill(p->bk, p->header, p->spill_seq - 1, sl->rec, n, sl->plain, eb);
     if (rc != CMK_OK)
         return rc;
     sl->plain_len = sl->plain_hwm = n;
@@ -1243,23 +1199,16 @@ uint64_t cmk_put_size(const cmk_put *p)
 static cmk_err finish_file(cmk_put *p, cmk_errbuf *eb)
 {
     uint64_t n = p->h.chunk_count;
-    size_t ilen = (size_t)(n * CMK_FMT_INDEX_ENTRY_SIZE);
     size_t total = (size_t)cmk_fmt_index_size(n);
-    uint8_t nonce[CMK_NONCE_LEN];
     uint8_t *buf = malloc(total);
     cmk_err rc;
 
     if (!buf)
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (index)");
     cmk_fmt_header_encode(&p->h, p->header);
-    cmk_nonce(nonce, CMK_NONCE_INDEX, 0);
-    rc = cmk_gcm_seal(p->bk->key, nonce, p->header, CMK_FMT_HEADER_AAD_SIZE, p->index, ilen, buf,
-                      buf + ilen, eb);
+    rc = cmk_blobseal_index(p->bk, p->header, p->index, n, buf, eb);
     if (rc != CMK_OK)
         goto out;
-    uint64_t x = cmk_fmt_xxh3(buf, ilen + CMK_FMT_TAG_SIZE);
-    for (int i = 0; i < 8; i++)
-        buf[ilen + CMK_FMT_TAG_SIZE + i] = (uint8_t)(x >> (8 * i));
     if (p->direct) {
         rc = direct_finish(p, buf, total, eb);
         goto out;
@@ -1604,7 +1553,6 @@ cmk_err cmk_put_set_salt(cmk_put *p, const uint8_t salt[CMK_SALT_LEN])
 {
     cmk_errbuf eb = {0};
     uint8_t *dek = cmk_secalloc(CMK_DEK_LEN);
-    cmk_kdf_context kc;
     cmk_err rc;
 
     if (!dek)
@@ -1617,13 +1565,9 @@ cmk_err cmk_put_set_salt(cmk_put *p, const uint8_t salt[CMK_SALT_LEN])
     if (rc != CMK_OK)
         goto out;
     memcpy(p->h.salt, salt, CMK_SALT_LEN);
-    kc = (cmk_kdf_context){p->h.version,    p->h.aead,       p->h.kdf,   p->h.comp,
-                           p->h.digest_alg, p->h.chunk_size, p->h.dek_id};
-    rc = cmk_derive_blobkey(dek, p->h.salt, &kc, p->bk, &eb);
+    rc = cmk_blobseal_key_new(dek, &p->h, p->header, p->bk, &eb);
     if (rc != CMK_OK)
         goto out;
-    memcpy(p->h.commitment, p->bk->commit, CMK_COMMIT_LEN);
-    cmk_fmt_header_encode(&p->h, p->header);
 out:
     cmk_secfree(dek);
     return cmk_publish(&eb, rc);

@@ -22,13 +22,13 @@ static void fetch_algs(void)
     cipher_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
 }
 
+/* version (u16) || aead || kdf || comp || digest || chunk size (u32) || DEK id (u32), LE. */
 static void context_bytes(const cmk_kdf_context *c, uint8_t out[14])
 {
+    const uint8_t ids[4] = {c->aead, c->kdf, c->comp, c->digest_alg};
+
     cmk_st16(out, c->version);
-    out[2] = c->aead;
-    out[3] = c->kdf;
-    out[4] = c->comp;
-    out[5] = c->digest_alg;
+    memcpy(out + 2, ids, sizeof(ids));
     cmk_st32(out + 6, c->chunk_size);
     cmk_st32(out + 10, c->dek_id);
 }
@@ -165,9 +165,10 @@ static cmk_err gcm_ctx_new(size_t len, size_t aadlen, EVP_CIPHER_CTX **out, cmk_
     return CMK_OK;
 }
 
-cmk_err cmk_gcm_seal(const uint8_t key[CMK_KEY_LEN], const uint8_t nonce[CMK_NONCE_LEN],
-                     const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len, uint8_t *out,
-                     uint8_t tag[CMK_TAG_LEN], cmk_errbuf *eb)
+/* One AES-256-GCM pass: encrypt (tag out) or decrypt (tag in, verified at the end). */
+static cmk_err gcm_run(int enc, const uint8_t key[CMK_KEY_LEN], const uint8_t nonce[CMK_NONCE_LEN],
+                       const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
+                       uint8_t *out, uint8_t tag[CMK_TAG_LEN], cmk_errbuf *eb)
 {
     EVP_CIPHER_CTX *c;
     uint8_t fin[16];
@@ -176,38 +177,36 @@ cmk_err cmk_gcm_seal(const uint8_t key[CMK_KEY_LEN], const uint8_t nonce[CMK_NON
 
     if (rc != CMK_OK)
         return rc;
-    /* GCM's final step emits no bytes; fin keeps the pointer valid for an empty input. */
-    if (EVP_EncryptInit_ex2(c, cipher_gcm, key, nonce, NULL) != 1 ||
-        (aadlen && EVP_EncryptUpdate(c, NULL, &n, aad, (int)aadlen) != 1) ||
-        (len && EVP_EncryptUpdate(c, out, &n, in, (int)len) != 1) ||
-        EVP_EncryptFinal_ex(c, fin, &n) != 1 ||
-        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, CMK_TAG_LEN, tag) != 1)
+    /* GCM's final step emits no bytes; fin keeps the pointer valid for an empty input. The
+     * expected tag is set before the final step, which verifies it. */
+    if (EVP_CipherInit_ex2(c, cipher_gcm, key, nonce, enc, NULL) != 1 ||
+        (aadlen && EVP_CipherUpdate(c, NULL, &n, aad, (int)aadlen) != 1) ||
+        (len && EVP_CipherUpdate(c, out, &n, in, (int)len) != 1) ||
+        (!enc && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, CMK_TAG_LEN, tag) != 1)) {
+        rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, enc ? "AES-GCM seal failed" : "AES-GCM open failed");
+        goto out;
+    }
+    if (EVP_CipherFinal_ex(c, fin, &n) != 1)
+        rc = enc ? cmk_errbuf_set(eb, CMK_E_CRYPTO, "AES-GCM seal failed")
+                 : cmk_errbuf_set(eb, CMK_E_INTEGRITY, "authentication tag mismatch");
+    else if (enc && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, CMK_TAG_LEN, tag) != 1)
         rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "AES-GCM seal failed");
+out:
     EVP_CIPHER_CTX_free(c);
     return rc;
+}
+
+cmk_err cmk_gcm_seal(const uint8_t key[CMK_KEY_LEN], const uint8_t nonce[CMK_NONCE_LEN],
+                     const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len, uint8_t *out,
+                     uint8_t tag[CMK_TAG_LEN], cmk_errbuf *eb)
+{
+    return gcm_run(1, key, nonce, aad, aadlen, in, len, out, tag, eb);
 }
 
 cmk_err cmk_gcm_open(const uint8_t key[CMK_KEY_LEN], const uint8_t nonce[CMK_NONCE_LEN],
                      const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
                      const uint8_t tag[CMK_TAG_LEN], uint8_t *out, cmk_errbuf *eb)
 {
-    EVP_CIPHER_CTX *c;
-    uint8_t fin[16];
-    int n = 0;
-    cmk_err rc = gcm_ctx_new(len, aadlen, &c, eb);
-
-    if (rc != CMK_OK)
-        return rc;
-    if (EVP_DecryptInit_ex2(c, cipher_gcm, key, nonce, NULL) != 1 ||
-        (aadlen && EVP_DecryptUpdate(c, NULL, &n, aad, (int)aadlen) != 1) ||
-        (len && EVP_DecryptUpdate(c, out, &n, in, (int)len) != 1) ||
-        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, CMK_TAG_LEN, (void *)tag) != 1) {
-        rc = cmk_errbuf_set(eb, CMK_E_CRYPTO, "AES-GCM open failed");
-        goto out;
-    }
-    if (EVP_DecryptFinal_ex(c, fin, &n) != 1)
-        rc = cmk_errbuf_set(eb, CMK_E_INTEGRITY, "authentication tag mismatch");
-out:
-    EVP_CIPHER_CTX_free(c);
-    return rc;
+    /* The tag is only read when decrypting. */
+    return gcm_run(0, key, nonce, aad, aadlen, in, len, out, (uint8_t *)tag, eb);
 }
