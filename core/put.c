@@ -13,93 +13,39 @@
  * A chunk is dispatched only when the next byte arrives (or at commit), so that the last
  * chunk is known to be last when it is sealed: the is-last marker is part of its AAD.
  *
- * Writeback of what is already written is started every WB_WINDOW bytes (sync_file_range
- * through the engine), so the disk works while later chunks are sealed and the fsync at
- * commit has only the tail left to wait for. Durability still comes from that fsync alone.
+ * The sealed records go, in order, to the store's blob sink (core/backend/blob.h): the local
+ * backend writes them into a temporary file through the put's I/O engine, several in
+ * flight, with writeback pacing and O_DIRECT windows, and publishes it under the digest at
+ * commit (core/backend/local_blob.c). A slot whose record the sink holds is reused once the
+ * sink reports the record written.
  *
- * Direct writes: on io_uring, a put switches to O_DIRECT where the file system takes it,
- * once the store's direct_after bytes of plaintext are written (write mode "auto": 256 MiB,
- * so a mid-size layer stays in the page cache, which the VM host absorbs quickly; "direct":
- * from the first record of a blob of more than one chunk). From then on records, packed
- * back to back in the file, are copied into DW_COUNT aligned windows of DW_SIZE bytes, and
- * each full window goes to the engine as one aligned write, several in flight. Through the
- * page cache the same bytes are copied by the kernel and then written back by one flusher
- * at a time: on the virtual disks measured (bench/RESULTS.md) a 1 GiB blob reached half of
- * what aligned writes in flight do. The header is only known at commit: the file's first
- * block is kept and written again with the header in it once every window has completed;
- * the last window is padded to the block size and the file truncated to its length. The
- * commit's fsync is unchanged (it also flushes the disk's cache and the file's metadata).
- * A blob of one chunk (manifests, configs) stays buffered: one small write, one fsync.
- *
- * Batched commits (cmk_put_commit_many) finish every file first, then make all of them
- * durable together (one cmk_io_fsync_many over the puts' engines), link them all, and fsync
- * each touched directory once (again together): a batch costs a few journal commits
- * instead of two per blob, and no commit returns before its data and its directory entry
- * are durable.
+ * Batched commits (cmk_put_commit_many) finish every blob first, then hand them all to the
+ * sink's publish, which makes them durable and visible together (a few journal commits
+ * instead of two per blob locally); no commit returns before its blob is durable.
  *
  * Parking (cmk_put_park, an upload session between requests): the chunks in flight are
  * finished, then the slots, the engine and the digest thread are given back. The chunk being
  * filled cannot be sealed as a chunk yet (whether it is the last is not known); if it is
- * larger than a small buffer it is sealed under the blob key with a nonce of its own domain
- * (CMK_NONCE_SPILL, counted per spill) into the temporary file where its record will go, and
- * read back at the next write. Whatever it leaves beyond the blob's end is cut off at commit.
- * A put fails as soon as the store loses key access (its access generation moves), even if
- * access is back by the next write, and its blob key is wiped then.
- *
- * Publish: the file is created with O_TMPFILE (invisible until linked), written, fsync'd,
- * then linked into place with linkat and the directory fsync'd. A crash at any point leaves
- * either no blob or the whole blob, and nothing behind: the kernel reclaims an unlinked
- * inode. Where the file system lacks O_TMPFILE a named file in tmp/ is used instead, locked
- * with flock while in use and renamed into place; cmk_store_open sweeps unlocked leftovers.
+ * larger than a small buffer and the backend keeps scratch bytes (CMK_BK_SCRATCH) it is
+ * sealed under the blob key with a nonce of its own domain (CMK_NONCE_SPILL, counted per
+ * spill) into the sink's scratch, and read back at the next write; elsewhere it stays in its
+ * buffer. A put fails as soon as the store loses key access (its access generation moves),
+ * even if access is back by the next write, and its blob key is wiped then.
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "core/backend/blob.h"
 #include "core/blobseal.h"
-#include "core/base/bytes.h"
 #include "core/compress.h"
 #include "core/digest.h"
 #include "core/format.h"
-#include "core/base/fsutil.h"
 #include "core/base/secmem.h"
 #include "core/store_internal.h"
 
 enum { SLOT_FREE, SLOT_FILLING, SLOT_SEALING, SLOT_SEALED, SLOT_WRITING };
-
-/* Writeback is started in steps of this many bytes. */
-#define WB_WINDOW (2u << 20)
-/* On io_uring a background fdatasync is started once this many bytes are written since the
- * last one started (and none is running). Through the page cache, the VM disks measured do the work
- * at the flush: 140 MB written over 104 ms with writeback hints took as long to fsync as right
- * after an unpaced write (~100 ms). So flushes run while the stream goes on (147 MB layer
- * put, 64 -> 8 MiB: faster in 7 of 8 pairs, median +11%, bench/RESULTS.md). Direct writes
- * keep the longer interval (4 MiB there: faster in 4 of 10 pairs of 1 GiB puts). */
-#define WB_SYNC_EVERY_BUFFERED (8u << 20)
-#define WB_SYNC_EVERY_DIRECT   (64u << 20)
-/* Completion tag of writeback requests (chunk indexes never get this high). */
-#define WB_TAG UINT64_MAX
-/* Direct writes: window size and count (see the top); window w completes with DW_TAG + w. */
-#define DW_SIZE       (2u << 20)
-#define DW_COUNT      8u
-#define DW_BLOCK      4096u
-#define DW_TAG        (UINT64_MAX - 1 - DW_COUNT)
-#define DW_ALLOC_STEP (64u << 20)  /* doubling up to DW_ALLOC_MAX: ext4's fallocate waits */
-#define DW_ALLOC_MAX  (256u << 20) /* for the direct writes in flight, so call it rarely; */
-                                   /* capped so a put reserves little beyond what it needs */
-
-struct put_win {
-    uint8_t *buf; /* DW_SIZE bytes, DW_BLOCK-aligned (pool buffer) */
-    uint64_t off; /* file offset of buf[0] */
-    size_t len;   /* length of the write in flight */
-    int busy;     /* its write is in flight */
-};
 
 struct put_slot {
     cmk_job job;
@@ -128,9 +74,7 @@ struct cmk_put {
     uint8_t header[CMK_FMT_HEADER_SIZE]; /* static part valid from begin */
     uint32_t rec_cap;
 
-    int fd;
-    int named_tmp; /* fallback path: a named temp file in tmp/ */
-    char tmp_name[64];
+    cmk_bk_sink *sink; /* where the records go (the store's blob space) */
     cmk_io *io;
 
     struct put_slot *slots;
@@ -138,27 +82,14 @@ struct cmk_put {
     struct put_slot *cur; /* slot being filled */
     uint64_t dispatched;  /* chunks handed to sealing */
     uint64_t issued;      /* chunks whose write was queued */
-    uint64_t file_off;    /* offset of the next record */
+    uint64_t file_off;    /* offset of the next record in the container */
     uint64_t plain_total;
-    unsigned io_inflight;
-    uint64_t wb_off;      /* writeback started for the file below this offset */
-    uint64_t wb_sync_off; /* a background fdatasync was started at this offset */
-    int wb_was_sync;      /* the request in flight is that fdatasync (else a hint) */
-    int wb_inflight;      /* a writeback request is in flight */
-    int raw_only;         /* already-compressed content (gzip/zstd magic): no zstd attempts */
-
-    /* Direct writes (see the top); off unless `direct`. */
-    int direct, direct_tried;
-    struct put_win win[DW_COUNT];
-    unsigned wcur;      /* window being filled; bytes below file_off are in it or earlier */
-    uint64_t alloc_end; /* the file is allocated (fallocate) up to here */
-    uint8_t *blk0;      /* the file's first block as written, for the header at commit */
+    int raw_only; /* already-compressed content (gzip/zstd magic): no zstd attempts */
 
     uint64_t gen;       /* the store's access generation at begin */
     int parked;         /* cmk_put_park gave the engine and the buffers back */
-    uint32_t spill_len; /* parked: plaintext of the unfinished chunk sealed at file_off */
+    uint32_t spill_len; /* parked: plaintext of the unfinished chunk in the sink's scratch */
     uint64_t spill_seq; /* spills so far: the nonce counter of the next */
-    uint64_t spill_end; /* a spill wrote the file up to here (cut at finish) */
 
     uint8_t *index; /* CMK_FMT_INDEX_ENTRY_SIZE per chunk */
     size_t index_cap;
@@ -216,253 +147,21 @@ static struct put_slot *slot_of(cmk_put *p, uint64_t index)
     return &p->slots[index % p->nslots];
 }
 
-/* Starts writeback of the records known to be written: when chunk `issued` goes out, its
- * slot was free, so chunk issued - nslots and everything before it has completed. */
-static void start_writeback(cmk_put *p)
-{
-    uint64_t k = p->issued, end;
-    cmk_errbuf eb = {0};
-    int bg_sync;
-
-    if (p->wb_inflight || k < p->nslots)
-        return;
-    end = cmk_ld64(p->index + (k - p->nslots + 1) * CMK_FMT_INDEX_ENTRY_SIZE);
-    if (end < p->wb_off + WB_WINDOW)
-        return;
-    /* If the engine has no room, the next chunk tries again. On io_uring every
-     * WB_SYNC_EVERY_* bytes the hint is an fdatasync instead, run by a kernel worker while the
-     * pipeline goes on: ext4 without a journal writes the allocation metadata of the blob
-     * synchronously at fsync, block group by block group, and doing it as the blob grows
-     * leaves the commit's fsync only the tail. (More fsyncs, never fewer.) Direct writes
-     * leave nothing dirty in the page cache to start writeback of: they get only the
-     * fdatasync. */
-    bg_sync = cmk_io_kind_of(p->io) == CMK_IO_URING &&
-              end >= p->wb_sync_off + (p->direct ? WB_SYNC_EVERY_DIRECT : WB_SYNC_EVERY_BUFFERED);
-    if (p->direct && !bg_sync)
-        return;
-    if (bg_sync) {
-        if (cmk_io_queue_fsync(p->io, p->fd, 1, 0, WB_TAG, &eb) != CMK_OK)
-            return;
-        p->wb_sync_off = end;
-        p->wb_was_sync = 1;
-    } else if (cmk_io_queue_writeback(p->io, p->fd, p->wb_off, end - p->wb_off, WB_TAG, &eb) ==
-               CMK_OK) {
-        p->wb_was_sync = 0;
-    } else {
-        return;
-    }
-    p->wb_off = end;
-    p->wb_inflight = 1;
-    p->io_inflight++;
-}
-
-/* ---- direct writes (see the top) ---- */
-
-static int pump_io(cmk_put *p, int wait);
 static cmk_err unpark(cmk_put *p, cmk_errbuf *eb);
 
-static void direct_release(cmk_put *p)
+/* Submits the sink's queued writes and frees the slots whose records it has written
+ * (waiting for at least one completion if `wait`). */
+static void pump(cmk_put *p, int wait)
 {
-    for (unsigned i = 0; i < DW_COUNT; i++) {
-        cmk_pool_buf_put(p->s->pool, p->win[i].buf, DW_SIZE);
-        p->win[i].buf = NULL;
-    }
-    cmk_pool_buf_put(p->s->pool, p->blk0, DW_BLOCK);
-    p->blk0 = NULL;
-}
-
-/* Switches the put to direct writes before the record that starts at file_off. Called
- * once per put: before its first record (write mode "direct") or once the chunks written
- * hold the store's direct_after bytes of plaintext (mode "auto"). What is already in the file was
- * written through the page cache; the first window starts at the block holding file_off, with that
- * block's bytes read back, and the file's first block is read back for the header at commit.
- * Anything that does not work leaves the put buffered: it is an optimisation, never a
- * failure. The store's first attempt makes one aligned write (of the window's first block,
- * which is its final content up to file_off), because some file systems accept O_DIRECT at
- * fcntl and refuse the write itself with EINVAL; the store remembers the answer. */
-static void direct_begin(cmk_put *p)
-{
-    cmk_store *s = p->s;
-    int state = atomic_load(&s->direct_state);
-    uint64_t at = p->file_off & ~(uint64_t)(DW_BLOCK - 1);
-    size_t head = (size_t)(p->file_off - at);
-    int fl = -1, fresh = p->issued == 0;
-
-    p->direct_tried = 1;
-    /* The sync engine has one write in flight, and a direct write returns only once the
-     * disk has the data: through the page cache the kernel's writeback overlaps it. */
-    if (state < 0 || cmk_io_kind_of(p->io) != CMK_IO_URING)
-        return;
-    /* Buffered writes in flight must not meet the O_DIRECT flag (an io_uring worker that
-     * retries one would issue it direct, unaligned). */
-    while (p->io_inflight > 0)
-        if (pump_io(p, 1) < 0)
-            return;
-    if (p->failed != CMK_OK)
-        return;
-    p->blk0 = cmk_pool_buf_get(s->pool, DW_BLOCK);
-    int have_bufs = p->blk0 != NULL;
-    for (unsigned i = 0; i < DW_COUNT; i++) {
-        p->win[i].buf = cmk_pool_buf_get(s->pool, DW_SIZE);
-        have_bufs = have_bufs && p->win[i].buf;
-    }
-    if (!have_bufs)
-        goto release;
-    /* The window's first block: what the file holds below file_off, zeros after it (and the
-     * header's place stays zero until commit). */
-    memset(p->win[0].buf, 0, DW_BLOCK);
-    if (!fresh && (pread(p->fd, p->win[0].buf, head, (off_t)at) != (ssize_t)head ||
-                   (at > 0 && pread(p->fd, p->blk0, DW_BLOCK, 0) != (ssize_t)DW_BLOCK)))
-        goto release;
-    fl = fcntl(p->fd, F_GETFL);
-    if (fl < 0 || fcntl(p->fd, F_SETFL, fl | O_DIRECT) != 0) {
-        atomic_store(&s->direct_state, -1);
-        goto release;
-    }
-    if (state == 0) {
-        if (pwrite(p->fd, p->win[0].buf, DW_BLOCK, (off_t)at) != (ssize_t)DW_BLOCK) {
-            if (errno == EINVAL)
-                atomic_store(&s->direct_state, -1);
-            goto buffered;
-        }
-        atomic_store(&s->direct_state, 1);
-    }
-    p->win[0].off = at;
-    p->wcur = 0;
-    p->alloc_end = at;
-    p->direct = 1;
-    return;
-buffered:
-    /* A failed probe may have left part of a block beyond what was written before. */
-    if (fcntl(p->fd, F_SETFL, fl) != 0 || ftruncate(p->fd, fresh ? 0 : (off_t)p->file_off) != 0) {
-        cmk_errbuf eb = {0};
-        put_fail(p, cmk_errbuf_sys(&eb, CMK_E_IO, errno, "cannot set up the blob file"), &eb);
-    }
-release:
-    direct_release(p);
-}
-
-/* Waits until window w's write has completed; nonzero if it has not (the put failed). */
-static int win_wait(cmk_put *p, struct put_win *w)
-{
-    while (w->busy && p->io_inflight > 0)
-        if (pump_io(p, 1) < 0)
-            break;
-    return w->busy;
-}
-
-/* Queues the write of window wi's first len bytes (a multiple of DW_BLOCK). */
-static void win_flush(cmk_put *p, unsigned wi, size_t len)
-{
-    struct put_win *w = &p->win[wi];
+    uint64_t tags[32];
     cmk_errbuf eb = {0};
-    cmk_err rc;
+    int n = 0;
+    cmk_err rc = cmk_bk_sink_poll(p->sink, tags, 32, wait, &n, &eb);
 
-    if (w->off == 0)
-        memcpy(p->blk0, w->buf, DW_BLOCK);
-    /* Space is allocated ahead of the writes, so that no write extends the file: ext4 waits
-     * for an extending direct write to complete before it returns (it must move i_size
-     * after the data), which would leave one write in flight however deep the ring. What
-     * is allocated beyond the blob's end (at most DW_ALLOC_MAX) is given back by the
-     * truncate at commit, or with the unlinked temp file if the put is abandoned. */
-    if (w->off + len > p->alloc_end && p->alloc_end != UINT64_MAX) {
-        uint64_t step = p->alloc_end < DW_ALLOC_STEP ? DW_ALLOC_STEP : p->alloc_end;
-        if (step > DW_ALLOC_MAX)
-            step = DW_ALLOC_MAX;
-        if (fallocate(p->fd, 0, (off_t)p->alloc_end, (off_t)step) == 0)
-            p->alloc_end += step;
-        else
-            p->alloc_end = UINT64_MAX; /* not supported (or no space): writes extend */
-    }
-    for (;;) {
-        rc = cmk_io_queue_write(p->io, p->fd, w->buf, len, w->off, DW_TAG + wi, &eb);
-        if (rc != CMK_E_BUSY || p->io_inflight == 0 || pump_io(p, 1) < 0)
-            break;
-    }
-    if (rc != CMK_OK) {
+    for (int i = 0; i < n; i++)
+        slot_of(p, tags[i])->state = SLOT_FREE;
+    if (rc != CMK_OK)
         put_fail(p, rc, &eb);
-        return;
-    }
-    w->busy = 1;
-    w->len = len;
-    p->io_inflight++;
-}
-
-/* Copies len bytes that belong at file offset `at` (the next byte of the file) into the
- * windows, sending each window that fills. Nonzero if the put failed meanwhile. */
-static int direct_append(cmk_put *p, const uint8_t *src, size_t len, uint64_t at)
-{
-    while (len > 0) {
-        struct put_win *w = &p->win[p->wcur];
-        size_t pos = (size_t)(at - w->off), n = DW_SIZE - pos;
-        unsigned next;
-
-        if (n > len)
-            n = len;
-        memcpy(w->buf + pos, src, n);
-        src += n;
-        len -= n;
-        at += n;
-        if (pos + n < DW_SIZE)
-            break;
-        win_flush(p, p->wcur, DW_SIZE);
-        next = (p->wcur + 1) % DW_COUNT;
-        if (p->failed != CMK_OK || win_wait(p, &p->win[next]))
-            return -1;
-        p->win[next].off = w->off + DW_SIZE;
-        p->wcur = next;
-    }
-    return p->failed != CMK_OK;
-}
-
-/* Writes the index (sealed, `total` bytes at the header's index_offset) and the header:
- * the last window padded to a block, every write completed, the first block again with
- * the header in it, and the file cut to its length. */
-/* Sends the window being filled up to file offset `end`, padded with zeros to a block, and
- * waits for every write in flight. Nonzero if the put has failed. */
-static int win_flush_last(cmk_put *p, uint64_t end)
-{
-    struct put_win *w = &p->win[p->wcur];
-    size_t used = (size_t)(end - w->off);
-
-    if (used > 0) {
-        size_t padded = (used + DW_BLOCK - 1) / DW_BLOCK * DW_BLOCK;
-        memset(w->buf + used, 0, padded - used);
-        win_flush(p, p->wcur, padded);
-    }
-    while (p->io_inflight > 0)
-        if (pump_io(p, 1) < 0)
-            break;
-    return p->failed != CMK_OK;
-}
-
-static cmk_err direct_finish(cmk_put *p, const uint8_t *index, size_t total, cmk_errbuf *eb)
-{
-    uint64_t end = p->h.index_offset + total;
-    int header_in_tail;
-
-    if (direct_append(p, index, total, p->h.index_offset) != 0)
-        goto failed;
-    header_in_tail = p->win[p->wcur].off == 0;
-    if (header_in_tail)
-        memcpy(p->win[p->wcur].buf, p->header, CMK_FMT_HEADER_SIZE);
-    /* Two writes of one block in flight have no order: block 0 goes out again only after
-     * every window has completed. */
-    if (win_flush_last(p, end))
-        goto failed;
-    if (!header_in_tail) {
-        cmk_err rc;
-        memcpy(p->blk0, p->header, CMK_FMT_HEADER_SIZE);
-        rc = cmk_io_pwrite(p->io, p->fd, p->blk0, DW_BLOCK, 0, "blob header", eb);
-        if (rc != CMK_OK)
-            return rc;
-    }
-    if (ftruncate(p->fd, (off_t)end) != 0)
-        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot set the length of the blob file");
-    return CMK_OK;
-failed:
-    *eb = p->eb;
-    return p->failed;
 }
 
 /* Queues writes for every sealed chunk that is next in order. */
@@ -500,31 +199,15 @@ static void issue_writes(cmk_put *p)
         }
         cmk_blobseal_entry(sl->rec, sl->rec_len, p->file_off,
                            p->index + p->issued * CMK_FMT_INDEX_ENTRY_SIZE);
-        if (p->failed == CMK_OK && !p->direct_tried && !(sl->last && p->issued == 0) &&
-            p->issued * p->s->chunk_size >= p->s->direct_after)
-            direct_begin(p);
-        if (p->failed == CMK_OK && p->direct) {
-            /* The record is copied: its slot is free for the next chunk at once. */
-            direct_append(p, sl->rec, sl->rec_len, p->file_off);
-            sl->state = SLOT_FREE;
-            start_writeback(p);
-        } else if (p->failed == CMK_OK && sl->last && p->issued == 0) {
-            /* A one-chunk blob: nothing to overlap with, so no round trip through a ring. */
-            rc = cmk_io_pwrite(p->io, p->fd, sl->rec, sl->rec_len, p->file_off, "blob chunk", &eb);
+        if (p->failed == CMK_OK) {
+            /* A one-chunk blob: nothing to overlap with, the sink may write it at once. */
+            unsigned flags = sl->last && p->issued == 0 ? CMK_BK_APPEND_NOW : 0;
+            int held = 0;
+
+            rc = cmk_bk_sink_append(p->sink, sl->rec, sl->rec_len, p->issued, flags, &held, &eb);
             if (rc != CMK_OK)
                 put_fail(p, rc, &eb);
-            sl->state = SLOT_FREE;
-        } else if (p->failed == CMK_OK) {
-            rc =
-                cmk_io_queue_write(p->io, p->fd, sl->rec, sl->rec_len, p->file_off, p->issued, &eb);
-            if (rc != CMK_OK) {
-                put_fail(p, rc, &eb);
-                sl->state = SLOT_FREE;
-            } else {
-                sl->state = SLOT_WRITING;
-                p->io_inflight++;
-                start_writeback(p);
-            }
+            sl->state = rc == CMK_OK && held ? SLOT_WRITING : SLOT_FREE;
         } else {
             sl->state = SLOT_FREE;
         }
@@ -533,98 +216,28 @@ static void issue_writes(cmk_put *p)
     }
 }
 
-/* Submits queued writes and reaps completions (waiting for at least one if `wait`).
- * -1 if the engine itself failed (the put has failed then). */
-static int pump_io(cmk_put *p, int wait)
-{
-    cmk_io_cqe cqe[32];
-    cmk_errbuf eb = {0};
-    int n;
-
-    if (cmk_io_submit(p->io, &eb) != CMK_OK)
-        put_fail(p, eb.code, &eb);
-    if (p->io_inflight == 0)
-        return 0;
-    n = cmk_io_reap(p->io, cqe, 32, wait ? 1 : 0);
-    if (n < 0) {
-        put_fail(p, cmk_errbuf_sys(&eb, CMK_E_IO, -n, "I/O engine failure while writing blob"),
-                 &eb);
-        return -1;
-    }
-    for (int i = 0; i < n; i++) {
-        struct put_slot *sl;
-        if (cqe[i].tag >= DW_TAG && cqe[i].tag < DW_TAG + DW_COUNT) {
-            struct put_win *w = &p->win[cqe[i].tag - DW_TAG];
-            w->busy = 0;
-            p->io_inflight--;
-            if (cqe[i].res < 0)
-                put_fail(p,
-                         cmk_errbuf_sys(&eb, CMK_E_IO, (int)-cqe[i].res,
-                                        "cannot write blob data at offset %llu",
-                                        (unsigned long long)w->off),
-                         &eb);
-            else if ((uint64_t)cqe[i].res != w->len)
-                put_fail(p,
-                         cmk_errbuf_set(&eb, CMK_E_IO, "short write of blob data at offset %llu",
-                                        (unsigned long long)w->off),
-                         &eb);
-            continue;
-        }
-        if (cqe[i].tag == WB_TAG) {
-            /* A failure here fails the put: an fdatasync that saw a writeback error has
-             * consumed it (errseq), so the commit's fsync on this descriptor would not see
-             * it again and would report success. */
-            p->wb_inflight = 0;
-            p->io_inflight--;
-            /* (A writeback hint the file system does not take is no failure.) */
-            if (cqe[i].res < 0 &&
-                (p->wb_was_sync ||
-                 (cqe[i].res != -EINVAL && cqe[i].res != -ESPIPE && cqe[i].res != -EOPNOTSUPP)))
-                put_fail(p,
-                         cmk_errbuf_sys(&eb, CMK_E_IO, (int)-cqe[i].res,
-                                        "cannot write blob back to disk"),
-                         &eb);
-            continue;
-        }
-        sl = slot_of(p, cqe[i].tag);
-        if (cqe[i].res < 0)
-            put_fail(p,
-                     cmk_errbuf_sys(&eb, CMK_E_IO, (int)-cqe[i].res, "cannot write blob chunk %llu",
-                                    (unsigned long long)cqe[i].tag),
-                     &eb);
-        else if ((uint64_t)cqe[i].res != sl->rec_len)
-            put_fail(p,
-                     cmk_errbuf_set(&eb, CMK_E_IO, "short write of blob chunk %llu",
-                                    (unsigned long long)cqe[i].tag),
-                     &eb);
-        sl->state = SLOT_FREE;
-        p->io_inflight--;
-    }
-    return 0;
-}
-
 /* Drives the pipeline until `until` returns true. */
 static void drive(cmk_put *p, int (*until)(cmk_put *, void *), void *arg)
 {
     for (;;) {
         struct put_slot *next;
+        unsigned held, busy;
         int cpu_pending;
 
         issue_writes(p);
-        pump_io(p, 0);
+        pump(p, 0);
         if (until(p, arg))
             return;
-        /* Buffered: a slot is freed by its write's completion, so wait for the disk while a
-         * slot write is in flight. The writeback request alone is no reason to: no slot
-         * waits for it, and as a background fdatasync it can take tens of milliseconds
-         * while the digest thread finishes the chunk that is needed in a fraction of one
-         * (a 140 MiB layer put measured 9-38% faster in five pairs, bench/RESULTS.md).
-         * Direct: slots are freed when their record is copied into a window, and the
-         * windows are waited for where one is needed, so wait for the sealers and the
-         * digest thread first. They change state under mu and broadcast, so checking under
-         * mu first loses no wakeup. */
-        if (p->io_inflight > (unsigned)p->wb_inflight && !p->direct) {
-            pump_io(p, 1);
+        /* A slot the sink holds is freed by its write's completion, so wait for the disk
+         * while one is in flight. The sink's own requests (writeback, direct windows) are no
+         * reason to: no slot waits for them, and a background fdatasync can take tens of
+         * milliseconds while the digest thread finishes the chunk that is needed in a
+         * fraction of one (a 140 MiB layer put measured 9-38% faster in five pairs,
+         * bench/RESULTS.md). Then wait for the sealers and the digest thread: they change
+         * state under mu and broadcast, so checking under mu first loses no wakeup. */
+        cmk_bk_sink_pending(p->sink, &held, &busy);
+        if (held > 0) {
+            pump(p, 1);
             continue;
         }
         next = slot_of(p, p->issued);
@@ -634,8 +247,8 @@ static void drive(cmk_put *p, int (*until)(cmk_put *, void *), void *arg)
         if (cpu_pending)
             pthread_cond_wait(&p->cv, &p->mu);
         pthread_mutex_unlock(&p->mu);
-        if (!cpu_pending && p->io_inflight > 0)
-            pump_io(p, 1);
+        if (!cpu_pending && busy > 0)
+            pump(p, 1);
     }
 }
 
@@ -651,10 +264,12 @@ static int slot_is_free(cmk_put *p, void *arg)
 
 static int all_done(cmk_put *p, void *arg)
 {
+    unsigned held, busy;
     int hashed;
 
     (void)arg;
-    if (p->issued != p->dispatched || p->io_inflight != 0)
+    cmk_bk_sink_pending(p->sink, &held, &busy);
+    if (p->issued != p->dispatched || busy != 0)
         return 0;
     pthread_mutex_lock(&p->mu);
     hashed = p->hashed == p->hash_avail;
@@ -764,38 +379,12 @@ size_t cmk_put_stream_bytes(uint32_t chunk_size, unsigned depth)
 
     /* One slot more: a blob's first chunk starts in small buffers (slot_ready), which wait in
      * the pool too, beside what other streams gave back. */
-    return (size_t)(depth + 1) * (chunk_size + rec) + (size_t)DW_COUNT * DW_SIZE;
+    return (size_t)(depth + 1) * (chunk_size + rec) + CMK_BK_SINK_BUF_MAX;
 }
 
 /* ---- public API ---- */
 
-static cmk_err open_tmp(cmk_put *p, cmk_errbuf *eb)
-{
-    cmk_store *s = p->s;
-    char rnd[17];
-    cmk_err rc;
-
-    p->fd = openat(s->tmpfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (p->fd >= 0)
-        return CMK_OK;
-    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
-        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot create a temporary file in %s/tmp",
-                              s->dir);
-    rc = cmk_random_hex(rnd, 8, eb);
-    if (rc != CMK_OK)
-        return rc;
-    snprintf(p->tmp_name, sizeof(p->tmp_name), "put-%s.part", rnd);
-    p->fd = openat(s->tmpfd, p->tmp_name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
-    if (p->fd < 0)
-        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot create %s/tmp/%s", s->dir, p->tmp_name);
-    p->named_tmp = 1;
-    /* The lock tells cmk_store_open's sweep that this file is in use. */
-    if (flock(p->fd, LOCK_EX) != 0)
-        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot lock %s", p->tmp_name);
-    return CMK_OK;
-}
-
-/* Waits until no worker, digest thread or I/O request uses the put's slots or key. */
+/* Waits until no worker or digest thread uses the put's slots or key. */
 static void put_quiesce(cmk_put *p)
 {
     /* The digest thread reads slots: stop it first (it may leave chunks unhashed). */
@@ -808,13 +397,6 @@ static void put_quiesce(cmk_put *p)
         while (p->slots[i].state == SLOT_SEALING)
             pthread_cond_wait(&p->cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
-    while (p->io_inflight > 0 && p->io) {
-        cmk_io_cqe cqe[32];
-        int n = cmk_io_reap(p->io, cqe, 32, 1);
-        if (n <= 0)
-            break;
-        p->io_inflight -= (unsigned)n;
-    }
 }
 
 /* Gives a slot's buffers back to the pool. */
@@ -840,16 +422,12 @@ static void put_free(cmk_put *p)
     if (!p)
         return;
     put_quiesce(p);
+    /* The sink waits for its writes: then no request uses a slot's record. */
+    cmk_bk_sink_close(p->sink);
     if (p->slots) {
         for (unsigned i = 0; i < p->nslots; i++)
             slot_release(p, &p->slots[i]);
         free(p->slots);
-    }
-    direct_release(p);
-    if (p->fd >= 0) {
-        if (p->named_tmp)
-            unlinkat(p->s->tmpfd, p->tmp_name, 0);
-        close(p->fd);
     }
     if (p->io)
         cmk_store_io_put(p->s, p->io);
@@ -907,7 +485,6 @@ cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out)
         goto out;
     }
     p->s = s;
-    p->fd = -1;
     p->gen = atomic_load(&s->access_gen); /* before the DEK: a loss after it fails the put */
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
@@ -946,7 +523,7 @@ cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out)
     rc = cmk_store_io_get(s, &p->io, &eb);
     if (rc != CMK_OK)
         goto out;
-    rc = open_tmp(p, &eb);
+    rc = cmk_bk_sink_create(s->blobs, p->io, CMK_FMT_HEADER_SIZE, s->chunk_size, &p->sink, &eb);
     if (rc != CMK_OK)
         goto out;
     p->file_off = CMK_FMT_HEADER_SIZE;
@@ -1052,29 +629,7 @@ cmk_err cmk_put_write(cmk_put *p, const void *buf, size_t len)
 
 /* ---- parking (see the top) ---- */
 
-/* Leaves direct writes for a parked put: the window being filled goes out padded to a block
- * (what the padding covers is written again or cut off later), the descriptor goes back to
- * buffered writes, and the next record switches to direct again (direct_begin reads the
- * partial block back). */
-static void direct_leave(cmk_put *p)
-{
-    cmk_errbuf eb = {0};
-    int fl;
-
-    if (win_flush_last(p, p->file_off))
-        return;
-    fl = fcntl(p->fd, F_GETFL);
-    if (fl < 0 || fcntl(p->fd, F_SETFL, fl & ~O_DIRECT) != 0 ||
-        ftruncate(p->fd, (off_t)p->file_off) != 0) {
-        put_fail(p, cmk_errbuf_sys(&eb, CMK_E_IO, errno, "cannot set up the blob file"), &eb);
-        return;
-    }
-    direct_release(p);
-    p->direct = 0;
-    p->direct_tried = 0;
-}
-
-/* Seals the unfinished chunk (in slot sl) into the file at file_off: ciphertext, then tag. */
+/* Seals the unfinished chunk (in slot sl) into the sink's scratch: ciphertext, then tag. */
 static cmk_err spill_write(cmk_put *p, struct put_slot *sl, cmk_errbuf *eb)
 {
     uint32_t n = sl->plain_len;
@@ -1084,14 +639,10 @@ static cmk_err spill_write(cmk_put *p, struct put_slot *sl, cmk_errbuf *eb)
      * plaintext is wiped with its buffer. */
     rc = cmk_blobseal_spill(p->bk, p->header, p->spill_seq++, sl->plain, n, sl->rec, eb);
     if (rc == CMK_OK)
-        rc = cmk_io_pwrite(p->io, p->fd, sl->rec, (size_t)n + CMK_TAG_LEN, p->file_off,
-                           "unfinished chunk", eb);
-    if (rc != CMK_OK)
-        return rc;
-    p->spill_len = n;
-    if (p->file_off + n + CMK_TAG_LEN > p->spill_end)
-        p->spill_end = p->file_off + n + CMK_TAG_LEN;
-    return CMK_OK;
+        rc = cmk_bk_sink_scratch_put(p->sink, sl->rec, (size_t)n + CMK_TAG_LEN, eb);
+    if (rc == CMK_OK)
+        p->spill_len = n;
+    return rc;
 }
 
 /* Reads the spilled chunk back into a slot, which becomes the one being filled. */
@@ -1099,18 +650,13 @@ static cmk_err spill_read(cmk_put *p, cmk_errbuf *eb)
 {
     struct put_slot *sl = slot_of(p, p->dispatched);
     uint32_t n = p->spill_len;
-    ssize_t got;
     cmk_err rc;
 
     rc = slot_buffers(p, sl, p->s->chunk_size, eb);
-    if (rc != CMK_OK)
-        return rc;
-    got = pread(p->fd, sl->rec, (size_t)n + CMK_TAG_LEN, (off_t)p->file_off);
-    if (got != (ssize_t)n + CMK_TAG_LEN)
-        return got < 0
-                   ? cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot read the unfinished chunk back")
-                   : cmk_errbuf_set(eb, CMK_E_IO, "short read of the unfinished chunk");
-    rc = cmk_blobseal_unspill(p->bk, p->header, p->spill_seq - 1, sl->rec, n, sl->plain, eb);
+    if (rc == CMK_OK)
+        rc = cmk_bk_sink_scratch_get(p->sink, sl->rec, (size_t)n + CMK_TAG_LEN, eb);
+    if (rc == CMK_OK)
+        rc = cmk_blobseal_unspill(p->bk, p->header, p->spill_seq - 1, sl->rec, n, sl->plain, eb);
     if (rc != CMK_OK)
         return rc;
     sl->plain_len = sl->plain_hwm = n;
@@ -1130,6 +676,7 @@ static cmk_err unpark(cmk_put *p, cmk_errbuf *eb)
     rc = cmk_store_io_get(p->s, &p->io, eb);
     if (rc != CMK_OK)
         return rc;
+    cmk_bk_sink_set_io(p->sink, p->io);
     p->parked = 0;
     return p->spill_len ? spill_read(p, eb) : CMK_OK;
 }
@@ -1145,20 +692,20 @@ cmk_err cmk_put_park(cmk_put *p)
     if (access_check(p) != CMK_OK || p->parked)
         return cmk_publish(&p->eb, p->failed);
     drive(p, all_done, NULL);
-    if (p->failed == CMK_OK && p->direct)
-        direct_leave(p);
+    if (p->failed == CMK_OK && (rc = cmk_bk_sink_quiesce(p->sink, &eb)) != CMK_OK)
+        put_fail(p, rc, &eb);
     if (p->failed != CMK_OK)
         return cmk_publish(&p->eb, p->failed);
     /* Every dispatched chunk is hashed (all_done): the thread is started again if needed. */
     hasher_stop(p);
     p->hasher_stop = 0;
     cur = p->cur;
-    if (cur && cur->plain_len > CMK_SMALL_BUF) {
+    if (cur && cur->plain_len > CMK_SMALL_BUF && (cmk_bk_blob_caps(p->s->blobs) & CMK_BK_SCRATCH)) {
         rc = spill_write(p, cur, &eb);
         if (rc != CMK_OK)
             return cmk_publish(&p->eb, put_fail(p, rc, &eb));
         p->cur = cur = NULL;
-    } else if (cur && cur->plain_cap > CMK_SMALL_BUF) {
+    } else if (cur && cur->plain_cap > CMK_SMALL_BUF && cur->plain_len <= CMK_SMALL_BUF) {
         rc = slot_buffers(p, cur, CMK_SMALL_BUF, &eb);
         if (rc != CMK_OK)
             return cmk_publish(&p->eb, put_fail(p, rc, &eb));
@@ -1166,6 +713,7 @@ cmk_err cmk_put_park(cmk_put *p)
     for (unsigned i = 0; i < p->nslots; i++)
         if (&p->slots[i] != cur)
             slot_release(p, &p->slots[i]);
+    cmk_bk_sink_set_io(p->sink, NULL);
     cmk_store_io_put(p->s, p->io);
     p->io = NULL;
     p->parked = 1;
@@ -1195,7 +743,8 @@ uint64_t cmk_put_size(const cmk_put *p)
     return p ? p->plain_total : 0;
 }
 
-/* Writes the index and header. Durability is the caller's (commit_batch). */
+/* Seals the index and ends the container (the header goes in front last). Durability and
+ * the name are the publish's (commit_batch). */
 static cmk_err finish_file(cmk_put *p, cmk_errbuf *eb)
 {
     uint64_t n = p->h.chunk_count;
@@ -1207,91 +756,9 @@ static cmk_err finish_file(cmk_put *p, cmk_errbuf *eb)
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (index)");
     cmk_fmt_header_encode(&p->h, p->header);
     rc = cmk_blobseal_index(p->bk, p->header, p->index, n, buf, eb);
-    if (rc != CMK_OK)
-        goto out;
-    if (p->direct) {
-        rc = direct_finish(p, buf, total, eb);
-        goto out;
-    }
-    rc = cmk_io_pwrite(p->io, p->fd, buf, total, p->h.index_offset, "blob index", eb);
-    if (rc != CMK_OK)
-        goto out;
-    rc = cmk_io_pwrite(p->io, p->fd, p->header, CMK_FMT_HEADER_SIZE, 0, "blob header", eb);
-    /* A spill may have written past the blob's end (see the top). */
-    if (rc == CMK_OK && p->spill_end > p->h.index_offset + total &&
-        ftruncate(p->fd, (off_t)(p->h.index_offset + total)) != 0)
-        rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot set the length of the blob file");
-out:
+    if (rc == CMK_OK)
+        rc = cmk_bk_sink_finish(p->sink, buf, total, p->header, eb);
     free(buf);
-    return rc;
-}
-
-/* A file is already published under p's digest. It is kept if it authenticates whole (it
- * then holds this content), else ours replaces it: a re-push must repair a damaged blob,
- * not report success over it. The check reads the existing blob once, and only on a
- * re-push. Our file is complete and fsync'd: it gets a name in tmp/ (locked, so no sweep
- * takes it) and is renamed over base in pfd, so readers see the old file or the new one. */
-static cmk_err keep_or_replace(cmk_put *p, int pfd, const char *base, const char *procfd,
-                               cmk_errbuf *eb)
-{
-    char digest[CMK_DIGEST_MAX], rnd[17], name[64];
-    cmk_err rc;
-
-    cmk_digest_format(p->h.digest_alg, p->h.digest, digest);
-    rc = cmk_verify(p->s, digest, NULL);
-    if (rc == CMK_OK)
-        return CMK_OK;
-    /* Only a file that is there and fails its check is replaced; without a verdict (key
-     * access, I/O) the put fails rather than report a blob it could not check. */
-    if (rc != CMK_E_INTEGRITY && rc != CMK_E_CORRUPT && rc != CMK_E_UNSUPPORTED &&
-        rc != CMK_E_NOT_FOUND)
-        return cmk_errbuf_set(eb, rc, "cannot check the stored copy of %s: %s", digest,
-                              cmk_errmsg());
-    rc = cmk_random_hex(rnd, 8, eb);
-    if (rc != CMK_OK)
-        return rc;
-    snprintf(name, sizeof(name), "put-%s.part", rnd);
-    if (flock(p->fd, LOCK_EX) != 0)
-        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot lock the new copy of %s", digest);
-    if (linkat(AT_FDCWD, procfd, p->s->tmpfd, name, AT_SYMLINK_FOLLOW) != 0)
-        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot link %s/tmp/%s", p->s->dir, name);
-    rc = cmk_io_renameat(p->io, p->s->tmpfd, name, pfd, base, eb);
-    if (rc != CMK_OK)
-        (void)unlinkat(p->s->tmpfd, name, 0);
-    return rc;
-}
-
-/* Makes the finished (and fsync'd) file visible under its digest; parent receives the
- * directory whose entry must then be made durable. */
-static cmk_err publish(cmk_put *p, const uint8_t *raw, char *parent, size_t pcap, cmk_errbuf *eb)
-{
-    char path[4096], procfd[64];
-    const char *base;
-    int pfd = -1;
-    cmk_err rc;
-
-    rc = cmk_store_blob_path(p->s, p->h.digest_alg, raw, path, sizeof(path), parent, pcap, eb);
-    /* Into the prefix directory as found inside the store, never through a link. */
-    if (rc == CMK_OK)
-        rc = cmk_opendir_at(p->s->dirfd, p->s->dir, cmk_store_rel(p->s, parent), &pfd, eb);
-    if (rc != CMK_OK)
-        return rc;
-    base = strrchr(path, '/') + 1;
-    if (p->named_tmp) {
-        rc = cmk_io_renameat(p->io, p->s->tmpfd, p->tmp_name, pfd, base, eb);
-        if (rc == CMK_OK)
-            p->named_tmp = 0; /* nothing left to unlink */
-        goto out;
-    }
-    snprintf(procfd, sizeof(procfd), "/proc/self/fd/%d", p->fd);
-    /* Content-addressed: an existing file (EEXIST) that passes its check holds the same
-     * content. Its directory entry is still fsync'd below: it may be another writer's that
-     * is not durable yet. */
-    if (linkat(AT_FDCWD, procfd, pfd, base, AT_SYMLINK_FOLLOW) != 0)
-        rc = errno == EEXIST ? keep_or_replace(p, pfd, base, procfd, eb)
-                             : cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot publish blob %s", path);
-out:
-    close(pfd);
     return rc;
 }
 
@@ -1357,144 +824,92 @@ static cmk_err commit_prepare(cmk_put *p, const char *expected, char digest_out[
     return finish_file(p, eb);
 }
 
-struct batch_item {
-    uint8_t raw[CMK_DIGEST_RAW_MAX];
-    char parent[4096];
-    int dir; /* index into the batch's directories */
-    cmk_errbuf eb;
-    cmk_err rc;
+struct batch {
+    cmk_store *s;
+    char (*digests)[CMK_DIGEST_MAX];
 };
 
-/* Records the first failure of the batch for cmk_errmsg. */
-static void batch_fail(struct batch_item *it, cmk_err rc, const cmk_errbuf *eb)
+/* The publish found a blob already stored under batch item i's digest: it is kept if it
+ * authenticates whole (it then holds this content), else the new one replaces it: a re-push
+ * must repair a damaged blob, not report success over it. The check reads the existing blob
+ * once, and only on a re-push. Without a verdict (key access, I/O) the put fails rather
+ * than report a blob it could not check. */
+static cmk_err keep_existing(void *arg, size_t i, cmk_errbuf *eb)
 {
-    if (it->rc != CMK_OK)
-        return;
-    it->rc = rc;
-    it->eb = *eb;
-    it->eb.code = rc;
+    struct batch *b = arg;
+    cmk_err rc = cmk_verify(b->s, b->digests[i], NULL);
+
+    if (rc == CMK_OK || rc == CMK_E_INTEGRITY || rc == CMK_E_CORRUPT || rc == CMK_E_UNSUPPORTED ||
+        rc == CMK_E_NOT_FOUND)
+        return rc;
+    return cmk_errbuf_set(eb, rc, "cannot check the stored copy of %s: %s", b->digests[i],
+                          cmk_errmsg());
 }
 
-/* Commits n puts (n >= 1; NULL entries fail with CMK_E_INVAL) and frees them:
- *   1. each file is finished (pipeline drained, digest checked, index and header written);
- *   2. all files are fsync'd together;
- *   3. each is linked under its digest;
- *   4. every directory touched is fsync'd once, all together.
- * A put's result is CMK_OK only after its data (2) and its directory entry (4) are durable. */
+/* Commits n puts (n >= 1; NULL entries fail with CMK_E_INVAL) and frees them: each blob is
+ * finished (pipeline drained, digest checked, index and header written), then the sink's
+ * publish makes them all durable and visible together. A put's result is CMK_OK only once
+ * its blob is durable under its digest. */
 static cmk_err commit_batch(cmk_store *s, cmk_put **puts, const char *const *expected, size_t n,
                             cmk_err *results, char (*digests_out)[CMK_DIGEST_MAX],
                             cmk_errbuf *first)
 {
-    struct batch_item *it = calloc(n, sizeof(*it));
-    cmk_io **ios = calloc(n, sizeof(*ios));
-    int *fds = calloc(n, sizeof(*fds)), *errs = calloc(n, sizeof(*errs));
-    size_t *who = calloc(n, sizeof(*who));
-    size_t nio = 0, nf = 0, nd = 0;
-    cmk_errbuf eb = {0};
+    cmk_bk_sink **sinks = calloc(n, sizeof(*sinks));
+    char(*keys)[CMK_BK_KEY_MAX] = calloc(n, sizeof(*keys));
+    const char **keyp = calloc(n, sizeof(*keyp));
+    char(*digests)[CMK_DIGEST_MAX] = calloc(n, sizeof(*digests));
+    cmk_err *res = calloc(n, sizeof(*res));
+    cmk_errbuf *ebs = calloc(n, sizeof(*ebs));
+    struct batch b = {s, digests};
     cmk_err rc = CMK_OK;
 
-    if (!it || !ios || !fds || !errs || !who) {
+    if (!sinks || !keys || !keyp || !digests || !res || !ebs) {
         rc = cmk_errbuf_set(first, CMK_E_NOMEM, "out of memory (batch commit)");
         for (size_t i = 0; i < n; i++)
             if (results)
                 results[i] = rc;
         goto out;
     }
-    /* 1. Finish every file. */
     for (size_t i = 0; i < n; i++) {
-        cmk_put *p = puts[i];
-        cmk_err r;
+        uint8_t raw[CMK_DIGEST_RAW_MAX];
 
-        if (!p) {
-            batch_fail(&it[i], cmk_errbuf_set(&eb, CMK_E_INVAL, "NULL put in batch"), &eb);
-            continue;
-        }
-        r = commit_prepare(p, expected ? expected[i] : NULL, digests_out ? digests_out[i] : NULL,
-                           it[i].raw, &eb);
-        if (r != CMK_OK) {
-            batch_fail(&it[i], r, &eb);
-            continue;
-        }
-        ios[nio++] = p->io;
-        who[nf] = i;
-        fds[nf++] = p->fd;
-    }
-    /* 2. Data durable, all files together. */
-    if (nf > 0) {
-        cmk_err r = cmk_io_fsync_many(ios, nio, fds, nf, errs, &eb);
-        for (size_t k = 0; k < nf; k++) {
-            cmk_errbuf e2 = {0};
-            if (r != CMK_OK)
-                batch_fail(&it[who[k]], r, &eb);
-            else if (errs[k] != 0)
-                batch_fail(&it[who[k]], cmk_errbuf_sys(&e2, CMK_E_IO, errs[k], "cannot fsync blob"),
-                           &e2);
+        if (!puts[i])
+            res[i] = cmk_errbuf_set(&ebs[i], CMK_E_INVAL, "NULL put in batch");
+        else
+            res[i] =
+                commit_prepare(puts[i], expected ? expected[i] : NULL, digests[i], raw, &ebs[i]);
+        if (res[i] == CMK_OK)
+            res[i] = cmk_bk_blob_key(digests[i], keys[i], &ebs[i]);
+        if (digests_out && digests[i][0])
+            memcpy(digests_out[i], digests[i], CMK_DIGEST_MAX);
+        ebs[i].code = res[i];
+        if (res[i] == CMK_OK) {
+            sinks[i] = puts[i]->sink;
+            keyp[i] = keys[i];
         }
     }
-    /* 3. Publish, noting each distinct directory (fds[] now holds directory fds). */
+    cmk_bk_publish_many(s->blobs, sinks, keyp, n, keep_existing, &b, res, ebs);
     for (size_t i = 0; i < n; i++) {
-        cmk_err r;
-
-        if (it[i].rc != CMK_OK)
-            continue;
-        r = publish(puts[i], it[i].raw, it[i].parent, sizeof(it[i].parent), &eb);
-        if (r != CMK_OK) {
-            batch_fail(&it[i], r, &eb);
-            continue;
-        }
-        it[i].dir = -1;
-        for (size_t k = 0; k < i && it[i].dir < 0; k++)
-            if (it[k].rc == CMK_OK && strcmp(it[k].parent, it[i].parent) == 0)
-                it[i].dir = it[k].dir;
-        if (it[i].dir >= 0)
-            continue;
-        int dfd = -1;
-        r = cmk_opendir_at(s->dirfd, s->dir, cmk_store_rel(s, it[i].parent), &dfd, &eb);
-        if (r != CMK_OK) {
-            batch_fail(&it[i], r, &eb);
-            continue;
-        }
-        it[i].dir = (int)nd;
-        fds[nd++] = dfd;
-    }
-    /* 4. Directory entries durable, every directory once, all together. */
-    if (nd > 0) {
-        cmk_err r = cmk_io_fsync_many(ios, nio, fds, nd, errs, &eb);
-        for (size_t i = 0; i < n; i++) {
-            cmk_errbuf e2 = {0};
-            if (it[i].rc != CMK_OK)
-                continue;
-            if (r != CMK_OK)
-                batch_fail(&it[i], r, &eb);
-            else if (errs[it[i].dir] != 0)
-                batch_fail(&it[i],
-                           cmk_errbuf_sys(&e2, CMK_E_IO, errs[it[i].dir],
-                                          "cannot fsync directory %s", it[i].parent),
-                           &e2);
-        }
-        for (size_t k = 0; k < nd; k++)
-            close(fds[k]);
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (it[i].rc == CMK_OK)
+        if (res[i] == CMK_OK)
             cmk_store_note_commit(s);
         else if (rc == CMK_OK) {
-            rc = it[i].rc;
-            *first = it[i].eb;
+            rc = res[i];
+            *first = ebs[i];
         }
         if (results)
-            results[i] = it[i].rc;
+            results[i] = res[i];
     }
 out:
     for (size_t i = 0; i < n; i++) {
         put_free(puts[i]);
         puts[i] = NULL;
     }
-    free(it);
-    free(ios);
-    free(fds);
-    free(errs);
-    free(who);
+    free(sinks);
+    free(keys);
+    free(keyp);
+    free(digests);
+    free(res);
+    free(ebs);
     return rc;
 }
 

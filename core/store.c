@@ -35,6 +35,7 @@
 #include "core/format.h"
 #include "core/base/fsutil.h"
 #include "core/base/jsonfile.h"
+#include "core/backend/local_blob.h"
 #include "core/base/secmem.h"
 #include "core/store_internal.h"
 
@@ -853,6 +854,10 @@ cmk_err cmk_store_open_with(const char *dir, const cmk_store_opts *o, const cmk_
                          &s->pool, eb);
     if (rc != CMK_OK)
         goto out;
+    rc = cmk_local_blobs_open(s->dir, s->dirfd, s->tmpfd, s->pool, s->direct_after,
+                              &s->direct_state, &s->blobs, eb);
+    if (rc != CMK_OK)
+        goto out;
     rc = f->open(s->home, o ? o->kek_provider : NULL, &s->env, eb);
     if (rc != CMK_OK)
         goto out;
@@ -873,6 +878,7 @@ void cmk_store_close(cmk_store *s)
     if (!s)
         return;
     cmk_store_bg_shutdown(s);
+    cmk_bk_blobs_close(s->blobs);
     cmk_pool_free(s->pool);
     for (size_t i = 0; i < s->n_io_free; i++)
         io_destroy(s, s->io_free[i]);
@@ -910,89 +916,43 @@ const char *cmk_store_dir(const cmk_store *s)
 cmk_err cmk_delete(cmk_store *s, const char *digest)
 {
     cmk_errbuf eb = {0};
-    uint8_t raw[CMK_DIGEST_RAW_MAX];
-    char path[4096], parent[4096];
-    int alg, pfd = -1;
+    char key[CMK_BK_KEY_MAX];
     cmk_err rc;
 
     if (!s || !digest)
         return cmk_set_last(CMK_E_INVAL, "cmk_delete: NULL argument");
     rc = cmk_store_key_gate(s, &eb);
-    if (rc != CMK_OK)
-        goto out;
-    rc = cmk_digest_parse(digest, &alg, raw, &eb);
-    if (rc != CMK_OK)
-        goto out;
-    rc = cmk_store_blob_path(s, alg, raw, path, sizeof(path), parent, sizeof(parent), &eb);
     if (rc == CMK_OK)
-        rc = cmk_opendir_at(s->dirfd, s->dir, cmk_store_rel(s, parent), &pfd, &eb);
-    if (rc != CMK_OK)
-        goto out;
-    if (unlinkat(pfd, strrchr(path, '/') + 1, 0) != 0) {
-        rc = errno == ENOENT
-                 ? cmk_errbuf_set(&eb, CMK_E_NOT_FOUND, "blob %s is not in the store", digest)
-                 : cmk_errbuf_sys(&eb, CMK_E_IO, errno, "cannot delete %s", path);
-        goto out;
-    }
-    if (fsync(pfd) != 0)
-        rc = cmk_errbuf_sys(&eb, CMK_E_IO, errno, "cannot fsync directory %s", parent);
-out:
-    if (pfd >= 0)
-        close(pfd);
+        rc = cmk_bk_blob_key(digest, key, &eb);
+    if (rc == CMK_OK)
+        rc = cmk_bk_blob_delete(s->blobs, key, &eb);
+    if (rc == CMK_E_NOT_FOUND)
+        cmk_errbuf_set(&eb, CMK_E_NOT_FOUND, "blob %s is not in the store", digest);
     return cmk_publish(&eb, rc);
 }
 
-static int is_hex(const char *s, size_t n)
+struct list_arg {
+    int (*cb)(const char *digest, void *arg);
+    void *arg;
+};
+
+static int list_one(const char *key, void *arg)
 {
-    if (strlen(s) != n)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-    return 1;
+    struct list_arg *la = arg;
+    char dg[CMK_DIGEST_MAX];
+
+    cmk_bk_blob_digest(key, dg, sizeof(dg));
+    return la->cb(dg, la->arg);
 }
 
 cmk_err cmk_list(cmk_store *s, int (*cb)(const char *digest, void *arg), void *arg)
 {
-    static const int algs[] = {CMK_DIGEST_SHA256, CMK_DIGEST_SHA512};
+    struct list_arg la = {cb, arg};
     cmk_errbuf eb = {0};
-    char p[4096], dg[CMK_DIGEST_MAX];
-    cmk_err rc = CMK_OK;
 
     if (!s || !cb)
         return cmk_set_last(CMK_E_INVAL, "cmk_list: NULL argument");
-    for (int a = 0; a < 2; a++) {
-        size_t hexlen = 2 * cmk_digest_len(algs[a]);
-        for (int i = 0; i < 256; i++) {
-            DIR *d;
-            struct dirent *de;
-
-            int dfd;
-
-            rc = cmk_path(p, sizeof(p), &eb, "blobs/%s/%02x", cmk_digest_alg_name(algs[a]), i);
-            if (rc != CMK_OK)
-                goto out;
-            dfd = cmk_openat_nofollow(s->dirfd, p, O_RDONLY | O_DIRECTORY, 0);
-            d = dfd >= 0 ? fdopendir(dfd) : NULL;
-            if (!d) {
-                if (dfd >= 0)
-                    close(dfd);
-                continue;
-            }
-            while ((de = readdir(d)) != NULL) {
-                if (!is_hex(de->d_name, hexlen) || strncmp(de->d_name, p + strlen(p) - 2, 2))
-                    continue;
-                snprintf(dg, sizeof(dg), "%s:%s", cmk_digest_alg_name(algs[a]), de->d_name);
-                if (cb(dg, arg) != 0) {
-                    closedir(d);
-                    goto out;
-                }
-            }
-            closedir(d);
-        }
-    }
-out:
-    return cmk_publish(&eb, rc);
+    return cmk_publish(&eb, cmk_bk_blob_list(s->blobs, list_one, &la, &eb));
 }
 
 /* ---- encryption status ---- */

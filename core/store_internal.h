@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "core/backend/blob.h"
 #include "cmkstore.h"
 #include "core/base/error.h"
 #include "io/io.h"
@@ -55,7 +56,9 @@ struct cmk_store {
     cmk_io_kind io_kind;
     uint64_t direct_after;   /* on io_uring a put switches to O_DIRECT once it has written
                                 this many bytes of plaintext (write_mode); UINT64_MAX: never */
-    atomic_int direct_state; /* 0: not tried yet, 1: O_DIRECT works in tmp/, -1: refused */
+    cmk_bk_blobs *blobs;     /* the blob section of the storage backend (backend/blob.h) */
+    atomic_int direct_state; /* the local blob space's O_DIRECT probe, kept here for the
+                                tests: 0 not tried, 1 works in tmp/, -1 refused */
 
     pthread_mutex_t io_mu;
     cmk_io *io_free[CMK_IO_CACHE_MAX];

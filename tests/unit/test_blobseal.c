@@ -6,7 +6,7 @@
 
 #include "core/blobseal.h"
 #include "core/base/bytes.h"
-#include "check.h"
+#include "tests/check.h"
 
 #define CS 65536u
 
