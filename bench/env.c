@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 #include "bench/cmkbench.h"
-#include "kek/identity.h"
-#include "kek/vault.h"
+#include "kek/identity/identity.h"
+#include "kek/vault/vault.h"
 
 void env_setup(bench_ctx *c)
 {

@@ -8,10 +8,10 @@
 #include <string.h>
 
 #include "core/base/fsutil.h"
-#include "kek/home.h"
-#include "kek/identity.h"
-#include "kek/pkcs11.h"
-#include "kek/vault.h"
+#include "kek/identity/home.h"
+#include "kek/identity/identity.h"
+#include "kek/pkcs11/pkcs11.h"
+#include "kek/vault/vault.h"
 
 #define CMK_MANAGED_VAULT "cmkstore-managed"
 

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kek/provider.h"
+
 #define MAXV 16
 
 struct test_kek {
@@ -176,6 +178,13 @@ out:
     return rc;
 }
 
+/* No release: the test owns test_kek and frees it with test_kek_free. */
+static const cmk_kek_provider test_ops = {.name = "test",
+                                          .handles = t_handles,
+                                          .describe = t_describe,
+                                          .wrap = t_wrap,
+                                          .unwrap = t_unwrap};
+
 test_kek *test_kek_new(int identity_wrap)
 {
     test_kek *t = calloc(1, sizeof(*t));
@@ -183,13 +192,7 @@ test_kek *test_kek_new(int identity_wrap)
         return NULL;
     pthread_mutex_init(&t->mu, NULL);
     t->identity_wrap = identity_wrap;
-    t->prov.size = sizeof(t->prov);
-    t->prov.name = "test";
-    t->prov.self = t;
-    t->prov.handles = t_handles;
-    t->prov.describe = t_describe;
-    t->prov.wrap = t_wrap;
-    t->prov.unwrap = t_unwrap;
+    cmk_kek_provider_fill(&t->prov, &test_ops, t);
     if (test_kek_add_version(t) != 1) {
         test_kek_free(t);
         return NULL;

@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include "tests/check.h"
-#include "kek/identity.h"
-#include "kek/vault.h"
+#include "kek/identity/identity.h"
+#include "kek/vault/vault.h"
 
 int check_passed, check_failed;
 

@@ -31,7 +31,7 @@
 
 #include "cmkstore.h"
 #include "cmkstore_kek.h"
-#include "kek/home.h"
+#include "kek/identity/home.h"
 
 enum cli_exit {
     CLI_EXIT_OK = 0,

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "tools/cli.h"
-#include "kek/identity.h"
+#include "kek/identity/identity.h"
 
 enum { ID_CREATE, ID_SHOW, ID_DELETE, ID_LIST, ID_ASSIGN, ID_REMOVE };
 

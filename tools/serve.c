@@ -34,10 +34,10 @@
 #include "tools/http_auth.h"
 #include "tools/http_conn.h"
 #include "tools/http_metrics.h"
-#include "kek/identity.h"
+#include "kek/identity/identity.h"
 #include "tools/registry.h"
 #include "tools/registry_meta.h"
-#include "kek/vault.h"
+#include "kek/vault/vault.h"
 
 /* The embedded default's resources (first run only; later runs reuse them). */
 #define DEF_IDENTITY "registry-identity"

@@ -1,5 +1,5 @@
 /*
- * fuzz_pkcs11_uri.c — libFuzzer target: the RFC 7512 key-identifier parser (kek/pkcs11.c).
+ * fuzz_pkcs11_uri.c — libFuzzer target: the RFC 7512 key-identifier parser (kek/pkcs11/uri.c).
  *
  * Properties checked on every input:
  *  - a failure carries a code and a message;
@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "tests/fuzz/fuzz.h"
-#include "kek/pkcs11.h"
+#include "kek/pkcs11/pkcs11.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

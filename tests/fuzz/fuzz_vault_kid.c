@@ -1,5 +1,5 @@
 /*
- * fuzz_vault_kid.c — libFuzzer target: the local key-identifier parser (kek/vault.c),
+ * fuzz_vault_kid.c — libFuzzer target: the local key-identifier parser (kek/vault/kid.c),
  * "local://<vault>/keys/<name>[/<version>]", which reads what users pass on the command line
  * and what a store's keyring names.
  *
@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "tests/fuzz/fuzz.h"
-#include "kek/vault.h"
+#include "kek/vault/vault.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -13,8 +13,8 @@
 
 #include "tests/check.h"
 #include "core/base/fsutil.h"
-#include "kek/home.h"
-#include "kek/identity.h"
+#include "kek/identity/home.h"
+#include "kek/identity/identity.h"
 #include "core/base/jsonfile.h"
 
 #define CHECK_E(expr, want)                                                                        \

@@ -7,11 +7,11 @@
 #include <string.h>
 
 #include "tests/check.h"
-#include "kek/identity.h"
+#include "kek/identity/identity.h"
 #include "core/base/jsonfile.h"
 #include "kek/builtin.h"
 #include "kek/kek.h"
-#include "kek/vault.h"
+#include "kek/vault/vault.h"
 
 #define CHECK_E(expr, want)                                                                        \
     do {                                                                                           \

@@ -16,11 +16,11 @@
 #include <unistd.h>
 
 #include "tests/check.h"
-#include "kek/identity.h"
+#include "kek/identity/identity.h"
 #include "core/base/jsonfile.h"
 #include "core/keyring.h"
 #include "tests/testkek.h"
-#include "kek/vault.h"
+#include "kek/vault/vault.h"
 
 static char home[4096];
 static const char *perms3[] = {"get", "wrapKey", "unwrapKey"};

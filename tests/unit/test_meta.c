@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "tests/check.h"
-#include "kek/identity.h"
+#include "kek/identity/identity.h"
 #include "tests/testkek.h"
 
 static test_kek *tk;

@@ -8,6 +8,7 @@
  * $CMK_SOFTHSM_MODULE overrides the module path (default /usr/lib/softhsm/libsofthsm2.so).
  */
 #define _GNU_SOURCE /* dladdr */
+#include <dirent.h>
 #include <dlfcn.h>
 #include <openssl/evp.h>
 #include <pthread.h>
@@ -20,10 +21,10 @@
 #include <p11-kit/pkcs11.h>
 
 #include "tests/check.h"
-#include "kek/identity.h"
-#include "kek/pkcs11.h"
+#include "kek/identity/identity.h"
+#include "kek/pkcs11/pkcs11.h"
 #include "core/base/secmem.h"
-#include "kek/vault.h"
+#include "kek/vault/vault.h"
 
 #define TOKEN_MAIN "cmk-main"
 #define TOKEN_PIN  "cmk-pin" /* only ever logged in by the PIN tests, one at a time */
@@ -1187,19 +1188,37 @@ static void test_source_guard(void)
         "CKA_PRIVATE_EXPONENT", "CKA_PRIME_1",     "CKA_PRIME_2", "CKA_EXPONENT_1",
         "CKA_EXPONENT_2",       "CKA_COEFFICIENT", "C_WrapKey",   "CKA_VALUE"};
     const char *src = getenv("CMK_SOURCE_DIR");
-    char path[1200];
+    char dir[1100], path[1400];
+    struct dirent *de;
     unsigned char *text;
+    int files = 0;
+    DIR *d;
 
-    snprintf(path, sizeof(path), "%s/kek/pkcs11.c", src && *src ? src : ".");
-    text = test_read_file(path, NULL);
-    if (!text) {
-        printf("source guard skipped: %s not readable (set CMK_SOURCE_DIR)\n", path);
+    /* Every source of the PKCS#11 provider (kek/pkcs11/, once kek/pkcs11.c). */
+    snprintf(dir, sizeof(dir), "%s/kek/pkcs11", src && *src ? src : ".");
+    d = opendir(dir);
+    if (!d) {
+        printf("source guard skipped: %s not readable (set CMK_SOURCE_DIR)\n", dir);
         return;
     }
-    for (size_t i = 0; i < sizeof(forbidden) / sizeof(forbidden[0]); i++)
-        CHECK_MSG(strstr((char *)text, forbidden[i]) == NULL, "kek/pkcs11.c mentions %s",
-                  forbidden[i]);
-    free(text);
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+
+        if (n < 3 || strcmp(de->d_name + n - 2, ".c") != 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        text = test_read_file(path, NULL);
+        CHECK_MSG(text != NULL, "cannot read %s", path);
+        if (!text)
+            continue;
+        files++;
+        for (size_t i = 0; i < sizeof(forbidden) / sizeof(forbidden[0]); i++)
+            CHECK_MSG(strstr((char *)text, forbidden[i]) == NULL, "%s mentions %s", path,
+                      forbidden[i]);
+        free(text);
+    }
+    closedir(d);
+    CHECK_MSG(files > 0, "no PKCS#11 sources found in %s", dir);
 }
 
 int main(void)

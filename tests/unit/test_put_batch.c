@@ -24,10 +24,10 @@
 #include "core/compress.h"
 #include "core/digest.h"
 #include "core/format.h"
-#include "kek/identity.h"
+#include "kek/identity/identity.h"
 #include "core/base/pool.h"
 #include "core/store_internal.h"
-#include "kek/vault.h"
+#include "kek/vault/vault.h"
 
 static char home[4096];
 

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "tests/check.h"
-#include "kek/identity.h"
+#include "kek/identity/identity.h"
 #include "tests/testkek.h"
 
 static char home[4096];

@@ -17,7 +17,7 @@
 #include "tests/check.h"
 #include "core/format.h"
 #include "core/base/fsutil.h"
-#include "kek/identity.h"
+#include "kek/identity/identity.h"
 #include "tests/testkek.h"
 
 #define CHUNK (64u << 10)

@@ -20,11 +20,11 @@
 
 #include "tests/check.h"
 #include "core/base/fsutil.h"
-#include "kek/home.h"
-#include "kek/identity.h"
+#include "kek/identity/home.h"
+#include "kek/identity/identity.h"
 #include "core/base/jsonfile.h"
 #include "kek/kek.h"
-#include "kek/vault.h"
+#include "kek/vault/vault.h"
 
 static char home[4096];
 static cmk_kek_provider *prov;

@@ -26,7 +26,7 @@
 #include <zstd.h>
 
 #include "tests/check.h"
-#include "kek/identity.h"
+#include "kek/identity/identity.h"
 #include "core/base/jsonfile.h"
 #include "core/seal.h"
 #include "core/store_internal.h"

@@ -1,6 +1,6 @@
 /* identity.c — managed identities stored as JSON files in the home (see identity.h). */
 #define _GNU_SOURCE
-#include "kek/identity.h"
+#include "kek/identity/identity.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -11,9 +11,9 @@
 #include <unistd.h>
 
 #include "core/base/fsutil.h"
-#include "kek/home.h"
 #include "core/base/jsonfile.h"
 #include "core/base/secmem.h"
+#include "kek/identity/home.h"
 
 #define TYPE_USER       "UserAssigned"
 #define TYPE_SYSTEM     "SystemAssigned"
@@ -21,20 +21,6 @@
 #define USER_SUBDIR     "identities"
 #define SYSTEM_SUBDIR   "identities/system"
 #define SYSTEM_NAME_PFX "system-"
-
-static int is_uuid(const char *s)
-{
-    static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
-
-    if (!s)
-        return 0;
-    for (size_t i = 0; i < sizeof(shape) - 1; i++) {
-        char c = s[i];
-        if (shape[i] == '-' ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-            return 0;
-    }
-    return s[sizeof(shape) - 1] == '\0';
-}
 
 /* Copies a required string member of an identity file into dst. */
 static cmk_err copy_field(const json_t *j, const char *key, char *dst, size_t cap, const char *path,
@@ -73,8 +59,9 @@ static cmk_err ident_parse(const json_t *j, int system, const char *path, cmk_id
     if (system &&
         (rc = copy_field(j, "storeId", out->store_id, sizeof(out->store_id), path, eb)) != CMK_OK)
         return rc;
-    if (strcmp(out->type, system ? TYPE_SYSTEM : TYPE_USER) != 0 || !is_uuid(out->principal_id) ||
-        !is_uuid(out->client_id) || !is_uuid(out->tenant_id))
+    if (strcmp(out->type, system ? TYPE_SYSTEM : TYPE_USER) != 0 ||
+        !cmk_is_uuid(out->principal_id, 0) || !cmk_is_uuid(out->client_id, 0) ||
+        !cmk_is_uuid(out->tenant_id, 0))
         return cmk_errbuf_set(eb, CMK_E_CORRUPT,
                               "identity file %s is damaged (type or ids invalid); delete the file "
                               "and create the identity again",
@@ -172,11 +159,38 @@ static cmk_err ident_init(const char *home, cmk_identity *id, cmk_errbuf *eb)
     return rc;
 }
 
+/* Creates a new identity's file path in dir: fresh ids, the home's tenant, the given type,
+ * name, resource id and store id (system-assigned; else ""). CMK_E_EXISTS if the file
+ * appeared meanwhile. *out receives the identity. */
+static cmk_err ident_make(const char *home, const char *dir, const char *path, const char *type,
+                          const char *name, const char *rid, const char *store_id,
+                          cmk_identity *out, cmk_errbuf *eb)
+{
+    cmk_identity id;
+    json_t *j;
+    cmk_err rc = ident_init(home, &id, eb);
+
+    if (rc == CMK_OK)
+        rc = cmk_mkdir_p(dir, 0700, eb);
+    if (rc != CMK_OK)
+        return rc;
+    snprintf(id.type, sizeof(id.type), "%s", type);
+    snprintf(id.name, sizeof(id.name), "%s", name);
+    snprintf(id.id, sizeof(id.id), "%s", rid);
+    snprintf(id.store_id, sizeof(id.store_id), "%s", store_id);
+    j = ident_file_json(&id);
+    if (!j)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory creating identity '%s'", name);
+    rc = create_exclusive(dir, path, j, eb);
+    json_decref(j);
+    if (rc == CMK_OK)
+        *out = id;
+    return rc;
+}
+
 cmk_err cmk_identity_create(const char *home, const char *name, cmk_identity *out, cmk_errbuf *eb)
 {
-    char dir[CMK_PATH_MAX], path[CMK_PATH_MAX];
-    cmk_identity id;
-    json_t *j = NULL;
+    char dir[CMK_PATH_MAX], path[CMK_PATH_MAX], rid[CMK_ID_MAX];
     cmk_err rc;
 
     if (!home || !out)
@@ -187,36 +201,18 @@ cmk_err cmk_identity_create(const char *home, const char *name, cmk_identity *ou
     if (rc == CMK_OK)
         rc = cmk_path(path, sizeof(path), eb, "%s/%s.json", dir, name);
     if (rc != CMK_OK)
-        goto out;
+        return rc;
     /* Checked first so that a refused create leaves the home untouched. */
-    if (cmk_exists(path)) {
-        rc = cmk_errbuf_set(eb, CMK_E_EXISTS,
-                            "identity '%s' already exists: use it, or delete it first with "
-                            "`cmkstore identity delete --name %s`",
-                            name, name);
-        goto out;
-    }
-    rc = ident_init(home, &id, eb);
-    if (rc == CMK_OK)
-        rc = cmk_mkdir_p(dir, 0700, eb);
-    if (rc != CMK_OK)
-        goto out;
-    snprintf(id.type, sizeof(id.type), "%s", TYPE_USER);
-    snprintf(id.name, sizeof(id.name), "%s", name);
-    snprintf(id.id, sizeof(id.id), "/cmkstore/userAssignedIdentities/%s", name);
-    j = ident_file_json(&id);
-    if (!j) {
-        rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory creating identity '%s'", name);
-        goto out;
-    }
-    rc = create_exclusive(dir, path, j, eb);
+    if (cmk_exists(path))
+        return cmk_errbuf_set(eb, CMK_E_EXISTS,
+                              "identity '%s' already exists: use it, or delete it first with "
+                              "`cmkstore identity delete --name %s`",
+                              name, name);
+    snprintf(rid, sizeof(rid), "/cmkstore/userAssignedIdentities/%s", name);
+    rc = ident_make(home, dir, path, TYPE_USER, name, rid, "", out, eb);
     if (rc == CMK_E_EXISTS)
         cmk_errbuf_set(eb, CMK_E_EXISTS, "identity '%s' already exists (created concurrently)",
                        name);
-    if (rc == CMK_OK)
-        *out = id;
-out:
-    json_decref(j);
     return rc;
 }
 
@@ -253,42 +249,23 @@ cmk_err cmk_identity_get_system(const char *home, const char *store_id, cmk_iden
 cmk_err cmk_identity_create_system(const char *home, const char *store_id, cmk_identity *out,
                                    cmk_errbuf *eb)
 {
-    char dir[CMK_PATH_MAX], path[CMK_PATH_MAX];
-    cmk_identity id;
-    json_t *j = NULL;
+    char dir[CMK_PATH_MAX], path[CMK_PATH_MAX], name[128], rid[CMK_ID_MAX];
     cmk_err rc;
 
     rc = system_path(home, store_id, dir, path, eb);
-    if (rc != CMK_OK)
-        goto out;
-    rc = load_ident(path, 1, out, eb);
-    if (rc != CMK_E_NOT_FOUND)
-        goto out;
-    cmk_errbuf_clear(eb);
-    rc = ident_init(home, &id, eb);
     if (rc == CMK_OK)
-        rc = cmk_mkdir_p(dir, 0700, eb);
-    if (rc != CMK_OK)
-        goto out;
-    snprintf(id.type, sizeof(id.type), "%s", TYPE_SYSTEM);
-    snprintf(id.name, sizeof(id.name), SYSTEM_NAME_PFX "%s", store_id);
-    snprintf(id.id, sizeof(id.id), "/cmkstore/stores/%s/systemAssignedIdentity", store_id);
-    snprintf(id.store_id, sizeof(id.store_id), "%s", store_id);
-    j = ident_file_json(&id);
-    if (!j) {
-        rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory creating an identity");
-        goto out;
-    }
-    rc = create_exclusive(dir, path, j, eb);
-    if (rc == CMK_OK) {
-        *out = id;
-    } else if (rc == CMK_E_EXISTS) {
+        rc = load_ident(path, 1, out, eb);
+    if (rc != CMK_E_NOT_FOUND)
+        return rc;
+    cmk_errbuf_clear(eb);
+    snprintf(name, sizeof(name), SYSTEM_NAME_PFX "%s", store_id);
+    snprintf(rid, sizeof(rid), "/cmkstore/stores/%s/systemAssignedIdentity", store_id);
+    rc = ident_make(home, dir, path, TYPE_SYSTEM, name, rid, store_id, out, eb);
+    if (rc == CMK_E_EXISTS) {
         /* Another process made it first: idempotent, return theirs. */
         cmk_errbuf_clear(eb);
         rc = load_ident(path, 1, out, eb);
     }
-out:
-    json_decref(j);
     return rc;
 }
 

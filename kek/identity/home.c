@@ -1,6 +1,6 @@
 /* home.c — the cmkstore home: where it is, its tenant id, resource names. */
 #define _GNU_SOURCE
-#include "kek/home.h"
+#include "kek/identity/home.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -97,13 +97,17 @@ cmk_err cmk_home_resolve(const char *explicit_home, int create, char out[CMK_PAT
     return cmk_path(out, CMK_PATH_MAX, eb, "%s", real);
 }
 
-static int is_uuid(const char *s)
+int cmk_is_uuid(const char *s, int any_case)
 {
     static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
 
+    if (!s)
+        return 0;
     for (size_t i = 0; i < sizeof(shape) - 1; i++) {
         char c = s[i];
-        if (shape[i] == '-' ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+        int hex =
+            (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (any_case && c >= 'A' && c <= 'F');
+        if (shape[i] == '-' ? c != '-' : !hex)
             return 0;
     }
     return s[sizeof(shape) - 1] == '\0';
@@ -121,7 +125,7 @@ static cmk_err read_tenant(const char *path, char out[37], cmk_errbuf *eb)
         goto out;
     while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r'))
         text[--len] = '\0';
-    if (!is_uuid(text)) {
+    if (!cmk_is_uuid(text, 0)) {
         rc = cmk_errbuf_set(eb, CMK_E_CORRUPT,
                             "%s does not hold a tenant id (a UUID): restore it from a backup; "
                             "vault access policies record the tenant",

@@ -27,4 +27,8 @@ cmk_err cmk_home_tenant(const char *home, char out[37], cmk_errbuf *eb);
  * with '-'. CMK_E_INVAL with a message naming `what` otherwise. */
 cmk_err cmk_name_check(const char *name, const char *what, cmk_errbuf *eb);
 
+/* 1 if s is a UUID (8-4-4-4-12 hex digits): lowercase only, or either case if any_case.
+ * NULL is not. */
+int cmk_is_uuid(const char *s, int any_case);
+
 #endif

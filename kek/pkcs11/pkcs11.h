@@ -1,5 +1,10 @@
 /*
- * pkcs11.h — internal: RSA-HSM key-encryption keys in a PKCS#11 token.
+ * pkcs11.h — internal: RSA-HSM key-encryption keys in a PKCS#11 token (kek/pkcs11/).
+ *
+ * Files: rv.c (CK_RV names, codes, advice), uri.c (RFC 7512 identifiers), module.c (modules,
+ * loaded once per process), session.c (handles and their session pools), objects.c (key
+ * versions in the token), pubkey.c (public keys and their cache), wrap.c (wrapping and
+ * unwrapping), pin.c (module and PIN configuration), provider.c (the KEK provider).
  *
  * The private half of every key stays in the token (CKA_SENSITIVE, not CKA_EXTRACTABLE):
  * data keys are wrapped in software with the public half (OpenSSL, RSA-OAEP) and unwrapped
@@ -116,6 +121,12 @@
 #define CMK_P11_LABEL_MAX   128 /* our limit for a key label (CKA_LABEL) */
 #define CMK_P11_URI_ID_MAX  64  /* longest id= accepted by the parser */
 #define CMK_P11_PIN_MAX     256
+#define CMK_P11_PATH_MAX    4096 /* module and PIN file paths */
+
+/* The environment the operator configures module and PIN with (see above). */
+#define CMK_P11_ENV_MODULE   "CMKSTORE_PKCS11_MODULE"
+#define CMK_P11_ENV_PIN_FILE "CMKSTORE_PKCS11_PIN_FILE"
+#define CMK_P11_ENV_PIN      "CMKSTORE_PKCS11_PIN"
 
 /* ---- URIs -------------------------------------------------------------------------------- */
 
