@@ -10,27 +10,16 @@
  * CMK_E_INTEGRITY (deliberate tampering, or a file from another store).
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "core/blobseal.h"
 #include "core/digest.h"
 #include "core/format.h"
-#include "core/base/fsutil.h"
 #include "core/base/secmem.h"
 #include "core/store_internal.h"
 
 enum { GSLOT_FREE, GSLOT_READING, GSLOT_OPENING, GSLOT_READY };
-
-/* A range longer than this is probed for being in the page cache this far in from either
- * end (range_cold); a shorter one is read through the engine as it is. */
-#define COLD_PROBE (4u << 20)
 
 struct get_slot {
     cmk_job job;
@@ -51,8 +40,9 @@ struct cmk_get {
     cmk_store *s;
     cmk_errbuf eb;
     cmk_err failed;
-    int fd;
-    char path[4096];
+    cmk_bk_source *src; /* the blob, through the store's backend */
+    uint64_t stored;    /* its stored size */
+    int64_t mtime;
     cmk_fmt_header h;
     uint8_t header[CMK_FMT_HEADER_SIZE];
     cmk_blobkey *bk;
@@ -96,8 +86,8 @@ static cmk_err auth_failed(cmk_get *g, struct get_slot *sl, const cmk_fmt_chunk 
 {
     cmk_errbuf eb = {0};
 
-    if (cmk_pread_all(g->fd, sl->rec, sl->rec_len, (off_t)g->idx[sl->index].offset, "blob chunk",
-                      &eb) != CMK_OK ||
+    if (cmk_bk_source_read(g->src, sl->rec, sl->rec_len, g->idx[sl->index].offset, "blob chunk",
+                           CMK_BK_READ_ANY, &eb) != CMK_OK ||
         !cmk_blobseal_check_ok(sl->rec, c))
         return check_mismatch(sl);
     return cmk_errbuf_set(&sl->eb, CMK_E_INTEGRITY,
@@ -139,30 +129,36 @@ static cmk_err open_chunk(cmk_get *g, struct get_slot *sl)
     return CMK_OK;
 }
 
+/* Opens slot sl's chunk and marks it READY. On a worker (`worker`) that is done under mu
+ * with a broadcast, as the caller may wait for it; inline the caller is the only one
+ * looking. */
+static void open_slot(cmk_get *g, struct get_slot *sl, int worker)
+{
+    cmk_err rc = open_chunk(g, sl);
+
+    if (worker)
+        pthread_mutex_lock(&g->mu);
+    sl->eb.code = rc;
+    sl->state = GSLOT_READY;
+    if (worker) {
+        pthread_cond_broadcast(&g->cv);
+        pthread_mutex_unlock(&g->mu);
+    }
+}
+
 static void open_job(cmk_job *job)
 {
     struct get_slot *sl = (struct get_slot *)job;
-    cmk_get *g = sl->g;
-    cmk_err rc = open_chunk(g, sl);
 
-    pthread_mutex_lock(&g->mu);
-    sl->eb.code = rc;
-    sl->state = GSLOT_READY;
-    pthread_cond_broadcast(&g->cv);
-    pthread_mutex_unlock(&g->mu);
+    open_slot(sl->g, sl, 1);
 }
 
 /* ---- pipeline (caller side) ---- */
 
+/* Keeps the first failure (sticky). */
 static cmk_err get_fail(cmk_get *g, cmk_err rc, const cmk_errbuf *src)
 {
-    if (g->failed == CMK_OK) {
-        g->failed = rc;
-        if (src && src != &g->eb)
-            g->eb = *src;
-        g->eb.code = rc;
-    }
-    return g->failed;
+    return cmk_errbuf_first(&g->failed, &g->eb, rc, src);
 }
 
 static struct get_slot *gslot(cmk_get *g, uint64_t index)
@@ -177,38 +173,6 @@ static int gstate(cmk_get *g, struct get_slot *sl)
     st = sl->state;
     pthread_mutex_unlock(&g->mu);
     return st;
-}
-
-/* Whether the page holding the byte at off is in the page cache: mincore(2) over a one-page
- * mapping, which looks without reading. (A one-byte RWF_NOWAIT read, used before, starts
- * readahead of the page it asks about; when that finished before the read looked again, a
- * cold file was taken for a warm one, and test_put_batch's cold get failed under TSan.)
- * Unknown counts as cached: the reads then go as they would without the probe. */
-static int cached_at(int fd, uint64_t off)
-{
-    long pg = sysconf(_SC_PAGESIZE);
-    unsigned char v = 1;
-    void *m;
-
-    if (pg <= 0)
-        return 1;
-    m = mmap(NULL, (size_t)pg, PROT_READ, MAP_SHARED, fd, (off_t)(off - off % (uint64_t)pg));
-    if (m == MAP_FAILED)
-        return 1;
-    if (mincore(m, (size_t)pg, &v) != 0)
-        v = 1;
-    munmap(m, (size_t)pg);
-    return v & 1;
-}
-
-/* Whether [start, end) is cold: not in the page cache COLD_PROBE bytes in from either end.
- * Not the end bytes themselves: reading the header and the index has just brought the pages
- * next to them in, so they look cached on a cold file. */
-static int range_cold(int fd, uint64_t start, uint64_t end)
-{
-    if (end - start <= 2 * (uint64_t)COLD_PROBE)
-        return 0;
-    return !cached_at(fd, start + COLD_PROBE) || !cached_at(fd, end - 1 - COLD_PROBE);
 }
 
 static void issue_reads(cmk_get *g)
@@ -244,7 +208,7 @@ static void issue_reads(cmk_get *g)
             /* The only chunk left (a small blob, or a range within one chunk): nothing to
              * overlap with, so read it directly and open it inline, no ring round trip. */
             cmk_err rc =
-                cmk_io_pread(g->io, g->fd, sl->rec, sl->rec_len, e->offset, "blob chunk", &eb);
+                cmk_bk_source_read(g->src, sl->rec, sl->rec_len, e->offset, "blob chunk", 0, &eb);
             g->next_read++;
             if (rc != CMK_OK) {
                 if (rc == CMK_E_CORRUPT)
@@ -257,8 +221,7 @@ static void issue_reads(cmk_get *g)
                 return;
             }
             sl->state = GSLOT_OPENING;
-            sl->eb.code = open_chunk(g, sl);
-            sl->state = GSLOT_READY;
+            open_slot(g, sl, 0);
             return;
         }
         /* Warm reads go through the ring, which copies from the page cache inline at submit.
@@ -266,8 +229,8 @@ static void issue_reads(cmk_get *g)
          * 1.08-1.13x of sync on a 2-vCPU Intel, where the caller's thread was the bottleneck,
          * but 0.83-0.93x on a 2-vCPU AMD EPYC, slower in 6-8 of 8 pairs (RESULTS.md, twelfth
          * session): at least as fast as sync everywhere wins. */
-        if ((g->cold ? cmk_io_queue_read_cold : cmk_io_queue_read)(
-                g->io, g->fd, sl->rec, sl->rec_len, e->offset, sl->index, &eb) != CMK_OK) {
+        if (cmk_bk_source_queue(g->src, sl->rec, sl->rec_len, e->offset, sl->index,
+                                g->cold ? CMK_BK_READ_COLD : 0, &eb) != CMK_OK) {
             get_fail(g, eb.code, &eb);
             return;
         }
@@ -283,14 +246,9 @@ static void pump_reads(cmk_get *g, int wait)
     cmk_errbuf eb = {0};
     int n;
 
-    if (cmk_io_submit(g->io, &eb) != CMK_OK)
-        get_fail(g, eb.code, &eb);
-    if (g->io_inflight == 0)
-        return;
-    n = cmk_io_reap(g->io, cqe, 32, wait ? 1 : 0);
+    n = cmk_bk_source_poll(g->src, cqe, 32, wait && g->io_inflight > 0, &eb);
     if (n < 0) {
-        get_fail(g, cmk_errbuf_sys(&eb, CMK_E_IO, -n, "I/O engine failure reading %s", g->path),
-                 &eb);
+        get_fail(g, eb.code, &eb);
         return;
     }
     for (int i = 0; i < n; i++) {
@@ -312,8 +270,7 @@ static void pump_reads(cmk_get *g, int wait)
         /* The last chunk of the range, when it is also the next to deliver, is opened
          * inline: no worker hop for single-chunk blobs. */
         if (sl->index == g->last_chunk && sl->index == g->next_deliver) {
-            sl->eb.code = open_chunk(g, sl);
-            sl->state = GSLOT_READY;
+            open_slot(g, sl, 0);
         } else {
             sl->job.run = open_job;
             cmk_pool_submit(g->s->pool, &sl->job);
@@ -356,8 +313,7 @@ static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
 {
     cmk_store *s = g->s;
     uint8_t raw[CMK_DIGEST_RAW_MAX], *ibuf = NULL, *dek = NULL;
-    char parent[4096];
-    struct stat st;
+    char key[CMK_BK_KEY_MAX];
     uint64_t isize;
     int alg;
     cmk_err rc;
@@ -365,24 +321,14 @@ static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
     rc = cmk_digest_parse(digest, &alg, raw, eb);
     if (rc != CMK_OK)
         return rc;
-    rc = cmk_store_blob_path(s, alg, raw, g->path, sizeof(g->path), parent, sizeof(parent), eb);
+    rc = cmk_bk_blob_key(digest, key, eb);
+    if (rc == CMK_OK)
+        rc = cmk_bk_source_open(s->blobs, key, g->io, &g->src, &g->stored, &g->mtime, eb);
+    if (rc == CMK_E_NOT_FOUND)
+        cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "blob %s is not in the store", digest);
     if (rc != CMK_OK)
         return rc;
-    /* O_NONBLOCK: a FIFO planted in place of the blob file must not hang the reader; it is
-     * cleared once the file is known to be a regular one (io_uring honours it). */
-    g->fd = cmk_openat_nofollow(s->dirfd, cmk_store_rel(s, g->path), O_RDONLY | O_NONBLOCK, 0);
-    if (g->fd < 0) {
-        if (errno == ENOENT)
-            return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "blob %s is not in the store", digest);
-        return cmk_errbuf_open(eb, errno, "open", s->dir, cmk_store_rel(s, g->path));
-    }
-    if (fstat(g->fd, &st) != 0)
-        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot stat %s", g->path);
-    if (!S_ISREG(st.st_mode))
-        return cmk_errbuf_set(eb, CMK_E_CORRUPT, "%s is not a regular file", g->path);
-    if (fcntl(g->fd, F_SETFL, fcntl(g->fd, F_GETFL) & ~O_NONBLOCK) != 0)
-        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot set up %s", g->path);
-    rc = cmk_io_pread(g->io, g->fd, g->header, CMK_FMT_HEADER_SIZE, 0, "blob header", eb);
+    rc = cmk_bk_source_read(g->src, g->header, CMK_FMT_HEADER_SIZE, 0, "blob header", 0, eb);
     if (rc != CMK_OK)
         goto out;
     rc = cmk_fmt_header_decode(g->header, CMK_FMT_HEADER_SIZE, &g->h, eb);
@@ -393,11 +339,11 @@ static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
                             "the file stored for %s holds another blob (files swapped?)", digest);
         goto out;
     }
-    if ((uint64_t)st.st_size != cmk_fmt_file_size(&g->h)) {
+    if (g->stored != cmk_fmt_file_size(&g->h)) {
         rc = cmk_errbuf_set(eb, CMK_E_CORRUPT,
                             "blob file is %lld bytes, its header says %llu (truncated or "
                             "extended)",
-                            (long long)st.st_size, (unsigned long long)cmk_fmt_file_size(&g->h));
+                            (long long)g->stored, (unsigned long long)cmk_fmt_file_size(&g->h));
         goto out;
     }
     /* Keys first: a header that does not commit to this DEK is rejected before any chunk or
@@ -421,7 +367,7 @@ static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
         rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (index)");
         goto out;
     }
-    rc = cmk_io_pread(g->io, g->fd, ibuf, (size_t)isize, g->h.index_offset, "blob index", eb);
+    rc = cmk_bk_source_read(g->src, ibuf, (size_t)isize, g->h.index_offset, "blob index", 0, eb);
     if (rc != CMK_OK)
         goto out;
     rc = cmk_blobseal_index_open(g->bk, g->header, &g->h, ibuf, g->idx, eb);
@@ -430,12 +376,12 @@ static cmk_err load_blob(cmk_get *g, const char *digest, cmk_errbuf *eb)
     memset(&g->info, 0, sizeof(g->info));
     memcpy(g->info.digest, digest, strlen(digest) + 1);
     g->info.size = g->h.plain_size;
-    g->info.stored_size = (uint64_t)st.st_size;
+    g->info.stored_size = g->stored;
     g->info.chunk_size = g->h.chunk_size;
     g->info.chunk_count = g->h.chunk_count;
     g->info.dek_id = g->h.dek_id;
     g->info.format_version = g->h.version;
-    g->info.mtime = (int64_t)st.st_mtime;
+    g->info.mtime = g->mtime;
 out:
     cmk_pool_sec_put(s->pool, dek, CMK_DEK_LEN);
     free(ibuf);
@@ -452,13 +398,9 @@ static void get_free(cmk_get *g)
             while (g->slots[i].state == GSLOT_OPENING)
                 pthread_cond_wait(&g->cv, &g->mu);
         pthread_mutex_unlock(&g->mu);
-        while (g->io_inflight > 0) {
-            cmk_io_cqe cqe[32];
-            int n = cmk_io_reap(g->io, cqe, 32, 1);
-            if (n <= 0)
-                break;
-            g->io_inflight -= (unsigned)n;
-        }
+        /* Its reads in flight complete before the buffers go back. */
+        cmk_bk_source_close(g->src);
+        g->src = NULL;
         for (unsigned i = 0; i < g->nslots; i++) {
             struct get_slot *sl = &g->slots[i];
             /* Decrypted bytes are wiped before the buffers go back to the pool: plaintext in
@@ -475,8 +417,7 @@ static void get_free(cmk_get *g)
         }
         free(g->slots);
     }
-    if (g->fd >= 0)
-        close(g->fd);
+    cmk_bk_source_close(g->src);
     if (g->io)
         cmk_store_io_put(g->s, g->io);
     cmk_pool_sec_put(g->s->pool, g->bk, sizeof(*g->bk));
@@ -497,15 +438,11 @@ cmk_err cmk_get_open(cmk_store *s, const char *digest, uint64_t offset, uint64_t
         return cmk_set_last(CMK_E_INVAL, "cmk_get_open: NULL argument");
     *out = NULL;
     rc = cmk_store_key_gate(s, &eb);
+    if (rc == CMK_OK && !(g = calloc(1, sizeof(*g))))
+        rc = cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (get)");
     if (rc != CMK_OK)
         goto out;
-    g = calloc(1, sizeof(*g));
-    if (!g) {
-        rc = cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (get)");
-        goto out;
-    }
     g->s = s;
-    g->fd = -1;
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
     rc = cmk_store_io_get(s, &g->io, &eb);
@@ -541,17 +478,13 @@ cmk_err cmk_get_open(cmk_store *s, const char *digest, uint64_t offset, uint64_t
             rc = cmk_errbuf_set(&eb, CMK_E_NOMEM, "out of memory (get)");
             goto out;
         }
-        /* Several chunks are read at once, out of order at the edges: tell the kernel the
-         * file is read front to back, so its readahead stays ahead of them (a hint only).
-         * That readahead is all a cold file gets (WILLNEED requests of 8 MiB kept up to
-         * 16 MiB ahead, through the engine, made cold 1 GiB gets 20-40% slower on both
-         * engines, the kernel's own window being 8 MiB here already), and a cold range is
-         * read with blocking reads behind it (cmk_io_queue_read_cold; bench/RESULTS.md). */
+        /* Several chunks are read at once, out of order at the edges: the backend is told
+         * the range is read front to back (readahead), and says whether it is cold, so that
+         * its reads are queued as cold reads (see cmk_bk_source_advise). */
         if (g->last_chunk > g->next_read) {
             const cmk_fmt_index_entry *le = &g->idx[g->last_chunk];
-            (void)posix_fadvise(g->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-            g->cold = range_cold(g->fd, g->idx[g->next_read].offset,
-                                 le->offset + cmk_fmt_record_len(le->stored_len));
+            g->cold = cmk_bk_source_advise(g->src, g->idx[g->next_read].offset,
+                                           le->offset + cmk_fmt_record_len(le->stored_len));
         }
     }
     *out = g;

@@ -71,15 +71,10 @@ static void seal_job(cmk_job *job)
 
 /* ---- pipeline (caller side) ---- */
 
+/* Keeps the first failure (sticky). */
 static cmk_err put_fail(cmk_put *p, cmk_err rc, const cmk_errbuf *src)
 {
-    if (p->failed == CMK_OK) {
-        p->failed = rc;
-        if (src && src != &p->eb)
-            p->eb = *src;
-        p->eb.code = rc;
-    }
-    return p->failed;
+    return cmk_errbuf_first(&p->failed, &p->eb, rc, src);
 }
 
 static struct put_slot *slot_of(cmk_put *p, uint64_t index)

@@ -101,6 +101,40 @@ void cmk_bk_sink_close(cmk_bk_sink *k)
         k->bs->ops->sink_close(k);
 }
 
+cmk_err cmk_bk_source_open(cmk_bk_blobs *bs, const char *key, cmk_io *io, cmk_bk_source **out,
+                           uint64_t *size, int64_t *mtime, cmk_errbuf *eb)
+{
+    return bs->ops->source_open(bs, key, io, out, size, mtime, eb);
+}
+
+cmk_err cmk_bk_source_read(cmk_bk_source *src, void *buf, size_t len, uint64_t off,
+                           const char *what, unsigned flags, cmk_errbuf *eb)
+{
+    return src->bs->ops->source_read(src, buf, len, off, what, flags, eb);
+}
+
+cmk_err cmk_bk_source_queue(cmk_bk_source *src, void *buf, size_t len, uint64_t off, uint64_t tag,
+                            unsigned flags, cmk_errbuf *eb)
+{
+    return src->bs->ops->source_queue(src, buf, len, off, tag, flags, eb);
+}
+
+int cmk_bk_source_poll(cmk_bk_source *src, cmk_io_cqe *out, int max, int wait, cmk_errbuf *eb)
+{
+    return src->bs->ops->source_poll(src, out, max, wait, eb);
+}
+
+int cmk_bk_source_advise(cmk_bk_source *src, uint64_t start, uint64_t end)
+{
+    return src->bs->ops->source_advise(src, start, end);
+}
+
+void cmk_bk_source_close(cmk_bk_source *src)
+{
+    if (src)
+        src->bs->ops->source_close(src);
+}
+
 cmk_err cmk_bk_blob_delete(cmk_bk_blobs *bs, const char *key, cmk_errbuf *eb)
 {
     return bs->ops->blob_delete(bs, key, eb);

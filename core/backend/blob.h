@@ -16,6 +16,9 @@
  * Local-only tricks are capabilities: CMK_BK_SCRATCH (the sink can hold unpublished bytes
  * past its end and read them back: a parked put's spill).
  *
+ * A source reads a published container: whole reads, reads queued several at once and
+ * polled (ranged GETs in flight, for an object store), a readahead hint.
+ *
  * I/O engine: a sink writes through the cmk_io it is given (the put's, from the store's
  * cache); cmk_bk_sink_set_io(NULL) gives it back while the put is parked. A sink is used by
  * one thread at a time; the blob space by any number.
@@ -29,15 +32,19 @@
 #include "core/base/error.h"
 #include "io/io.h"
 
-typedef struct cmk_bk_blobs cmk_bk_blobs; /* a backend's blob space */
-typedef struct cmk_bk_sink cmk_bk_sink;   /* one container being written */
+typedef struct cmk_bk_blobs cmk_bk_blobs;   /* a backend's blob space */
+typedef struct cmk_bk_sink cmk_bk_sink;     /* one container being written */
+typedef struct cmk_bk_source cmk_bk_source; /* one published container being read */
 typedef struct cmk_bk_blob_ops cmk_bk_blob_ops;
 
-/* The head of every blob space and sink: backends embed it first. */
+/* The head of every blob space, sink and source: backends embed it first. */
 struct cmk_bk_blobs {
     const cmk_bk_blob_ops *ops;
 };
 struct cmk_bk_sink {
+    cmk_bk_blobs *bs;
+};
+struct cmk_bk_source {
     cmk_bk_blobs *bs;
 };
 
@@ -55,6 +62,10 @@ struct cmk_bk_sink {
 #define CMK_BK_APPEND_NOW                                                                          \
     1u /* the container's only record: nothing to overlap it with, so                              \
           the sink may write it at once instead of queueing it */
+
+/* read flags */
+#define CMK_BK_READ_COLD 1u /* queue: the range is not cached (cmk_bk_source_advise said so) */
+#define CMK_BK_READ_ANY  2u /* read: from any thread (a worker), not through the engine */
 
 /* What a publish does when the key is taken: the engine's verdict on the copy there.
  * CMK_OK keeps it (the sink is dropped: same address, same content); CMK_E_INTEGRITY,
@@ -106,6 +117,30 @@ struct cmk_bk_blob_ops {
     /* Drops the sink (an unpublished container with it); waits for its requests first. */
     void (*sink_close)(cmk_bk_sink *k);
 
+    /* Opens blob `key` for reading through io (the caller's engine, used by its thread
+     * only): CMK_E_NOT_FOUND if it is not there, CMK_E_CORRUPT if it is not a plain blob
+     * (the local one: not a regular file). *size and *mtime (seconds) receive its stored
+     * size and modification time. */
+    cmk_err (*source_open)(cmk_bk_blobs *bs, const char *key, cmk_io *io, cmk_bk_source **out,
+                           uint64_t *size, int64_t *mtime, cmk_errbuf *eb);
+    /* Reads exactly len bytes at off, waiting; CMK_E_CORRUPT "<what> is truncated" past the
+     * end. flags: CMK_BK_READ_ANY. */
+    cmk_err (*source_read)(cmk_bk_source *src, void *buf, size_t len, uint64_t off,
+                           const char *what, unsigned flags, cmk_errbuf *eb);
+    /* Queues a read into buf (valid until its completion is polled) under tag; CMK_E_BUSY if
+     * the engine is full (poll first). flags: CMK_BK_READ_COLD. */
+    cmk_err (*source_queue)(cmk_bk_source *src, void *buf, size_t len, uint64_t off, uint64_t tag,
+                            unsigned flags, cmk_errbuf *eb);
+    /* Submits queued reads and collects up to max completions (res: bytes read, or
+     * -errno), waiting for one if wait and any is in flight. The count, or -1 with eb set
+     * if the engine itself failed. */
+    int (*source_poll)(cmk_bk_source *src, cmk_io_cqe *out, int max, int wait, cmk_errbuf *eb);
+    /* The caller reads [start, end) front to back from now on (a readahead hint). 1 if the
+     * range is cold (not cached): its reads are then queued with CMK_BK_READ_COLD. */
+    int (*source_advise)(cmk_bk_source *src, uint64_t start, uint64_t end);
+    /* Closes the source, once its reads in flight have completed. */
+    void (*source_close)(cmk_bk_source *src);
+
     /* Deletes blob `key` durably; CMK_E_NOT_FOUND if it is not there. */
     cmk_err (*blob_delete)(cmk_bk_blobs *bs, const char *key, cmk_errbuf *eb);
     /* Calls cb with the key of every blob (order unspecified); a nonzero return stops. */
@@ -139,6 +174,15 @@ void cmk_bk_publish_many(cmk_bk_blobs *bs, cmk_bk_sink *const *sinks, const char
                          size_t n, cmk_bk_keep_fn keep, void *arg, cmk_err *results,
                          cmk_errbuf *ebs);
 void cmk_bk_sink_close(cmk_bk_sink *k); /* NULL: nothing */
+cmk_err cmk_bk_source_open(cmk_bk_blobs *bs, const char *key, cmk_io *io, cmk_bk_source **out,
+                           uint64_t *size, int64_t *mtime, cmk_errbuf *eb);
+cmk_err cmk_bk_source_read(cmk_bk_source *src, void *buf, size_t len, uint64_t off,
+                           const char *what, unsigned flags, cmk_errbuf *eb);
+cmk_err cmk_bk_source_queue(cmk_bk_source *src, void *buf, size_t len, uint64_t off, uint64_t tag,
+                            unsigned flags, cmk_errbuf *eb);
+int cmk_bk_source_poll(cmk_bk_source *src, cmk_io_cqe *out, int max, int wait, cmk_errbuf *eb);
+int cmk_bk_source_advise(cmk_bk_source *src, uint64_t start, uint64_t end);
+void cmk_bk_source_close(cmk_bk_source *src); /* NULL: nothing */
 cmk_err cmk_bk_blob_delete(cmk_bk_blobs *bs, const char *key, cmk_errbuf *eb);
 cmk_err cmk_bk_blob_list(cmk_bk_blobs *bs, int (*cb)(const char *key, void *arg), void *arg,
                          cmk_errbuf *eb);

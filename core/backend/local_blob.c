@@ -78,14 +78,17 @@ static local_sink *sink_of(cmk_bk_sink *k)
     return (local_sink *)k;
 }
 
+/* Keeps the first failure (sticky). */
 static cmk_err sink_fail(local_sink *k, cmk_err rc, const cmk_errbuf *src)
 {
-    if (k->failed == CMK_OK) {
-        k->failed = rc;
-        if (src && src != &k->eb)
-            k->eb = *src;
-        k->eb.code = rc;
-    }
+    return cmk_errbuf_first(&k->failed, &k->eb, rc, src);
+}
+
+/* The sink's sticky error, copied to eb (may be NULL). */
+static cmk_err sink_error(const local_sink *k, cmk_errbuf *eb)
+{
+    if (k->failed != CMK_OK && eb)
+        *eb = k->eb;
     return k->failed;
 }
 
@@ -93,17 +96,22 @@ static cmk_err sink_fail(local_sink *k, cmk_err rc, const cmk_errbuf *src)
 
 static cmk_err q_push(local_sink *k, uint64_t tag, uint32_t len, int done, cmk_errbuf *eb)
 {
+    /* Every held record may be released before the caller polls: room for all of them. */
+    if (k->held + k->nrel + 1 > k->relcap) {
+        size_t ncap = k->relcap ? 2 * k->relcap : 64;
+        uint64_t *nrel = realloc(k->rel, ncap * sizeof(*nrel));
+
+        if (!nrel)
+            return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (blob writes)");
+        k->rel = nrel;
+        k->relcap = ncap;
+    }
     if (k->qtail - k->qhead == k->qcap) {
         size_t ncap = k->qcap ? 2 * k->qcap : 64;
         struct rec_ent *nq = malloc(ncap * sizeof(*nq));
-        uint64_t *nrel = realloc(k->rel, ncap * sizeof(*nrel));
 
-        if (nrel)
-            k->rel = nrel;
-        if (!nq || !nrel) {
-            free(nq);
+        if (!nq)
             return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (blob writes)");
-        }
         for (uint64_t s = k->qhead; s < k->qtail; s++)
             nq[s & (ncap - 1)] = k->q[s & (k->qcap - 1)];
         free(k->q);
@@ -128,40 +136,36 @@ static void q_done(local_sink *k, uint64_t seq)
 
 /* ---- completions ---- */
 
+/* Fails the sink if a write of want bytes (what: "blob data at offset N", "blob chunk N")
+ * completed with res other than want. */
+static void write_result(local_sink *k, int64_t res, uint64_t want, const char *what, uint64_t n)
+{
+    cmk_errbuf eb = {0};
+
+    if (res < 0)
+        sink_fail(k,
+                  cmk_errbuf_sys(&eb, CMK_E_IO, (int)-res, "cannot write %s %llu", what,
+                                 (unsigned long long)n),
+                  &eb);
+    else if ((uint64_t)res != want)
+        sink_fail(
+            k, cmk_errbuf_set(&eb, CMK_E_IO, "short write of %s %llu", what, (unsigned long long)n),
+            &eb);
+}
+
 static void win_done(local_sink *k, const cmk_io_cqe *c)
 {
     struct win *w = &k->win[c->tag - DW_TAG];
-    cmk_errbuf eb = {0};
 
     w->busy = 0;
-    if (c->res < 0)
-        sink_fail(k,
-                  cmk_errbuf_sys(&eb, CMK_E_IO, (int)-c->res,
-                                 "cannot write blob data at offset %llu",
-                                 (unsigned long long)w->off),
-                  &eb);
-    else if ((uint64_t)c->res != w->len)
-        sink_fail(k,
-                  cmk_errbuf_set(&eb, CMK_E_IO, "short write of blob data at offset %llu",
-                                 (unsigned long long)w->off),
-                  &eb);
+    write_result(k, c->res, w->len, "blob data at offset", w->off);
 }
 
 static void rec_done(local_sink *k, const cmk_io_cqe *c)
 {
     struct rec_ent *e = &k->q[c->tag & (k->qcap - 1)];
-    cmk_errbuf eb = {0};
 
-    if (c->res < 0)
-        sink_fail(k,
-                  cmk_errbuf_sys(&eb, CMK_E_IO, (int)-c->res, "cannot write blob chunk %llu",
-                                 (unsigned long long)e->tag),
-                  &eb);
-    else if ((uint64_t)c->res != e->len)
-        sink_fail(k,
-                  cmk_errbuf_set(&eb, CMK_E_IO, "short write of blob chunk %llu",
-                                 (unsigned long long)e->tag),
-                  &eb);
+    write_result(k, c->res, e->len, "blob chunk", e->tag);
     k->rel[k->nrel++] = e->tag;
     k->held--;
     q_done(k, c->tag);
@@ -453,8 +457,7 @@ static cmk_err direct_finish(local_sink *k, const uint8_t *tail, size_t len, con
         return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot set the length of the blob file");
     return CMK_OK;
 failed:
-    *eb = k->eb;
-    return k->failed;
+    return sink_error(k, eb);
 }
 
 /* Leaves direct writes (for a park): the window being filled goes out padded to a block
@@ -562,46 +565,46 @@ static cmk_err local_sink_append(cmk_bk_sink *bk, const void *rec, size_t len, u
     local_sink *k = sink_of(bk);
     uint64_t at = k->off, seq = k->qtail;
     int now = (flags & CMK_BK_APPEND_NOW) && k->nrec == 0;
+    cmk_errbuf e2 = {0};
     cmk_err rc;
 
     *held = 0;
-    if (k->failed != CMK_OK) {
-        *eb = k->eb;
-        return k->failed;
-    }
+    if (k->failed != CMK_OK)
+        return sink_error(k, eb);
     if (!k->direct_tried && !now && k->nrec * k->chunk_size >= k->lb->direct_after)
         direct_begin(k);
-    rc = q_push(k, tag, (uint32_t)len, 1, eb);
-    if (rc != CMK_OK)
-        return sink_fail(k, rc, eb);
+    rc = k->failed == CMK_OK ? q_push(k, tag, (uint32_t)len, 1, &e2) : k->failed;
+    if (rc != CMK_OK) {
+        sink_fail(k, rc, &e2);
+        return sink_error(k, eb);
+    }
     k->nrec++;
-    if (k->failed == CMK_OK && k->direct) {
+    if (k->direct) {
         /* The record is copied: the caller's buffer is free at once. */
         direct_append(k, rec, len, at);
-        q_done(k, seq);
-        start_writeback(k);
-    } else if (k->failed == CMK_OK && now) {
+    } else if (now) {
         /* A one-record blob: nothing to overlap with, so no round trip through a ring. */
-        rc = cmk_io_pwrite(k->io, k->fd, rec, len, at, "blob chunk", eb);
-        if (rc != CMK_OK)
-            sink_fail(k, rc, eb);
-        q_done(k, seq);
-    } else if (k->failed == CMK_OK) {
-        rc = cmk_io_queue_write(k->io, k->fd, rec, len, at, seq, eb);
-        if (rc != CMK_OK) {
-            sink_fail(k, rc, eb);
-            q_done(k, seq);
-        } else {
+        rc = cmk_io_pwrite(k->io, k->fd, rec, len, at, "blob chunk", &e2);
+    } else {
+        /* A full engine makes room by reaping (what that releases is reported at the next
+         * poll). */
+        while ((rc = cmk_io_queue_write(k->io, k->fd, rec, len, at, seq, &e2)) == CMK_E_BUSY &&
+               k->io_inflight > 0 && reap(k, 1) == 0)
+            ;
+        if (rc == CMK_OK) {
             k->q[seq & (k->qcap - 1)].done = 0;
             *held = 1;
             k->held++;
             k->io_inflight++;
-            start_writeback(k);
         }
     }
-    if (k->failed != CMK_OK)
-        *eb = k->eb;
-    return k->failed;
+    if (rc != CMK_OK)
+        sink_fail(k, rc, &e2);
+    if (!*held)
+        q_done(k, seq);
+    if (k->direct || *held)
+        start_writeback(k);
+    return sink_error(k, eb);
 }
 
 static cmk_err local_sink_poll(cmk_bk_sink *bk, uint64_t *tags, int max, int wait, int *n,
@@ -609,14 +612,17 @@ static cmk_err local_sink_poll(cmk_bk_sink *bk, uint64_t *tags, int max, int wai
 {
     local_sink *k = sink_of(bk);
 
+    cmk_errbuf e2 = {0};
+
     *n = 0;
+    /* Released records are reported first; queued writes are submitted either way. */
     if (k->nrel == 0 && k->io)
         reap(k, wait);
+    else if (k->io && cmk_io_submit(k->io, &e2) != CMK_OK)
+        sink_fail(k, e2.code, &e2);
     while (*n < max && k->nrel > 0)
         tags[(*n)++] = k->rel[--k->nrel];
-    if (k->failed != CMK_OK)
-        *eb = k->eb;
-    return k->failed;
+    return sink_error(k, eb);
 }
 
 static void local_sink_pending(const cmk_bk_sink *bk, unsigned *held, unsigned *busy)
@@ -637,9 +643,7 @@ static cmk_err local_sink_quiesce(cmk_bk_sink *bk, cmk_errbuf *eb)
         if (k->failed == CMK_OK && k->direct)
             direct_leave(k);
     }
-    if (k->failed != CMK_OK)
-        *eb = k->eb;
-    return k->failed;
+    return sink_error(k, eb);
 }
 
 static void local_sink_set_io(cmk_bk_sink *bk, cmk_io *io)
@@ -678,10 +682,8 @@ static cmk_err local_sink_finish(cmk_bk_sink *bk, const void *tail, size_t len, 
     local_sink *k = sink_of(bk);
     cmk_err rc;
 
-    if (k->failed != CMK_OK) {
-        *eb = k->eb;
-        return k->failed;
-    }
+    if (k->failed != CMK_OK)
+        return sink_error(k, eb);
     if (k->direct)
         return direct_finish(k, tail, len, head, eb);
     rc = cmk_io_pwrite(k->io, k->fd, tail, len, k->off, "blob index", eb);
@@ -721,7 +723,7 @@ static void local_blobs_close(cmk_bk_blobs *bs)
     free(bs);
 }
 
-/* ---- publish, delete, list (local_publish.c) ---- */
+/* ---- publish, delete, list (local_publish.c), reads (local_source.c) ---- */
 
 static const cmk_bk_blob_ops local_blob_ops = {
     .size = sizeof(cmk_bk_blob_ops),
@@ -737,6 +739,12 @@ static const cmk_bk_blob_ops local_blob_ops = {
     .sink_finish = local_sink_finish,
     .publish_many = cmk_local_publish_many,
     .sink_close = local_sink_close,
+    .source_open = cmk_local_source_open,
+    .source_read = cmk_local_source_read,
+    .source_queue = cmk_local_source_queue,
+    .source_poll = cmk_local_source_poll,
+    .source_advise = cmk_local_source_advise,
+    .source_close = cmk_local_source_close,
     .blob_delete = cmk_local_blob_delete,
     .blob_list = cmk_local_blob_list,
     .close = local_blobs_close,

@@ -1,7 +1,8 @@
 /*
  * local_blob.h — the local backend's blob space, shared by its files: local_blob.c (the
- * sink: temporary file, direct windows, writeback pacing) and local_publish.c (publish with
- * link/rename and batched fsyncs, delete, list). Not for the engine: it goes through blob.h.
+ * sink: temporary file, direct windows, writeback pacing), local_publish.c (publish with
+ * link/rename and batched fsyncs, delete, list) and local_source.c (reads). Not for the engine: it
+ * goes through blob.h.
  */
 #ifndef CMK_BACKEND_LOCAL_BLOB_H
 #define CMK_BACKEND_LOCAL_BLOB_H
@@ -62,7 +63,7 @@ typedef struct local_sink {
     uint64_t qhead, qtail; /* sequence numbers: oldest not yet known written, next */
     size_t qcap;
     uint64_t *rel; /* tags of held records released by a reap, not yet reported */
-    size_t nrel;
+    size_t nrel, relcap;
     uint64_t done_end; /* every record below this offset is written */
 
     uint64_t wb_off;      /* writeback started for the file below this offset */
@@ -90,6 +91,16 @@ cmk_err cmk_local_blobs_open(const char *dir, int dirfd, int tmpfd, cmk_pool *po
 void cmk_local_publish_many(cmk_bk_blobs *bs, cmk_bk_sink *const *sinks, const char *const *keys,
                             size_t n, cmk_bk_keep_fn keep, void *arg, cmk_err *results,
                             cmk_errbuf *ebs);
+/* local_source.c: the source ops. */
+cmk_err cmk_local_source_open(cmk_bk_blobs *bs, const char *key, cmk_io *io, cmk_bk_source **out,
+                              uint64_t *size, int64_t *mtime, cmk_errbuf *eb);
+cmk_err cmk_local_source_read(cmk_bk_source *src, void *buf, size_t len, uint64_t off,
+                              const char *what, unsigned flags, cmk_errbuf *eb);
+cmk_err cmk_local_source_queue(cmk_bk_source *src, void *buf, size_t len, uint64_t off,
+                               uint64_t tag, unsigned flags, cmk_errbuf *eb);
+int cmk_local_source_poll(cmk_bk_source *src, cmk_io_cqe *out, int max, int wait, cmk_errbuf *eb);
+int cmk_local_source_advise(cmk_bk_source *src, uint64_t start, uint64_t end);
+void cmk_local_source_close(cmk_bk_source *src);
 cmk_err cmk_local_blob_delete(cmk_bk_blobs *bs, const char *key, cmk_errbuf *eb);
 cmk_err cmk_local_blob_list(cmk_bk_blobs *bs, int (*cb)(const char *key, void *arg), void *arg,
                             cmk_errbuf *eb);

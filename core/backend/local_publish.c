@@ -21,15 +21,19 @@
 #include "core/backend/local_blob.h"
 #include "core/base/secmem.h"
 
-/* blobs/<alg>/<hex[0:2]> and the file name <hex> of key "<alg>/<hex>". */
-static cmk_err key_path(const char *key, char parent[256], const char **base, cmk_errbuf *eb)
+/* Opens blobs/<alg>/<hex[0:2]>, the directory of key "<alg>/<hex>", as found inside the
+ * store (never through a link): *pfd, parent its path in the store, *base the file name. */
+static cmk_err open_parent(local_blobs *lb, const char *key, char parent[256], const char **base,
+                           int *pfd, cmk_errbuf *eb)
 {
     const char *slash = strchr(key, '/');
+    cmk_err rc;
 
     if (!slash || strlen(slash + 1) < 2 || strchr(slash + 1, '/'))
         return cmk_errbuf_set(eb, CMK_E_INVAL, "bad blob key '%s'", key);
     *base = slash + 1;
-    return cmk_path(parent, 256, eb, "blobs/%.*s/%.2s", (int)(slash - key), key, slash + 1);
+    rc = cmk_path(parent, 256, eb, "blobs/%.*s/%.2s", (int)(slash - key), key, slash + 1);
+    return rc == CMK_OK ? cmk_opendir_at(lb->dirfd, lb->dir, parent, pfd, eb) : rc;
 }
 
 /* A file is already published under the key. The engine's verdict (keep) decides: kept if
@@ -76,10 +80,7 @@ static cmk_err publish(local_sink *k, const char *key, char parent[256], cmk_bk_
     int pfd = -1;
     cmk_err rc;
 
-    rc = key_path(key, parent, &base, eb);
-    /* Into the prefix directory as found inside the store, never through a link. */
-    if (rc == CMK_OK)
-        rc = cmk_opendir_at(lb->dirfd, lb->dir, parent, &pfd, eb);
+    rc = open_parent(lb, key, parent, &base, &pfd, eb);
     if (rc != CMK_OK)
         return rc;
     if (k->named_tmp) {
@@ -220,11 +221,8 @@ cmk_err cmk_local_blob_delete(cmk_bk_blobs *bs, const char *key, cmk_errbuf *eb)
     char parent[256];
     const char *base;
     int pfd = -1;
-    cmk_err rc;
+    cmk_err rc = open_parent(lb, key, parent, &base, &pfd, eb);
 
-    rc = key_path(key, parent, &base, eb);
-    if (rc == CMK_OK)
-        rc = cmk_opendir_at(lb->dirfd, lb->dir, parent, &pfd, eb);
     if (rc != CMK_OK)
         return rc;
     if (unlinkat(pfd, base, 0) != 0)

@@ -31,6 +31,20 @@ static inline void cmk_errbuf_clear(cmk_errbuf *eb)
     }
 }
 
+/* Keeps a stream's first failure: if *failed is CMK_OK it becomes rc, and first receives
+ * src's message (src may be first itself, or NULL) with code rc. Returns *failed. */
+static inline cmk_err cmk_errbuf_first(cmk_err *failed, cmk_errbuf *first, cmk_err rc,
+                                       const cmk_errbuf *src)
+{
+    if (*failed == CMK_OK) {
+        *failed = rc;
+        if (src && src != first)
+            *first = *src;
+        first->code = rc;
+    }
+    return *failed;
+}
+
 /* Maps an errno from a failed file operation to a code (ENOENT -> NOT_FOUND, ENOMEM ->
  * NOMEM, EEXIST -> EXISTS, ENOSPC/EDQUOT -> NOSPACE, otherwise IO). */
 cmk_err cmk_err_from_errno(int errnum);
