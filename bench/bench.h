@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cmkstore.h"
+
 #define MiB (1024ull * 1024ull)
 /* Rates are reported in decimal units (MB/s = 10^6 bytes/s), as disks and targets are. */
 #define MB 1e6
@@ -44,6 +46,8 @@ void bench_free(void *p, size_t n);
 /* Progress lines on stderr, prefixed with the elapsed time. */
 void bench_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints the message and exits with status 1. */
+/* A cleanup step whose failure does not void the measurement: logged, not fatal. */
+void bench_cleanup(cmk_err rc);
 void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 /* Median / min / max of n values (n >= 1; the array is sorted in place). */

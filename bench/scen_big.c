@@ -427,7 +427,7 @@ static void warm_store(cmk_store *s, uint8_t *data, size_t n, uint64_t v)
 
     stamp(data, wn, v);
     if (bench_put_buf(s, data, wn, WSIZE, wdg, NULL) == 0)
-        (void)cmk_delete(s, wdg);
+        bench_cleanup(cmk_delete(s, wdg));
 }
 
 void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int do_put, int do_get)
@@ -702,7 +702,7 @@ void run_bigblob(bench_ctx *c, const char *label, uint8_t *data, size_t n, int d
     if (env_store_open(c, store, 0, NULL, &s) == CMK_OK) {
         for (unsigned e = 0; e < 2; e++)
             for (unsigned k = 0; k < ndig[e]; k++)
-                (void)cmk_delete(s, digests[e][k]);
+                bench_cleanup(cmk_delete(s, digests[e][k]));
         cmk_store_close(s);
     }
     bench_free(scratch, WSIZE);

@@ -206,7 +206,7 @@ void run_rotation(bench_ctx *c)
         }
     for (int k = 0; k < 3; k++) {
         memset(&ei[k], 0, sizeof(ei[k]));
-        (void)cmk_store_encryption(st[k], &ei[k]);
+        bench_cleanup(cmk_store_encryption(st[k], &ei[k]));
         cmk_store_close(st[k]);
     }
 

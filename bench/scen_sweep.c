@@ -36,7 +36,7 @@ static void sweep_one(bench_ctx *c, const char *store, const char *label, uint8_
     int64_t got = bench_get_all(s, dg, scratch, WSIZE);
     bench_usage_get(&b);
     bench_usage_diff(&a, &b, &dgt);
-    (void)cmk_delete(s, dg);
+    bench_cleanup(cmk_delete(s, dg));
     cmk_store_close(s);
 
     snprintf(name, sizeof(name), "put %s %uK x%u", label, chunk >> 10, threads);

@@ -232,3 +232,9 @@ long bench_rss_kib(void)
     fclose(f);
     return pages_rss < 0 ? -1 : pages_rss * (sysconf(_SC_PAGESIZE) / 1024);
 }
+
+void bench_cleanup(cmk_err rc)
+{
+    if (rc != CMK_OK)
+        bench_log("cleanup failed (the figures stand): %s: %s", cmk_errname(rc), cmk_errmsg());
+}

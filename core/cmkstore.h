@@ -62,7 +62,7 @@ CMK_API void cmk_create_opts_init(cmk_create_opts *o);
 /* Creates a new store in dir (which must not exist or be empty) and, for a customer-managed
  * key, checks that the identity can get, wrap and unwrap with the key before anything is
  * written. Refuses EC and symmetric keys (CMK_E_KEY_UNSUPPORTED). */
-CMK_API cmk_err cmk_store_create(const char *dir, const cmk_create_opts *o);
+CMK_API CMK_MUST_CHECK cmk_err cmk_store_create(const char *dir, const cmk_create_opts *o);
 
 typedef struct cmk_store_opts {
     const char *home;      /* NULL: $CMKSTORE_HOME, else the home recorded at create, which
@@ -92,7 +92,8 @@ CMK_API void cmk_store_opts_init(cmk_store_opts *o);
  * back (see cmk_store_check_key). opts may be NULL. Every file in dir is opened relative to
  * it without following symbolic links: a link there is CMK_E_REFUSED ("... is a symbolic
  * link ..."). */
-CMK_API cmk_err cmk_store_open(const char *dir, const cmk_store_opts *opts, cmk_store **out);
+CMK_API CMK_MUST_CHECK cmk_err cmk_store_open(const char *dir, const cmk_store_opts *opts,
+                                              cmk_store **out);
 /* Stops background work, zeroizes every DEK and frees the store. NULL is a no-op. Every put
  * and get handle of the store must be finished first. */
 CMK_API void cmk_store_close(cmk_store *s);
@@ -101,9 +102,9 @@ CMK_API void cmk_store_close(cmk_store *s);
 
 /* Starts a streaming put. digest_alg: NULL or "sha256" (default), or "sha512". Nothing is
  * visible in the store until cmk_put_commit succeeds. */
-CMK_API cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out);
+CMK_API CMK_MUST_CHECK cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out);
 /* Appends len bytes of plaintext. */
-CMK_API cmk_err cmk_put_write(cmk_put *p, const void *buf, size_t len);
+CMK_API CMK_MUST_CHECK cmk_err cmk_put_write(cmk_put *p, const void *buf, size_t len);
 /* Finishes the blob and publishes it atomically (temp file, fsync, rename, directory fsync).
  * If expected_digest is not NULL and differs from the content's digest, nothing is
  * published and CMK_E_DIGEST is returned. digest_out (may be NULL) receives the digest.
@@ -111,13 +112,15 @@ CMK_API cmk_err cmk_put_write(cmk_put *p, const void *buf, size_t len);
  * stored copy once to check it: an intact copy is left in place, one that fails its check
  * (CMK_E_INTEGRITY, CMK_E_CORRUPT, CMK_E_UNSUPPORTED) is replaced atomically by the new one.
  * Any other failure of that check (key access, I/O) fails the put. */
-CMK_API cmk_err cmk_put_commit(cmk_put *p, const char *expected_digest,
-                               char digest_out[CMK_DIGEST_MAX]);
+CMK_API CMK_MUST_CHECK cmk_err cmk_put_commit(cmk_put *p, const char *expected_digest,
+                                              char digest_out[CMK_DIGEST_MAX]);
 /* Commits several puts together so their fsyncs are issued as one batch (each file and the
  * directories are still made durable before this returns). results[i] receives each put's
  * outcome; the return value is the first failure or CMK_OK. Frees every handle. */
-CMK_API cmk_err cmk_put_commit_many(cmk_put **puts, const char *const *expected_digests, size_t n,
-                                    cmk_err *results, char (*digests_out)[CMK_DIGEST_MAX]);
+CMK_API CMK_MUST_CHECK cmk_err cmk_put_commit_many(cmk_put **puts,
+                                                   const char *const *expected_digests, size_t n,
+                                                   cmk_err *results,
+                                                   char (*digests_out)[CMK_DIGEST_MAX]);
 /* Discards the put; nothing is published. Frees p. NULL is a no-op. */
 CMK_API void cmk_put_abort(cmk_put *p);
 /* Plaintext bytes written so far. */
@@ -128,7 +131,7 @@ CMK_API uint64_t cmk_put_size(const cmk_put *p);
  * kept in a small buffer if it fits, else sealed under the blob's key into its temporary
  * file and read back at the next write. The next cmk_put_write or commit takes what it needs
  * again. On failure the put has failed (its later calls return the same error). */
-CMK_API cmk_err cmk_put_park(cmk_put *p);
+CMK_API CMK_MUST_CHECK cmk_err cmk_put_park(cmk_put *p);
 /* Bytes of chunk buffers a put of len bytes (UINT64_MAX: unknown) may hold while it streams:
  * what a server budgets per upload request. */
 CMK_API size_t cmk_put_memory(const cmk_store *s, uint64_t len);
@@ -152,24 +155,25 @@ typedef struct cmk_blob_info {
  * end). Only the chunks covering the range are read and decrypted. Every byte returned has
  * been authenticated; a blob that fails authentication yields CMK_E_INTEGRITY or
  * CMK_E_CORRUPT and no data from the failing chunk. CMK_E_RANGE if offset > size. */
-CMK_API cmk_err cmk_get_open(cmk_store *s, const char *digest, uint64_t offset, uint64_t length,
-                             cmk_get **out);
+CMK_API CMK_MUST_CHECK cmk_err cmk_get_open(cmk_store *s, const char *digest, uint64_t offset,
+                                            uint64_t length, cmk_get **out);
 /* Reads up to cap bytes into buf; *n receives the count, 0 at the end of the range. */
-CMK_API cmk_err cmk_get_read(cmk_get *g, void *buf, size_t cap, size_t *n);
+CMK_API CMK_MUST_CHECK cmk_err cmk_get_read(cmk_get *g, void *buf, size_t cap, size_t *n);
 CMK_API const cmk_blob_info *cmk_get_info(const cmk_get *g);
 CMK_API void cmk_get_close(cmk_get *g);
 
 /* ---- other blob operations ------------------------------------------------------------- */
 
 /* Reads and authenticates the blob's header and index (no chunk is decrypted). */
-CMK_API cmk_err cmk_stat(cmk_store *s, const char *digest, cmk_blob_info *out);
+CMK_API CMK_MUST_CHECK cmk_err cmk_stat(cmk_store *s, const char *digest, cmk_blob_info *out);
 /* Decrypts every chunk and recomputes the digest. */
-CMK_API cmk_err cmk_verify(cmk_store *s, const char *digest, cmk_blob_info *out);
+CMK_API CMK_MUST_CHECK cmk_err cmk_verify(cmk_store *s, const char *digest, cmk_blob_info *out);
 /* Removes the blob (durably). CMK_E_NOT_FOUND if absent. */
-CMK_API cmk_err cmk_delete(cmk_store *s, const char *digest);
+CMK_API CMK_MUST_CHECK cmk_err cmk_delete(cmk_store *s, const char *digest);
 /* Calls cb for every blob (digest only, from the directory tree: no decryption); a non-zero
  * return from cb stops the walk and is passed through as CMK_E_INVAL-free success. */
-CMK_API cmk_err cmk_list(cmk_store *s, int (*cb)(const char *digest, void *arg), void *arg);
+CMK_API CMK_MUST_CHECK cmk_err cmk_list(cmk_store *s, int (*cb)(const char *digest, void *arg),
+                                        void *arg);
 
 /* ---- encryption status and key lifecycle ----------------------------------------------- */
 
@@ -200,7 +204,7 @@ typedef struct cmk_encryption_info {
                                     coasts through the grace period as unreachable */
 } cmk_encryption_info;
 
-CMK_API cmk_err cmk_store_encryption(cmk_store *s, cmk_encryption_info *out);
+CMK_API CMK_MUST_CHECK cmk_err cmk_store_encryption(cmk_store *s, cmk_encryption_info *out);
 
 /* Rewraps every DEK under key_id (a new version, another key, or a key in another vault) as
  * `identity` (an identity assigned to the store: id, name, principalId or clientId, or
@@ -210,7 +214,8 @@ CMK_API cmk_err cmk_store_encryption(cmk_store *s, cmk_encryption_info *out);
  * CMK_E_REFUSED on a store without a customer-managed key; CMK_E_KEY_UNSUPPORTED for keys
  * other than RSA / RSA-HSM; key-access errors if the current or the new key is out of reach
  * (the store is unchanged then). */
-CMK_API cmk_err cmk_store_rotate_key(cmk_store *s, const char *key_id, const char *identity);
+CMK_API CMK_MUST_CHECK cmk_err cmk_store_rotate_key(cmk_store *s, const char *key_id,
+                                                    const char *identity);
 
 /* Checks key access now: picks up keyring changes made by other processes, confirms the
  * identity can still get and unwrap with the key version in use (zeroizing every cached DEK
@@ -219,23 +224,25 @@ CMK_API cmk_err cmk_store_rotate_key(cmk_store *s, const char *key_id, const cha
  * vault has one; the first check in a process is always due; force_rotation_check < 0 skips
  * the rotation check. *rotated (may be NULL) is set to 1 if a rotation happened. Returns the
  * key-access error when access is lost. */
-CMK_API cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check, int *rotated);
+CMK_API CMK_MUST_CHECK cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check,
+                                                   int *rotated);
 
 /* Starts a background thread that runs cmk_store_check_key every key-check interval (and the
  * rotation check every rotation-check interval) until cmk_store_stop_background or
  * cmk_store_close. */
-CMK_API cmk_err cmk_store_start_background(cmk_store *s);
+CMK_API CMK_MUST_CHECK cmk_err cmk_store_start_background(cmk_store *s);
 CMK_API void cmk_store_stop_background(cmk_store *s);
 
 /* Starts a new DEK for new writes (old blobs keep theirs); *new_id (may be NULL) gets its
  * id. */
-CMK_API cmk_err cmk_store_rotate_dek(cmk_store *s, uint32_t *new_id);
+CMK_API CMK_MUST_CHECK cmk_err cmk_store_rotate_dek(cmk_store *s, uint32_t *new_id);
 
 /* Changes the intervals (0: leave unchanged; rotation and key checks 1 s .. 1 day, grace
  * 0 s .. 1 day) and the DEK rollover policy (roll a new DEK after this many blobs written by
  * one process; 0: leave unchanged, UINT32_MAX: never). Persisted in store.json. */
-CMK_API cmk_err cmk_store_set_policy(cmk_store *s, uint32_t rotation_check_s, uint32_t key_check_s,
-                                     uint32_t grace_s, uint32_t dek_rollover_blobs);
+CMK_API CMK_MUST_CHECK cmk_err cmk_store_set_policy(cmk_store *s, uint32_t rotation_check_s,
+                                                    uint32_t key_check_s, uint32_t grace_s,
+                                                    uint32_t dek_rollover_blobs);
 
 /* ---- identities assigned to the store ------------------------------------------------- */
 
@@ -248,12 +255,13 @@ typedef struct cmk_store_identity {
 } cmk_store_identity;
 
 /* Lists the identities assigned to the store (at most cap; *n receives the total). */
-CMK_API cmk_err cmk_store_identities(cmk_store *s, cmk_store_identity *out, size_t cap, size_t *n);
+CMK_API CMK_MUST_CHECK cmk_err cmk_store_identities(cmk_store *s, cmk_store_identity *out,
+                                                    size_t cap, size_t *n);
 /* Assigns an identity ("[system]" enables the system-assigned one). */
-CMK_API cmk_err cmk_store_identity_assign(cmk_store *s, const char *identity);
+CMK_API CMK_MUST_CHECK cmk_err cmk_store_identity_assign(cmk_store *s, const char *identity);
 /* Removes an identity; CMK_E_REFUSED if encryption uses it (assign it again, or rotate to
  * another identity first). */
-CMK_API cmk_err cmk_store_identity_remove(cmk_store *s, const char *identity);
+CMK_API CMK_MUST_CHECK cmk_err cmk_store_identity_remove(cmk_store *s, const char *identity);
 
 /* ---- small encrypted records (registry metadata) ------------------------------------- */
 
@@ -265,22 +273,25 @@ CMK_API cmk_err cmk_store_identity_remove(cmk_store *s, const char *identity);
 
 /* Reads record `name`; *val (malloc'd, free with cmk_free) and *len receive its value.
  * CMK_E_NOT_FOUND if absent. */
-CMK_API cmk_err cmk_meta_get(cmk_store *s, const char *name, void **val, size_t *len);
+CMK_API CMK_MUST_CHECK cmk_err cmk_meta_get(cmk_store *s, const char *name, void **val,
+                                            size_t *len);
 /* Creates or replaces record `name`. */
-CMK_API cmk_err cmk_meta_put(cmk_store *s, const char *name, const void *val, size_t len);
+CMK_API CMK_MUST_CHECK cmk_err cmk_meta_put(cmk_store *s, const char *name, const void *val,
+                                            size_t len);
 /* Removes record `name`; CMK_E_NOT_FOUND if absent. */
-CMK_API cmk_err cmk_meta_delete(cmk_store *s, const char *name);
+CMK_API CMK_MUST_CHECK cmk_err cmk_meta_delete(cmk_store *s, const char *name);
 /* Atomic read-modify-write across threads and processes: fn gets the current value (NULL,
  * 0 if absent) and sets *out / *outlen to the new value (malloc'd; the store frees it), or
  * *out = NULL to delete the record, or returns an error to leave it unchanged (passed
  * through). */
 typedef cmk_err (*cmk_meta_fn)(const void *cur, size_t curlen, void **out, size_t *outlen,
                                void *arg);
-CMK_API cmk_err cmk_meta_update(cmk_store *s, const char *name, cmk_meta_fn fn, void *arg);
+CMK_API CMK_MUST_CHECK cmk_err cmk_meta_update(cmk_store *s, const char *name, cmk_meta_fn fn,
+                                               void *arg);
 /* Calls cb for every record whose name starts with prefix ("" for all); names come from the
  * decrypted records. A non-zero return from cb stops the walk. */
-CMK_API cmk_err cmk_meta_list(cmk_store *s, const char *prefix,
-                              int (*cb)(const char *name, void *arg), void *arg);
+CMK_API CMK_MUST_CHECK cmk_err cmk_meta_list(cmk_store *s, const char *prefix,
+                                             int (*cb)(const char *name, void *arg), void *arg);
 /* Frees memory returned by the library. */
 CMK_API void cmk_free(void *p);
 

@@ -529,7 +529,7 @@ static void *bg_main(void *arg)
         if (s->bg_stop)
             break;
         pthread_mutex_unlock(&s->bg_mu);
-        (void)cmk_store_check_key(s, 0, NULL);
+        cmk_best_effort(cmk_store_check_key(s, 0, NULL));
         pthread_mutex_lock(&s->bg_mu);
     }
     pthread_mutex_unlock(&s->bg_mu);
@@ -659,7 +659,7 @@ void cmk_store_note_commit(cmk_store *s)
     /* Exactly one committer crosses the threshold; it rolls the DEK. A failure leaves the
      * current DEK in use (writes go on) and is retried at the next threshold. */
     if (s->dek_rollover != UINT32_MAX && n == s->dek_rollover)
-        (void)cmk_store_rotate_dek(s, NULL);
+        cmk_best_effort(cmk_store_rotate_dek(s, NULL));
 }
 
 /* ---- policy ---- */

@@ -661,7 +661,7 @@ cmk_err cmk_store_create_with(const char *dir_in, const cmk_create_opts *o,
 out:
     if (staged) {
         cmk_errbuf ignore;
-        cmk_rm_rf(stage, &ignore);
+        cmk_best_effort(cmk_rm_rf(stage, &ignore));
     }
     json_decref(cfg);
     json_decref(ev);

@@ -41,7 +41,8 @@ int cmk_io_kind_parse(const char *s);
 
 /* Creates an engine able to hold `depth` requests in flight (1..4096). CMK_E_UNSUPPORTED if
  * CMK_IO_URING was asked for and the kernel refuses it (the message says why). */
-cmk_err cmk_io_create(cmk_io_kind kind, unsigned depth, cmk_io **out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_io_create(cmk_io_kind kind, unsigned depth, cmk_io **out,
+                                     cmk_errbuf *eb);
 /* Waits for outstanding requests, then frees. NULL is a no-op. */
 void cmk_io_free(cmk_io *io);
 /* "io_uring" or "sync". */
@@ -54,28 +55,28 @@ const char *cmk_io_fallback_reason(const cmk_io *io);
 
 /* Queue requests. CMK_E_BUSY if `depth` requests are already queued or in flight: reap
  * first. Buffers must stay valid until their completion is reaped. */
-cmk_err cmk_io_queue_write(cmk_io *io, int fd, const void *buf, size_t len, uint64_t off,
-                           uint64_t tag, cmk_errbuf *eb);
-cmk_err cmk_io_queue_read(cmk_io *io, int fd, void *buf, size_t len, uint64_t off, uint64_t tag,
-                          cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_io_queue_write(cmk_io *io, int fd, const void *buf, size_t len,
+                                          uint64_t off, uint64_t tag, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_io_queue_read(cmk_io *io, int fd, void *buf, size_t len, uint64_t off,
+                                         uint64_t tag, cmk_errbuf *eb);
 /* A read of a range that was not in the page cache when the caller started reading it in
  * order. Both engines make it a blocking read at submit, on the caller's thread, behind the
  * kernel's readahead: buffered reads through the ring that find the pages still coming
  * measured slower for cold gets (bench/RESULTS.md). Completes as cmk_io_queue_read does. */
-cmk_err cmk_io_queue_read_cold(cmk_io *io, int fd, void *buf, size_t len, uint64_t off,
-                               uint64_t tag, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_io_queue_read_cold(cmk_io *io, int fd, void *buf, size_t len,
+                                              uint64_t off, uint64_t tag, cmk_errbuf *eb);
 /* drain: start only after every earlier request of this engine has completed.
  * datasync: fdatasync semantics. */
-cmk_err cmk_io_queue_fsync(cmk_io *io, int fd, int datasync, int drain, uint64_t tag,
-                           cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_io_queue_fsync(cmk_io *io, int fd, int datasync, int drain, uint64_t tag,
+                                          cmk_errbuf *eb);
 /* Starts writeback of [off, off+len) of fd (sync_file_range SYNC_FILE_RANGE_WRITE): a hint
  * that lets the disk work while more data is produced, so a later fsync has less to wait
  * for. It makes nothing durable by itself. Completes with 0 or -errno. */
-cmk_err cmk_io_queue_writeback(cmk_io *io, int fd, uint64_t off, uint64_t len, uint64_t tag,
-                               cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_io_queue_writeback(cmk_io *io, int fd, uint64_t off, uint64_t len,
+                                              uint64_t tag, cmk_errbuf *eb);
 
 /* Submits everything queued. The sync engine performs the requests here. */
-cmk_err cmk_io_submit(cmk_io *io, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_io_submit(cmk_io *io, cmk_errbuf *eb);
 
 /* Reaps at least min_wait (at most max) completions into out; returns the count, or a
  * negative errno on an engine failure. min_wait must not exceed cmk_io_pending().
@@ -90,12 +91,12 @@ unsigned cmk_io_pending(const cmk_io *io);
  * writes and fsyncs are made directly with the system call on either engine: for one
  * request a ring only adds a round trip (and, for a buffered write ext4 cannot do without
  * blocking, a hop to a worker thread); renames go through the engine. ---- */
-cmk_err cmk_io_pwrite(cmk_io *io, int fd, const void *buf, size_t len, uint64_t off,
-                      const char *what, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_io_pwrite(cmk_io *io, int fd, const void *buf, size_t len, uint64_t off,
+                                     const char *what, cmk_errbuf *eb);
 /* Reads exactly len bytes; CMK_E_CORRUPT "<what> is truncated" at end of file. */
-cmk_err cmk_io_pread(cmk_io *io, int fd, void *buf, size_t len, uint64_t off, const char *what,
-                     cmk_errbuf *eb);
-cmk_err cmk_io_fsync(cmk_io *io, int fd, const char *what, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_io_pread(cmk_io *io, int fd, void *buf, size_t len, uint64_t off,
+                                    const char *what, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_io_fsync(cmk_io *io, int fd, const char *what, cmk_errbuf *eb);
 /* Makes n files (or directories) durable together. On io_uring: starts writeback of all of
  * them, then fsyncs them all, spreading the requests over the nio engines (each up to its
  * depth) so that they are in flight together and the file system and the disk can fold
@@ -103,11 +104,11 @@ cmk_err cmk_io_fsync(cmk_io *io, int fd, const char *what, cmk_errbuf *eb);
  * is made directly. errs[i] receives 0 or the errno of fds[i]. Every engine must have
  * nothing pending. Returns CMK_OK when every fsync was attempted (check errs), or an engine
  * failure. */
-cmk_err cmk_io_fsync_many(cmk_io *const *ios, size_t nio, const int *fds, size_t n, int *errs,
-                          cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_io_fsync_many(cmk_io *const *ios, size_t nio, const int *fds, size_t n,
+                                         int *errs, cmk_errbuf *eb);
 /* rename(2) relative to directory fds (IORING_OP_RENAMEAT where the kernel has it). */
-cmk_err cmk_io_renameat(cmk_io *io, int olddirfd, const char *oldpath, int newdirfd,
-                        const char *newpath, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_io_renameat(cmk_io *io, int olddirfd, const char *oldpath, int newdirfd,
+                                       const char *newpath, cmk_errbuf *eb);
 
 /* ---- internal: the interface between io.c and an engine (io_uring.c); not for callers ---- */
 

@@ -15,7 +15,7 @@ extern const cmk_keyenv_factory cmk_builtin_keyenv;
 
 /* The built-in provider set alone. home: resolved home directory (NULL or "": no local
  * vault). extra: borrowed, may be NULL, consulted first. */
-cmk_err cmk_kek_open(const char *home, const cmk_kek_provider *extra, cmk_kek **out,
-                     cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_kek_open(const char *home, const cmk_kek_provider *extra, cmk_kek **out,
+                                    cmk_errbuf *eb);
 
 #endif

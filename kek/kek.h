@@ -19,29 +19,31 @@
 typedef struct cmk_kek cmk_kek;
 
 /* An empty provider set. */
-cmk_err cmk_kek_new(cmk_kek **out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_kek_new(cmk_kek **out, cmk_errbuf *eb);
 /* Appends p (consulted after those added before). owned: the set frees p at close (with
  * cmk_kek_provider_free), else p is borrowed and must outlive the set. CMK_E_INVAL if p's
  * size is below CMK_KEK_PROVIDER_V1_SIZE or a required member is NULL (an owned p is freed
  * then too); CMK_E_NOMEM when the set is full. */
-cmk_err cmk_kek_add(cmk_kek *k, const cmk_kek_provider *p, int owned, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_kek_add(cmk_kek *k, const cmk_kek_provider *p, int owned,
+                                   cmk_errbuf *eb);
 /* Frees the set and the providers it owns. NULL is a no-op. */
 void cmk_kek_close(cmk_kek *k);
 
 /* Dispatch to the provider that handles kid (CMK_E_KEY_NOT_FOUND "no provider serves key
  * identifier ..." if none). */
-cmk_err cmk_kek_describe(cmk_kek *k, const char *kid, const char *principal, cmk_key_desc *out,
-                         cmk_errbuf *eb);
-cmk_err cmk_kek_wrap(cmk_kek *k, const char *vkid, const char *principal, cmk_wrap_alg alg,
-                     const unsigned char *dek, size_t keylen, unsigned char *out, size_t *outlen,
-                     cmk_errbuf *eb);
-cmk_err cmk_kek_unwrap(cmk_kek *k, const char *vkid, const char *principal, cmk_wrap_alg alg,
-                       const unsigned char *wrapped, size_t wrappedlen, unsigned char *dek,
-                       size_t *keylen, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_kek_describe(cmk_kek *k, const char *kid, const char *principal,
+                                        cmk_key_desc *out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_kek_wrap(cmk_kek *k, const char *vkid, const char *principal,
+                                    cmk_wrap_alg alg, const unsigned char *dek, size_t keylen,
+                                    unsigned char *out, size_t *outlen, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_kek_unwrap(cmk_kek *k, const char *vkid, const char *principal,
+                                      cmk_wrap_alg alg, const unsigned char *wrapped,
+                                      size_t wrappedlen, unsigned char *dek, size_t *keylen,
+                                      cmk_errbuf *eb);
 
 /* CMK_OK if d describes a key usable as a KEK (RSA or RSA-HSM, >= 2048 bits), else
  * CMK_E_KEY_UNSUPPORTED: "key <kid> is <kty>: only RSA and RSA-HSM keys are supported". */
-cmk_err cmk_kek_check_type(const cmk_key_desc *d, const char *kid, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_kek_check_type(const cmk_key_desc *d, const char *kid, cmk_errbuf *eb);
 /* RSA-OAEP-256 if the key's provider supports it, else RSA-OAEP (SHA-1). */
 cmk_wrap_alg cmk_kek_pick_alg(const cmk_key_desc *d);
 

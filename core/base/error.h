@@ -45,6 +45,13 @@ static inline cmk_err cmk_errbuf_first(cmk_err *failed, cmk_errbuf *first, cmk_e
     return *failed;
 }
 
+/* Marks a call whose failure is deliberately not acted on (best-effort cleanup, a check that
+ * records its own outcome): functions returning cmk_err warn when their result is unused. */
+static inline void cmk_best_effort(cmk_err e)
+{
+    (void)e;
+}
+
 /* Maps an errno from a failed file operation to a code (ENOENT -> NOT_FOUND, ENOMEM ->
  * NOMEM, EEXIST -> EXISTS, ENOSPC/EDQUOT -> NOSPACE, otherwise IO). */
 cmk_err cmk_err_from_errno(int errnum);

@@ -13,35 +13,38 @@
 #include "core/base/error.h"
 
 /* snprintf into out; CMK_E_INVAL "path too long" if it does not fit. */
-cmk_err cmk_path(char *out, size_t cap, cmk_errbuf *eb, const char *fmt, ...)
+CMK_MUST_CHECK cmk_err cmk_path(char *out, size_t cap, cmk_errbuf *eb, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 /* Creates dir and its missing parents with mode (existing ones are left as they are). */
-cmk_err cmk_mkdir_p(const char *dir, mode_t mode, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_mkdir_p(const char *dir, mode_t mode, cmk_errbuf *eb);
 
 /* fsyncs a directory (after a rename, create or unlink in it). */
-cmk_err cmk_fsync_dir(const char *dir, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_fsync_dir(const char *dir, cmk_errbuf *eb);
 /* fsyncs the directory containing path. */
-cmk_err cmk_fsync_parent(const char *path, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_fsync_parent(const char *path, cmk_errbuf *eb);
 
 /* Writes len bytes to path atomically and durably with the given mode (0600 for anything
  * secret): temp file beside it, write, fsync, rename, fsync directory. */
-cmk_err cmk_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
-                              cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_write_file_atomic(const char *path, const void *data, size_t len,
+                                             mode_t mode, cmk_errbuf *eb);
 
 /* Reads a whole file of at most max bytes into a malloc'd, NUL-terminated buffer. The caller
  * frees *out. CMK_E_NOT_FOUND if it does not exist; CMK_E_CORRUPT if larger than max. */
-cmk_err cmk_read_file(const char *path, size_t max, char **out, size_t *len, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_read_file(const char *path, size_t max, char **out, size_t *len,
+                                     cmk_errbuf *eb);
 
 /* Writes all len bytes at offset (retrying short writes and EINTR). */
-cmk_err cmk_pwrite_all(int fd, const void *buf, size_t len, off_t off, const char *what,
-                       cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_pwrite_all(int fd, const void *buf, size_t len, off_t off,
+                                      const char *what, cmk_errbuf *eb);
 /* Reads exactly len bytes at offset; CMK_E_CORRUPT "truncated" on a short file. */
-cmk_err cmk_pread_all(int fd, void *buf, size_t len, off_t off, const char *what, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_pread_all(int fd, void *buf, size_t len, off_t off, const char *what,
+                                     cmk_errbuf *eb);
 
 /* Takes an advisory lock (flock) on path, creating it 0600; *fd_out receives the fd to pass
  * to cmk_unlock. Blocks if wait, else CMK_E_BUSY when held by another process. */
-cmk_err cmk_lock(const char *path, int exclusive, int wait, int *fd_out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_lock(const char *path, int exclusive, int wait, int *fd_out,
+                                cmk_errbuf *eb);
 void cmk_unlock(int fd);
 
 /* ---- files inside a directory that may hold links planted by whoever can write it -------
@@ -62,22 +65,25 @@ int cmk_openat_walk(int dirfd, const char *rel, int flags, mode_t mode);
 cmk_err cmk_errbuf_open(cmk_errbuf *eb, int errnum, const char *what, const char *dir,
                         const char *rel);
 /* The same operations as above, on dir/rel. */
-cmk_err cmk_read_file_at(int dirfd, const char *dir, const char *rel, size_t max, char **out,
-                         size_t *len, cmk_errbuf *eb);
-cmk_err cmk_write_file_at(int dirfd, const char *dir, const char *rel, const void *data, size_t len,
-                          mode_t mode, cmk_errbuf *eb);
-cmk_err cmk_lock_at(int dirfd, const char *dir, const char *rel, int exclusive, int wait,
-                    int *fd_out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_read_file_at(int dirfd, const char *dir, const char *rel, size_t max,
+                                        char **out, size_t *len, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_write_file_at(int dirfd, const char *dir, const char *rel,
+                                         const void *data, size_t len, mode_t mode, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_lock_at(int dirfd, const char *dir, const char *rel, int exclusive,
+                                   int wait, int *fd_out, cmk_errbuf *eb);
 /* Opens the directory dir/rel (no link in any component); the caller closes *fd. */
-cmk_err cmk_opendir_at(int dirfd, const char *dir, const char *rel, int *fd, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_opendir_at(int dirfd, const char *dir, const char *rel, int *fd,
+                                      cmk_errbuf *eb);
 /* Creates the directory dir/rel (its parent must exist) and makes the entry durable;
  * an existing directory is fine. */
-cmk_err cmk_mkdir_at(int dirfd, const char *dir, const char *rel, mode_t mode, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_mkdir_at(int dirfd, const char *dir, const char *rel, mode_t mode,
+                                    cmk_errbuf *eb);
 /* fsyncs the directory dir/rel. */
-cmk_err cmk_fsync_dir_at(int dirfd, const char *dir, const char *rel, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_fsync_dir_at(int dirfd, const char *dir, const char *rel,
+                                        cmk_errbuf *eb);
 
 /* Removes a directory tree (for purge). Missing is not an error. */
-cmk_err cmk_rm_rf(const char *path, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_rm_rf(const char *path, cmk_errbuf *eb);
 
 /* 1 if path exists (any type), 0 otherwise. */
 int cmk_exists(const char *path);

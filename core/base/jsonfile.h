@@ -14,22 +14,24 @@
 
 /* Loads a JSON object from path (at most 4 MiB). CMK_E_NOT_FOUND if absent, CMK_E_CORRUPT
  * with line and column if it does not parse or is not an object. The caller owns *out. */
-cmk_err cmk_json_load(const char *path, json_t **out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_json_load(const char *path, json_t **out, cmk_errbuf *eb);
 /* Parses a JSON object from a string (same errors, `what` names it in messages). */
-cmk_err cmk_json_parse(const char *text, size_t len, const char *what, json_t **out,
-                       cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_json_parse(const char *text, size_t len, const char *what, json_t **out,
+                                      cmk_errbuf *eb);
 /* Saves obj to path atomically and durably with mode (pretty-printed, sorted keys). */
-cmk_err cmk_json_save(const char *path, const json_t *obj, mode_t mode, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_json_save(const char *path, const json_t *obj, mode_t mode,
+                                     cmk_errbuf *eb);
 /* Appends obj as one compact line to a JSON-lines log (created 0600), then fsyncs it. */
-cmk_err cmk_json_append_line(const char *path, const json_t *obj, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_json_append_line(const char *path, const json_t *obj, cmk_errbuf *eb);
 
 /* The same, for the file rel inside the directory dirfd (named dir in messages), never
  * through a symbolic link (see cmk_openat_nofollow in fsutil.h): for the store's files. */
-cmk_err cmk_json_load_at(int dirfd, const char *dir, const char *rel, json_t **out, cmk_errbuf *eb);
-cmk_err cmk_json_save_at(int dirfd, const char *dir, const char *rel, const json_t *obj,
-                         mode_t mode, cmk_errbuf *eb);
-cmk_err cmk_json_append_line_at(int dirfd, const char *dir, const char *rel, const json_t *obj,
-                                cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_json_load_at(int dirfd, const char *dir, const char *rel, json_t **out,
+                                        cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_json_save_at(int dirfd, const char *dir, const char *rel,
+                                        const json_t *obj, mode_t mode, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_json_append_line_at(int dirfd, const char *dir, const char *rel,
+                                               const json_t *obj, cmk_errbuf *eb);
 
 /* String member or NULL if absent / not a string. */
 const char *cmk_json_str(const json_t *obj, const char *key);

@@ -19,7 +19,8 @@ typedef struct cmk_pool cmk_pool;
 
 /* nthreads 0: the number of online cores. cache: bytes of chunk buffers kept for reuse (see
  * cmk_pool_buf_get); at least CMK_POOL_BUF_CACHE. */
-cmk_err cmk_pool_create(unsigned nthreads, size_t cache, cmk_pool **out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_pool_create(unsigned nthreads, size_t cache, cmk_pool **out,
+                                       cmk_errbuf *eb);
 /* Runs every queued job, then joins the threads and frees. NULL is a no-op. */
 void cmk_pool_free(cmk_pool *p);
 void cmk_pool_submit(cmk_pool *p, cmk_job *job);

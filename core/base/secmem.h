@@ -21,14 +21,14 @@ void cmk_secfree(void *p);
 void cmk_cleanse(void *p, size_t n);
 
 /* Fills buf with n bytes from the OS CSPRNG (via OpenSSL RAND_bytes). */
-cmk_err cmk_random(void *buf, size_t n, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_random(void *buf, size_t n, cmk_errbuf *eb);
 
 /* Writes a random RFC 4122 version-4 UUID ("xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx") into
  * out[37]. */
-cmk_err cmk_uuid4(char out[37], cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_uuid4(char out[37], cmk_errbuf *eb);
 
 /* Writes n random bytes as 2n lowercase hex characters plus NUL into out[2n+1]. */
-cmk_err cmk_random_hex(char *out, size_t nbytes, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_random_hex(char *out, size_t nbytes, cmk_errbuf *eb);
 
 /* Lowercase hex encoding of n bytes into out[2n+1]. */
 void cmk_hex(char *out, const uint8_t *in, size_t n);

@@ -151,7 +151,7 @@ cmk_err cmk_vault_create(const char *home, const char *name, const cmk_vault_opt
         rc = cmk_vault_copy_out(out, v.c.vj, eb);
 out:
     if (staged)
-        (void)cmk_rm_rf(stage, NULL);
+        cmk_best_effort(cmk_rm_rf(stage, NULL));
     rc = cmk_vop_end(&v, rc, eb);
     if (rc != CMK_OK && out && *out) {
         json_decref(*out);

@@ -229,7 +229,7 @@ static void test_refusals(void)
     CHECK(strstr(cmk_errmsg(), "RSA") != NULL);
     /* An identity that is not assigned, then one that lacks permissions. */
     CHECK_RC(cmk_store_rotate_key(s, "local://kv/keys/regkey", "otherid"), CMK_E_REFUSED);
-    CHECK(strstr(cmk_errmsg(), "identity assign") != NULL);
+    CHECK(strstr(cmk_errmsg(), "not assigned to the store") != NULL);
     CHECK_OK(cmk_store_identity_assign(s, "otherid"));
     CHECK_RC(cmk_store_rotate_key(s, "local://kv/keys/regkey", "otherid"), CMK_E_KEY_DENIED);
     const char *wrap_only[] = {"get", "wrapKey"};
@@ -605,7 +605,9 @@ static void expect_coast_then_close(cmk_store *s, const char *dir, char (*dg)[CM
     CHECK_OK(cmk_store_set_policy(s, 0, 0, 1, 0));
     for (int i = 0; i < 100 && !closed; i++) { /* up to 10 s past a 1 s grace */
         usleep(100000);
-        (void)cmk_store_check_key(s, 0, NULL);
+        if (cmk_store_check_key(s, 0, NULL) != CMK_OK) {
+            /* expected once the grace is over: the state is read below */
+        }
         CHECK_OK(cmk_store_encryption(s, &ei));
         closed = !ei.key_accessible;
     }
@@ -849,7 +851,9 @@ static void test_crash_rotation(void)
             /* Rotates until killed. */
             if (cs)
                 for (unsigned i = 0;; i++)
-                    (void)cmk_store_rotate_key(cs, vers[i % 3], NULL);
+                    if (cmk_store_rotate_key(cs, vers[i % 3], NULL) != CMK_OK) {
+                        /* a rotation may lose the race to the parent's: go on */
+                    }
             _exit(1);
         }
         usleep((useconds_t)(1000 + rand() % 60000));
