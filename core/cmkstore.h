@@ -8,9 +8,15 @@
  * own. See README.md for the format and the threat model.
  *
  * Conventions
- *  - Every function returns a cmk_err; CMK_OK (0) is success.
+ *  - Every function returns a cmk_err; CMK_OK (0) is success. The codes and their numbers are
+ *    in cmkstore_err.h (stable). Every function may also return CMK_E_INVAL (a NULL or bad
+ *    argument) and CMK_E_NOMEM; the "Errors:" line of each function lists the others.
+ *    "Key-access errors" are the five codes cmk_err_is_key_access() accepts.
  *  - On failure a detail message is kept per thread: cmk_errmsg() returns the message of the
- *    last failed call made by the calling thread. Messages never contain key material.
+ *    last failed call made by the calling thread. Messages never contain key material and
+ *    state the fault; they do not name commands of any tool.
+ *  - A failed call changes nothing durable unless its comment says otherwise: a store file
+ *    is replaced atomically or not at all, a blob is published whole or not at all.
  *  - Ownership: whoever calls *_open / *_begin / *_create owns the handle and releases it with
  *    the matching *_close / *_commit / *_abort / *_free.
  *  - Thread-safety: a cmk_store may be used by any number of threads at once. A cmk_put or
@@ -61,7 +67,12 @@ CMK_API void cmk_create_opts_init(cmk_create_opts *o);
 
 /* Creates a new store in dir (which must not exist or be empty) and, for a customer-managed
  * key, checks that the identity can get, wrap and unwrap with the key before anything is
- * written. Refuses EC and symmetric keys (CMK_E_KEY_UNSUPPORTED). */
+ * written. Refuses EC and symmetric keys (CMK_E_KEY_UNSUPPORTED). o may be NULL (defaults).
+ * Errors: CMK_E_REFUSED (a store exists in dir), CMK_E_EXISTS (dir not empty),
+ * CMK_E_NOT_FOUND (identity, parent directory or home missing), key-access errors and
+ * CMK_E_KEY_UNSUPPORTED (the key), CMK_E_IO / CMK_E_NOSPACE. On failure no store is left
+ * behind (the store is built beside dir and renamed in); a system-assigned identity or
+ * store-managed key already made in the home is kept (unused, harmless). */
 CMK_API CMK_MUST_CHECK cmk_err cmk_store_create(const char *dir, const cmk_create_opts *o);
 
 typedef struct cmk_store_opts {
@@ -91,21 +102,33 @@ CMK_API void cmk_store_opts_init(cmk_store_opts *o);
  * status can be shown) but every read and write fails with that error until access comes
  * back (see cmk_store_check_key). opts may be NULL. Every file in dir is opened relative to
  * it without following symbolic links: a link there is CMK_E_REFUSED ("... is a symbolic
- * link ..."). */
+ * link ...").
+ * Errors: CMK_E_NOT_FOUND (no store), CMK_E_CORRUPT (store.json or keyring.json damaged or
+ * missing: the message names the file), CMK_E_UNSUPPORTED (store format), CMK_E_REFUSED
+ * (links, a recorded home that is not the user's), CMK_E_IO. On failure *out is NULL and
+ * nothing is held. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_store_open(const char *dir, const cmk_store_opts *opts,
                                               cmk_store **out);
 /* Stops background work, zeroizes every DEK and frees the store. NULL is a no-op. Every put
- * and get handle of the store must be finished first. */
+ * and get handle of the store must be finished first. Cannot fail. */
 CMK_API void cmk_store_close(cmk_store *s);
 
 /* ---- writing a blob -------------------------------------------------------------------- */
 
 /* Starts a streaming put. digest_alg: NULL or "sha256" (default), or "sha512". Nothing is
- * visible in the store until cmk_put_commit succeeds. */
+ * visible in the store until cmk_put_commit succeeds.
+ * Errors: key-access errors (the store cannot reach its KEK), CMK_E_UNSUPPORTED (digest
+ * algorithm), CMK_E_IO / CMK_E_NOSPACE (temporary file). On failure *out is NULL. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_put_begin(cmk_store *s, const char *digest_alg, cmk_put **out);
-/* Appends len bytes of plaintext. */
+/* Appends len bytes of plaintext.
+ * Errors: key-access errors (also when access was lost and came back since the put began:
+ * the put's key is wiped then), CMK_E_IO / CMK_E_NOSPACE, CMK_E_CRYPTO. A failure is sticky:
+ * the put has failed, every later write or park returns the same error and commit returns it
+ * too (and frees the handle); abort or commit it, then begin a new put. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_put_write(cmk_put *p, const void *buf, size_t len);
 /* Finishes the blob and publishes it atomically (temp file, fsync, rename, directory fsync).
+ * Errors: the put's sticky error, CMK_E_DIGEST, key-access errors, CMK_E_IO / CMK_E_NOSPACE,
+ * and those of the check of an existing copy (below); on any failure nothing is published.
  * If expected_digest is not NULL and differs from the content's digest, nothing is
  * published and CMK_E_DIGEST is returned. digest_out (may be NULL) receives the digest.
  * Always frees p, whether it succeeds or not. Putting a blob that already exists reads the
@@ -121,7 +144,8 @@ CMK_API CMK_MUST_CHECK cmk_err cmk_put_commit_many(cmk_put **puts,
                                                    const char *const *expected_digests, size_t n,
                                                    cmk_err *results,
                                                    char (*digests_out)[CMK_DIGEST_MAX]);
-/* Discards the put; nothing is published. Frees p. NULL is a no-op. */
+/* Discards the put; nothing is published (its temporary file is removed). Frees p. NULL is a
+ * no-op. */
 CMK_API void cmk_put_abort(cmk_put *p);
 /* Plaintext bytes written so far. */
 CMK_API uint64_t cmk_put_size(const cmk_put *p);
@@ -154,24 +178,39 @@ typedef struct cmk_blob_info {
 /* Opens blob `digest` for reading bytes [offset, offset+length) (length CMK_TO_END: to the
  * end). Only the chunks covering the range are read and decrypted. Every byte returned has
  * been authenticated; a blob that fails authentication yields CMK_E_INTEGRITY or
- * CMK_E_CORRUPT and no data from the failing chunk. CMK_E_RANGE if offset > size. */
+ * CMK_E_CORRUPT and no data from the failing chunk. CMK_E_RANGE if offset > size.
+ * Errors: CMK_E_NOT_FOUND (no such blob), CMK_E_INTEGRITY / CMK_E_CORRUPT (header or index),
+ * CMK_E_UNSUPPORTED (format version), key-access errors, CMK_E_RANGE, CMK_E_IO. On failure
+ * *out is NULL. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_get_open(cmk_store *s, const char *digest, uint64_t offset,
                                             uint64_t length, cmk_get **out);
-/* Reads up to cap bytes into buf; *n receives the count, 0 at the end of the range. */
+/* Reads up to cap bytes into buf; *n receives the count, 0 at the end of the range.
+ * Errors: CMK_E_INTEGRITY / CMK_E_CORRUPT (a chunk failed its check: nothing of it is
+ * returned), key-access errors (access lost while reading), CMK_E_IO. A failure is sticky:
+ * later reads return the same error and no data. To retry (after a transient I/O or key
+ * error), close the handle and open the blob again at the offset reached. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_get_read(cmk_get *g, void *buf, size_t cap, size_t *n);
+/* The blob's description, read and authenticated at open. The pointer is valid until
+ * cmk_get_close(g); NULL for a NULL g. */
 CMK_API const cmk_blob_info *cmk_get_info(const cmk_get *g);
+/* Frees g and its buffers. NULL is a no-op. */
 CMK_API void cmk_get_close(cmk_get *g);
 
 /* ---- other blob operations ------------------------------------------------------------- */
 
-/* Reads and authenticates the blob's header and index (no chunk is decrypted). */
+/* Reads and authenticates the blob's header and index (no chunk is decrypted).
+ * Errors: as cmk_get_open. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_stat(cmk_store *s, const char *digest, cmk_blob_info *out);
-/* Decrypts every chunk and recomputes the digest. */
+/* Decrypts every chunk and recomputes the digest.
+ * Errors: as cmk_get_open and cmk_get_read, and CMK_E_DIGEST (content differs from the
+ * digest it is stored under). */
 CMK_API CMK_MUST_CHECK cmk_err cmk_verify(cmk_store *s, const char *digest, cmk_blob_info *out);
-/* Removes the blob (durably). CMK_E_NOT_FOUND if absent. */
+/* Removes the blob (durably). Requires key access as writes do.
+ * Errors: CMK_E_NOT_FOUND (absent), key-access errors, CMK_E_IO. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_delete(cmk_store *s, const char *digest);
 /* Calls cb for every blob (digest only, from the directory tree: no decryption); a non-zero
- * return from cb stops the walk and is passed through as CMK_E_INVAL-free success. */
+ * return from cb stops the walk and is passed through as CMK_E_INVAL-free success.
+ * Errors: CMK_E_IO (a directory of the store cannot be read). */
 CMK_API CMK_MUST_CHECK cmk_err cmk_list(cmk_store *s, int (*cb)(const char *digest, void *arg),
                                         void *arg);
 
@@ -204,6 +243,8 @@ typedef struct cmk_encryption_info {
                                     coasts through the grace period as unreachable */
 } cmk_encryption_info;
 
+/* Fills *out with the encryption status (no vault call: the state of the last check).
+ * Errors: none beyond CMK_E_INVAL. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_store_encryption(cmk_store *s, cmk_encryption_info *out);
 
 /* Rewraps every DEK under key_id (a new version, another key, or a key in another vault) as
@@ -213,7 +254,8 @@ CMK_API CMK_MUST_CHECK cmk_err cmk_store_encryption(cmk_store *s, cmk_encryption
  * turns automatic rotation on, a versioned one turns it off. No blob is read or written.
  * CMK_E_REFUSED on a store without a customer-managed key; CMK_E_KEY_UNSUPPORTED for keys
  * other than RSA / RSA-HSM; key-access errors if the current or the new key is out of reach
- * (the store is unchanged then). */
+ * (the store is unchanged then); CMK_E_NOT_FOUND (identity or key), CMK_E_IO. The store
+ * lock is waited for. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_store_rotate_key(cmk_store *s, const char *key_id,
                                                     const char *identity);
 
@@ -223,23 +265,27 @@ CMK_API CMK_MUST_CHECK cmk_err cmk_store_rotate_key(cmk_store *s, const char *ke
  * rotation check is due (or when force_rotation_check > 0), rotates to a newer version if the
  * vault has one; the first check in a process is always due; force_rotation_check < 0 skips
  * the rotation check. *rotated (may be NULL) is set to 1 if a rotation happened. Returns the
- * key-access error when access is lost. */
+ * key-access error when access is lost (the store then refuses reads and writes until a
+ * later check succeeds); CMK_E_CORRUPT or CMK_E_IO for a damaged or unreadable keyring count
+ * as an unreachable vault (grace period). */
 CMK_API CMK_MUST_CHECK cmk_err cmk_store_check_key(cmk_store *s, int force_rotation_check,
                                                    int *rotated);
 
 /* Starts a background thread that runs cmk_store_check_key every key-check interval (and the
  * rotation check every rotation-check interval) until cmk_store_stop_background or
- * cmk_store_close. */
+ * cmk_store_close. Already running: CMK_OK. Errors: CMK_E_NOMEM (no thread). */
 CMK_API CMK_MUST_CHECK cmk_err cmk_store_start_background(cmk_store *s);
 CMK_API void cmk_store_stop_background(cmk_store *s);
 
 /* Starts a new DEK for new writes (old blobs keep theirs); *new_id (may be NULL) gets its
- * id. */
+ * id. Errors: key-access errors (the new DEK must be wrapped), CMK_E_IO / CMK_E_NOSPACE
+ * (keyring). On failure the current DEK stays in use. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_store_rotate_dek(cmk_store *s, uint32_t *new_id);
 
 /* Changes the intervals (0: leave unchanged; rotation and key checks 1 s .. 1 day, grace
  * 0 s .. 1 day) and the DEK rollover policy (roll a new DEK after this many blobs written by
- * one process; 0: leave unchanged, UINT32_MAX: never). Persisted in store.json. */
+ * one process; 0: leave unchanged, UINT32_MAX: never). Persisted in store.json.
+ * Errors: CMK_E_INVAL (out of range: nothing is changed), CMK_E_IO / CMK_E_NOSPACE. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_store_set_policy(cmk_store *s, uint32_t rotation_check_s,
                                                     uint32_t key_check_s, uint32_t grace_s,
                                                     uint32_t dek_rollover_blobs);
@@ -254,13 +300,15 @@ typedef struct cmk_store_identity {
     int used_for_encryption;
 } cmk_store_identity;
 
-/* Lists the identities assigned to the store (at most cap; *n receives the total). */
+/* Lists the identities assigned to the store (at most cap; *n receives the total).
+ * Errors: none beyond CMK_E_INVAL. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_store_identities(cmk_store *s, cmk_store_identity *out,
                                                     size_t cap, size_t *n);
-/* Assigns an identity ("[system]" enables the system-assigned one). */
+/* Assigns an identity ("[system]" enables the system-assigned one).
+ * Errors: CMK_E_NOT_FOUND (no such identity in the home), CMK_E_IO / CMK_E_NOSPACE. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_store_identity_assign(cmk_store *s, const char *identity);
 /* Removes an identity; CMK_E_REFUSED if encryption uses it (assign it again, or rotate to
- * another identity first). */
+ * another identity first); CMK_E_NOT_FOUND (not assigned), CMK_E_IO. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_store_identity_remove(cmk_store *s, const char *identity);
 
 /* ---- small encrypted records (registry metadata) ------------------------------------- */
@@ -272,24 +320,28 @@ CMK_API CMK_MUST_CHECK cmk_err cmk_store_identity_remove(cmk_store *s, const cha
 #define CMK_META_MAX (4u << 20)
 
 /* Reads record `name`; *val (malloc'd, free with cmk_free) and *len receive its value.
- * CMK_E_NOT_FOUND if absent. */
+ * CMK_E_NOT_FOUND if absent. Errors also: key-access errors, CMK_E_INTEGRITY /
+ * CMK_E_CORRUPT (a damaged record), CMK_E_IO. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_meta_get(cmk_store *s, const char *name, void **val,
                                             size_t *len);
-/* Creates or replaces record `name`. */
+/* Creates or replaces record `name`. Errors: CMK_E_INVAL (larger than CMK_META_MAX),
+ * key-access errors, CMK_E_IO / CMK_E_NOSPACE (the old value stays). */
 CMK_API CMK_MUST_CHECK cmk_err cmk_meta_put(cmk_store *s, const char *name, const void *val,
                                             size_t len);
-/* Removes record `name`; CMK_E_NOT_FOUND if absent. */
+/* Removes record `name`; CMK_E_NOT_FOUND if absent; key-access errors, CMK_E_IO. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_meta_delete(cmk_store *s, const char *name);
 /* Atomic read-modify-write across threads and processes: fn gets the current value (NULL,
  * 0 if absent) and sets *out / *outlen to the new value (malloc'd; the store frees it), or
  * *out = NULL to delete the record, or returns an error to leave it unchanged (passed
- * through). */
+ * through). Errors also: as cmk_meta_get and cmk_meta_put. */
 typedef cmk_err (*cmk_meta_fn)(const void *cur, size_t curlen, void **out, size_t *outlen,
                                void *arg);
 CMK_API CMK_MUST_CHECK cmk_err cmk_meta_update(cmk_store *s, const char *name, cmk_meta_fn fn,
                                                void *arg);
 /* Calls cb for every record whose name starts with prefix ("" for all); names come from the
- * decrypted records. A non-zero return from cb stops the walk. */
+ * decrypted records. A non-zero return from cb stops the walk.
+ * Errors: key-access errors, CMK_E_INTEGRITY / CMK_E_CORRUPT (a damaged record stops the
+ * walk), CMK_E_IO. */
 CMK_API CMK_MUST_CHECK cmk_err cmk_meta_list(cmk_store *s, const char *prefix,
                                              int (*cb)(const char *name, void *arg), void *arg);
 /* Frees memory returned by the library. */
