@@ -16,7 +16,8 @@
 #include <unistd.h>
 
 #include "tools/cli.h"
-#include "tools/registry_meta.h"
+#include "tools/serve/registry_meta.h"
+#include "tools/serve/registry_policy.h"
 #include "core/base/secmem.h"
 
 #define IO_BUF (1u << 20)
@@ -408,7 +409,7 @@ static int run_rm(const cli_cmd *cmd, cli_args *a)
         return ex;
     /* Exclusive collection lock: a server running on the store links nothing between the
      * check below and the delete (it holds the lock shared while it links). */
-    rc = rmeta_lock(s, RMETA_GC_LOCK, LOCK_EX, &lk, &eb);
+    rc = rpolicy_lock(s, LOCK_EX, &lk, &eb);
     if (rc != CMK_OK) {
         ex = cli_fail(rc, &eb, CLI_HINT_NONE, "%s %s", cmd->path, digest);
         goto out;
@@ -437,7 +438,7 @@ static int run_rm(const cli_cmd *cmd, cli_args *a)
     if (rc != CMK_OK)
         ex = cli_fail(rc, NULL, CLI_HINT_STORE, "%s %s", cmd->path, digest);
 out:
-    rmeta_unlock(lk);
+    rpolicy_unlock(lk);
     json_decref(repos);
     cmk_store_close(s);
     return ex;

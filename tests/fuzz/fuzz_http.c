@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "tests/fuzz/fuzz.h"
-#include "tools/http_util.h"
+#include "tools/serve/http_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

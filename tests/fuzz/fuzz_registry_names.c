@@ -19,7 +19,7 @@
 
 #include "core/digest.h"
 #include "tests/fuzz/fuzz.h"
-#include "tools/registry_meta.h"
+#include "tools/serve/registry_meta.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

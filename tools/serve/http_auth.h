@@ -27,7 +27,7 @@
 #include <stddef.h>
 
 #include "cmkstore.h"
-#include "tools/http_metrics.h"
+#include "tools/serve/http_metrics.h"
 
 #define HTTP_AUTH_DEFAULT_ITERATIONS 600000u
 #define HTTP_AUTH_MIN_ITERATIONS     10000u

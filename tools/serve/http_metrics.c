@@ -1,5 +1,5 @@
 /* http_metrics.c — see http_metrics.h. */
-#include "tools/http_metrics.h"
+#include "tools/serve/http_metrics.h"
 
 #include <pthread.h>
 #include <stdarg.h>

@@ -1,13 +1,9 @@
 /* registry_meta.c — repository records of the OCI registry over cmk_meta_* (see the header). */
-#include "tools/registry_meta.h"
+#include "tools/serve/registry_meta.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <unistd.h>
 
 #define REC_PREFIX "repo/"
 /* Record names are "repo/" + a name of at most REG_NAME_MAX characters. */
@@ -474,41 +470,4 @@ cmk_err rmeta_referrers(cmk_store *s, const char *digest, json_t **repos)
     }
     *repos = found;
     return CMK_OK;
-}
-
-/* ---- locks ---- */
-
-cmk_err rmeta_lock(cmk_store *s, const char *name, int op, int *fd, cmk_errbuf *eb)
-{
-    char path[4200];
-    int lfd, e;
-
-    *fd = -1;
-    snprintf(path, sizeof(path), "%s/%s", cmk_store_dir(s), name);
-    /* O_NOFOLLOW: whoever can write the store must not point the lock at another file. */
-    lfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (lfd < 0) {
-        e = errno;
-        return cmk_errbuf_set(eb, e == ELOOP ? CMK_E_REFUSED : CMK_E_IO, "cannot open %s: %s%s",
-                              path, strerror(e), e == ELOOP ? " (a symbolic link)" : "");
-    }
-    while (flock(lfd, op) != 0) {
-        e = errno;
-        if (e == EINTR)
-            continue;
-        close(lfd);
-        if (e == EWOULDBLOCK)
-            return cmk_errbuf_set(eb, CMK_E_BUSY, "%s is locked by another process", path);
-        return cmk_errbuf_set(eb, CMK_E_IO, "cannot lock %s: %s", path, strerror(e));
-    }
-    *fd = lfd;
-    return CMK_OK;
-}
-
-void rmeta_unlock(int fd)
-{
-    if (fd >= 0) {
-        (void)flock(fd, LOCK_UN);
-        close(fd);
-    }
 }

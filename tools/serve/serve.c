@@ -9,7 +9,7 @@
  * connections with 503, lets requests in flight finish until --shutdown-timeout, then stops;
  * uploads not completed by then are aborted whole. A second signal skips the wait.
  */
-#include "tools/serve.h"
+#include "tools/serve/serve.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -31,12 +31,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tools/http_auth.h"
-#include "tools/http_conn.h"
-#include "tools/http_metrics.h"
+#include "tools/serve/http_auth.h"
+#include "tools/serve/http_conn.h"
+#include "tools/serve/http_metrics.h"
 #include "kek/identity/identity.h"
-#include "tools/registry.h"
-#include "tools/registry_meta.h"
+#include "tools/serve/registry.h"
+#include "tools/serve/registry_policy.h"
 #include "kek/vault/vault.h"
 
 /* The embedded default's resources (first run only; later runs reuse them). */
@@ -426,22 +426,22 @@ static int read_cfg(const cli_args *a, struct serve_cfg *c)
     return CLI_EXIT_OK;
 }
 
-/* Claims the store for this server: RMETA_SERVE_LOCK, held for the server's life, with its
+/* Claims the store for this server: RPOLICY_SERVE_LOCK, held for the server's life, with its
  * PID in it. A second server on the same store is refused, naming the first: upload
  * sessions and the key-state metrics live in one process. CLI commands may still run
- * beside it (collection is ordered by RMETA_GC_LOCK across processes). */
+ * beside it (collection is ordered by RPOLICY_GC_LOCK across processes). */
 static int claim_store(cmk_store *s, int *fd)
 {
     char path[CMK_PATH_MAX + 32], pid[32], who[40];
     cmk_errbuf eb = {0};
-    cmk_err rc = rmeta_lock(s, RMETA_SERVE_LOCK, LOCK_EX | LOCK_NB, fd, &eb);
+    cmk_err rc = rpolicy_lock_file(s, RPOLICY_SERVE_LOCK, LOCK_EX | LOCK_NB, fd, &eb);
     long other;
     ssize_t n;
     int pfd;
 
     if (rc == CMK_E_BUSY) {
         /* The holder writes its PID right after locking: a read in between finds none. */
-        snprintf(path, sizeof(path), "%s/%s", cmk_store_dir(s), RMETA_SERVE_LOCK);
+        snprintf(path, sizeof(path), "%s/%s", cmk_store_dir(s), RPOLICY_SERVE_LOCK);
         pfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         n = pfd >= 0 ? read(pfd, pid, sizeof(pid) - 1) : -1;
         if (pfd >= 0)
@@ -706,7 +706,7 @@ out:
     if (s)
         cmk_store_stop_background(s);
     cmk_store_close(s);
-    rmeta_unlock(serve_fd);
+    rpolicy_unlock(serve_fd);
     http_auth_free(auth);
     /* SIGINT and SIGTERM stay blocked: the process exits next, and a second signal sent
      * while it shuts down must not turn a clean exit into death by signal. */

@@ -1,7 +1,7 @@
 /* http_auth.c — see http_auth.h. */
-#include "tools/http_auth.h"
+#include "tools/serve/http_auth.h"
 
-#include "tools/http_util.h"
+#include "tools/serve/http_util.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 /* http_util.c — see http_util.h. */
-#include "tools/http_util.h"
+#include "tools/serve/http_util.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

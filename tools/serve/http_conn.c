@@ -1,5 +1,5 @@
 /* http_conn.c — see http_conn.h. */
-#include "tools/http_conn.h"
+#include "tools/serve/http_conn.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tools/http_util.h"
+#include "tools/serve/http_util.h"
 
 #define BUCKETS 256
 

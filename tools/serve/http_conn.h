@@ -20,7 +20,7 @@
 
 #include <microhttpd.h>
 
-#include "tools/http_metrics.h"
+#include "tools/serve/http_metrics.h"
 
 typedef struct http_conn http_conn;
 

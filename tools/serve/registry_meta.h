@@ -23,7 +23,6 @@
 #include <stdint.h>
 
 #include "cmkstore.h"
-#include "cmkstore_kek.h"
 
 /* Longest repository name we accept (the spec bounds host + name by 255). */
 #define REG_NAME_MAX 255
@@ -72,21 +71,5 @@ cmk_err rmeta_list_repos(cmk_store *s, json_t **out);
 /* The sorted names of the repositories that link digest, hold it as a manifest or have a
  * manifest referring to it (a JSON array; empty if none; caller json_decref's). */
 cmk_err rmeta_referrers(cmk_store *s, const char *digest, json_t **repos);
-
-/* ---- locks across processes ----
- * Files in the store's directory, created 0600 and never opened through a symbolic link;
- * each call opens its own descriptor, so threads of one process exclude each other as
- * processes do. RMETA_GC_LOCK orders links against blob collection: operations that add a
- * link or a reference (push, mount, manifest put) hold it shared from their check to their
- * record update, operations that may delete a stored blob (registry DELETE, `cmkstore blob
- * rm`) hold it exclusively. RMETA_SERVE_LOCK is held by a running `cmkstore serve`. */
-#define RMETA_GC_LOCK    "registry.lock"
-#define RMETA_SERVE_LOCK "serve.lock"
-
-/* flock(op) on the store's file `name` (op: LOCK_SH or LOCK_EX, optionally | LOCK_NB);
- * *fd receives the descriptor for rmeta_unlock. CMK_E_BUSY if LOCK_NB and held elsewhere. */
-cmk_err rmeta_lock(cmk_store *s, const char *name, int op, int *fd, cmk_errbuf *eb);
-/* Releases and closes; -1 is a no-op. */
-void rmeta_unlock(int fd);
 
 #endif

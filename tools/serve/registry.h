@@ -17,9 +17,9 @@
 #include <stdint.h>
 
 #include "cmkstore.h"
-#include "tools/http_auth.h"
-#include "tools/http_conn.h"
-#include "tools/http_metrics.h"
+#include "tools/serve/http_auth.h"
+#include "tools/serve/http_conn.h"
+#include "tools/serve/http_metrics.h"
 
 typedef struct registry registry;
 

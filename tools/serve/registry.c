@@ -1,0 +1,432 @@
+/*
+ * registry.c — the registry's request life cycle over libmicrohttpd, dispatch to the
+ * handlers, and the registry object (see registry_internal.h for the modules).
+ *
+ * Request life cycle (one thread per connection):
+ *   first call      route, authenticate, validate; requests without a body are answered
+ *                   here; requests with one get a body sink (a cmk_put, or a bounded buffer
+ *                   for manifests) and errors found here are answered at once.
+ *   body calls      each chunk goes to cmk_put_write as it arrives (or to the manifest
+ *                   buffer); a failure is remembered and the rest of the body discarded.
+ *   final call      commit, link, answer.
+ *   completed       aborts whatever was not committed, releases the upload session, logs.
+ */
+#include "tools/serve/registry.h"
+
+#include <arpa/inet.h>
+#include <malloc.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tools/serve/registry_internal.h"
+
+#define DEFAULT_MAX_MANIFEST   (4u << 20)
+#define DEFAULT_MAX_UPLOADS    256
+#define DEFAULT_UPLOAD_TIMEOUT 3600
+#define DEFAULT_UPLOAD_MEMORY  (1ull << 30)
+#define TRIM_EVERY_TICKS       60
+
+static int is(const struct req *q, const char *m)
+{
+    return strcmp(q->method, m) == 0;
+}
+
+static enum MHD_Result unauthorized(struct req *q)
+{
+    struct reply rp = reg_error_reply(q, "UNAUTHORIZED", "authentication required", NULL);
+
+    if (http_auth_has_basic(q->r->auth))
+        reg_hdr(&rp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Basic realm=\"cmkstore\"");
+    if (http_auth_has_bearer(q->r->auth))
+        reg_hdr(&rp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"cmkstore\"");
+    return reg_send_reply(q, MHD_HTTP_UNAUTHORIZED, &rp);
+}
+
+/* 429 TOOMANYREQUESTS with Retry-After; close: the connection is closed after it. */
+static enum MHD_Result too_many(struct req *q, const char *msg, unsigned retry_after, int close)
+{
+    struct reply rp = reg_error_reply(q, "TOOMANYREQUESTS", msg, NULL);
+    char ra[16];
+
+    snprintf(ra, sizeof(ra), "%u", retry_after);
+    reg_hdr(&rp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    if (close)
+        reg_hdr(&rp, MHD_HTTP_HEADER_CONNECTION, "close");
+    return reg_send_reply(q, MHD_HTTP_TOO_MANY_REQUESTS, &rp);
+}
+
+static enum MHD_Result first_call(struct req *q, const char *url)
+{
+    registry *r = q->r;
+    struct reply rp;
+    unsigned retry = 1;
+
+    if (atomic_load(&r->draining)) {
+        rp = reg_error_reply(q, "UNAVAILABLE", "the server is shutting down", NULL);
+        reg_hdr(&rp, MHD_HTTP_HEADER_CONNECTION, "close");
+        return reg_send_reply(q, MHD_HTTP_SERVICE_UNAVAILABLE, &rp);
+    }
+    /* Past --max-connections (the daemon accepts as many again to say so): the server's
+     * condition, not this client's, so 503 as for shutdown. */
+    if (http_conn_excess(q->c)) {
+        rp = reg_error_reply(q, "UNAVAILABLE", "too many connections to the server: retry", NULL);
+        reg_hdr(&rp, MHD_HTTP_HEADER_CONNECTION, "close");
+        reg_hdr(&rp, MHD_HTTP_HEADER_RETRY_AFTER, "2");
+        return reg_send_reply(q, MHD_HTTP_SERVICE_UNAVAILABLE, &rp);
+    }
+    if (http_conn_over_limit(q->c))
+        return too_many(q, "too many connections from this address", 1, 1);
+    switch (
+        http_auth_check(r->auth, reg_header(q, MHD_HTTP_HEADER_AUTHORIZATION), q->ckey, &retry)) {
+    case HTTP_AUTH_OK:
+        break;
+    case HTTP_AUTH_BACKOFF:
+        return too_many(q, "too many failed authentication attempts", retry, 0);
+    default:
+        return unauthorized(q);
+    }
+    http_conn_trust(r->conns, q->c);
+    switch (registry_route(q->method, url, &q->route)) {
+    case REG_ROUTE_OK:
+        break;
+    case REG_ROUTE_UNKNOWN:
+        return reg_send_error(q, MHD_HTTP_NOT_FOUND, "UNSUPPORTED", "no such endpoint", NULL);
+    case REG_ROUTE_BAD_NAME:
+        return reg_send_error(q, MHD_HTTP_BAD_REQUEST, "NAME_INVALID", "invalid repository name",
+                              NULL);
+    case REG_ROUTE_BAD_REF:
+        return reg_send_error(q, MHD_HTTP_BAD_REQUEST,
+                              q->route.rt == REG_RT_MANIFEST ? "MANIFEST_INVALID"
+                                                             : "DIGEST_INVALID",
+                              "invalid reference", NULL);
+    case REG_ROUTE_BAD_METHOD:
+        rp = reg_error_reply(q, "UNSUPPORTED", "the operation is unsupported", NULL);
+        reg_hdr(&rp, MHD_HTTP_HEADER_ALLOW, q->route.allow);
+        return reg_send_reply(q, MHD_HTTP_METHOD_NOT_ALLOWED, &rp);
+    }
+    switch (q->route.rt) {
+    case REG_RT_PING:
+        rp = reg_reply_json(q, json_object(), "application/json");
+        return reg_send_reply(q, MHD_HTTP_OK, &rp);
+    case REG_RT_METRICS:
+        return reg_metrics(q);
+    case REG_RT_CATALOG:
+        return reg_catalog(q);
+    case REG_RT_TAGS:
+        return reg_tags_list(q);
+    case REG_RT_REFERRERS:
+        return reg_referrers(q);
+    case REG_RT_BLOB:
+        return is(q, "DELETE") ? reg_blob_delete(q) : reg_blob_get(q);
+    case REG_RT_MANIFEST:
+        if (is(q, "PUT"))
+            return reg_manifest_put_start(q);
+        return is(q, "DELETE") ? reg_manifest_delete(q) : reg_manifest_get(q);
+    case REG_RT_UPLOAD_NEW:
+        return reg_upload_start(q);
+    case REG_RT_UPLOAD:
+        if (is(q, "GET"))
+            return reg_upload_status(q);
+        if (is(q, "DELETE"))
+            return reg_upload_cancel(q);
+        return reg_upload_continue(q, is(q, "PUT"));
+    }
+    return MHD_NO;
+}
+
+static void body_chunk(struct req *q, const char *data, size_t n)
+{
+    registry *r = q->r;
+    cmk_err rc;
+
+    q->in += n;
+    q->received += n;
+    if (q->body_failed)
+        return; /* the rest of a failed body is read and dropped */
+    if (q->body == BODY_PUT) {
+        /* Bodies without a Content-Length (chunked transfer) are checked as they arrive. */
+        if (reg_blob_too_big(r, q->up ? q->up->offset : 0, q->received)) {
+            q->too_big = 1;
+            q->body_failed = 1;
+            return;
+        }
+        rc = cmk_put_write(q->put, data, n);
+        if (rc != CMK_OK) {
+            q->body_failed = 1;
+            q->body_rc = rc;
+            snprintf(q->body_msg, sizeof(q->body_msg), "%s", cmk_errmsg());
+            /* Its buffers (and key) go now, not when the rest of the body has arrived. */
+            if (q->up)
+                q->up->put = NULL;
+            cmk_put_abort(q->put);
+            q->put = NULL;
+        }
+    } else if (q->body == BODY_MANIFEST) {
+        if (q->blen + n > r->max_manifest) {
+            q->too_big = 1;
+            q->body_failed = 1;
+            return;
+        }
+        if (q->blen + n > q->bcap) {
+            size_t ncap = q->bcap ? q->bcap : 16384;
+            while (ncap < q->blen + n)
+                ncap *= 2;
+            if (ncap > r->max_manifest)
+                ncap = (size_t)r->max_manifest;
+            char *nb = realloc(q->buf, ncap);
+            if (!nb) {
+                q->body_failed = 1;
+                q->body_rc = CMK_E_NOMEM;
+                snprintf(q->body_msg, sizeof(q->body_msg), "out of memory");
+                return;
+            }
+            q->buf = nb;
+            q->bcap = ncap;
+        }
+        memcpy(q->buf + q->blen, data, n);
+        q->blen += n;
+    }
+}
+
+static enum MHD_Result final_call(struct req *q)
+{
+    if (q->body == BODY_MANIFEST) {
+        if (q->body_failed && !q->too_big)
+            return reg_store_error(q, q->body_rc, q->body_msg, "cannot read the manifest");
+        return reg_manifest_put_finish(q);
+    }
+    if (q->body != BODY_PUT)
+        return reg_send_error(q, MHD_HTTP_INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error", NULL);
+    return reg_blob_finish(q);
+}
+
+/* The client's address for the log (out) and its key for the limits (q->ckey). */
+static void client_addr(struct req *q, struct MHD_Connection *c, char *out, size_t cap)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+
+    http_client_key(sa, q->ckey, sizeof(q->ckey));
+    snprintf(out, cap, "-");
+    if (!sa)
+        return;
+    if (sa->sa_family == AF_INET) {
+        if (!inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+                       (socklen_t)cap))
+            snprintf(out, cap, "-");
+    } else if (sa->sa_family == AF_INET6) {
+        if (!inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out,
+                       (socklen_t)cap))
+            snprintf(out, cap, "-");
+    }
+}
+
+/* 16 hex digits, random (a counter if randomness fails): unique enough to find a request's
+ * log lines, and says nothing about the server. */
+static void request_id(registry *r, char out[17])
+{
+    unsigned char b[8];
+
+    if (RAND_bytes(b, sizeof(b)) != 1) {
+        uint64_t n = atomic_fetch_add(&r->rid_next, 1);
+        for (int i = 0; i < 8; i++)
+            b[i] = (unsigned char)(n >> (8 * i));
+    }
+    for (int i = 0; i < 8; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+/* 1 if the request carries a body (its sink must be ready before the first chunk). */
+static int has_body(struct req *q)
+{
+    const char *cl = reg_header(q, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    uint64_t n;
+
+    if (reg_header(q, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+        return 1;
+    return cl && (http_parse_u64(cl, UINT64_MAX, &n) != 0 || n > 0);
+}
+
+enum MHD_Result registry_access(void *cls, struct MHD_Connection *c, const char *url,
+                                const char *method, const char *version, const char *upload_data,
+                                size_t *upload_data_size, void **con_cls)
+{
+    registry *r = cls;
+    struct req *q = *con_cls;
+    enum MHD_Result ret;
+
+    (void)version;
+    if (!q) {
+        q = calloc(1, sizeof(*q));
+        if (!q)
+            return MHD_NO;
+        q->r = r;
+        q->c = c;
+        q->t0 = http_mono();
+        snprintf(q->method, sizeof(q->method), "%s", strlen(method) < 8 ? method : "OTHER");
+        http_log_safe(q->path, sizeof(q->path), url);
+        client_addr(q, c, q->client, sizeof(q->client));
+        request_id(r, q->rid);
+        *con_cls = q;
+        atomic_fetch_add(&r->inflight, 1);
+        /* A response queued now makes libmicrohttpd close the connection, so requests
+         * without a body are answered in the final call (keeping the connection alive);
+         * those with one are checked now, before any of the body is read. */
+        if (!has_body(q))
+            return MHD_YES;
+        q->started = 1;
+        return first_call(q, url);
+    }
+    if (*upload_data_size) {
+        if (!q->responded)
+            body_chunk(q, upload_data, *upload_data_size);
+        else
+            q->in += *upload_data_size;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (q->responded)
+        return MHD_YES;
+    if (!q->started) {
+        q->started = 1;
+        ret = first_call(q, url);
+        if (ret != MHD_YES || q->responded)
+            return ret;
+    }
+    return final_call(q);
+}
+
+static const char *termination(enum MHD_RequestTerminationCode toe)
+{
+    switch (toe) {
+    case MHD_REQUEST_TERMINATED_COMPLETED_OK:
+        return NULL;
+    case MHD_REQUEST_TERMINATED_TIMEOUT_REACHED:
+        return "timeout";
+    case MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN:
+        return "shutdown";
+    case MHD_REQUEST_TERMINATED_READ_ERROR:
+        return "read-error";
+    case MHD_REQUEST_TERMINATED_CLIENT_ABORT:
+        return "client-abort";
+    default:
+        return "error";
+    }
+}
+
+void registry_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                        enum MHD_RequestTerminationCode toe)
+{
+    registry *r = cls;
+    struct req *q = *con_cls;
+    const char *why = termination(toe);
+
+    (void)c;
+    if (!q)
+        return;
+    /* An upload whose body was cut off cannot be resumed from a known offset: drop it. */
+    if (q->up)
+        reg_session_release(r->sessions, q->up,
+                            q->up_destroy || (!q->responded && q->received > 0));
+    else
+        cmk_put_abort(q->put);
+    reg_sessions_unreserve(r->sessions, &q->mem);
+    if (r->log) {
+        char t[32];
+        http_time_iso(t);
+        fprintf(stderr, "%s %s %s %s %u in=%llu out=%llu %.1fms rid=%s%s%s%s%s\n", t, q->client,
+                q->method, q->path, q->status, (unsigned long long)q->in,
+                (unsigned long long)q->out, (http_mono() - q->t0) * 1000.0, q->rid,
+                why ? " aborted=" : "", why ? why : "", q->note[0] ? " " : "", q->note);
+    }
+    http_metrics_request(r->metrics, q->method, q->status, q->in, q->out);
+    free(q->buf);
+    free(q);
+    *con_cls = NULL;
+    atomic_fetch_sub(&r->inflight, 1);
+}
+
+/* ---- the registry object ---- */
+
+cmk_err registry_new(const registry_opts *o, registry **out)
+{
+    registry *r;
+
+    *out = NULL;
+    if (!o || !o->store)
+        return CMK_E_INVAL;
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        return CMK_E_NOMEM;
+    r->s = o->store;
+    r->auth = o->auth;
+    r->metrics = o->metrics;
+    r->conns = o->conns;
+    r->max_manifest = o->max_manifest ? o->max_manifest : DEFAULT_MAX_MANIFEST;
+    r->max_blob = o->max_blob;
+    r->max_uploads = o->max_uploads ? o->max_uploads : DEFAULT_MAX_UPLOADS;
+    r->upload_timeout = o->upload_timeout_s ? o->upload_timeout_s : DEFAULT_UPLOAD_TIMEOUT;
+    r->log = o->log_requests;
+    atomic_init(&r->draining, 0);
+    atomic_init(&r->inflight, 0);
+    atomic_init(&r->rid_next, 1);
+    if (reg_sessions_new(r->s, r->max_uploads,
+                         o->upload_memory ? o->upload_memory : DEFAULT_UPLOAD_MEMORY,
+                         &r->sessions) != CMK_OK) {
+        free(r);
+        return CMK_E_NOMEM;
+    }
+    *out = r;
+    return CMK_OK;
+}
+
+void registry_free(registry *r)
+{
+    if (!r)
+        return;
+    reg_sessions_free(r->sessions);
+    free(r);
+}
+
+void registry_drain(registry *r)
+{
+    atomic_store(&r->draining, 1);
+}
+
+unsigned registry_inflight(registry *r)
+{
+    return atomic_load(&r->inflight);
+}
+
+unsigned registry_uploads(registry *r)
+{
+    return reg_sessions_count(r->sessions);
+}
+
+void registry_tick(registry *r)
+{
+    cmk_encryption_info ei;
+
+    reg_sessions_expire(r->sessions, (double)r->upload_timeout,
+                        reg_sessions_access_gen(r->sessions));
+    /* Idle for two ticks in a row: give back what the store keeps for speed. Under load,
+     * the heap's free memory goes back once a minute: glibc keeps freed chunk buffers in its
+     * arenas (its mmap threshold rises as large buffers are freed), and RSS would ratchet up
+     * with every peak of concurrency (issue 20: 94 -> 258 MB over a 10-minute soak with
+     * 54 MB live). A fixed mmap threshold instead cost 10-20% more server CPU per request
+     * in page faults (bench/registry_bench.sh, soak row). */
+    r->ticks++;
+    if (registry_inflight(r) == 0) {
+        if (++r->idle_ticks == 2)
+            cmk_store_trim(r->s);
+    } else {
+        r->idle_ticks = 0;
+        if (r->ticks % TRIM_EVERY_TICKS == 0)
+            malloc_trim(0);
+    }
+    if (r->metrics && cmk_store_encryption(r->s, &ei) == CMK_OK)
+        http_metrics_observe_key(r->metrics, &ei);
+}

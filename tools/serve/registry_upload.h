@@ -1,0 +1,82 @@
+/*
+ * registry_upload.h — the registry's blob upload sessions (POST /v2/<name>/blobs/uploads/ and
+ * the PATCH/PUT requests on its Location) and the memory budget of requests that stream into
+ * a put. No HTTP here: the handlers (registry_blob.c) map these results to responses.
+ *
+ * A session is a parked cmk_put (it holds no pipeline memory between requests, see
+ * cmk_put_park) under an unguessable id; one request at a time may hold it (busy). A session
+ * begun before the store lost key access is dropped by the next sweep: its put is aborted (its
+ * blob key is wiped) and an entry without a put is kept until the upload timeout, so that the
+ * client's next request on it is told why (CMK_E_KEY_UNREACHABLE) rather than that it never
+ * existed. Nothing of an unfinished upload is ever published.
+ *
+ * Threading: every function is thread-safe (one mutex per table). A session returned by
+ * reg_session_create or reg_session_acquire is the caller's until reg_session_release: its
+ * put and offset may be used without the lock, except that offset is read by
+ * reg_session_offset, so it changes only through reg_session_advance.
+ */
+#ifndef CMK_REGISTRY_UPLOAD_H
+#define CMK_REGISTRY_UPLOAD_H
+
+#include <stdint.h>
+
+#include "cmkstore.h"
+#include "tools/serve/registry_meta.h"
+
+#define REG_SESSION_ID_LEN 32 /* hex digits */
+
+typedef struct reg_session {
+    struct reg_session *next;
+    char id[REG_SESSION_ID_LEN + 1];
+    char repo[REG_NAME_MAX + 1];
+    cmk_put *put;    /* NULL once the session was dropped on a key-access loss */
+    uint64_t offset; /* bytes received so far */
+    uint64_t gen;    /* the store's access generation when it began */
+    double last;     /* monotonic time of the last request */
+    int busy;        /* a request is using it */
+    int revoked;     /* dropped on a key-access loss: kept (no put) to answer once */
+} reg_session;
+
+typedef struct reg_sessions reg_sessions;
+
+/* s is borrowed and must outlive the table. max: sessions open at once; mem_budget: bytes of
+ * put memory (cmk_put_memory) that requests may reserve at once. CMK_E_NOMEM. */
+cmk_err reg_sessions_new(cmk_store *s, unsigned max, uint64_t mem_budget, reg_sessions **out);
+/* Aborts every session (nothing partial is published) and frees the table. Only once no
+ * request uses it. NULL is a no-op. */
+void reg_sessions_free(reg_sessions *t);
+/* Sessions open now (not counting those kept only to answer after a key-access loss). */
+unsigned reg_sessions_count(reg_sessions *t);
+
+/* Opens a session for repo, busy (release it when the request ends). CMK_E_BUSY when max
+ * sessions are open; CMK_E_NOMEM, CMK_E_CRYPTO (no randomness for the id) or the store's
+ * error from starting the put. */
+cmk_err reg_session_create(reg_sessions *t, const char *repo, reg_session **out);
+/* Takes session id of repo for one request. CMK_E_NOT_FOUND; CMK_E_BUSY if another request
+ * is using it; CMK_E_KEY_UNREACHABLE (once; afterwards CMK_E_NOT_FOUND) if it was dropped on
+ * a key-access loss. */
+cmk_err reg_session_acquire(reg_sessions *t, const char *id, const char *repo, reg_session **out);
+/* Gives a session back (it is idle from now on) or, with destroy, closes it and aborts its
+ * put. */
+void reg_session_release(reg_sessions *t, reg_session *u, int destroy);
+/* Adds n received bytes to a held session's offset. */
+void reg_session_advance(reg_sessions *t, reg_session *u, uint64_t n);
+/* *off = the offset of session id of repo; 0 if there is no such open session. */
+int reg_session_offset(reg_sessions *t, const char *id, const char *repo, uint64_t *off);
+/* Drops idle sessions: those idle for more than max_idle seconds, and those begun before the
+ * store's access generation gen (their puts have failed); every session with max_idle < 0. */
+void reg_sessions_expire(reg_sessions *t, double max_idle, uint64_t gen);
+
+/* The store's key-access generation now (cmk_store_resources). */
+uint64_t reg_sessions_access_gen(reg_sessions *t);
+
+/* Reserves n bytes of the budget; adds them to *held. One reservation always succeeds when
+ * nothing else is reserved, so that a budget below one stream cannot stop all uploads.
+ * 0 (nothing reserved) when the budget is spent. */
+int reg_sessions_reserve(reg_sessions *t, uint64_t n, uint64_t *held);
+/* Gives back *held bytes and sets it to 0. */
+void reg_sessions_unreserve(reg_sessions *t, uint64_t *held);
+/* The budget, in bytes. */
+uint64_t reg_sessions_budget(const reg_sessions *t);
+
+#endif
