@@ -256,7 +256,13 @@ static int next_line(const char **p, const char *end, const char **line, size_t 
     return 1;
 }
 
-static cmk_err load_htpasswd(http_auth *a, const char *path, char *err, size_t cap)
+/* Takes one non-empty line (n bytes, not terminated) of file path, its lineno-th. */
+typedef cmk_err (*line_fn)(http_auth *a, const char *line, size_t n, size_t lineno,
+                           const char *path, char *err, size_t cap);
+
+/* Reads the secret file path and hands each non-empty line to add, stopping at its first
+ * failure; the file's bytes are wiped before they are freed. */
+static cmk_err load_lines(http_auth *a, const char *path, line_fn add, char *err, size_t cap)
 {
     char *buf = NULL;
     size_t len = 0, lineno = 0, n;
@@ -267,77 +273,75 @@ static cmk_err load_htpasswd(http_auth *a, const char *path, char *err, size_t c
     if (rc != CMK_OK)
         return rc;
     p = buf;
-    while (next_line(&p, buf + len, &line, &n)) {
+    while (rc == CMK_OK && next_line(&p, buf + len, &line, &n)) {
         lineno++;
-        if (n == 0 || line[0] == '#')
-            continue;
-        struct user_entry *nu = realloc(a->users, (a->nusers + 1) * sizeof(*nu));
-        if (!nu) {
-            rc = fail(err, cap, CMK_E_NOMEM, "out of memory");
-            goto out;
-        }
-        a->users = nu;
-        memset(&nu[a->nusers], 0, sizeof(*nu));
-        if (parse_user_line(line, n, &nu[a->nusers]) != 0) {
-            rc = fail(err, cap, CMK_E_INVAL,
-                      "%s line %zu: expected user:$pbkdf2-sha256$<iterations>$<salt>$<hash> "
-                      "(make one with `cmkstore serve-passwd USER`)",
-                      path, lineno);
-            goto out;
-        }
-        a->nusers++;
+        if (n > 0)
+            rc = add(a, line, n, lineno, path, err, cap);
     }
-    if (a->nusers == 0)
-        rc = fail(err, cap, CMK_E_INVAL, "%s holds no user", path);
-out:
     OPENSSL_cleanse(buf, len);
     free(buf);
     return rc;
 }
 
+static cmk_err add_user(http_auth *a, const char *line, size_t n, size_t lineno, const char *path,
+                        char *err, size_t cap)
+{
+    struct user_entry *nu;
+
+    if (line[0] == '#')
+        return CMK_OK;
+    nu = realloc(a->users, (a->nusers + 1) * sizeof(*nu));
+    if (!nu)
+        return fail(err, cap, CMK_E_NOMEM, "out of memory");
+    a->users = nu;
+    memset(&nu[a->nusers], 0, sizeof(*nu));
+    if (parse_user_line(line, n, &nu[a->nusers]) != 0)
+        return fail(err, cap, CMK_E_INVAL,
+                    "%s line %zu: expected user:$pbkdf2-sha256$<iterations>$<salt>$<hash> "
+                    "(make one with `cmkstore serve-passwd USER`)",
+                    path, lineno);
+    a->nusers++;
+    return CMK_OK;
+}
+
+static cmk_err add_token(http_auth *a, const char *line, size_t n, size_t lineno, const char *path,
+                         char *err, size_t cap)
+{
+    unsigned char(*nt)[32];
+    int ok = 1;
+
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)line[i] <= 0x20 || (unsigned char)line[i] >= 0x7f)
+            ok = 0;
+    if (!ok || n < TOKEN_MIN || n > TOKEN_MAX)
+        return fail(err, cap, CMK_E_INVAL,
+                    "%s line %zu: a token is %d to %d printable characters without spaces", path,
+                    lineno, TOKEN_MIN, TOKEN_MAX);
+    nt = realloc(a->tokens, (a->ntokens + 1) * sizeof(*nt));
+    if (!nt)
+        return fail(err, cap, CMK_E_NOMEM, "out of memory");
+    a->tokens = nt;
+    if (!EVP_Digest(line, n, nt[a->ntokens], NULL, EVP_sha256(), NULL))
+        return fail(err, cap, CMK_E_CRYPTO, "SHA-256 failed");
+    a->ntokens++;
+    return CMK_OK;
+}
+
+static cmk_err load_htpasswd(http_auth *a, const char *path, char *err, size_t cap)
+{
+    cmk_err rc = load_lines(a, path, add_user, err, cap);
+
+    if (rc == CMK_OK && a->nusers == 0)
+        rc = fail(err, cap, CMK_E_INVAL, "%s holds no user", path);
+    return rc;
+}
+
 static cmk_err load_tokens(http_auth *a, const char *path, char *err, size_t cap)
 {
-    char *buf = NULL;
-    size_t len = 0, lineno = 0, n;
-    const char *p, *line;
-    cmk_err rc;
+    cmk_err rc = load_lines(a, path, add_token, err, cap);
 
-    rc = read_secret_file(path, &buf, &len, err, cap);
-    if (rc != CMK_OK)
-        return rc;
-    p = buf;
-    while (next_line(&p, buf + len, &line, &n)) {
-        int ok = 1;
-
-        lineno++;
-        if (n == 0)
-            continue;
-        for (size_t i = 0; i < n; i++)
-            if ((unsigned char)line[i] <= 0x20 || (unsigned char)line[i] >= 0x7f)
-                ok = 0;
-        if (!ok || n < TOKEN_MIN || n > TOKEN_MAX) {
-            rc = fail(err, cap, CMK_E_INVAL,
-                      "%s line %zu: a token is %d to %d printable characters without spaces", path,
-                      lineno, TOKEN_MIN, TOKEN_MAX);
-            goto out;
-        }
-        unsigned char(*nt)[32] = realloc(a->tokens, (a->ntokens + 1) * sizeof(*nt));
-        if (!nt) {
-            rc = fail(err, cap, CMK_E_NOMEM, "out of memory");
-            goto out;
-        }
-        a->tokens = nt;
-        if (!EVP_Digest(line, n, nt[a->ntokens], NULL, EVP_sha256(), NULL)) {
-            rc = fail(err, cap, CMK_E_CRYPTO, "SHA-256 failed");
-            goto out;
-        }
-        a->ntokens++;
-    }
-    if (a->ntokens == 0)
+    if (rc == CMK_OK && a->ntokens == 0)
         rc = fail(err, cap, CMK_E_INVAL, "%s holds no token", path);
-out:
-    OPENSSL_cleanse(buf, len);
-    free(buf);
     return rc;
 }
 
