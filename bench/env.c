@@ -12,8 +12,7 @@
 #include <unistd.h>
 
 #include "bench/cmkbench.h"
-#include "kek/identity/identity.h"
-#include "kek/vault/vault.h"
+#include "cmkstore_admin.h"
 
 void env_setup(bench_ctx *c)
 {

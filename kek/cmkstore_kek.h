@@ -101,6 +101,20 @@ typedef struct cmk_kek_provider {
         .size = sizeof(cmk_kek_provider)                                                           \
     }
 
+/* An identity a store acts as: its principal_id is the `principal` every provider call
+ * names, what access policies grant permissions to (see cmkstore_admin.h). */
+typedef struct cmk_identity {
+    char type[24];         /* "UserAssigned" or "SystemAssigned" */
+    char name[128];        /* user-assigned: its name; system: "system-<store-id>" */
+    char id[CMK_ID_MAX];   /* "/cmkstore/userAssignedIdentities/<name>" or
+                              "/cmkstore/stores/<store-id>/systemAssignedIdentity" */
+    char principal_id[37]; /* UUID: what vault access policies name (object id) */
+    char client_id[37];    /* UUID */
+    char tenant_id[37];    /* the home's tenant */
+    char store_id[37];     /* system-assigned: the owning store; "" otherwise */
+    char created[32];      /* ISO 8601 */
+} cmk_identity;
+
 /* Names used in key identifiers and messages. */
 CMK_API const char *cmk_kty_name(cmk_kty kty);
 CMK_API const char *cmk_wrap_alg_name(cmk_wrap_alg alg);

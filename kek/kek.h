@@ -3,7 +3,7 @@
  *
  *  - cmk_kek: the set of KEK providers a store consults, in order (the first whose handles()
  *    accepts a key identifier serves it). Thread-safe if its providers are.
- *  - cmk_identity: an identity the store acts as (what vault access policies name).
+ *  - cmk_identity (cmkstore_kek.h): an identity the store acts as.
  *  - cmk_keyenv: what a store needs from the world of keys, bound to one home: its provider
  *    set and its directory of identities (and, at create, a store-managed key). The engine
  *    gets one from a cmk_keyenv_factory; the built-in factory (kek/builtin.h) serves the
@@ -49,20 +49,6 @@ cmk_wrap_alg cmk_kek_pick_alg(const cmk_key_desc *d);
 
 /* Frees a provider made by one of the built-in constructors (calls its release). */
 void cmk_kek_provider_free(cmk_kek_provider *p);
-
-/* ---- identities ---- */
-
-typedef struct cmk_identity {
-    char type[24];         /* "UserAssigned" or "SystemAssigned" */
-    char name[128];        /* user-assigned: its name; system: "system-<store-id>" */
-    char id[CMK_ID_MAX];   /* "/cmkstore/userAssignedIdentities/<name>" or
-                              "/cmkstore/stores/<store-id>/systemAssignedIdentity" */
-    char principal_id[37]; /* UUID: what vault access policies name (object id) */
-    char client_id[37];    /* UUID */
-    char tenant_id[37];    /* the home's tenant */
-    char store_id[37];     /* system-assigned: the owning store; "" otherwise */
-    char created[32];      /* ISO 8601 */
-} cmk_identity;
 
 /* ---- the key environment of a store ---- */
 

@@ -31,7 +31,7 @@
 
 #include "cmkstore.h"
 #include "cmkstore_kek.h"
-#include "kek/identity/home.h"
+#include "cmkstore_admin.h"
 
 enum cli_exit {
     CLI_EXIT_OK = 0,

@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "tools/cli.h"
-#include "kek/identity/identity.h"
 
 enum { ID_CREATE, ID_SHOW, ID_DELETE, ID_LIST, ID_ASSIGN, ID_REMOVE };
 

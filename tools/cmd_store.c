@@ -16,7 +16,6 @@
 
 #include "tools/cli.h"
 #include "core/format.h"
-#include "kek/identity/identity.h"
 #include "core/base/jsonfile.h"
 
 enum { ENC_SHOW, ENC_ROTATE, ENC_CHECK, ENC_ENABLE, ENC_DISABLE, ENC_UPDATE, ENC_ROTATE_DEK };

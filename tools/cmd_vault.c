@@ -4,7 +4,6 @@
  * the vault audits them but does not check them against access policies.
  */
 #include "tools/cli.h"
-#include "kek/vault/vault.h"
 
 enum {
     V_CREATE,

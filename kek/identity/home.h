@@ -1,5 +1,6 @@
 /*
- * home.h — the cmkstore home: the directory that holds local vaults and identities.
+ * home.h — internal: the cmkstore home, the directory that holds local vaults and identities
+ * (cmk_home_resolve is in cmkstore_admin.h).
  *
  * Layout:  <home>/tenant            the home's tenant id (a UUID, made on first use)
  *          <home>/identities/       user-assigned identities, <name>.json
@@ -10,15 +11,8 @@
 #ifndef CMK_HOME_H
 #define CMK_HOME_H
 
+#include "cmkstore_admin.h"
 #include "core/base/error.h"
-
-#define CMK_PATH_MAX 4096
-
-/* Resolves the home: explicit_home if not NULL, else $CMKSTORE_HOME, else $HOME/.cmkstore.
- * The result is absolute. If create, the directory is made (0700) when missing; otherwise a
- * missing home is CMK_E_NOT_FOUND with a message naming it. */
-cmk_err cmk_home_resolve(const char *explicit_home, int create, char out[CMK_PATH_MAX],
-                         cmk_errbuf *eb);
 
 /* The home's tenant id (created and saved on first call). */
 cmk_err cmk_home_tenant(const char *home, char out[37], cmk_errbuf *eb);

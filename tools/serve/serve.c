@@ -34,10 +34,9 @@
 #include "tools/serve/http_auth.h"
 #include "tools/serve/http_conn.h"
 #include "tools/serve/http_metrics.h"
-#include "kek/identity/identity.h"
+#include "cmkstore_admin.h"
 #include "tools/serve/registry.h"
 #include "tools/serve/registry_policy.h"
-#include "kek/vault/vault.h"
 
 /* The embedded default's resources (first run only; later runs reuse them). */
 #define DEF_IDENTITY "registry-identity"
