@@ -18,8 +18,8 @@
  *  - home is a resolved home directory (cmk_home_resolve); NULL or "" is CMK_E_INVAL.
  *  - Functions returning cmk_err (cmkstore_err.h) return CMK_OK on success. On failure *eb
  *    (eb may be NULL) holds the code and a message naming what failed; messages never
- *    contain key material or PINs. They state the fault; they do not name commands to run
- *    (the `cmkstore` command line adds those).
+ *    contain key material or PINs. They state the fault; the `cmkstore` command line adds
+ *    which command to run (a few messages still name one, noted in the sources).
  *  - A failed call leaves nothing half done on disk (metadata files are replaced
  *    atomically; a new vault, key version or identity appears whole or not at all) and
  *    leaves *out NULL. The one exception is said where it applies.

@@ -522,6 +522,11 @@ static void store_hint(cmk_err rc)
     if (rc == CMK_E_KEY_UNREACHABLE)
         cli_hint("the key vault did not answer; nothing was lost. Retry when it is reachable; "
                  "`cmkstore encryption show --store DIR` shows the key state.");
+    else if (rc == CMK_E_KEY_DELETED)
+        cli_hint("the key-encryption key (or its vault) is deleted, not lost: recover it with "
+                 "`cmkstore vault key recover --vault-name VAULT --name KEY` (a deleted vault with "
+                 "`cmkstore vault recover --name VAULT`). `cmkstore encryption show --store DIR` "
+                 "names the key.");
     else if (cmk_err_is_key_access(rc))
         cli_hint("the store cannot use its key-encryption key. Check that the vault's access "
                  "policy grants the store's identity get, wrapKey and unwrapKey (`cmkstore "

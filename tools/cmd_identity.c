@@ -190,6 +190,7 @@ static int run_identity(const cli_cmd *cmd, cli_args *a)
     cmk_identity id;
     json_t *j = NULL;
     cmk_err rc;
+    int ex;
 
     if (cmd->op == ID_SHOW) {
         if (cli_isset(a, "store") == cli_isset(a, "name"))
@@ -197,7 +198,7 @@ static int run_identity(const cli_cmd *cmd, cli_args *a)
                                         "(the identities of a store)");
         if (cli_isset(a, "store")) {
             cmk_store *s = NULL;
-            int ex = cli_open_store(a, &s);
+            ex = cli_open_store(a, &s);
             if (ex == CLI_EXIT_OK)
                 ex = print_store_identities(a, s);
             cmk_store_close(s);
@@ -223,9 +224,13 @@ static int run_identity(const cli_cmd *cmd, cli_args *a)
     }
     if (rc != CMK_OK) {
         json_decref(j);
-        if (ref)
-            return cli_fail(rc, &eb, CLI_HINT_NONE, "%s identity '%s'", verb[cmd->op], ref);
-        return cli_fail(rc, &eb, CLI_HINT_NONE, "%s identities", verb[cmd->op]);
+        if (!ref)
+            return cli_fail(rc, &eb, CLI_HINT_NONE, "%s identities", verb[cmd->op]);
+        ex = cli_fail(rc, &eb, CLI_HINT_NONE, "%s identity '%s'", verb[cmd->op], ref);
+        /* The library states the fault; what to run next is the command line's. */
+        if (cmd->op == ID_CREATE && rc == CMK_E_EXISTS)
+            cli_hint("use it, or delete it first with `cmkstore identity delete --name %s`.", ref);
+        return ex;
     }
     if (cmd->op == ID_CREATE || cmd->op == ID_SHOW)
         j = cmk_identity_json(&id);

@@ -177,6 +177,62 @@ static cmk_err vault_op(const cli_cmd *cmd, const cli_args *a, const char *home,
     }
 }
 
+/* 1 if vault `name` of home is soft-deleted (a hint then points at the vault, not the key). */
+static int vault_is_deleted(const char *home, const char *name)
+{
+    json_t *vj = NULL;
+    int deleted;
+
+    if (!name || cmk_vault_show(home, name, &vj, NULL) != CMK_OK)
+        return 0;
+    deleted = json_object_get(json_object_get(vj, "properties"), "deletionDate") != NULL;
+    json_decref(vj);
+    return deleted;
+}
+
+/* What to run next after the vault refused a command: the library's message states the
+ * fault, the command line names the commands (keyed on the command and the error). */
+static void vault_hint(const cli_cmd *cmd, const cli_args *a, const char *home, cmk_err rc)
+{
+    int is_key = cmd->op >= K_CREATE;
+    const char *v = is_key ? cli_get(a, "vault-name") : cli_get(a, "name");
+    const char *k = is_key ? cli_get(a, "name") : NULL;
+
+    if (rc == CMK_E_EXISTS && cmd->op == V_CREATE)
+        cli_hint("`cmkstore vault show --name %s` shows it; a soft-deleted vault is recovered "
+                 "with `cmkstore vault recover --name %s` or removed with `cmkstore vault purge "
+                 "--name %s`.",
+                 v, v, v);
+    else if (rc == CMK_E_REFUSED && cmd->op == V_PURGE)
+        cli_hint("only a soft-deleted vault is purged (`cmkstore vault delete --name %s` "
+                 "first); under purge protection it can only be recovered (`cmkstore vault "
+                 "recover --name %s`) until its scheduled purge date.",
+                 v, v);
+    else if (rc == CMK_E_REFUSED && (cmd->op == V_SET_POLICY || cmd->op == V_DELETE_POLICY))
+        cli_hint("recover the vault first: `cmkstore vault recover --name %s`.", v);
+    else if (rc == CMK_E_INVAL && (cmd->op == V_SET_POLICY || cmd->op == V_DELETE_POLICY))
+        cli_hint("`cmkstore identity show --name NAME` prints an identity's principalId.");
+    else if (!k)
+        return;
+    else if (rc == CMK_E_EXISTS && cmd->op == K_CREATE)
+        cli_hint("recover it (`cmkstore vault key recover --vault-name %s --name %s`) or purge "
+                 "it (`cmkstore vault key purge --vault-name %s --name %s`) first.",
+                 v, k, v, k);
+    else if (rc == CMK_E_REFUSED && cmd->op == K_PURGE)
+        cli_hint("only a soft-deleted key is purged (`cmkstore vault key delete --vault-name %s "
+                 "--name %s` first); under purge protection it can only be recovered (`cmkstore "
+                 "vault key recover --vault-name %s --name %s`) until its scheduled purge date.",
+                 v, k, v, k);
+    else if (rc == CMK_E_KEY_DELETED && !vault_is_deleted(home, v))
+        cli_hint("recover the key with `cmkstore vault key recover --vault-name %s --name %s`.", v,
+                 k);
+    else if (rc == CMK_E_NOT_FOUND && cmd->op != K_CREATE && !vault_is_deleted(home, v))
+        cli_hint("`cmkstore vault key list --vault-name %s` lists the keys (`list-versions` a "
+                 "key's versions); create one with `cmkstore vault key create --vault-name %s "
+                 "--name %s`.",
+                 v, v, k);
+}
+
 static int run_vault(const cli_cmd *cmd, cli_args *a)
 {
     int is_key = cmd->op >= K_CREATE;
@@ -200,16 +256,21 @@ static int run_vault(const cli_cmd *cmd, cli_args *a)
         return cli_fail(rc, &eb, CLI_HINT_NONE, "cannot use the cmkstore home");
     rc = vault_op(cmd, a, home, &j, &eb);
     if (rc != CMK_OK) {
+        int ex;
+
         json_decref(j);
         /* "vault key set-attributes" -> "cannot vault key set-attributes": name the command
          * and what it acted on. */
         if (is_key && cmd->op != K_LIST && cmd->op != K_LIST_DELETED)
-            return cli_fail(rc, &eb, CLI_HINT_NONE, "%s: key '%s' in vault '%s'", cmd->path,
-                            cli_get(a, "name"), cli_get(a, "vault-name"));
-        if (cmd->op == V_LIST)
-            return cli_fail(rc, &eb, CLI_HINT_NONE, "%s", cmd->path);
-        return cli_fail(rc, &eb, CLI_HINT_NONE, "%s: vault '%s'", cmd->path,
-                        is_key ? cli_get(a, "vault-name") : cli_get(a, "name"));
+            ex = cli_fail(rc, &eb, CLI_HINT_NONE, "%s: key '%s' in vault '%s'", cmd->path,
+                          cli_get(a, "name"), cli_get(a, "vault-name"));
+        else if (cmd->op == V_LIST)
+            ex = cli_fail(rc, &eb, CLI_HINT_NONE, "%s", cmd->path);
+        else
+            ex = cli_fail(rc, &eb, CLI_HINT_NONE, "%s: vault '%s'", cmd->path,
+                          is_key ? cli_get(a, "vault-name") : cli_get(a, "name"));
+        vault_hint(cmd, a, home, rc);
+        return ex;
     }
     if (out == OUT_NONE) {
         json_decref(j);

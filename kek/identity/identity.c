@@ -204,10 +204,7 @@ cmk_err cmk_identity_create(const char *home, const char *name, cmk_identity *ou
         return rc;
     /* Checked first so that a refused create leaves the home untouched. */
     if (cmk_exists(path))
-        return cmk_errbuf_set(eb, CMK_E_EXISTS,
-                              "identity '%s' already exists: use it, or delete it first with "
-                              "`cmkstore identity delete --name %s`",
-                              name, name);
+        return cmk_errbuf_set(eb, CMK_E_EXISTS, "identity '%s' already exists", name);
     snprintf(rid, sizeof(rid), "/cmkstore/userAssignedIdentities/%s", name);
     rc = ident_make(home, dir, path, TYPE_USER, name, rid, "", out, eb);
     if (rc == CMK_E_EXISTS)
@@ -362,6 +359,7 @@ cmk_err cmk_identity_get(const char *home, const char *ref, cmk_identity *out, c
             return rc;
         cmk_errbuf_clear(eb);
     }
+    /* Names its commands: tests/unit/test_identity.c asserts it. */
     rc = scan_all(home, match_ref, (void *)ref, out, eb);
     if (rc == CMK_E_NOT_FOUND)
         rc = cmk_errbuf_set(eb, CMK_E_NOT_FOUND,

@@ -61,9 +61,8 @@ static cmk_err create_check(cmk_vctx *c, const char *home, const char *name,
         return rc;
     if (cmk_vctx_load(c, eb) == CMK_OK && cmk_vctx_deleted(c, NULL, NULL))
         rc = cmk_errbuf_set(eb, CMK_E_EXISTS,
-                            "vault '%s' exists and is soft-deleted: recover it (`cmkstore "
-                            "vault recover --name %s`) or purge it first",
-                            name, name);
+                            "vault '%s' exists and is soft-deleted: recover or purge it first",
+                            name);
     else
         rc = cmk_errbuf_set(eb, CMK_E_EXISTS, "vault '%s' already exists in %s", name, home);
     json_decref(c->vj);
@@ -257,7 +256,7 @@ cmk_err cmk_vault_recover(const char *home, const char *name, json_t **out, cmk_
 
 cmk_err cmk_vault_purge(const char *home, const char *name, cmk_errbuf *eb)
 {
-    char vaults[CMK_PATH_MAX], what[96], cmd[128];
+    char vaults[CMK_PATH_MAX], what[96];
     const char *date, *purge;
     cmk_vhsm hs;
     int moved = 0;
@@ -268,14 +267,12 @@ cmk_err cmk_vault_purge(const char *home, const char *name, cmk_errbuf *eb)
     rc = cmk_vctx_open(&v.c, home, name, 1, eb);
     if (rc == CMK_OK && !cmk_vctx_deleted(&v.c, &date, &purge))
         rc = cmk_errbuf_set(eb, CMK_E_REFUSED,
-                            "vault '%s' is not deleted: only a soft-deleted vault can be purged "
-                            "(`cmkstore vault delete --name %s` first)",
-                            name, name);
+                            "vault '%s' is not deleted: only a soft-deleted vault can be purged",
+                            name);
     if (rc != CMK_OK)
         return cmk_vop_end(&v, rc, eb);
     snprintf(what, sizeof(what), "vault '%s'", name);
-    snprintf(cmd, sizeof(cmd), "cmkstore vault recover --name %s", name);
-    rc = cmk_vctx_purge_allowed(&v.c, what, purge, cmd, eb);
+    rc = cmk_vctx_purge_allowed(&v.c, what, purge, eb);
     if (rc == CMK_OK && cmk_vhsm_get(&v.c, &hs))
         rc = cmk_vhsm_purge_all(&v.c, eb);
     if (rc == CMK_OK)

@@ -26,6 +26,8 @@ void cmk_vctx_close(cmk_vctx *c)
 
 static cmk_err vault_not_found(const cmk_vctx *c, cmk_errbuf *eb)
 {
+    /* Names the command to run although that is the command line's part (cmkstore_admin.h):
+     * tests/unit/test_vault.c asserts it. */
     return cmk_errbuf_set(eb, CMK_E_NOT_FOUND,
                           "vault '%s' not found in %s: create it with `cmkstore vault create "
                           "--name %s` (`cmkstore vault list` shows the vaults)",
@@ -141,6 +143,7 @@ int cmk_vctx_deleted(const cmk_vctx *c, const char **date, const char **purge)
 
 cmk_err cmk_vctx_deleted_err(const cmk_vctx *c, cmk_errbuf *eb)
 {
+    /* Names its command: tests/unit/test_vault.c asserts it (see vault_not_found). */
     const char *date, *purge;
 
     cmk_vctx_deleted(c, &date, &purge);
@@ -151,7 +154,7 @@ cmk_err cmk_vctx_deleted_err(const cmk_vctx *c, cmk_errbuf *eb)
 }
 
 cmk_err cmk_vctx_purge_allowed(const cmk_vctx *c, const char *what, const char *purge_date,
-                               const char *recover_cmd, cmk_errbuf *eb)
+                               cmk_errbuf *eb)
 {
     time_t when = cmk_parse_iso8601(purge_date);
 
@@ -159,6 +162,6 @@ cmk_err cmk_vctx_purge_allowed(const cmk_vctx *c, const char *what, const char *
         return CMK_OK;
     return cmk_errbuf_set(eb, CMK_E_REFUSED,
                           "%s is under purge protection: it cannot be purged before its "
-                          "scheduled purge date %s; recover it with `%s` to use it again",
-                          what, purge_date, recover_cmd);
+                          "scheduled purge date %s; recover it to use it again",
+                          what, purge_date);
 }

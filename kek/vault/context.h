@@ -52,9 +52,8 @@ int cmk_vctx_deleted(const cmk_vctx *c, const char **date, const char **purge);
 /* CMK_E_KEY_DELETED: the error of a key operation in a soft-deleted vault. */
 cmk_err cmk_vctx_deleted_err(const cmk_vctx *c, cmk_errbuf *eb);
 
-/* Purge protection: CMK_E_REFUSED naming `what` (and how to recover it) until purge_date
- * has passed. */
+/* Purge protection: CMK_E_REFUSED naming `what` until purge_date has passed. */
 cmk_err cmk_vctx_purge_allowed(const cmk_vctx *c, const char *what, const char *purge_date,
-                               const char *recover_cmd, cmk_errbuf *eb);
+                               cmk_errbuf *eb);
 
 #endif

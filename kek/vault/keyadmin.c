@@ -52,10 +52,9 @@ static cmk_err key_open(cmk_vctx *c, const char *home, const char *vault, const 
     if (rc == CMK_OK && state == KEY_LIVE && cmk_vkey_deleted(*kj))
         rc = cmk_errbuf_set(eb, CMK_E_KEY_DELETED,
                             "key '%s' in vault '%s' is deleted (since %s, scheduled purge %s): "
-                            "recover it with `cmkstore vault key recover --vault-name %s --name "
-                            "%s`",
+                            "recover it first",
                             name, c->name, cmk_vkey_deleted_field(*kj, "deletedDate"),
-                            cmk_vkey_deleted_field(*kj, "scheduledPurgeDate"), c->name, name);
+                            cmk_vkey_deleted_field(*kj, "scheduledPurgeDate"));
     return rc;
 }
 
@@ -89,14 +88,14 @@ static cmk_err create_prepare(cmk_vctx *c, const char *home, const char *vault, 
     rc = cmk_vkey_load(c, name, &kj, eb);
     if (rc == CMK_OK && cmk_vkey_deleted(kj))
         rc = cmk_errbuf_set(eb, CMK_E_EXISTS,
-                            "key '%s' in vault '%s' is soft-deleted: recover or purge it first "
-                            "(`cmkstore vault key recover|purge --vault-name %s --name %s`)",
-                            name, vault, vault, name);
+                            "key '%s' in vault '%s' is soft-deleted: recover or purge it first",
+                            name, vault);
     else if (rc == CMK_E_NOT_FOUND || rc == CMK_OK) {
         cmk_errbuf_clear(eb);
         rc = CMK_OK;
     }
     json_decref(kj);
+    /* Names its command: tests/unit/test_vault.c and tests/cli/test_hsm.sh assert it. */
     if (rc == CMK_OK && nv->t == CMK_VKTY_RSA_HSM && !cmk_vhsm_get(c, &nv->hs))
         rc = cmk_errbuf_set(eb, CMK_E_REFUSED,
                             "vault '%s' is not HSM-backed: RSA-HSM keys are generated in a "
@@ -404,23 +403,18 @@ cmk_err cmk_vault_key_recover(const char *home, const char *vault, const char *n
 
 cmk_err cmk_vault_key_purge(const char *home, const char *vault, const char *name, cmk_errbuf *eb)
 {
-    char kdir[CMK_PATH_MAX], keys[CMK_PATH_MAX], what[160], cmd[256];
+    char kdir[CMK_PATH_MAX], keys[CMK_PATH_MAX], what[160];
     json_t *kj = NULL;
     cmk_vop v;
     cmk_err rc;
 
     eb = cmk_vop_begin(&v, "purge", name, eb, NULL);
-    snprintf(cmd, sizeof(cmd),
-             "only a soft-deleted key can be purged (`cmkstore vault key delete --vault-name %s "
-             "--name %s` first)",
-             vault, name);
-    rc = key_open(&v.c, home, vault, name, 1, KEY_DELETED, cmd, &kj, eb);
+    rc = key_open(&v.c, home, vault, name, 1, KEY_DELETED, "only a soft-deleted key can be purged",
+                  &kj, eb);
     if (rc == CMK_OK) {
         snprintf(what, sizeof(what), "key '%s' in vault '%s'", name, vault);
-        snprintf(cmd, sizeof(cmd), "cmkstore vault key recover --vault-name %s --name %s", vault,
-                 name);
         rc = cmk_vctx_purge_allowed(&v.c, what, cmk_vkey_deleted_field(kj, "scheduledPurgeDate"),
-                                    cmd, eb);
+                                    eb);
     }
     /* Purge means gone for good: an RSA-HSM version's key pair goes from the token too
      * (first: if the token cannot be reached, nothing is purged). */

@@ -92,10 +92,8 @@ cmk_err cmk_vkey_load(const cmk_vctx *c, const char *name, json_t **kj, cmk_errb
     if (rc == CMK_OK)
         rc = cmk_json_load(file, kj, eb);
     if (rc == CMK_E_NOT_FOUND)
-        return cmk_errbuf_set(eb, CMK_E_NOT_FOUND,
-                              "key '%s' not found in vault '%s': create it with `cmkstore vault "
-                              "key create --vault-name %s --name %s`",
-                              name, c->name, c->name, name);
+        return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "key '%s' not found in vault '%s'", name,
+                              c->name);
     if (rc == CMK_OK)
         rc = key_validate(*kj, file, eb);
     if (rc != CMK_OK) {

@@ -53,7 +53,7 @@ static cmk_err check_object_id(const char *object_id, char out[37], cmk_errbuf *
     if (!cmk_is_uuid(object_id, 1))
         return cmk_errbuf_set(eb, CMK_E_INVAL,
                               "bad object id '%.80s': give the principalId (a UUID) of an "
-                              "identity; `cmkstore identity show --name NAME` prints it",
+                              "identity",
                               object_id ? object_id : "");
     for (int i = 0; i < 36; i++)
         out[i] = (char)(object_id[i] >= 'A' && object_id[i] <= 'F' ? object_id[i] - 'A' + 'a'
@@ -120,10 +120,7 @@ static cmk_err policy_begin(cmk_vop *v, const char *home, const char *vault, con
     if (rc == CMK_OK)
         rc = cmk_vctx_open(&v->c, home, vault, 1, eb);
     if (rc == CMK_OK && cmk_vctx_deleted(&v->c, NULL, NULL))
-        rc = cmk_errbuf_set(eb, CMK_E_REFUSED,
-                            "vault '%s' is deleted: recover it first (`cmkstore vault recover "
-                            "--name %s`)",
-                            vault, vault);
+        rc = cmk_errbuf_set(eb, CMK_E_REFUSED, "vault '%s' is deleted: recover it first", vault);
     return rc;
 }
 
@@ -223,11 +220,13 @@ cmk_err cmk_vault_authorise(const cmk_vctx *c, const char *kid, const char *prin
                               "identity %.64s does not exist in %s (deleted?), so it may not %s "
                               "key " CMK_VAULT_KID_SHOW
                               ": use an existing identity, or create one and "
-                              "grant it access with `cmkstore vault set-policy`",
+                              "grant it access in the vault's access policy",
                               principal, c->home, perm, kid);
     if (rc != CMK_OK)
         return cmk_eb_prefix(eb, CMK_E_KEY_UNREACHABLE, "the vault cannot check identity %.64s",
                              principal);
+    /* The denials name their command: tests/unit/test_vault.c asserts it (as the
+     * command line tests do). */
     snprintf(who, sizeof(who), "identity '%s' (principal %s)", id.name, id.principal_id);
     pol = find_policy(c, id.principal_id, NULL);
     if (!pol)

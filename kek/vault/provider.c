@@ -58,7 +58,7 @@ static cmk_err resolve_key(const vprov *p, const char *kid, const char *principa
     if (rc == CMK_E_NOT_FOUND)
         return cmk_errbuf_set(eb, CMK_E_KEY_NOT_FOUND,
                               "vault '%s' of key " KID_SHOW " not found in %s: check the key "
-                              "identifier (`cmkstore vault list`)",
+                              "identifier",
                               r->k.vault, kid, p->home);
     if (rc == CMK_OK && cmk_vctx_deleted(&r->c, NULL, NULL))
         rc = cmk_vctx_deleted_err(&r->c, eb);
@@ -68,24 +68,21 @@ static cmk_err resolve_key(const vprov *p, const char *kid, const char *principa
         rc = cmk_vkey_load(&r->c, r->k.key, &r->kj, eb);
     if (rc == CMK_E_NOT_FOUND)
         return cmk_errbuf_set(eb, CMK_E_KEY_NOT_FOUND,
-                              "key " KID_SHOW " not found: vault '%s' has no key '%s' (`cmkstore "
-                              "vault key list --vault-name %s`)",
-                              kid, r->k.vault, r->k.key, r->k.vault);
+                              "key " KID_SHOW " not found: vault '%s' has no key '%s'", kid,
+                              r->k.vault, r->k.key);
     if (rc != CMK_OK)
         return rc;
     if (cmk_vkey_deleted(r->kj))
         return cmk_errbuf_set(eb, CMK_E_KEY_DELETED,
                               "key " KID_SHOW " is deleted (since %s, scheduled purge %s): "
-                              "recover it with `cmkstore vault key recover --vault-name %s "
-                              "--name %s`",
+                              "recover it to use it again",
                               kid, cmk_vkey_deleted_field(r->kj, "deletedDate"),
-                              cmk_vkey_deleted_field(r->kj, "scheduledPurgeDate"), r->k.vault,
-                              r->k.key);
+                              cmk_vkey_deleted_field(r->kj, "scheduledPurgeDate"));
     r->ver = r->k.version[0] ? cmk_vkey_find_version(r->kj, r->k.version) : cmk_vkey_latest(r->kj);
     if (!r->ver)
         return cmk_errbuf_set(eb, CMK_E_KEY_NOT_FOUND,
                               "key " KID_SHOW " not found: key '%s' in vault '%s' has no such "
-                              "version (`cmkstore vault key list-versions`)",
+                              "version",
                               kid, r->k.key, r->k.vault);
     r->requested_versioned = r->k.version[0] != '\0';
     if (!r->k.version[0])
@@ -100,6 +97,7 @@ static cmk_err resolve_version(kref *r, cmk_errbuf *eb)
     const char *kty = cmk_json_str(r->ver, "kty");
     cmk_err rc;
 
+    /* These name their command: tests/unit/test_vault.c asserts it. */
     if (!cmk_json_bool(r->kj, "enabled", 1))
         return cmk_errbuf_set(eb, CMK_E_KEY_DISABLED,
                               "key " KID_SHOW " is disabled (every version): enable it with "
