@@ -11,7 +11,7 @@
  *   lock            flock: shared by every process holding the store open, exclusive for
  *                   keyring changes
  *   meta/<xx>/<hex> encrypted metadata records (meta.c)
- *   registry.lock, serve.lock   the registry's flocks (tools/registry_meta.h), opened there
+ *   registry.lock, serve.lock   the registry's flocks (tools/serve/registry_meta.h), opened there
  *                   with O_NOFOLLOW
  * Every one of them is opened relative to the store's directory fd and never through a
  * symbolic link (cmk_openat_nofollow): the store's files are data that whoever can write

@@ -1,6 +1,6 @@
 /*
  * fuzz_http.c — libFuzzer target: the registry server's parsers of client-supplied header and
- * query values (tools/http_util.c): Range, the Content-Range of chunked uploads, decimal
+ * query values (tools/serve/http_util.c): Range, the Content-Range of chunked uploads, decimal
  * query values, and the log-safe copy of client text.
  *
  * The first 8 bytes of the input are the representation size the Range is parsed against;

@@ -1,6 +1,6 @@
 /*
  * fuzz_registry_names.c — libFuzzer target, differential: the registry's checks of the
- * repository names, tags and digests that clients put in URLs (tools/registry_meta.c) against
+ * repository names, tags and digests that clients put in URLs (tools/serve/registry_meta.c) against
  * the distribution spec's own regular expressions, run by the C library's regex engine.
  *
  * Properties checked on every input (cut at its first NUL, as a URL component is):
