@@ -27,15 +27,15 @@ void cmk_kek_provider_fill(cmk_kek_provider *p, const cmk_kek_provider *ops, voi
 /* A heap copy of *ops serving self, for cmk_kek_provider_free (kek/kek.h). self is handed
  * over either way: if the allocation fails (CMK_E_NOMEM, *out NULL) it is released with
  * ops->release. */
-cmk_err cmk_kek_provider_make(const cmk_kek_provider *ops, void *self, cmk_kek_provider **out,
-                              cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_kek_provider_make(const cmk_kek_provider *ops, void *self,
+                                             cmk_kek_provider **out, cmk_errbuf *eb);
 
 /* Appends printf-style text to eb->msg (cut to fit), keeping eb->code. eb may be NULL. */
 void cmk_eb_append(cmk_errbuf *eb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Sets eb to code and "<prefix>: <the message eb held>", prefix printf-style; returns code.
  * For a provider adding what it was doing to a lower layer's message. eb may be NULL. */
-cmk_err cmk_eb_prefix(cmk_errbuf *eb, cmk_err code, const char *fmt, ...)
+CMK_MUST_CHECK cmk_err cmk_eb_prefix(cmk_errbuf *eb, cmk_err code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -15,11 +15,11 @@
 #include "core/base/error.h"
 
 /* The home's tenant id (created and saved on first call). */
-cmk_err cmk_home_tenant(const char *home, char out[37], cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_home_tenant(const char *home, char out[37], cmk_errbuf *eb);
 
 /* Checks a resource name (vault, key, identity): 1..63 chars of [A-Za-z0-9-], not starting
  * with '-'. CMK_E_INVAL with a message naming `what` otherwise. */
-cmk_err cmk_name_check(const char *name, const char *what, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_name_check(const char *name, const char *what, cmk_errbuf *eb);
 
 /* 1 if s is a UUID (8-4-4-4-12 hex digits): lowercase only, or either case if any_case.
  * NULL is not. */

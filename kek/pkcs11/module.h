@@ -18,8 +18,8 @@ typedef struct cmk_p11_lib cmk_p11_lib;
 /* Loads path (RTLD_NODELETE) or takes another reference on the copy already loaded; *f
  * receives its function list. CMK_E_KEY_UNREACHABLE if it cannot be loaded, is not a
  * PKCS#11 2.x+ module or C_Initialize fails; CMK_E_NOMEM. Release with cmk_p11_lib_put. */
-cmk_err cmk_p11_lib_get(const char *path, cmk_p11_lib **out, CK_FUNCTION_LIST_PTR *f,
-                        cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_lib_get(const char *path, cmk_p11_lib **out, CK_FUNCTION_LIST_PTR *f,
+                                       cmk_errbuf *eb);
 
 /* Drops a reference; the last one calls C_Finalize (if this code initialised the module).
  * NULL is a no-op. */

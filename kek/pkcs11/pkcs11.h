@@ -150,19 +150,19 @@ int cmk_p11_is_uri(const char *kid);
  * is not file:, or pin-value. Messages name the attribute and the offset but never echo a
  * value (the input may hold a secret; only RFC 7512 type names are quoted). Pure function:
  * thread-safe, no I/O. */
-cmk_err cmk_p11_uri_parse(const char *uri, cmk_p11_uri *out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_uri_parse(const char *uri, cmk_p11_uri *out, cmk_errbuf *eb);
 
 /* Formats the canonical identifier: versioned (with id=) if u->has_id and versioned, else
  * versionless; the raw query is appended. CMK_E_INVAL if it does not fit in cap. */
-cmk_err cmk_p11_uri_format(const cmk_p11_uri *u, int versioned, char *out, size_t cap,
-                           cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_uri_format(const cmk_p11_uri *u, int versioned, char *out,
+                                          size_t cap, cmk_errbuf *eb);
 
 /* Builds a canonical identifier from its parts: version (32 hex, NULL or "" for a
  * versionless identifier), module_path and pin_file (NULL or "": not in the identifier; they
  * go to the query, percent-encoded). CMK_E_INVAL if a part is invalid or it does not fit. */
-cmk_err cmk_p11_uri_build(const char *token, const char *label, const char *version,
-                          const char *module_path, const char *pin_file, char *out, size_t cap,
-                          cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_uri_build(const char *token, const char *label, const char *version,
+                                         const char *module_path, const char *pin_file, char *out,
+                                         size_t cap, cmk_errbuf *eb);
 
 /* ---- versions ---------------------------------------------------------------------------- */
 
@@ -175,8 +175,8 @@ typedef struct cmk_p11_version {
 
 /* Decodes a version string (32 hex chars, either case) into its CKA_ID and seq.
  * CMK_E_INVAL if malformed or seq is 0. */
-cmk_err cmk_p11_version_parse(const char *version, unsigned char id[CMK_P11_ID_LEN], uint32_t *seq,
-                              cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_version_parse(const char *version, unsigned char id[CMK_P11_ID_LEN],
+                                             uint32_t *seq, cmk_errbuf *eb);
 
 /* ---- handles ----------------------------------------------------------------------------- */
 
@@ -186,14 +186,15 @@ typedef struct cmk_p11 cmk_p11;
 /* Loads module_path (or shares an already loaded copy), finds the token whose label is
  * token_label and logs in with pin (copied into secret memory; the caller may cleanse its
  * copy at once). *out is owned by the caller: release it with cmk_p11_close. */
-cmk_err cmk_p11_open(const char *module_path, const char *token_label, const char *pin,
-                     cmk_p11 **out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_open(const char *module_path, const char *token_label,
+                                    const char *pin, cmk_p11 **out, cmk_errbuf *eb);
 
 /* Like cmk_p11_open with module and PIN resolved as the provider does (see above):
  * module_path and pin_file may be NULL to use the environment / <home>/pkcs11.json. home
  * may be NULL (no pkcs11.json). */
-cmk_err cmk_p11_open_home(const char *home, const char *token_label, const char *module_path,
-                          const char *pin_file, cmk_p11 **out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_open_home(const char *home, const char *token_label,
+                                         const char *module_path, const char *pin_file,
+                                         cmk_p11 **out, cmk_errbuf *eb);
 
 /* Closes the handle's sessions, cleanses the PIN, drops the module reference (C_Finalize on
  * the last one). No call on h may be in flight. NULL is a no-op. */
@@ -205,69 +206,72 @@ const char *cmk_p11_token(const cmk_p11 *h);
 
 /* Resolves the module path: module_path if not NULL/"", else $CMKSTORE_PKCS11_MODULE, else
  * "module" in <home>/pkcs11.json. CMK_E_INVAL if none is configured. */
-cmk_err cmk_p11_resolve_module(const char *home, const char *module_path, char *out, size_t cap,
-                               cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_resolve_module(const char *home, const char *module_path, char *out,
+                                              size_t cap, cmk_errbuf *eb);
 
 /* Loads the PIN (see "Module and PIN resolution"; pin_file overrides): *pin receives a
  * NUL-terminated copy in secret memory (free with cmk_secfree), where a short description
  * of its source for messages ("pin-source file /x", "$CMKSTORE_PKCS11_PIN", ...).
  * CMK_E_KEY_DENIED if no PIN is configured or the PIN file cannot be read. */
-cmk_err cmk_p11_load_pin(const char *home, const char *pin_file, char **pin, char *where,
-                         size_t wherecap, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_load_pin(const char *home, const char *pin_file, char **pin,
+                                        char *where, size_t wherecap, cmk_errbuf *eb);
 
 /* ---- keys (label = CKA_LABEL; version = 32-hex version string) ---------------------------- */
 
 /* Generates a new version of key `label` (bits 2048, 3072 or 4096) with seq = highest + 1.
  * Calls on one handle are serialised; see "Keys and versions" for concurrent processes. */
-cmk_err cmk_p11_key_generate(cmk_p11 *h, const char *label, unsigned bits, cmk_p11_version *out,
-                             cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_key_generate(cmk_p11 *h, const char *label, unsigned bits,
+                                            cmk_p11_version *out, cmk_errbuf *eb);
 
 /* Every version of `label`, sorted oldest first (ascending seq, then CKA_ID). *out is
  * malloc'd (free()); *n may be 0 (no versions: *out NULL, CMK_OK). */
-cmk_err cmk_p11_key_versions(cmk_p11 *h, const char *label, cmk_p11_version **out, size_t *n,
-                             cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_key_versions(cmk_p11 *h, const char *label, cmk_p11_version **out,
+                                            size_t *n, cmk_errbuf *eb);
 
 /* The version named (NULL or "": the latest). CMK_E_KEY_NOT_FOUND if absent. */
-cmk_err cmk_p11_key_get(cmk_p11 *h, const char *label, const char *version, cmk_p11_version *out,
-                        cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_key_get(cmk_p11 *h, const char *label, const char *version,
+                                       cmk_p11_version *out, cmk_errbuf *eb);
 
 /* The version's public key, built from CKA_MODULUS / CKA_PUBLIC_EXPONENT (of the public-key
  * object, else of the private-key object, whose modulus and exponent are public). The
  * caller frees *out with EVP_PKEY_free. version NULL or "": the latest. */
-cmk_err cmk_p11_key_public(cmk_p11 *h, const char *label, const char *version, EVP_PKEY **out,
-                           cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_key_public(cmk_p11 *h, const char *label, const char *version,
+                                          EVP_PKEY **out, cmk_errbuf *eb);
 
 /* Protection attributes of a version's private key: 1 true, 0 false, -1 not reported. */
 typedef struct cmk_p11_key_attrs {
     int extractable, sensitive, always_sensitive, never_extractable;
 } cmk_p11_key_attrs;
-cmk_err cmk_p11_key_attrs_get(cmk_p11 *h, const char *label, const char *version,
-                              cmk_p11_key_attrs *out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_key_attrs_get(cmk_p11 *h, const char *label, const char *version,
+                                             cmk_p11_key_attrs *out, cmk_errbuf *eb);
 
 /* Destroys one version (both halves). CMK_E_KEY_NOT_FOUND if absent. Irreversible: every
  * data key wrapped by the version becomes unrecoverable. */
-cmk_err cmk_p11_key_destroy(cmk_p11 *h, const char *label, const char *version, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_key_destroy(cmk_p11 *h, const char *label, const char *version,
+                                           cmk_errbuf *eb);
 /* Destroys every version of `label`; *ndestroyed (may be NULL) receives the number of
  * versions. CMK_E_KEY_NOT_FOUND if there was none. */
-cmk_err cmk_p11_key_destroy_all(cmk_p11 *h, const char *label, size_t *ndestroyed, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_key_destroy_all(cmk_p11 *h, const char *label, size_t *ndestroyed,
+                                               cmk_errbuf *eb);
 
 /* The wrap algorithms the token can undo with this version: bitmask of (1u << cmk_wrap_alg),
  * negotiated by round trips on first use and cached in the handle. version required. */
-cmk_err cmk_p11_wrap_algs(cmk_p11 *h, const char *label, const char *version, unsigned *algs,
-                          cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_wrap_algs(cmk_p11 *h, const char *label, const char *version,
+                                         unsigned *algs, cmk_errbuf *eb);
 
 /* Wraps dek (keylen bytes) with the version's public key in software; out receives at most
  * *outlen (capacity in, length out) bytes. Checks first that the private key still exists
  * and that the token can undo alg (else CMK_E_UNSUPPORTED). */
-cmk_err cmk_p11_wrap(cmk_p11 *h, const char *label, const char *version, cmk_wrap_alg alg,
-                     const unsigned char *dek, size_t keylen, unsigned char *out, size_t *outlen,
-                     cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_wrap(cmk_p11 *h, const char *label, const char *version,
+                                    cmk_wrap_alg alg, const unsigned char *dek, size_t keylen,
+                                    unsigned char *out, size_t *outlen, cmk_errbuf *eb);
 
 /* Unwraps in the token (C_Decrypt, CKM_RSA_PKCS_OAEP with alg's hash and MGF) into dek
  * (capacity *keylen in, length out). The caller zeroizes dek. */
-cmk_err cmk_p11_unwrap(cmk_p11 *h, const char *label, const char *version, cmk_wrap_alg alg,
-                       const unsigned char *wrapped, size_t wrappedlen, unsigned char *dek,
-                       size_t *keylen, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_unwrap(cmk_p11 *h, const char *label, const char *version,
+                                      cmk_wrap_alg alg, const unsigned char *wrapped,
+                                      size_t wrappedlen, unsigned char *dek, size_t *keylen,
+                                      cmk_errbuf *eb);
 
 /* ---- the KEK provider -------------------------------------------------------------------- */
 
@@ -282,7 +286,7 @@ cmk_err cmk_p11_unwrap(cmk_p11 *h, const char *label, const char *version, cmk_w
  * principal is not an HSM credential (the PIN is): it is used in messages only. Free with
  * cmk_kek_provider_free (kek.h): release(self), then free(*out). */
 #define CMK_P11_PROV_OBEY_QUERY 1u /* load module-path and read pin-source of identifiers */
-cmk_err cmk_pkcs11_provider_new(const char *home, unsigned flags, cmk_kek_provider **out,
-                                cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_pkcs11_provider_new(const char *home, unsigned flags,
+                                               cmk_kek_provider **out, cmk_errbuf *eb);
 
 #endif

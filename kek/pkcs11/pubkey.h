@@ -10,8 +10,8 @@
 
 /* The public key of version id (a new reference: EVP_PKEY_free it) and its cached wrap
  * algorithms (0: not negotiated yet). Reads the token on a cache miss. */
-cmk_err cmk_p11_cached_key(cmk_p11 *h, const char *label, const unsigned char *id, EVP_PKEY **pub,
-                           unsigned *algs, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_cached_key(cmk_p11 *h, const char *label, const unsigned char *id,
+                                          EVP_PKEY **pub, unsigned *algs, cmk_errbuf *eb);
 
 /* Records the negotiated algorithms of a cached version (no-op if it is not cached). */
 void cmk_p11_cache_set_algs(cmk_p11 *h, const char *label, const unsigned char *id, unsigned algs);

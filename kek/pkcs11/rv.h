@@ -18,7 +18,7 @@ void cmk_p11_rv_name(CK_RV rv, char buf[CMK_P11_RV_NAME_MAX]);
  * destroyed object CMK_E_KEY_NOT_FOUND, bad ciphertext CMK_E_INTEGRITY, unsupported
  * mechanisms CMK_E_UNSUPPORTED, refused templates CMK_E_REFUSED, anything else (device
  * errors, removal) CMK_E_KEY_UNREACHABLE. */
-cmk_err cmk_p11_rv_code(CK_RV rv);
+CMK_MUST_CHECK cmk_err cmk_p11_rv_code(CK_RV rv);
 
 /* One sentence saying what to do about rv (static text, no secrets). */
 const char *cmk_p11_rv_advice(CK_RV rv);

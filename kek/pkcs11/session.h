@@ -45,7 +45,8 @@ struct cmk_p11 {
 
 /* Fills eb for a failed call fn (code from cmk_p11_rv_code, with advice); key (may be NULL)
  * describes the key involved. Returns the code. */
-cmk_err cmk_p11_fail(const cmk_p11 *h, const char *key, CK_RV rv, const char *fn, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_fail(const cmk_p11 *h, const char *key, CK_RV rv, const char *fn,
+                                    cmk_errbuf *eb);
 
 /* "key \"<label>\" version <hex>" (id NULL: without the version), for messages. */
 void cmk_p11_keydesc(char *out, size_t cap, const char *label, const unsigned char *id);
@@ -63,6 +64,6 @@ typedef cmk_err (*cmk_p11_op)(cmk_p11 *h, CK_SESSION_HANDLE s, void *ctx, CK_RV 
  * CKR_USER_NOT_LOGGED_IN (or a "not found" in a session that turns out to be public), and
  * once in a fresh session if the session was lost. The session goes back to the pool
  * unless its state is unknown. */
-cmk_err cmk_p11_run(cmk_p11 *h, cmk_p11_op op, void *ctx, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_p11_run(cmk_p11 *h, cmk_p11_op op, void *ctx, cmk_errbuf *eb);
 
 #endif

@@ -20,7 +20,8 @@ typedef struct cmk_vault_audit_rec {
  * key material) if c's vault was found, then closes c. An operation that succeeded but
  * could not be recorded fails: a key use with CMK_E_KEY_UNREACHABLE, a management
  * operation with the audit's error, each saying so. Returns the operation's result. */
-cmk_err cmk_vault_audit_end(cmk_vctx *c, const cmk_vault_audit_rec *a, cmk_err rc, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vault_audit_end(cmk_vctx *c, const cmk_vault_audit_rec *a, cmk_err rc,
+                                           cmk_errbuf *eb);
 
 /* A management operation on one vault: its context, its audit record, an error buffer for
  * callers that passed none. */
@@ -37,6 +38,6 @@ cmk_errbuf *cmk_vop_begin(cmk_vop *v, const char *op, const char *key, cmk_errbu
                           json_t **out);
 
 /* Ends it: audited if it was named and the vault was found, the context closed. */
-cmk_err cmk_vop_end(cmk_vop *v, cmk_err rc, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vop_end(cmk_vop *v, cmk_err rc, cmk_errbuf *eb);
 
 #endif

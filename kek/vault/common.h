@@ -30,7 +30,7 @@
 int cmk_vault_is_version(const char *s);
 
 /* CMK_E_INVAL naming version unless it is NULL, "" or a version string. */
-cmk_err cmk_vault_check_version_arg(const char *version, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vault_check_version_arg(const char *version, cmk_errbuf *eb);
 
 /* The current time, ISO 8601 UTC. */
 void cmk_vault_now_iso(char out[32]);
@@ -46,13 +46,13 @@ int cmk_vault_jset(json_t *obj, const char *key, json_t *val);
 json_t *cmk_vault_jstr(const char *s);
 
 /* CMK_E_NOMEM "out of memory building the vault's answer". */
-cmk_err cmk_vault_nomem(cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vault_nomem(cmk_errbuf *eb);
 
 /* Hands j to *out if out is not NULL, else releases it. */
 void cmk_vault_give(json_t **out, json_t *j);
 
 /* A deep copy of j into *out (if out is not NULL). */
-cmk_err cmk_vault_copy_out(json_t **out, const json_t *j, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vault_copy_out(json_t **out, const json_t *j, cmk_errbuf *eb);
 
 /* Called for each valid entry name of a directory. Returns CMK_OK to go on (appending *item
  * to the answer if it set it), anything else to stop with that error. */
@@ -61,13 +61,13 @@ typedef cmk_err (*cmk_vault_name_fn)(const char *name, void *arg, json_t **item,
 /* Calls fn for every entry of dir that is a valid `what` name (staging and purge leftovers
  * start with '.' and are skipped; a missing dir has none). If out is not NULL it receives
  * the items, sorted by their "name" (the caller owns the array). */
-cmk_err cmk_vault_each_name(const char *dir, const char *what, cmk_vault_name_fn fn, void *arg,
-                            json_t **out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vault_each_name(const char *dir, const char *what, cmk_vault_name_fn fn,
+                                           void *arg, json_t **out, cmk_errbuf *eb);
 
 /* Removes dir (a vault or key directory) for good: renames it to parent/.purged-<random>
  * first, so that it disappears at once for every reader, then syncs parent and removes the
  * tree. *moved (may be NULL) is set once the rename is done. */
-cmk_err cmk_vault_bury(const char *dir, const char *parent, const char *what, int *moved,
-                       cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vault_bury(const char *dir, const char *parent, const char *what,
+                                      int *moved, cmk_errbuf *eb);
 
 #endif

@@ -127,7 +127,7 @@ void cmk_vhsm_discard(const cmk_vctx *c, cmk_p11 *h, const char *name, const cha
     cmk_errbuf ignore = {0};
 
     if (hsm_label(c->name, name, label, &ignore) == CMK_OK)
-        (void)cmk_p11_key_destroy(h, label, version, &ignore);
+        cmk_best_effort(cmk_p11_key_destroy(h, label, version, &ignore));
 }
 
 /* Destroys the token objects of the RSA-HSM versions recorded in kj (purge). Versions that

@@ -29,34 +29,36 @@ int cmk_vhsm_get(const cmk_vctx *c, cmk_vhsm *hs);
 
 /* Prefixes eb's message (the PKCS#11 layer's) with "vault ... is backed by PKCS#11 token
  * ..."; sets and returns rc. */
-cmk_err cmk_vhsm_context(cmk_err rc, cmk_errbuf *eb, const char *vault, const char *token);
+CMK_MUST_CHECK cmk_err cmk_vhsm_context(cmk_err rc, cmk_errbuf *eb, const char *vault,
+                                        const char *token);
 
 /* The token label of version ver of key `key` as recorded (older records: derived from the
  * names). */
-cmk_err cmk_vhsm_version_label(const cmk_vctx *c, const char *key, const json_t *ver,
-                               char out[CMK_P11_LABEL_MAX + 1], cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vhsm_version_label(const cmk_vctx *c, const char *key, const json_t *ver,
+                                              char out[CMK_P11_LABEL_MAX + 1], cmk_errbuf *eb);
 
 /* Checks (module loads, token present, PIN logs in) and records in vault.json (vj, not yet
  * saved) the token of a new HSM-backed vault; paths are recorded absolute. */
-cmk_err cmk_vhsm_configure(const char *home, const cmk_vault_opts *o, json_t *vj, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vhsm_configure(const char *home, const cmk_vault_opts *o, json_t *vj,
+                                          cmk_errbuf *eb);
 
 /* Generates the next version of key `name` in the token; the caller holds the vault's lock,
  * so the token's sequence numbers follow the order of key.json. *ver_out receives the
  * version record, version its string; *h stays open (the caller closes it) so that
  * cmk_vhsm_discard can destroy the pair if key.json cannot be saved. */
-cmk_err cmk_vhsm_generate(const cmk_vctx *c, const cmk_vhsm *hs, const char *name, unsigned bits,
-                          cmk_p11 **h, json_t **ver_out, char version[CMK_VAULT_VERSION_HEX + 1],
-                          cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vhsm_generate(const cmk_vctx *c, const cmk_vhsm *hs, const char *name,
+                                         unsigned bits, cmk_p11 **h, json_t **ver_out,
+                                         char version[CMK_VAULT_VERSION_HEX + 1], cmk_errbuf *eb);
 
 /* Destroys a pair cmk_vhsm_generate made that key.json does not name (best effort). */
 void cmk_vhsm_discard(const cmk_vctx *c, cmk_p11 *h, const char *name, const char *version);
 
 /* Destroys the token objects of the RSA-HSM versions recorded in kj (purge of key `key`).
  * Versions already gone are fine; any other failure stops before anything is removed. */
-cmk_err cmk_vhsm_destroy_versions(const cmk_vctx *c, const char *key, const json_t *kj,
-                                  cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vhsm_destroy_versions(const cmk_vctx *c, const char *key,
+                                                 const json_t *kj, cmk_errbuf *eb);
 
 /* The same for every key of the vault (purge of the vault). */
-cmk_err cmk_vhsm_purge_all(const cmk_vctx *c, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vhsm_purge_all(const cmk_vctx *c, cmk_errbuf *eb);
 
 #endif

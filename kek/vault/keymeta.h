@@ -12,14 +12,16 @@
 #include "kek/vault/context.h"
 
 /* keys/<name> (dir) and keys/<name>/key.json (file, if not NULL). */
-cmk_err cmk_vkey_paths(const cmk_vctx *c, const char *name, char dir[CMK_PATH_MAX],
-                       char file[CMK_PATH_MAX], cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vkey_paths(const cmk_vctx *c, const char *name, char dir[CMK_PATH_MAX],
+                                      char file[CMK_PATH_MAX], cmk_errbuf *eb);
 
 /* Loads and checks key.json. CMK_E_NOT_FOUND with a message naming key and vault;
  * CMK_E_CORRUPT if what the vault relies on is damaged. *kj is the caller's. */
-cmk_err cmk_vkey_load(const cmk_vctx *c, const char *name, json_t **kj, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vkey_load(const cmk_vctx *c, const char *name, json_t **kj,
+                                     cmk_errbuf *eb);
 /* Writes key.json (atomically); the caller holds the vault's lock. */
-cmk_err cmk_vkey_save(const cmk_vctx *c, const char *name, const json_t *kj, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vkey_save(const cmk_vctx *c, const char *name, const json_t *kj,
+                                     cmk_errbuf *eb);
 
 /* The versions array, the latest version, version `version` (NULL if absent); borrowed. */
 json_t *cmk_vkey_versions(const json_t *kj);
@@ -32,12 +34,12 @@ const char *cmk_vkey_deleted_field(const json_t *kj, const char *field);
 
 /* Version ver of key `name` as `az keyvault key show` prints it (plus the deletion fields
  * of `show-deleted` for a soft-deleted key). */
-cmk_err cmk_vkey_json(const cmk_vctx *c, const char *name, const json_t *kj, const json_t *ver,
-                      json_t **out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vkey_json(const cmk_vctx *c, const char *name, const json_t *kj,
+                                     const json_t *ver, json_t **out, cmk_errbuf *eb);
 
 /* Saves key.json, then (if out is not NULL) answers with version ver as cmk_vkey_json. */
-cmk_err cmk_vkey_commit(const cmk_vctx *c, const char *name, const json_t *kj, const json_t *ver,
-                        json_t **out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vkey_commit(const cmk_vctx *c, const char *name, const json_t *kj,
+                                       const json_t *ver, json_t **out, cmk_errbuf *eb);
 
 /* An entry of `key list` (versioned 0: the key's versionless kid; deleted: with the deletion
  * fields) or `key list-versions` (versioned 1). */

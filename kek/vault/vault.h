@@ -48,6 +48,7 @@
 /* A provider serving local:// identifiers of the vaults under home. Free it with
  * cmk_kek_provider_free (kek.h). Principals are authenticated by existing in the home's
  * identities, then authorised by the vault's policy. */
-cmk_err cmk_vault_provider_new(const char *home, cmk_kek_provider **out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_vault_provider_new(const char *home, cmk_kek_provider **out,
+                                              cmk_errbuf *eb);
 
 #endif
