@@ -4,11 +4,9 @@
  * The caller's thread copies plaintext into chunk slots. The digest (SHA-256 is serial per
  * blob) runs on a thread of its own over the slots in order, so the caller's thread only
  * copies and issues I/O; a blob of one chunk is hashed inline instead (no thread for a
- * manifest). Each full chunk is
- * handed to the worker pool, which compresses and seals it in its slot. Sealed records are
- * written in order through the store's I/O engine, several in flight at once; a slot is
- * reused once its write completes. Memory per put is bounded by the slot count (the
- * store's queue depth) times about twice the chunk size, whatever the blob's size.
+ * manifest). Each full chunk is handed to the worker pool, which compresses and seals it
+ * in its slot (blobseal.c). Memory per put is bounded by the slot count (the store's queue
+ * depth) times about twice the chunk size, whatever the blob's size.
  *
  * A chunk is dispatched only when the next byte arrives (or at commit), so that the last
  * chunk is known to be last when it is sealed: the is-last marker is part of its AAD.

@@ -29,7 +29,8 @@
 #define CMK_TAG_LEN    16
 #define CMK_NONCE_LEN  12
 
-/* SPILL: a parked put's unfinished chunk in its temporary file (put.c), never published. */
+/* SPILL: a parked put's unfinished chunk in the blob sink's scratch, never published. How
+ * each domain's nonce and AAD are built is blobseal.h's. */
 enum { CMK_NONCE_CHUNK = 0, CMK_NONCE_INDEX = 1, CMK_NONCE_SPILL = 2 };
 
 /* Derived per-blob secrets; allocate with cmk_secalloc. */
