@@ -246,6 +246,17 @@ static int is_hex(const char *s, size_t n)
     return 1;
 }
 
+/* Opens directory rel under dirfd for reading, never through a link; NULL if it cannot. */
+static DIR *open_dir(int dirfd, const char *rel)
+{
+    int fd = cmk_openat_nofollow(dirfd, rel, O_RDONLY | O_DIRECTORY, 0);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+
+    if (!d && fd >= 0)
+        close(fd);
+    return d;
+}
+
 /* Lists blobs/<alg>/<xx>/ for every xx: whatever is not a blob name of alg is passed over.
  * 1 if cb asked to stop. */
 static int list_alg(local_blobs *lb, const char *alg, size_t hexlen,
@@ -256,16 +267,11 @@ static int list_alg(local_blobs *lb, const char *alg, size_t hexlen,
     for (int i = 0; i < 256; i++) {
         struct dirent *de;
         DIR *d;
-        int dfd;
 
         snprintf(p, sizeof(p), "blobs/%s/%02x", alg, i);
-        dfd = cmk_openat_nofollow(lb->dirfd, p, O_RDONLY | O_DIRECTORY, 0);
-        d = dfd >= 0 ? fdopendir(dfd) : NULL;
-        if (!d) {
-            if (dfd >= 0)
-                close(dfd);
-            continue;
-        }
+        d = open_dir(lb->dirfd, p);
+        if (!d)
+            continue; /* absent (or not a directory): no blobs there */
         while ((de = readdir(d)) != NULL) {
             if (!is_hex(de->d_name, hexlen) || strncmp(de->d_name, p + strlen(p) - 2, 2))
                 continue;
