@@ -18,8 +18,8 @@
  *  - home is a resolved home directory (cmk_home_resolve); NULL or "" is CMK_E_INVAL.
  *  - Functions returning cmk_err (cmkstore_err.h) return CMK_OK on success. On failure *eb
  *    (eb may be NULL) holds the code and a message naming what failed; messages never
- *    contain key material or PINs. They state the fault; the `cmkstore` command line adds
- *    which command to run (a few messages still name one, noted in the sources).
+ *    contain key material or PINs. They state the fault and never name a `cmkstore`
+ *    command; the command line adds which command to run as a hint.
  *  - A failed call leaves nothing half done on disk (metadata files are replaced
  *    atomically; a new vault, key version or identity appears whole or not at all) and
  *    leaves *out NULL. The one exception is said where it applies.

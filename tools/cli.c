@@ -517,16 +517,27 @@ void cli_hint(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+void cli_key_hint(cmk_err rc)
+{
+    if (rc == CMK_E_KEY_DELETED)
+        cli_hint("the key-encryption key (or its vault) is deleted, not lost: recover it with "
+                 "`cmkstore vault key recover --vault-name VAULT --name KEY` (a deleted vault with "
+                 "`cmkstore vault recover --name VAULT`). `cmkstore encryption show --store DIR` "
+                 "names the key.");
+    else if (rc == CMK_E_KEY_DISABLED)
+        cli_hint("the key-encryption key (or the version in use) is disabled, not lost: enable "
+                 "it with `cmkstore vault key set-attributes --vault-name VAULT --name KEY "
+                 "--enabled true` (`--version VERSION` for one version). `cmkstore encryption "
+                 "show --store DIR` names the key.");
+}
+
 static void store_hint(cmk_err rc)
 {
     if (rc == CMK_E_KEY_UNREACHABLE)
         cli_hint("the key vault did not answer; nothing was lost. Retry when it is reachable; "
                  "`cmkstore encryption show --store DIR` shows the key state.");
-    else if (rc == CMK_E_KEY_DELETED)
-        cli_hint("the key-encryption key (or its vault) is deleted, not lost: recover it with "
-                 "`cmkstore vault key recover --vault-name VAULT --name KEY` (a deleted vault with "
-                 "`cmkstore vault recover --name VAULT`). `cmkstore encryption show --store DIR` "
-                 "names the key.");
+    else if (rc == CMK_E_KEY_DELETED || rc == CMK_E_KEY_DISABLED)
+        cli_key_hint(rc);
     else if (cmk_err_is_key_access(rc))
         cli_hint("the store cannot use its key-encryption key. Check that the vault's access "
                  "policy grants the store's identity get, wrapKey and unwrapKey (`cmkstore "

@@ -143,6 +143,10 @@ int cli_fail(cmk_err rc, const cmk_errbuf *eb, int hints, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Prints "hint: ..." on stderr. */
 void cli_hint(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* For a key the vault refused as deleted (key or vault) or disabled: prints the hint that
+ * names the command restoring it; nothing for another rc. The library's message names the
+ * vault, key and version; the hint only says which command to run. */
+void cli_key_hint(cmk_err rc);
 
 /* ---- shared helpers ---- */
 

@@ -92,6 +92,13 @@ static int print_store_identities(const cli_args *a, cmk_store *s)
     return cli_print_json(j);
 }
 
+/* After the library found no identity for a reference (its message names the reference). */
+static void not_found_hint(void)
+{
+    cli_hint("`cmkstore identity list` shows the identities (name, principalId, clientId); "
+             "create one with `cmkstore identity create --name NAME`.");
+}
+
 /* Resolves each --identities reference, so that a remove that would be refused for one of
  * them is refused before any is removed. */
 static int refs_ok(const cli_args *a, const char *const *refs, size_t n, int *in_use,
@@ -108,8 +115,13 @@ static int refs_ok(const cli_args *a, const char *const *refs, size_t n, int *in
         return cli_fail(rc, &eb, CLI_HINT_NONE, "cannot use the cmkstore home");
     for (size_t i = 0; i < n; i++) {
         rc = cmk_identity_get(home, refs[i], &id, &eb);
-        if (rc != CMK_OK)
-            return cli_fail(rc, &eb, CLI_HINT_NONE, "identity '%s'", refs[i]);
+        if (rc != CMK_OK) {
+            int ex = cli_fail(rc, &eb, CLI_HINT_NONE, "identity '%s'", refs[i]);
+
+            if (rc == CMK_E_NOT_FOUND)
+                not_found_hint();
+            return ex;
+        }
         if (strcmp(id.principal_id, principal_in_use) == 0 && *in_use < 0)
             *in_use = (int)i;
     }
@@ -169,6 +181,8 @@ static int run_store_identity(const cli_cmd *cmd, cli_args *a)
                           assign ? "to" : "from", cmk_store_dir(s));
             if (!assign && rc == CMK_E_REFUSED && cmk_store_encryption(s, &ei) == CMK_OK)
                 in_use_hint(s, &ei);
+            else if (assign && rc == CMK_E_NOT_FOUND)
+                not_found_hint();
             goto out;
         }
     }
@@ -230,6 +244,8 @@ static int run_identity(const cli_cmd *cmd, cli_args *a)
         /* The library states the fault; what to run next is the command line's. */
         if (cmd->op == ID_CREATE && rc == CMK_E_EXISTS)
             cli_hint("use it, or delete it first with `cmkstore identity delete --name %s`.", ref);
+        else if (rc == CMK_E_NOT_FOUND)
+            not_found_hint();
         return ex;
     }
     if (cmd->op == ID_CREATE || cmd->op == ID_SHOW)

@@ -439,7 +439,9 @@ static int run_create(const cli_cmd *cmd, cli_args *a)
     rc = cmk_store_create(dir, &o);
     if (rc != CMK_OK) {
         ex = cli_fail(rc, NULL, CLI_HINT_NONE, "cannot create a store in %s", dir);
-        if (cmk_err_is_key_access(rc) && rc != CMK_E_KEY_UNREACHABLE)
+        if (rc == CMK_E_KEY_DELETED || rc == CMK_E_KEY_DISABLED)
+            cli_key_hint(rc);
+        else if (cmk_err_is_key_access(rc) && rc != CMK_E_KEY_UNREACHABLE)
             cli_hint("grant the identity the key permissions a store needs: `cmkstore vault "
                      "set-policy --name VAULT --object-id <principalId> --key-permissions get "
                      "unwrapKey wrapKey`, and check that the key exists and is enabled.");
@@ -569,6 +571,8 @@ static int run_encryption(const cli_cmd *cmd, cli_args *a)
                           cli_get(a, "store"), cli_get(a, "key-encryption-key"));
             if (rc == CMK_E_KEY_UNSUPPORTED)
                 cli_hint("create an RSA key with `cmkstore vault key create --kty RSA`.");
+            else if (rc == CMK_E_KEY_DELETED || rc == CMK_E_KEY_DISABLED)
+                cli_key_hint(rc);
             else if (cmk_err_is_key_access(rc))
                 cli_hint("nothing was changed. The identity needs get, unwrapKey and wrapKey on "
                          "both the current and the new key (`cmkstore vault set-policy`).");

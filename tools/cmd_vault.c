@@ -3,6 +3,8 @@
  * management commands (like `az keyvault` and `az keyvault key`). They are the operator's:
  * the vault audits them but does not check them against access policies.
  */
+#include <string.h>
+
 #include "tools/cli.h"
 
 enum {
@@ -177,17 +179,35 @@ static cmk_err vault_op(const cli_cmd *cmd, const cli_args *a, const char *home,
     }
 }
 
-/* 1 if vault `name` of home is soft-deleted (a hint then points at the vault, not the key). */
-static int vault_is_deleted(const char *home, const char *name)
-{
-    json_t *vj = NULL;
-    int deleted;
+enum { VS_UNKNOWN, VS_MISSING, VS_LIVE, VS_DELETED };
 
-    if (!name || cmk_vault_show(home, name, &vj, NULL) != CMK_OK)
-        return 0;
-    deleted = json_object_get(json_object_get(vj, "properties"), "deletionDate") != NULL;
+/* The state of vault `name` of home (VS_UNKNOWN when it cannot be read), and in *hsm whether
+ * it is HSM-backed: a hint then points at the vault or at the key, as the fault is. */
+static int vault_state(const char *home, const char *name, int *hsm)
+{
+    json_t *vj = NULL, *props;
+    cmk_err rc;
+    int st;
+
+    *hsm = 0;
+    if (!name)
+        return VS_UNKNOWN;
+    rc = cmk_vault_show(home, name, &vj, NULL);
+    if (rc != CMK_OK)
+        return rc == CMK_E_NOT_FOUND ? VS_MISSING : VS_UNKNOWN;
+    props = json_object_get(vj, "properties");
+    st = json_object_get(props, "deletionDate") ? VS_DELETED : VS_LIVE;
+    *hsm = json_object_get(props, "hsm") != NULL;
     json_decref(vj);
-    return deleted;
+    return st;
+}
+
+/* 1 if the refused command was `vault key create --kty RSA-HSM` in a software vault. */
+static int rsa_hsm_in_software(const cli_cmd *cmd, const cli_args *a, int st, int hsm)
+{
+    const char *kty = cmd->op == K_CREATE ? cli_get(a, "kty") : NULL;
+
+    return st == VS_LIVE && !hsm && kty && strcmp(kty, "RSA-HSM") == 0;
 }
 
 /* What to run next after the vault refused a command: the library's message states the
@@ -197,8 +217,21 @@ static void vault_hint(const cli_cmd *cmd, const cli_args *a, const char *home, 
     int is_key = cmd->op >= K_CREATE;
     const char *v = is_key ? cli_get(a, "vault-name") : cli_get(a, "name");
     const char *k = is_key ? cli_get(a, "name") : NULL;
+    int hsm, st = vault_state(home, v, &hsm);
 
-    if (rc == CMK_E_EXISTS && cmd->op == V_CREATE)
+    if (rc == CMK_E_NOT_FOUND && st == VS_MISSING && cmd->op != V_CREATE)
+        cli_hint("`cmkstore vault list` shows the vaults; create this one with `cmkstore vault "
+                 "create --name %s`.",
+                 v);
+    else if (rc == CMK_E_KEY_DELETED && st == VS_DELETED)
+        cli_hint("recover the vault with `cmkstore vault recover --name %s`.", v);
+    else if (rc == CMK_E_REFUSED && rsa_hsm_in_software(cmd, a, st, hsm))
+        cli_hint("create an HSM-backed vault for RSA-HSM keys (`cmkstore vault create --name NAME "
+                 "--hsm-token LABEL --hsm-module PATH --hsm-pin-file FILE`, see kek/HSM.md), or "
+                 "create an RSA key here: `cmkstore vault key create --vault-name %s --name %s "
+                 "--kty RSA`.",
+                 v, k);
+    else if (rc == CMK_E_EXISTS && cmd->op == V_CREATE)
         cli_hint("`cmkstore vault show --name %s` shows it; a soft-deleted vault is recovered "
                  "with `cmkstore vault recover --name %s` or removed with `cmkstore vault purge "
                  "--name %s`.",
@@ -223,10 +256,10 @@ static void vault_hint(const cli_cmd *cmd, const cli_args *a, const char *home, 
                  "--name %s` first); under purge protection it can only be recovered (`cmkstore "
                  "vault key recover --vault-name %s --name %s`) until its scheduled purge date.",
                  v, k, v, k);
-    else if (rc == CMK_E_KEY_DELETED && !vault_is_deleted(home, v))
+    else if (rc == CMK_E_KEY_DELETED && st != VS_DELETED)
         cli_hint("recover the key with `cmkstore vault key recover --vault-name %s --name %s`.", v,
                  k);
-    else if (rc == CMK_E_NOT_FOUND && cmd->op != K_CREATE && !vault_is_deleted(home, v))
+    else if (rc == CMK_E_NOT_FOUND && cmd->op != K_CREATE && st != VS_DELETED)
         cli_hint("`cmkstore vault key list --vault-name %s` lists the keys (`list-versions` a "
                  "key's versions); create one with `cmkstore vault key create --vault-name %s "
                  "--name %s`.",

@@ -359,13 +359,11 @@ cmk_err cmk_identity_get(const char *home, const char *ref, cmk_identity *out, c
             return rc;
         cmk_errbuf_clear(eb);
     }
-    /* Names its commands: tests/unit/test_identity.c asserts it. */
     rc = scan_all(home, match_ref, (void *)ref, out, eb);
     if (rc == CMK_E_NOT_FOUND)
         rc = cmk_errbuf_set(eb, CMK_E_NOT_FOUND,
-                            "identity '%.200s' not found in %s: give its name, resource id, "
-                            "principalId or clientId (`cmkstore identity list`), or create it "
-                            "with `cmkstore identity create --name NAME`",
+                            "identity '%.200s' not found in %s: no identity has that name, "
+                            "resource id, principalId or clientId",
                             ref, home);
     return rc;
 }

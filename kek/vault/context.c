@@ -26,12 +26,8 @@ void cmk_vctx_close(cmk_vctx *c)
 
 static cmk_err vault_not_found(const cmk_vctx *c, cmk_errbuf *eb)
 {
-    /* Names the command to run although that is the command line's part (cmkstore_admin.h):
-     * tests/unit/test_vault.c asserts it. */
-    return cmk_errbuf_set(eb, CMK_E_NOT_FOUND,
-                          "vault '%s' not found in %s: create it with `cmkstore vault create "
-                          "--name %s` (`cmkstore vault list` shows the vaults)",
-                          c->name, c->home, c->name);
+    /* States the fault only: the command line names the command to run (cmkstore_admin.h). */
+    return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "vault '%s' not found in %s", c->name, c->home);
 }
 
 cmk_err cmk_vctx_load(cmk_vctx *c, cmk_errbuf *eb)
@@ -143,14 +139,14 @@ int cmk_vctx_deleted(const cmk_vctx *c, const char **date, const char **purge)
 
 cmk_err cmk_vctx_deleted_err(const cmk_vctx *c, cmk_errbuf *eb)
 {
-    /* Names its command: tests/unit/test_vault.c asserts it (see vault_not_found). */
     const char *date, *purge;
 
     cmk_vctx_deleted(c, &date, &purge);
-    return cmk_errbuf_set(eb, CMK_E_KEY_DELETED,
-                          "vault '%s' is deleted (since %s, scheduled purge %s): every key in it "
-                          "is unusable; recover it with `cmkstore vault recover --name %s`",
-                          c->name, date, purge, c->name);
+    return cmk_errbuf_set(
+        eb, CMK_E_KEY_DELETED,
+        "vault '%s' is soft-deleted (since %s, scheduled purge %s): every key in it "
+        "is unusable until the vault is recovered",
+        c->name, date, purge);
 }
 
 cmk_err cmk_vctx_purge_allowed(const cmk_vctx *c, const char *what, const char *purge_date,

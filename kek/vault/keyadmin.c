@@ -37,8 +37,8 @@ static cmk_err key_op_open(cmk_vctx *c, const char *home, const char *vault, con
 enum { KEY_ANY, KEY_LIVE, KEY_DELETED };
 
 /* Opens the vault and loads key `name`. KEY_LIVE: a soft-deleted key is refused with the
- * hint to recover it; KEY_DELETED: a live key is refused, saying why_deleted. *kj is the
- * caller's to release. */
+ * message that it is soft-deleted; KEY_DELETED: a live key is refused, saying why_deleted. *kj is
+ * the caller's to release. */
 static cmk_err key_open(cmk_vctx *c, const char *home, const char *vault, const char *name,
                         int lock, int state, const char *why_deleted, json_t **kj, cmk_errbuf *eb)
 {
@@ -95,13 +95,11 @@ static cmk_err create_prepare(cmk_vctx *c, const char *home, const char *vault, 
         rc = CMK_OK;
     }
     json_decref(kj);
-    /* Names its command: tests/unit/test_vault.c and tests/cli/test_hsm.sh assert it. */
     if (rc == CMK_OK && nv->t == CMK_VKTY_RSA_HSM && !cmk_vhsm_get(c, &nv->hs))
         rc = cmk_errbuf_set(eb, CMK_E_REFUSED,
                             "vault '%s' is not HSM-backed: RSA-HSM keys are generated in a "
-                            "PKCS#11 token; create an HSM-backed vault (`cmkstore vault "
-                            "create --name NAME --hsm-token LABEL --hsm-module PATH "
-                            "--hsm-pin-file FILE`, see kek/HSM.md) or use --kty RSA",
+                            "PKCS#11 token, so they need an HSM-backed vault (one created with "
+                            "--hsm-token, see kek/HSM.md); a software vault makes RSA and EC keys",
                             c->name);
     if (rc == CMK_OK && nv->t != CMK_VKTY_RSA_HSM)
         rc = cmk_vkey_generate(nv->t, nv->bits, &nv->pkey, eb);

@@ -97,19 +97,16 @@ static cmk_err resolve_version(kref *r, cmk_errbuf *eb)
     const char *kty = cmk_json_str(r->ver, "kty");
     cmk_err rc;
 
-    /* These name their command: tests/unit/test_vault.c asserts it. */
     if (!cmk_json_bool(r->kj, "enabled", 1))
         return cmk_errbuf_set(eb, CMK_E_KEY_DISABLED,
-                              "key " KID_SHOW " is disabled (every version): enable it with "
-                              "`cmkstore vault key set-attributes --vault-name %s --name %s "
-                              "--enabled true`",
-                              r->vkid, r->k.vault, r->k.key);
+                              "key " KID_SHOW " is disabled (key '%s' in vault '%s', every "
+                              "version)",
+                              r->vkid, r->k.key, r->k.vault);
     if (!cmk_json_bool(r->ver, "enabled", 1))
         return cmk_errbuf_set(eb, CMK_E_KEY_DISABLED,
-                              "key version " KID_SHOW " is disabled: enable it with `cmkstore "
-                              "vault key set-attributes --vault-name %s --name %s --version %s "
-                              "--enabled true`",
-                              r->vkid, r->k.vault, r->k.key, r->k.version);
+                              "key version " KID_SHOW " is disabled (version %s of key '%s' in "
+                              "vault '%s')",
+                              r->vkid, r->k.version, r->k.key, r->k.vault);
     r->kty = strcmp(kty, "EC") == 0        ? CMK_KTY_EC
              : strcmp(kty, "RSA-HSM") == 0 ? CMK_KTY_RSA_HSM
                                            : CMK_KTY_RSA;

@@ -44,4 +44,30 @@ hinted 6 'vault recover --name pvault' "purge of a protected vault" cmk vault pu
 hinted 6 'vault recover --name pvault' "policy in a deleted vault" \
     cmk vault set-policy --name pvault --object-id "$PRINCIPAL" --key-permissions get
 
+
+# The library's vault and identity faults that once named their command.
+hinted 3 'vault create --name nosuch' "vault not found" cmk vault show --name nosuch
+hinted 3 'vault create --name nosuch' "key in a missing vault" \
+    cmk vault key create --vault-name nosuch --name k
+hinted 5 'vault recover --name pvault' "key in a deleted vault" \
+    cmk vault key show --vault-name pvault --name any
+hinted 6 'vault create --name NAME --hsm-token .*--kty RSA' "RSA-HSM in a software vault" \
+    cmk vault key create --vault-name hvault --name hsmkey --kty RSA-HSM
+hinted 3 'identity create --name NAME' "identity not found" cmk identity show --name nosuchid
+hinted 3 'identity list' "identity not found (delete)" cmk identity delete --name nosuchid
+
+# A store's key refused by the vault: denied by its access policy, disabled.
+S=$T/store
+printf 'hint data\n' >"$T/data"
+cmk create --store "$S" --identity hid --key-encryption-key "$KID" >/dev/null
+cmk vault delete-policy --name hvault --object-id "$PRINCIPAL" >/dev/null
+hinted 5 'vault set-policy' "access policy denial" cmk blob put --store "$S" "$T/data"
+cmk vault set-policy --name hvault --object-id "$PRINCIPAL" \
+    --key-permissions get unwrapKey wrapKey >/dev/null
+cmk vault key set-attributes --vault-name hvault --name hkey --enabled false >/dev/null
+hinted 5 'vault key set-attributes --vault-name VAULT --name KEY --enabled true' "key disabled" \
+    cmk blob put --store "$S" "$T/data"
+cmk vault key set-attributes --vault-name hvault --name hkey --enabled true >/dev/null
+expect_ok cmk blob put --store "$S" "$T/data"
+
 finish

@@ -197,7 +197,7 @@ static void test_create_get(void)
     CHECK_E(cmk_identity_get(home, upper, &got, &eb), CMK_OK);
     CHECK(strcmp(got.name, "myid") == 0);
     CHECK_E(cmk_identity_get(home, "nosuchid", &got, &eb), CMK_E_NOT_FOUND);
-    CHECK(HAS(eb.msg, "nosuchid") && HAS(eb.msg, "identity create"));
+    CHECK(HAS(eb.msg, "nosuchid") && HAS(eb.msg, "not found"));
     CHECK_E(cmk_identity_get(home, "00000000-0000-4000-8000-000000000000", &got, &eb),
             CMK_E_NOT_FOUND);
     CHECK_E(cmk_identity_get(home, "", &got, &eb), CMK_E_INVAL);
