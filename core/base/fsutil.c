@@ -124,11 +124,8 @@ cmk_err cmk_pread_all(int fd, void *buf, size_t len, off_t off, const char *what
     return CMK_OK;
 }
 
-/* Writes base inside the open directory pfd atomically: a temporary beside it (O_EXCL,
- * never through a link), write, fsync, rename, fsync the directory. dir names pfd in
- * messages. */
-static cmk_err write_in(int pfd, const char *dir, const char *base, const void *data, size_t len,
-                        mode_t mode, cmk_errbuf *eb)
+cmk_err cmk_write_file_in(int pfd, const char *dir, const char *base, const void *data, size_t len,
+                          mode_t mode, struct stat *st, cmk_errbuf *eb)
 {
     char tmp[512], rnd[17];
     int fd = -1;
@@ -161,6 +158,8 @@ static cmk_err write_in(int pfd, const char *dir, const char *base, const void *
     }
     if (fsync(pfd) != 0)
         return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot fsync directory %s", dir);
+    if (st && fstatat(pfd, base, st, AT_SYMLINK_NOFOLLOW) != 0)
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot stat %s/%s", dir, base);
     return CMK_OK;
 out:
     if (fd >= 0)
@@ -192,14 +191,13 @@ cmk_err cmk_write_file_atomic(const char *path, const void *data, size_t len, mo
     if (pfd < 0)
         return cmk_errbuf_sys(eb, cmk_err_from_errno(errno), errno, "cannot open directory %s",
                               dir);
-    rc = write_in(pfd, dir, slash ? slash + 1 : path, data, len, mode, eb);
+    rc = cmk_write_file_in(pfd, dir, slash ? slash + 1 : path, data, len, mode, NULL, eb);
     close(pfd);
     return rc;
 }
 
-/* Reads the open file fd (closed here) named shown in messages. */
-static cmk_err read_fd(int fd, const char *shown, size_t max, char **out, size_t *len,
-                       cmk_errbuf *eb)
+cmk_err cmk_read_fd(int fd, const char *shown, size_t max, char **out, size_t *len,
+                    struct stat *st_out, cmk_errbuf *eb)
 {
     struct stat st;
     char *buf = NULL;
@@ -232,6 +230,8 @@ static cmk_err read_fd(int fd, const char *shown, size_t max, char **out, size_t
     buf = NULL;
     if (len)
         *len = (size_t)st.st_size;
+    if (st_out)
+        *st_out = st;
 out:
     free(buf);
     close(fd);
@@ -245,7 +245,24 @@ cmk_err cmk_read_file(const char *path, size_t max, char **out, size_t *len, cmk
     *out = NULL;
     if (fd < 0)
         return cmk_errbuf_sys(eb, cmk_err_from_errno(errno), errno, "cannot open %s", path);
-    return read_fd(fd, path, max, out, len, eb);
+    return cmk_read_fd(fd, path, max, out, len, NULL, eb);
+}
+
+cmk_err cmk_append_fd(int fd, const void *data, size_t len, const char *shown, cmk_errbuf *eb)
+{
+    struct stat st;
+    ssize_t w;
+
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        return cmk_errbuf_set(eb, CMK_E_REFUSED, "log %s is not a regular file: refused", shown);
+    /* One write() of the whole line: O_APPEND makes concurrent writers' lines not interleave
+     * for lines of this size on local file systems. */
+    w = write(fd, data, len);
+    if (w < 0 || (size_t)w != len)
+        return cmk_errbuf_sys(eb, CMK_E_IO, w < 0 ? errno : EIO, "cannot append to log %s", shown);
+    if (fdatasync(fd) != 0)
+        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot sync log %s", shown);
+    return CMK_OK;
 }
 
 /* Locks the open file fd (closed on failure) named shown in messages. */
@@ -392,7 +409,7 @@ cmk_err cmk_read_file_at(int dirfd, const char *dir, const char *rel, size_t max
     if (fd < 0)
         return cmk_errbuf_open(eb, errno, "open", dir, rel);
     snprintf(shown, sizeof(shown), "%s/%s", dir, rel);
-    return read_fd(fd, shown, max, out, len, eb);
+    return cmk_read_fd(fd, shown, max, out, len, NULL, eb);
 }
 
 /* Opens the parent directory of rel inside dirfd (a new fd even for a bare name); *base
@@ -428,7 +445,7 @@ cmk_err cmk_write_file_at(int dirfd, const char *dir, const char *rel, const voi
     snprintf(shown, sizeof(shown), "%s/%.*s", dir, (int)(base > rel ? base - rel - 1 : 0), rel);
     if (base == rel)
         snprintf(shown, sizeof(shown), "%s", dir);
-    rc = write_in(pfd, shown, base, data, len, mode, eb);
+    rc = cmk_write_file_in(pfd, shown, base, data, len, mode, NULL, eb);
     close(pfd);
     return rc;
 }

@@ -8,6 +8,7 @@
 #define CMK_FSUTIL_H
 
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "core/base/error.h"
@@ -28,6 +29,25 @@ CMK_MUST_CHECK cmk_err cmk_fsync_parent(const char *path, cmk_errbuf *eb);
  * secret): temp file beside it, write, fsync, rename, fsync directory. */
 CMK_MUST_CHECK cmk_err cmk_write_file_atomic(const char *path, const void *data, size_t len,
                                              mode_t mode, cmk_errbuf *eb);
+
+/* Writes base inside the open directory pfd atomically and durably: a temporary
+ * "<base>.tmp-<16 hex>" beside it (O_EXCL, never through a link), write, fsync, rename,
+ * fsync the directory. dir names pfd in messages; st (may be NULL) receives the stat of the
+ * file in place after the rename. */
+CMK_MUST_CHECK cmk_err cmk_write_file_in(int pfd, const char *dir, const char *base,
+                                         const void *data, size_t len, mode_t mode, struct stat *st,
+                                         cmk_errbuf *eb);
+
+/* Reads the open file fd (closed here, whatever happens), named shown in messages: a regular
+ * file of at most max bytes into a malloc'd, NUL-terminated *out (CMK_E_CORRUPT if it is not
+ * a regular file, is larger or is cut short); st (may be NULL) receives its fstat. */
+CMK_MUST_CHECK cmk_err cmk_read_fd(int fd, const char *shown, size_t max, char **out, size_t *len,
+                                   struct stat *st, cmk_errbuf *eb);
+
+/* Appends len bytes to the open file fd (O_APPEND; not closed here) in one write, then
+ * fdatasyncs it; CMK_E_REFUSED if fd is not a regular file (a FIFO planted as a log). */
+CMK_MUST_CHECK cmk_err cmk_append_fd(int fd, const void *data, size_t len, const char *shown,
+                                     cmk_errbuf *eb);
 
 /* Reads a whole file of at most max bytes into a malloc'd, NUL-terminated buffer. The caller
  * frees *out. CMK_E_NOT_FOUND if it does not exist; CMK_E_CORRUPT if larger than max. */

@@ -63,10 +63,9 @@ cmk_err cmk_json_load_at(int dirfd, const char *dir, const char *rel, json_t **o
     return rc;
 }
 
-/* obj as text ending in a newline (malloc'd; *n its length). */
-static char *dump_line(const json_t *obj, size_t flags, size_t *n)
+char *cmk_json_dump_line(const json_t *obj, int pretty, size_t *n)
 {
-    char *text = json_dumps(obj, flags | JSON_SORT_KEYS), *line;
+    char *text = json_dumps(obj, (pretty ? JSON_INDENT(2) : JSON_COMPACT) | JSON_SORT_KEYS), *line;
 
     if (!text)
         return NULL;
@@ -84,7 +83,7 @@ static char *dump_line(const json_t *obj, size_t flags, size_t *n)
 cmk_err cmk_json_save(const char *path, const json_t *obj, mode_t mode, cmk_errbuf *eb)
 {
     size_t n;
-    char *text = dump_line(obj, JSON_INDENT(2), &n);
+    char *text = cmk_json_dump_line(obj, 1, &n);
     cmk_err rc;
 
     if (!text)
@@ -98,7 +97,7 @@ cmk_err cmk_json_save_at(int dirfd, const char *dir, const char *rel, const json
                          mode_t mode, cmk_errbuf *eb)
 {
     size_t n;
-    char *text = dump_line(obj, JSON_INDENT(2), &n);
+    char *text = cmk_json_dump_line(obj, 1, &n);
     cmk_err rc;
 
     if (!text)
@@ -111,30 +110,12 @@ cmk_err cmk_json_save_at(int dirfd, const char *dir, const char *rel, const json
 /* Appends obj as one line to the open log fd (closed here), named shown in messages. */
 static cmk_err append_fd(int fd, const json_t *obj, const char *shown, cmk_errbuf *eb)
 {
-    struct stat st;
     size_t n;
-    char *line = dump_line(obj, JSON_COMPACT, &n);
-    ssize_t w;
-    cmk_err rc = CMK_OK;
+    char *line = cmk_json_dump_line(obj, 0, &n);
+    cmk_err rc;
 
-    if (!line) {
-        rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "cannot serialise a log record");
-        goto out;
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = cmk_errbuf_set(eb, CMK_E_REFUSED, "log %s is not a regular file: refused", shown);
-        goto out;
-    }
-    /* One write() of the whole line: O_APPEND makes concurrent writers' lines not interleave
-     * for lines of this size on local file systems. */
-    w = write(fd, line, n);
-    if (w < 0 || (size_t)w != n) {
-        rc = cmk_errbuf_sys(eb, CMK_E_IO, w < 0 ? errno : EIO, "cannot append to log %s", shown);
-        goto out;
-    }
-    if (fdatasync(fd) != 0)
-        rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot sync log %s", shown);
-out:
+    rc = line ? cmk_append_fd(fd, line, n, shown, eb)
+              : cmk_errbuf_set(eb, CMK_E_NOMEM, "cannot serialise a log record");
     free(line);
     close(fd);
     return rc;

@@ -18,6 +18,9 @@ CMK_MUST_CHECK cmk_err cmk_json_load(const char *path, json_t **out, cmk_errbuf 
 /* Parses a JSON object from a string (same errors, `what` names it in messages). */
 CMK_MUST_CHECK cmk_err cmk_json_parse(const char *text, size_t len, const char *what, json_t **out,
                                       cmk_errbuf *eb);
+/* obj as text ending in a newline, keys sorted: pretty (2-space indent, as the saved
+ * files) or compact (as log lines). malloc'd (NULL: out of memory); *n is its length. */
+char *cmk_json_dump_line(const json_t *obj, int pretty, size_t *n);
 /* Saves obj to path atomically and durably with mode (pretty-printed, sorted keys). */
 CMK_MUST_CHECK cmk_err cmk_json_save(const char *path, const json_t *obj, mode_t mode,
                                      cmk_errbuf *eb);
