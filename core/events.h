@@ -8,12 +8,13 @@
 
 #include <jansson.h>
 
+#include "core/backend/backend.h"
 #include "core/base/error.h"
 
-/* Appends {"time": ISO-8601, "event": type, ...fields} to events.log in the store directory
- * dirfd (store_dir names it in messages), never through a symbolic link. fields is
- * consumed (json_decref'd), may be NULL. */
-cmk_err cmk_events_append(int dirfd, const char *store_dir, const char *type, json_t *fields,
-                          cmk_errbuf *eb);
+#define CMK_EVENTS_LOG "events.log"
+
+/* Appends {"time": ISO-8601, "event": type, ...fields} as one line to the store's event log
+ * through its backend. fields is consumed (json_decref'd), may be NULL. */
+cmk_err cmk_events_append(cmk_backend *bk, const char *type, json_t *fields, cmk_errbuf *eb);
 
 #endif

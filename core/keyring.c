@@ -187,18 +187,32 @@ out:
     return rc;
 }
 
+/* Parses the text read with rc (freed here) into *out, cleared first. */
+static cmk_err parse_read(cmk_err rc, char *text, size_t len, cmk_keyring *out, cmk_errbuf *eb)
+{
+    memset(out, 0, sizeof(*out));
+    if (rc == CMK_OK)
+        rc = cmk_keyring_parse(text, len, out, eb);
+    free(text);
+    return rc;
+}
+
+cmk_err cmk_keyring_read(cmk_backend *bk, cmk_keyring *out, cmk_rec_ver *ver, cmk_errbuf *eb)
+{
+    void *text = NULL;
+    size_t len = 0;
+    cmk_err rc = cmk_bk_rec_get(bk, CMK_KEYRING_FILE, CMK_KEYRING_MAX, &text, &len, ver, eb);
+
+    return parse_read(rc, text, len, out, eb);
+}
+
 cmk_err cmk_keyring_load(int dirfd, const char *dir, cmk_keyring *out, cmk_errbuf *eb)
 {
     char *text = NULL;
     size_t len = 0;
-    cmk_err rc = cmk_read_file_at(dirfd, dir, CMK_KEYRING_FILE, 4u << 20, &text, &len, eb);
+    cmk_err rc = cmk_read_file_at(dirfd, dir, CMK_KEYRING_FILE, CMK_KEYRING_MAX, &text, &len, eb);
 
-    memset(out, 0, sizeof(*out));
-    if (rc != CMK_OK)
-        return rc;
-    rc = cmk_keyring_parse(text, len, out, eb);
-    free(text);
-    return rc;
+    return parse_read(rc, text, len, out, eb);
 }
 
 json_t *cmk_keyring_to_json(const cmk_keyring *kr)
@@ -252,6 +266,21 @@ fail:
     json_decref(deks);
     json_decref(ident);
     return NULL;
+}
+
+cmk_err cmk_keyring_write(cmk_backend *bk, const cmk_keyring *kr, const cmk_rec_ver *expect,
+                          cmk_rec_ver *newver, cmk_errbuf *eb)
+{
+    json_t *j = cmk_keyring_to_json(kr);
+    size_t n = 0;
+    /* The bytes cmk_json_save_at has always written: pretty, sorted keys, a final newline. */
+    char *text = j ? cmk_json_dump_line(j, 1, &n) : NULL;
+    cmk_err rc = text ? cmk_bk_rec_put(bk, CMK_KEYRING_FILE, text, n, expect, newver, eb)
+                      : cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (keyring)");
+
+    free(text);
+    json_decref(j);
+    return rc;
 }
 
 cmk_err cmk_keyring_save(int dirfd, const char *dir, const cmk_keyring *kr, cmk_errbuf *eb)

@@ -18,6 +18,7 @@
 #include <jansson.h>
 #include <stdint.h>
 
+#include "core/backend/backend.h"
 #include "cmkstore_kek.h"
 #include "core/base/error.h"
 #include "kek/kek.h"
@@ -54,6 +55,8 @@ typedef struct cmk_keyring {
 } cmk_keyring;
 
 #define CMK_KEYRING_FILE "keyring.json"
+/* The most a keyring record may hold. */
+#define CMK_KEYRING_MAX (4u << 20)
 
 /* Unwrapped DEKs (secret memory). */
 typedef struct cmk_deks {
@@ -65,10 +68,18 @@ typedef struct cmk_deks {
 /* Parses keyring JSON text and validates it (format, unique ids, current DEK present,
  * algorithms, lengths). Pure; CMK_E_CORRUPT with what is wrong. */
 cmk_err cmk_keyring_parse(const char *text, size_t len, cmk_keyring *out, cmk_errbuf *eb);
-/* Loads keyring.json from the store directory dirfd (dir names it in messages), never
- * through a symbolic link (CMK_E_REFUSED). */
+/* Reads and parses the store's keyring record through its backend; *ver (may be NULL)
+ * receives its version. Errors as cmk_bk_rec_get and cmk_keyring_parse. */
+cmk_err cmk_keyring_read(cmk_backend *bk, cmk_keyring *out, cmk_rec_ver *ver, cmk_errbuf *eb);
+/* Serialises kr and replaces the keyring record if its version still equals *expect (NULL:
+ * only if there is none), atomically; CMK_E_BUSY if another process changed it. *newver (may
+ * be NULL) receives the version written. */
+cmk_err cmk_keyring_write(cmk_backend *bk, const cmk_keyring *kr, const cmk_rec_ver *expect,
+                          cmk_rec_ver *newver, cmk_errbuf *eb);
+/* The same bytes for a keyring.json in a bare directory dirfd (dir names it in messages;
+ * never through a symbolic link): for tests and tools that hold no store. The engine goes
+ * through the backend (cmk_keyring_read / cmk_keyring_write). */
 cmk_err cmk_keyring_load(int dirfd, const char *dir, cmk_keyring *out, cmk_errbuf *eb);
-/* Serialises and saves keyring.json there atomically (0600). */
 cmk_err cmk_keyring_save(int dirfd, const char *dir, const cmk_keyring *kr, cmk_errbuf *eb);
 json_t *cmk_keyring_to_json(const cmk_keyring *kr);
 void cmk_keyring_free(cmk_keyring *kr);

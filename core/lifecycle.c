@@ -3,7 +3,7 @@
  * revocation and restore, the background thread, DEK rollover, identities and policies.
  *
  * Rotation rewraps the DEKs only: new keyring entries are made with the new key version
- * (each checked by a test unwrap), then the keyring file is replaced in one atomic rename.
+ * (each checked by a test unwrap), then the keyring record is replaced in one atomic write.
  * At every instant the keyring on disk is the old one or the new one, each fully
  * unwrappable with the version it names; no blob is read or written.
  *
@@ -14,22 +14,21 @@
  * demand), and restored the same way.
  *
  * Cross-process: every keyring or store.json change is made under the store's exclusive
- * flock after re-reading the file, so two processes never overwrite each other; other
- * processes notice a changed keyring at their next check or at an unknown DEK id.
+ * lock (the backend's, where it has one) after re-reading the record, and written only over
+ * the version read (CMK_E_BUSY otherwise), so two processes never overwrite each other;
+ * other processes notice a changed keyring (its version) at their next check or at an
+ * unknown DEK id.
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
-#include "core/events.h"
-#include "core/base/fsutil.h"
 #include "core/base/jsonfile.h"
 #include "core/base/secmem.h"
+#include "core/events.h"
 #include "core/store_internal.h"
 
 /* Best effort: the event log records what happened; a failure to append must not undo an
@@ -37,7 +36,7 @@
 static void event(cmk_store *s, const char *type, json_t *fields)
 {
     cmk_errbuf ignore = {0};
-    (void)cmk_events_append(s->dirfd, s->dir, type, fields, &ignore);
+    (void)cmk_events_append(s->bk, type, fields, &ignore);
 }
 
 static const char *nz(const char *s)
@@ -49,15 +48,16 @@ static const char *nz(const char *s)
 
 static int keyring_changed(cmk_store *s)
 {
-    struct stat st;
+    cmk_errbuf ignore = {0};
+    cmk_rec_ver ver;
     int changed;
 
     /* Gone or unreadable: changed, so the reload reports why instead of the check passing. */
-    if (fstatat(s->dirfd, CMK_KEYRING_FILE, &st, AT_SYMLINK_NOFOLLOW) != 0)
+    if (cmk_bk_rec_get(s->bk, CMK_KEYRING_FILE, CMK_KEYRING_MAX, NULL, NULL, &ver, &ignore) !=
+        CMK_OK)
         return 1;
     pthread_rwlock_rdlock(&s->key_lock);
-    changed = st.st_ino != s->kr_ino || st.st_dev != s->kr_dev ||
-              (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec != s->kr_mtime_ns;
+    changed = !cmk_rec_ver_eq(&ver, &s->kr_ver);
     pthread_rwlock_unlock(&s->key_lock);
     return changed;
 }
@@ -70,6 +70,7 @@ cmk_err cmk_store_refresh_keyring(cmk_store *s, int force, int need_all, cmk_err
 {
     cmk_keyring nkr;
     cmk_deks nd = {0}, held = {0};
+    cmk_rec_ver ver;
     uint8_t *k = NULL;
     uint64_t gen;
     cmk_err rc;
@@ -82,7 +83,7 @@ cmk_err cmk_store_refresh_keyring(cmk_store *s, int force, int need_all, cmk_err
     rc = need_all ? CMK_OK : cmk_deks_copy(&held, &s->deks, eb);
     pthread_rwlock_unlock(&s->key_lock);
     if (rc == CMK_OK)
-        rc = cmk_keyring_load(s->dirfd, s->dir, &nkr, eb);
+        rc = cmk_keyring_read(s->bk, &nkr, &ver, eb);
     if (rc != CMK_OK)
         goto out;
     k = cmk_secalloc(CMK_DEK_LEN);
@@ -120,7 +121,7 @@ cmk_err cmk_store_refresh_keyring(cmk_store *s, int force, int need_all, cmk_err
         cmk_deks_free(&s->deks);
         s->deks = nd;
         memset(&nd, 0, sizeof(nd));
-        cmk_store_note_keyring_file(s);
+        cmk_store_note_keyring(s, &ver);
     }
     pthread_rwlock_unlock(&s->key_lock);
 out:
@@ -228,13 +229,14 @@ static cmk_err rotate(cmk_store *s, const rot_target *t, cmk_errbuf *eb)
     cmk_keyring nkr;
     cmk_key_desc desc;
     cmk_deks held = {0};
+    cmk_rec_ver ver;
     char from[CMK_ID_MAX];
-    int lockfd = -1;
+    cmk_bk_lock *lk = NULL;
     cmk_wrap_alg alg;
     cmk_err rc;
 
     memset(&nkr, 0, sizeof(nkr));
-    rc = cmk_store_lock(s, &lockfd, eb);
+    rc = cmk_store_lock(s, &lk, eb);
     if (rc != CMK_OK)
         return rc;
     /* The DEKs are needed in the clear to rewrap them: a store that cannot reach its current
@@ -261,6 +263,7 @@ static cmk_err rotate(cmk_store *s, const rot_target *t, cmk_errbuf *eb)
     rc = cmk_keyring_copy(&nkr, &s->kr, eb);
     if (rc == CMK_OK)
         rc = cmk_deks_copy(&held, &s->deks, eb);
+    ver = s->kr_ver;
     snprintf(from, sizeof(from), "%s", s->kr.versioned_kid);
     pthread_rwlock_unlock(&s->key_lock);
     if (rc != CMK_OK)
@@ -282,7 +285,7 @@ static cmk_err rotate(cmk_store *s, const rot_target *t, cmk_errbuf *eb)
     nkr.rotation_enabled = !desc.requested_versioned;
     nkr.identity = t->ident;
     nkr.last_rotation = cmk_now();
-    rc = cmk_keyring_save(s->dirfd, s->dir, &nkr, eb);
+    rc = cmk_keyring_write(s->bk, &nkr, &ver, &ver, eb);
     if (rc != CMK_OK)
         goto out;
     /* Committed. */
@@ -290,7 +293,7 @@ static cmk_err rotate(cmk_store *s, const rot_target *t, cmk_errbuf *eb)
     cmk_keyring_free(&s->kr);
     s->kr = nkr;
     memset(&nkr, 0, sizeof(nkr));
-    cmk_store_note_keyring_file(s);
+    cmk_store_note_keyring(s, &ver);
     pthread_rwlock_unlock(&s->key_lock);
     access_ok(s, 1);
     event(s, "key.rotated",
@@ -301,7 +304,7 @@ static cmk_err rotate(cmk_store *s, const rot_target *t, cmk_errbuf *eb)
 out:
     cmk_deks_free(&held);
     cmk_keyring_free(&nkr);
-    cmk_unlock(lockfd);
+    cmk_store_unlock(s, lk);
     return rc;
 }
 
@@ -596,8 +599,9 @@ cmk_err cmk_store_rotate_dek(cmk_store *s, uint32_t *new_id)
     cmk_errbuf eb = {0};
     cmk_keyring nkr;
     cmk_kr_dek e;
+    cmk_rec_ver ver;
     uint8_t *dek = NULL;
-    int lockfd = -1;
+    cmk_bk_lock *lk = NULL;
     cmk_err rc;
 
     if (!s)
@@ -606,7 +610,7 @@ cmk_err cmk_store_rotate_dek(cmk_store *s, uint32_t *new_id)
     rc = cmk_store_key_gate(s, &eb);
     if (rc != CMK_OK)
         goto out;
-    rc = cmk_store_lock(s, &lockfd, &eb);
+    rc = cmk_store_lock(s, &lk, &eb);
     if (rc != CMK_OK)
         goto out;
     rc = cmk_store_refresh_keyring(s, 1, 0, &eb);
@@ -619,6 +623,7 @@ cmk_err cmk_store_rotate_dek(cmk_store *s, uint32_t *new_id)
     }
     pthread_rwlock_rdlock(&s->key_lock);
     rc = cmk_keyring_copy(&nkr, &s->kr, &eb);
+    ver = s->kr_ver;
     pthread_rwlock_unlock(&s->key_lock);
     if (rc != CMK_OK)
         goto out;
@@ -627,7 +632,7 @@ cmk_err cmk_store_rotate_dek(cmk_store *s, uint32_t *new_id)
     if (rc == CMK_OK)
         rc = cmk_keyring_append(&nkr, &e, &eb);
     if (rc == CMK_OK)
-        rc = cmk_keyring_save(s->dirfd, s->dir, &nkr, &eb);
+        rc = cmk_keyring_write(s->bk, &nkr, &ver, &ver, &eb);
     if (rc != CMK_OK)
         goto out;
     pthread_rwlock_wrlock(&s->key_lock);
@@ -636,7 +641,7 @@ cmk_err cmk_store_rotate_dek(cmk_store *s, uint32_t *new_id)
         cmk_keyring_free(&s->kr);
         s->kr = nkr;
         memset(&nkr, 0, sizeof(nkr));
-        cmk_store_note_keyring_file(s);
+        cmk_store_note_keyring(s, &ver);
     }
     pthread_rwlock_unlock(&s->key_lock);
     if (rc != CMK_OK)
@@ -648,7 +653,7 @@ cmk_err cmk_store_rotate_dek(cmk_store *s, uint32_t *new_id)
 out:
     cmk_secfree(dek);
     cmk_keyring_free(&nkr);
-    cmk_unlock(lockfd);
+    cmk_store_unlock(s, lk);
     return cmk_publish(&eb, rc);
 }
 
@@ -669,13 +674,11 @@ static int interval_ok(uint32_t v)
     return v == 0 || (v >= 1 && v <= 86400);
 }
 
-static cmk_err reload_config_locked(cmk_store *s, cmk_errbuf *eb);
-
 cmk_err cmk_store_set_policy(cmk_store *s, uint32_t rotation_check_s, uint32_t key_check_s,
                              uint32_t grace_s, uint32_t dek_rollover_blobs)
 {
     cmk_errbuf eb = {0};
-    int lockfd = -1;
+    cmk_bk_lock *lk = NULL;
     cmk_err rc;
 
     if (!s)
@@ -683,13 +686,13 @@ cmk_err cmk_store_set_policy(cmk_store *s, uint32_t rotation_check_s, uint32_t k
     if (!interval_ok(rotation_check_s) || !interval_ok(key_check_s) || grace_s > 86400)
         return cmk_set_last(CMK_E_INVAL,
                             "intervals must be between 1 second and 1 day (grace: 0 to 1 day)");
-    rc = cmk_store_lock(s, &lockfd, &eb);
+    rc = cmk_store_lock(s, &lk, &eb);
     if (rc != CMK_OK)
         goto out;
     pthread_mutex_lock(&s->cfg_mu);
     /* From the file, not the copy loaded at open: another process may have changed it since
      * (an identity assigned), and that change must survive this write. */
-    rc = reload_config_locked(s, &eb);
+    rc = cmk_store_reload_config(s, &eb);
     if (rc != CMK_OK) {
         pthread_mutex_unlock(&s->cfg_mu);
         goto out;
@@ -726,7 +729,7 @@ cmk_err cmk_store_set_policy(cmk_store *s, uint32_t rotation_check_s, uint32_t k
     pthread_cond_broadcast(&s->bg_cv);
     pthread_mutex_unlock(&s->bg_mu);
 out:
-    cmk_unlock(lockfd);
+    cmk_store_unlock(s, lk);
     return cmk_publish(&eb, rc);
 }
 
@@ -777,26 +780,14 @@ cmk_err cmk_store_identities(cmk_store *s, cmk_store_identity *out, size_t cap, 
     return CMK_OK;
 }
 
-/* Re-reads store.json under the store lock so concurrent processes' changes are kept. */
-static cmk_err reload_config_locked(cmk_store *s, cmk_errbuf *eb)
-{
-    json_t *j = NULL;
-    cmk_err rc = cmk_json_load_at(s->dirfd, s->dir, "store.json", &j, eb);
-
-    if (rc != CMK_OK)
-        return rc;
-    json_decref(s->cfg);
-    s->cfg = j;
-    return CMK_OK;
-}
-
 static cmk_err change_identity(cmk_store *s, const char *ref, int assign)
 {
     cmk_errbuf eb = {0};
     cmk_identity id;
     json_t *ids, *users, *e;
     char used[40];
-    int lockfd = -1, is_system;
+    cmk_bk_lock *lk = NULL;
+    int is_system;
     size_t i;
     cmk_err rc;
 
@@ -820,11 +811,11 @@ static cmk_err change_identity(cmk_store *s, const char *ref, int assign)
                             id.id, id.principal_id, s->dir);
         goto out;
     }
-    rc = cmk_store_lock(s, &lockfd, &eb);
+    rc = cmk_store_lock(s, &lk, &eb);
     if (rc != CMK_OK)
         goto out;
     pthread_mutex_lock(&s->cfg_mu);
-    rc = reload_config_locked(s, &eb);
+    rc = cmk_store_reload_config(s, &eb);
     if (rc != CMK_OK)
         goto unlock;
     ids = json_object_get(s->cfg, "identity");
@@ -863,7 +854,7 @@ static cmk_err change_identity(cmk_store *s, const char *ref, int assign)
 unlock:
     pthread_mutex_unlock(&s->cfg_mu);
 out:
-    cmk_unlock(lockfd);
+    cmk_store_unlock(s, lk);
     if (rc == CMK_OK)
         event(s, assign ? "identity.assigned" : "identity.removed",
               json_pack("{s:s, s:s}", "identity", id.id, "principalId", id.principal_id));

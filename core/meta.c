@@ -1,9 +1,10 @@
 /*
  * meta.c — small encrypted records: a registry's repositories, tags and manifest metadata.
  *
- * File <dir>/meta/<hh>/<hex>, where <hex> = HMAC-SHA256(name key, record name): names are
- * not visible on disk. The name key is HKDF(DEK 1, "cmkstore v1 meta names"), stable for
- * the store's life (DEK 1 is never dropped). Record layout:
+ * Backend record "meta/<hex>" (the local backend's file <dir>/meta/<hh>/<hex>), where
+ * <hex> = HMAC-SHA256(name key, record name): names are not visible in storage. The name key is
+ * HKDF(DEK 1, "cmkstore v1 meta names"), stable for the store's life (DEK 1 is never dropped).
+ * Record layout:
  *
  *     0  magic "CMKSMETA"       8
  *     8  version (1)            u16
@@ -16,23 +17,19 @@
  *
  * key = HKDF(DEK, salt, "cmkstore v1 meta key" || DEK id), fresh salt per write, nonce 0
  * (the key is never reused). AAD = header [0, 48) || the file's name hash, so a record
- * cannot be moved under another name. The sealing is blobseal.c's; this file stores. Writes are
- * atomic (temp, fsync, rename, fsync dir) and serialised by a mutex and the flock <dir>/meta/lock.
+ * cannot be moved under another name. The sealing is blobseal.c's; this file stores, through
+ * the backend: writes are atomic (its record put) and serialised by a mutex and the backend's
+ * lock CMK_BK_LOCK_META (the flock <dir>/meta/lock); a read-modify-write also writes only
+ * over the version it read.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include "core/blobseal.h"
 #include "core/base/bytes.h"
-#include "core/base/fsutil.h"
 #include "core/base/secmem.h"
+#include "core/blobseal.h"
 #include "core/store_internal.h"
 
 void cmk_free(void *p)
@@ -54,15 +51,17 @@ static cmk_err name_hash(cmk_store *s, const char *name, uint8_t out[32], cmk_er
     return rc;
 }
 
-/* The record's directory and file, relative to the store directory (opened under its fd,
- * never through a link). */
-static void record_path(const uint8_t hash[32], char dir[8], char path[80])
+/* The backend record of a name hash: "meta/<hex>". */
+#define META_NS       "meta/"
+#define META_REC_MAX  (sizeof(META_NS) + 64)
+#define META_FILE_MAX (CMK_META_MAX + CMK_META_OVERHEAD + 4 + CMK_META_NAME_MAX)
+
+static void record_name(const uint8_t hash[32], char rec[META_REC_MAX])
 {
     char hex[65];
 
     cmk_hex(hex, hash, 32);
-    snprintf(dir, 8, "meta/%.2s", hex);
-    snprintf(path, 80, "%s/%s", dir, hex);
+    snprintf(rec, META_REC_MAX, META_NS "%s", hex);
 }
 
 /* Decrypts a record file's bytes; returns the name and value (pointers into *plain, which
@@ -90,11 +89,13 @@ static cmk_err open_record(cmk_store *s, const uint8_t *buf, size_t len, const u
     return rc;
 }
 
-static cmk_err read_record(cmk_store *s, const char *name, void **val, size_t *len, cmk_errbuf *eb)
+/* Reads record `name`; *ver (may be NULL) receives the version read. */
+static cmk_err read_record(cmk_store *s, const char *name, void **val, size_t *len,
+                           cmk_rec_ver *ver, cmk_errbuf *eb)
 {
-    char dir[8], path[80];
+    char rec[META_REC_MAX];
     uint8_t hash[32], *plain = NULL;
-    char *buf = NULL;
+    void *buf = NULL;
     const char *rname;
     const uint8_t *v;
     size_t blen, nl, vl;
@@ -105,15 +106,13 @@ static cmk_err read_record(cmk_store *s, const char *name, void **val, size_t *l
     rc = name_hash(s, name, hash, eb);
     if (rc != CMK_OK)
         return rc;
-    record_path(hash, dir, path);
-    rc =
-        cmk_read_file_at(s->dirfd, s->dir, path,
-                         CMK_META_MAX + CMK_META_OVERHEAD + 4 + CMK_META_NAME_MAX, &buf, &blen, eb);
+    record_name(hash, rec);
+    rc = cmk_bk_rec_get(s->bk, rec, META_FILE_MAX, &buf, &blen, ver, eb);
     if (rc == CMK_E_NOT_FOUND)
         return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no metadata record '%s'", name);
     if (rc != CMK_OK)
         return rc;
-    rc = open_record(s, (uint8_t *)buf, blen, hash, &plain, &rname, &nl, &v, &vl, eb);
+    rc = open_record(s, buf, blen, hash, &plain, &rname, &nl, &v, &vl, eb);
     if (rc != CMK_OK)
         goto out;
     if (nl != strlen(name) || memcmp(rname, name, nl) != 0) {
@@ -134,10 +133,11 @@ out:
     return rc;
 }
 
+/* Writes record `name` over version *expect (NULL: only if absent; CMK_REC_ANY: whatever). */
 static cmk_err write_record(cmk_store *s, const char *name, const void *val, size_t len,
-                            cmk_errbuf *eb)
+                            const cmk_rec_ver *expect, cmk_errbuf *eb)
 {
-    char dir[8], path[80];
+    char rec[META_REC_MAX];
     uint8_t hash[32], *dek = NULL, *buf = NULL;
     size_t total = 0;
     uint32_t dek_id = 0;
@@ -146,7 +146,7 @@ static cmk_err write_record(cmk_store *s, const char *name, const void *val, siz
     rc = name_hash(s, name, hash, eb);
     if (rc != CMK_OK)
         return rc;
-    record_path(hash, dir, path);
+    record_name(hash, rec);
     dek = cmk_secalloc(CMK_DEK_LEN);
     if (!dek) {
         rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory");
@@ -157,37 +157,27 @@ static cmk_err write_record(cmk_store *s, const char *name, const void *val, siz
         rc = cmk_blobseal_meta_seal(dek, dek_id, hash, name, val, len, &buf, &total, eb);
     if (rc != CMK_OK)
         goto out;
-    rc = cmk_mkdir_at(s->dirfd, s->dir, dir, 0700, eb);
-    if (rc == CMK_OK)
-        rc = cmk_write_file_at(s->dirfd, s->dir, path, buf, total, 0600, eb);
+    rc = cmk_bk_rec_put(s->bk, rec, buf, total, expect, NULL, eb);
 out:
     cmk_secfree(dek);
     free(buf);
     return rc;
 }
 
-static cmk_err delete_record(cmk_store *s, const char *name, cmk_errbuf *eb)
+/* Deletes record `name` if it is still version *expect (NULL: whatever it is). */
+static cmk_err delete_record(cmk_store *s, const char *name, const cmk_rec_ver *expect,
+                             cmk_errbuf *eb)
 {
-    char dir[8], path[80];
+    char rec[META_REC_MAX];
     uint8_t hash[32];
-    int dfd = -1;
     cmk_err rc = name_hash(s, name, hash, eb);
 
     if (rc != CMK_OK)
         return rc;
-    record_path(hash, dir, path);
-    rc = cmk_opendir_at(s->dirfd, s->dir, dir, &dfd, eb);
+    record_name(hash, rec);
+    rc = cmk_bk_rec_delete(s->bk, rec, expect, eb);
     if (rc == CMK_E_NOT_FOUND)
         return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no metadata record '%s'", name);
-    if (rc != CMK_OK)
-        return rc;
-    if (unlinkat(dfd, path + strlen(dir) + 1, 0) != 0)
-        rc = errno == ENOENT
-                 ? cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no metadata record '%s'", name)
-                 : cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot delete %s/%s", s->dir, path);
-    else if (fsync(dfd) != 0)
-        rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot fsync %s/%s", s->dir, dir);
-    close(dfd);
     return rc;
 }
 
@@ -198,23 +188,25 @@ static cmk_err check_name(const char *name, cmk_errbuf *eb)
     return CMK_OK;
 }
 
-/* Serialises writers: the mutex within the process, the flock across processes. */
-static cmk_err meta_lock(cmk_store *s, int *fd, cmk_errbuf *eb)
+/* Serialises writers: the mutex within the process, the backend's lock across processes. */
+static cmk_err meta_lock(cmk_store *s, cmk_bk_lock **lk, cmk_errbuf *eb)
 {
     cmk_err rc;
 
     pthread_mutex_lock(&s->meta_mu);
-    rc = cmk_lock_at(s->dirfd, s->dir, "meta/lock", 1, 1, fd, eb);
+    rc = cmk_bk_acquire(s->bk, CMK_BK_LOCK_META, CMK_BK_EXCLUSIVE, lk, eb);
     if (rc != CMK_OK)
         pthread_mutex_unlock(&s->meta_mu);
     return rc;
 }
 
-static void meta_unlock(cmk_store *s, int fd)
+static void meta_unlock(cmk_store *s, cmk_bk_lock *lk)
 {
-    cmk_unlock(fd);
+    cmk_bk_release(s->bk, lk);
     pthread_mutex_unlock(&s->meta_mu);
 }
+
+static const cmk_rec_ver any_version = {CMK_REC_ANY};
 
 cmk_err cmk_meta_get(cmk_store *s, const char *name, void **val, size_t *len)
 {
@@ -225,14 +217,14 @@ cmk_err cmk_meta_get(cmk_store *s, const char *name, void **val, size_t *len)
         return cmk_set_last(CMK_E_INVAL, "cmk_meta_get: NULL argument");
     rc = check_name(name, &eb);
     if (rc == CMK_OK)
-        rc = read_record(s, name, val, len, &eb);
+        rc = read_record(s, name, val, len, NULL, &eb);
     return cmk_publish(&eb, rc);
 }
 
 cmk_err cmk_meta_put(cmk_store *s, const char *name, const void *val, size_t len)
 {
     cmk_errbuf eb = {0};
-    int fd = -1;
+    cmk_bk_lock *lk = NULL;
     cmk_err rc;
 
     if (!s || (!val && len))
@@ -243,18 +235,18 @@ cmk_err cmk_meta_put(cmk_store *s, const char *name, const void *val, size_t len
     if (rc == CMK_OK)
         rc = cmk_store_key_gate(s, &eb);
     if (rc == CMK_OK)
-        rc = meta_lock(s, &fd, &eb);
+        rc = meta_lock(s, &lk, &eb);
     if (rc != CMK_OK)
         return cmk_publish(&eb, rc);
-    rc = write_record(s, name, val, len, &eb);
-    meta_unlock(s, fd);
+    rc = write_record(s, name, val, len, &any_version, &eb);
+    meta_unlock(s, lk);
     return cmk_publish(&eb, rc);
 }
 
 cmk_err cmk_meta_delete(cmk_store *s, const char *name)
 {
     cmk_errbuf eb = {0};
-    int fd = -1;
+    cmk_bk_lock *lk = NULL;
     cmk_err rc;
 
     if (!s)
@@ -263,11 +255,11 @@ cmk_err cmk_meta_delete(cmk_store *s, const char *name)
     if (rc == CMK_OK)
         rc = cmk_store_key_gate(s, &eb);
     if (rc == CMK_OK)
-        rc = meta_lock(s, &fd, &eb);
+        rc = meta_lock(s, &lk, &eb);
     if (rc != CMK_OK)
         return cmk_publish(&eb, rc);
-    rc = delete_record(s, name, &eb);
-    meta_unlock(s, fd);
+    rc = delete_record(s, name, NULL, &eb);
+    meta_unlock(s, lk);
     return cmk_publish(&eb, rc);
 }
 
@@ -276,7 +268,8 @@ cmk_err cmk_meta_update(cmk_store *s, const char *name, cmk_meta_fn fn, void *ar
     cmk_errbuf eb = {0};
     void *cur = NULL, *out = NULL;
     size_t curlen = 0, outlen = 0;
-    int fd = -1;
+    cmk_rec_ver ver;
+    cmk_bk_lock *lk = NULL;
     cmk_err rc;
 
     if (!s || !fn)
@@ -285,10 +278,10 @@ cmk_err cmk_meta_update(cmk_store *s, const char *name, cmk_meta_fn fn, void *ar
     if (rc == CMK_OK)
         rc = cmk_store_key_gate(s, &eb);
     if (rc == CMK_OK)
-        rc = meta_lock(s, &fd, &eb);
+        rc = meta_lock(s, &lk, &eb);
     if (rc != CMK_OK)
         return cmk_publish(&eb, rc);
-    rc = read_record(s, name, &cur, &curlen, &eb);
+    rc = read_record(s, name, &cur, &curlen, &ver, &eb);
     if (rc == CMK_E_NOT_FOUND) {
         cmk_errbuf_clear(&eb);
         rc = CMK_OK;
@@ -298,7 +291,7 @@ cmk_err cmk_meta_update(cmk_store *s, const char *name, cmk_meta_fn fn, void *ar
     rc = fn(cur, curlen, &out, &outlen, arg);
     if (rc != CMK_OK) {
         /* The callback's own error: keep the thread's detail it may have set. */
-        meta_unlock(s, fd);
+        meta_unlock(s, lk);
         free(cur);
         free(out);
         return rc;
@@ -307,12 +300,12 @@ cmk_err cmk_meta_update(cmk_store *s, const char *name, cmk_meta_fn fn, void *ar
         if (outlen > CMK_META_MAX)
             rc = cmk_errbuf_set(&eb, CMK_E_INVAL, "metadata record too large");
         else
-            rc = write_record(s, name, out, outlen, &eb);
+            rc = write_record(s, name, out, outlen, cur ? &ver : NULL, &eb);
     } else if (cur) {
-        rc = delete_record(s, name, &eb);
+        rc = delete_record(s, name, &ver, &eb);
     }
 out:
-    meta_unlock(s, fd);
+    meta_unlock(s, lk);
     free(cur);
     free(out);
     return cmk_publish(&eb, rc);
@@ -328,75 +321,61 @@ static int is_hex64(const char *n)
     return 1;
 }
 
+typedef struct list_ctx {
+    cmk_store *s;
+    const char *prefix;
+    int (*cb)(const char *name, void *arg);
+    void *arg;
+    cmk_err rc;
+    cmk_errbuf *eb;
+} list_ctx;
+
+/* One backend record of the listing: decrypted for its name, passed on if it matches.
+ * Returns nonzero to stop (the caller's wish, or an error kept in ctx). */
+static int list_one(const char *rec, void *arg)
+{
+    list_ctx *c = arg;
+    const char *hex = rec + strlen(META_NS);
+    uint8_t hash[32], *plain = NULL;
+    char namez[CMK_META_NAME_MAX + 1];
+    const uint8_t *v;
+    const char *name;
+    void *buf = NULL;
+    size_t blen, nl, vl;
+
+    if (!is_hex64(hex) || cmk_unhex(hash, 32, hex) != 0)
+        return 0;
+    c->rc = cmk_bk_rec_get(c->s->bk, rec, META_FILE_MAX, &buf, &blen, NULL, c->eb);
+    if (c->rc == CMK_E_NOT_FOUND) { /* deleted meanwhile */
+        c->rc = CMK_OK;
+        cmk_errbuf_clear(c->eb);
+        return 0;
+    }
+    if (c->rc == CMK_OK)
+        c->rc = open_record(c->s, buf, blen, hash, &plain, &name, &nl, &v, &vl, c->eb);
+    free(buf);
+    if (c->rc != CMK_OK)
+        return 1;
+    memcpy(namez, name, nl);
+    namez[nl] = '\0';
+    free(plain);
+    return (!*c->prefix || strncmp(namez, c->prefix, strlen(c->prefix)) == 0) &&
+           c->cb(namez, c->arg) != 0;
+}
+
 cmk_err cmk_meta_list(cmk_store *s, const char *prefix, int (*cb)(const char *name, void *arg),
                       void *arg)
 {
     cmk_errbuf eb = {0};
-    size_t plen = prefix ? strlen(prefix) : 0;
-    char sub[16], path[96];
-    DIR *d = NULL, *d2 = NULL;
-    int fd;
-    struct dirent *de, *de2;
-    int stop = 0;
+    list_ctx c = {s, prefix ? prefix : "", cb, arg, CMK_OK, &eb};
     cmk_err rc;
 
     if (!s || !cb)
         return cmk_set_last(CMK_E_INVAL, "cmk_meta_list: NULL argument");
     rc = cmk_store_key_gate(s, &eb);
     if (rc == CMK_OK)
-        rc = cmk_opendir_at(s->dirfd, s->dir, "meta", &fd, &eb);
-    if (rc == CMK_E_NOT_FOUND)
-        return CMK_OK;
-    if (rc != CMK_OK)
-        return cmk_publish(&eb, rc);
-    d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return cmk_publish(&eb,
-                           cmk_errbuf_sys(&eb, CMK_E_IO, errno, "cannot read %s/meta", s->dir));
-    }
-    while (!stop && rc == CMK_OK && (de = readdir(d)) != NULL) {
-        if (strlen(de->d_name) != 2 || de->d_name[0] == '.')
-            continue;
-        snprintf(sub, sizeof(sub), "meta/%s", de->d_name);
-        fd = cmk_openat_nofollow(s->dirfd, sub, O_RDONLY | O_DIRECTORY, 0);
-        d2 = fd >= 0 ? fdopendir(fd) : NULL;
-        if (!d2) {
-            if (fd >= 0)
-                close(fd);
-            continue;
-        }
-        while (!stop && (de2 = readdir(d2)) != NULL) {
-            uint8_t hash[32], *plain = NULL;
-            const char *name;
-            const uint8_t *v;
-            size_t blen, nl, vl;
-            char *buf = NULL, namez[CMK_META_NAME_MAX + 1];
-
-            if (!is_hex64(de2->d_name) || cmk_unhex(hash, 32, de2->d_name) != 0)
-                continue;
-            snprintf(path, sizeof(path), "%s/%s", sub, de2->d_name);
-            rc = cmk_read_file_at(s->dirfd, s->dir, path,
-                                  CMK_META_MAX + CMK_META_OVERHEAD + 4 + CMK_META_NAME_MAX, &buf,
-                                  &blen, &eb);
-            if (rc == CMK_E_NOT_FOUND) { /* deleted meanwhile */
-                rc = CMK_OK;
-                cmk_errbuf_clear(&eb);
-                continue;
-            }
-            if (rc == CMK_OK)
-                rc = open_record(s, (uint8_t *)buf, blen, hash, &plain, &name, &nl, &v, &vl, &eb);
-            free(buf);
-            if (rc != CMK_OK)
-                break;
-            memcpy(namez, name, nl);
-            namez[nl] = '\0';
-            free(plain);
-            if (plen == 0 || strncmp(namez, prefix, plen) == 0)
-                stop = cb(namez, arg) != 0;
-        }
-        closedir(d2);
-    }
-    closedir(d);
+        rc = cmk_bk_rec_list(s->bk, META_NS, list_one, &c, &eb);
+    if (rc == CMK_OK)
+        rc = c.rc;
     return cmk_publish(&eb, rc);
 }

@@ -13,9 +13,11 @@
  *   meta/<xx>/<hex> encrypted metadata records (meta.c)
  *   registry.lock, serve.lock   the registry's flocks (tools/serve/registry_meta.h), opened there
  *                   with O_NOFOLLOW
- * Every one of them is opened relative to the store's directory fd and never through a
- * symbolic link (cmk_openat_nofollow): the store's files are data that whoever can write
- * the directory controls, and a planted link must not send a read or a write elsewhere.
+ * The records, the event log and the locks are reached through the store's backend
+ * (core/backend/local.c for this directory), which opens every one of them relative to the
+ * store's directory fd and never through a symbolic link (cmk_openat_nofollow): the store's
+ * files are data that whoever can write the directory controls, and a planted link must not
+ * send a read or a write elsewhere.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -26,17 +28,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/backend/local.h"
+#include "core/base/fsutil.h"
+#include "core/base/jsonfile.h"
+#include "core/base/secmem.h"
 #include "core/digest.h"
 #include "core/events.h"
 #include "core/format.h"
-#include "core/base/fsutil.h"
-#include "core/base/jsonfile.h"
-#include "core/backend/local_blob.h"
-#include "core/base/secmem.h"
 #include "core/store_internal.h"
 
 /* ---- options ---- */
@@ -269,19 +270,58 @@ static cmk_err store_file_damaged(const cmk_store *s, const char *file, cmk_errb
                   "and key rotation)");
 }
 
+/* The most store.json may hold. */
+#define CONFIG_MAX (4u << 20)
+
+static cmk_err no_store(const cmk_store *s, cmk_errbuf *eb)
+{
+    return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no store at %s (store.json is missing)", s->dir);
+}
+
+/* Reads and parses store.json: *out (the caller's) and its version. */
+static cmk_err read_config(cmk_store *s, json_t **out, cmk_rec_ver *ver, cmk_errbuf *eb)
+{
+    char shown[4200];
+    void *text = NULL;
+    size_t len = 0;
+    cmk_err rc = cmk_bk_rec_get(s->bk, "store.json", CONFIG_MAX, &text, &len, ver, eb);
+
+    *out = NULL;
+    if (rc != CMK_OK)
+        return rc;
+    snprintf(shown, sizeof(shown), "%s/store.json", s->dir);
+    rc = cmk_json_parse(text, len, shown, out, eb);
+    free(text);
+    return rc;
+}
+
+cmk_err cmk_store_reload_config(cmk_store *s, cmk_errbuf *eb)
+{
+    json_t *j = NULL;
+    cmk_rec_ver ver;
+    cmk_err rc = read_config(s, &j, &ver, eb);
+
+    if (rc != CMK_OK)
+        return rc;
+    json_decref(s->cfg);
+    s->cfg = j;
+    s->cfg_ver = ver;
+    return CMK_OK;
+}
+
 static cmk_err load_config(cmk_store *s, cmk_errbuf *eb)
 {
     char path[4200];
     json_t *j = NULL;
+    cmk_rec_ver ver;
     const char *id, *home;
     int64_t cs;
     cmk_err rc;
 
     snprintf(path, sizeof(path), "%s/store.json", s->dir);
-    rc = cmk_json_load_at(s->dirfd, s->dir, "store.json", &j, eb);
+    rc = read_config(s, &j, &ver, eb);
     if (rc == CMK_E_NOT_FOUND)
-        return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no store at %s (store.json is missing)",
-                              s->dir);
+        return no_store(s, eb);
     if (rc != CMK_OK)
         goto out;
     if (cmk_json_int(j, "format", 0) != CMK_STORE_FORMAT) {
@@ -313,6 +353,7 @@ static cmk_err load_config(cmk_store *s, cmk_errbuf *eb)
         goto out;
     }
     s->cfg = j;
+    s->cfg_ver = ver;
     j = NULL;
 out:
     if (rc == CMK_E_CORRUPT)
@@ -321,26 +362,39 @@ out:
     return rc;
 }
 
+/* Writes store.json through bk: if its version is still *expect (NULL: only if absent). */
+static cmk_err put_config(cmk_backend *bk, const json_t *cfg, const cmk_rec_ver *expect,
+                          cmk_rec_ver *newver, cmk_errbuf *eb)
+{
+    size_t n = 0;
+    /* The bytes cmk_json_save_at has always written: pretty, sorted keys, a final newline. */
+    char *text = cmk_json_dump_line(cfg, 1, &n);
+    cmk_err rc = text ? cmk_bk_rec_put(bk, "store.json", text, n, expect, newver, eb)
+                      : cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (store.json)");
+
+    free(text);
+    return rc;
+}
+
 cmk_err cmk_store_save_config(cmk_store *s, cmk_errbuf *eb)
 {
-    return cmk_json_save_at(s->dirfd, s->dir, "store.json", s->cfg, 0600, eb);
+    return put_config(s->bk, s->cfg, &s->cfg_ver, &s->cfg_ver, eb);
 }
 
-cmk_err cmk_store_lock(cmk_store *s, int *fd, cmk_errbuf *eb)
+cmk_err cmk_store_lock(cmk_store *s, cmk_bk_lock **l, cmk_errbuf *eb)
 {
-    return cmk_lock_at(s->dirfd, s->dir, "lock", 1, 1, fd, eb);
+    return cmk_bk_acquire(s->bk, CMK_BK_LOCK_STORE, CMK_BK_EXCLUSIVE, l, eb);
 }
 
-void cmk_store_note_keyring_file(cmk_store *s)
+void cmk_store_unlock(cmk_store *s, cmk_bk_lock *l)
 {
-    struct stat st;
+    cmk_bk_release(s->bk, l);
+}
 
+void cmk_store_note_keyring(cmk_store *s, const cmk_rec_ver *ver)
+{
     s->kr_gen++;
-    if (fstatat(s->dirfd, CMK_KEYRING_FILE, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        s->kr_dev = st.st_dev;
-        s->kr_ino = st.st_ino;
-        s->kr_mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
-    }
+    s->kr_ver = *ver;
 }
 
 static json_t *identity_entry(const cmk_identity *id)
@@ -437,50 +491,24 @@ static cmk_err check_target(const char *dir, cmk_errbuf *eb)
     return rc;
 }
 
-/* Writes the store's files into `stage` (a sibling temp directory, just made: nobody
- * else has written into it). */
+/* Writes the store into `stage` (a sibling temp directory, just made: nobody else has
+ * written into it) through a local backend laid out there. */
 static cmk_err write_store_files(const char *stage, const json_t *cfg, const cmk_keyring *kr,
                                  json_t *event, cmk_errbuf *eb)
 {
-    static const char *algs[] = {"sha256", "sha512"};
-    char p[4096];
-    int sfd = open(stage, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-    cmk_err rc;
+    cmk_backend *bk = NULL;
+    cmk_err rc = cmk_backend_local_create(stage, &bk, eb);
 
-    if (sfd < 0)
-        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot open %s", stage);
-    rc = cmk_json_save_at(sfd, stage, "store.json", cfg, 0600, eb);
     if (rc == CMK_OK)
-        rc = cmk_keyring_save(sfd, stage, kr, eb);
+        rc = put_config(bk, cfg, NULL, NULL, eb);
     if (rc == CMK_OK)
-        rc = cmk_path(p, sizeof(p), eb, "%s/tmp", stage);
+        rc = cmk_keyring_write(bk, kr, NULL, NULL, eb);
     if (rc == CMK_OK)
-        rc = cmk_mkdir_p(p, 0700, eb);
+        rc = cmk_events_append(bk, "store.created", json_incref(event), eb);
+    cmk_bk_close(bk);
+    /* The log's new directory entry (records fsync theirs). */
     if (rc == CMK_OK)
-        rc = cmk_path(p, sizeof(p), eb, "%s/meta", stage);
-    if (rc == CMK_OK)
-        rc = cmk_mkdir_p(p, 0700, eb);
-    /* Every prefix directory exists from the start, so a put only ever fsyncs its leaf. */
-    for (int a = 0; a < 2 && rc == CMK_OK; a++) {
-        for (int i = 0; i < 256 && rc == CMK_OK; i++) {
-            rc = cmk_path(p, sizeof(p), eb, "%s/blobs/%s/%02x", stage, algs[a], i);
-            if (rc == CMK_OK)
-                rc = cmk_mkdir_p(p, 0700, eb);
-        }
-        if (rc == CMK_OK)
-            rc = cmk_path(p, sizeof(p), eb, "%s/blobs/%s", stage, algs[a]);
-        if (rc == CMK_OK)
-            rc = cmk_fsync_dir(p, eb);
-    }
-    if (rc == CMK_OK)
-        rc = cmk_path(p, sizeof(p), eb, "%s/blobs", stage);
-    if (rc == CMK_OK)
-        rc = cmk_fsync_dir(p, eb);
-    if (rc == CMK_OK)
-        rc = cmk_events_append(sfd, stage, "store.created", json_incref(event), eb);
-    if (rc == CMK_OK && fsync(sfd) != 0)
-        rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot fsync %s", stage);
-    close(sfd);
+        rc = cmk_fsync_dir(stage, eb);
     return rc;
 }
 
@@ -673,79 +701,17 @@ out:
 
 /* ---- open / close ---- */
 
-/* Removes keyring.json / store.json temporaries left by a process killed between writing
- * and renaming them. Every writer of those files holds the store lock, so they are stale if
- * the lock can be taken now. */
-static void sweep_meta_tmp(cmk_store *s)
-{
-    cmk_errbuf ignore = {0};
-    struct dirent *de;
-    DIR *d;
-    int fd;
-
-    if (cmk_lock_at(s->dirfd, s->dir, "lock", 1, 0, &fd, &ignore) != CMK_OK)
-        return;
-    d = fdopendir(dup(s->dirfd));
-    while (d && (de = readdir(d)) != NULL) {
-        if (strncmp(de->d_name, "keyring.json.tmp-", 17) == 0 ||
-            strncmp(de->d_name, "store.json.tmp-", 15) == 0)
-            unlinkat(s->dirfd, de->d_name, 0);
-    }
-    if (d)
-        closedir(d);
-    cmk_unlock(fd);
-}
-
-/* Removes named temporaries left by crashed writers of the fallback path (unlocked ones:
- * a live writer holds an exclusive flock on its file). */
-static void sweep_tmp(cmk_store *s)
-{
-    DIR *d = fdopendir(dup(s->tmpfd));
-    struct dirent *de;
-
-    if (!d)
-        return;
-    while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        /* O_NONBLOCK: a FIFO planted here must not hang every open of the store. */
-        int fd = openat(s->tmpfd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-        if (fd < 0)
-            continue;
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-            unlinkat(s->tmpfd, de->d_name, 0);
-        close(fd);
-    }
-    closedir(d);
-    sweep_meta_tmp(s);
-}
-
-/* Refuses a store whose own entries are symbolic links. Every open below refuses them one
- * by one; this says so before anything is done, for the entries that are used only later
- * or only by some commands (events.log, lock, meta/, blobs/). */
-static cmk_err check_no_links(cmk_store *s, cmk_errbuf *eb)
-{
-    static const char *const names[] = {"events.log", "lock",  "tmp",          "meta",
-                                        "meta/lock",  "blobs", "blobs/sha256", "blobs/sha512"};
-    struct stat st;
-
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (fstatat(s->dirfd, names[i], &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
-            return cmk_errbuf_open(eb, ELOOP, "open", s->dir, names[i]);
-    }
-    return CMK_OK;
-}
-
 /* Loads the keyring and unwraps its DEKs. A failure to unwrap is not an open failure: it is
  * recorded as the key state (a damaged or unreadable vault as unreachable), so the store
  * opens failed closed and the next successful check restores it. */
 static cmk_err load_keys(cmk_store *s, cmk_errbuf *eb)
 {
     cmk_errbuf why = {0};
+    cmk_rec_ver ver;
     cmk_err rc;
 
-    rc = cmk_keyring_load(s->dirfd, s->dir, &s->kr, eb);
-    cmk_store_note_keyring_file(s);
+    rc = cmk_keyring_read(s->bk, &s->kr, &ver, eb);
+    cmk_store_note_keyring(s, &ver);
     if (rc == CMK_E_NOT_FOUND)
         return cmk_errbuf_set(eb, CMK_E_CORRUPT,
                               "%s/" CMK_KEYRING_FILE " is missing: the store cannot be "
@@ -779,7 +745,7 @@ cmk_err cmk_store_open_with(const char *dir, const cmk_store_opts *o, const cmk_
     *out = NULL;
     if (!s)
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (store)");
-    s->dirfd = s->tmpfd = -1;
+    s->dirfd = -1;
     pthread_mutex_init(&s->io_mu, NULL);
     pthread_rwlock_init(&s->key_lock, NULL);
     pthread_mutex_init(&s->bg_mu, NULL);
@@ -800,26 +766,17 @@ cmk_err cmk_store_open_with(const char *dir, const cmk_store_opts *o, const cmk_
         if (rc != CMK_OK)
             goto out;
     }
-    /* The directory is resolved once; everything in it is opened relative to this fd. */
-    s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (s->dirfd < 0) {
-        rc = cmk_errbuf_sys(eb, cmk_err_from_errno(errno), errno, "cannot open the store %s",
-                            s->dir);
+    /* Opens the directory once (everything in it is opened relative to it), refuses links
+     * among the store's own entries and sweeps crashed writers' leftovers. */
+    rc = cmk_backend_local_open(s->dir, &s->bk, eb);
+    if (rc == CMK_E_NOT_FOUND)
+        rc = no_store(s, eb);
+    if (rc != CMK_OK)
         goto out;
-    }
+    s->dirfd = cmk_backend_local_dirfd(s->bk);
     rc = load_config(s, eb);
     if (rc != CMK_OK)
         goto out;
-    rc = check_no_links(s, eb);
-    if (rc != CMK_OK)
-        goto out;
-    s->tmpfd = cmk_openat_nofollow(s->dirfd, "tmp", O_RDONLY | O_DIRECTORY, 0);
-    if (s->tmpfd < 0) {
-        rc = cmk_errbuf_open(eb, errno, "open", s->dir, "tmp");
-        if (rc != CMK_E_REFUSED)
-            rc = eb->code = CMK_E_CORRUPT;
-        goto out;
-    }
     kind = cmk_io_kind_parse(o ? o->io_engine : NULL);
     if (kind < 0) {
         rc = cmk_errbuf_set(eb, CMK_E_INVAL, "unknown I/O engine '%s' (auto, uring, sync)",
@@ -854,8 +811,7 @@ cmk_err cmk_store_open_with(const char *dir, const cmk_store_opts *o, const cmk_
                          &s->pool, eb);
     if (rc != CMK_OK)
         goto out;
-    rc = cmk_local_blobs_open(s->dir, s->dirfd, s->tmpfd, s->pool, s->direct_after,
-                              &s->direct_state, &s->blobs, eb);
+    rc = cmk_bk_blobs_open(s->bk, s->pool, s->direct_after, &s->direct_state, &s->blobs, eb);
     if (rc != CMK_OK)
         goto out;
     rc = f->open(s->home, o ? o->kek_provider : NULL, &s->env, eb);
@@ -865,7 +821,6 @@ cmk_err cmk_store_open_with(const char *dir, const cmk_store_opts *o, const cmk_
     rc = load_keys(s, eb);
     if (rc != CMK_OK)
         goto out;
-    sweep_tmp(s);
     *out = s;
     s = NULL;
 out:
@@ -887,10 +842,7 @@ void cmk_store_close(cmk_store *s)
     cmk_keyring_free(&s->kr);
     pthread_rwlock_unlock(&s->key_lock);
     cmk_keyenv_close(&s->env);
-    if (s->dirfd >= 0)
-        close(s->dirfd);
-    if (s->tmpfd >= 0)
-        close(s->tmpfd);
+    cmk_bk_close(s->bk);
     pthread_mutex_destroy(&s->io_mu);
     pthread_rwlock_destroy(&s->key_lock);
     pthread_mutex_destroy(&s->bg_mu);

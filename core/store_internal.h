@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "core/backend/backend.h"
 #include "core/backend/blob.h"
 #include "cmkstore.h"
 #include "core/base/error.h"
@@ -44,8 +45,9 @@ struct cmk_store {
     char dir[4096];
     char home[4096];
     char id[37];
-    int dirfd; /* the store directory */
-    int tmpfd; /* <dir>/tmp */
+    cmk_backend *bk; /* the store's persistent state: records, event log, lock (and blobs) */
+    int dirfd;       /* the store directory, borrowed from the local backend for get.c's
+                        blob reads until the blob section has ranged reads */
     uint32_t chunk_size;
     uint32_t rotation_check_s, key_check_s, grace_s;
 
@@ -78,13 +80,13 @@ struct cmk_store {
 
     pthread_mutex_t meta_mu; /* serialises metadata record writes in this process */
     json_t *cfg;             /* store.json as loaded; guarded by cfg_mu */
+    cmk_rec_ver cfg_ver;     /* its version: a save replaces only that one */
     pthread_mutex_t cfg_mu;
     uint32_t dek_rollover; /* roll a new DEK after this many blobs; UINT32_MAX: never */
     atomic_uint blobs_since_roll;
-    /* Identity of the keyring file last loaded, to notice other processes' changes. */
-    dev_t kr_dev;
-    ino_t kr_ino;
-    int64_t kr_mtime_ns;
+    /* Version of the keyring record last loaded or written, to notice other processes'
+     * changes and to replace only that one. Guarded by key_lock. */
+    cmk_rec_ver kr_ver;
     /* Bumped at every keyring install, so a slower reload does not undo a newer one. */
     uint64_t kr_gen;
     double unreachable_since; /* monotonic time the vault first failed to answer; 0: it does */
@@ -132,14 +134,21 @@ void cmk_store_fault_as_unreachable(cmk_errbuf *eb);
  * held (all of them with need_all). On failure nothing changes. */
 cmk_err cmk_store_refresh_keyring(cmk_store *s, int force, int need_all, cmk_errbuf *eb);
 
-/* Remembers which keyring file is loaded (after load or save) and counts the install in
- * kr_gen. Caller holds key_lock for writing. */
-void cmk_store_note_keyring_file(cmk_store *s);
+/* Remembers which keyring version is installed (after a read or a write) and counts the
+ * install in kr_gen. Caller holds key_lock for writing. */
+void cmk_store_note_keyring(cmk_store *s, const cmk_rec_ver *ver);
 
-/* Takes the store's cross-process lock (<dir>/lock, exclusive, waiting). */
-cmk_err cmk_store_lock(cmk_store *s, int *fd, cmk_errbuf *eb);
+/* Takes the store's cross-process lock (CMK_BK_LOCK_STORE, exclusive, waiting); *l is NULL
+ * if the backend has none (the records' versions still refuse lost updates). Release with
+ * cmk_store_unlock. */
+cmk_err cmk_store_lock(cmk_store *s, cmk_bk_lock **l, cmk_errbuf *eb);
+void cmk_store_unlock(cmk_store *s, cmk_bk_lock *l);
 
-/* Saves s->cfg as store.json. Caller holds cfg_mu and the store lock. */
+/* Re-reads store.json into s->cfg (and cfg_ver), so other processes' changes are kept.
+ * Caller holds cfg_mu. */
+cmk_err cmk_store_reload_config(cmk_store *s, cmk_errbuf *eb);
+/* Saves s->cfg as store.json if it is still the version loaded (CMK_E_BUSY: another process
+ * changed it; reload and retry). Caller holds cfg_mu and the store lock. */
 cmk_err cmk_store_save_config(cmk_store *s, cmk_errbuf *eb);
 
 /* Called after every published blob: counts towards the DEK rollover policy. */

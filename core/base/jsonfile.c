@@ -130,19 +130,6 @@ cmk_err cmk_json_append_line(const char *path, const json_t *obj, cmk_errbuf *eb
     return append_fd(fd, obj, path, eb);
 }
 
-cmk_err cmk_json_append_line_at(int dirfd, const char *dir, const char *rel, const json_t *obj,
-                                cmk_errbuf *eb)
-{
-    char shown[4200];
-    /* O_NONBLOCK: a FIFO planted under the name must not hang the writer. */
-    int fd = cmk_openat_nofollow(dirfd, rel, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK, 0600);
-
-    if (fd < 0)
-        return cmk_errbuf_open(eb, errno, "open the log", dir, rel);
-    snprintf(shown, sizeof(shown), "%s/%s", dir, rel);
-    return append_fd(fd, obj, shown, eb);
-}
-
 const char *cmk_json_str(const json_t *obj, const char *key)
 {
     json_t *v = json_object_get(obj, key);

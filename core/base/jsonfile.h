@@ -33,8 +33,6 @@ CMK_MUST_CHECK cmk_err cmk_json_load_at(int dirfd, const char *dir, const char *
                                         cmk_errbuf *eb);
 CMK_MUST_CHECK cmk_err cmk_json_save_at(int dirfd, const char *dir, const char *rel,
                                         const json_t *obj, mode_t mode, cmk_errbuf *eb);
-CMK_MUST_CHECK cmk_err cmk_json_append_line_at(int dirfd, const char *dir, const char *rel,
-                                               const json_t *obj, cmk_errbuf *eb);
 
 /* String member or NULL if absent / not a string. */
 const char *cmk_json_str(const json_t *obj, const char *key);
