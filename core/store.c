@@ -745,7 +745,6 @@ cmk_err cmk_store_open_with(const char *dir, const cmk_store_opts *o, const cmk_
     *out = NULL;
     if (!s)
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (store)");
-    s->dirfd = -1;
     pthread_mutex_init(&s->io_mu, NULL);
     pthread_rwlock_init(&s->key_lock, NULL);
     pthread_mutex_init(&s->bg_mu, NULL);
@@ -773,7 +772,6 @@ cmk_err cmk_store_open_with(const char *dir, const cmk_store_opts *o, const cmk_
         rc = no_store(s, eb);
     if (rc != CMK_OK)
         goto out;
-    s->dirfd = cmk_backend_local_dirfd(s->bk);
     rc = load_config(s, eb);
     if (rc != CMK_OK)
         goto out;

@@ -46,8 +46,6 @@ struct cmk_store {
     char home[4096];
     char id[37];
     cmk_backend *bk; /* the store's persistent state: records, event log, lock (and blobs) */
-    int dirfd;       /* the store directory, borrowed from the local backend for get.c's
-                        blob reads until the blob section has ranged reads */
     uint32_t chunk_size;
     uint32_t rotation_check_s, key_check_s, grace_s;
 

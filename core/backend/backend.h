@@ -146,23 +146,26 @@ struct cmk_backend_ops {
 /* ---- engine-side calls (backend.c): CMK_E_UNSUPPORTED for an op the backend lacks ---- */
 
 void cmk_bk_close(cmk_backend *b);
-cmk_err cmk_bk_blobs_open(cmk_backend *b, cmk_pool *pool, uint64_t direct_after,
-                          atomic_int *direct_state, cmk_bk_blobs **out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_blobs_open(cmk_backend *b, cmk_pool *pool, uint64_t direct_after,
+                                         atomic_int *direct_state, cmk_bk_blobs **out,
+                                         cmk_errbuf *eb);
 /* Checks a record name against the rules above (CMK_E_INVAL naming it). */
-cmk_err cmk_bk_rec_name_check(const char *name, cmk_errbuf *eb);
-cmk_err cmk_bk_rec_get(cmk_backend *b, const char *name, size_t max, void **data, size_t *len,
-                       cmk_rec_ver *ver, cmk_errbuf *eb);
-cmk_err cmk_bk_rec_put(cmk_backend *b, const char *name, const void *data, size_t len,
-                       const cmk_rec_ver *expect, cmk_rec_ver *newver, cmk_errbuf *eb);
-cmk_err cmk_bk_rec_delete(cmk_backend *b, const char *name, const cmk_rec_ver *expect,
-                          cmk_errbuf *eb);
-cmk_err cmk_bk_rec_list(cmk_backend *b, const char *prefix, int (*cb)(const char *name, void *arg),
-                        void *arg, cmk_errbuf *eb);
-cmk_err cmk_bk_log_append(cmk_backend *b, const char *log, const char *line, size_t len,
-                          cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_rec_name_check(const char *name, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_rec_get(cmk_backend *b, const char *name, size_t max, void **data,
+                                      size_t *len, cmk_rec_ver *ver, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_rec_put(cmk_backend *b, const char *name, const void *data,
+                                      size_t len, const cmk_rec_ver *expect, cmk_rec_ver *newver,
+                                      cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_rec_delete(cmk_backend *b, const char *name,
+                                         const cmk_rec_ver *expect, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_rec_list(cmk_backend *b, const char *prefix,
+                                       int (*cb)(const char *name, void *arg), void *arg,
+                                       cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_log_append(cmk_backend *b, const char *log, const char *line,
+                                         size_t len, cmk_errbuf *eb);
 /* With no lock in the backend: CMK_OK and *out NULL (cmk_bk_release(NULL) does nothing). */
-cmk_err cmk_bk_acquire(cmk_backend *b, const char *name, unsigned flags, cmk_bk_lock **out,
-                       cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_acquire(cmk_backend *b, const char *name, unsigned flags,
+                                      cmk_bk_lock **out, cmk_errbuf *eb);
 void cmk_bk_release(cmk_backend *b, cmk_bk_lock *l);
 
 #endif

@@ -265,8 +265,3 @@ out:
         cmk_local_close(&l->base);
     return rc;
 }
-
-int cmk_backend_local_dirfd(cmk_backend *b)
-{
-    return cmk_local_of(b)->dirfd;
-}

@@ -28,8 +28,4 @@ cmk_err cmk_backend_local_open(const char *dir, cmk_backend **out, cmk_errbuf *e
  * it. The records (store.json first) are written through *out. */
 cmk_err cmk_backend_local_create(const char *dir, cmk_backend **out, cmk_errbuf *eb);
 
-/* The store directory's fd, owned by the backend: for get.c's blob reads until the blob
- * section has ranged reads. */
-int cmk_backend_local_dirfd(cmk_backend *b);
-
 #endif
