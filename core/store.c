@@ -20,9 +20,6 @@
  * send a read or a write elsewhere.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -456,48 +453,13 @@ static void identity_to_kr(const cmk_identity *id, cmk_kr_identity *out)
     snprintf(out->client, sizeof(out->client), "%s", id->client_id);
 }
 
-static cmk_err check_target(const char *dir, cmk_errbuf *eb)
-{
-    char p[4096];
-    DIR *d;
-    struct dirent *de;
-    cmk_err rc;
-
-    rc = cmk_path(p, sizeof(p), eb, "%s/store.json", dir);
-    if (rc != CMK_OK)
-        return rc;
-    if (cmk_exists(p))
-        return cmk_errbuf_set(eb, CMK_E_REFUSED,
-                              "a store already exists in %s: nothing was changed. Encryption "
-                              "settings are chosen when a store is created; a customer-managed "
-                              "key cannot be enabled on (or removed from) an existing store",
-                              dir);
-    d = opendir(dir);
-    if (!d) {
-        if (errno == ENOENT)
-            return CMK_OK;
-        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot open %s", dir);
-    }
-    rc = CMK_OK;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-            rc = cmk_errbuf_set(eb, CMK_E_EXISTS,
-                                "%s is not empty: choose a new or empty directory for the store",
-                                dir);
-            break;
-        }
-    }
-    closedir(d);
-    return rc;
-}
-
-/* Writes the store into `stage` (a sibling temp directory, just made: nobody else has
- * written into it) through a local backend laid out there. */
-static cmk_err write_store_files(const char *stage, const json_t *cfg, const cmk_keyring *kr,
-                                 json_t *event, cmk_errbuf *eb)
+/* Writes the new store's records through a local backend staged beside dir, then moves it
+ * into dir: a crash or a failure leaves no half-made store. */
+static cmk_err write_store(const char *dir, const json_t *cfg, const cmk_keyring *kr, json_t *event,
+                           cmk_errbuf *eb)
 {
     cmk_backend *bk = NULL;
-    cmk_err rc = cmk_backend_local_create(stage, &bk, eb);
+    cmk_err rc = cmk_backend_local_create(dir, &bk, eb);
 
     if (rc == CMK_OK)
         rc = put_config(bk, cfg, NULL, NULL, eb);
@@ -505,52 +467,16 @@ static cmk_err write_store_files(const char *stage, const json_t *cfg, const cmk
         rc = cmk_keyring_write(bk, kr, NULL, NULL, eb);
     if (rc == CMK_OK)
         rc = cmk_events_append(bk, "store.created", json_incref(event), eb);
-    cmk_bk_close(bk);
-    /* The log's new directory entry (records fsync theirs). */
     if (rc == CMK_OK)
-        rc = cmk_fsync_dir(stage, eb);
+        rc = cmk_backend_local_publish(bk, eb);
+    cmk_bk_close(bk);
     return rc;
-}
-
-/* Absolute path of a directory that may not exist yet (its parent must). */
-static cmk_err resolve_new_dir(const char *in, char *out, size_t cap, cmk_errbuf *eb)
-{
-    char buf[4096], rp[4096], base[256];
-    char *slash;
-    size_t n;
-    cmk_err rc;
-
-    if (realpath(in, out) != NULL)
-        return CMK_OK;
-    if (errno != ENOENT)
-        return cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot resolve %s", in);
-    rc = cmk_path(buf, sizeof(buf), eb, "%s", in);
-    if (rc != CMK_OK)
-        return rc;
-    n = strlen(buf);
-    while (n > 1 && buf[n - 1] == '/')
-        buf[--n] = '\0';
-    slash = strrchr(buf, '/');
-    rc = cmk_path(base, sizeof(base), eb, "%s", slash ? slash + 1 : buf);
-    if (rc != CMK_OK)
-        return rc;
-    if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
-        return cmk_errbuf_set(eb, CMK_E_INVAL, "bad store directory %s", in);
-    if (!slash)
-        strcpy(buf, ".");
-    else if (slash == buf)
-        buf[1] = '\0';
-    else
-        *slash = '\0';
-    if (realpath(buf, rp) == NULL)
-        return cmk_errbuf_sys(eb, CMK_E_NOT_FOUND, errno, "the parent directory of %s", in);
-    return cmk_path(out, cap, eb, "%s/%s", strcmp(rp, "/") ? rp : "", base);
 }
 
 cmk_err cmk_store_create_with(const char *dir_in, const cmk_create_opts *o,
                               const cmk_keyenv_factory *f, cmk_errbuf *eb)
 {
-    char home[4096], dir[4096], stage[4200], id[37], rnd[17];
+    char home[4096], dir[4096], id[37];
     cmk_create_opts def;
     cmk_identity sys, user;
     cmk_key_desc desc;
@@ -561,7 +487,6 @@ cmk_err cmk_store_create_with(const char *dir_in, const cmk_create_opts *o,
     json_t *cfg = NULL, *ev = NULL;
     const char *principal;
     uint32_t chunk = o->chunk_size ? o->chunk_size : CMK_FMT_CHUNK_DEFAULT;
-    int staged = 0;
     cmk_err rc;
 
     memset(&kr, 0, sizeof(kr));
@@ -587,10 +512,7 @@ cmk_err cmk_store_create_with(const char *dir_in, const cmk_create_opts *o,
                               "yet: create the store with a user-assigned identity, grant the "
                               "system identity access, then `encryption rotate-key --identity "
                               "[system]`");
-    rc = resolve_new_dir(dir_in, dir, sizeof(dir), eb);
-    if (rc != CMK_OK)
-        return rc;
-    rc = check_target(dir, eb);
+    rc = cmk_backend_local_target(dir_in, dir, sizeof(dir), eb);
     if (rc != CMK_OK)
         return rc;
     rc = f->resolve_home(o->home, 1, home, eb);
@@ -664,33 +586,8 @@ cmk_err cmk_store_create_with(const char *dir_in, const cmk_create_opts *o,
         rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory");
         goto out;
     }
-    /* Build the store beside its final place and rename it in: a crash during create
-     * leaves no half-made store. */
-    rc = cmk_random_hex(rnd, 8, eb);
-    if (rc == CMK_OK)
-        rc = cmk_path(stage, sizeof(stage), eb, "%s.creating-%s", dir, rnd);
-    if (rc != CMK_OK)
-        goto out;
-    if (mkdir(stage, 0700) != 0) {
-        rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot create %s", stage);
-        goto out;
-    }
-    staged = 1;
-    rc = write_store_files(stage, cfg, &kr, ev, eb);
-    if (rc != CMK_OK)
-        goto out;
-    if (rename(stage, dir) != 0) {
-        rc = cmk_errbuf_sys(eb, errno == ENOTEMPTY || errno == EEXIST ? CMK_E_EXISTS : CMK_E_IO,
-                            errno, "cannot move the new store into %s", dir);
-        goto out;
-    }
-    staged = 0;
-    rc = cmk_fsync_parent(dir, eb);
+    rc = write_store(dir, cfg, &kr, ev, eb);
 out:
-    if (staged) {
-        cmk_errbuf ignore;
-        cmk_best_effort(cmk_rm_rf(stage, &ignore));
-    }
     json_decref(cfg);
     json_decref(ev);
     cmk_deks_free(&deks);

@@ -1,7 +1,7 @@
-/* local.c — the local backend: the store directory's open, create (layout) and close, the
- * sweep of crashed writers' leftovers, the directory locks and the blob space's opening.
- * Records, the event log and the cross-process locks are in local_rec.c, blob files in
- * local_blob.c and local_publish.c. */
+/* local.c — the local backend: the store directory's open and close, the sweep of crashed
+ * writers' leftovers, the directory locks and the blob space's opening. A new store is made
+ * in local_create.c; records, the event log and the cross-process locks are in local_rec.c,
+ * blob files in local_blob.c and local_publish.c. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -131,6 +131,11 @@ void cmk_local_close(cmk_backend *b)
         close(l->dirfd);
     if (l->tmpfd >= 0)
         close(l->tmpfd);
+    if (l->staged) {
+        /* A new store that was not published: nothing of it is left. */
+        cmk_errbuf ignore = {0};
+        cmk_best_effort(cmk_rm_rf(l->dir, &ignore));
+    }
     free(l);
 }
 
@@ -143,8 +148,7 @@ cmk_err cmk_local_blobs_open_op(cmk_backend *b, cmk_pool *pool, uint64_t direct_
                                 eb);
 }
 
-/* A handle on the directory dir (no checks yet). */
-static cmk_err local_new(const char *dir, cmk_local_bk **out, cmk_errbuf *eb)
+cmk_err cmk_local_new(const char *dir, cmk_local_bk **out, cmk_errbuf *eb)
 {
     cmk_local_bk *l = calloc(1, sizeof(*l));
     cmk_err rc;
@@ -170,7 +174,7 @@ out:
     return rc;
 }
 
-static cmk_err open_tmp(cmk_local_bk *l, cmk_errbuf *eb)
+cmk_err cmk_local_open_tmp(cmk_local_bk *l, cmk_errbuf *eb)
 {
     cmk_err rc;
 
@@ -186,63 +190,11 @@ static cmk_err open_tmp(cmk_local_bk *l, cmk_errbuf *eb)
     return rc;
 }
 
-/* mkdir of rel below the store, 0700 (made by this process in a directory of its own). */
-static cmk_err make_dir(cmk_local_bk *l, const char *rel, cmk_errbuf *eb)
-{
-    if (mkdirat(l->dirfd, rel, 0700) != 0)
-        return cmk_errbuf_open(eb, errno, "create", l->dir, rel);
-    return CMK_OK;
-}
-
-/* Every blob prefix directory exists from the start, so a put only ever fsyncs its leaf. */
-static cmk_err make_layout(cmk_local_bk *l, cmk_errbuf *eb)
-{
-    static const char *const algs[] = {"blobs/sha256", "blobs/sha512"};
-    char p[64];
-    cmk_err rc = make_dir(l, "tmp", eb);
-
-    if (rc == CMK_OK)
-        rc = make_dir(l, "meta", eb);
-    if (rc == CMK_OK)
-        rc = make_dir(l, "blobs", eb);
-    for (int a = 0; a < 2 && rc == CMK_OK; a++) {
-        rc = make_dir(l, algs[a], eb);
-        for (int i = 0; i < 256 && rc == CMK_OK; i++) {
-            snprintf(p, sizeof(p), "%s/%02x", algs[a], i);
-            rc = make_dir(l, p, eb);
-        }
-        if (rc == CMK_OK)
-            rc = cmk_fsync_dir_at(l->dirfd, l->dir, algs[a], eb);
-    }
-    if (rc == CMK_OK)
-        rc = cmk_fsync_dir_at(l->dirfd, l->dir, "blobs", eb);
-    if (rc == CMK_OK)
-        rc = cmk_fsync_dir_at(l->dirfd, l->dir, ".", eb);
-    return rc;
-}
-
-cmk_err cmk_backend_local_create(const char *dir, cmk_backend **out, cmk_errbuf *eb)
-{
-    cmk_local_bk *l = NULL;
-    cmk_err rc = local_new(dir, &l, eb);
-
-    *out = NULL;
-    if (rc == CMK_OK)
-        rc = make_layout(l, eb);
-    if (rc == CMK_OK)
-        rc = open_tmp(l, eb);
-    if (rc == CMK_OK)
-        *out = &l->base;
-    else if (l)
-        cmk_local_close(&l->base);
-    return rc;
-}
-
 cmk_err cmk_backend_local_open(const char *dir, cmk_backend **out, cmk_errbuf *eb)
 {
     cmk_local_bk *l = NULL;
     struct stat st;
-    cmk_err rc = local_new(dir, &l, eb);
+    cmk_err rc = cmk_local_new(dir, &l, eb);
 
     *out = NULL;
     if (rc != CMK_OK)
@@ -253,7 +205,7 @@ cmk_err cmk_backend_local_open(const char *dir, cmk_backend **out, cmk_errbuf *e
     }
     rc = check_no_links(l, eb);
     if (rc == CMK_OK)
-        rc = open_tmp(l, eb);
+        rc = cmk_local_open_tmp(l, eb);
     if (rc != CMK_OK)
         goto out;
     sweep_tmp(l);

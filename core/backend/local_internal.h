@@ -8,10 +8,12 @@
 #include "core/backend/backend.h"
 
 typedef struct cmk_local_bk {
-    cmk_backend base; /* first: a cmk_backend * is a cmk_local_bk * */
-    char dir[4096];   /* the store directory, for messages */
-    int dirfd;        /* the store directory, opened once at open */
-    int tmpfd;        /* <dir>/tmp */
+    cmk_backend base;  /* first: a cmk_backend * is a cmk_local_bk * */
+    char dir[4096];    /* the store directory, for messages */
+    int dirfd;         /* the store directory, opened once at open */
+    int tmpfd;         /* <dir>/tmp */
+    int staged;        /* a new store's staging directory, removed at close unless published */
+    char target[4096]; /* staged: where publish moves it */
 } cmk_local_bk;
 
 static inline cmk_local_bk *cmk_local_of(cmk_backend *b)
@@ -25,6 +27,11 @@ static inline cmk_local_bk *cmk_local_of(cmk_backend *b)
  * the lock of their directory, and record temporaries exist only under it. A new
  * description each time, so threads of one process exclude each other too. */
 cmk_err cmk_local_dir_lock(cmk_local_bk *l, const char *rel, int wait, int *out, cmk_errbuf *eb);
+
+/* A handle on the directory dir (absolute), opened; no checks (local.c). */
+cmk_err cmk_local_new(const char *dir, cmk_local_bk **out, cmk_errbuf *eb);
+/* Opens <dir>/tmp into l->tmpfd: CMK_E_REFUSED if it is a link, else CMK_E_CORRUPT. */
+cmk_err cmk_local_open_tmp(cmk_local_bk *l, cmk_errbuf *eb);
 
 /* The ops table (local_rec.c) and the ops of local.c it names; contracts in backend.h. */
 extern const cmk_backend_ops cmk_local_ops;

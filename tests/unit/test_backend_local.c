@@ -3,6 +3,7 @@
  * handles, threads and processes), listing, the event log, lock exclusion, the same bytes
  * on disk as before the seam, and hostile entries (links, FIFOs, directories, bad names). */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -533,6 +534,76 @@ static void test_hostile(void)
     cmk_bk_close(b);
 }
 
+/* ---- a new store: target checks, staging, publish ---- */
+
+/* Entries of dir whose names start with prefix. */
+static int count_prefixed(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int n = 0;
+
+    if (!d)
+        return -1;
+    while ((de = readdir(d)) != NULL)
+        n += strncmp(de->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return n;
+}
+
+static void test_create(void)
+{
+    const char *parent = test_tmpdir("bk-create");
+    char dir[4200], got[4200], in[4200];
+    cmk_backend *b = NULL;
+    struct stat st;
+
+    snprintf(dir, sizeof(dir), "%s/store", parent);
+    /* A target that does not exist yet is resolved (trailing slashes too). */
+    snprintf(in, sizeof(in), "%s/store//", parent);
+    RC(cmk_backend_local_target(in, got, sizeof(got), &eb), CMK_OK);
+    CHECK_MSG(strcmp(got, dir) == 0, "%s", got);
+    snprintf(in, sizeof(in), "%s/none/store", parent);
+    RC(cmk_backend_local_target(in, got, sizeof(got), &eb), CMK_E_NOT_FOUND);
+    /* Not published: nothing is left, neither the store nor its staging directory. */
+    RC(cmk_backend_local_create(dir, &b, &eb), CMK_OK);
+    REQUIRE(b != NULL);
+    RC(cmk_bk_rec_put(b, "store.json", "{}\n", 3, NULL, NULL, &eb), CMK_OK);
+    cmk_bk_close(b);
+    CHECK(count_prefixed(parent, "store") == 0);
+    /* Published: the layout, the records, and the handle names the store in place. */
+    RC(cmk_backend_local_create(dir, &b, &eb), CMK_OK);
+    REQUIRE(b != NULL);
+    RC(cmk_bk_rec_put(b, "store.json", "{}\n", 3, NULL, NULL, &eb), CMK_OK);
+    RC(cmk_bk_log_append(b, "events.log", "{}\n", 3, &eb), CMK_OK);
+    RC(cmk_backend_local_publish(b, &eb), CMK_OK);
+    RC(cmk_bk_rec_put(b, "keyring.json", "k\n", 2, NULL, NULL, &eb), CMK_OK);
+    RC(cmk_backend_local_publish(b, &eb), CMK_E_INVAL);
+    cmk_bk_close(b);
+    CHECK(count_prefixed(parent, "store") == 1);
+    CHECK(file_is(path_in(dir, "store.json"), "{}\n") &&
+          file_is(path_in(dir, "keyring.json"), "k\n"));
+    CHECK(stat(path_in(dir, "blobs/sha512/ff"), &st) == 0 && S_ISDIR(st.st_mode) &&
+          (st.st_mode & 0777) == 0700);
+    CHECK(test_dir_entries(path_in(dir, "blobs/sha256")) == 256 &&
+          test_dir_entries(path_in(dir, "tmp")) == 0 &&
+          test_dir_entries(path_in(dir, "meta")) == 0);
+    b = open_bk(dir);
+    cmk_bk_close(b);
+    /* A store there already, or anything else there: refused, nothing changed. */
+    RC(cmk_backend_local_target(dir, got, sizeof(got), &eb), CMK_E_REFUSED);
+    CHECK_MSG(strstr(eb.msg, "a store already exists") != NULL, "%s", eb.msg);
+    snprintf(dir, sizeof(dir), "%s/other", parent);
+    REQUIRE(mkdir(dir, 0700) == 0 && test_write_file(path_in(dir, "x"), "x", 1) == 0);
+    RC(cmk_backend_local_target(dir, got, sizeof(got), &eb), CMK_E_EXISTS);
+    /* Someone else's files arrived meanwhile: the publish fails, the staging goes. */
+    RC(cmk_backend_local_create(dir, &b, &eb), CMK_OK);
+    REQUIRE(b != NULL);
+    RC(cmk_backend_local_publish(b, &eb), CMK_E_EXISTS);
+    cmk_bk_close(b);
+    CHECK(count_prefixed(parent, "other") == 1 && test_dir_entries(dir) == 1);
+}
+
 /* ---- the ABI size: a backend built against a smaller ops table ---- */
 
 static void test_abi(void)
@@ -561,6 +632,7 @@ int main(void)
     test_log();
     test_locks();
     test_hostile();
+    test_create();
     test_abi();
     check_cleanup();
     return check_summary();
