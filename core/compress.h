@@ -23,8 +23,8 @@ size_t cmk_compress_bound(size_t n);
 
 /* Decides and compresses. On return *compressed is 1 with *outlen bytes in dst, or 0 (store
  * src raw; dst contents undefined). dst must hold cmk_compress_bound(n). */
-cmk_err cmk_compress_chunk(const void *src, size_t n, void *dst, size_t cap, size_t *outlen,
-                           int *compressed, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_compress_chunk(const void *src, size_t n, void *dst, size_t cap,
+                                          size_t *outlen, int *compressed, cmk_errbuf *eb);
 
 /* 1 if data starting with these bytes is already compressed by a format that zstd cannot
  * improve on (gzip, zstd, xz, lz4 frame magic: gzip and zstd are what OCI layers
@@ -34,7 +34,8 @@ int cmk_compress_skip(const void *head, size_t n);
 
 /* Decompresses exactly `expect` bytes into dst; CMK_E_CORRUPT if the frame is bad or its
  * size differs. */
-cmk_err cmk_decompress_chunk(const void *src, size_t n, void *dst, size_t expect, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_decompress_chunk(const void *src, size_t n, void *dst, size_t expect,
+                                            cmk_errbuf *eb);
 
 /* Process-wide statistics, for the benchmark: chunks stored raw after the sample probe only,
  * raw after a full attempt, and compressed; blobs stored raw on their magic alone. */

@@ -27,14 +27,16 @@ const char *cmk_digest_alg_name(int alg);
 /* Raw length of alg's digest (32 / 64); 0 if unknown. */
 size_t cmk_digest_len(int alg);
 
-cmk_err cmk_digest_init(cmk_digest *d, int alg, cmk_errbuf *eb);
-cmk_err cmk_digest_update(cmk_digest *d, const void *buf, size_t n, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_digest_init(cmk_digest *d, int alg, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_digest_update(cmk_digest *d, const void *buf, size_t n, cmk_errbuf *eb);
 /* Writes cmk_digest_len(alg) bytes to raw. */
-cmk_err cmk_digest_final(cmk_digest *d, uint8_t raw[CMK_DIGEST_RAW_MAX], cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_digest_final(cmk_digest *d, uint8_t raw[CMK_DIGEST_RAW_MAX],
+                                        cmk_errbuf *eb);
 void cmk_digest_free(cmk_digest *d);
 
 /* Parses an OCI digest. Pure. CMK_E_INVAL with a message saying what is wrong. */
-cmk_err cmk_digest_parse(const char *s, int *alg, uint8_t raw[CMK_DIGEST_RAW_MAX], cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_digest_parse(const char *s, int *alg, uint8_t raw[CMK_DIGEST_RAW_MAX],
+                                        cmk_errbuf *eb);
 /* Formats alg + raw as "alg:hex" into out. */
 void cmk_digest_format(int alg, const uint8_t *raw, char out[CMK_DIGEST_MAX]);
 

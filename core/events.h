@@ -15,6 +15,7 @@
 
 /* Appends {"time": ISO-8601, "event": type, ...fields} as one line to the store's event log
  * through its backend. fields is consumed (json_decref'd), may be NULL. */
-cmk_err cmk_events_append(cmk_backend *bk, const char *type, json_t *fields, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_events_append(cmk_backend *bk, const char *type, json_t *fields,
+                                         cmk_errbuf *eb);
 
 #endif

@@ -120,7 +120,8 @@ void cmk_fmt_header_encode(const cmk_fmt_header *h, uint8_t out[CMK_FMT_HEADER_S
 /* Decodes and validates a header: magic, version, algorithm ids, sizes, counts, zero
  * padding, checksum. CMK_E_CORRUPT (with what is wrong) or CMK_E_UNSUPPORTED (newer
  * version / unknown algorithm). */
-cmk_err cmk_fmt_header_decode(const uint8_t *buf, size_t len, cmk_fmt_header *h, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_fmt_header_decode(const uint8_t *buf, size_t len, cmk_fmt_header *h,
+                                             cmk_errbuf *eb);
 /* Size the whole file must have. */
 uint64_t cmk_fmt_file_size(const cmk_fmt_header *h);
 /* Size of the sealed index (entries + tag + trailer). */
@@ -129,8 +130,9 @@ uint64_t cmk_fmt_index_size(uint64_t chunk_count);
 void cmk_fmt_chunk_encode(const cmk_fmt_chunk *c, uint8_t out[CMK_FMT_CHUNK_HDR_SIZE]);
 /* Decodes a record header and checks it against the header's chunk size and the position
  * (last or not, expected plain length). Does not verify `check` (needs the payload). */
-cmk_err cmk_fmt_chunk_decode(const uint8_t buf[CMK_FMT_CHUNK_HDR_SIZE], const cmk_fmt_header *h,
-                             uint64_t index, cmk_fmt_chunk *c, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_fmt_chunk_decode(const uint8_t buf[CMK_FMT_CHUNK_HDR_SIZE],
+                                            const cmk_fmt_header *h, uint64_t index,
+                                            cmk_fmt_chunk *c, cmk_errbuf *eb);
 /* The check value over a record header (its first 12 bytes), ciphertext and tag. */
 uint32_t cmk_fmt_chunk_check(const uint8_t hdr[CMK_FMT_CHUNK_HDR_SIZE], const uint8_t *ct,
                              size_t ctlen, const uint8_t tag[CMK_FMT_TAG_SIZE]);
@@ -147,8 +149,8 @@ void cmk_fmt_index_entry_encode(const cmk_fmt_index_entry *e,
 /* Decodes the (decrypted) index and validates it against the header: contiguous offsets
  * starting right after the header, stored lengths within bounds, the last flag on the last
  * entry only, ending exactly at index_offset. entries must hold h->chunk_count. */
-cmk_err cmk_fmt_index_decode(const uint8_t *buf, size_t len, const cmk_fmt_header *h,
-                             cmk_fmt_index_entry *entries, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_fmt_index_decode(const uint8_t *buf, size_t len, const cmk_fmt_header *h,
+                                            cmk_fmt_index_entry *entries, cmk_errbuf *eb);
 
 /* xxh3-64 used for the checksums. */
 uint64_t cmk_fmt_xxh3(const void *p, size_t n);

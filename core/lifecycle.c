@@ -36,7 +36,7 @@
 static void event(cmk_store *s, const char *type, json_t *fields)
 {
     cmk_errbuf ignore = {0};
-    (void)cmk_events_append(s->bk, type, fields, &ignore);
+    cmk_best_effort(cmk_events_append(s->bk, type, fields, &ignore));
 }
 
 static const char *nz(const char *s)

@@ -79,10 +79,10 @@ struct cmk_put {
 
 /* Fails the put if it has failed or lost key access (see access_check), else takes back
  * what a park gave away. The put's sticky error, with eb filled. */
-cmk_err cmk_put_settle(cmk_put *p, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_put_settle(cmk_put *p, cmk_errbuf *eb);
 /* Seals the chunk being filled as the last one and waits until every chunk is sealed,
  * written and hashed; the digest thread is stopped. */
-cmk_err cmk_put_flush(cmk_put *p, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_put_flush(cmk_put *p, cmk_errbuf *eb);
 /* Frees the put: waits for its workers, digest thread and sink, drops the sink (an
  * unpublished container with it), wipes and returns its buffers and key. NULL: nothing. */
 void cmk_put_free(cmk_put *p);

@@ -46,18 +46,20 @@ typedef struct cmk_kdf_context {
     uint32_t dek_id;
 } cmk_kdf_context;
 
-cmk_err cmk_derive_blobkey(const uint8_t dek[CMK_DEK_LEN], const uint8_t salt[CMK_SALT_LEN],
-                           const cmk_kdf_context *ctx, cmk_blobkey *out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_derive_blobkey(const uint8_t dek[CMK_DEK_LEN],
+                                          const uint8_t salt[CMK_SALT_LEN],
+                                          const cmk_kdf_context *ctx, cmk_blobkey *out,
+                                          cmk_errbuf *eb);
 
 /* Generic HKDF-SHA256 (extract and expand): info = label || ctx. */
-cmk_err cmk_hkdf(const uint8_t *ikm, size_t ikmlen, const uint8_t *salt, size_t saltlen,
-                 const char *label, const uint8_t *ctx, size_t ctxlen, uint8_t *out, size_t outlen,
-                 cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_hkdf(const uint8_t *ikm, size_t ikmlen, const uint8_t *salt,
+                                size_t saltlen, const char *label, const uint8_t *ctx,
+                                size_t ctxlen, uint8_t *out, size_t outlen, cmk_errbuf *eb);
 
 /* Constant-time comparison of a stored commitment with the derived one; CMK_E_INTEGRITY if
  * they differ. */
-cmk_err cmk_check_commitment(const cmk_blobkey *k, const uint8_t stored[CMK_COMMIT_LEN],
-                             cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_check_commitment(const cmk_blobkey *k,
+                                            const uint8_t stored[CMK_COMMIT_LEN], cmk_errbuf *eb);
 
 void cmk_nonce(uint8_t out[CMK_NONCE_LEN], uint32_t domain, uint64_t counter);
 
@@ -65,11 +67,13 @@ void cmk_nonce(uint8_t out[CMK_NONCE_LEN], uint32_t domain, uint64_t counter);
  * many threads at once (each call uses its own cipher context). open returns
  * CMK_E_INTEGRITY if the tag does not verify; out then holds garbage the caller must not
  * release. */
-cmk_err cmk_gcm_seal(const uint8_t key[CMK_KEY_LEN], const uint8_t nonce[CMK_NONCE_LEN],
-                     const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len, uint8_t *out,
-                     uint8_t tag[CMK_TAG_LEN], cmk_errbuf *eb);
-cmk_err cmk_gcm_open(const uint8_t key[CMK_KEY_LEN], const uint8_t nonce[CMK_NONCE_LEN],
-                     const uint8_t *aad, size_t aadlen, const uint8_t *in, size_t len,
-                     const uint8_t tag[CMK_TAG_LEN], uint8_t *out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_gcm_seal(const uint8_t key[CMK_KEY_LEN],
+                                    const uint8_t nonce[CMK_NONCE_LEN], const uint8_t *aad,
+                                    size_t aadlen, const uint8_t *in, size_t len, uint8_t *out,
+                                    uint8_t tag[CMK_TAG_LEN], cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_gcm_open(const uint8_t key[CMK_KEY_LEN],
+                                    const uint8_t nonce[CMK_NONCE_LEN], const uint8_t *aad,
+                                    size_t aadlen, const uint8_t *in, size_t len,
+                                    const uint8_t tag[CMK_TAG_LEN], uint8_t *out, cmk_errbuf *eb);
 
 #endif

@@ -101,14 +101,16 @@ struct cmk_store {
 /* Creating and opening a store with a key environment from f (the library's public
  * cmk_store_create / cmk_store_open pass the built-in one: core/open/). On failure eb says
  * why and nothing is left behind (create) or held (open: *out is NULL). */
-cmk_err cmk_store_create_with(const char *dir, const cmk_create_opts *o,
-                              const cmk_keyenv_factory *f, cmk_errbuf *eb);
-cmk_err cmk_store_open_with(const char *dir, const cmk_store_opts *o, const cmk_keyenv_factory *f,
-                            cmk_store **out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_store_create_with(const char *dir, const cmk_create_opts *o,
+                                             const cmk_keyenv_factory *f, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_store_open_with(const char *dir, const cmk_store_opts *o,
+                                           const cmk_keyenv_factory *f, cmk_store **out,
+                                           cmk_errbuf *eb);
 
 /* Blob path for a parsed digest: <dir>/blobs/<alg>/<hex[0:2]>/<hex> and its parent. */
-cmk_err cmk_store_blob_path(const cmk_store *s, int alg, const uint8_t *raw, char *path, size_t cap,
-                            char *parent, size_t pcap, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_store_blob_path(const cmk_store *s, int alg, const uint8_t *raw,
+                                           char *path, size_t cap, char *parent, size_t pcap,
+                                           cmk_errbuf *eb);
 
 /* path (made by cmk_store_blob_path or "<dir>/...") relative to the store directory, for
  * opening it under s->dirfd with cmk_openat_nofollow. */
@@ -116,7 +118,7 @@ const char *cmk_store_rel(const cmk_store *s, const char *path);
 
 /* Takes an I/O engine from the store's free list (or makes one); give it back with
  * cmk_store_io_put. */
-cmk_err cmk_store_io_get(cmk_store *s, cmk_io **out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_store_io_get(cmk_store *s, cmk_io **out, cmk_errbuf *eb);
 void cmk_store_io_put(cmk_store *s, cmk_io *io);
 
 /* Records a key-access failure: every cached DEK is zeroized at once and the reason kept
@@ -130,7 +132,8 @@ void cmk_store_fault_as_unreachable(cmk_errbuf *eb);
 
 /* Re-reads keyring.json if it changed (always with force) and unwraps the DEKs not yet
  * held (all of them with need_all). On failure nothing changes. */
-cmk_err cmk_store_refresh_keyring(cmk_store *s, int force, int need_all, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_store_refresh_keyring(cmk_store *s, int force, int need_all,
+                                                 cmk_errbuf *eb);
 
 /* Remembers which keyring version is installed (after a read or a write) and counts the
  * install in kr_gen. Caller holds key_lock for writing. */
@@ -139,15 +142,15 @@ void cmk_store_note_keyring(cmk_store *s, const cmk_rec_ver *ver);
 /* Takes the store's cross-process lock (CMK_BK_LOCK_STORE, exclusive, waiting); *l is NULL
  * if the backend has none (the records' versions still refuse lost updates). Release with
  * cmk_store_unlock. */
-cmk_err cmk_store_lock(cmk_store *s, cmk_bk_lock **l, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_store_lock(cmk_store *s, cmk_bk_lock **l, cmk_errbuf *eb);
 void cmk_store_unlock(cmk_store *s, cmk_bk_lock *l);
 
 /* Re-reads store.json into s->cfg (and cfg_ver), so other processes' changes are kept.
  * Caller holds cfg_mu. */
-cmk_err cmk_store_reload_config(cmk_store *s, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_store_reload_config(cmk_store *s, cmk_errbuf *eb);
 /* Saves s->cfg as store.json if it is still the version loaded (CMK_E_BUSY: another process
  * changed it; reload and retry). Caller holds cfg_mu and the store lock. */
-cmk_err cmk_store_save_config(cmk_store *s, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_store_save_config(cmk_store *s, cmk_errbuf *eb);
 
 /* Called after every published blob: counts towards the DEK rollover policy. */
 void cmk_store_note_commit(cmk_store *s);
@@ -157,17 +160,17 @@ void cmk_store_bg_shutdown(cmk_store *s);
 
 /* Fails with the key-access error if the key is not accessible (message names the key and
  * the identity). */
-cmk_err cmk_store_key_gate(cmk_store *s, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_store_key_gate(cmk_store *s, cmk_errbuf *eb);
 
 /* Copies DEK `id` into out (secret memory owned by the caller). If the id is unknown the
  * keyring is reloaded once (another process may have rolled a new DEK). For writes, id 0
  * means "the current DEK" and *id_out receives it. */
-cmk_err cmk_store_dek(cmk_store *s, uint32_t id, uint8_t out[CMK_DEK_LEN], uint32_t *id_out,
-                      cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_store_dek(cmk_store *s, uint32_t id, uint8_t out[CMK_DEK_LEN],
+                                     uint32_t *id_out, cmk_errbuf *eb);
 
 /* Known-answer tests only: replaces a put's random salt (before its first write), so a
  * fixed DEK and salt give exact, comparable bytes. */
-cmk_err cmk_put_set_salt(cmk_put *p, const uint8_t salt[CMK_SALT_LEN]);
+CMK_MUST_CHECK cmk_err cmk_put_set_salt(cmk_put *p, const uint8_t salt[CMK_SALT_LEN]);
 /* Bytes of chunk buffers one put stream holds at queue depth `depth` (its slots' plaintext
  * and record buffers, and the direct-write windows), and one get stream of a multi-chunk
  * blob (its slots' plaintext and record buffers). The store's pool keeps the two together,

@@ -151,41 +151,46 @@ struct cmk_bk_blob_ops {
 };
 
 /* The key of digest "<alg>:<hex>" (checked: CMK_E_INVAL). */
-cmk_err cmk_bk_blob_key(const char *digest, char key[CMK_BK_KEY_MAX], cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_blob_key(const char *digest, char key[CMK_BK_KEY_MAX],
+                                       cmk_errbuf *eb);
 /* The digest "<alg>:<hex>" of a key (the inverse). */
 void cmk_bk_blob_digest(const char *key, char *digest, size_t cap);
 
 /* ---- engine-side calls (blob.c): dispatch through the space's ops ---- */
 
 unsigned cmk_bk_blob_caps(const cmk_bk_blobs *bs);
-cmk_err cmk_bk_sink_create(cmk_bk_blobs *bs, cmk_io *io, uint32_t head_len, uint32_t chunk_size,
-                           cmk_bk_sink **out, cmk_errbuf *eb);
-cmk_err cmk_bk_sink_append(cmk_bk_sink *k, const void *rec, size_t len, uint64_t tag,
-                           unsigned flags, int *held, cmk_errbuf *eb);
-cmk_err cmk_bk_sink_poll(cmk_bk_sink *k, uint64_t *tags, int max, int wait, int *n, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_sink_create(cmk_bk_blobs *bs, cmk_io *io, uint32_t head_len,
+                                          uint32_t chunk_size, cmk_bk_sink **out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_sink_append(cmk_bk_sink *k, const void *rec, size_t len, uint64_t tag,
+                                          unsigned flags, int *held, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_sink_poll(cmk_bk_sink *k, uint64_t *tags, int max, int wait, int *n,
+                                        cmk_errbuf *eb);
 void cmk_bk_sink_pending(const cmk_bk_sink *k, unsigned *held, unsigned *busy);
-cmk_err cmk_bk_sink_quiesce(cmk_bk_sink *k, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_sink_quiesce(cmk_bk_sink *k, cmk_errbuf *eb);
 void cmk_bk_sink_set_io(cmk_bk_sink *k, cmk_io *io);
-cmk_err cmk_bk_sink_scratch_put(cmk_bk_sink *k, const void *buf, size_t len, cmk_errbuf *eb);
-cmk_err cmk_bk_sink_scratch_get(cmk_bk_sink *k, void *buf, size_t len, cmk_errbuf *eb);
-cmk_err cmk_bk_sink_finish(cmk_bk_sink *k, const void *tail, size_t tail_len, const void *head,
-                           cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_sink_scratch_put(cmk_bk_sink *k, const void *buf, size_t len,
+                                               cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_sink_scratch_get(cmk_bk_sink *k, void *buf, size_t len,
+                                               cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_sink_finish(cmk_bk_sink *k, const void *tail, size_t tail_len,
+                                          const void *head, cmk_errbuf *eb);
 void cmk_bk_publish_many(cmk_bk_blobs *bs, cmk_bk_sink *const *sinks, const char *const *keys,
                          size_t n, cmk_bk_keep_fn keep, void *arg, cmk_err *results,
                          cmk_errbuf *ebs);
 void cmk_bk_sink_close(cmk_bk_sink *k); /* NULL: nothing */
-cmk_err cmk_bk_source_open(cmk_bk_blobs *bs, const char *key, cmk_io *io, cmk_bk_source **out,
-                           uint64_t *size, int64_t *mtime, cmk_errbuf *eb);
-cmk_err cmk_bk_source_read(cmk_bk_source *src, void *buf, size_t len, uint64_t off,
-                           const char *what, unsigned flags, cmk_errbuf *eb);
-cmk_err cmk_bk_source_queue(cmk_bk_source *src, void *buf, size_t len, uint64_t off, uint64_t tag,
-                            unsigned flags, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_source_open(cmk_bk_blobs *bs, const char *key, cmk_io *io,
+                                          cmk_bk_source **out, uint64_t *size, int64_t *mtime,
+                                          cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_source_read(cmk_bk_source *src, void *buf, size_t len, uint64_t off,
+                                          const char *what, unsigned flags, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_source_queue(cmk_bk_source *src, void *buf, size_t len, uint64_t off,
+                                           uint64_t tag, unsigned flags, cmk_errbuf *eb);
 int cmk_bk_source_poll(cmk_bk_source *src, cmk_io_cqe *out, int max, int wait, cmk_errbuf *eb);
 int cmk_bk_source_advise(cmk_bk_source *src, uint64_t start, uint64_t end);
 void cmk_bk_source_close(cmk_bk_source *src); /* NULL: nothing */
-cmk_err cmk_bk_blob_delete(cmk_bk_blobs *bs, const char *key, cmk_errbuf *eb);
-cmk_err cmk_bk_blob_list(cmk_bk_blobs *bs, int (*cb)(const char *key, void *arg), void *arg,
-                         cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_blob_delete(cmk_bk_blobs *bs, const char *key, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_bk_blob_list(cmk_bk_blobs *bs, int (*cb)(const char *key, void *arg),
+                                        void *arg, cmk_errbuf *eb);
 void cmk_bk_blobs_close(cmk_bk_blobs *bs); /* NULL: nothing */
 
 #endif

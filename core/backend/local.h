@@ -21,7 +21,7 @@
  * link, CMK_E_CORRUPT if tmp/ cannot be opened. Then removes what crashed writers left:
  * unlocked files in tmp/ and record temporaries beside store.json and keyring.json.
  * *out is closed with cmk_bk_close. */
-cmk_err cmk_backend_local_open(const char *dir, cmk_backend **out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_backend_local_open(const char *dir, cmk_backend **out, cmk_errbuf *eb);
 
 /* ---- a new store (local_create.c) ----
  * cmk_backend_local_target, then cmk_backend_local_create, the records written through the
@@ -31,13 +31,14 @@ cmk_err cmk_backend_local_open(const char *dir, cmk_backend **out, cmk_errbuf *e
 /* Resolves dir_in for a new store into out (absolute; the directory may not exist yet, its
  * parent must: CMK_E_NOT_FOUND) and checks it can take one: CMK_E_REFUSED if a store is
  * there already (nothing is changed), CMK_E_EXISTS if it is not empty. */
-cmk_err cmk_backend_local_target(const char *dir_in, char *out, size_t cap, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_backend_local_target(const char *dir_in, char *out, size_t cap,
+                                                cmk_errbuf *eb);
 /* Stages a new store for dir (from cmk_backend_local_target) beside it,
  * "<dir>.creating-<16 hex>", laid out (tmp/, meta/, every blobs/<alg>/<xx>/) and opened
  * into *out. Closing it before cmk_backend_local_publish removes it. */
-cmk_err cmk_backend_local_create(const char *dir, cmk_backend **out, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_backend_local_create(const char *dir, cmk_backend **out, cmk_errbuf *eb);
 /* Makes the staged store durable and moves it into its directory (CMK_E_EXISTS if another
  * one got there first); the handle then names the store there. */
-cmk_err cmk_backend_local_publish(cmk_backend *b, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_backend_local_publish(cmk_backend *b, cmk_errbuf *eb);
 
 #endif

@@ -83,26 +83,29 @@ typedef struct local_sink {
  * three borrowed: they outlive the space). pool: the store's buffer pool (direct windows).
  * direct_after: plaintext bytes after which a sink goes O_DIRECT (UINT64_MAX: never);
  * direct_state: where the answer of the first O_DIRECT probe is kept (the handle's). */
-cmk_err cmk_local_blobs_open(const char *dir, int dirfd, int tmpfd, cmk_pool *pool,
-                             uint64_t direct_after, atomic_int *direct_state, cmk_bk_blobs **out,
-                             cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_local_blobs_open(const char *dir, int dirfd, int tmpfd, cmk_pool *pool,
+                                            uint64_t direct_after, atomic_int *direct_state,
+                                            cmk_bk_blobs **out, cmk_errbuf *eb);
 
 /* local_publish.c: the ops of the same names in blob.h. */
 void cmk_local_publish_many(cmk_bk_blobs *bs, cmk_bk_sink *const *sinks, const char *const *keys,
                             size_t n, cmk_bk_keep_fn keep, void *arg, cmk_err *results,
                             cmk_errbuf *ebs);
 /* local_source.c: the source ops. */
-cmk_err cmk_local_source_open(cmk_bk_blobs *bs, const char *key, cmk_io *io, cmk_bk_source **out,
-                              uint64_t *size, int64_t *mtime, cmk_errbuf *eb);
-cmk_err cmk_local_source_read(cmk_bk_source *src, void *buf, size_t len, uint64_t off,
-                              const char *what, unsigned flags, cmk_errbuf *eb);
-cmk_err cmk_local_source_queue(cmk_bk_source *src, void *buf, size_t len, uint64_t off,
-                               uint64_t tag, unsigned flags, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_local_source_open(cmk_bk_blobs *bs, const char *key, cmk_io *io,
+                                             cmk_bk_source **out, uint64_t *size, int64_t *mtime,
+                                             cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_local_source_read(cmk_bk_source *src, void *buf, size_t len,
+                                             uint64_t off, const char *what, unsigned flags,
+                                             cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_local_source_queue(cmk_bk_source *src, void *buf, size_t len,
+                                              uint64_t off, uint64_t tag, unsigned flags,
+                                              cmk_errbuf *eb);
 int cmk_local_source_poll(cmk_bk_source *src, cmk_io_cqe *out, int max, int wait, cmk_errbuf *eb);
 int cmk_local_source_advise(cmk_bk_source *src, uint64_t start, uint64_t end);
 void cmk_local_source_close(cmk_bk_source *src);
-cmk_err cmk_local_blob_delete(cmk_bk_blobs *bs, const char *key, cmk_errbuf *eb);
-cmk_err cmk_local_blob_list(cmk_bk_blobs *bs, int (*cb)(const char *key, void *arg), void *arg,
-                            cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_local_blob_delete(cmk_bk_blobs *bs, const char *key, cmk_errbuf *eb);
+CMK_MUST_CHECK cmk_err cmk_local_blob_list(cmk_bk_blobs *bs, int (*cb)(const char *key, void *arg),
+                                           void *arg, cmk_errbuf *eb);
 
 #endif

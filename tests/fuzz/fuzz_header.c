@@ -20,7 +20,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const uint8_t *rest = data + CMK_FMT_HEADER_SIZE;
     size_t rlen = size - CMK_FMT_HEADER_SIZE;
     if (rlen >= CMK_FMT_CHUNK_HDR_SIZE && h.chunk_count > 0)
-        (void)cmk_fmt_chunk_decode(rest, &h, 0, &c, NULL);
+        if (cmk_fmt_chunk_decode(rest, &h, 0, &c, NULL) != CMK_OK) {
+            /* rejected: what it must do with such bytes (it must not crash or overread) */
+        }
     if (h.chunk_count > 0 && h.chunk_count <= rlen / CMK_FMT_INDEX_ENTRY_SIZE) {
         cmk_fmt_index_entry *e = calloc((size_t)h.chunk_count, sizeof(*e));
         if (e) {
