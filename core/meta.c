@@ -208,6 +208,22 @@ static void meta_unlock(cmk_store *s, cmk_bk_lock *lk)
 
 static const cmk_rec_ver any_version = {CMK_REC_ANY};
 
+/* The opening of every write: a valid name (and size), key access, the metadata lock. On
+ * CMK_OK the caller holds the lock and releases it with meta_unlock. */
+static cmk_err begin_write(cmk_store *s, const char *name, size_t len, cmk_bk_lock **lk,
+                           cmk_errbuf *eb)
+{
+    cmk_err rc = check_name(name, eb);
+
+    if (rc == CMK_OK && len > CMK_META_MAX)
+        rc = cmk_errbuf_set(eb, CMK_E_INVAL, "metadata record too large (%zu bytes)", len);
+    if (rc == CMK_OK)
+        rc = cmk_store_key_gate(s, eb);
+    if (rc == CMK_OK)
+        rc = meta_lock(s, lk, eb);
+    return rc;
+}
+
 cmk_err cmk_meta_get(cmk_store *s, const char *name, void **val, size_t *len)
 {
     cmk_errbuf eb = {0};
@@ -229,13 +245,7 @@ cmk_err cmk_meta_put(cmk_store *s, const char *name, const void *val, size_t len
 
     if (!s || (!val && len))
         return cmk_set_last(CMK_E_INVAL, "cmk_meta_put: NULL argument");
-    rc = check_name(name, &eb);
-    if (rc == CMK_OK && len > CMK_META_MAX)
-        rc = cmk_errbuf_set(&eb, CMK_E_INVAL, "metadata record too large (%zu bytes)", len);
-    if (rc == CMK_OK)
-        rc = cmk_store_key_gate(s, &eb);
-    if (rc == CMK_OK)
-        rc = meta_lock(s, &lk, &eb);
+    rc = begin_write(s, name, len, &lk, &eb);
     if (rc != CMK_OK)
         return cmk_publish(&eb, rc);
     rc = write_record(s, name, val, len, &any_version, &eb);
@@ -251,11 +261,7 @@ cmk_err cmk_meta_delete(cmk_store *s, const char *name)
 
     if (!s)
         return cmk_set_last(CMK_E_INVAL, "cmk_meta_delete: NULL store");
-    rc = check_name(name, &eb);
-    if (rc == CMK_OK)
-        rc = cmk_store_key_gate(s, &eb);
-    if (rc == CMK_OK)
-        rc = meta_lock(s, &lk, &eb);
+    rc = begin_write(s, name, 0, &lk, &eb);
     if (rc != CMK_OK)
         return cmk_publish(&eb, rc);
     rc = delete_record(s, name, NULL, &eb);
@@ -274,11 +280,7 @@ cmk_err cmk_meta_update(cmk_store *s, const char *name, cmk_meta_fn fn, void *ar
 
     if (!s || !fn)
         return cmk_set_last(CMK_E_INVAL, "cmk_meta_update: NULL argument");
-    rc = check_name(name, &eb);
-    if (rc == CMK_OK)
-        rc = cmk_store_key_gate(s, &eb);
-    if (rc == CMK_OK)
-        rc = meta_lock(s, &lk, &eb);
+    rc = begin_write(s, name, 0, &lk, &eb);
     if (rc != CMK_OK)
         return cmk_publish(&eb, rc);
     rc = read_record(s, name, &cur, &curlen, &ver, &eb);

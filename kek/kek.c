@@ -20,32 +20,26 @@ struct cmk_kek {
     size_t nowned;
 };
 
+/* names[v] if v indexes a named entry, else dflt. */
+static const char *name_of(const char *const *names, size_t n, unsigned v, const char *dflt)
+{
+    return v < n && names[v] ? names[v] : dflt;
+}
+
 const char *cmk_kty_name(cmk_kty kty)
 {
-    switch (kty) {
-    case CMK_KTY_RSA:
-        return "RSA";
-    case CMK_KTY_RSA_HSM:
-        return "RSA-HSM";
-    case CMK_KTY_EC:
-        return "EC";
-    case CMK_KTY_OCT:
-        return "oct";
-    default:
-        return "unknown";
-    }
+    static const char *const names[] = {[CMK_KTY_RSA] = "RSA",
+                                        [CMK_KTY_RSA_HSM] = "RSA-HSM",
+                                        [CMK_KTY_EC] = "EC",
+                                        [CMK_KTY_OCT] = "oct"};
+    return name_of(names, sizeof(names) / sizeof(names[0]), (unsigned)kty, "unknown");
 }
 
 const char *cmk_wrap_alg_name(cmk_wrap_alg alg)
 {
-    switch (alg) {
-    case CMK_WRAP_RSA_OAEP_256:
-        return "RSA-OAEP-256";
-    case CMK_WRAP_RSA_OAEP:
-        return "RSA-OAEP";
-    default:
-        return "none";
-    }
+    static const char *const names[] = {
+        [CMK_WRAP_RSA_OAEP_256] = "RSA-OAEP-256", [CMK_WRAP_RSA_OAEP] = "RSA-OAEP"};
+    return name_of(names, sizeof(names) / sizeof(names[0]), (unsigned)alg, "none");
 }
 
 cmk_wrap_alg cmk_wrap_alg_from_name(const char *name)
@@ -122,8 +116,10 @@ void cmk_kek_close(cmk_kek *k)
     free(k);
 }
 
+/* The provider serving kid; starts the call's error buffer afresh. */
 static cmk_err pick(cmk_kek *k, const char *kid, const cmk_kek_provider **p, cmk_errbuf *eb)
 {
+    cmk_errbuf_clear(eb);
     *p = NULL;
     if (!k || !kid || !*kid)
         return cmk_errbuf_set(eb, CMK_E_INVAL, "no key identifier given");
@@ -156,14 +152,9 @@ cmk_err cmk_kek_describe(cmk_kek *k, const char *kid, const char *principal, cmk
                          cmk_errbuf *eb)
 {
     const cmk_kek_provider *p;
-    cmk_err rc;
+    cmk_err rc = pick(k, kid, &p, eb);
 
-    cmk_errbuf_clear(eb);
-    rc = pick(k, kid, &p, eb);
-    if (rc != CMK_OK)
-        return rc;
-    rc = p->describe(p->self, kid, principal, out, eb);
-    return fill_msg(p, kid, rc, eb);
+    return rc != CMK_OK ? rc : fill_msg(p, kid, p->describe(p->self, kid, principal, out, eb), eb);
 }
 
 cmk_err cmk_kek_wrap(cmk_kek *k, const char *vkid, const char *principal, cmk_wrap_alg alg,
@@ -173,7 +164,6 @@ cmk_err cmk_kek_wrap(cmk_kek *k, const char *vkid, const char *principal, cmk_wr
     const cmk_kek_provider *p;
     cmk_err rc;
 
-    cmk_errbuf_clear(eb);
     *outlen = 0;
     rc = pick(k, vkid, &p, eb);
     if (rc != CMK_OK)
@@ -197,7 +187,6 @@ cmk_err cmk_kek_unwrap(cmk_kek *k, const char *vkid, const char *principal, cmk_
     size_t cap = *keylen;
     cmk_err rc;
 
-    cmk_errbuf_clear(eb);
     rc = pick(k, vkid, &p, eb);
     if (rc != CMK_OK) {
         *keylen = 0;
