@@ -9,7 +9,7 @@
 
 : "${CMK_FAULT_LIB:?set CMK_FAULT_LIB to the built fault-injection shim (libcmkfault.so)}"
 FAULT_PRELOAD=$CMK_FAULT_LIB
-FAULT_ASAN=$(ldd "$CMKSTORE_BIN" | awk '/libasan\.so/ { print $3; exit }')
+FAULT_ASAN=$(awk '/libasan\.so/ && !f { print $3; f = 1 }' <<<"$CMKSTORE_LIBS")
 [ -z "$FAULT_ASAN" ] || FAULT_PRELOAD="$FAULT_ASAN:$CMK_FAULT_LIB"
 FAULT_LOG=$T/faults.log
 

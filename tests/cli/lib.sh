@@ -11,6 +11,12 @@
 set -euo pipefail
 
 : "${CMKSTORE_BIN:?set CMKSTORE_BIN to the cmkstore binary}"
+
+# The libraries the binary loads, read whole (piping ldd into `grep -q` races under pipefail:
+# grep exits at its match and ldd, still writing, dies of SIGPIPE, failing the pipeline).
+CMKSTORE_LIBS=$(ldd "$CMKSTORE_BIN" 2>/dev/null || true)
+# bin_sanitized: the binary is built with ASan or TSan (their shadow memory counts in RSS).
+bin_sanitized() { [[ $CMKSTORE_LIBS == *libasan* || $CMKSTORE_LIBS == *libtsan* ]]; }
 : "${CMK_TEST_TMP:?set CMK_TEST_TMP to a scratch directory}"
 for tool in jq openssl python3 cmp sha256sum; do
     command -v "$tool" >/dev/null || {

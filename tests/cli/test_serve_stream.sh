@@ -39,7 +39,7 @@ rm -f "$B"
 
 hwm=$(awk '/^VmHWM:/ {print int($2 / 1024)}' "/proc/$SRV_PID/status")
 echo "# server peak RSS: $hwm MiB for a $MIB MiB blob"
-if ldd "$CMKSTORE_BIN" 2>/dev/null | grep -Eq 'lib(asan|tsan)'; then
+if bin_sanitized; then
     echo "# peak RSS not checked under a sanitizer (its shadow memory counts in RSS)"
 else
     expect_true "server peak RSS ($hwm MiB) stays below a third of the blob" test "$hwm" -lt $((MIB / 3))

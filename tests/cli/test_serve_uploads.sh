@@ -21,7 +21,7 @@ S=$T/store
 cmk create --store "$S" --identity "$IDENT_ID" --key-encryption-key "$KID" >/dev/null
 B=$T/body
 SAN=0
-if ldd "$CMKSTORE_BIN" 2>/dev/null | grep -Eq 'lib(asan|tsan)'; then SAN=1; fi
+if bin_sanitized; then SAN=1; fi
 
 rss_mib() { awk '/^VmRSS:/ {print int($2 / 1024)}' "/proc/$SRV_PID/status"; }
 metric() {
