@@ -76,7 +76,7 @@ static cmk_err publish(local_sink *k, const char *key, char parent[256], cmk_bk_
 {
     local_blobs *lb = k->lb;
     char procfd[64];
-    const char *base;
+    const char *base = NULL;
     int pfd = -1;
     cmk_err rc;
 
@@ -219,7 +219,7 @@ cmk_err cmk_local_blob_delete(cmk_bk_blobs *bs, const char *key, cmk_errbuf *eb)
 {
     local_blobs *lb = (local_blobs *)bs;
     char parent[256];
-    const char *base;
+    const char *base = NULL;
     int pfd = -1;
     cmk_err rc = open_parent(lb, key, parent, &base, &pfd, eb);
 

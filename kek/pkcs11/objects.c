@@ -474,7 +474,7 @@ static cmk_err op_attrs(cmk_p11 *h, CK_SESSION_HANDLE s, void *vctx, CK_RV *rv, 
         {CKA_ALWAYS_SENSITIVE, &as, sizeof(as)},
         {CKA_NEVER_EXTRACTABLE, &ne, sizeof(ne)},
     };
-    CK_OBJECT_HANDLE obj;
+    CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
     char kd[CMK_P11_KD_MAX];
     CK_RV r;
     cmk_err rc;
