@@ -1,9 +1,12 @@
 /*
  * cmd_blob.c — `cmkstore blob put|get|stat|verify|rm|ls`.
  *
- * Data is streamed through one 1 MiB buffer: a blob of any size is never held in memory.
+ * Data is streamed through 1 MiB buffers (one for put; up to four in flight for get, whose
+ * writes overlap the decryption: blob_out.h): a blob of any size is never held in memory.
  * `blob get -o FILE` writes FILE.partial-<random> and renames it into place only after the
- * whole range was read and authenticated, so a failed or interrupted get leaves no FILE.
+ * whole range was read and authenticated, so a failed or interrupted get leaves no FILE;
+ * the fsync before the rename is made only with --fsync (a restore tool's output, like cp's,
+ * is not durable by default). A FILE that is a device or a FIFO is written as a stream.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,8 +16,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "tools/blob_out.h"
 #include "tools/cli.h"
 #include "tools/serve/registry_meta.h"
 #include "tools/serve/registry_policy.h"
@@ -47,6 +52,10 @@ static const cli_opt get_opts[] = {
     {"range", 0, CLI_STR, 0, "START-END",
      "Only bytes START to END, inclusive, as in HTTP (bytes=START-END); START- reads to the "
      "end, -N the last N bytes. Only the chunks covering the range are decrypted."},
+    {"fsync", 0, CLI_FLAG, 0, NULL,
+     "Make FILE durable (fsync) before it gets its name. Without it FILE still appears "
+     "whole or not at all to other processes, but a power loss soon after the get may "
+     "leave it short or empty, as after cp."},
     CLI_OPT_END,
 };
 
@@ -77,21 +86,6 @@ static int fail_sys(int errnum, const char *verb, const char *what)
 
     cmk_errbuf_set(&eb, cmk_err_from_errno(errnum), "%s", strerror(errnum));
     return cli_fail(eb.code, &eb, CLI_HINT_NONE, "%s %s", verb, what);
-}
-
-static int write_all(int fd, const unsigned char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 static json_t *info_json(const cmk_blob_info *bi, int verified)
@@ -248,8 +242,10 @@ static int run_get(const cli_cmd *cmd, cli_args *a)
 {
     const char *digest = a->pos[0], *out = cli_get(a, "output"), *range = cli_get(a, "range");
     uint64_t off = 0, len = CMK_TO_END, suffix = 0;
-    int to_file = out && strcmp(out, "-") != 0;
-    unsigned char *buf = NULL;
+    int to_file = out && strcmp(out, "-") != 0, want_fsync = cli_isset(a, "fsync");
+    const char *stream_name = "standard output";
+    blob_out *bo = NULL;
+    struct stat ost;
     char rnd[17];
     cmk_blob_info bi;
     cmk_errbuf eb = {0};
@@ -263,9 +259,6 @@ static int run_get(const cli_cmd *cmd, cli_args *a)
                                "bad --range '%s': use START-END (END inclusive, END >= START), "
                                "START- or -N",
                                range);
-    buf = malloc(IO_BUF);
-    if (!buf)
-        return fail_sys(ENOMEM, "cannot allocate", "the I/O buffer");
     ex = cli_open_store(a, &s);
     if (ex != CLI_EXIT_OK)
         goto out;
@@ -283,6 +276,21 @@ static int run_get(const cli_cmd *cmd, cli_args *a)
         goto out;
     }
     fd = STDOUT_FILENO;
+    if (to_file && stat(out, &ost) == 0 && !S_ISREG(ost.st_mode)) {
+        /* A device, a FIFO or a socket (/dev/null, a named pipe): written as a stream. A
+         * partial file renamed over it would replace the device node itself. */
+        if (S_ISDIR(ost.st_mode)) {
+            ex = fail_sys(EISDIR, "cannot write", out);
+            goto out;
+        }
+        to_file = 0;
+        fd = open(out, O_WRONLY | O_CLOEXEC);
+        if (fd < 0) {
+            ex = fail_sys(errno, "cannot open", out);
+            goto out;
+        }
+        stream_name = out;
+    }
     if (to_file) {
         rc = cmk_random_hex(rnd, 8, &eb);
         if (rc == CMK_OK && snprintf(partial_path, sizeof(partial_path), "%s.partial-%s", out,
@@ -305,23 +313,39 @@ static int run_get(const cli_cmd *cmd, cli_args *a)
             goto out;
         }
     }
+    /* The writes of one buffer overlap the decryption of the next (blob_out.h). */
+    bo = blob_out_open(fd);
+    if (!bo) {
+        ex = fail_sys(errno, "cannot set up the output to", to_file ? out : stream_name);
+        goto out;
+    }
     for (;;) {
-        size_t n;
-        rc = cmk_get_read(g, buf, IO_BUF, &n);
+        unsigned char *p;
+        size_t n, cap;
+
+        if (!(p = blob_out_buf(bo, &cap))) {
+            ex = fail_sys(errno, "cannot write", to_file ? partial_path : stream_name);
+            goto out;
+        }
+        rc = cmk_get_read(g, p, cap, &n);
         if (rc != CMK_OK) {
             ex = cli_fail(rc, NULL, CLI_HINT_STORE, "cannot read blob %s", digest);
             goto out;
         }
         if (n == 0)
             break;
-        if (write_all(fd, buf, n) != 0) {
-            ex = fail_sys(errno, "cannot write", to_file ? partial_path : "standard output");
+        if (blob_out_put(bo, n) != 0) {
+            ex = fail_sys(errno, "cannot write", to_file ? partial_path : stream_name);
             goto out;
         }
     }
+    if (blob_out_finish(bo) != 0) {
+        ex = fail_sys(errno, "cannot write", to_file ? partial_path : stream_name);
+        goto out;
+    }
     if (to_file) {
-        /* Durable before it gets its name: FILE is never seen holding partial data. */
-        if (fsync(fd) != 0) {
+        /* Asked to be durable before it gets its name: a crash then never shows FILE short. */
+        if (want_fsync && fsync(fd) != 0) {
             ex = fail_sys(errno, "cannot write", partial_path);
             goto out;
         }
@@ -339,6 +363,7 @@ static int run_get(const cli_cmd *cmd, cli_args *a)
     }
     ex = CLI_EXIT_OK;
 out:
+    blob_out_free(bo); /* before the fd closes: no write is left in flight on it */
     if (fd > STDOUT_FILENO)
         close(fd);
     if (partial_armed) {
@@ -347,7 +372,6 @@ out:
     }
     cmk_get_close(g);
     cmk_store_close(s);
-    free(buf);
     return ex;
 }
 
