@@ -21,7 +21,7 @@ build=${BUILD_DIR:-build}
 # Debian packages: build dependencies, and the real peers and tools the tests and the demo use
 # (SoftHSM2 token, pkcs11-tool, skopeo, curl, jq, python3 for OCI layouts, zstd, openssl).
 PKGS=(build-essential cmake pkg-config libssl-dev liburing-dev libzstd-dev libxxhash-dev
-      libjansson-dev libmicrohttpd-dev libp11-kit-dev softhsm2 opensc skopeo jq curl python3
+      libjansson-dev libmicrohttpd-dev libp11-kit-dev libcurl4-openssl-dev softhsm2 opensc skopeo jq curl python3
       zstd openssl procps)
 
 install_missing() {
