@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/base/fsutil.h"
+#include "kek/akv/akv.h"
 #include "kek/identity/home.h"
 #include "kek/identity/identity.h"
 #include "kek/pkcs11/pkcs11.h"
@@ -40,6 +41,14 @@ cmk_err cmk_kek_open(const char *home, const cmk_kek_provider *extra, cmk_kek **
      *    from the store's files: their module-path and pin-source are not obeyed. */
     if (rc == CMK_OK) {
         rc = cmk_pkcs11_provider_new(home, 0, &vp, eb);
+        if (rc == CMK_OK)
+            rc = cmk_kek_add(k, vp, 1, eb);
+        vp = NULL;
+    }
+    /* 4. Azure Key Vault, for https:// identifiers. Cheap too: no connection and no
+     *    credential is read until such a key is first used. */
+    if (rc == CMK_OK) {
+        rc = cmk_akv_provider_new(home, &vp, eb);
         if (rc == CMK_OK)
             rc = cmk_kek_add(k, vp, 1, eb);
         vp = NULL;

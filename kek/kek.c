@@ -9,7 +9,7 @@
 
 #include "core/base/secmem.h"
 
-#define KEK_MAX_PROVIDERS 4
+#define KEK_MAX_PROVIDERS 6
 
 struct cmk_kek {
     /* In the order they are consulted; the first whose handles() accepts a kid serves it. */
@@ -131,9 +131,10 @@ static cmk_err pick(cmk_kek *k, const char *kid, const cmk_kek_provider **p, cmk
     }
     return cmk_errbuf_set(eb, CMK_E_KEY_NOT_FOUND,
                           "no provider serves key identifier '%.200s': use "
-                          "local://<vault>/keys/<name>[/<version>] for a local vault key or "
-                          "pkcs11:token=<token>;object=<label>[;id=<version>] for a key in a "
-                          "PKCS#11 token (HSM)",
+                          "local://<vault>/keys/<name>[/<version>] for a local vault key, "
+                          "https://<vault-host>/keys/<name>[/<version>] for a key in Azure Key "
+                          "Vault or pkcs11:token=<token>;object=<label>[;id=<version>] for a key "
+                          "in a PKCS#11 token (HSM)",
                           kid);
 }
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "core/base/jsonfile.h"
 
@@ -574,6 +575,27 @@ int cli_fail(cmk_err rc, const cmk_errbuf *eb, int hints, const char *fmt, ...)
 cmk_err cli_home(const cli_args *a, int create, char out[CMK_PATH_MAX], cmk_errbuf *eb)
 {
     return cmk_home_resolve(a->home, create, out, eb);
+}
+
+int cli_apply_akv_opts(const cli_cmd *cmd, const cli_args *a)
+{
+    static const struct {
+        const char *opt, *env;
+    } map[] = {{"ca-file", "CMKSTORE_CA_FILE"},
+               {"client-secret-file", "CMKSTORE_AZURE_CLIENT_SECRET_FILE"}};
+
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        const char *v = cli_get(a, map[i].opt);
+        if (!v)
+            continue;
+        if (!*v || access(v, R_OK) != 0)
+            return cli_usage_error(cmd, "--%s %s: %s", map[i].opt, v,
+                                   *v ? strerror(errno) : "empty path");
+        /* Operator configuration, read by the Azure Key Vault provider (kek/akv/). */
+        if (setenv(map[i].env, v, 1) != 0)
+            return cli_usage_error(cmd, "cannot apply --%s", map[i].opt);
+    }
+    return CLI_RUN;
 }
 
 int cli_open_store(const cli_args *a, cmk_store **out)

@@ -150,6 +150,28 @@ void cli_key_hint(cmk_err rc);
 
 /* ---- shared helpers ---- */
 
+/* The options of commands that may reach a key in Azure Key Vault (create, serve). */
+#define CLI_AKV_OPTS                                                                               \
+    {"ca-file",                                                                                    \
+     0,                                                                                            \
+     CLI_STR,                                                                                      \
+     0,                                                                                            \
+     "FILE",                                                                                       \
+     "Extra CA certificates (PEM) to trust, besides the system's, for a key in Azure Key Vault "   \
+     "(https:// key identifier) and its token endpoint: a private endpoint, or the certificate "   \
+     "of a local vault served over HTTPS. Default: $CMKSTORE_CA_FILE (which other commands "       \
+     "read)."},                                                                                    \
+    {                                                                                              \
+        "client-secret-file", 0, CLI_STR, 0, "FILE",                                               \
+            "Reach Azure Key Vault as the application $AZURE_CLIENT_ID (tenant $AZURE_TENANT_ID) " \
+            "with the client secret in FILE instead of $AZURE_CLIENT_SECRET or a managed "         \
+            "identity. "                                                                           \
+            "Default: $CMKSTORE_AZURE_CLIENT_SECRET_FILE."                                         \
+    }
+/* Applies CLI_AKV_OPTS: checks the files are readable and hands them to the key providers
+ * (CMKSTORE_CA_FILE, CMKSTORE_AZURE_CLIENT_SECRET_FILE). Returns CLI_RUN or an exit code. */
+int cli_apply_akv_opts(const cli_cmd *cmd, const cli_args *a);
+
 /* Resolves the home (--home, else $CMKSTORE_HOME, else ~/.cmkstore); create: make it. */
 cmk_err cli_home(const cli_args *a, int create, char out[CMK_PATH_MAX], cmk_errbuf *eb);
 /* Opens the store named by --store. Returns CLI_EXIT_OK or an exit code (error printed). */

@@ -32,6 +32,8 @@ static const cli_opt create_opts[] = {
     {"key-encryption-key", 0, CLI_STR, 0, "KID",
      "Customer-managed key: local://VAULT/keys/NAME/VERSION (this version until rotated by "
      "hand) or local://VAULT/keys/NAME (follows the latest version: automatic rotation); "
+     "for a key in Azure Key Vault (or `cmkstore vault serve`), "
+     "https://VAULT-HOST/keys/NAME[/VERSION], the same way; "
      "for a key in a PKCS#11 token, pkcs11:token=T;object=L[;id=%..] (see kek/HSM.md). "
      "RSA or RSA-HSM keys only. Without it the store uses a store-managed key and the CMK "
      "status is disabled, for good."},
@@ -56,6 +58,7 @@ static const cli_opt create_opts[] = {
      "denial); 1 to 86400 (default 300)."},
     {"dek-rollover-blobs", 0, CLI_STR, 0, "N|never",
      "Start a new data key after every N blobs written by one process (default: never)."},
+    CLI_AKV_OPTS,
     CLI_OPT_END,
 };
 
@@ -404,6 +407,8 @@ static int run_create(const cli_cmd *cmd, cli_args *a)
     const char *slash;
     cmk_err rc;
 
+    if ((ex = cli_apply_akv_opts(cmd, a)) != CLI_RUN)
+        return ex;
     if (cli_isset(a, "identity") != cli_isset(a, "key-encryption-key"))
         return cli_usage_error(cmd, "--identity and --key-encryption-key go together: a "
                                     "customer-managed key needs both (neither: store-managed "

@@ -294,6 +294,25 @@ out:
     return cc;
 }
 
+/* Transport faults that may pass: a refused or dropped connection, a timeout. A certificate
+ * that does not verify, a bad URL or a refused protocol will not, and is not retried. */
+static int transient(CURLcode cc)
+{
+    switch (cc) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_SSL_CONNECT_ERROR:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static void sleep_ms(unsigned ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
@@ -322,7 +341,7 @@ cmk_err cmk_akv_http_do(cmk_akv_http *h, const cmk_akv_req *rq, const char *what
         if (cc == CURLE_OK && !cmk_akv_status_retryable(status))
             break;
         ra = cc == CURLE_OK ? cmk_akv_retry_after_parse(s.retry_after, (long)time(NULL)) : -1;
-        if (resp->attempts >= h->cfg.max_attempts)
+        if (resp->attempts >= h->cfg.max_attempts || (cc != CURLE_OK && !transient(cc)))
             break;
         if (ra >= 0)
             wait = (unsigned)(ra > (long)h->cfg.retry_after_cap_s ? h->cfg.retry_after_cap_s : ra) *

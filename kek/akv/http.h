@@ -5,7 +5,8 @@
  * are not followed. Reply bodies are kept in memory that is wiped when freed (they carry
  * tokens and unwrapped keys).
  *
- * Retries: a reply of 408, 429 or 5xx, or a transport fault (connect, TLS, timeout), is tried
+ * Retries: a reply of 408, 429 or 5xx, or a transient transport fault (connection refused or
+ * dropped, TLS handshake cut, timeout; not a certificate that fails to verify), is tried
  * again up to max_attempts in all, after the reply's Retry-After (seconds or an HTTP date,
  * capped at retry_after_cap_s) or else a backoff starting at backoff_ms and doubling, while
  * the sleeps stay within sleep_budget_ms in all. Then the last reply is returned (the caller

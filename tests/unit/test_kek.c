@@ -240,10 +240,15 @@ static void test_local_dispatch(void)
     CHECK_E(cmk_kek_describe(k, "not-a-key-id", ident.principal_id, &d, &eb), CMK_E_KEY_NOT_FOUND);
     CHECK(HAS(eb.msg, "no provider serves") && HAS(eb.msg, "not-a-key-id") &&
           HAS(eb.msg, "local://"));
-    CHECK_E(cmk_kek_wrap(k, "https://x.vault.azure.net/keys/k/1", ident.principal_id, alg, dek, 32,
-                         w, &wl, &eb),
+    CHECK_E(cmk_kek_wrap(k, "ftp://x.vault.azure.net/keys/k/1", ident.principal_id, alg, dek, 32, w,
+                         &wl, &eb),
             CMK_E_KEY_NOT_FOUND);
     CHECK(wl == 0);
+    /* A Key Vault identifier over plain http is refused before anything is sent. */
+    CHECK_E(cmk_kek_wrap(k, "http://x.vault.azure.net/keys/k/1", ident.principal_id, alg, dek, 32,
+                         w, &wl, &eb),
+            CMK_E_INVAL);
+    CHECK(HAS(eb.msg, "plain http://") && wl == 0);
     bl = sizeof(back);
     CHECK_E(cmk_kek_unwrap(k, "fake:x", ident.principal_id, alg, w, 256, back, &bl, &eb),
             CMK_E_KEY_NOT_FOUND);

@@ -109,6 +109,7 @@ static const cli_opt serve_opts[] = {
     {"shutdown-timeout", 0, CLI_UINT, 0, "S",
      "On SIGTERM/SIGINT, how long requests in flight may take to finish (default 30)."},
     {"quiet", 'q', CLI_FLAG, 0, NULL, "Do not log requests."},
+    CLI_AKV_OPTS,
     CLI_OPT_END,
 };
 
@@ -518,9 +519,10 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     unsigned flags;
     cmk_err rc;
 
-    (void)cmd;
     ex = read_cfg(a, &cfg);
     if (ex != CLI_EXIT_OK)
+        return ex;
+    if ((ex = cli_apply_akv_opts(cmd, a)) != CLI_RUN)
         return ex;
     rc = http_auth_load(cli_get(a, "htpasswd"), cli_get(a, "token-file"), &auth, autherr,
                         sizeof(autherr));
