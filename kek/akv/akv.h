@@ -10,7 +10,8 @@
  * CMKSTORE_AKV_DISABLE_CHALLENGE_RESOURCE_VERIFICATION=1), then tokens come from the sources
  * of token.h. The store's identity (the principal of each call) is looked up in the home:
  * a user-assigned identity's client id is sent to the managed-identity endpoint, a
- * system-assigned one sends none.
+ * system-assigned one sends none; AZURE_CLIENT_ID, when set, is sent instead (on an Azure
+ * host the home's identities are not Azure's).
  *
  * Configuration (environment, read when a key is first used): CMKSTORE_CA_FILE (extra CA
  * certificates), CMKSTORE_AKV_MAX_ATTEMPTS, and the credential variables of token.h.

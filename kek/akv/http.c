@@ -3,6 +3,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -233,6 +234,7 @@ static CURLcode on_ssl_ctx(CURL *curl, void *ctx, void *arg)
     (void)curl;
     for (int i = 0; h->cas && i < sk_X509_num(h->cas); i++)
         X509_STORE_add_cert(st, sk_X509_value(h->cas, i)); /* a duplicate is no fault */
+    ERR_clear_error(); /* ... and leaves nothing in this thread's OpenSSL error queue */
     return CURLE_OK;
 }
 

@@ -245,6 +245,10 @@ cmk_err cmk_akv_result_parse(const char *body, size_t len, unsigned char *out, s
                             "bytes",
                             cap);
     }
+    /* The value is a wrapped or unwrapped data key: wiped in jansson's copy before it is
+     * freed (the lexer's scratch copy is not reachable from here). */
+    if (v)
+        cmk_cleanse((char *)v, strlen(v));
     json_decref(j);
     return rc;
 }
@@ -308,6 +312,8 @@ cmk_err cmk_akv_token_parse(const char *body, size_t len, int64_t now, cmk_akv_t
     memcpy(out->value, tok, n + 1);
     out->len = n;
 out:
+    if (tok)
+        cmk_cleanse((char *)tok, strlen(tok)); /* jansson's copy of the token */
     json_decref(j);
     if (rc != CMK_OK)
         memset(out, 0, sizeof(*out));

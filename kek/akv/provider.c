@@ -123,6 +123,14 @@ static cmk_err resolve_who(aprov *p, const char *principal, who *w, cmk_errbuf *
     cmk_errbuf tmp;
 
     memset(w, 0, sizeof(*w));
+    if (*cmk_akv_auth_env_client(p->auth)) {
+        /* The host's Azure identity, named by the operator: the home's identities are not
+         * Azure's, so on an Azure host this is how a user-assigned identity is chosen. */
+        snprintf(w->client_id, sizeof(w->client_id), "%s", cmk_akv_auth_env_client(p->auth));
+        snprintf(w->show, sizeof(w->show), "client id %.64s (AZURE_CLIENT_ID, for principal %.64s)",
+                 w->client_id, principal && *principal ? principal : "[system]");
+        return CMK_OK;
+    }
     if (!principal || !*principal) {
         snprintf(w->show, sizeof(w->show), "[system]");
         return CMK_OK;

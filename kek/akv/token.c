@@ -273,6 +273,11 @@ const char *cmk_akv_auth_kind(const cmk_akv_auth *a)
                                    : "managed identity (IMDS)";
 }
 
+const char *cmk_akv_auth_env_client(const cmk_akv_auth *a)
+{
+    return a->kind == SRC_MANAGED ? a->client_id : "";
+}
+
 unsigned long cmk_akv_auth_fetches(const cmk_akv_auth *a)
 {
     unsigned long n;

@@ -14,7 +14,8 @@
  *    [&client_id=<the store's identity>] with "Metadata: true"; the endpoint is
  *    http://169.254.169.254/metadata/identity/oauth2/token, or
  *    $AZURE_POD_IDENTITY_AUTHORITY_HOST/metadata/identity/oauth2/token, or $IDENTITY_ENDPOINT
- *    (a whole URL; $IDENTITY_HEADER is sent as X-IDENTITY-HEADER when set).
+ *    (a whole URL; $IDENTITY_HEADER is sent as X-IDENTITY-HEADER when set); its client_id is
+ *    $AZURE_CLIENT_ID if set (the Azure identity of the host), else the store's identity's.
  * The tenant is the configured one, else the vault's challenge's. Assertions and secrets are
  * read at each token request and wiped after; tokens live in secure memory and are never put
  * in messages.
@@ -73,6 +74,11 @@ const char *cmk_akv_auth_kind(const cmk_akv_auth *a);
 CMK_MUST_CHECK cmk_err cmk_akv_auth_token(cmk_akv_auth *a, const char *client_id,
                                           const cmk_akv_challenge *ch, int fresh, char **token,
                                           cmk_errbuf *eb);
+
+/* The managed-identity source's client id from AZURE_CLIENT_ID ("" if unset or another
+ * source): on an Azure host it names the user-assigned identity to use, as the SDKs'
+ * default credential does; it wins over the store's identity. */
+const char *cmk_akv_auth_env_client(const cmk_akv_auth *a);
 
 /* How many tokens were fetched from the sources (not the cache) so far. */
 unsigned long cmk_akv_auth_fetches(const cmk_akv_auth *a);

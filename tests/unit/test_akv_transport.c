@@ -489,6 +489,11 @@ static void test_provider_entra(void)
     p = provider(NULL);
     CHECK_OK(p->describe(p->self, k, "", &d, &eb));
     CHECK(stat_n("imds") == 1 && stat_n("entra") == 0);
+    /* AZURE_CLIENT_ID names the host's user-assigned identity for IMDS. */
+    st = ctl(NULL);
+    CHECK(json_string_value(json_object_get(st, "last_client_id")) &&
+          strcmp(json_string_value(json_object_get(st, "last_client_id")), "app-1") == 0);
+    json_decref(st);
     cmk_kek_provider_free(p);
     clear_env();
     setenv("CMKSTORE_AZURE_CREDENTIAL", "secret", 1);
