@@ -62,6 +62,10 @@ extern "C" {
 CMK_API cmk_err cmk_home_resolve(const char *explicit_home, int create, char out[CMK_PATH_MAX],
                                  cmk_errbuf *eb);
 
+/* The home's tenant id (a UUID, <home>/tenant: created and saved on first call): the tenant of
+ * its identities and access policies. CMK_E_CORRUPT if the file holds no UUID. */
+CMK_API cmk_err cmk_home_tenant(const char *home, char out[37], cmk_errbuf *eb);
+
 /* ---- managed identities (<home>/identities/, 0600 JSON files) ---------------------------- */
 
 /* Creates user-assigned identity `name` (fresh principalId and clientId, the home's
@@ -212,6 +216,49 @@ CMK_API cmk_err cmk_vault_kid_parse(const char *kid, cmk_vault_kid *out, cmk_err
  * CMK_E_INVAL if it does not fit. */
 CMK_API cmk_err cmk_vault_kid_format(char *out, size_t cap, const char *vault, const char *key,
                                      const char *version, cmk_errbuf *eb);
+
+/* ---- a principal's key use (the vault served over HTTPS, `cmkstore vault serve`) ---------- */
+
+/* What a store does with a key through the local vault's KEK provider, done for another
+ * party that has authenticated as `principal` (the principalId of an identity of the home):
+ * each call authorises the principal by the vault's access policy, checks the vault's and
+ * key's state and writes one audit record under the principal, exactly as the provider does
+ * for a store, and fails with the key-access codes of cmkstore_kek.h: CMK_E_KEY_DENIED (the
+ * principal is no identity of the home or lacks the permission), CMK_E_KEY_DISABLED,
+ * CMK_E_KEY_DELETED (key or vault soft-deleted), CMK_E_KEY_NOT_FOUND (vault, key or
+ * version), CMK_E_KEY_UNREACHABLE (the use could not be recorded). Key identifiers are
+ * local:// ones (cmk_vault_kid_parse). A handle is thread-safe; close it once. */
+typedef struct cmk_vault_access cmk_vault_access;
+
+CMK_API cmk_err cmk_vault_access_open(const char *home, cmk_vault_access **out, cmk_errbuf *eb);
+/* NULL is a no-op. */
+CMK_API void cmk_vault_access_close(cmk_vault_access *a);
+
+/* Permission "get": the version kid names (versionless: the latest) as cmk_vault_key_show
+ * prints it; a disabled key or version is CMK_E_KEY_DISABLED. Audited "get". */
+CMK_API cmk_err cmk_vault_access_get(cmk_vault_access *a, const char *kid, const char *principal,
+                                     json_t **out, cmk_errbuf *eb);
+/* Permission "list": every version of kid's key (as cmk_vault_key_list_versions), disabled
+ * ones too. Audited "listVersions". */
+CMK_API cmk_err cmk_vault_access_versions(cmk_vault_access *a, const char *kid,
+                                          const char *principal, json_t **out, cmk_errbuf *eb);
+/* Permission "get": kid's key while it is soft-deleted (its latest version with the deletion
+ * fields, as cmk_vault_key_show); CMK_E_KEY_NOT_FOUND when it is not deleted. Audited
+ * "getDeleted". */
+CMK_API cmk_err cmk_vault_access_deleted(cmk_vault_access *a, const char *kid,
+                                         const char *principal, json_t **out, cmk_errbuf *eb);
+/* Permissions "wrapKey" / "unwrapKey" with a versioned vkid: in (inlen bytes) wrapped into out
+ * (room for CMK_WRAPPED_MAX) or unwrapped into out (capacity *outlen); *outlen receives the
+ * length (0 on failure, out wiped). CMK_E_UNSUPPORTED for another alg, CMK_E_INVAL for a data
+ * key the key cannot take, CMK_E_INTEGRITY for a wrapped key it cannot undo. The caller
+ * zeroizes an unwrapped key. Audited "wrapKey" / "unwrapKey" with the algorithm. */
+CMK_API cmk_err cmk_vault_access_wrap(cmk_vault_access *a, const char *vkid, const char *principal,
+                                      cmk_wrap_alg alg, const unsigned char *in, size_t inlen,
+                                      unsigned char *out, size_t *outlen, cmk_errbuf *eb);
+CMK_API cmk_err cmk_vault_access_unwrap(cmk_vault_access *a, const char *vkid,
+                                        const char *principal, cmk_wrap_alg alg,
+                                        const unsigned char *in, size_t inlen, unsigned char *out,
+                                        size_t *outlen, cmk_errbuf *eb);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,6 @@
 /*
  * home.h — internal: the cmkstore home, the directory that holds local vaults and identities
- * (cmk_home_resolve is in cmkstore_admin.h).
+ * (cmk_home_resolve and cmk_home_tenant are in cmkstore_admin.h).
  *
  * Layout:  <home>/tenant            the home's tenant id (a UUID, made on first use)
  *          <home>/identities/       user-assigned identities, <name>.json
@@ -13,9 +13,6 @@
 
 #include "cmkstore_admin.h"
 #include "core/base/error.h"
-
-/* The home's tenant id (created and saved on first call). */
-CMK_MUST_CHECK cmk_err cmk_home_tenant(const char *home, char out[37], cmk_errbuf *eb);
 
 /* Checks a resource name (vault, key, identity): 1..63 chars of [A-Za-z0-9-], not starting
  * with '-'. CMK_E_INVAL with a message naming `what` otherwise. */

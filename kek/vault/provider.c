@@ -427,3 +427,174 @@ cmk_err cmk_vault_provider_new(const char *home, cmk_kek_provider **out, cmk_err
     }
     return cmk_kek_provider_make(&vault_ops, p, out, eb);
 }
+
+/* ---- a principal's key use, for the vault served over HTTPS (cmkstore_admin.h) ------------- */
+
+struct cmk_vault_access {
+    cmk_kek_provider *p; /* the provider above: the same checks and audit as a store's use */
+};
+
+cmk_err cmk_vault_access_open(const char *home, cmk_vault_access **out, cmk_errbuf *eb)
+{
+    cmk_vault_access *a;
+    cmk_err rc;
+
+    if (!out)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "cmk_vault_access_open: out is NULL");
+    *out = NULL;
+    if (!(a = calloc(1, sizeof(*a))))
+        return cmk_vault_nomem(eb);
+    rc = cmk_vault_provider_new(home, &a->p, eb);
+    if (rc != CMK_OK) {
+        free(a);
+        return rc;
+    }
+    *out = a;
+    return CMK_OK;
+}
+
+void cmk_vault_access_close(cmk_vault_access *a)
+{
+    if (!a)
+        return;
+    cmk_kek_provider_free(a->p);
+    free(a);
+}
+
+static cmk_err access_args(const cmk_vault_access *a, const char *kid, const char *principal,
+                           cmk_errbuf *eb)
+{
+    if (!a || !kid || !principal)
+        return cmk_errbuf_set(eb, CMK_E_INVAL,
+                              "vault access: a handle, a key identifier and a "
+                              "principal are needed");
+    return CMK_OK;
+}
+
+cmk_err cmk_vault_access_get(cmk_vault_access *a, const char *kid, const char *principal,
+                             json_t **out, cmk_errbuf *eb)
+{
+    json_t *j = NULL;
+    kref r;
+    cmk_err rc;
+
+    if (out)
+        *out = NULL;
+    rc = access_args(a, kid, principal, eb);
+    if (rc != CMK_OK)
+        return rc;
+    /* As describe: "get", the vault and key live, the version and key enabled. */
+    rc = kref_resolve(a->p->self, kid, principal, "get", 0, &r, &eb);
+    if (rc == CMK_OK)
+        rc = cmk_vkey_json(&r.c, r.k.key, r.kj, r.ver, &j, eb);
+    rc = kref_finish(&r, principal, "get", CMK_WRAP_NONE, rc, eb);
+    if (rc == CMK_OK)
+        cmk_vault_give(out, j);
+    else
+        json_decref(j);
+    return rc;
+}
+
+cmk_err cmk_vault_access_versions(cmk_vault_access *a, const char *kid, const char *principal,
+                                  json_t **out, cmk_errbuf *eb)
+{
+    json_t *arr = NULL, *ver;
+    size_t i;
+    kref r;
+    cmk_err rc;
+
+    if (out)
+        *out = NULL;
+    rc = access_args(a, kid, principal, eb);
+    if (rc != CMK_OK)
+        return rc;
+    memset(&r, 0, sizeof(r));
+    cmk_vctx_init(&r.c);
+    CMK_VAULT_EB_ENSURE(eb, r.local);
+    /* "list", the vault and key live; disabled versions are listed (with their state). */
+    rc = cmk_vault_kid_parse(kid, &r.k, eb);
+    if (rc == CMK_OK)
+        rc = resolve_key(a->p->self, kid, principal, "list", &r, eb);
+    if (rc == CMK_OK && !(arr = json_array()))
+        rc = cmk_vault_nomem(eb);
+    json_array_foreach(rc == CMK_OK ? cmk_vkey_versions(r.kj) : NULL, i, ver)
+    {
+        if (json_array_append_new(arr, cmk_vkey_item_json(&r.c, r.k.key, r.kj, ver, 1)) != 0) {
+            rc = cmk_vault_nomem(eb);
+            break;
+        }
+    }
+    r.k.version[0] = '\0'; /* the audit record names the key, not the latest version */
+    r.vkid[0] = '\0';
+    rc = kref_finish(&r, principal, "listVersions", CMK_WRAP_NONE, rc, eb);
+    if (rc == CMK_OK)
+        cmk_vault_give(out, arr);
+    else
+        json_decref(arr);
+    return rc;
+}
+
+cmk_err cmk_vault_access_deleted(cmk_vault_access *a, const char *kid, const char *principal,
+                                 json_t **out, cmk_errbuf *eb)
+{
+    json_t *j = NULL, *latest;
+    kref r;
+    cmk_err rc;
+
+    if (out)
+        *out = NULL;
+    rc = access_args(a, kid, principal, eb);
+    if (rc != CMK_OK)
+        return rc;
+    memset(&r, 0, sizeof(r));
+    cmk_vctx_init(&r.c);
+    CMK_VAULT_EB_ENSURE(eb, r.local);
+    rc = cmk_vault_kid_parse(kid, &r.k, eb);
+    if (rc == CMK_OK)
+        rc = resolve_key(a->p->self, kid, principal, "get", &r, eb);
+    /* resolve_key refuses a deleted key once it has authorised and loaded it: that is the
+     * answer here. A deleted vault has loaded no key and stays refused. */
+    if (rc == CMK_E_KEY_DELETED && r.kj && cmk_vkey_deleted(r.kj)) {
+        cmk_errbuf_clear(eb);
+        latest = cmk_vkey_latest(r.kj);
+        rc = latest ? cmk_vkey_json(&r.c, r.k.key, r.kj, latest, &j, eb)
+                    : cmk_errbuf_set(eb, CMK_E_CORRUPT, "deleted key " KID_SHOW " has no version",
+                                     kid);
+    } else if (rc == CMK_OK) {
+        rc = cmk_errbuf_set(eb, CMK_E_KEY_NOT_FOUND,
+                            "key " KID_SHOW " is not deleted: vault '%s' has no deleted key '%s'",
+                            kid, r.k.vault, r.k.key);
+    }
+    r.k.version[0] = '\0';
+    r.vkid[0] = '\0';
+    rc = kref_finish(&r, principal, "getDeleted", CMK_WRAP_NONE, rc, eb);
+    if (rc == CMK_OK)
+        cmk_vault_give(out, j);
+    else
+        json_decref(j);
+    return rc;
+}
+
+cmk_err cmk_vault_access_wrap(cmk_vault_access *a, const char *vkid, const char *principal,
+                              cmk_wrap_alg alg, const unsigned char *in, size_t inlen,
+                              unsigned char *out, size_t *outlen, cmk_errbuf *eb)
+{
+    cmk_err rc = access_args(a, vkid, principal, eb);
+    wrap_io io = {0, in, inlen, out, CMK_WRAPPED_MAX, outlen};
+
+    if (rc == CMK_OK && (!out || !outlen))
+        rc = cmk_errbuf_set(eb, CMK_E_INVAL, "vault access: no output buffer");
+    return rc != CMK_OK ? rc : prov_io(a->p->self, vkid, principal, alg, &io, eb);
+}
+
+cmk_err cmk_vault_access_unwrap(cmk_vault_access *a, const char *vkid, const char *principal,
+                                cmk_wrap_alg alg, const unsigned char *in, size_t inlen,
+                                unsigned char *out, size_t *outlen, cmk_errbuf *eb)
+{
+    cmk_err rc = access_args(a, vkid, principal, eb);
+    wrap_io io = {1, in, inlen, out, outlen ? *outlen : 0, outlen};
+
+    if (rc == CMK_OK && (!out || !outlen))
+        rc = cmk_errbuf_set(eb, CMK_E_INVAL, "vault access: no output buffer");
+    return rc != CMK_OK ? rc : prov_io(a->p->self, vkid, principal, alg, &io, eb);
+}
