@@ -33,6 +33,7 @@
 
 #include "tools/serve/http_auth.h"
 #include "tools/serve/http_conn.h"
+#include "tools/serve/http_listen.h"
 #include "tools/serve/http_metrics.h"
 #include "cmkstore_admin.h"
 #include "tools/serve/registry.h"
@@ -117,71 +118,6 @@ static const cli_opt passwd_opts[] = {
     {"iterations", 0, CLI_UINT, 0, "N", "PBKDF2-SHA256 iterations (default 600000)."},
     CLI_OPT_END,
 };
-
-/* ---- listen address ---- */
-
-static int parse_listen(const char *in, struct sockaddr_storage *ss, char *host, size_t hcap,
-                        unsigned *port_out)
-{
-    char buf[300];
-    const char *h, *p;
-    struct addrinfo hints, *res = NULL;
-    uint64_t port;
-    char *end;
-    int ok;
-
-    if (strlen(in) >= sizeof(buf))
-        return -1;
-    snprintf(buf, sizeof(buf), "%s", in);
-    if (buf[0] == '[') {
-        char *rb = strchr(buf, ']');
-        if (!rb || rb[1] != ':')
-            return -1;
-        *rb = '\0';
-        h = buf + 1;
-        p = rb + 2;
-    } else {
-        char *colon = strrchr(buf, ':');
-        if (!colon || strchr(buf, ':') != colon)
-            return -1;
-        *colon = '\0';
-        h = buf[0] ? buf : "127.0.0.1";
-        p = colon + 1;
-    }
-    if (strcmp(h, "localhost") == 0)
-        h = "127.0.0.1";
-    errno = 0;
-    port = strtoull(p, &end, 10);
-    if (!*p || *end || errno || port > 65535)
-        return -1;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(h, p, &hints, &res) != 0 || !res)
-        return -1;
-    ok = res->ai_addrlen <= sizeof(*ss);
-    if (ok) {
-        memset(ss, 0, sizeof(*ss));
-        memcpy(ss, res->ai_addr, res->ai_addrlen);
-    }
-    freeaddrinfo(res);
-    snprintf(host, hcap, "%s", h);
-    *port_out = (unsigned)port;
-    return ok ? 0 : -1;
-}
-
-static int is_loopback(const struct sockaddr_storage *ss)
-{
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)(const void *)ss;
-        return (ntohl(a->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)(const void *)ss;
-        return IN6_IS_ADDR_LOOPBACK(&a->sin6_addr);
-    }
-    return 0;
-}
 
 /* ---- the embedded default ---- */
 
@@ -360,8 +296,8 @@ static int read_cfg(const cli_args *a, struct serve_cfg *c)
     uint64_t v;
 
     memset(c, 0, sizeof(*c));
-    if (parse_listen(listen ? listen : DEF_LISTEN, &c->addr, c->host, sizeof(c->host), &c->port) !=
-        0)
+    if (http_parse_listen(listen ? listen : DEF_LISTEN, &c->addr, c->host, sizeof(c->host),
+                          &c->port) != 0)
         return cli_usage_error(cmd,
                                "--listen takes ADDR:PORT with a numeric address "
                                "(127.0.0.1:5000, [::1]:5000), not '%s'",
@@ -466,36 +402,6 @@ static int claim_store(cmk_store *s, int *fd)
     n = ftruncate(*fd, 0) == 0 ? pwrite(*fd, pid, (size_t)n, 0) : -1;
     (void)n;
     return CLI_EXIT_OK;
-}
-
-/* Binds and listens on c->addr (SO_REUSEADDR, IPv6 only for an IPv6 address, as
- * libmicrohttpd would) and sets c->port to the port bound. Done here rather than by
- * libmicrohttpd, which logs "Failed to bind to port 0" (the port argument, unused with an
- * address) ahead of the real error. Returns the socket, or -1 with errno set. */
-static int open_listener(struct serve_cfg *c)
-{
-    struct sockaddr_storage got;
-    socklen_t len =
-        c->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    socklen_t glen = sizeof(got);
-    int one = 1, e;
-    int fd = socket(c->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-
-    if (fd < 0)
-        return -1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        (c->addr.ss_family == AF_INET6 &&
-         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) ||
-        bind(fd, (const struct sockaddr *)&c->addr, len) != 0 || listen(fd, SOMAXCONN) != 0 ||
-        getsockname(fd, (struct sockaddr *)&got, &glen) != 0) {
-        e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    c->port = ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
-                                              : ((struct sockaddr_in *)&got)->sin_port);
-    return fd;
 }
 
 static int run_serve(const cli_cmd *cmd, cli_args *a)
@@ -616,7 +522,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
             MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (cfg.addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    listen_fd = open_listener(&cfg);
+    listen_fd = http_listen_open(&cfg.addr, &cfg.port);
     if (listen_fd < 0) {
         fprintf(stderr, "cmkstore: error: cannot listen on %s:%u: %s\n", cfg.host, cfg.port,
                 strerror(errno));
@@ -661,7 +567,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
            "docker://%s%s%s:%u/demo/hello:1\n",
            cfg.addr.ss_family == AF_INET6 ? "[" : "", cfg.host,
            cfg.addr.ss_family == AF_INET6 ? "]" : "", cfg.port);
-    if (!is_loopback(&cfg.addr))
+    if (!http_is_loopback(&cfg.addr))
         fprintf(stderr, "cmkstore serve: warning: listening beyond loopback without TLS; put a "
                         "TLS-terminating proxy in front\n");
     if (fflush(stdout) != 0)
