@@ -18,6 +18,7 @@
 
 /* Defined by the server module when it is built (see cli.h). */
 extern const cli_cmd cli_serve_cmds[] __attribute__((weak));
+extern const cli_cmd cli_vault_serve_cmds[] __attribute__((weak));
 /* cmd_events.c */
 extern const cli_cmd cli_events_cmds[];
 
@@ -75,7 +76,7 @@ static const char *const exit_code_text =
     "     supported, purge protection)\n";
 
 /* Every command table, in the order of the help listing. */
-static const cli_cmd *tables[8];
+static const cli_cmd *tables[12];
 static size_t ntables;
 
 static void collect_tables(void)
@@ -83,6 +84,8 @@ static void collect_tables(void)
     tables[ntables++] = cli_store_cmds;
     tables[ntables++] = cli_identity_cmds;
     tables[ntables++] = cli_vault_cmds;
+    if (cli_vault_serve_cmds)
+        tables[ntables++] = cli_vault_serve_cmds;
     tables[ntables++] = cli_blob_cmds;
     tables[ntables++] = cli_events_cmds;
     if (cli_serve_cmds)
