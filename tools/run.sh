@@ -42,6 +42,20 @@ install_missing() {
         "${missing[@]}" </dev/null
 }
 
+# Node.js and npm for the Azure SDK compatibility test (tests/cli/test_vault_sdk.sh; the
+# pinned @azure/identity needs node >= 20). Installed only when `node` or `npm` is absent: a
+# node from elsewhere (NodeSource's nodejs carries its own npm) is kept, and the test fails
+# with a clear message if it is older than 20.
+install_node() {
+    command -v node >/dev/null && command -v npm >/dev/null && return 0
+    echo "== installing: nodejs npm"
+    local sudo=()
+    [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        nodejs npm </dev/null
+}
+
 configure_build() { # dir, extra cmake args...
     local dir=$1
     shift
@@ -91,6 +105,7 @@ demo)
     ;;
 test)
     install_missing
+    install_node
     echo "== build: release, warnings as errors"
     configure_build "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
     echo "== test: release"
