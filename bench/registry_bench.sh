@@ -9,7 +9,7 @@
 # (default 3; 0: only the idle-session row), BENCH_SESSIONS (idle upload sessions for the
 # memory row, default 256; 0: no row), BENCH_SOAK_WINDOWS and BENCH_SOAK_SECONDS (steady
 # mixed load from 16 clients, default 4 windows of 30 s; 0 windows: no row), BENCH_DIR (scratch, default a temp dir under /tmp; removed at the end unless
-# BENCH_KEEP=1). Each run pushes to a fresh, empty registry (so no blob is skipped as already
+# BENCH_KEEP=1), BENCH_CONC_* (the concurrent row, see there). Each run pushes to a fresh, empty registry (so no blob is skipped as already
 # present) and pulls into a fresh OCI layout. Layers are gzip-compressed tars whose files are
 # half pseudo-random, half text, like real layers; skopeo copies with --preserve-digests, so
 # both registries receive and serve the very same bytes. Prints one line per run and the
@@ -179,6 +179,96 @@ for reg in cmkstore distribution; do
     printf '%-12s push %6.2f s (%6.1f MB/s)  pull %6.2f s (%6.1f MB/s)\n' "$reg" "$mpu" \
         "$(echo "$BYTES / 1048576 / $mpu" | bc -l)" "$mpl" "$(echo "$BYTES / 1048576 / $mpl" | bc -l)"
 done
+fi
+
+# ---- concurrent clients on one layer: pulls and pushes, both registries in turn (issue 24, item 7)
+# BENCH_CONC_CLIENTS clients (default 8) each GET the same BENCH_CONC_MB MB layer (default 87,
+# random bytes like a gzip layer) BENCH_CONC_PULLS times (default 4), every body checked by
+# size (and the last by digest); then each client pushes its own BENCH_CONC_MB MB blob (POST,
+# then one PUT of the whole body).
+# cmkstore runs with --cache-size ${BENCH_CACHE:-512M} (decrypted hot blobs; see SERVE.md).
+# Rounds alternate between the registries (BENCH_CONC_ROUNDS, default 3); medians printed.
+NCONC=${BENCH_CONC_CLIENTS:-8}
+CROUNDS=${BENCH_CONC_ROUNDS:-3}
+if [ "$NCONC" -gt 0 ] && [ "$CROUNDS" -gt 0 ]; then
+    CMB=${BENCH_CONC_MB:-87}
+    CPULLS=${BENCH_CONC_PULLS:-4}
+    head -c $((CMB * 1000000)) /dev/urandom >"$W/conc.layer"
+    CD=sha256:$(sha256sum "$W/conc.layer" | cut -c1-64)
+    for i in $(seq 1 "$NCONC"); do head -c $((CMB * 1000000)) /dev/urandom >"$W/conc.push$i"; done
+    declare -A CPULL CPUSH
+    conc_push_one() { # HP FILE REPO: POST a session, PUT the body with its digest; prints the status
+        local loc sep
+        loc=$(curl -sS -o /dev/null -D - -X POST "http://$1/v2/$3/blobs/uploads/" |
+            awk -F': ' 'tolower($1) == "location" {print $2}' | tr -d '\r')
+        case $loc in http*) ;; *) loc=http://$1$loc ;; esac
+        case $loc in *\?*) sep='&' ;; *) sep='?' ;; esac
+        curl -sS -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/octet-stream' \
+            --data-binary "@$2" "$loc${sep}digest=sha256:$(sha256sum "$2" | cut -c1-64)"
+    }
+    # HP: CPULLS GETs of the layer; each body's size is checked, the last one's digest too
+    # (hashing every body on the client would cost both registries the same CPU and hide the
+    # servers' difference on 2 cores).
+    conc_pull_loop() {
+        local j got
+        for j in $(seq 1 "$CPULLS"); do
+            if [ "$j" -lt "$CPULLS" ]; then
+                got=$(curl -sS -o /dev/null -w '%{size_download}' "http://$1/v2/conc/layer/blobs/$CD")
+                [ "$got" == $((CMB * 1000000)) ] || { echo "pull $j from $1: $got bytes" >&2; return 1; }
+            else
+                got=sha256:$(curl -sS "http://$1/v2/conc/layer/blobs/$CD" | sha256sum | cut -c1-64)
+                [ "$got" == "$CD" ] || { echo "pull $j from $1: digest $got" >&2; return 1; }
+            fi
+        done
+    }
+    for round in $(seq 1 "$CROUNDS"); do
+        for reg in cmkstore distribution; do
+            if [ "$reg" == cmkstore ]; then
+                "$BIN" create --store "$W/cmk-conc$round" --identity "$(jq -r .id "$W/id.json")" \
+                    --key-encryption-key "${KID%/*}" >/dev/null
+                port=$(free_port)
+                "$BIN" serve --store "$W/cmk-conc$round" --listen "127.0.0.1:$port" --quiet \
+                    --cache-size "${BENCH_CACHE:-512M}" >"$W/cmk-conc.out" 2>"$W/cmk-conc.err" &
+                SPID=$!
+                PIDS+=("$SPID")
+                HP=127.0.0.1:$port
+                wait_http "http://$HP/v2/"
+            else
+                start_distribution "conc$round"
+            fi
+            [ "$(conc_push_one "$HP" "$W/conc.layer" conc/layer)" == 201 ] || { echo "$reg: layer push failed" >&2; exit 1; }
+            cp=()
+            t0=$(now)
+            for c in $(seq 1 "$NCONC"); do conc_pull_loop "$HP" & cp+=($!); done
+            for p in "${cp[@]}"; do wait "$p" || { echo "$reg: a pull failed" >&2; exit 1; }; done
+            t1=$(now)
+            cp=()
+            for c in $(seq 1 "$NCONC"); do
+                (st=$(conc_push_one "$HP" "$W/conc.push$c" "conc/p$c"); [ "$st" == 201 ] || { echo "$reg: push $c answered $st" >&2; exit 1; }) &
+                cp+=($!)
+            done
+            for p in "${cp[@]}"; do wait "$p" || exit 1; done
+            t2=$(now)
+            stop_it
+            rm -rf "$W/cmk-conc$round" "$W/dist-conc$round"
+            CPULL[$reg,$round]=$(echo "$t1 - $t0" | bc -l)
+            CPUSH[$reg,$round]=$(echo "$t2 - $t1" | bc -l)
+            printf '%-12s concurrent round %d: %d clients x %d pulls of %d MB %6.2f s; %d clients pushing %d MB each %6.2f s\n' \
+                "$reg" "$round" "$NCONC" "$CPULLS" "$CMB" "${CPULL[$reg,$round]}" "$NCONC" "$CMB" "${CPUSH[$reg,$round]}"
+        done
+    done
+    cmed() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+    declare -A CMPL CMPU
+    for reg in cmkstore distribution; do
+        pl=() pu=()
+        for round in $(seq 1 "$CROUNDS"); do pl+=("${CPULL[$reg,$round]}"); pu+=("${CPUSH[$reg,$round]}"); done
+        CMPL[$reg]=$(cmed "${pl[@]}")
+        CMPU[$reg]=$(cmed "${pu[@]}")
+    done
+    printf 'concurrent, median of %d rounds (load %s): pulls cmkstore %.2f s vs distribution %.2f s = %.2fx; pushes cmkstore %.2f s vs distribution %.2f s = %.2fx (ratios: distribution time / cmkstore time)\n' \
+        "$CROUNDS" "$(cut -d' ' -f1-3 /proc/loadavg)" "${CMPL[cmkstore]}" "${CMPL[distribution]}" \
+        "$(echo "${CMPL[distribution]} / ${CMPL[cmkstore]}" | bc -l)" "${CMPU[cmkstore]}" "${CMPU[distribution]}" \
+        "$(echo "${CMPU[distribution]} / ${CMPU[cmkstore]}" | bc -l)"
 fi
 
 # ---- idle upload sessions: what they cost the server (issue 20, item 4)

@@ -379,6 +379,11 @@ cmk_err registry_new(const registry_opts *o, registry **out)
         free(r);
         return CMK_E_NOMEM;
     }
+    if (o->cache_bytes && !(r->cache = blob_cache_new(o->cache_bytes))) {
+        reg_sessions_free(r->sessions);
+        free(r);
+        return CMK_E_NOMEM;
+    }
     *out = r;
     return CMK_OK;
 }
@@ -388,6 +393,7 @@ void registry_free(registry *r)
     if (!r)
         return;
     reg_sessions_free(r->sessions);
+    blob_cache_free(r->cache);
     free(r);
 }
 

@@ -33,6 +33,7 @@ typedef struct registry_opts {
     unsigned max_uploads;      /* concurrent upload sessions; 0: 256 */
     unsigned upload_timeout_s; /* idle upload sessions are dropped after this; 0: 3600 */
     uint64_t upload_memory;    /* bytes of chunk buffers uploads in flight may hold; 0: 1 GiB */
+    uint64_t cache_bytes;      /* decrypted hot blobs kept in memory (blob_cache.h); 0: none */
     int log_requests;          /* one line per request on stderr */
 } registry_opts;
 

@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 
 #include "cmkstore_kek.h"
+#include "tools/serve/blob_cache.h"
 #include "tools/serve/http_util.h"
 #include "tools/serve/registry.h"
 #include "tools/serve/registry_route.h"
@@ -40,6 +41,7 @@ struct registry {
     http_metrics *metrics;
     http_conn *conns;
     reg_sessions *sessions;
+    blob_cache *cache; /* NULL: no cache */
     uint64_t max_manifest;
     uint64_t max_blob; /* 0: no limit */
     unsigned max_uploads, upload_timeout;

@@ -234,13 +234,45 @@ enum MHD_Result reg_metrics(struct req *q)
 {
     registry *r = q->r;
     struct reply rp = {NULL, 0};
-    char *text = NULL;
+    blob_cache_stats cs;
+    char *text = NULL, *more;
     size_t len = 0;
+    int n;
 
     if (!r->metrics || http_metrics_render(r->metrics, r->s, registry_uploads(r),
                                            registry_inflight(r), &text, &len) != 0)
         return reg_send_error(q, MHD_HTTP_INTERNAL_SERVER_ERROR, "UNKNOWN",
                               "metrics are not available", NULL);
+    blob_cache_get_stats(r->cache, &cs);
+    more = realloc(text, len + 1024);
+    if (!more) {
+        free(text);
+        return MHD_NO;
+    }
+    text = more;
+    n = snprintf(text + len, 1024,
+                 "# HELP cmkstore_blob_cache_hits_total Blob reads answered from the cache of "
+                 "decrypted blobs (--cache-size).\n"
+                 "# TYPE cmkstore_blob_cache_hits_total counter\n"
+                 "cmkstore_blob_cache_hits_total %llu\n"
+                 "# TYPE cmkstore_blob_cache_misses_total counter\n"
+                 "cmkstore_blob_cache_misses_total %llu\n"
+                 "# TYPE cmkstore_blob_cache_fills_total counter\n"
+                 "cmkstore_blob_cache_fills_total %llu\n"
+                 "# TYPE cmkstore_blob_cache_evictions_total counter\n"
+                 "cmkstore_blob_cache_evictions_total %llu\n"
+                 "# TYPE cmkstore_blob_cache_bytes gauge\n"
+                 "cmkstore_blob_cache_bytes %llu\n"
+                 "# TYPE cmkstore_blob_cache_entries gauge\n"
+                 "cmkstore_blob_cache_entries %llu\n"
+                 "# TYPE cmkstore_blob_cache_max_bytes gauge\n"
+                 "cmkstore_blob_cache_max_bytes %llu\n",
+                 (unsigned long long)cs.hits, (unsigned long long)cs.misses,
+                 (unsigned long long)cs.fills, (unsigned long long)cs.evictions,
+                 (unsigned long long)cs.bytes, (unsigned long long)cs.entries,
+                 (unsigned long long)cs.max_bytes);
+    if (n > 0 && n < 1024)
+        len += (size_t)n;
     rp.resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     if (!rp.resp) {
         free(text);

@@ -1,5 +1,6 @@
 /* registry_reply.c — the registry's responses: JSON bodies, the spec's error bodies, store
  * failures mapped to status codes, blobs streamed out of the store (registry_internal.h). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@ struct stream {
     cmk_get *g;
     struct req *q;
     uint64_t remaining;
+    blob_cache_fill *fill; /* a whole-blob read that fills the cache, else NULL */
 };
 
 void reg_hdr(struct reply *rp, const char *k, const char *v)
@@ -133,6 +135,8 @@ enum MHD_Result reg_store_error(struct req *q, cmk_err rc, const char *msg_in, c
     const char *code;
 
     if (cmk_err_is_key_access(rc)) {
+        /* Fail closed: no decrypted byte outlives the key's withdrawal in the cache. */
+        blob_cache_flush(q->r->cache);
         status = MHD_HTTP_SERVICE_UNAVAILABLE;
         code = "UNAVAILABLE";
     } else if (rc == CMK_E_NOT_FOUND) {
@@ -190,8 +194,13 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
                  cmk_errmsg());
         return MHD_CONTENT_READER_END_WITH_ERROR;
     }
+    (void)blob_cache_fill_add(st->fill, buf, n);
     st->remaining -= n;
     st->q->out += n;
+    if (st->remaining == 0) {
+        blob_cache_fill_end(st->fill, 1);
+        st->fill = NULL;
+    }
     return (ssize_t)n;
 }
 
@@ -199,8 +208,14 @@ static void stream_free(void *cls)
 {
     struct stream *st = cls;
 
+    blob_cache_fill_end(st->fill, 0); /* cut short: nothing is published */
     cmk_get_close(st->g);
     free(st);
+}
+
+static void cached_free(void *cls)
+{
+    blob_cache_release(cls);
 }
 
 /* Answers with bytes [off, off+len) of blob digest (status 200 or 206). */
@@ -209,20 +224,39 @@ enum MHD_Result reg_send_blob(struct req *q, const char *digest, uint64_t size, 
 {
     struct stream *st = NULL;
     struct reply rp = {NULL, 0};
+    const unsigned char *hot = NULL;
+    blob_cache_ent *ce = NULL;
     cmk_get *g = NULL;
     char crange[96], etag[CMK_DIGEST_MAX + 2];
     cmk_err rc;
 
-    rc = cmk_get_open(q->r->s, digest, off, len, &g);
-    if (rc != CMK_OK)
+    /* The store is asked first even when the cache holds the blob: the key gate, the blob's
+     * presence and its size decide, exactly as for a read from disk (blob_cache.h). */
+    if (len > 0)
+        ce = blob_cache_get(q->r->cache, digest, size, &hot);
+    rc = cmk_get_open(q->r->s, digest, ce ? 0 : off, ce ? 0 : len, &g);
+    if (rc != CMK_OK) {
+        blob_cache_release(ce);
         return reg_store_error(q, rc, NULL, "cannot read the blob");
+    }
     if (cmk_get_info(g)->size != size) {
+        blob_cache_release(ce);
         cmk_get_close(g);
         return reg_send_error(q, MHD_HTTP_INTERNAL_SERVER_ERROR, "UNKNOWN",
                               "stored blob size differs from the repository's record",
                               reg_digest_detail(digest));
     }
-    if (len == 0) {
+    if (ce) {
+        /* Sent from the cached bytes themselves; the reference goes when MHD is done. */
+        cmk_get_close(g);
+        rp.resp = MHD_create_response_from_buffer_with_free_callback_cls(
+            (size_t)len, (void *)(uintptr_t)(hot + off), cached_free, ce); /* MHD only reads */
+        if (!rp.resp) {
+            blob_cache_release(ce);
+            return MHD_NO;
+        }
+        q->out += len;
+    } else if (len == 0) {
         cmk_get_close(g);
         rp = reg_reply_empty();
     } else {
@@ -234,6 +268,8 @@ enum MHD_Result reg_send_blob(struct req *q, const char *digest, uint64_t size, 
         st->g = g;
         st->q = q;
         st->remaining = len;
+        if (off == 0 && len == size)
+            st->fill = blob_cache_fill_begin(q->r->cache, digest, size);
         rp.resp =
             MHD_create_response_from_callback(len, STREAM_BLOCK, stream_read, st, stream_free);
         if (!rp.resp) {

@@ -78,6 +78,11 @@ static const cli_opt serve_opts[] = {
     {"max-blob-size", 0, CLI_SIZE, 0, "BYTES",
      "Largest blob accepted in one upload (default: no limit); beyond, 413 SIZE_INVALID and "
      "the upload is discarded."},
+    {"cache-size", 0, CLI_SIZE, 0, "BYTES",
+     "Keep up to BYTES of decrypted blobs in memory (least recently used go first; a blob "
+     "larger than half of it is never kept) so that clients pulling the same layer are "
+     "answered without reading and decrypting it again. Every read still passes the key "
+     "check first, and losing key access empties the cache. Default 0: no cache."},
     {"max-uploads", 0, CLI_UINT, 0, "N",
      "Upload sessions open at once (default 256); beyond, 429 TOOMANYREQUESTS."},
     {"upload-timeout", 0, CLI_UINT, 0, "S",
@@ -281,7 +286,7 @@ struct serve_cfg {
     struct sockaddr_storage addr;
     char host[256];
     unsigned port;
-    uint64_t max_manifest, max_blob, upload_memory;
+    uint64_t max_manifest, max_blob, upload_memory, cache;
     unsigned max_uploads, upload_timeout, max_conn, conn_timeout, shutdown_timeout;
     unsigned per_ip, header_timeout;
     http_auth_limits auth;
@@ -306,6 +311,9 @@ static int read_cfg(const cli_args *a, struct serve_cfg *c)
     if (c->max_manifest < 1024 || c->max_manifest > (64u << 20))
         return cli_usage_error(cmd, "--max-manifest-size must be between 1K and 64M");
     c->max_blob = cli_num(a, "max-blob-size", 0);
+    c->cache = cli_num(a, "cache-size", 0);
+    if (c->cache > (64ull << 30))
+        return cli_usage_error(cmd, "--cache-size must be at most 64G");
     v = cli_num(a, "max-uploads", 256);
     if (v < 1 || v > 65536)
         return cli_usage_error(cmd, "--max-uploads must be between 1 and 65536");
@@ -509,6 +517,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     ro.metrics = metrics;
     ro.max_manifest = cfg.max_manifest;
     ro.max_blob = cfg.max_blob;
+    ro.cache_bytes = cfg.cache;
     ro.max_uploads = cfg.max_uploads;
     ro.upload_timeout_s = cfg.upload_timeout;
     ro.upload_memory = cfg.upload_memory;
