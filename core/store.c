@@ -28,7 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/backend/local.h"
+#include "core/backend/select.h"
 #include "core/base/fsutil.h"
 #include "core/base/jsonfile.h"
 #include "core/base/secmem.h"
@@ -453,13 +453,13 @@ static void identity_to_kr(const cmk_identity *id, cmk_kr_identity *out)
     snprintf(out->client, sizeof(out->client), "%s", id->client_id);
 }
 
-/* Writes the new store's records through a local backend staged beside dir, then moves it
- * into dir: a crash or a failure leaves no half-made store. */
+/* Writes the new store's records through its backend, staged (a local store beside dir),
+ * then publishes it: a crash or a failure leaves no half-made store. */
 static cmk_err write_store(const char *dir, const json_t *cfg, const cmk_keyring *kr, json_t *event,
                            cmk_errbuf *eb)
 {
     cmk_backend *bk = NULL;
-    cmk_err rc = cmk_backend_local_create(dir, &bk, eb);
+    cmk_err rc = cmk_backend_create(dir, &bk, eb);
 
     if (rc == CMK_OK)
         rc = put_config(bk, cfg, NULL, NULL, eb);
@@ -468,7 +468,7 @@ static cmk_err write_store(const char *dir, const json_t *cfg, const cmk_keyring
     if (rc == CMK_OK)
         rc = cmk_events_append(bk, "store.created", json_incref(event), eb);
     if (rc == CMK_OK)
-        rc = cmk_backend_local_publish(bk, eb);
+        rc = cmk_backend_publish(bk, eb);
     cmk_bk_close(bk);
     return rc;
 }
@@ -512,7 +512,7 @@ cmk_err cmk_store_create_with(const char *dir_in, const cmk_create_opts *o,
                               "yet: create the store with a user-assigned identity, grant the "
                               "system identity access, then `encryption rotate-key --identity "
                               "[system]`");
-    rc = cmk_backend_local_target(dir_in, dir, sizeof(dir), eb);
+    rc = cmk_backend_target(dir_in, dir, sizeof(dir), eb);
     if (rc != CMK_OK)
         return rc;
     rc = f->resolve_home(o->home, 1, home, eb);
@@ -648,10 +648,6 @@ cmk_err cmk_store_open_with(const char *dir, const cmk_store_opts *o, const cmk_
     pthread_cond_init(&s->bg_cv, NULL);
     pthread_mutex_init(&s->cfg_mu, NULL);
     pthread_mutex_init(&s->meta_mu, NULL);
-    if (!dir || realpath(dir, s->dir) == NULL) {
-        rc = cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no store at %s", dir ? dir : "(null)");
-        goto out;
-    }
     env = getenv("CMKSTORE_HOME");
     if (o && o->home) {
         rc = f->resolve_home(o->home, 0, s->home, eb);
@@ -662,10 +658,11 @@ cmk_err cmk_store_open_with(const char *dir, const cmk_store_opts *o, const cmk_
         if (rc != CMK_OK)
             goto out;
     }
-    /* Opens the directory once (everything in it is opened relative to it), refuses links
-     * among the store's own entries and sweeps crashed writers' leftovers. */
-    rc = cmk_backend_local_open(s->dir, &s->bk, eb);
-    if (rc == CMK_E_NOT_FOUND)
+    /* A directory is opened once (everything in it is opened relative to it), links among
+     * the store's own entries are refused and crashed writers' leftovers swept; a bucket is
+     * probed for conditional writes. */
+    rc = cmk_backend_open(dir, s->dir, sizeof(s->dir), &s->bk, eb);
+    if (rc == CMK_E_NOT_FOUND && s->dir[0])
         rc = no_store(s, eb);
     if (rc != CMK_OK)
         goto out;

@@ -1,0 +1,54 @@
+/*
+ * s3_internal.h — the S3 backend's state, shared by its files (core/backend/s3*.c). Not for
+ * the engine: it goes through backend.h.
+ */
+#ifndef CMK_BACKEND_S3_INTERNAL_H
+#define CMK_BACKEND_S3_INTERNAL_H
+
+#include <pthread.h>
+
+#include "core/backend/backend.h"
+#include "core/backend/s3_http.h"
+
+/* Objects a staged (unpublished) store has written, deleted if it is closed unpublished. */
+#define S3_STAGED_MAX 16
+
+typedef struct cmk_s3_bk {
+    cmk_backend base; /* first: a cmk_backend * is a cmk_s3_bk * */
+    cmk_s3_http *http;
+    char name[700]; /* s3://bucket[/prefix], for messages */
+    int staged;     /* a new store: store.json held back until publish */
+    void *held_cfg; /* staged: the store.json to publish */
+    size_t held_len;
+    pthread_mutex_t mu; /* guards the staged list */
+    char written[S3_STAGED_MAX][CMK_REC_NAME_MAX + 40];
+    int nwritten;
+} cmk_s3_bk;
+
+static inline cmk_s3_bk *cmk_s3_of(cmk_backend *b)
+{
+    return (cmk_s3_bk *)b;
+}
+
+extern const cmk_backend_ops cmk_s3_ops;
+
+/* Lists every object below key prefix `pfx` (below the store's prefix), calling cb with the
+ * key relative to the store's prefix and the size; a nonzero return stops. */
+CMK_MUST_CHECK cmk_err cmk_s3_list(cmk_s3_bk *s, const char *pfx,
+                                   int (*cb)(const char *key, uint64_t size, void *arg), void *arg,
+                                   cmk_errbuf *eb);
+
+/* A random writer nonce (32 hex) for x-amz-meta-cmk-writer, and whether object key was
+ * last written with it (then etag receives its ETag). */
+CMK_MUST_CHECK cmk_err cmk_s3_nonce(char out[33], cmk_errbuf *eb);
+int cmk_s3_written_by(cmk_s3_bk *s, const char *key, const char *nonce, char *etag, size_t cap);
+
+/* Remembers an object a staged store wrote. */
+void cmk_s3_note_written(cmk_s3_bk *s, const char *key);
+
+/* The blob space (s3_blob.c). */
+CMK_MUST_CHECK cmk_err cmk_s3_blobs_open_op(cmk_backend *b, cmk_pool *pool, uint64_t direct_after,
+                                            atomic_int *direct_state, cmk_bk_blobs **out,
+                                            cmk_errbuf *eb);
+
+#endif

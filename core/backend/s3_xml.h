@@ -1,0 +1,54 @@
+/*
+ * s3_xml.h — the S3 backend's readers of what an object store answers (core/backend/s3*.c):
+ * error documents, ListObjectsV2 pages and InitiateMultipartUpload results. Pure functions
+ * over the bytes received, bounded by their length (the body is not NUL-terminated and may
+ * be anything a peer sends): tests/fuzz/fuzz_s3_xml.c.
+ *
+ * Only what S3 and its compatible servers send is read: elements without attributes, text
+ * with the five predefined entities and numeric character references. A document that is
+ * not of that shape is CMK_E_CORRUPT ("the object store's answer ... is malformed").
+ */
+#ifndef CMK_BACKEND_S3_XML_H
+#define CMK_BACKEND_S3_XML_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/base/error.h"
+
+/* Longest object key S3 takes (1024 bytes UTF-8) and its NUL. */
+#define CMK_S3_KEY_MAX 1025
+
+/* The <Code> and <Message> of an S3 error document, each cut to its buffer (always
+ * NUL-terminated; "" when absent). 1 if a <Code> was found, else 0. */
+int cmk_s3_xml_error(const char *body, size_t len, char *code, size_t code_cap, char *msg,
+                     size_t msg_cap);
+
+/* One object of a listing page. */
+typedef struct cmk_s3_obj {
+    char key[CMK_S3_KEY_MAX];
+    uint64_t size;
+} cmk_s3_obj;
+
+/* Reads a ListObjectsV2 page: cb for every <Contents> (a nonzero return stops: *stopped 1),
+ * *truncated from <IsTruncated>, and next (cap bytes) the <NextContinuationToken> (""
+ * if none). CMK_E_CORRUPT if the page is malformed (a key too long or with a NUL, a size
+ * that is no number, a truncated page without a token). */
+CMK_MUST_CHECK cmk_err cmk_s3_xml_list(const char *body, size_t len,
+                                       int (*cb)(const cmk_s3_obj *o, void *arg), void *arg,
+                                       int *truncated, char *next, size_t cap, int *stopped,
+                                       cmk_errbuf *eb);
+
+/* The <UploadId> of an InitiateMultipartUploadResult into id (cap bytes): CMK_E_CORRUPT if
+ * missing, empty or too long. */
+CMK_MUST_CHECK cmk_err cmk_s3_xml_upload_id(const char *body, size_t len, char *id, size_t cap,
+                                            cmk_errbuf *eb);
+
+/* Decodes the text between two tags (entities, character references) into out (cap bytes,
+ * NUL-terminated): -1 if malformed, holds a NUL, or does not fit; else its length. */
+int cmk_s3_xml_text(const char *p, size_t n, char *out, size_t cap);
+
+/* Escapes s for element text (&, <, >) into out: -1 if it does not fit, else its length. */
+int cmk_s3_xml_escape(const char *s, char *out, size_t cap);
+
+#endif
