@@ -17,8 +17,9 @@
 #define USAGE_INDENT 7  /* strlen("Usage: ") */
 #define OPT_COL      32 /* where option descriptions start */
 /* getopt_long values: long-only options are numbered from OPT_BASE by their table index. */
-#define OPT_BASE 256
-#define OPT_HOME (OPT_BASE + CLI_MAX_OPTS)
+#define OPT_BASE        256
+#define OPT_HOME        (OPT_BASE + CLI_MAX_OPTS)
+#define OPT_S3_ENDPOINT (OPT_HOME + 1)
 
 static int opt_count(const cli_cmd *c)
 {
@@ -187,6 +188,13 @@ void cli_print_help(const cli_cmd *c, FILE *f)
         opt_synopsis(&c->opts[i], piece, sizeof(piece));
         print_opt_line(f, c->opts[i].short_name, piece, c->opts[i].help, c->opts[i].required);
     }
+    if (opt_index(c, "store") >= 0)
+        print_opt_line(f, 0, "--s3-endpoint URL",
+                       "Endpoint of the object store for a store named s3://BUCKET[/PREFIX] "
+                       "(default: $AWS_ENDPOINT_URL_S3, else $AWS_ENDPOINT_URL). Region and "
+                       "credentials: $AWS_REGION, $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY, "
+                       "$AWS_SESSION_TOKEN; $AWS_CA_BUNDLE; $CMKSTORE_S3_ADDRESSING=path|virtual.",
+                       0);
     print_opt_line(f, 0, "--home DIR",
                    "Home of the local vaults and identities (default: $CMKSTORE_HOME, else "
                    "~/.cmkstore).",
@@ -353,7 +361,7 @@ static int add_positional(const cli_cmd *cmd, cli_args *a, const char *v)
 
 int cli_parse(const cli_cmd *cmd, int argc, char **argv, cli_args *a)
 {
-    struct option lo[CLI_MAX_OPTS + 3];
+    struct option lo[CLI_MAX_OPTS + 4];
     char optstring[3 * CLI_MAX_OPTS + 8];
     size_t k = 0;
     int n = opt_count(cmd), pending = -1, c, rc;
@@ -393,7 +401,8 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, cli_args *a)
     optstring[k] = '\0';
     lo[n] = (struct option){"home", required_argument, NULL, OPT_HOME};
     lo[n + 1] = (struct option){"help", no_argument, NULL, 'h'};
-    lo[n + 2] = (struct option){NULL, 0, NULL, 0};
+    lo[n + 2] = (struct option){"s3-endpoint", required_argument, NULL, OPT_S3_ENDPOINT};
+    lo[n + 3] = (struct option){NULL, 0, NULL, 0};
 
     opterr = 0;
     optind = 1;
@@ -424,12 +433,21 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, cli_args *a)
                                        cmd->opts[optopt - OPT_BASE].name);
             if (optopt == OPT_HOME)
                 return cli_usage_error(cmd, "option --home needs a value");
+            if (optopt == OPT_S3_ENDPOINT)
+                return cli_usage_error(cmd, "option --s3-endpoint needs a value");
             return cli_usage_error(cmd, "option -%c needs a value", optopt);
         }
         if (c == 'h')
             continue; /* handled above */
         if (c == OPT_HOME) {
             a->home = optarg;
+            continue;
+        }
+        if (c == OPT_S3_ENDPOINT) {
+            /* The library takes the endpoint the way the AWS tools do, from the environment
+             * (core/backend/s3_conf.h); the option overrides it for this process. */
+            if (setenv("AWS_ENDPOINT_URL_S3", optarg, 1) != 0)
+                return cli_usage_error(cmd, "cannot set the S3 endpoint");
             continue;
         }
         idx = c >= OPT_BASE ? c - OPT_BASE : short_index(cmd, c);

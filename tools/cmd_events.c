@@ -19,7 +19,7 @@
 #include "tools/cli.h"
 
 static const cli_opt events_opts[] = {
-    {"store", 0, CLI_STR, 1, "DIR", "Directory of the store."},
+    {"store", 0, CLI_STR, 1, "DIR", "The store: its directory, or s3://BUCKET[/PREFIX]."},
     {"type", 0, CLI_STR, 0, "PREFIX",
      "Only events whose type starts with PREFIX (key.rotated, key., operation.refused...)."},
     {"follow", 'f', CLI_FLAG, 0, NULL,

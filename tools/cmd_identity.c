@@ -29,7 +29,7 @@ static const cli_opt show_opts[] = {
 };
 
 static const cli_opt assign_opts[] = {
-    {"store", 0, CLI_STR, 1, "DIR", "Directory of the store."},
+    {"store", 0, CLI_STR, 1, "DIR", "The store: its directory, or s3://BUCKET[/PREFIX]."},
     {"system", 0, CLI_FLAG, 0, NULL, "The store's system-assigned identity."},
     {"identities", 0, CLI_LIST, 0, "ID",
      "User-assigned identities: name, resource id, principalId or clientId (one or more)."},

@@ -25,7 +25,8 @@ enum { ENC_SHOW, ENC_ROTATE, ENC_CHECK, ENC_ENABLE, ENC_DISABLE, ENC_UPDATE, ENC
 
 static const cli_opt create_opts[] = {
     {"store", 0, CLI_STR, 1, "DIR",
-     "Directory of the new store; it must not exist or must be empty."},
+     "Directory of the new store; it must not exist or must be empty. Or s3://BUCKET[/PREFIX]: "
+     "a bucket (that exists) or a prefix in it holding nothing yet."},
     {"identity", 0, CLI_STR, 0, "ID",
      "User-assigned identity that reaches the key: its name, resource id, principalId or "
      "clientId. Goes with --key-encryption-key."},
@@ -63,7 +64,7 @@ static const cli_opt create_opts[] = {
 };
 
 static const cli_opt update_opts[] = {
-    {"store", 0, CLI_STR, 1, "DIR", "Directory of the store."},
+    {"store", 0, CLI_STR, 1, "DIR", "The store: its directory, or s3://BUCKET[/PREFIX]."},
     {"rotation-check-interval", 0, CLI_UINT, 0, "SECONDS",
      "How often to look for a new version of a versionless key: 1 to 86400."},
     {"key-check-interval", 0, CLI_UINT, 0, "SECONDS",
@@ -77,19 +78,19 @@ static const cli_opt update_opts[] = {
 };
 
 static const cli_opt watch_opts[] = {
-    {"store", 0, CLI_STR, 1, "DIR", "Directory of the store."},
+    {"store", 0, CLI_STR, 1, "DIR", "The store: its directory, or s3://BUCKET[/PREFIX]."},
     {"duration", 0, CLI_UINT, 0, "SECONDS",
      "Stop after this many seconds (default: run until interrupted)."},
     CLI_OPT_END,
 };
 
 static const cli_opt store_opts[] = {
-    {"store", 0, CLI_STR, 1, "DIR", "Directory of the store."},
+    {"store", 0, CLI_STR, 1, "DIR", "The store: its directory, or s3://BUCKET[/PREFIX]."},
     CLI_OPT_END,
 };
 
 static const cli_opt rotate_opts[] = {
-    {"store", 0, CLI_STR, 1, "DIR", "Directory of the store."},
+    {"store", 0, CLI_STR, 1, "DIR", "The store: its directory, or s3://BUCKET[/PREFIX]."},
     {"key-encryption-key", 0, CLI_STR, 1, "KID",
      "The new key: another version, another key, or a key in another vault. Versioned: manual "
      "rotation from now on; versionless: automatic rotation."},
@@ -100,7 +101,7 @@ static const cli_opt rotate_opts[] = {
 };
 
 static const cli_opt check_opts[] = {
-    {"store", 0, CLI_STR, 1, "DIR", "Directory of the store."},
+    {"store", 0, CLI_STR, 1, "DIR", "The store: its directory, or s3://BUCKET[/PREFIX]."},
     {"no-rotate", 0, CLI_FLAG, 0, NULL,
      "Only check access to the key; do not look for a newer key version."},
     CLI_OPT_END,

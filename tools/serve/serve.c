@@ -56,7 +56,8 @@
 
 static const cli_opt serve_opts[] = {
     {"store", 0, CLI_STR, 0, "DIR",
-     "The store to serve (made with `cmkstore create`). Default: the embedded default store "
+     "The store to serve (made with `cmkstore create`): its directory, or s3://BUCKET[/PREFIX], "
+     "which any number of servers may serve at once. Default: the embedded default store "
      "under the home, created with its identity, vault and key on first run."},
     {"listen", 0, CLI_STR, 0, "ADDR:PORT",
      "Address to listen on (default " DEF_LISTEN "); an IPv6 address goes in brackets. Port 0 "
