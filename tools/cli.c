@@ -178,7 +178,7 @@ static void print_opt_line(FILE *f, int short_name, const char *left, const char
 void cli_print_help(const cli_cmd *c, FILE *f)
 {
     char piece[200];
-    int n = opt_count(c);
+    int n = opt_count(c), has_store = 0;
 
     print_usage(c, f);
     fputc('\n', f);
@@ -188,7 +188,9 @@ void cli_print_help(const cli_cmd *c, FILE *f)
         opt_synopsis(&c->opts[i], piece, sizeof(piece));
         print_opt_line(f, c->opts[i].short_name, piece, c->opts[i].help, c->opts[i].required);
     }
-    if (opt_index(c, "store") >= 0)
+    for (int i = 0; i < n; i++)
+        has_store |= strcmp(c->opts[i].name, "store") == 0;
+    if (has_store)
         print_opt_line(f, 0, "--s3-endpoint URL",
                        "Endpoint of the object store for a store named s3://BUCKET[/PREFIX] "
                        "(default: $AWS_ENDPOINT_URL_S3, else $AWS_ENDPOINT_URL). Region and "
