@@ -31,7 +31,7 @@ enum { B_PUT, B_GET, B_STAT, B_VERIFY, B_RM, B_LS };
 
 #define STORE_OPT                                                                                  \
     {                                                                                              \
-        "store", 0, CLI_STR, 1, "DIR", "The store: its directory, or s3://BUCKET[/PREFIX]."                                   \
+        "store", 0, CLI_STR, 1, "DIR", "The store: its directory, or s3://BUCKET[/PREFIX]."        \
     }
 
 static const cli_opt put_opts[] = {
