@@ -362,6 +362,20 @@ CMK_API void cmk_store_resources_get(cmk_store *s, cmk_store_resources *out);
  * flight; streams still open keep theirs. */
 CMK_API void cmk_store_trim(cmk_store *s);
 
+/* Reads the event log of the store `store` (a directory, or s3://BUCKET[/PREFIX]) without
+ * opening it, so with no key access at all (a revoked key is when the log matters): cb gets
+ * every event (one JSON object, without a newline) written after *cursor, in order, and
+ * *cursor is left after the last one delivered, so calling again with it gives only newer
+ * events (follow). cursor: cap >= CMK_EVENTS_CURSOR_MAX bytes, "" to start from the first.
+ * A nonzero return of cb stops. Errors: CMK_E_NOT_FOUND (no store; a store without events
+ * yet is not an error), CMK_E_REFUSED (the log is a symbolic link), CMK_E_IO, CMK_E_INVAL
+ * (bad name or cursor). Nothing of the store changes (an open of a directory store sweeps
+ * crashed writers' leftovers, as every open does). */
+#define CMK_EVENTS_CURSOR_MAX 256
+CMK_API cmk_err cmk_store_events_read(const char *store, char *cursor, size_t cap,
+                                      int (*cb)(const char *event, size_t len, void *arg),
+                                      void *arg);
+
 /* Store identifier (a UUID) and the directory it was opened from. */
 CMK_API const char *cmk_store_id(const cmk_store *s);
 CMK_API const char *cmk_store_dir(const cmk_store *s);

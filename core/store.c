@@ -661,7 +661,7 @@ cmk_err cmk_store_open_with(const char *dir, const cmk_store_opts *o, const cmk_
     /* A directory is opened once (everything in it is opened relative to it), links among
      * the store's own entries are refused and crashed writers' leftovers swept; a bucket is
      * probed for conditional writes. */
-    rc = cmk_backend_open(dir, s->dir, sizeof(s->dir), &s->bk, eb);
+    rc = cmk_backend_open(dir, 0, s->dir, sizeof(s->dir), &s->bk, eb);
     if (rc == CMK_E_NOT_FOUND && s->dir[0])
         rc = no_store(s, eb);
     if (rc != CMK_OK)

@@ -89,6 +89,59 @@ static int drain(int fd, char **buf, size_t *len, size_t *cap, const char *prefi
     return fflush(stdout) == 0 ? 0 : -1;
 }
 
+struct remote_ctx {
+    const char *prefix;
+    int failed;
+};
+
+static int remote_line(const char *line, size_t len, void *arg)
+{
+    struct remote_ctx *c = arg;
+
+    if (emit(line, len, c->prefix) != 0) {
+        c->failed = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* A store in object storage: the events are objects, read through the library (one listing
+ * per poll; --follow polls every second). */
+static int run_remote(const char *store, const char *prefix, int follow)
+{
+    char cursor[CMK_EVENTS_CURSOR_MAX] = "";
+    struct remote_ctx c = {prefix, 0};
+    struct timespec nap = {1, 0};
+    struct sigaction sa;
+
+    if (follow) {
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+    }
+    for (;;) {
+        cmk_err rc = cmk_store_events_read(store, cursor, sizeof(cursor), remote_line, &c);
+        if (c.failed || fflush(stdout) != 0) {
+            fprintf(stderr, "cmkstore: error: cannot print the events: %s\n", strerror(errno));
+            return CLI_EXIT_FAILURE;
+        }
+        if (rc == CMK_E_NOT_FOUND) {
+            int ex = cli_fail(rc, NULL, CLI_HINT_NONE, "cannot read the events of %s", store);
+            cli_hint("create one with `cmkstore create --store %s`", store);
+            return ex;
+        }
+        if (rc != CMK_OK)
+            return cli_fail(rc, NULL, CLI_HINT_NONE, "cannot read the events of %s", store);
+        if (!follow || events_stop)
+            return CLI_EXIT_OK;
+        nanosleep(&nap, NULL);
+        if (events_stop)
+            return CLI_EXIT_OK;
+    }
+}
+
 static int run_events(const cli_cmd *cmd, cli_args *a)
 {
     const char *dir = cli_get(a, "store"), *prefix = cli_get(a, "type");
@@ -100,6 +153,8 @@ static int run_events(const cli_cmd *cmd, cli_args *a)
     struct stat st;
 
     (void)cmd;
+    if (strncmp(dir, "s3://", 5) == 0)
+        return run_remote(dir, prefix, follow);
     snprintf(path, sizeof(path), "%s/store.json", dir);
     if (stat(path, &st) != 0) {
         fprintf(stderr,

@@ -110,3 +110,10 @@ void cmk_bk_release(cmk_backend *b, cmk_bk_lock *l)
     if (l && CMK_BK_HAS(b, unlock))
         b->ops->unlock(l);
 }
+
+cmk_err cmk_bk_log_read(cmk_backend *b, const char *log, char *cursor, size_t cap,
+                        int (*cb)(const char *line, size_t len, void *arg), void *arg,
+                        cmk_errbuf *eb)
+{
+    return BK_CALL(b, log_read, eb, log, cursor, cap, cb, arg, eb);
+}

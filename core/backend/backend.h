@@ -136,7 +136,19 @@ struct cmk_backend_ops {
     cmk_err (*lock)(cmk_backend *b, const char *name, unsigned flags, cmk_bk_lock **out,
                     cmk_errbuf *eb);
     void (*unlock)(cmk_bk_lock *l);
+
+    /* Calls cb with every line (without its '\n') of the log `log` appended after *cursor
+     * (opaque text of cap bytes; "" reads from the start), in append order, and leaves
+     * *cursor after the last line delivered, so the next call reads only newer ones. A line
+     * still being written is left for the next call. A nonzero return of cb stops (CMK_OK;
+     * *cursor is after that line). CMK_E_NOT_FOUND if the log does not exist yet. */
+    cmk_err (*log_read)(cmk_backend *b, const char *log, char *cursor, size_t cap,
+                        int (*cb)(const char *line, size_t len, void *arg), void *arg,
+                        cmk_errbuf *eb);
 };
+
+/* Room for a log cursor (the local one: a decimal offset; S3: an object key). */
+#define CMK_BK_CURSOR_MAX 256
 
 /* A member of ops the backend provides: inside the size it was built against, and set. */
 #define CMK_BK_HAS(b, member)                                                                      \
@@ -167,5 +179,8 @@ CMK_MUST_CHECK cmk_err cmk_bk_log_append(cmk_backend *b, const char *log, const 
 CMK_MUST_CHECK cmk_err cmk_bk_acquire(cmk_backend *b, const char *name, unsigned flags,
                                       cmk_bk_lock **out, cmk_errbuf *eb);
 void cmk_bk_release(cmk_backend *b, cmk_bk_lock *l);
+CMK_MUST_CHECK cmk_err cmk_bk_log_read(cmk_backend *b, const char *log, char *cursor, size_t cap,
+                                       int (*cb)(const char *line, size_t len, void *arg),
+                                       void *arg, cmk_errbuf *eb);
 
 #endif

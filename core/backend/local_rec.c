@@ -344,6 +344,61 @@ static cmk_err local_log_append(cmk_backend *b, const char *log, const char *lin
     return rc;
 }
 
+/* Reads the log from the byte offset in *cursor on; whole lines only. */
+static cmk_err local_log_read(cmk_backend *b, const char *log, char *cursor, size_t cap,
+                              int (*cb)(const char *line, size_t len, void *arg), void *arg,
+                              cmk_errbuf *eb)
+{
+    cmk_local_bk *l = cmk_local_of(b);
+    char chunk[65536], *end = NULL;
+    unsigned long long off = cursor[0] ? strtoull(cursor, &end, 10) : 0;
+    size_t have = 0, start;
+    char *buf = NULL;
+    cmk_err rc = cmk_bk_rec_name_check(log, eb);
+    int fd, stop = 0;
+
+    if (rc == CMK_OK && (strchr(log, '/') || (end && *end != '\0')))
+        rc = cmk_errbuf_set(eb, CMK_E_INVAL, "bad log name or cursor");
+    if (rc != CMK_OK)
+        return rc;
+    fd = cmk_openat_nofollow(l->dirfd, log, O_RDONLY | O_NONBLOCK, 0);
+    if (fd < 0)
+        return cmk_errbuf_open(eb, errno, "open the log", l->dir, log);
+    for (;;) {
+        ssize_t r = pread(fd, chunk, sizeof(chunk), (off_t)(off + have));
+        char *nb;
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            rc = cmk_errbuf_sys(eb, CMK_E_IO, errno, "cannot read %s/%s", l->dir, log);
+            break;
+        }
+        if (r == 0)
+            break;
+        nb = realloc(buf, have + (size_t)r);
+        if (!nb) {
+            rc = cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (log)");
+            break;
+        }
+        buf = nb;
+        memcpy(buf + have, chunk, (size_t)r);
+        have += (size_t)r;
+    }
+    close(fd);
+    start = 0;
+    for (size_t i = 0; rc == CMK_OK && !stop && i < have; i++) {
+        if (buf[i] != '\n')
+            continue;
+        if (i > start)
+            stop = cb(buf + start, i - start, arg);
+        start = i + 1;
+    }
+    if (rc == CMK_OK)
+        snprintf(cursor, cap, "%llu", off + start);
+    free(buf);
+    return rc;
+}
+
 const cmk_backend_ops cmk_local_ops = {
     .size = sizeof(cmk_backend_ops),
     .name = "local",
@@ -357,4 +412,5 @@ const cmk_backend_ops cmk_local_ops = {
     .log_append = local_log_append,
     .lock = local_lock,
     .unlock = local_unlock,
+    .log_read = local_log_read,
 };

@@ -79,8 +79,8 @@ static cmk_err probe(cmk_s3_bk *s, cmk_errbuf *eb)
     return rc;
 }
 
-cmk_err cmk_backend_s3_open(const char *name, char *canon, size_t cap, cmk_backend **out,
-                            cmk_errbuf *eb)
+cmk_err cmk_backend_s3_open(const char *name, int probe_writes, char *canon, size_t cap,
+                            cmk_backend **out, cmk_errbuf *eb)
 {
     cmk_s3_bk *s = NULL;
     cmk_s3_req r = {.method = "HEAD", .key = "store.json"};
@@ -94,7 +94,7 @@ cmk_err cmk_backend_s3_open(const char *name, char *canon, size_t cap, cmk_backe
     cmk_s3_req_done(&r);
     if (rc == CMK_E_NOT_FOUND)
         rc = cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no store at %s (store.json is missing)", s->name);
-    if (rc == CMK_OK)
+    if (rc == CMK_OK && probe_writes)
         rc = probe(s, eb);
     if (rc != CMK_OK) {
         cmk_bk_close(&s->base);
@@ -124,7 +124,7 @@ static cmk_err target_check(cmk_s3_bk *s, cmk_errbuf *eb)
         return cmk_errbuf_set(eb, CMK_E_REFUSED, "a store exists at %s already", s->name);
     if (rc != CMK_E_NOT_FOUND)
         return rc;
-    rc = cmk_s3_list(s, "", any_object, &found, eb);
+    rc = cmk_s3_list(s, "", NULL, any_object, &found, eb);
     if (rc == CMK_OK && found)
         rc = cmk_errbuf_set(eb, CMK_E_EXISTS,
                             "%s is not empty: a new store needs a bucket or prefix of its own",

@@ -22,9 +22,10 @@
 #include "core/backend/backend.h"
 
 /* Opens the store `name` ("s3://BUCKET[/PREFIX]"): CMK_E_NOT_FOUND if it holds no
- * store.json, CMK_E_REFUSED if the endpoint does not honour conditional writes, CMK_E_IO if
- * it cannot be reached (after retries). canon (cap bytes) receives the canonical name. */
-CMK_MUST_CHECK cmk_err cmk_backend_s3_open(const char *name, char *canon, size_t cap,
+ * store.json, CMK_E_REFUSED if the endpoint does not honour conditional writes (checked if
+ * probe), CMK_E_IO if it cannot be reached (after retries). canon (cap bytes) receives the
+ * canonical name. */
+CMK_MUST_CHECK cmk_err cmk_backend_s3_open(const char *name, int probe, char *canon, size_t cap,
                                            cmk_backend **out, cmk_errbuf *eb);
 
 /* Checks that `name` can take a new store and gives its canonical name: CMK_E_REFUSED if a

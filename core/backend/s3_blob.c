@@ -773,7 +773,7 @@ static cmk_err s3_blob_list(cmk_bk_blobs *b, int (*cb)(const char *key, void *ar
 {
     struct blob_list_ctx c = {cb, arg};
 
-    return cmk_s3_list(bs_of(b)->bk, "blobs/", blob_list_one, &c, eb);
+    return cmk_s3_list(bs_of(b)->bk, "blobs/", NULL, blob_list_one, &c, eb);
 }
 
 static void s3_blobs_close(cmk_bk_blobs *b)

@@ -32,9 +32,10 @@ static inline cmk_s3_bk *cmk_s3_of(cmk_backend *b)
 
 extern const cmk_backend_ops cmk_s3_ops;
 
-/* Lists every object below key prefix `pfx` (below the store's prefix), calling cb with the
- * key relative to the store's prefix and the size; a nonzero return stops. */
-CMK_MUST_CHECK cmk_err cmk_s3_list(cmk_s3_bk *s, const char *pfx,
+/* Lists every object below key prefix `pfx` (below the store's prefix) in key order, after
+ * key `after` (relative too; NULL or "": from the first), calling cb with the key relative
+ * to the store's prefix and the size; a nonzero return stops. */
+CMK_MUST_CHECK cmk_err cmk_s3_list(cmk_s3_bk *s, const char *pfx, const char *after,
                                    int (*cb)(const char *key, uint64_t size, void *arg), void *arg,
                                    cmk_errbuf *eb);
 

@@ -206,12 +206,13 @@ static int list_one(const cmk_s3_obj *o, void *arg)
     return c->cb(o->key + c->plen, o->size, c->arg);
 }
 
-cmk_err cmk_s3_list(cmk_s3_bk *s, const char *pfx,
+cmk_err cmk_s3_list(cmk_s3_bk *s, const char *pfx, const char *after,
                     int (*cb)(const char *key, uint64_t size, void *arg), void *arg, cmk_errbuf *eb)
 {
     const cmk_s3_conf *cf = cmk_s3_http_conf(s->http);
     struct list_ctx c = {s, cb, arg, strlen(cf->prefix)};
-    char full[CMK_S3_KEY_MAX_ENC], epfx[3 * CMK_S3_KEY_MAX_ENC], tok[2048], etok[6200], query[9000];
+    char full[CMK_S3_KEY_MAX_ENC], epfx[3 * CMK_S3_KEY_MAX_ENC], tok[2048], etok[6200],
+        query[12400], start_q[3400] = "";
     int truncated = 1, stopped = 0;
     cmk_err rc = CMK_OK;
 
@@ -219,6 +220,15 @@ cmk_err cmk_s3_list(cmk_s3_bk *s, const char *pfx,
     snprintf(full, sizeof(full), "%s%s", cf->prefix, pfx);
     if (cmk_s3_query_escape(full, epfx, sizeof(epfx)) < 0)
         return cmk_errbuf_set(eb, CMK_E_INVAL, "listing prefix too long");
+    if (after && *after) {
+        char full_after[CMK_S3_KEY_MAX_ENC], eafter[3 * CMK_S3_KEY_MAX_ENC];
+        if ((size_t)snprintf(full_after, sizeof(full_after), "%s%s", cf->prefix, after) >=
+                sizeof(full_after) ||
+            cmk_s3_query_escape(full_after, eafter, sizeof(eafter)) < 0)
+            return cmk_errbuf_set(eb, CMK_E_INVAL, "listing start too long");
+        /* start-after goes with the first page only: the token carries on from there. */
+        snprintf(start_q, sizeof(start_q), "&start-after=%s", eafter);
+    }
     while (rc == CMK_OK && truncated && !stopped) {
         cmk_s3_req r = {.method = "GET", .key = NULL, .max = 16u << 20};
 
@@ -230,7 +240,7 @@ cmk_err cmk_s3_list(cmk_s3_bk *s, const char *pfx,
             snprintf(query, sizeof(query), "continuation-token=%s&list-type=2&prefix=%s", etok,
                      epfx);
         } else {
-            snprintf(query, sizeof(query), "list-type=2&prefix=%s", epfx);
+            snprintf(query, sizeof(query), "list-type=2&prefix=%s%s", epfx, start_q);
         }
         r.query = query;
         rc = cmk_s3_http_do(s->http, &r, eb);
@@ -266,7 +276,7 @@ static cmk_err s3_rec_list(cmk_backend *b, const char *prefix,
 
     if (!strchr(prefix, '/'))
         return cmk_errbuf_set(eb, CMK_E_INVAL, "a record listing names a namespace ('%s')", prefix);
-    return cmk_s3_list(cmk_s3_of(b), prefix, rec_list_one, &c, eb);
+    return cmk_s3_list(cmk_s3_of(b), prefix, NULL, rec_list_one, &c, eb);
 }
 
 static cmk_err s3_log_append(cmk_backend *b, const char *log, const char *line, size_t len,
@@ -304,6 +314,65 @@ static cmk_err s3_log_append(cmk_backend *b, const char *log, const char *line, 
     return rc;
 }
 
+struct log_read_ctx {
+    cmk_s3_bk *s;
+    char *cursor;
+    size_t cap;
+    int (*cb)(const char *line, size_t len, void *arg);
+    void *arg;
+    cmk_err rc;
+    cmk_errbuf *eb;
+};
+
+/* One event object: its line(s) to cb, then the cursor moves past it. */
+static int log_read_one(const char *key, uint64_t size, void *arg)
+{
+    struct log_read_ctx *c = arg;
+    cmk_s3_req r = {.method = "GET", .key = key, .max = 1u << 20};
+    size_t start = 0;
+    int stop = 0;
+
+    (void)size;
+    c->rc = cmk_s3_http_do(c->s->http, &r, c->eb);
+    if (c->rc == CMK_E_NOT_FOUND) {
+        c->rc = CMK_OK; /* deleted since the listing */
+        cmk_s3_req_done(&r);
+        return 0;
+    }
+    if (c->rc != CMK_OK) {
+        cmk_s3_req_done(&r);
+        return 1;
+    }
+    for (size_t i = 0; r.resp && i <= r.resp_len && !stop; i++) {
+        if (i < r.resp_len && r.resp[i] != '\n')
+            continue;
+        if (i > start)
+            stop = c->cb(r.resp + start, i - start, c->arg);
+        start = i + 1;
+    }
+    cmk_s3_req_done(&r);
+    snprintf(c->cursor, c->cap, "%s", key);
+    return stop;
+}
+
+/* Events in name order (time order, as far as the writers' clocks agree) after the cursor,
+ * the key of the last one delivered. */
+static cmk_err s3_log_read(cmk_backend *b, const char *log, char *cursor, size_t cap,
+                           int (*cb)(const char *line, size_t len, void *arg), void *arg,
+                           cmk_errbuf *eb)
+{
+    cmk_s3_bk *s = cmk_s3_of(b);
+    struct log_read_ctx c = {s, cursor, cap, cb, arg, CMK_OK, eb};
+    cmk_err rc;
+
+    if (strcmp(log, "events.log") != 0)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "unknown log '%s'", log);
+    if (cursor[0] && strncmp(cursor, "events/", 7) != 0)
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "bad log cursor");
+    rc = cmk_s3_list(s, "events/", cursor, log_read_one, &c, eb);
+    return rc != CMK_OK ? rc : c.rc;
+}
+
 static void s3_close(cmk_backend *b)
 {
     cmk_s3_bk *s = cmk_s3_of(b);
@@ -336,4 +405,5 @@ const cmk_backend_ops cmk_s3_ops = {
     .rec_delete = s3_rec_delete,
     .rec_list = s3_rec_list,
     .log_append = s3_log_append,
+    .log_read = s3_log_read,
 };

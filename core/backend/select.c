@@ -15,14 +15,14 @@ int cmk_backend_name_is_remote(const char *name)
     return cmk_s3_is_name(name);
 }
 
-cmk_err cmk_backend_open(const char *name, char *canon, size_t cap, cmk_backend **out,
-                         cmk_errbuf *eb)
+cmk_err cmk_backend_open(const char *name, unsigned flags, char *canon, size_t cap,
+                         cmk_backend **out, cmk_errbuf *eb)
 {
     char real[PATH_MAX];
 
     *out = NULL;
     if (cmk_s3_is_name(name))
-        return cmk_backend_s3_open(name, canon, cap, out, eb);
+        return cmk_backend_s3_open(name, !(flags & CMK_BK_OPEN_READ), canon, cap, out, eb);
     if (!name || realpath(name, real) == NULL)
         return cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "no store at %s", name ? name : "(null)");
     if ((size_t)snprintf(canon, cap, "%s", real) >= cap)

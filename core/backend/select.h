@@ -11,9 +11,12 @@
 /* 1 if name is a store in object storage (no directory, no local path checks). */
 int cmk_backend_name_is_remote(const char *name);
 
+/* open flags */
+#define CMK_BK_OPEN_READ 1u /* only to read (the event log): no probe of conditional writes */
+
 /* Opens the store `name`: canon (cap bytes) receives its canonical name (an absolute,
  * resolved directory, or "s3://bucket[/prefix]"). CMK_E_NOT_FOUND if there is no store. */
-CMK_MUST_CHECK cmk_err cmk_backend_open(const char *name, char *canon, size_t cap,
+CMK_MUST_CHECK cmk_err cmk_backend_open(const char *name, unsigned flags, char *canon, size_t cap,
                                         cmk_backend **out, cmk_errbuf *eb);
 
 /* A new store: cmk_backend_target checks `name` can take one and gives its canonical name;

@@ -390,6 +390,14 @@ static void test_races(void)
 
 /* ---- the log ---- */
 
+static int log_collect(const char *line, size_t len, void *arg)
+{
+    char *all = arg;
+    strncat(all, line, len);
+    strcat(all, ";");
+    return 0;
+}
+
 static void test_log(void)
 {
     const char *dir = new_store("bk-log");
@@ -409,6 +417,30 @@ static void test_log(void)
     REQUIRE(symlink(path_in(dir, "events.log"), path_in(dir, "link.log")) == 0);
     RC(cmk_bk_log_append(b, "link.log", "x\n", 2, &eb), CMK_E_REFUSED);
     CHECK(file_is(path_in(dir, "events.log"), "{\"a\":1}\n{\"b\":2}\n"));
+    /* Reading: every line after the cursor, the cursor left after the last; a line still
+     * being written (no newline yet) waits for the next read; a link is refused. */
+    {
+        char cur[CMK_BK_CURSOR_MAX] = "", got[256] = "";
+        int fd;
+        RC(cmk_bk_log_read(b, "events.log", cur, sizeof(cur), log_collect, got, &eb), CMK_OK);
+        CHECK_MSG(strcmp(got, "{\"a\":1};{\"b\":2};") == 0, "%s", got);
+        CHECK(strcmp(cur, "16") == 0);
+        fd = open(path_in(dir, "events.log"), O_WRONLY | O_APPEND);
+        REQUIRE(fd >= 0 && write(fd, "{\"c\"", 4) == 4);
+        got[0] = '\0';
+        RC(cmk_bk_log_read(b, "events.log", cur, sizeof(cur), log_collect, got, &eb), CMK_OK);
+        CHECK(got[0] == '\0' && strcmp(cur, "16") == 0);
+        REQUIRE(write(fd, ":3}\n", 4) == 4);
+        close(fd);
+        RC(cmk_bk_log_read(b, "events.log", cur, sizeof(cur), log_collect, got, &eb), CMK_OK);
+        CHECK_MSG(strcmp(got, "{\"c\":3};") == 0, "%s", got);
+        cur[0] = '\0';
+        RC(cmk_bk_log_read(b, "link.log", cur, sizeof(cur), log_collect, got, &eb), CMK_E_REFUSED);
+        RC(cmk_bk_log_read(b, "none.log", cur, sizeof(cur), log_collect, got, &eb),
+           CMK_E_NOT_FOUND);
+        snprintf(cur, sizeof(cur), "12x");
+        RC(cmk_bk_log_read(b, "events.log", cur, sizeof(cur), log_collect, got, &eb), CMK_E_INVAL);
+    }
     cmk_bk_close(b);
 }
 
