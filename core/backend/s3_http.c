@@ -428,6 +428,11 @@ cmk_err cmk_s3_http_do(cmk_s3_http *h, cmk_s3_req *r, cmk_errbuf *eb)
          : r->status == 416 ? CMK_E_RANGE
          : r->status == 403 ? CMK_E_REFUSED
                             : CMK_E_IO;
+    /* A HEAD's answer has no error document: say what a bare 403 means. */
     return cmk_errbuf_set(eb, rc, "S3 %s %s: HTTP %ld %s%s%s", r->method, s, r->status,
-                          r->code[0] ? r->code : "(no S3 error code)", msg[0] ? ": " : "", msg);
+                          r->code[0]         ? r->code
+                          : r->status == 403 ? "access denied (check the credentials and the "
+                                               "bucket's permissions)"
+                                             : "(no S3 error code)",
+                          msg[0] ? ": " : "", msg);
 }
