@@ -28,7 +28,9 @@
 # allowed the "crc" mode on the monitor connection (`ms mon client mode = crc secure`), else
 # radosgw retries its monitor session forever; `paxos propose interval` near 0 (else each pool
 # creation waits ~1 s and RGW's first start ~9 s); the monitor's free-space warning and
-# shutdown thresholds near 0 (build machines' disks can be nearly full); no manager daemon.
+# shutdown thresholds near 0 (build machines' disks can be nearly full); no manager daemon;
+# `tcp_nodelay=1` on the beast frontend (else every small request on a kept-alive connection
+# waits 40-50 ms: the response body is held back by Nagle until the client's delayed ACK).
 # Debian packages: ceph-mon ceph-osd radosgw ceph-common curl python3.
 set -euo pipefail
 
@@ -166,7 +168,7 @@ bluestore cache size = 134217728
 bluestore fsck on mkfs = false
 osd memory target = 939524096
 [client]
-rgw frontends = beast endpoint=127.0.0.1:$RGW_PORT
+rgw frontends = beast endpoint=127.0.0.1:$RGW_PORT tcp_nodelay=1
 rgw data = $D/rgw
 rgw thread pool size = 64
 rgw dynamic resharding = false
