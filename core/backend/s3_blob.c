@@ -5,8 +5,9 @@
  * Sink: the container is a byte stream cut into parts. The first part holds the header's
  * head_len bytes and the next S3_PART bytes, and stays in memory until finish, when the
  * header is known; later parts are uploaded as they fill (a multipart upload to
- * data/<key>.<16 hex>, started with the second part), so the first part goes last: S3 takes
- * parts in any order. Memory: the first part and the one filling (2 x 8 MiB). A container
+ * data/<16 hex>, started with the second part) by the blob space's worker threads, two at a
+ * time while the put goes on sealing, so the first part goes last: S3 takes parts in any
+ * order. Memory: the first part, the one filling and two uploading (4 x 8 MiB). A container
  * that fits in the first part is one object, PUT at publish.
  *
  * Publish: a one-part container is PUT as blobs/<key> with If-None-Match: *. A multipart one
@@ -18,7 +19,7 @@
  *
  * Source: the first S3_HEAD_CACHE bytes are fetched at open (one GET, or two through a
  * link) and serve the header; other reads are ranged GETs of exactly the bytes asked. Queued
- * reads (the get pipeline's read-ahead) are run by the blob space's reader threads, several
+ * reads (the get pipeline's read-ahead) are run by the blob space's worker threads, several
  * in flight at once, and polled by the source.
  */
 #define _GNU_SOURCE
@@ -36,14 +37,19 @@
 #define S3_HEAD_CACHE (64u << 10)
 #define S3_READERS    4
 #define S3_SRC_QMAX   16
-#define LINK_MAGIC    "CMKSLINK\n"
-#define LINK_MAX      1024
+/* Parts of one sink uploading at once (each holds an S3_PART buffer). */
+#define S3_UP_MAX  2
+#define LINK_MAGIC "CMKSLINK\n"
+#define LINK_MAX   1024
 
 typedef struct s3_blobs s3_blobs;
 typedef struct s3_source s3_source;
+struct s3_sink;
 
 struct job {
-    s3_source *src;
+    s3_source *src; /* a read, or NULL: an upload of part `part` of sink */
+    struct s3_sink *sink;
+    int part;
     void *buf;
     size_t len;
     uint64_t off, tag;
@@ -63,6 +69,14 @@ struct s3_blobs {
 
 typedef struct s3_sink {
     cmk_bk_sink base;
+    /* Parts past the first are uploaded by the space's worker threads, S3_UP_MAX at a time,
+     * while the put goes on sealing; mu guards what they change (uploading, spare, etags,
+     * failed, eb). */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int uploading;
+    uint8_t *spare[S3_UP_MAX];
+    int nspare;
     s3_blobs *bs;
     uint32_t head_len;
     uint8_t *p1; /* the first part: header room and the first S3_PART bytes */
@@ -106,6 +120,19 @@ static cmk_err sink_fail(s3_sink *k, cmk_err rc, const cmk_errbuf *eb)
     return cmk_errbuf_first(&k->failed, &k->eb, rc, eb);
 }
 
+/* The sink's sticky error (a worker's upload may have set it), copied to eb (may be NULL). */
+static cmk_err sticky(s3_sink *k, cmk_errbuf *eb)
+{
+    cmk_err rc;
+
+    pthread_mutex_lock(&k->mu);
+    rc = k->failed;
+    if (rc != CMK_OK && eb)
+        *eb = k->eb;
+    pthread_mutex_unlock(&k->mu);
+    return rc;
+}
+
 static cmk_err s3_sink_create(cmk_bk_blobs *b, cmk_io *io, uint32_t head_len, uint32_t chunk_size,
                               cmk_bk_sink **out, cmk_errbuf *eb)
 {
@@ -120,6 +147,8 @@ static cmk_err s3_sink_create(cmk_bk_blobs *b, cmk_io *io, uint32_t head_len, ui
     }
     k->base.bs = b;
     k->bs = bs_of(b);
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_cond_init(&k->cv, NULL);
     k->head_len = head_len;
     k->p1_len = head_len;
     k->total = head_len;
@@ -154,17 +183,6 @@ static cmk_err upload_part(s3_sink *k, int num, const void *buf, size_t len, cmk
     cmk_s3_req r = {.method = "PUT", .key = k->data_key, .body = buf, .body_len = len};
     cmk_err rc;
 
-    if (num > k->etag_cap) {
-        int nc = k->etag_cap ? 2 * k->etag_cap : 64;
-        char(*ne)[72];
-        while (nc < num)
-            nc *= 2;
-        ne = realloc(k->etags, (size_t)nc * sizeof(*ne));
-        if (!ne)
-            return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (blob upload)");
-        k->etags = ne;
-        k->etag_cap = nc;
-    }
     if (cmk_s3_query_escape(k->upload_id, eid, sizeof(eid)) < 0)
         return cmk_errbuf_set(eb, CMK_E_CORRUPT, "upload id too long");
     snprintf(query, sizeof(query), "partNumber=%d&uploadId=%s", num, eid);
@@ -173,26 +191,100 @@ static cmk_err upload_part(s3_sink *k, int num, const void *buf, size_t len, cmk
     if (rc == CMK_OK && !r.etag[0])
         rc = cmk_errbuf_set(eb, CMK_E_IO, "%s/%s: part %d: the object store sent no ETag",
                             k->bs->bk->name, k->data_key, num);
-    if (rc == CMK_OK)
+    if (rc == CMK_OK) {
+        pthread_mutex_lock(&k->mu);
         snprintf(k->etags[num - 1], sizeof(k->etags[0]), "%s", r.etag);
+        pthread_mutex_unlock(&k->mu);
+    }
     cmk_s3_req_done(&r);
     return rc;
 }
 
-/* Uploads the filling part (the first one past part 1 starts the upload). */
-static cmk_err flush_cur(s3_sink *k, cmk_errbuf *eb)
+/* Room for the ETag of part num (k->mu held: workers write the table). */
+static cmk_err etag_room(s3_sink *k, int num, cmk_errbuf *eb)
 {
+    int nc = k->etag_cap ? 2 * k->etag_cap : 64;
+    char(*ne)[72];
+
+    if (num <= k->etag_cap)
+        return CMK_OK;
+    while (nc < num)
+        nc *= 2;
+    ne = realloc(k->etags, (size_t)nc * sizeof(*ne));
+    if (!ne)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (blob upload)");
+    k->etags = ne;
+    k->etag_cap = nc;
+    return CMK_OK;
+}
+
+static void push_job(s3_blobs *bs, struct job *j);
+
+/* Waits until at most `most` parts are uploading (k->mu held). */
+static void wait_uploads(s3_sink *k, int most)
+{
+    while (k->uploading > most)
+        pthread_cond_wait(&k->cv, &k->mu);
+}
+
+/* A worker's upload of a part: the result into the sink, the buffer back to its spares. */
+static void part_job(struct job *j)
+{
+    s3_sink *k = j->sink;
+    cmk_errbuf eb = {0};
+    cmk_err rc = upload_part(k, j->part, j->buf, j->len, &eb);
+
+    pthread_mutex_lock(&k->mu);
+    if (rc != CMK_OK)
+        sink_fail(k, rc, &eb);
+    k->spare[k->nspare++] = j->buf;
+    k->uploading--;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    free(j);
+}
+
+/* Hands the filling part to the workers (the first one past part 1 starts the upload),
+ * waiting while S3_UP_MAX are uploading; the next part fills a spare buffer. sync: upload it
+ * from this thread instead (the last part, at finish). */
+static cmk_err flush_cur(s3_sink *k, int sync, cmk_errbuf *eb)
+{
+    struct job *j;
     cmk_err rc = CMK_OK;
+    int num;
 
     if (!k->upload_id[0])
         rc = start_upload(k, eb);
-    if (rc == CMK_OK)
-        rc = upload_part(k, k->nparts + 2, k->cur, k->cur_len, eb);
-    if (rc == CMK_OK) {
-        k->nparts++;
-        k->cur_len = 0;
+    if (rc != CMK_OK)
+        return rc;
+    pthread_mutex_lock(&k->mu);
+    num = k->nparts + 2;
+    rc = k->failed != CMK_OK ? (*eb = k->eb, k->failed) : etag_room(k, num, eb);
+    if (rc == CMK_OK && !sync)
+        wait_uploads(k, S3_UP_MAX - 1);
+    pthread_mutex_unlock(&k->mu);
+    if (rc != CMK_OK)
+        return rc;
+    if (sync) {
+        rc = upload_part(k, num, k->cur, k->cur_len, eb);
+        if (rc == CMK_OK) {
+            k->nparts++;
+            k->cur_len = 0;
+        }
+        return rc;
     }
-    return rc;
+    j = calloc(1, sizeof(*j));
+    if (!j)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (blob upload)");
+    *j = (struct job){.sink = k, .part = num, .buf = k->cur, .len = k->cur_len};
+    pthread_mutex_lock(&k->mu);
+    k->uploading++;
+    k->cur = k->nspare > 0 ? k->spare[--k->nspare] : NULL;
+    pthread_mutex_unlock(&k->mu);
+    k->nparts++;
+    k->cur_len = 0;
+    push_job(k->bs, j);
+    return CMK_OK;
 }
 
 static cmk_err add_bytes(s3_sink *k, const uint8_t *p, size_t len, cmk_errbuf *eb)
@@ -217,7 +309,7 @@ static cmk_err add_bytes(s3_sink *k, const uint8_t *p, size_t len, cmk_errbuf *e
         p += n;
         len -= n;
         if (k->cur_len == S3_PART) {
-            cmk_err rc = flush_cur(k, eb);
+            cmk_err rc = flush_cur(k, 0, eb);
             if (rc != CMK_OK)
                 return rc;
         }
@@ -234,14 +326,13 @@ static cmk_err s3_sink_append(cmk_bk_sink *ks, const void *rec, size_t len, uint
     (void)tag;
     (void)flags;
     *held = 0; /* copied: the record's buffer is free at once */
-    if (k->failed != CMK_OK) {
-        *eb = k->eb;
+    if (sticky(k, eb) != CMK_OK)
         return k->failed;
-    }
     if (add_bytes(k, rec, len, &e) != CMK_OK) {
+        pthread_mutex_lock(&k->mu);
         sink_fail(k, e.code, &e);
-        *eb = k->eb;
-        return k->failed;
+        pthread_mutex_unlock(&k->mu);
+        return sticky(k, eb);
     }
     return CMK_OK;
 }
@@ -255,9 +346,7 @@ static cmk_err s3_sink_poll(cmk_bk_sink *ks, uint64_t *tags, int max, int wait, 
     (void)max;
     (void)wait;
     *n = 0;
-    if (k->failed != CMK_OK && eb)
-        *eb = k->eb;
-    return k->failed;
+    return sticky(k, eb);
 }
 
 static void s3_sink_pending(const cmk_bk_sink *ks, unsigned *held, unsigned *busy)
@@ -283,26 +372,33 @@ static cmk_err s3_sink_finish(cmk_bk_sink *ks, const void *tail, size_t tail_len
 {
     s3_sink *k = (s3_sink *)ks;
     cmk_errbuf e = {0};
-    cmk_err rc = k->failed;
+    cmk_err rc = sticky(k, &e);
 
     if (rc == CMK_OK)
         rc = add_bytes(k, tail, tail_len, &e);
     if (rc == CMK_OK) {
         memcpy(k->p1, head, k->head_len);
         if (k->upload_id[0] || k->cur_len > 0) {
-            /* The last part (any size), then the first (header + S3_PART >= 5 MiB). */
+            /* The last part (any size), then the first (header + S3_PART >= 5 MiB), once
+             * the workers are done with theirs. */
             if (k->cur_len > 0)
-                rc = flush_cur(k, &e);
+                rc = flush_cur(k, 1, &e);
+            pthread_mutex_lock(&k->mu);
+            wait_uploads(k, 0);
+            if (rc == CMK_OK && k->failed != CMK_OK)
+                e = k->eb, rc = k->failed;
+            pthread_mutex_unlock(&k->mu);
             if (rc == CMK_OK)
                 rc = upload_part(k, 1, k->p1, k->p1_len, &e);
         }
     }
-    if (rc != CMK_OK && k->failed == CMK_OK)
+    pthread_mutex_lock(&k->mu);
+    wait_uploads(k, 0);
+    if (rc != CMK_OK)
         sink_fail(k, rc, &e);
-    if (k->failed != CMK_OK) {
-        *eb = k->eb;
+    pthread_mutex_unlock(&k->mu);
+    if (sticky(k, eb) != CMK_OK)
         return k->failed;
-    }
     k->finished = 1;
     free(k->cur);
     k->cur = NULL;
@@ -505,6 +601,9 @@ static void s3_sink_close(cmk_bk_sink *ks)
     s3_sink *k = (s3_sink *)ks;
     cmk_s3_bk *bk = k->bs->bk;
 
+    pthread_mutex_lock(&k->mu);
+    wait_uploads(k, 0);
+    pthread_mutex_unlock(&k->mu);
     if (k->upload_id[0] && !k->completed) {
         char eid[1600], query[1700];
         cmk_s3_req r = {.method = "DELETE", .key = k->data_key, .query = query};
@@ -521,7 +620,11 @@ static void s3_sink_close(cmk_bk_sink *ks)
     }
     free(k->p1);
     free(k->cur);
+    for (int i = 0; i < k->nspare; i++)
+        free(k->spare[i]);
     free(k->etags);
+    pthread_mutex_destroy(&k->mu);
+    pthread_cond_destroy(&k->cv);
     free(k);
 }
 
@@ -617,6 +720,18 @@ static cmk_err s3_source_read(cmk_bk_source *src, void *buf, size_t len, uint64_
     return ranged_get(s, buf, len, off, eb);
 }
 
+static void push_job(s3_blobs *bs, struct job *j)
+{
+    pthread_mutex_lock(&bs->mu);
+    if (bs->tail)
+        bs->tail->next = j;
+    else
+        bs->head = j;
+    bs->tail = j;
+    pthread_cond_signal(&bs->cv);
+    pthread_mutex_unlock(&bs->mu);
+}
+
 static void *reader_main(void *arg)
 {
     s3_blobs *bs = arg;
@@ -638,6 +753,11 @@ static void *reader_main(void *arg)
             bs->tail = NULL;
         pthread_mutex_unlock(&bs->mu);
         s = j->src;
+        if (!s) {
+            part_job(j);
+            pthread_mutex_lock(&bs->mu);
+            continue;
+        }
         rc = s3_source_read(&s->base, j->buf, j->len, j->off, "blob chunk", 0, &eb);
         pthread_mutex_lock(&s->mu);
         s->done[s->ndone].tag = j->tag;
@@ -676,14 +796,7 @@ static cmk_err s3_source_queue(cmk_bk_source *src, void *buf, size_t len, uint64
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (read queue)");
     }
     *j = (struct job){.src = s, .buf = buf, .len = len, .off = off, .tag = tag};
-    pthread_mutex_lock(&bs->mu);
-    if (bs->tail)
-        bs->tail->next = j;
-    else
-        bs->head = j;
-    bs->tail = j;
-    pthread_cond_signal(&bs->cv);
-    pthread_mutex_unlock(&bs->mu);
+    push_job(bs, j);
     return CMK_OK;
 }
 
@@ -832,7 +945,7 @@ cmk_err cmk_s3_blobs_open_op(cmk_backend *b, cmk_pool *pool, uint64_t direct_aft
     for (int i = 0; i < S3_READERS; i++) {
         if (pthread_create(&bs->th[i], NULL, reader_main, bs) != 0) {
             s3_blobs_close(&bs->base);
-            return cmk_errbuf_set(eb, CMK_E_NOMEM, "cannot start the blob reader threads");
+            return cmk_errbuf_set(eb, CMK_E_NOMEM, "cannot start the blob space's worker threads");
         }
         bs->nthreads++;
     }
