@@ -21,11 +21,12 @@ build=${BUILD_DIR:-build}
 # Debian packages: build dependencies, and the real peers and tools the tests and the demo use
 # (SoftHSM2 token, pkcs11-tool, skopeo, curl, jq, python3 for OCI layouts and, with
 # python3-cryptography, the Key Vault-shaped test server of test_akv_transport, zstd, openssl,
-# and a single-node Ceph with its S3 gateway for the object storage tests, tests/s3/ceph.sh).
+# a single-node Ceph with its S3 gateway for the object storage tests, tests/s3/ceph.sh, and
+# podman and python3-jwt for the registry's token-authentication test).
 PKGS=(build-essential cmake pkg-config libssl-dev liburing-dev libzstd-dev libxxhash-dev
       libjansson-dev libmicrohttpd-dev libp11-kit-dev libcurl4-openssl-dev softhsm2 opensc skopeo
       jq curl python3 python3-cryptography zstd openssl procps ceph-mon ceph-osd radosgw
-      ceph-common)
+      ceph-common podman python3-jwt)
 
 install_missing() {
     local missing=()

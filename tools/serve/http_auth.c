@@ -566,7 +566,7 @@ static void check_done(http_auth *a, const unsigned char tag[32], const unsigned
 }
 
 static enum http_auth_result check_basic(http_auth *a, const char *b64, const char *client,
-                                         unsigned *retry_after)
+                                         unsigned *retry_after, char *user, size_t usercap)
 {
     unsigned char dec[USER_MAX + 1 + PASS_MAX + 4], tag[32], calc[HASH_MAX], ipid[32], uid[32];
     const unsigned char *ip = NULL;
@@ -606,7 +606,7 @@ static enum http_auth_result check_basic(http_auth *a, const char *b64, const ch
     }
     if (hit) {
         res = HTTP_AUTH_OK;
-        goto out;
+        goto named;
     }
     http_metrics_checks_running(a->metrics, 1);
     http_metrics_inc(a->metrics, HTTP_C_PASSWORD_CHECKS);
@@ -624,6 +624,11 @@ static enum http_auth_result check_basic(http_auth *a, const char *b64, const ch
     }
     check_done(a, tag, ip, uid, ok);
     res = ok ? HTTP_AUTH_OK : HTTP_AUTH_DENIED;
+named:
+    if (res == HTTP_AUTH_OK && user && usercap > ulen) {
+        memcpy(user, dec, ulen);
+        user[ulen] = '\0';
+    }
 out:
     OPENSSL_cleanse(dec, sizeof(dec));
     OPENSSL_cleanse(calc, sizeof(calc));
@@ -646,10 +651,12 @@ static int check_bearer(http_auth *a, const char *tok)
 }
 
 enum http_auth_result http_auth_check(http_auth *a, const char *authorization, const char *client,
-                                      unsigned *retry_after)
+                                      unsigned *retry_after, char *user, size_t usercap)
 {
     const char *p = authorization;
 
+    if (user && usercap)
+        user[0] = '\0';
     if (!a)
         return HTTP_AUTH_OK;
     if (!p)
@@ -657,7 +664,7 @@ enum http_auth_result http_auth_check(http_auth *a, const char *authorization, c
     while (*p == ' ')
         p++;
     if (a->basic && strncasecmp(p, "Basic ", 6) == 0)
-        return check_basic(a, p + 6 + strspn(p + 6, " "), client, retry_after);
+        return check_basic(a, p + 6 + strspn(p + 6, " "), client, retry_after, user, usercap);
     /* Tokens are long random strings compared as one SHA-256: guessing them costs nothing
      * worth bounding. */
     if (a->bearer && strncasecmp(p, "Bearer ", 7) == 0)

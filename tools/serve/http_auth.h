@@ -62,12 +62,16 @@ enum http_auth_result {
     HTTP_AUTH_BACKOFF, /* 429: too many failures from this client or for this user */
 };
 
+#define HTTP_AUTH_USER_MAX 255
+
 /* Checks the Authorization header value (may be NULL). client: the client's address key
  * (http_client_key; NULL: not tracked by address). For HTTP_AUTH_BACKOFF, *retry_after is the
- * wait in seconds (>= 1). a NULL: HTTP_AUTH_OK (no authentication). Thread-safe; may block
- * while max_checks password checks run. */
+ * wait in seconds (>= 1). a NULL: HTTP_AUTH_OK (no authentication). On HTTP_AUTH_OK, user
+ * (usercap >= HTTP_AUTH_USER_MAX + 1; may be NULL) receives the Basic user name, or "" for a
+ * static token or no authentication (per-repository access rules use it). Thread-safe; may
+ * block while max_checks password checks run. */
 enum http_auth_result http_auth_check(http_auth *a, const char *authorization, const char *client,
-                                      unsigned *retry_after);
+                                      unsigned *retry_after, char *user, size_t usercap);
 /* Which challenges to send with a 401. */
 int http_auth_has_basic(const http_auth *a);
 int http_auth_has_bearer(const http_auth *a);

@@ -15,10 +15,12 @@
 
 #include <arpa/inet.h>
 #include <malloc.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tools/serve/registry_internal.h"
 
@@ -57,11 +59,154 @@ static enum MHD_Result too_many(struct req *q, const char *msg, unsigned retry_a
     return reg_send_reply(q, MHD_HTTP_TOO_MANY_REQUESTS, &rp);
 }
 
+/* Token authentication: 401 with the challenge that sends the client to the issuer for the
+ * scope this request needs (error: NULL for no token, "invalid_token", "insufficient_scope").
+ * The body lists what was needed, as distribution does. */
+static enum MHD_Result token_challenge(struct req *q, unsigned needs, const char *error)
+{
+    char hv[2048], acts[32];
+    const char *ch = http_token_challenge(q->r->token, q->route.name, needs, error, hv, sizeof(hv));
+    json_t *detail = NULL;
+    struct reply rp;
+
+    if (needs) {
+        reg_access_actions_str(needs, acts, sizeof(acts));
+        detail = json_pack("[{s:s, s:s, s:s}]", "Type",
+                           needs & REG_NEED_CATALOG ? "registry" : "repository", "Name",
+                           needs & REG_NEED_CATALOG ? "catalog" : q->route.name, "Action", acts);
+    }
+    rp = reg_error_reply(q, "UNAUTHORIZED",
+                         error && strcmp(error, "insufficient_scope") == 0
+                             ? "the token does not grant the access this request needs"
+                             : "authentication required",
+                         detail);
+    if (ch)
+        reg_hdr(&rp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, ch);
+    return reg_send_reply(q, MHD_HTTP_UNAUTHORIZED, &rp);
+}
+
+/* 403 DENIED: an authenticated Basic user whom the access file does not allow this. */
+static enum MHD_Result access_denied(struct req *q, unsigned needs)
+{
+    char msg[REG_NAME_MAX + 128], acts[32];
+
+    reg_access_actions_str(needs, acts, sizeof(acts));
+    if (needs & REG_NEED_CATALOG)
+        snprintf(msg, sizeof(msg), "requested access to the catalog is denied");
+    else
+        snprintf(msg, sizeof(msg), "requested access to the resource is denied (%s on %s)", acts,
+                 q->route.name);
+    snprintf(q->note, sizeof(q->note), "denied=%s", acts);
+    return reg_send_error(q, MHD_HTTP_FORBIDDEN, "DENIED", msg, NULL);
+}
+
+/* Whether a mount's source (?from=) may be read by this client: without it the mount is not
+ * made (the client gets a plain upload session, as for a blob not found). Without from, the
+ * store would be searched for the blob in any repository: allowed only without access
+ * control. */
+static int mount_source_ok(struct req *q, const jwt_token *t)
+{
+    const char *from = reg_arg(q, "from");
+
+    if (!q->r->token && !q->r->access)
+        return 1;
+    if (!from || !registry_name_valid(from))
+        return 0;
+    if (t)
+        return (jwt_granted(t, "repository", from) & JWT_ACT_PULL) != 0;
+    return (reg_access_granted(q->r->access, q->user, from) & JWT_ACT_PULL) != 0;
+}
+
+/* Token authentication and authorisation of a routed (or unroutable: ok = 0) request.
+ * Returns -1 to go on, else the answer sent. */
+static int token_gate(struct req *q, int ok, unsigned needs, enum MHD_Result *ret)
+{
+    jwt_token *t = malloc(sizeof(*t));
+    char why[256];
+    unsigned got;
+    int rv = 1;
+
+    if (!t) {
+        *ret =
+            reg_send_error(q, MHD_HTTP_SERVICE_UNAVAILABLE, "UNAVAILABLE", "out of memory", NULL);
+        return 1;
+    }
+    switch (http_token_check(q->r->token, reg_header(q, MHD_HTTP_HEADER_AUTHORIZATION),
+                             (int64_t)time(NULL), t, why, sizeof(why))) {
+    case HTTP_TOKEN_OK:
+        break;
+    case HTTP_TOKEN_MISSING:
+        *ret = token_challenge(q, ok ? needs : 0, NULL);
+        goto out;
+    default:
+        snprintf(q->note, sizeof(q->note), "token refused: %s", why);
+        *ret = token_challenge(q, ok ? needs : 0, "invalid_token");
+        goto out;
+    }
+    http_conn_trust(q->r->conns, q->c);
+    if (!ok) {
+        rv = -1;
+        goto out;
+    }
+    if (needs & REG_NEED_CATALOG)
+        got = (jwt_granted(t, "registry", "catalog") & JWT_ACT_ALL) ? REG_NEED_CATALOG : 0;
+    else
+        got = needs ? jwt_granted(t, "repository", q->route.name) : 0;
+    if ((got & needs) != needs) {
+        snprintf(q->note, sizeof(q->note), "insufficient scope");
+        *ret = token_challenge(q, needs, "insufficient_scope");
+        goto out;
+    }
+    if (q->route.rt == REG_RT_UPLOAD_NEW && reg_arg(q, "mount"))
+        q->mount_from_ok = mount_source_ok(q, t);
+    rv = -1;
+out:
+    OPENSSL_cleanse(t, sizeof(*t));
+    free(t);
+    return rv;
+}
+
+/* Basic or static-token authentication, then the access file. Returns -1 to go on, else the
+ * answer sent. */
+static int basic_gate(struct req *q, int ok, unsigned needs, enum MHD_Result *ret)
+{
+    registry *r = q->r;
+    unsigned retry = 1, got;
+
+    switch (http_auth_check(r->auth, reg_header(q, MHD_HTTP_HEADER_AUTHORIZATION), q->ckey, &retry,
+                            q->user, sizeof(q->user))) {
+    case HTTP_AUTH_OK:
+        break;
+    case HTTP_AUTH_BACKOFF:
+        *ret = too_many(q, "too many failed authentication attempts", retry, 0);
+        return 1;
+    default:
+        *ret = unauthorized(q);
+        return 1;
+    }
+    http_conn_trust(r->conns, q->c);
+    if (!ok || !r->access)
+        return -1;
+    if (needs & REG_NEED_CATALOG)
+        got = reg_access_catalog(r->access, q->user) ? REG_NEED_CATALOG : 0;
+    else
+        got = needs ? reg_access_granted(r->access, q->user, q->route.name) : 0;
+    if ((got & needs) != needs) {
+        *ret = access_denied(q, needs);
+        return 1;
+    }
+    if (q->route.rt == REG_RT_UPLOAD_NEW && reg_arg(q, "mount"))
+        q->mount_from_ok = mount_source_ok(q, NULL);
+    return -1;
+}
+
 static enum MHD_Result first_call(struct req *q, const char *url)
 {
     registry *r = q->r;
     struct reply rp;
-    unsigned retry = 1;
+    enum reg_route_status st;
+    enum MHD_Result ret = MHD_NO;
+    unsigned needs;
 
     if (atomic_load(&r->draining)) {
         rp = reg_error_reply(q, "UNAVAILABLE", "the server is shutting down", NULL);
@@ -78,17 +223,15 @@ static enum MHD_Result first_call(struct req *q, const char *url)
     }
     if (http_conn_over_limit(q->c))
         return too_many(q, "too many connections from this address", 1, 1);
-    switch (
-        http_auth_check(r->auth, reg_header(q, MHD_HTTP_HEADER_AUTHORIZATION), q->ckey, &retry)) {
-    case HTTP_AUTH_OK:
-        break;
-    case HTTP_AUTH_BACKOFF:
-        return too_many(q, "too many failed authentication attempts", retry, 0);
-    default:
-        return unauthorized(q);
-    }
-    http_conn_trust(r->conns, q->c);
-    switch (registry_route(q->method, url, &q->route)) {
+    /* Routed before authentication, since what a request needs depends on its endpoint and
+     * repository; routing errors are answered only to authenticated clients. */
+    st = registry_route(q->method, url, &q->route);
+    needs = st == REG_ROUTE_OK ? reg_access_needs(q->route.rt, q->method) : 0;
+    q->mount_from_ok = 1;
+    if ((r->token ? token_gate(q, st == REG_ROUTE_OK, needs, &ret)
+                  : basic_gate(q, st == REG_ROUTE_OK, needs, &ret)) >= 0)
+        return ret;
+    switch (st) {
     case REG_ROUTE_OK:
         break;
     case REG_ROUTE_UNKNOWN:
@@ -363,6 +506,8 @@ cmk_err registry_new(const registry_opts *o, registry **out)
         return CMK_E_NOMEM;
     r->s = o->store;
     r->auth = o->auth;
+    r->token = o->token;
+    r->access = o->access;
     r->metrics = o->metrics;
     r->conns = o->conns;
     r->max_manifest = o->max_manifest ? o->max_manifest : DEFAULT_MAX_MANIFEST;

@@ -20,12 +20,16 @@
 #include "tools/serve/http_auth.h"
 #include "tools/serve/http_conn.h"
 #include "tools/serve/http_metrics.h"
+#include "tools/serve/http_token.h"
+#include "tools/serve/registry_access.h"
 
 typedef struct registry registry;
 
 typedef struct registry_opts {
     cmk_store *store;          /* borrowed; must outlive the registry */
     http_auth *auth;           /* borrowed; NULL: no authentication */
+    http_token *token;         /* borrowed; token authentication instead of auth; may be NULL */
+    reg_access *access;        /* borrowed; per-repository access of auth's users; may be NULL */
     http_metrics *metrics;     /* borrowed; may be NULL */
     http_conn *conns;          /* borrowed; may be NULL: no per-address limit, no trust */
     uint64_t max_manifest;     /* bytes; 0: 4 MiB */

@@ -174,6 +174,12 @@ static int try_mount(struct req *q, enum MHD_Result *ret)
     /* Anything not mountable falls back to a plain upload session, as the spec says. */
     if (!mount || !registry_digest_valid(mount) || (from && !registry_name_valid(from)))
         return 0;
+    /* Under access control a mount needs pull on its source (and a source named): else the
+     * blob is uploaded like any other, and whether the source has it is not revealed. */
+    if (!q->mount_from_ok) {
+        snprintf(q->note, sizeof(q->note), "mount not allowed: no pull on the source");
+        return 0;
+    }
     rc = rpolicy_mount(q->r->s, q->route.name, mount, from, &eb);
     if (rc == CMK_E_NOT_FOUND)
         return 0;

@@ -23,7 +23,9 @@
 
 #include "cmkstore_kek.h"
 #include "tools/serve/blob_cache.h"
+#include "tools/serve/http_token.h"
 #include "tools/serve/http_util.h"
+#include "tools/serve/registry_access.h"
 #include "tools/serve/registry.h"
 #include "tools/serve/registry_route.h"
 #include "tools/serve/registry_upload.h"
@@ -38,6 +40,8 @@
 struct registry {
     cmk_store *s;
     http_auth *auth;
+    http_token *token;  /* token authentication (then auth is NULL) */
+    reg_access *access; /* per-repository access of Basic users (with auth) */
     http_metrics *metrics;
     http_conn *conns;
     reg_sessions *sessions;
@@ -70,7 +74,9 @@ struct req {
     int responded;
     char note[200]; /* why a response stream broke off, for the log */
 
-    reg_route route; /* endpoint, repository name, reference */
+    reg_route route;                   /* endpoint, repository name, reference */
+    char user[HTTP_AUTH_USER_MAX + 1]; /* the Basic user ("": none), for the access file */
+    int mount_from_ok;                 /* may pull ?from= (a mount's source repository) */
 
     enum body body;
     cmk_put *put;      /* owned (POST ?digest=) or the upload session's (PATCH, PUT) */

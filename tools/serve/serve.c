@@ -74,6 +74,22 @@ static const cli_opt serve_opts[] = {
     {"token-file", 0, CLI_STR, 0, "FILE",
      "Accept `Authorization: Bearer <token>` for the tokens in FILE, one per line, at least 16 "
      "characters (mode 0600 required)."},
+    {"access", 0, CLI_STR, 0, "FILE",
+     "Per-repository access for the --htpasswd users (and static tokens): lines `group NAME "
+     "USER...`, `allow USER|@GROUP|* PATTERN pull,push,delete` (PATTERN: a repository name "
+     "where * matches within a path component and ** across), `catalog USER|@GROUP|*...`. "
+     "Only what a line allows is allowed: others get 403 DENIED. A mount needs pull on its "
+     "source. See tools/SERVE.md."},
+    {"auth-token-realm", 0, CLI_STR, 0, "URL",
+     "Docker registry token authentication: the token issuer's URL that 401 challenges send "
+     "clients to (`Bearer realm=URL,service=...,scope=...`). Needs --auth-token-service, "
+     "--auth-token-issuer and --auth-token-certs; excludes --htpasswd and --token-file."},
+    {"auth-token-service", 0, CLI_STR, 0, "NAME",
+     "This registry's service name: the audience (aud) tokens must name."},
+    {"auth-token-issuer", 0, CLI_STR, 0, "NAME", "The issuer (iss) tokens must name."},
+    {"auth-token-certs", 0, CLI_STR, 0, "FILE",
+     "PEM certificates and/or public keys of the token issuer: a token's RS256 or ES256 "
+     "signature must verify with one of them (kid, x5c and jku in tokens are not trusted)."},
     {"max-manifest-size", 0, CLI_SIZE, 0, "BYTES",
      "Largest manifest accepted (default 4M; at most 64M)."},
     {"max-blob-size", 0, CLI_SIZE, 0, "BYTES",
@@ -413,15 +429,63 @@ static int claim_store(cmk_store *s, int *fd)
     return CLI_EXIT_OK;
 }
 
+/* Loads --htpasswd/--token-file, or the token authentication options, and --access. */
+static int load_access_control(const cli_cmd *cmd, const cli_args *a, http_auth **auth,
+                               http_token **token, reg_access **access)
+{
+    static const char *const tok_opts[] = {"auth-token-realm", "auth-token-service",
+                                           "auth-token-issuer", "auth-token-certs"};
+    char err[768];
+    size_t ntok = 0;
+    cmk_err rc;
+
+    for (size_t i = 0; i < 4; i++)
+        ntok += cli_isset(a, tok_opts[i]) ? 1 : 0;
+    if (ntok && ntok < 4)
+        return cli_usage_error(cmd, "token authentication needs --auth-token-realm, "
+                                    "--auth-token-service, --auth-token-issuer and "
+                                    "--auth-token-certs together");
+    if (ntok && (cli_isset(a, "htpasswd") || cli_isset(a, "token-file")))
+        return cli_usage_error(cmd, "token authentication (--auth-token-*) excludes --htpasswd "
+                                    "and --token-file: the token issuer authenticates users");
+    if (cli_isset(a, "access") && !cli_isset(a, "htpasswd") && !cli_isset(a, "token-file"))
+        return cli_usage_error(cmd, "--access applies to the users of --htpasswd (or "
+                                    "--token-file); with token authentication the tokens carry "
+                                    "the access");
+    if (ntok) {
+        http_token_opts to = {.realm = cli_get(a, "auth-token-realm"),
+                              .service = cli_get(a, "auth-token-service"),
+                              .issuer = cli_get(a, "auth-token-issuer"),
+                              .certs = cli_get(a, "auth-token-certs")};
+        rc = http_token_load(&to, token, err, sizeof(err));
+    } else {
+        rc = http_auth_load(cli_get(a, "htpasswd"), cli_get(a, "token-file"), auth, err,
+                            sizeof(err));
+    }
+    if (rc == CMK_OK && cli_isset(a, "access"))
+        rc = reg_access_load(cli_get(a, "access"), access, err, sizeof(err));
+    if (rc != CMK_OK) {
+        fprintf(stderr, "cmkstore: error: %s\n", err);
+        http_auth_free(*auth);
+        http_token_free(*token);
+        *auth = NULL;
+        *token = NULL;
+        return cli_exit_code(rc);
+    }
+    return CLI_EXIT_OK;
+}
+
 static int run_serve(const cli_cmd *cmd, cli_args *a)
 {
     struct serve_cfg cfg;
-    char home[CMK_PATH_MAX], store_dir[CMK_PATH_MAX], autherr[512];
+    char home[CMK_PATH_MAX], store_dir[CMK_PATH_MAX];
     const char *dir = cli_get(a, "store");
     struct MHD_Daemon *d = NULL;
     http_metrics *metrics = NULL;
     http_conn *conns = NULL;
     http_auth *auth = NULL;
+    http_token *token = NULL;
+    reg_access *access = NULL;
     registry *reg = NULL;
     cmk_store *s = NULL;
     cmk_store_opts so;
@@ -439,12 +503,9 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
         return ex;
     if ((ex = cli_apply_akv_opts(cmd, a)) != CLI_RUN)
         return ex;
-    rc = http_auth_load(cli_get(a, "htpasswd"), cli_get(a, "token-file"), &auth, autherr,
-                        sizeof(autherr));
-    if (rc != CMK_OK) {
-        fprintf(stderr, "cmkstore: error: %s\n", autherr);
-        return cli_exit_code(rc);
-    }
+    ex = load_access_control(cmd, a, &auth, &token, &access);
+    if (ex != CLI_EXIT_OK)
+        return ex;
     /* Signals go to the main thread only: block them before any thread is started. */
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -515,6 +576,8 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     ro.store = s;
     ro.conns = conns;
     ro.auth = auth;
+    ro.token = token;
+    ro.access = access;
     ro.metrics = metrics;
     ro.max_manifest = cfg.max_manifest;
     ro.max_blob = cfg.max_blob;
@@ -573,6 +636,12 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
         printf("Authentication: %s%s%s\n", http_auth_has_basic(auth) ? "Basic (htpasswd)" : "",
                http_auth_has_basic(auth) && http_auth_has_bearer(auth) ? ", " : "",
                http_auth_has_bearer(auth) ? "Bearer (token file)" : "");
+    if (access)
+        printf("Access: %zu rule(s) from %s; anything else is denied\n", reg_access_rules(access),
+               cli_get(a, "access"));
+    if (token)
+        printf("Authentication: Bearer tokens from %s (%zu trusted key(s))\n",
+               http_token_realm(token), http_token_keys(token));
     printf("Try: skopeo copy --dest-tls-verify=false oci:./my-image:latest "
            "docker://%s%s%s:%u/demo/hello:1\n",
            cfg.addr.ss_family == AF_INET6 ? "[" : "", cfg.host,
@@ -625,6 +694,8 @@ out:
     cmk_store_close(s);
     rpolicy_unlock(serve_fd);
     http_auth_free(auth);
+    http_token_free(token);
+    reg_access_free(access);
     /* SIGINT and SIGTERM stay blocked: the process exits next, and a second signal sent
      * while it shuts down must not turn a clean exit into death by signal. */
     if (masked)
