@@ -124,8 +124,10 @@ expect_eq "$(hcurl "$B" "$URL/v2/app/two/blobs/$D1")" 200 "mounted blob readable
 expect_true "... same bytes" cmp "$B" "$T/b1"
 expect_eq "$(hcurl "$B" -X POST "$URL/v2/app/three/blobs/uploads/?mount=$D1&from=nosuch/repo")" 202 \
     "mount from a repository without the blob: 202 (a session)"
+expect_eq "$(hcurl "$B.x" -X DELETE "$URL$(hdr_of "$B.h" Location)")" 204 "... cancelled (else saved at the stop)"
 expect_eq "$(hcurl "$B" -X POST "$URL/v2/app/three/blobs/uploads/?mount=sha256:$(printf '%064d' 1)")" 202 \
     "automatic mount of an unknown blob: 202"
+expect_eq "$(hcurl "$B.x" -X DELETE "$URL$(hdr_of "$B.h" Location)")" 204 "... cancelled (else saved at the stop)"
 expect_eq "$(hcurl "$B" -X POST "$URL/v2/app/three/blobs/uploads/?mount=$D2")" 201 \
     "automatic mount (no from) of a known blob: 201"
 

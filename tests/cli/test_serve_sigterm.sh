@@ -2,8 +2,9 @@
 # test_serve_sigterm.sh — graceful shutdown of `cmkstore serve`: on SIGTERM an upload in
 # flight that finishes within --shutdown-timeout is committed (the client gets 201 and the
 # blob is there after a restart); one that does not is discarded whole (nothing partial is
-# visible, no temporary file is left); an open chunked session is discarded; new requests
-# during the drain get 503; exit status 0 both times.
+# visible, no temporary file is left); an open chunked session is saved and answers its
+# offset after the restart (test_serve_resume.sh resumes one); new requests during the drain
+# get 503; exit status 0 both times.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
 
@@ -43,7 +44,7 @@ stop_server TERM
 expect_eq "$SRV_EXIT" 0 "exit 0 after a graceful shutdown"
 expect_true "the log says it shut down" grep -q 'shutting down' "$SRV_ERR"
 
-# ---- 2: an upload that cannot finish in time is discarded whole, and so is an open session
+# ---- 2: an upload that cannot finish in time is discarded whole; an open session is saved
 nblobs=$(blob_count)
 start_server s2 --store "$S" --shutdown-timeout 1
 hcurl "$B" -X POST "$URL/v2/st/app/blobs/uploads/" >/dev/null
@@ -59,8 +60,8 @@ wait "$CURL2" || true
 expect_eq "$SRV_EXIT" 0 "exit 0"
 expect_false "the client did not get a 201 for the cut upload" test "$(cat "$T/big.code")" == 201
 expect_true "the log says the in-flight request was aborted" grep -q 'still in flight: aborted' "$SRV_ERR"
-expect_true "the log counts discarded sessions" grep -Eq 'stopped; [1-9][0-9]* unfinished upload session' "$SRV_ERR"
-expect_eq "$(blob_count)" "$nblobs" "no new blob file in the store"
+expect_true "the log counts saved sessions" grep -Eq 'stopped; 1 unfinished upload session\(s\) saved' "$SRV_ERR"
+expect_eq "$(blob_count)" "$((nblobs + 1))" "one new blob file in the store: the session's part"
 expect_eq "$(find "$S/tmp" -type f 2>/dev/null | wc -l)" 0 "no temporary file left behind"
 
 # ---- after a restart: the committed blobs are there, nothing of the cut ones
@@ -70,6 +71,7 @@ expect_true "... same bytes" cmp "$B" "$T/keep"
 expect_eq "$(hcurl "$B" "$URL/v2/st/app/blobs/$DS")" 200 "upload finished during the drain: 200"
 expect_true "... same bytes" cmp "$B" "$T/small"
 expect_eq "$(hcurl "$B" -I "$URL/v2/st/app/blobs/$DB")" 404 "the cut upload is not visible"
-expect_eq "$(hcurl "$B" "$URL$LOC")" 404 "the open session is gone"
+expect_eq "$(hcurl "$B" "$URL$LOC")" 204 "the open session is back after the restart"
+expect_eq "$(hdr_of "$B.h" Range)" "0-99999" "... at its offset"
 stop_server INT
 expect_eq "$SRV_EXIT" 0 "SIGINT: exit 0"

@@ -151,6 +151,9 @@ expect_true "... Retry-After" grep -qi '^Retry-After:' "$B.h"
 exec 4>&- 5>&- 6>&-
 v2_ok() { [ "$(hcurl "$B" "$URL/v2/")" == 200 ]; }
 expect_true "served again once the connections close" wait_for 30 v2_ok
+# cancelled, or they would be saved and come back at the next start (test_serve_resume.sh)
+expect_eq "$(hcurl "$B" -X DELETE "$URL$loc1")" 204 "session 1 cancelled"
+expect_eq "$(hcurl "$B" -X DELETE "$URL$loc2")" 204 "session 2 cancelled"
 stop_server TERM
 expect_eq "$SRV_EXIT" 0 "SIGTERM: exit 0"
 

@@ -542,6 +542,16 @@ void registry_free(registry *r)
     free(r);
 }
 
+cmk_err registry_suspend_uploads(registry *r, unsigned *saved)
+{
+    return reg_sessions_suspend(r->sessions, saved);
+}
+
+cmk_err registry_restore_uploads(registry *r, unsigned *restored, unsigned *expired)
+{
+    return reg_sessions_restore(r->sessions, (double)r->upload_timeout, restored, expired);
+}
+
 void registry_drain(registry *r)
 {
     atomic_store(&r->draining, 1);

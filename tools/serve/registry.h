@@ -53,6 +53,12 @@ enum MHD_Result registry_access(void *cls, struct MHD_Connection *c, const char 
 void registry_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                         enum MHD_RequestTerminationCode toe);
 
+/* Upload sessions across a restart (registry_upload.h): at shutdown, once the HTTP daemon is
+ * stopped, every open session is saved in the store; at start, before the daemon starts,
+ * the saved ones come back (those idle longer than the upload timeout are dropped). */
+cmk_err registry_suspend_uploads(registry *r, unsigned *saved);
+cmk_err registry_restore_uploads(registry *r, unsigned *restored, unsigned *expired);
+
 /* From now on every new request is refused with 503 (graceful shutdown). */
 void registry_drain(registry *r);
 /* Requests being served now. */

@@ -1,13 +1,22 @@
 /* registry_upload.c — upload sessions and the upload memory budget (registry_upload.h). */
 #include "tools/serve/registry_upload.h"
 
+#include <jansson.h>
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <time.h>
 
 #include "tools/serve/http_util.h"
+#include "tools/serve/registry_policy.h"
+
+#define REC_PREFIX    "upload/"
+#define REC_NAME_MAX  (sizeof(REC_PREFIX) + REG_SESSION_ID_LEN)
+#define MAX_PARTS     1024
+#define RESUME_BUFFER (1u << 20)
 
 struct reg_sessions {
     cmk_store *s;
@@ -53,6 +62,52 @@ void reg_sessions_unreserve(reg_sessions *t, uint64_t *held)
 uint64_t reg_sessions_budget(const reg_sessions *t)
 {
     return t->mem_budget;
+}
+
+static void rec_name(const char *id, char out[REC_NAME_MAX])
+{
+    snprintf(out, REC_NAME_MAX, "%s%s", REC_PREFIX, id);
+}
+
+/* Collects a saved session's parts (each only if nothing else references it: a part may be
+ * a whole blob that a repository also links) and forgets them. */
+static void collect_parts(reg_sessions *t, reg_session *u)
+{
+    cmk_errbuf eb = {0};
+    int lk = -1;
+
+    if (u->nparts && rpolicy_lock(t->s, LOCK_EX, &lk, &eb) == CMK_OK) {
+        for (size_t i = 0; i < u->nparts; i++) {
+            cmk_err rc = rpolicy_collect(t->s, u->parts[i]);
+            (void)rc; /* one left behind is an unreferenced blob: `blob rm` or gc takes it */
+        }
+        rpolicy_unlock(lk);
+    }
+    free(u->parts);
+    u->parts = NULL;
+    u->nparts = 0;
+}
+
+/* Drops what a restored session keeps in the store (its record, its parts). */
+static void forget_saved(reg_sessions *t, reg_session *u)
+{
+    char name[REC_NAME_MAX];
+
+    if (u->persisted) {
+        rec_name(u->id, name);
+        cmk_err rc = cmk_meta_delete(t->s, name);
+        (void)rc; /* a record left behind is dropped by the next restore, as expired */
+        u->persisted = 0;
+    }
+    collect_parts(t, u);
+}
+
+static void session_free(reg_session *u)
+{
+    if (!u)
+        return;
+    free(u->parts);
+    free(u);
 }
 
 cmk_err reg_session_create(reg_sessions *t, const char *repo, reg_session **out)
@@ -129,7 +184,7 @@ cmk_err reg_session_acquire(reg_sessions *t, const char *id, const char *repo, r
         reg_session *u = *pp;
         if (strcmp(u->id, id) == 0 && strcmp(u->repo, repo) == 0) {
             *pp = u->next; /* told once */
-            free(u);
+            session_free(u);
             rc = CMK_E_KEY_UNREACHABLE;
             break;
         }
@@ -161,7 +216,8 @@ void reg_session_release(reg_sessions *t, reg_session *u, int destroy)
     pthread_mutex_unlock(&t->mu);
     if (destroy) {
         cmk_put_abort(u->put); /* nothing of an unfinished upload is ever published */
-        free(u);
+        forget_saved(t, u);
+        session_free(u);
     }
 }
 
@@ -184,6 +240,7 @@ void reg_sessions_expire(reg_sessions *t, double max_idle, uint64_t gen)
         u = *pp;
         if (max_idle < 0 || now - u->last > max_idle) {
             *pp = u->next;
+            u->revoked = 0; /* its time to answer is over: freed below */
             u->next = dead;
             dead = u;
         } else {
@@ -195,6 +252,9 @@ void reg_sessions_expire(reg_sessions *t, double max_idle, uint64_t gen)
         next = u->next;
         cmk_put_abort(u->put); /* its blob key is wiped with it */
         u->put = NULL;
+        /* At shutdown (max_idle < 0) a saved session stays saved; expired, it goes. */
+        if (max_idle >= 0)
+            forget_saved(t, u);
         /* Kept without its put until the timeout, so that its next request is told why
          * (CMK_E_KEY_UNREACHABLE) rather than that it never existed. */
         if (u->revoked) {
@@ -204,7 +264,7 @@ void reg_sessions_expire(reg_sessions *t, double max_idle, uint64_t gen)
             t->revoked = u;
             pthread_mutex_unlock(&t->mu);
         } else {
-            free(u);
+            session_free(u);
         }
     }
 }
@@ -267,4 +327,250 @@ void reg_sessions_free(reg_sessions *t)
     reg_sessions_expire(t, -1, 0);
     pthread_mutex_destroy(&t->mu);
     free(t);
+}
+
+/* ---- surviving a restart ---- */
+
+/* Writes u's record: {"v": 1, "repo", "offset", "parts": [digests], "saved": epoch s}. */
+static cmk_err save_record(reg_sessions *t, const reg_session *u)
+{
+    char name[REC_NAME_MAX];
+    json_t *parts = json_array(), *rec;
+    char *text = NULL;
+    cmk_err rc = CMK_E_NOMEM;
+
+    for (size_t i = 0; parts && i < u->nparts; i++)
+        if (json_array_append_new(parts, json_string(u->parts[i])) != 0)
+            goto out;
+    rec = parts ? json_pack("{s:i, s:s, s:I, s:O, s:I}", "v", 1, "repo", u->repo, "offset",
+                            (json_int_t)u->offset, "parts", parts, "saved", (json_int_t)time(NULL))
+                : NULL;
+    text = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+    json_decref(rec);
+    if (!text)
+        goto out;
+    rec_name(u->id, name);
+    rc = cmk_meta_put(t->s, name, text, strlen(text));
+out:
+    json_decref(parts);
+    free(text);
+    return rc;
+}
+
+static int add_part(reg_session *u, const char *digest)
+{
+    char(*np)[CMK_DIGEST_MAX];
+
+    if (u->nparts >= MAX_PARTS)
+        return -1;
+    np = realloc(u->parts, (u->nparts + 1) * sizeof(*np));
+    if (!np)
+        return -1;
+    u->parts = np;
+    snprintf(u->parts[u->nparts++], CMK_DIGEST_MAX, "%s", digest);
+    return 0;
+}
+
+/* Saves one session taken off the table: its put (if it has one) is committed as a part. */
+static cmk_err suspend_one(reg_sessions *t, reg_session *u)
+{
+    char digest[CMK_DIGEST_MAX];
+    cmk_err rc = CMK_OK;
+
+    if (u->put) {
+        cmk_put *p = u->put;
+        u->put = NULL;
+        if (cmk_put_size(p) == 0) {
+            cmk_put_abort(p);
+        } else {
+            rc = cmk_put_commit(p, NULL, digest);
+            if (rc == CMK_OK && add_part(u, digest) != 0)
+                rc = CMK_E_NOMEM;
+        }
+    }
+    if (rc == CMK_OK)
+        rc = save_record(t, u);
+    if (rc == CMK_OK)
+        u->persisted = 1;
+    else
+        forget_saved(t, u);
+    return rc;
+}
+
+cmk_err reg_sessions_suspend(reg_sessions *t, unsigned *saved)
+{
+    reg_session *list, *u, *next;
+    cmk_err first = CMK_OK;
+
+    *saved = 0;
+    pthread_mutex_lock(&t->mu);
+    list = t->open;
+    t->open = NULL;
+    t->n = 0;
+    pthread_mutex_unlock(&t->mu);
+    for (u = list; u; u = next) {
+        cmk_err rc;
+        next = u->next;
+        rc = suspend_one(t, u);
+        if (rc == CMK_OK)
+            (*saved)++;
+        else if (first == CMK_OK)
+            first = rc;
+        session_free(u);
+    }
+    return first;
+}
+
+struct names {
+    char (*v)[REC_NAME_MAX];
+    size_t n;
+    int failed;
+};
+
+static int list_cb(const char *name, void *arg)
+{
+    struct names *nl = arg;
+    char(*nv)[REC_NAME_MAX];
+
+    if (strlen(name) != REC_NAME_MAX - 1)
+        return 0; /* not a session id: left alone */
+    nv = realloc(nl->v, (nl->n + 1) * sizeof(*nv));
+    if (!nv) {
+        nl->failed = 1;
+        return 1;
+    }
+    nl->v = nv;
+    snprintf(nl->v[nl->n++], REC_NAME_MAX, "%s", name);
+    return 0;
+}
+
+static int hex_id(const char *id)
+{
+    for (size_t i = 0; i < REG_SESSION_ID_LEN; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+            return 0;
+    return id[REG_SESSION_ID_LEN] == '\0';
+}
+
+/* Reads a saved record into u (id set); -1 if it is not one. *saved_at: when it was saved. */
+static int parse_record(const void *val, size_t len, reg_session *u, int64_t *saved_at)
+{
+    json_t *rec = json_loadb(val, len, JSON_REJECT_DUPLICATES, NULL), *parts, *v;
+    const char *repo;
+    json_int_t off, at;
+    size_t i;
+    int ok = 0;
+
+    if (!rec || json_unpack(rec, "{s:s, s:I, s:o, s:I}", "repo", &repo, "offset", &off, "parts",
+                            &parts, "saved", &at) != 0)
+        goto out;
+    if (!registry_name_valid(repo) || off < 0 || !json_is_array(parts))
+        goto out;
+    snprintf(u->repo, sizeof(u->repo), "%s", repo);
+    u->offset = (uint64_t)off;
+    *saved_at = (int64_t)at;
+    json_array_foreach(parts, i, v)
+    {
+        if (!json_is_string(v) || !registry_digest_valid(json_string_value(v)) ||
+            add_part(u, json_string_value(v)) != 0)
+            goto out;
+    }
+    ok = 1;
+out:
+    json_decref(rec);
+    return ok ? 0 : -1;
+}
+
+cmk_err reg_sessions_restore(reg_sessions *t, double max_idle, unsigned *restored,
+                             unsigned *expired)
+{
+    struct names nl = {0};
+    uint64_t gen = reg_sessions_access_gen(t);
+    cmk_err rc;
+
+    *restored = *expired = 0;
+    rc = cmk_meta_list(t->s, REC_PREFIX, list_cb, &nl);
+    if (rc == CMK_OK && nl.failed)
+        rc = CMK_E_NOMEM;
+    for (size_t i = 0; rc == CMK_OK && i < nl.n; i++) {
+        reg_session *u = calloc(1, sizeof(*u));
+        void *val = NULL;
+        size_t len = 0;
+        int64_t at = 0, age;
+
+        if (!u) {
+            rc = CMK_E_NOMEM;
+            break;
+        }
+        snprintf(u->id, sizeof(u->id), "%s", nl.v[i] + strlen(REC_PREFIX));
+        u->persisted = 1;
+        rc = cmk_meta_get(t->s, nl.v[i], &val, &len);
+        if (rc == CMK_E_NOT_FOUND) { /* gone meanwhile */
+            rc = CMK_OK;
+            session_free(u);
+            continue;
+        }
+        if (rc != CMK_OK) {
+            session_free(u);
+            break;
+        }
+        age = 0;
+        if (!hex_id(u->id) || parse_record(val, len, u, &at) != 0 ||
+            (age = (int64_t)time(NULL) - at) > (int64_t)max_idle) {
+            forget_saved(t, u); /* not a session record, or abandoned */
+            session_free(u);
+            (*expired)++;
+            cmk_free(val);
+            continue;
+        }
+        cmk_free(val);
+        u->gen = gen;
+        u->last = http_mono() - (double)(age > 0 ? age : 0); /* idle since it was saved */
+        pthread_mutex_lock(&t->mu);
+        u->next = t->open;
+        t->open = u;
+        t->n++;
+        pthread_mutex_unlock(&t->mu);
+        (*restored)++;
+    }
+    free(nl.v);
+    return rc;
+}
+
+cmk_err reg_session_resume(reg_sessions *t, reg_session *u)
+{
+    unsigned char *buf = NULL;
+    cmk_put *p = NULL;
+    uint64_t gen = reg_sessions_access_gen(t);
+    cmk_err rc;
+
+    if (u->put)
+        return CMK_OK;
+    buf = malloc(RESUME_BUFFER);
+    if (!buf)
+        return CMK_E_NOMEM;
+    rc = cmk_put_begin(t->s, "sha256", &p);
+    /* Each part is authenticated as it is read, and the new put hashes it again: the
+     * digest's state is rebuilt from the bytes themselves. */
+    for (size_t i = 0; rc == CMK_OK && i < u->nparts; i++) {
+        cmk_get *g = NULL;
+        size_t n = 0;
+        rc = cmk_get_open(t->s, u->parts[i], 0, CMK_TO_END, &g);
+        while (rc == CMK_OK && (rc = cmk_get_read(g, buf, RESUME_BUFFER, &n)) == CMK_OK && n)
+            rc = cmk_put_write(p, buf, n);
+        cmk_get_close(g);
+    }
+    if (rc == CMK_OK && cmk_put_size(p) != u->offset)
+        rc = CMK_E_INTEGRITY;
+    if (rc == CMK_OK)
+        rc = cmk_put_park(p);
+    free(buf);
+    if (rc != CMK_OK) {
+        cmk_put_abort(p);
+        return rc;
+    }
+    u->put = p;
+    u->gen = gen;
+    forget_saved(t, u); /* the put holds it all now */
+    return CMK_OK;
 }

@@ -35,6 +35,12 @@ typedef struct reg_session {
     double last;     /* monotonic time of the last request */
     int busy;        /* a request is using it */
     int revoked;     /* dropped on a key-access loss: kept (no put) to answer once */
+    /* Restored after a restart (reg_sessions_restore): the blobs holding the upload so far,
+     * in order, until reg_session_resume reads them into a new put (put is NULL till then),
+     * and whether the session's record is in the store. */
+    char (*parts)[CMK_DIGEST_MAX];
+    size_t nparts;
+    int persisted;
 } reg_session;
 
 typedef struct reg_sessions reg_sessions;
@@ -66,6 +72,31 @@ int reg_session_offset(reg_sessions *t, const char *id, const char *repo, uint64
 /* Drops idle sessions: those idle for more than max_idle seconds, and those begun before the
  * store's access generation gen (their puts have failed); every session with max_idle < 0. */
 void reg_sessions_expire(reg_sessions *t, double max_idle, uint64_t gen);
+
+/* ---- surviving a restart ----
+ * At shutdown (no request in flight), every open session is saved: the part of the upload
+ * received so far is committed as a blob of its own (sealed like any blob, through the store:
+ * whatever backend holds the store holds it), and a record "upload/<id>" (cmk_meta_put:
+ * encrypted, through the backend) names the session's repository, offset and parts and when
+ * it was saved. At start, reg_sessions_restore brings the sessions back (those saved more
+ * than max_idle seconds ago are dropped); a restored session answers its offset at once and,
+ * at its next PATCH or PUT, reg_session_resume begins a new put and streams the parts into
+ * it (authenticated by the read, hashed again by the put: the digest state is rebuilt), after
+ * which the record goes and the parts are collected if nothing else references them. A
+ * session dropped before that (cancelled, expired) takes its record and parts with it. */
+
+/* Saves every open session (see above) and closes it; *saved counts them. Sessions that
+ * cannot be saved are aborted (the first error is returned). Only once no request uses the
+ * table. */
+cmk_err reg_sessions_suspend(reg_sessions *t, unsigned *saved);
+/* Restores the sessions saved in the store; those saved more than max_idle seconds ago (or
+ * whose record is unreadable as a session) are deleted with their parts. */
+cmk_err reg_sessions_restore(reg_sessions *t, double max_idle, unsigned *restored,
+                             unsigned *expired);
+/* Gives a held, restored session its put back (no-op when it has one): CMK_E_INTEGRITY if the
+ * parts do not add up to the offset; the store's errors. On failure the session is intact
+ * (the client may retry). */
+cmk_err reg_session_resume(reg_sessions *t, reg_session *u);
 
 /* The store's key-access generation now (cmk_store_resources). */
 uint64_t reg_sessions_access_gen(reg_sessions *t);

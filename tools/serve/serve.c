@@ -103,7 +103,9 @@ static const cli_opt serve_opts[] = {
     {"max-uploads", 0, CLI_UINT, 0, "N",
      "Upload sessions open at once (default 256); beyond, 429 TOOMANYREQUESTS."},
     {"upload-timeout", 0, CLI_UINT, 0, "S",
-     "Idle upload sessions are aborted after S seconds (default 3600)."},
+     "Idle upload sessions are aborted after S seconds (default 3600). Sessions open at "
+     "shutdown are saved in the store and resumed after a restart; saved ones idle longer "
+     "than S are dropped at the next start."},
     {"upload-memory", 0, CLI_SIZE, 0, "BYTES",
      "Chunk buffers that uploads in flight may hold together (default 1G, at least 16M); "
      "beyond, 503 with Retry-After. Idle upload sessions hold none."},
@@ -591,6 +593,20 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
         ex = cli_fail(rc, NULL, CLI_HINT_NONE, "cannot start");
         goto out;
     }
+    {
+        unsigned restored = 0, expired = 0;
+        rc = registry_restore_uploads(reg, &restored, &expired);
+        if (rc != CMK_OK)
+            fprintf(stderr,
+                    "cmkstore serve: warning: cannot restore the upload sessions saved at the "
+                    "last shutdown (%s); they stay saved for the next start\n",
+                    cmk_errmsg());
+        else if (restored || expired)
+            fprintf(stderr,
+                    "cmkstore serve: %u upload session(s) restored from the last shutdown, %u "
+                    "expired (--upload-timeout) and dropped\n",
+                    restored, expired);
+    }
     flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
             MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (cfg.addr.ss_family == AF_INET6)
@@ -680,8 +696,18 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
                 registry_inflight(reg));
     MHD_stop_daemon(d);
     d = NULL;
-    fprintf(stderr, "cmkstore serve: stopped; %u unfinished upload session(s) discarded\n",
-            registry_uploads(reg));
+    {
+        /* Open sessions are saved in the store: clients resume them after a restart. */
+        unsigned open = registry_uploads(reg), saved = 0;
+        rc = registry_suspend_uploads(reg, &saved);
+        fprintf(stderr,
+                "cmkstore serve: stopped; %u unfinished upload session(s) saved (resumable "
+                "after a restart)%s\n",
+                saved, rc != CMK_OK ? ", the others discarded" : "");
+        if (rc != CMK_OK)
+            fprintf(stderr, "cmkstore serve: %u session(s) could not be saved: %s\n", open - saved,
+                    cmk_errmsg());
+    }
     ex = CLI_EXIT_OK;
 out:
     if (d)
