@@ -34,6 +34,7 @@
 #include "tools/serve/http_auth.h"
 #include "tools/serve/http_conn.h"
 #include "tools/serve/http_listen.h"
+#include "tools/serve/http_daemon.h"
 #include "tools/serve/http_metrics.h"
 #include "cmkstore_admin.h"
 #include "tools/serve/registry.h"
@@ -90,6 +91,12 @@ static const cli_opt serve_opts[] = {
     {"auth-token-certs", 0, CLI_STR, 0, "FILE",
      "PEM certificates and/or public keys of the token issuer: a token's RS256 or ES256 "
      "signature must verify with one of them (kid, x5c and jku in tokens are not trusted)."},
+    {"tls-cert", 0, CLI_STR, 0, "FILE",
+     "Serve HTTPS with this PEM certificate chain (leaf first; with --tls-key). TLS 1.2 and 1.3 "
+     "only (libmicrohttpd's GnuTLS). SIGHUP reloads both files without a restart: new "
+     "connections get the new certificate, open ones finish on the old one."},
+    {"tls-key", 0, CLI_STR, 0, "FILE",
+     "The certificate's PEM private key (mode 0600 or stricter, required)."},
     {"max-manifest-size", 0, CLI_SIZE, 0, "BYTES",
      "Largest manifest accepted (default 4M; at most 64M)."},
     {"max-blob-size", 0, CLI_SIZE, 0, "BYTES",
@@ -482,7 +489,8 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     struct serve_cfg cfg;
     char home[CMK_PATH_MAX], store_dir[CMK_PATH_MAX];
     const char *dir = cli_get(a, "store");
-    struct MHD_Daemon *d = NULL;
+    http_daemon *d = NULL;
+    const char *scheme;
     http_metrics *metrics = NULL;
     http_conn *conns = NULL;
     http_auth *auth = NULL;
@@ -495,9 +503,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     cmk_errbuf eb = {0};
     sigset_t set;
     struct sigaction ign, oldpipe;
-    const union MHD_DaemonInfo *di;
     int ex, created = 0, sig, masked = 0, listen_fd, serve_fd = -1;
-    unsigned flags;
     cmk_err rc;
 
     ex = read_cfg(a, &cfg);
@@ -512,6 +518,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) {
         ex = cli_fail(CMK_E_IO, NULL, CLI_HINT_NONE, "cannot block signals");
         goto out;
@@ -607,10 +614,6 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
                     "expired (--upload-timeout) and dropped\n",
                     restored, expired);
     }
-    flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-            MHD_USE_ITC | MHD_USE_ERROR_LOG;
-    if (cfg.addr.ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
     listen_fd = http_listen_open(&cfg.addr, &cfg.port);
     if (listen_fd < 0) {
         fprintf(stderr, "cmkstore: error: cannot listen on %s:%u: %s\n", cfg.host, cfg.port,
@@ -618,36 +621,49 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
         ex = CLI_EXIT_FAILURE;
         goto out;
     }
-    errno = 0;
-    /* The daemon-wide timeout is the header timeout: http_conn_trust lengthens it to
-     * --connection-timeout for connections that have authenticated. */
-    d = MHD_start_daemon(
-        flags, 0, http_conn_accept, conns, registry_access, reg, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_NOTIFY_COMPLETED,
-        registry_completed, reg, MHD_OPTION_NOTIFY_CONNECTION, http_conn_notify, conns,
-        /* Room for the excess ones that the registry answers with 503. */
-        MHD_OPTION_CONNECTION_LIMIT, 2 * cfg.max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
-        cfg.header_timeout, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_MEMORY_LIMIT,
-        MHD_OPTION_END);
-    if (!d) {
-        fprintf(stderr, "cmkstore: error: cannot start the HTTP server on %s:%u%s%s\n", cfg.host,
-                cfg.port, errno ? ": " : "", errno ? strerror(errno) : "");
-        /* listen_fd is left as is: whether libmicrohttpd closed it on failure is not specified,
-         * and the process exits next. */
-        ex = CLI_EXIT_FAILURE;
-        goto out;
+    {
+        /* The daemon-wide timeout is the header timeout: http_conn_trust lengthens it to
+         * --connection-timeout for connections that have authenticated. */
+        http_daemon_cfg dc = {
+            .flags = cfg.addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0,
+            .accept = http_conn_accept,
+            .accept_cls = conns,
+            .access = registry_access,
+            .access_cls = reg,
+            .completed = registry_completed,
+            .completed_cls = reg,
+            .notify = http_conn_notify,
+            .notify_cls = conns,
+            .logger = mhd_log,
+            /* Room for the excess ones that the registry answers with 503. */
+            .conn_limit = 2 * cfg.max_conn,
+            .conn_timeout = cfg.header_timeout,
+            .mem_limit = MHD_MEMORY_LIMIT,
+            .tls_cert = cli_get(a, "tls-cert"),
+            .tls_key = cli_get(a, "tls-key"),
+        };
+        char derr[600];
+        rc = http_daemon_start(&dc, listen_fd, &d, derr, sizeof(derr));
+        if (rc != CMK_OK) {
+            fprintf(stderr, "cmkstore: error: %s:%u: %s\n", cfg.host, cfg.port, derr);
+            ex = cli_exit_code(rc);
+            goto out;
+        }
     }
-    di = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    if (di && di->port)
-        cfg.port = di->port;
+    if (http_daemon_port(d))
+        cfg.port = http_daemon_port(d);
+    scheme = http_daemon_is_tls(d) ? "https" : "http";
 
     print_setup(s, home, dir == store_dir, created);
     if (cfg.addr.ss_family == AF_INET6)
-        printf("Listening on http://[%s]:%u (OCI Distribution Spec v1.1; /metrics)\n", cfg.host,
-               cfg.port);
+        printf("Listening on %s://[%s]:%u (OCI Distribution Spec v1.1; /metrics)\n", scheme,
+               cfg.host, cfg.port);
     else
-        printf("Listening on http://%s:%u (OCI Distribution Spec v1.1; /metrics)\n", cfg.host,
+        printf("Listening on %s://%s:%u (OCI Distribution Spec v1.1; /metrics)\n", scheme, cfg.host,
                cfg.port);
+    if (http_daemon_is_tls(d))
+        printf("TLS: %s (SHA-256 %s); TLS 1.2 and 1.3; SIGHUP reloads it\n", cli_get(a, "tls-cert"),
+               http_daemon_fingerprint(d));
     if (auth)
         printf("Authentication: %s%s%s\n", http_auth_has_basic(auth) ? "Basic (htpasswd)" : "",
                http_auth_has_basic(auth) && http_auth_has_bearer(auth) ? ", " : "",
@@ -658,32 +674,48 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     if (token)
         printf("Authentication: Bearer tokens from %s (%zu trusted key(s))\n",
                http_token_realm(token), http_token_keys(token));
-    printf("Try: skopeo copy --dest-tls-verify=false oci:./my-image:latest "
-           "docker://%s%s%s:%u/demo/hello:1\n",
+    printf("Try: skopeo copy %s oci:./my-image:latest docker://%s%s%s:%u/demo/hello:1\n",
+           http_daemon_is_tls(d) ? "--dest-cert-dir DIR-WITH-THE-CA.crt"
+                                 : "--dest-tls-verify=false",
            cfg.addr.ss_family == AF_INET6 ? "[" : "", cfg.host,
            cfg.addr.ss_family == AF_INET6 ? "]" : "", cfg.port);
-    if (!http_is_loopback(&cfg.addr))
+    if (!http_is_loopback(&cfg.addr) && !http_daemon_is_tls(d))
         fprintf(stderr, "cmkstore serve: warning: listening beyond loopback without TLS; put a "
                         "TLS-terminating proxy in front\n");
     if (fflush(stdout) != 0)
         fprintf(stderr, "cmkstore serve: warning: cannot write to standard output\n");
 
-    sig = wait_signal(&set, 0, reg);
+    /* SIGHUP reloads the certificate; retired daemons are stopped once idle. */
+    for (;;) {
+        sig = wait_signal(&set, 1, reg);
+        if (sig == SIGHUP) {
+            char rerr[600];
+            if (!http_daemon_is_tls(d))
+                fprintf(stderr, "cmkstore serve: SIGHUP: not serving TLS, nothing to reload\n");
+            else if (http_daemon_reload(d, rerr, sizeof(rerr)) != CMK_OK)
+                fprintf(stderr, "cmkstore serve: SIGHUP: the certificate was not reloaded: %s\n",
+                        rerr);
+            else
+                fprintf(stderr, "cmkstore serve: SIGHUP: certificate reloaded (SHA-256 %s)\n",
+                        http_daemon_fingerprint(d));
+            continue;
+        }
+        if (sig != 0)
+            break;
+        http_daemon_reap(d, (double)cfg.conn_timeout + cfg.shutdown_timeout);
+    }
     fprintf(stderr,
             "cmkstore serve: %s: shutting down (waiting up to %u s for %u request(s) in "
             "flight)\n",
             sig == SIGINT ? "SIGINT" : "SIGTERM", cfg.shutdown_timeout, registry_inflight(reg));
     registry_drain(reg);
-    {
-        MHD_socket lfd = MHD_quiesce_daemon(d);
-        if (lfd != MHD_INVALID_SOCKET)
-            close(lfd);
-    }
+    http_daemon_quiesce(d);
     {
         double deadline = (double)time(NULL) + cfg.shutdown_timeout;
         while (registry_inflight(reg) > 0 && (double)time(NULL) < deadline) {
             struct timespec ts = {0, 100 * 1000 * 1000};
-            if (sigtimedwait(&set, NULL, &ts) > 0) {
+            int g = sigtimedwait(&set, NULL, &ts);
+            if (g == SIGINT || g == SIGTERM) {
                 fprintf(stderr, "cmkstore serve: second signal: stopping now\n");
                 break;
             }
@@ -694,7 +726,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
                 "cmkstore serve: %u request(s) still in flight: aborted (uploads are "
                 "discarded whole)\n",
                 registry_inflight(reg));
-    MHD_stop_daemon(d);
+    http_daemon_stop(d);
     d = NULL;
     {
         /* Open sessions are saved in the store: clients resume them after a restart. */
@@ -710,8 +742,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     }
     ex = CLI_EXIT_OK;
 out:
-    if (d)
-        MHD_stop_daemon(d);
+    http_daemon_stop(d);
     registry_free(reg);
     http_conn_free(conns);
     http_metrics_free(metrics);
