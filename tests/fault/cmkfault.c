@@ -21,8 +21,10 @@
  *   count  how many matching calls fail from there (default 0: every one)
  *
  * Rules come from $CMKFAULT_RULES, or from the file $CMKFAULT_FILE, read again whenever it
- * changes (looked at most every 20 ms), so a test can switch faults on and off in a running
- * server; a missing file means no faults. Each injected fault appends "op errno path" to
+ * changes, so a test can switch faults on and off in a running server: looked at on every
+ * open, fsync, rename, link and unlink (so a rule written before a request is in force for
+ * it, whatever the timing), and at most every 20 ms on reads and writes (which come in
+ * floods); a missing file means no faults. Each injected fault appends "op errno path" to
  * $CMKFAULT_LOG, if set, so a test can prove its fault was met.
  *
  * io_uring: requests the kernel runs from a ring never pass through libc, so data reads,
@@ -196,8 +198,9 @@ static void parse_rules(char *text)
     }
 }
 
-/* Reads $CMKFAULT_FILE again if it changed (caller holds mu). */
-static void look_at_file(const char *file)
+/* Reads $CMKFAULT_FILE again if it changed (caller holds mu); throttle: not if it was looked
+ * at less than 20 ms ago. */
+static void look_at_file(const char *file, int throttle)
 {
     struct timespec now;
     struct stat st;
@@ -206,7 +209,7 @@ static void look_at_file(const char *file)
     int fd;
 
     clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
-    if (rules_loaded &&
+    if (rules_loaded && throttle &&
         (now.tv_sec - last_look.tv_sec) * 1000000000L + now.tv_nsec - last_look.tv_nsec < 20000000L)
         return;
     last_look = now;
@@ -231,12 +234,12 @@ static void look_at_file(const char *file)
     rules_loaded = 1;
 }
 
-static void load_rules(void)
+static void load_rules(unsigned op)
 {
     const char *file = getenv("CMKFAULT_FILE"), *env;
 
     if (file && *file) {
-        look_at_file(file);
+        look_at_file(file, (op & ~(unsigned)(OP_READ | OP_WRITE)) == 0);
     } else if (!rules_loaded) {
         env = getenv("CMKFAULT_RULES");
         if (env) {
@@ -276,7 +279,7 @@ static int fault_for(unsigned op, const char *path, const char *path2)
     int err = 0;
 
     pthread_mutex_lock(&mu);
-    load_rules();
+    load_rules(op);
     for (int i = 0; i < nrules; i++) {
         rule *r = &rules[i];
         if (!(r->ops & op))
