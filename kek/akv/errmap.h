@@ -21,7 +21,7 @@
 /* What a request was about, for messages. Members may be NULL or "". */
 typedef struct cmk_akv_where {
     const char *op;       /* "get", "wrapKey", "unwrapKey", "deleted-key lookup", "token" */
-    const char *host;     /* vault host */
+    const char *host;     /* the vault: https://host[:port] */
     const char *key;      /* key name */
     const char *version;  /* version ("" or NULL: latest) */
     const char *identity; /* principal id / client id as the message should show it */

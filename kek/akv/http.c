@@ -278,6 +278,9 @@ static CURLcode exchange(cmk_akv_http *h, const cmk_akv_req *rq, sink *s, long *
         (cc = curl_easy_setopt(c, CURLOPT_HEADERDATA, s)) != CURLE_OK ||
         (cc = curl_easy_setopt(c, CURLOPT_USERAGENT, "cmkstore-akv/1")) != CURLE_OK)
         goto out;
+    /* The managed-identity endpoint is link-local or on the host: never through a proxy. */
+    if (rq->allow_http && (cc = curl_easy_setopt(c, CURLOPT_NOPROXY, "*")) != CURLE_OK)
+        goto out;
     if (h->cas && ((cc = curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx)) != CURLE_OK ||
                    (cc = curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, h)) != CURLE_OK))
         goto out;

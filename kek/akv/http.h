@@ -50,7 +50,7 @@ typedef struct cmk_akv_req {
     const char *const *headers; /* "Name: value" lines, NULL-terminated; may be NULL */
     const char *body;           /* POST body, may be NULL */
     size_t bodylen;
-    int allow_http; /* 1: plain http:// allowed (the IMDS address only) */
+    int allow_http; /* 1: plain http:// allowed and no proxy (the managed-identity endpoint) */
 } cmk_akv_req;
 
 typedef struct cmk_akv_resp {

@@ -46,8 +46,8 @@ typedef struct aprov {
 
 /* The identity a call acts as. */
 typedef struct who {
-    char client_id[64]; /* for the managed-identity endpoint; "" : system-assigned */
-    char show[200];     /* for messages */
+    char client_id[128]; /* for the managed-identity endpoint; "" : system-assigned */
+    char show[200];      /* for messages */
 } who;
 
 /* What one call is about. */
@@ -173,7 +173,7 @@ static cmk_err ctx_open(aprov *p, const char *kid, const char *principal, const 
     if (rc == CMK_OK)
         rc = resolve_who(p, principal, &c->w, eb);
     c->where.op = op;
-    c->where.host = c->k.host;
+    c->where.host = c->k.base; /* with its port: several vaults may share a host */
     c->where.key = c->k.name;
     c->where.version = c->k.version;
     c->where.identity = c->w.show;

@@ -231,6 +231,34 @@ static void test_tls_and_retries(void)
         cmk_akv_http_free(h);
     }
 
+    /* A proxy in the environment is used for the vault, never for the managed-identity
+     * endpoint (allow_http requests). The proxy here is a port nothing listens on. */
+    {
+        int ps = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in pa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t pl = sizeof(pa);
+        char proxy[64];
+        REQUIRE(ps >= 0 && bind(ps, (struct sockaddr *)&pa, sizeof(pa)) == 0 &&
+                getsockname(ps, (struct sockaddr *)&pa, &pl) == 0);
+        snprintf(proxy, sizeof(proxy), "http://127.0.0.1:%d", ntohs(pa.sin_port));
+        close(ps);
+        setenv("https_proxy", proxy, 1);
+        unsetenv("no_proxy");
+        unsetenv("NO_PROXY");
+        h = http_with(ca, 1, 0, 0);
+        cmk_akv_req imds = {.method = "GET", .url = url, .allow_http = 1};
+        CHECK_OK(cmk_akv_http_do(h, &imds, "token endpoint", &r, &eb));
+        CHECK(r.status == 200);
+        cmk_akv_resp_free(&r);
+        CHECK_RC(cmk_akv_http_do(h, &get, "vault", &r, &eb), CMK_E_KEY_UNREACHABLE);
+        /* curl names the proxy's port it could not connect to */
+        CHECK_MSG(strstr(eb.msg, strrchr(proxy, ':') + 1) != NULL, "%s", eb.msg);
+        unsetenv("https_proxy");
+        CHECK_OK(cmk_akv_http_do(h, &get, "vault", &r, &eb));
+        cmk_akv_resp_free(&r);
+        cmk_akv_http_free(h);
+    }
+
     /* Retry budget: 429s with Retry-After 0 are retried up to 4 attempts in all. */
     h = http_with(ca, 4, 10, 20000);
     snprintf(url, sizeof(url), "%s/keys/k1?api-version=7.4", base);
