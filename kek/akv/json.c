@@ -236,13 +236,13 @@ cmk_err cmk_akv_result_parse(const char *body, size_t len, unsigned char *out, s
     v = json_string_value(json_object_get(j, "value"));
     if (!v || !*v)
         rc = cmk_errbuf_set(eb, CMK_E_INVAL, "key operation result without a value");
-    else if (cmk_akv_b64url_decode(v, strlen(v), out, cap, outlen) != 0) {
+    else if (cmk_akv_b64url_decode(v, strlen(v), out, cap, outlen) != 0 || *outlen == 0) {
         if (*outlen)
             cmk_cleanse(out, *outlen);
         *outlen = 0;
         rc = cmk_errbuf_set(eb, CMK_E_INVAL,
-                            "key operation result: value is not base64url or longer than %zu "
-                            "bytes",
+                            "key operation result: value is empty, not base64url or longer than "
+                            "%zu bytes",
                             cap);
     }
     /* The value is a wrapped or unwrapped data key: wiped in jansson's copy before it is

@@ -231,6 +231,10 @@ static void test_result_and_b64(void)
     CHECK_RC(cmk_akv_result_parse("{\"kid\":\"x\"}", 11, out, sizeof(out), &n, &eb), CMK_E_INVAL);
     CHECK_RC(cmk_akv_result_parse("{\"value\":\"a b\"}", 15, out, sizeof(out), &n, &eb),
              CMK_E_INVAL);
+    /* Padding alone decodes to nothing: no data key (found by fuzz_akv_parse). */
+    CHECK_RC(cmk_akv_result_parse("{\"value\":\"========\"}", 20, out, sizeof(out), &n, &eb),
+             CMK_E_INVAL);
+    CHECK(n == 0);
 }
 
 static void test_token_parse(void)
