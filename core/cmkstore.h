@@ -333,7 +333,11 @@ CMK_API CMK_MUST_CHECK cmk_err cmk_meta_delete(cmk_store *s, const char *name);
 /* Atomic read-modify-write across threads and processes: fn gets the current value (NULL,
  * 0 if absent) and sets *out / *outlen to the new value (malloc'd; the store frees it), or
  * *out = NULL to delete the record, or returns an error to leave it unchanged (passed
- * through). Errors also: as cmk_meta_get and cmk_meta_put. */
+ * through). fn may be called more than once: when another process (a store without a lock,
+ * as on object storage) wrote the record between the read and the write, it is read again
+ * and fn applied to the new value; fn's result must depend only on its arguments.
+ * Errors also: as cmk_meta_get and cmk_meta_put; CMK_E_BUSY if the record kept changing
+ * under 64 tries. */
 typedef cmk_err (*cmk_meta_fn)(const void *cur, size_t curlen, void **out, size_t *outlen,
                                void *arg);
 CMK_API CMK_MUST_CHECK cmk_err cmk_meta_update(cmk_store *s, const char *name, cmk_meta_fn fn,

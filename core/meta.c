@@ -20,12 +20,14 @@
  * cannot be moved under another name. The sealing is blobseal.c's; this file stores, through
  * the backend: writes are atomic (its record put) and serialised by a mutex and the backend's
  * lock CMK_BK_LOCK_META (the flock <dir>/meta/lock); a read-modify-write also writes only
- * over the version it read.
+ * over the version it read, and where the backend has no lock (object storage, several
+ * front-ends) a write that lost to another writer reads again and re-applies its change.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/base/bytes.h"
 #include "core/base/secmem.h"
@@ -269,6 +271,31 @@ cmk_err cmk_meta_delete(cmk_store *s, const char *name)
     return cmk_publish(&eb, rc);
 }
 
+/* How often a read-modify-write is tried again when another process wrote the record between
+ * its read and its write (a backend without a lock: the versions decide). Each try is one
+ * read and one conditional write; the waits between them grow to META_RETRY_WAIT_MAX_MS. */
+#define META_RETRIES           64
+#define META_RETRY_WAIT_MAX_MS 50
+
+/* A random pause of up to 2^attempt ms (capped), so racing writers spread out. */
+static void retry_pause(unsigned attempt)
+{
+    unsigned max_ms = attempt < 6 ? 1u << attempt : META_RETRY_WAIT_MAX_MS;
+    uint32_t r = 0;
+    cmk_errbuf ignore = {0};
+    struct timespec ts;
+
+    if (max_ms > META_RETRY_WAIT_MAX_MS)
+        max_ms = META_RETRY_WAIT_MAX_MS;
+    if (cmk_random(&r, sizeof(r), &ignore) != CMK_OK)
+        r = attempt * 7919u;
+    r %= max_ms * 1000u + 1u;
+    ts.tv_sec = 0;
+    ts.tv_nsec = (long)r * 1000L;
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
 cmk_err cmk_meta_update(cmk_store *s, const char *name, cmk_meta_fn fn, void *arg)
 {
     cmk_errbuf eb = {0};
@@ -283,28 +310,41 @@ cmk_err cmk_meta_update(cmk_store *s, const char *name, cmk_meta_fn fn, void *ar
     rc = begin_write(s, name, 0, &lk, &eb);
     if (rc != CMK_OK)
         return cmk_publish(&eb, rc);
-    rc = read_record(s, name, &cur, &curlen, &ver, &eb);
-    if (rc == CMK_E_NOT_FOUND) {
-        cmk_errbuf_clear(&eb);
-        rc = CMK_OK;
-    }
-    if (rc != CMK_OK)
-        goto out;
-    rc = fn(cur, curlen, &out, &outlen, arg);
-    if (rc != CMK_OK) {
-        /* The callback's own error: keep the thread's detail it may have set. */
-        meta_unlock(s, lk);
+    for (unsigned attempt = 0;; attempt++) {
+        rc = read_record(s, name, &cur, &curlen, &ver, &eb);
+        if (rc == CMK_E_NOT_FOUND) {
+            cmk_errbuf_clear(&eb);
+            rc = CMK_OK;
+        }
+        if (rc != CMK_OK)
+            goto out;
+        rc = fn(cur, curlen, &out, &outlen, arg);
+        if (rc != CMK_OK) {
+            /* The callback's own error: keep the thread's detail it may have set. */
+            meta_unlock(s, lk);
+            free(cur);
+            free(out);
+            return rc;
+        }
+        if (out) {
+            if (outlen > CMK_META_MAX)
+                rc = cmk_errbuf_set(&eb, CMK_E_INVAL, "metadata record too large");
+            else
+                rc = write_record(s, name, out, outlen, cur ? &ver : NULL, &eb);
+        } else if (cur) {
+            rc = delete_record(s, name, &ver, &eb);
+        }
+        /* CMK_E_BUSY: another writer got in between the read and the write (only where the
+         * backend has no lock: its versions serialise writers instead). The record is read
+         * again and fn applied to what is there now, so no writer's change is lost. */
+        if (rc != CMK_E_BUSY || attempt + 1 >= META_RETRIES)
+            break;
         free(cur);
         free(out);
-        return rc;
-    }
-    if (out) {
-        if (outlen > CMK_META_MAX)
-            rc = cmk_errbuf_set(&eb, CMK_E_INVAL, "metadata record too large");
-        else
-            rc = write_record(s, name, out, outlen, cur ? &ver : NULL, &eb);
-    } else if (cur) {
-        rc = delete_record(s, name, &ver, &eb);
+        cur = out = NULL;
+        curlen = outlen = 0;
+        cmk_errbuf_clear(&eb);
+        retry_pause(attempt);
     }
 out:
     meta_unlock(s, lk);

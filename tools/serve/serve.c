@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <termios.h>
@@ -38,7 +37,6 @@
 #include "tools/serve/http_metrics.h"
 #include "cmkstore_admin.h"
 #include "tools/serve/registry.h"
-#include "tools/serve/registry_policy.h"
 
 /* The embedded default's resources (first run only; later runs reuse them). */
 #define DEF_IDENTITY "registry-identity"
@@ -396,48 +394,6 @@ static int read_cfg(const cli_args *a, struct serve_cfg *c)
     return CLI_EXIT_OK;
 }
 
-/* Claims the store for this server: RPOLICY_SERVE_LOCK, held for the server's life, with its
- * PID in it. A second server on the same store is refused, naming the first: upload
- * sessions and the key-state metrics live in one process. CLI commands may still run
- * beside it (collection is ordered by RPOLICY_GC_LOCK across processes). */
-static int claim_store(cmk_store *s, int *fd)
-{
-    char path[CMK_PATH_MAX + 32], pid[32], who[40];
-    cmk_errbuf eb = {0};
-    cmk_err rc = rpolicy_lock_file(s, RPOLICY_SERVE_LOCK, LOCK_EX | LOCK_NB, fd, &eb);
-    long other;
-    ssize_t n;
-    int pfd;
-
-    if (rc == CMK_E_BUSY) {
-        /* The holder writes its PID right after locking: a read in between finds none. */
-        snprintf(path, sizeof(path), "%s/%s", cmk_store_dir(s), RPOLICY_SERVE_LOCK);
-        pfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        n = pfd >= 0 ? read(pfd, pid, sizeof(pid) - 1) : -1;
-        if (pfd >= 0)
-            close(pfd);
-        pid[n > 0 ? n : 0] = '\0';
-        other = strtol(pid, NULL, 10); /* the file's bytes are never printed as they are */
-        if (other > 0)
-            snprintf(who, sizeof(who), "PID %ld", other);
-        else
-            snprintf(who, sizeof(who), "another process");
-        cmk_errbuf_set(&eb, CMK_E_REFUSED,
-                       "the store is served by %s already; one server per store: stop that "
-                       "one first, or serve another store",
-                       who);
-        return cli_fail(CMK_E_REFUSED, &eb, CLI_HINT_NONE, "cannot serve %s", cmk_store_dir(s));
-    }
-    if (rc != CMK_OK)
-        return cli_fail(rc, &eb, CLI_HINT_NONE, "cannot serve %s", cmk_store_dir(s));
-    /* Only for the message above: on a full file system the lock still stands without it
-     * (the second server then says "another process"). */
-    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-    n = ftruncate(*fd, 0) == 0 ? pwrite(*fd, pid, (size_t)n, 0) : -1;
-    (void)n;
-    return CLI_EXIT_OK;
-}
-
 /* Loads --htpasswd/--token-file, or the token authentication options, and --access. */
 static int load_access_control(const cli_cmd *cmd, const cli_args *a, http_auth **auth,
                                http_token **token, reg_access **access)
@@ -503,7 +459,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     cmk_errbuf eb = {0};
     sigset_t set;
     struct sigaction ign, oldpipe;
-    int ex, created = 0, sig, masked = 0, listen_fd, serve_fd = -1;
+    int ex, created = 0, sig, masked = 0, listen_fd;
     cmk_err rc;
 
     ex = read_cfg(a, &cfg);
@@ -555,9 +511,6 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
         ex = cli_fail(rc, NULL, CLI_HINT_STORE, "cannot open the store %s", dir);
         goto out;
     }
-    ex = claim_store(s, &serve_fd);
-    if (ex != CLI_EXIT_OK)
-        goto out;
     if (cfg.key_check || cfg.rotation_check) {
         rc = cmk_store_set_policy(s, cfg.rotation_check, cfg.key_check, 0, 0);
         if (rc != CMK_OK) {
@@ -749,7 +702,6 @@ out:
     if (s)
         cmk_store_stop_background(s);
     cmk_store_close(s);
-    rpolicy_unlock(serve_fd);
     http_auth_free(auth);
     http_token_free(token);
     reg_access_free(access);
@@ -842,9 +794,11 @@ const cli_cmd cli_serve_cmds[] = {
          "revoked, requests that touch content get 503 with the reason, and service resumes "
          "when access is restored. One line per request is logged on stderr (never headers "
          "or credentials). GET /metrics gives Prometheus metrics. SIGTERM or SIGINT stop it "
-         "gracefully (exit 0).\n\nOne server per store: a second serve on a store that is "
-         "being served exits 6, naming the first one's PID. CLI commands, blob rm included, "
-         "may run beside the server.",
+         "gracefully (exit 0).\n\nAny number of servers may serve one store at once (front-ends "
+         "behind a load balancer): tags, manifests and links are written by compare-and-swap, "
+         "and each server adopts a rotation or revocation at its next key check. An upload "
+         "session lives in the server that opened it: route its requests there. CLI commands, "
+         "blob rm included, may run beside the servers.",
      .opts = serve_opts,
      .example = "cmkstore serve\n"
                 "cmkstore serve --store ./registry --listen 127.0.0.1:5000 \\\n"
