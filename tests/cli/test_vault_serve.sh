@@ -6,7 +6,8 @@
 # (RSA-OAEP-256 and RSA-OAEP) checked against the vault's private key with openssl,
 # policies (403 AccessDenied after delete-policy, back after set-policy), a disabled key
 # (403 KeyDisabled), a soft-deleted key (404 KeyNotFound, /deletedkeys), expired and forged
-# tokens (401), throttling (429 Retry-After: 0), the audit log under the principal, no token
+# tokens (401), the test hooks (429 Retry-After: 0; tokens expired on demand), the audit log
+# under the principal, no token
 # in the log, usage errors and --help.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/vault_serve_lib.sh"
@@ -172,6 +173,15 @@ expect_eq "$(vhdr "$T/d.h" Retry-After)" 0 "Retry-After: 0"
 expect_json '.error.code == "Throttled"' "Throttled" "$T/d"
 expect_eq "$(vcurl "$T/d" "${AUTH[@]}" "$VURL/keys/svkey?api-version=7.4")" 429 "throttled 2: 429"
 expect_eq "$(vcurl "$T/d" "${AUTH[@]}" "$VURL/keys/svkey?api-version=7.4")" 200 "then 200"
+
+# ---- expire-tokens (test hook): tokens issued so far are refused, new ones work ----------
+expect_eq "$(vcurl "$T/h" -X POST "$VURL/cmkstore/test/expire-tokens")" 200 "the expire-tokens hook"
+expect_eq "$(vcurl "$T/d" "${AUTH[@]}" "$VURL/keys/svkey?api-version=7.4")" 401 \
+    "a token issued before the hook: 401"
+expect_json '.error.message | test("expired")' "... as expired" "$T/d"
+NTOK=$(vtoken "$CLIENT_ID")
+expect_eq "$(vcurl "$T/d" -H "Authorization: Bearer $NTOK" "$VURL/keys/svkey?api-version=7.4")" 200 \
+    "a token issued after the hook: 200"
 stop_vault
 expect_eq "$VSRV_EXIT" 0 "SIGTERM: exit 0"
 

@@ -44,6 +44,9 @@ static void rebuild(const vault_route *r, char *out, size_t cap)
     case VRT_THROTTLE:
         snprintf(out, cap, "/cmkstore/test/throttle");
         return;
+    case VRT_EXPIRE:
+        snprintf(out, cap, "/cmkstore/test/expire-tokens");
+        return;
     }
 }
 
@@ -70,7 +73,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (st != VROUTE_OK && st != VROUTE_BAD_METHOD)
         return 0;
     n = strlen(r.name);
-    if (r.rt != VRT_TOKEN && r.rt != VRT_THROTTLE) {
+    if (r.rt != VRT_TOKEN && r.rt != VRT_THROTTLE && r.rt != VRT_EXPIRE) {
         if (n == 0 || n > VAULT_NAME_MAX ||
             strspn(r.name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ"
                            "KLMNOPQRSTUVWXYZ0123456789-") != n)

@@ -38,6 +38,7 @@ static const struct routed cases[] = {
     {"GET", "/metadata/identity/oauth2/token", VROUTE_OK, VRT_TOKEN, "", ""},
     {"GET", "/metadata/identity/oauth2/token/", VROUTE_OK, VRT_TOKEN, "", ""},
     {"POST", "/cmkstore/test/throttle", VROUTE_OK, VRT_THROTTLE, "", ""},
+    {"POST", "/cmkstore/test/expire-tokens", VROUTE_OK, VRT_EXPIRE, "", ""},
     {"DELETE", "/keys/k", VROUTE_BAD_METHOD, VRT_KEY, "k", ""},
     {"GET", "/keys/k/" V32 "/wrapkey", VROUTE_BAD_METHOD, VRT_WRAP, "k", V32},
     {"POST", "/metadata/identity/oauth2/token", VROUTE_BAD_METHOD, VRT_TOKEN, "", ""},

@@ -10,6 +10,7 @@
 #define DELETED_PREFIX "/deletedkeys/"
 #define TOKEN_PATH     "/metadata/identity/oauth2/token"
 #define THROTTLE_PATH  "/cmkstore/test/throttle"
+#define EXPIRE_PATH    "/cmkstore/test/expire-tokens"
 
 static int name_char(char c)
 {
@@ -111,6 +112,8 @@ enum vault_route_status vault_route_match(const char *method, const char *path, 
         return method_check(method, out, VRT_TOKEN, "GET");
     if (strcmp(path, THROTTLE_PATH) == 0)
         return method_check(method, out, VRT_THROTTLE, "POST");
+    if (strcmp(path, EXPIRE_PATH) == 0)
+        return method_check(method, out, VRT_EXPIRE, "POST");
     if (strncmp(path, KEYS_PREFIX, sizeof(KEYS_PREFIX) - 1) == 0)
         return route_keys(method, path + sizeof(KEYS_PREFIX) - 1, out);
     if (strncmp(path, DELETED_PREFIX, sizeof(DELETED_PREFIX) - 1) == 0) {

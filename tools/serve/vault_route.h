@@ -11,6 +11,7 @@
  *   /deletedkeys/<name>                     VRT_DELETED    GET
  *   /metadata/identity/oauth2/token[/]      VRT_TOKEN      GET
  *   /cmkstore/test/throttle                 VRT_THROTTLE   POST  (test hook, off by default)
+ *   /cmkstore/test/expire-tokens            VRT_EXPIRE     POST  (test hook, off by default)
  *
  * Key Vault's names: 1-127 letters, digits and '-'; versions 32 hex digits (matched without
  * regard to case and returned in lowercase). The operation words are matched without regard
@@ -30,6 +31,7 @@ enum vault_rt {
     VRT_DELETED,
     VRT_TOKEN,
     VRT_THROTTLE,
+    VRT_EXPIRE,
 };
 
 enum vault_route_status {
@@ -41,7 +43,7 @@ enum vault_route_status {
 
 typedef struct vault_route {
     enum vault_rt rt;
-    char name[VAULT_NAME_MAX + 1];       /* "" for TOKEN and THROTTLE */
+    char name[VAULT_NAME_MAX + 1];       /* "" for TOKEN and the test hooks */
     char version[VAULT_VERSION_LEN + 1]; /* "" when none was named: the latest */
     const char *allow;                   /* the endpoint's method ("GET" or "POST") */
 } vault_route;

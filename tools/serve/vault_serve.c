@@ -72,8 +72,10 @@ static const cli_opt serve_opts[] = {
      "Answer the first N authenticated key requests with 429 and Retry-After: 0 (Key Vault's "
      "throttling), for tests of clients' retries."},
     {"test-hooks", 0, CLI_FLAG, 0, NULL,
-     "Enable the test endpoint POST /cmkstore/test/throttle?count=N (loopback clients only): "
-     "the next N authenticated key requests get 429 with Retry-After: 0. Not for production."},
+     "Enable the test endpoints (loopback clients only): POST /cmkstore/test/throttle?count=N "
+     "(the next N authenticated key requests get 429 with Retry-After: 0) and POST "
+     "/cmkstore/test/expire-tokens (every token issued so far is refused as expired from now "
+     "on, so clients must renew theirs). Not for production."},
     {"quiet", 'q', CLI_FLAG, 0, NULL, "Do not log requests."},
     CLI_OPT_END,
 };
@@ -96,6 +98,9 @@ typedef struct vsrv {
     int has_def_id;
     unsigned lifetime;
     unsigned throttle; /* requests left to answer with 429 (atomic) */
+    /* Test hook expire-tokens: tokens expiring at or before this are refused as expired, and
+     * new ones expire after it (atomic). */
+    int64_t min_exp;
     int test_hooks, quiet;
     allow_net allow[MAX_ALLOW];
     size_t nallow;
@@ -316,6 +321,7 @@ static enum MHD_Result serve_token(vsrv *v, struct MHD_Connection *c, char *who,
     cmk_identity id;
     cmk_errbuf eb = {0};
     int64_t now = (int64_t)time(NULL), exp = now + v->lifetime;
+    int64_t floor_exp = __atomic_load_n(&v->min_exp, __ATOMIC_SEQ_CST);
     enum MHD_Result ok;
 
     if (!token_client_allowed(v, c))
@@ -344,6 +350,8 @@ static enum MHD_Result serve_token(vsrv *v, struct MHD_Connection *c, char *who,
                           "default identity)");
     }
     snprintf(who, whocap, "%s", id.name);
+    if (exp <= floor_exp)
+        exp = floor_exp + 1;
     if (vault_token_issue(v->tok, id.principal_id, id.client_id, exp, resource, token,
                           sizeof(token)) != 0)
         return imds_error(c, 500, "internal_error", "cannot issue a token");
@@ -381,6 +389,8 @@ static int authenticate(const vsrv *v, struct MHD_Connection *c, vault_token_cla
         return 0;
     }
     r = vault_token_verify(v->tok, h + 7, (int64_t)time(NULL), cl);
+    if (r == VAULT_TOKEN_OK && cl->exp <= __atomic_load_n(&v->min_exp, __ATOMIC_SEQ_CST))
+        r = VAULT_TOKEN_EXPIRED;
     if (r == VAULT_TOKEN_EXPIRED) {
         *ok = reply_challenge(v, c, "AKV10032: The token has expired: get a new one.");
         return 0;
@@ -549,6 +559,17 @@ static enum MHD_Result serve_throttle_hook(vsrv *v, struct MHD_Connection *c)
     return reply_json(c, 200, json_pack("{s:I}", "throttle", (json_int_t)count), NULL, NULL);
 }
 
+static enum MHD_Result serve_expire_hook(vsrv *v, struct MHD_Connection *c)
+{
+    int64_t until = (int64_t)time(NULL) + v->lifetime;
+
+    if (!v->test_hooks || !client_is_loopback(c))
+        return reply_error(c, 404, "NotFound", NULL, "no such endpoint");
+    /* Every token issued so far expires by now + lifetime. */
+    __atomic_store_n(&v->min_exp, until, __ATOMIC_SEQ_CST);
+    return reply_json(c, 200, json_pack("{s:I}", "expiredThrough", (json_int_t)until), NULL, NULL);
+}
+
 /* ---- the daemon ---- */
 
 static enum MHD_Result vault_access_cb(void *cls, struct MHD_Connection *c, const char *url,
@@ -599,6 +620,8 @@ static enum MHD_Result vault_access_cb(void *cls, struct MHD_Connection *c, cons
         ok = serve_token(v, c, who, sizeof(who));
     } else if (rt.rt == VRT_THROTTLE) {
         ok = serve_throttle_hook(v, c);
+    } else if (rt.rt == VRT_EXPIRE) {
+        ok = serve_expire_hook(v, c);
     } else if (authenticate(v, c, &cl, &ok)) {
         snprintf(who, sizeof(who), "principal=%s", cl.principal);
         ok = serve_key(v, c, &rt, q, &cl);
@@ -783,7 +806,8 @@ static int run_vault_serve(const cli_cmd *cmd, cli_args *a)
            v->fallback_base, v->nallow ? "--token-allow" : "loopback only");
     if (v->throttle || v->test_hooks)
         printf("Test throttling: %u request(s) first%s\n", v->throttle,
-               v->test_hooks ? "; POST /cmkstore/test/throttle?count=N enabled" : "");
+               v->test_hooks ? "; test hooks /cmkstore/test/throttle and /expire-tokens enabled"
+                             : "");
     printf("Listening on %s\n", v->fallback_base);
     if (fflush(stdout) != 0)
         fprintf(stderr, "cmkstore vault serve: warning: cannot write to standard output\n");
