@@ -3,7 +3,8 @@
 # `cmkstore vault serve` and reached by the store through the akv provider
 # (https://127.0.0.1:PORT/keys/..., managed identity through the server's token endpoint, its
 # self-signed certificate trusted with CMKSTORE_CA_FILE): create, put/get, encryption show;
-# versionless automatic rotation; manual rotate-key to a versioned identifier; revocation by
+# versionless automatic rotation; manual rotate-key to a versioned identifier; a store in
+# another home (another host) reaching the vault as the vault home's identity; revocation by
 # `vault delete-policy` on the vault side (CLI exit 5, registry 503) and restore; the vault
 # stopped (CLI: unreachable; registry: serves on within the grace, then fails closed) and
 # back on the same port; 429 bursts (absorbed within the retry budget, unreachable beyond
@@ -88,6 +89,29 @@ expect_ok cmk blob get --store "$S" "$D1" -o "$T/back"
 expect_true "blob readable after manual rotation" cmp "$T/b1" "$T/back"
 expect_ok cmk encryption rotate-key --store "$S" --key-encryption-key "$KID" --identity app
 expect_json '.keyVaultProperties.keyRotationEnabled == true' "back to versionless"
+
+# ---- another host: a store in another home reaches the vault as the vault home's identity -----
+# (its own home has an identity of the same name for --identity; AZURE_CLIENT_ID names the
+# vault home's identity to the token endpoint, as on an Azure host with that identity.)
+HOME_A=$CMKSTORE_HOME
+export CMKSTORE_HOME=$T/home2
+cmk identity create --name app >/dev/null
+expect_ok env AZURE_CLIENT_ID="$CLIENT_ID" "$CMKSTORE_BIN" create --store "$T/store2" \
+    --identity app --key-encryption-key "$KID"
+expect_ok env AZURE_CLIENT_ID="$CLIENT_ID" "$CMKSTORE_BIN" blob put --store "$T/store2" "$T/b1"
+D2=$(cat "$OUT")
+expect_ok env AZURE_CLIENT_ID="$CLIENT_ID" "$CMKSTORE_BIN" blob get --store "$T/store2" "$D2" \
+    -o "$T/back2"
+expect_true "another home: round trip through the served vault" cmp "$T/b1" "$T/back2"
+CMKSTORE_HOME=$HOME_A cmk vault delete-policy --name kv --object-id "$PRINCIPAL" >/dev/null
+expect_exit 5 env AZURE_CLIENT_ID="$CLIENT_ID" "$CMKSTORE_BIN" blob get --store "$T/store2" "$D2" \
+    -o "$T/none2"
+expect_err_match 'denied' "another home: delete-policy on the vault home denies it (exit 5)"
+CMKSTORE_HOME=$HOME_A cmk vault set-policy --name kv --object-id "$PRINCIPAL" \
+    --key-permissions get wrapKey unwrapKey >/dev/null
+expect_ok env AZURE_CLIENT_ID="$CLIENT_ID" "$CMKSTORE_BIN" blob get --store "$T/store2" "$D2" \
+    -o "$T/back2"
+export CMKSTORE_HOME=$HOME_A
 
 # ---- a registry on the store ------------------------------------------------------------------
 start_server reg --store "$S" --key-check-interval 1 --rotation-check-interval 1
