@@ -131,8 +131,16 @@ static cmk_err s3_rec_put(cmk_backend *b, const char *name, const void *data, si
     char nonce[33];
     cmk_s3_req r = {.method = "PUT", .key = name, .body = data, .body_len = len, .writer = nonce};
     int any = expect && strcmp(expect->tag, CMK_REC_ANY) == 0;
+    cmk_rec_ver want;
     cmk_err rc = cmk_s3_nonce(nonce, eb);
 
+    /* expect and newver may be one and the same (store.c writes its config over the version
+     * it holds and keeps the new one there): the version to match is copied before newver
+     * is cleared. */
+    if (expect) {
+        want = *expect;
+        expect = &want;
+    }
     if (newver)
         newver->tag[0] = '\0';
     if (s->staged && strcmp(name, "store.json") == 0) {

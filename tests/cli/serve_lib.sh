@@ -29,6 +29,10 @@ start_server() {
     shift
     SRV_OUT="$T/$name.out"
     SRV_ERR="$T/$name.err"
+    # Emptied here, not only by the background job's redirection: a server started again
+    # under the same name must not be found listening on the previous one's line.
+    : >"$SRV_OUT"
+    : >"$SRV_ERR"
     "$CMKSTORE_BIN" serve --listen 127.0.0.1:0 "$@" >"$SRV_OUT" 2>"$SRV_ERR" &
     SRV_PID=$!
     SRV_PIDS+=("$SRV_PID")
