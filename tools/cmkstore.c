@@ -42,7 +42,8 @@ static const cli_group groups[] = {
      "cmkstore identity create --name myid"},
     {"vault",
      "Manage local key vaults: creation, soft delete and purge protection, access policies "
-     "and the audit log of key use. Keys are managed with `cmkstore vault key`.",
+     "and the audit log of key use. Keys are managed with `cmkstore vault key`; `cmkstore "
+     "vault serve` serves a vault over HTTPS in Key Vault's protocol to stores on other hosts.",
      "cmkstore vault create --name myvault --enable-purge-protection"},
     {"vault key",
      "Manage the RSA keys of a local vault and their versions. A key identifier with a "
