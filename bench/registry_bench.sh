@@ -18,8 +18,27 @@
 # cancelled (each read once the server has been idle for 3 s). Then the soak row: RSS at the
 # end of each window of a steady mixed load (tools/registry_load.py mixed: pushes, sessions,
 # mounts, gets, ranged gets, deletes) and once idle for 3 s. Needs skopeo, docker-registry, python3, jq (Debian packages).
+#
+#   bash bench/registry_bench.sh --store s3:// [PATH-TO-CMKSTORE]
+#
+# puts both registries on object storage instead: a Ceph RGW started for the run
+# (tests/s3/ceph.sh; bluestore on a sparse file unless CMK_CEPH_OBJECTSTORE says otherwise),
+# cmkstore on s3://cmkbench/run-N, docker-registry with its s3-aws driver (regionendpoint,
+# forcepathstyle) on the same gateway, bucket dreg. Needs ceph-mon ceph-osd radosgw
+# ceph-common besides.
 set -euo pipefail
 
+STORE=dir
+if [ "${1:-}" == --store ]; then
+    case ${2:-} in
+    s3://) STORE=s3 ;;
+    *)
+        echo "usage: bash bench/registry_bench.sh [--store s3://] PATH-TO-CMKSTORE" >&2
+        exit 2
+        ;;
+    esac
+    shift 2
+fi
 BIN=${1:-build/cmkstore}
 [ -x "$BIN" ] || {
     echo "usage: bash bench/registry_bench.sh PATH-TO-CMKSTORE" >&2
@@ -52,6 +71,23 @@ trap cleanup EXIT
 export REGISTRY_AUTH_FILE="$W/auth.json"
 echo '{}' >"$REGISTRY_AUTH_FILE"
 SK=(skopeo --insecure-policy)
+
+if [ "$STORE" == s3 ]; then
+    CEPH_SH=$(dirname "${BASH_SOURCE[0]}")/../tests/s3/ceph.sh
+    CMK_CEPH_OBJECTSTORE=${CMK_CEPH_OBJECTSTORE:-bluestore} bash "$CEPH_SH" start "$W/ceph" --owner $$
+    PIDS+=("$(cat "$W/ceph/pids/watchdog")")
+    # shellcheck disable=SC1091
+    source "$W/ceph/env"
+    for bucket in cmkbench dreg; do
+        curl -sS -f -K "$W/ceph/curlrc" -X PUT -o /dev/null \
+            -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" \
+            "$AWS_ENDPOINT_URL/$bucket"
+    done
+fi
+# store_of RUN: where cmkstore keeps run RUN's store.
+store_of() {
+    if [ "$STORE" == s3 ]; then echo "s3://cmkbench/run-$1"; else echo "$W/cmk-$1"; fi
+}
 
 now() { date +%s.%N; }
 free_port() {
@@ -93,11 +129,11 @@ fi
 KID=$(jq -r .key.kid "$W/key.json")
 
 start_cmkstore() { # run -> sets HP, SPID
-    "$BIN" create --store "$W/cmk-$1" --identity "$(jq -r .id "$W/id.json")" \
+    "$BIN" create --store "$(store_of "$1")" --identity "$(jq -r .id "$W/id.json")" \
         --key-encryption-key "${KID%/*}" >/dev/null
     local port
     port=$(free_port)
-    "$BIN" serve --store "$W/cmk-$1" --listen "127.0.0.1:$port" --quiet \
+    "$BIN" serve --store "$(store_of "$1")" --listen "127.0.0.1:$port" --quiet \
         >"$W/cmk-$1.out" 2>"$W/cmk-$1.err" &
     SPID=$!
     PIDS+=("$SPID")
@@ -123,8 +159,39 @@ storage:
 http:
   addr: 127.0.0.1:$port
 EOF
+    if [ "$STORE" == s3 ]; then
+        (
+            umask 077
+            cat >"$W/dist-$1/config.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  s3:
+    accesskey: $AWS_ACCESS_KEY_ID
+    secretkey: $AWS_SECRET_ACCESS_KEY
+    region: us-east-1
+    regionendpoint: $AWS_ENDPOINT_URL
+    forcepathstyle: true
+    bucket: dreg
+    rootdirectory: /run-$1
+    secure: false
+    v4auth: true
+  delete:
+    enabled: true
+  redirect:
+    disable: true
+http:
+  addr: 127.0.0.1:$port
+EOF
+        )
+    fi
     # (docker-registry reads REGISTRY_* variables as configuration: keep skopeo's out)
-    env -u REGISTRY_AUTH_FILE docker-registry serve "$W/dist-$1/config.yml" >"$W/dist-$1.log" 2>&1 &
+    # (a CA bundle named for the AWS SDK is loaded even for http:// and fails the start)
+    env -u REGISTRY_AUTH_FILE -u AWS_CA_BUNDLE docker-registry serve "$W/dist-$1/config.yml" \
+        >"$W/dist-$1.log" 2>&1 &
     SPID=$!
     PIDS+=("$SPID")
     HP=127.0.0.1:$port
@@ -167,7 +234,7 @@ done
 if [ "$RUNS" -gt 0 ]; then
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 echo
-echo "median of $RUNS runs, $BYTES bytes, $LAYERS layers (machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "median of $RUNS runs, $BYTES bytes, $LAYERS layers, store: $STORE (machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
 for reg in cmkstore distribution; do
     pu=() pl=()
     for run in $(seq 1 "$RUNS"); do
