@@ -22,7 +22,7 @@
 #include "tools/blob_out.h"
 #include "tools/cli.h"
 #include "tools/serve/registry_meta.h"
-#include "tools/serve/registry_policy.h"
+#include "tools/serve/registry_gc.h"
 #include "core/base/secmem.h"
 
 #define IO_BUF (1u << 20)
@@ -425,44 +425,27 @@ static int run_rm(const cli_cmd *cmd, cli_args *a)
     json_t *repos = NULL;
     cmk_errbuf eb = {0};
     cmk_store *s = NULL;
-    int ex, lk = -1;
+    int ex;
     cmk_err rc;
 
     ex = cli_open_store(a, &s);
     if (ex != CLI_EXIT_OK)
         return ex;
-    /* Exclusive collection lock: a server running on the store links nothing between the
-     * check below and the delete (it holds the lock shared while it links). */
-    rc = rpolicy_lock(s, LOCK_EX, &lk, &eb);
-    if (rc != CMK_OK) {
-        ex = cli_fail(rc, &eb, CLI_HINT_NONE, "%s %s", cmd->path, digest);
-        goto out;
+    /* Through the collection protocol (registry_gc.h): a server linking the blob meanwhile
+     * either is seen by the check or wins (the rm fails busy). */
+    rc = rgc_remove_blob(s, digest, cli_isset(a, "force"), &repos, &eb);
+    if (rc == CMK_E_REFUSED && repos) {
+        name_repos(repos, names, sizeof(names));
+        cmk_errbuf_set(&eb, CMK_E_REFUSED,
+                       "registry repositories still reference it: %s. Removing it would "
+                       "break their images; delete it through the registry (DELETE of "
+                       "the manifests and blob links, then `cmkstore registry gc`), or pass "
+                       "--force",
+                       names);
     }
-    if (!cli_isset(a, "force")) {
-        rc = rmeta_referrers(s, digest, &repos);
-        if (rc != CMK_OK) {
-            ex = cli_fail(rc, NULL, CLI_HINT_STORE,
-                          "%s %s: cannot read the registry's repositories to check that none "
-                          "references the blob (--force removes it without the check)",
-                          cmd->path, digest);
-            goto out;
-        }
-        if (json_array_size(repos) > 0) {
-            name_repos(repos, names, sizeof(names));
-            cmk_errbuf_set(&eb, CMK_E_REFUSED,
-                           "registry repositories still reference it: %s. Removing it would "
-                           "break their images; delete it through the registry (DELETE of "
-                           "the manifests and blob links), or pass --force",
-                           names);
-            ex = cli_fail(CMK_E_REFUSED, &eb, CLI_HINT_NONE, "%s %s", cmd->path, digest);
-            goto out;
-        }
-    }
-    rc = cmk_delete(s, digest);
     if (rc != CMK_OK)
-        ex = cli_fail(rc, NULL, CLI_HINT_STORE, "%s %s", cmd->path, digest);
-out:
-    rpolicy_unlock(lk);
+        ex = cli_fail(rc, &eb, rc == CMK_E_REFUSED ? CLI_HINT_NONE : CLI_HINT_STORE, "%s %s",
+                      cmd->path, digest);
     json_decref(repos);
     cmk_store_close(s);
     return ex;
@@ -613,9 +596,10 @@ const cli_cmd cli_blob_cmds[] = {
      .description = "Removes the blob from the store (durably). A blob that registry "
                     "repositories still reference (a link, a manifest, or a manifest naming "
                     "it) is not removed: the command fails with exit 6 and names those "
-                    "repositories, unless --force is given. Safe beside a running `cmkstore "
-                    "serve` on the store: the check and the delete hold the store's collection "
-                    "lock.",
+                    "repositories, unless --force is given. Safe beside running `cmkstore "
+                    "serve` front-ends: it goes through the garbage collector's protocol (a "
+                    "push linking the blob meanwhile wins), and fails busy (exit 1) while "
+                    "`cmkstore registry gc` runs.",
      .opts = rm_opts,
      .pos_usage = "DIGEST",
      .min_pos = 1,

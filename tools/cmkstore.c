@@ -21,6 +21,8 @@ extern const cli_cmd cli_serve_cmds[] __attribute__((weak));
 extern const cli_cmd cli_vault_serve_cmds[] __attribute__((weak));
 /* cmd_events.c */
 extern const cli_cmd cli_events_cmds[];
+/* cmd_registry.c */
+extern const cli_cmd cli_registry_cmds[];
 
 static int run_version(const cli_cmd *cmd, cli_args *a);
 
@@ -59,6 +61,10 @@ static const cli_group groups[] = {
      "Put, get, inspect, verify and remove the blobs of a store. Blobs are addressed by their "
      "OCI digest (sha256:<hex>).",
      "cmkstore blob put --store ./registry layer.tar.gz"},
+    {"registry",
+     "Maintain a store served as a registry: garbage collection of the blobs no repository "
+     "references, and usage (bytes per repository and in all).",
+     "cmkstore registry gc --store ./registry --dry-run"},
 };
 
 #define NGROUPS (sizeof(groups) / sizeof(groups[0]))
@@ -77,7 +83,7 @@ static const char *const exit_code_text =
     "     supported, purge protection)\n";
 
 /* Every command table, in the order of the help listing. */
-static const cli_cmd *tables[12];
+static const cli_cmd *tables[13];
 static size_t ntables;
 
 static void collect_tables(void)
@@ -89,6 +95,7 @@ static void collect_tables(void)
         tables[ntables++] = cli_vault_serve_cmds;
     tables[ntables++] = cli_blob_cmds;
     tables[ntables++] = cli_events_cmds;
+    tables[ntables++] = cli_registry_cmds;
     if (cli_serve_cmds)
         tables[ntables++] = cli_serve_cmds;
     tables[ntables++] = misc_cmds;

@@ -225,7 +225,7 @@ expect_eq "$(hcurl "$B" -X DELETE "$URL/v2/app/one/manifests/t5")" 404 "DELETE a
 expect_eq "$(hcurl "$B" -X DELETE "$URL/v2/app/one/manifests/$DS")" 202 "DELETE the referrer by digest: 202"
 hcurl "$B" "$URL/v2/app/one/referrers/$DM" >/dev/null
 expect_json '.manifests == []' "... referrers are empty again" "$B"
-expect_true "... its stored blob was collected" test ! -e "$(blob_file "$S" "$DS")"
+expect_true "... a DELETE only unlinks: its stored blob stays until a collection" test -e "$(blob_file "$S" "$DS")"
 expect_eq "$(hcurl "$B" -X DELETE "$URL/v2/app/one/manifests/$DM")" 202 "DELETE the manifest by digest: 202"
 expect_eq "$(hcurl "$B" "$URL/v2/app/one/manifests/v1")" 404 "... its tags are gone"
 expect_eq "$(hcurl "$B" "$URL/v2/app/one/manifests/$DM")" 404 "... and the manifest"
@@ -235,7 +235,13 @@ expect_eq "$(hcurl "$B" -I "$URL/v2/app/one/blobs/$D1")" 404 "... unknown in tha
 expect_eq "$(hcurl "$B" "$URL/v2/app/two/blobs/$D1")" 200 "... still readable where it is mounted"
 expect_true "... still stored" test -e "$(blob_file "$S" "$D1")"
 expect_eq "$(hcurl "$B" -X DELETE "$URL/v2/app/two/blobs/$D1")" 202 "DELETE it from the last repository: 202"
-expect_true "... now it is collected" test ! -e "$(blob_file "$S" "$D1")"
+expect_true "... still stored until a collection" test -e "$(blob_file "$S" "$D1")"
+expect_ok cmk registry gc --store "$S" --grace 0
+expect_json '.blobs_freed >= 2 and (.freed | index("'"$D1"'") != null) and (.freed | index("'"$DS"'") != null)' \
+    "registry gc (beside the server) frees the unlinked blob and the deleted referrer" "$OUT"
+expect_true "... the blob is collected" test ! -e "$(blob_file "$S" "$D1")"
+expect_true "... the referrer's blob too" test ! -e "$(blob_file "$S" "$DS")"
+expect_eq "$(push_blob app/one "$T/b2")" 201 "a collected blob (no manifest named it) is pushed again"
 expect_eq "$(hcurl "$B" -X DELETE "$URL/v2/app/two/blobs/$D1")" 404 "DELETE an unknown blob: 404"
 expect_eq "$(code "$B")" BLOB_UNKNOWN "... BLOB_UNKNOWN"
 

@@ -116,8 +116,8 @@ expect_eq "$bad" 0 "$NCLIENTS clients x $ROUNDS rounds: every push, mount and pu
 
 # ---- deletes racing pushes of the same blob: each client pushes blob X into its own
 # repository, reads it back and deletes it, over and over, while the others do the same. A
-# delete in one repository must never collect the blob another repository has just linked;
-# once every repository has dropped it, the stored blob is gone.
+# delete in one repository must never lose the blob another repository has just linked
+# (a delete only unlinks); once every repository has dropped it, a collection frees it.
 gen_random gc-shared 200000 "$T/data/gc"
 DGC=$(oci_digest "$T/data/gc")
 gc_worker() {
@@ -138,7 +138,7 @@ gc_worker() {
 }
 run_clients gc_worker g
 expect_eq "$bad" 0 "$NCLIENTS clients pushing, reading and deleting one blob: never collected under a live link"
-expect_true "once no repository links it, the blob is collected" test ! -e "$(blob_file "$S" "$DGC")"
+expect_true "deletes only unlink: the blob is still stored" test -e "$(blob_file "$S" "$DGC")"
 
 expect_true "the server is still running" kill -0 "$SRV_PID"
 B=$T/body
@@ -164,3 +164,7 @@ while read -r d; do
 done < <(jq -r '.. | strings | select(startswith("sha256:"))' "$T/ls" | sort -u)
 expect_eq "$n" 0 "every stored blob verifies after the run"
 expect_true "the store holds the blobs" test "$(jq -r '.. | strings | select(startswith("sha256:"))' "$T/ls" | sort -u | wc -l)" -ge $((NCLIENTS + 4))
+# Last (it frees every blob that only links held): once no repository links it, a
+# collection frees the deleted blob.
+expect_ok cmk registry gc --store "$S" --grace 0
+expect_true "once no repository links it, registry gc collects it" test ! -e "$(blob_file "$S" "$DGC")"

@@ -1,10 +1,13 @@
-/* test_registry_policy.c — the registry's storage policy (tools/serve/registry_policy.c) on a
- * real store with the in-process test KEK: a pushed blob is committed and linked (a wrong
- * digest stores nothing); mounts from a repository that links the blob, and without "from"
- * only of a referenced blob (never one awaiting collection); unlinking collects a blob only
- * once nothing links it, holds it as a manifest or refers to it from a manifest; manifest and
- * tag deletes; the collection lock excludes across two store handles, across processes, and
- * holds a push back until a delete is done. */
+/* test_registry_policy.c — the registry's storage policy and garbage collection
+ * (tools/serve/registry_policy.c, registry_gc.c) on a real store with the in-process test KEK:
+ * a pushed blob is committed and linked (a wrong digest stores nothing); mounts from a
+ * repository that links the blob, and without "from" of a stored blob; deletes only unlink;
+ * collection frees exactly what no manifest names and no young link holds, deletes untagged
+ * manifests on request, empties the catalog of empty repositories and keeps an upload that
+ * was in progress while it ran; links against a running collection (a doomed blob is
+ * rescued, a claimed one refuses the link and undoes it); blob removal through the
+ * protocol; the catalog record; the usage counters; named file locks across handles and
+ * processes. */
 #define _GNU_SOURCE
 #include <jansson.h>
 #include <pthread.h>
@@ -19,6 +22,7 @@
 #include "tests/check.h"
 #include "kek/identity/identity.h"
 #include "tests/testkek.h"
+#include "tools/serve/registry_gc.h"
 #include "tools/serve/registry_meta.h"
 #include "tools/serve/registry_policy.h"
 
@@ -120,26 +124,23 @@ static void t_mount_and_unlink(cmk_store *s)
     CHECK_RC(rpolicy_mount(s, "c", d, "nosuch", &eb), CMK_E_NOT_FOUND);
     CHECK_RC(rpolicy_mount(s, "c", d, "lib/app", &eb), CMK_E_NOT_FOUND);
     CHECK_RC(rmeta_load(s, "c", &(json_t *){NULL}), CMK_E_NOT_FOUND);
-    /* Without "from": a referenced blob is found; an absent one or one no repository
-     * references (awaiting collection) is not. */
+    /* Without "from": a stored blob is found, an absent one is not. */
     CHECK_OK(rpolicy_mount(s, "e", d, NULL, &eb));
     CHECK(linked(s, "e", d, 12));
     CHECK_RC(rpolicy_mount(s, "e", absent, NULL, &eb), CMK_E_NOT_FOUND);
     store_unlinked(s, "loose blob", loose);
-    CHECK_RC(rpolicy_mount(s, "e", loose, NULL, &eb), CMK_E_NOT_FOUND);
-    CHECK(!linked(s, "e", loose, 0) && stored(s, loose));
+    CHECK_OK(rpolicy_mount(s, "e", loose, NULL, &eb));
+    CHECK(linked(s, "e", loose, 10));
+    CHECK_OK(rpolicy_unlink_blob(s, "e", loose, &eb));
 
-    /* Unlinking keeps the blob while another repository links it. */
+    /* Unlinking only unlinks: the stored blob waits for a collection. */
     CHECK_OK(rpolicy_unlink_blob(s, "a", d, &eb));
     CHECK(!linked(s, "a", d, 0) && stored(s, d));
     CHECK_RC(rpolicy_unlink_blob(s, "a", d, &eb), CMK_E_NOT_FOUND);
     CHECK_RC(rpolicy_unlink_blob(s, "nosuch", d, &eb), CMK_E_NOT_FOUND);
     CHECK_OK(rpolicy_unlink_blob(s, "b", d, &eb));
-    CHECK(stored(s, d));
-    /* The last link goes: the blob is collected, and no longer mountable. */
     CHECK_OK(rpolicy_unlink_blob(s, "e", d, &eb));
-    CHECK(!stored(s, d));
-    CHECK_RC(rpolicy_mount(s, "f", d, NULL, &eb), CMK_E_NOT_FOUND);
+    CHECK(stored(s, d));
 }
 
 /* Records manifest m (stored as a blob) in repo, referring to refs, under tag (may be NULL). */
@@ -157,55 +158,200 @@ static void put_manifest(cmk_store *s, const char *repo, const char *m, const ch
     json_decref(entry);
 }
 
-static void collect_locked(cmk_store *s, const char *digest)
+/* One collection; returns its report's count for key. */
+static json_int_t gc(cmk_store *s, int64_t grace, int untagged, const char *key)
 {
-    int lk = -1;
+    rgc_opts o = {.grace_s = grace, .delete_untagged = untagged};
+    cmk_errbuf eb = {0};
+    json_t *rep = NULL;
+    json_int_t n;
 
-    CHECK_OK(rpolicy_lock(s, LOCK_EX, &lk, NULL));
-    CHECK_OK(rpolicy_collect(s, digest));
-    rpolicy_unlock(lk);
+    CHECK_MSG(rgc_run(s, &o, &rep, &eb) == CMK_OK, "gc: %s", eb.msg);
+    n = json_integer_value(json_object_get(rep, key));
+    json_decref(rep);
+    return n;
+}
+
+static int in_catalog(cmk_store *s, const char *repo)
+{
+    json_t *all = NULL, *v;
+    size_t i;
+    int yes = 0;
+
+    REQUIRE(rmeta_list_repos(s, &all) == CMK_OK);
+    json_array_foreach(all, i, v) yes |= strcmp(json_string_value(v), repo) == 0;
+    json_decref(all);
+    return yes;
 }
 
 static void t_collect(cmk_store *s)
 {
     char cfg[CMK_DIGEST_MAX], layer[CMK_DIGEST_MAX], man[CMK_DIGEST_MAX], loose[CMK_DIGEST_MAX];
+    char young[CMK_DIGEST_MAX], child[CMK_DIGEST_MAX];
     cmk_errbuf eb = {0};
+    cmk_put *inflight;
 
+    /* Whatever earlier tests left unreferenced goes first. */
+    gc(s, 0, 0, "blobs_freed");
     CHECK_OK(rpolicy_commit_blob(s, "img", put_of(s, "config"), NULL, cfg, NULL));
     CHECK_OK(rpolicy_commit_blob(s, "img", put_of(s, "the layer"), NULL, layer, NULL));
     store_unlinked(s, "{\"manifest\": 1}", man);
     put_manifest(s, "img", man, "v1", cfg, layer);
     put_manifest(s, "img2", man, NULL, cfg, NULL);
+    CHECK(in_catalog(s, "img") && in_catalog(s, "img2"));
 
-    /* Unlinked, but a manifest refers to them: kept, however often collection runs. */
+    /* Unlinked, but a manifest refers to them: kept. */
     CHECK_OK(rpolicy_unlink_blob(s, "img", cfg, &eb));
     CHECK_OK(rpolicy_unlink_blob(s, "img", layer, &eb));
-    collect_locked(s, cfg);
-    collect_locked(s, layer);
-    CHECK(stored(s, cfg) && stored(s, layer));
-    /* A manifest held by one repository is kept when another lets it go. */
+    CHECK(gc(s, 0, 0, "blobs_freed") == 0);
+    CHECK(stored(s, cfg) && stored(s, layer) && stored(s, man));
+    /* A manifest held by one repository is kept when another lets it go; img2 is empty now
+     * and leaves the catalog. */
     CHECK_OK(rpolicy_delete_manifest(s, "img2", man, &eb));
-    CHECK(stored(s, man));
     CHECK_RC(rpolicy_delete_manifest(s, "img2", man, &eb), CMK_E_NOT_FOUND);
-    collect_locked(s, cfg); /* img's manifest still refers to it */
-    CHECK(stored(s, cfg));
+    CHECK(!in_catalog(s, "img2"));
+    CHECK(gc(s, 0, 0, "blobs_freed") == 0);
+    CHECK(stored(s, man) && stored(s, cfg));
 
-    /* A tag delete leaves the manifest; an unknown tag is NOT_FOUND. */
+    /* A tag delete leaves the manifest: --delete-untagged with a grace keeps it (young),
+     * without one deletes it, and then its blobs go too. */
     CHECK_OK(rpolicy_delete_tag(s, "img", "v1", &eb));
     CHECK_RC(rpolicy_delete_tag(s, "img", "v1", &eb), CMK_E_NOT_FOUND);
+    CHECK(gc(s, 3600, 1, "manifests_deleted") == 0);
     CHECK(stored(s, man));
-    /* The last holder deletes the manifest: its blob is collected at once, the blobs it
-     * referred to by the next collection of each. */
-    CHECK_OK(rpolicy_delete_manifest(s, "img", man, &eb));
-    CHECK(!stored(s, man) && stored(s, cfg) && stored(s, layer));
-    collect_locked(s, cfg);
-    collect_locked(s, layer);
-    CHECK(!stored(s, cfg) && !stored(s, layer));
-    collect_locked(s, cfg); /* already gone: no error */
+    CHECK(gc(s, 0, 1, "blobs_freed") == 3);
+    CHECK(!stored(s, man) && !stored(s, cfg) && !stored(s, layer));
+    CHECK(!in_catalog(s, "img"));
 
+    /* Unreferenced: a loose blob goes; a freshly linked one survives the grace period. */
     store_unlinked(s, "nobody's", loose);
-    collect_locked(s, loose);
-    CHECK(!stored(s, loose));
+    CHECK_OK(
+        rpolicy_commit_blob(s, "fresh", put_of(s, "manifest still to come"), NULL, young, NULL));
+    CHECK(gc(s, 3600, 0, "blobs_freed") == 0);
+    CHECK(stored(s, loose) && linked(s, "fresh", young, 0));
+    CHECK(gc(s, 0, 0, "links_removed") == 1);
+    CHECK(!stored(s, loose) && !stored(s, young) && !in_catalog(s, "fresh"));
+
+    /* An upload in progress while a collection runs (even with no grace) loses nothing:
+     * it is not a blob yet, and once committed its link is young. */
+    inflight = put_of(s, "uploading during gc");
+    CHECK(gc(s, 0, 0, "blobs_freed") == 0);
+    CHECK_OK(rpolicy_commit_blob(s, "late", inflight, NULL, child, NULL));
+    CHECK(gc(s, 3600, 0, "blobs_freed") == 0);
+    CHECK(stored(s, child) && linked(s, "late", child, 0));
+    CHECK(in_catalog(s, "late"));
+}
+
+/* Writes a collection state by hand: digest doomed or claimed. */
+static void fake_state(cmk_store *s, const char *digest, int claimed)
+{
+    json_t *st =
+        json_pack("{s:i, s:s, s:I, s:I, s:{}, s:{}}", "v", 1, "id", "test", "started",
+                  (json_int_t)time(NULL), "updated", (json_int_t)time(NULL), "doomed", "claimed");
+    char *txt;
+
+    json_object_set_new(json_object_get(st, claimed ? "claimed" : "doomed"), digest, json_true());
+    txt = json_dumps(st, JSON_COMPACT);
+    REQUIRE(txt);
+    CHECK_OK(cmk_meta_put(s, RGC_STATE, txt, strlen(txt)));
+    free(txt);
+    json_decref(st);
+}
+
+static int doomed(cmk_store *s, const char *digest)
+{
+    void *val = NULL;
+    size_t len = 0;
+    json_t *st;
+    int yes;
+
+    REQUIRE(cmk_meta_get(s, RGC_STATE, &val, &len) == CMK_OK);
+    st = json_loadb(val, len, 0, NULL);
+    cmk_free(val);
+    yes = json_object_get(json_object_get(st, "doomed"), digest) != NULL;
+    json_decref(st);
+    return yes;
+}
+
+static void t_protect(cmk_store *s)
+{
+    char d[CMK_DIGEST_MAX], d2[CMK_DIGEST_MAX], m[CMK_DIGEST_MAX];
+    json_t *repos = NULL;
+    cmk_errbuf eb = {0};
+    uint64_t b0, n0, b1, n1;
+
+    store_unlinked(s, "about to be collected", d);
+    /* Doomed (a collection between its two marks): a mount rescues it. */
+    fake_state(s, d, 0);
+    CHECK_OK(rpolicy_mount(s, "p", d, NULL, &eb));
+    CHECK(linked(s, "p", d, 0) && !doomed(s, d));
+    /* Claimed (being deleted): the mount is refused and undone, a push of the same content
+     * fails busy (retry) and leaves no link, a manifest naming it is removed again. */
+    fake_state(s, d, 1);
+    CHECK_RC(rpolicy_mount(s, "q", d, NULL, &eb), CMK_E_NOT_FOUND);
+    CHECK_RC(rmeta_load(s, "q", &(json_t *){NULL}), CMK_E_NOT_FOUND);
+    CHECK_RC(rpolicy_commit_blob(s, "q", put_of(s, "about to be collected"), d, d2, &eb),
+             CMK_E_BUSY);
+    CHECK(!linked(s, "q", d, 0));
+    store_unlinked(s, "{\"m\": 2}", m);
+    put_manifest(s, "q", m, "t", d, NULL);
+    {
+        json_t *rec = NULL, *entry = NULL;
+        REQUIRE(rmeta_load(s, "q", &rec) == CMK_OK);
+        entry = json_incref(rmeta_manifest(rec, m));
+        CHECK_RC(rpolicy_protect_manifest(s, "q", m, entry, &eb), CMK_E_BUSY);
+        json_decref(entry);
+        json_decref(rec);
+    }
+    CHECK_RC(rmeta_load(s, "q", &(json_t *){NULL}), CMK_E_NOT_FOUND);
+    /* A collection runs already: another one and a blob rm are refused busy. */
+    CHECK_RC(rgc_run(s, &(rgc_opts){.grace_s = 0}, &repos, &eb), CMK_E_BUSY);
+    CHECK_RC(rgc_remove_blob(s, m, 0, NULL, &eb), CMK_E_BUSY);
+    CHECK_OK(cmk_meta_delete(s, RGC_STATE));
+
+    /* blob rm: refused while referenced (naming the repository), else deleted. */
+    CHECK_RC(rgc_remove_blob(s, d, 0, &repos, &eb), CMK_E_REFUSED);
+    CHECK(json_array_size(repos) == 1 &&
+          strcmp(json_string_value(json_array_get(repos, 0)), "p") == 0);
+    json_decref(repos);
+    CHECK_OK(rgc_usage_get(s, &b0, &n0));
+    CHECK_OK(rgc_remove_blob(s, m, 0, NULL, &eb));
+    CHECK(!stored(s, m));
+    CHECK_OK(rgc_usage_get(s, &b1, &n1));
+    CHECK(n1 + 1 == n0 || n0 == 0);
+    CHECK_RC(rgc_remove_blob(s, m, 0, NULL, &eb), CMK_E_NOT_FOUND);
+    CHECK_RC(cmk_meta_get(s, RGC_STATE, &(void *){NULL}, &(size_t){0}), CMK_E_NOT_FOUND);
+}
+
+/* The usage counters: a new blob adds, a second push of it does not, gc recomputes. */
+static void t_usage(cmk_store *s)
+{
+    char d[CMK_DIGEST_MAX], d2[CMK_DIGEST_MAX];
+    uint64_t b0, n0, b1, n1;
+    json_t *rec = NULL;
+
+    gc(s, 0, 0, "blobs_freed");
+    CHECK_OK(rgc_usage_get(s, &b0, &n0));
+    CHECK_OK(rpolicy_commit_blob(s, "u", put_of(s, "0123456789"), NULL, d, NULL));
+    /* A wrong digest stores nothing and counts nothing. */
+    CHECK_RC(rpolicy_commit_blob(s, "u", put_of(s, "abcdefghijklmnopqrst"),
+                                 "sha256:"
+                                 "6b0a1b8e0b1d1ae6e59c4a0e1dd5e4b0d2e1a5b9f9c1b3a4f2e9d7c6b5a49382",
+                                 d2, NULL),
+             CMK_E_DIGEST);
+    CHECK_OK(rgc_usage_get(s, &b1, &n1));
+    CHECK(b1 == b0 + 10 && n1 == n0 + 1); /* new: counted */
+    CHECK(gc(s, 3600, 0, "blobs_freed") == 0);
+    CHECK_OK(rgc_usage_get(s, &b1, &n1));
+    CHECK_MSG(b1 == b0 + 10 && n1 == n0 + 1, "after gc %llu/%llu, before %llu/%llu",
+              (unsigned long long)b1, (unsigned long long)n1, (unsigned long long)b0,
+              (unsigned long long)n0);
+    CHECK_OK(rpolicy_commit_blob(s, "u", put_of(s, "0123456789"), d, d, NULL));
+    CHECK_OK(rgc_usage_get(s, &b0, &n0));
+    CHECK(b0 == b1 && n0 == n1); /* stored already: not counted again */
+    REQUIRE(rmeta_load(s, "u", &rec) == CMK_OK);
+    CHECK(rmeta_repo_bytes(rec) == 10);
+    json_decref(rec);
 }
 
 static void t_lock_handles(cmk_store *s1, cmk_store *s2)
@@ -265,43 +411,6 @@ static void t_lock_processes(cmk_store *s)
     close(to_parent[1]);
 }
 
-struct pusher {
-    cmk_store *s;
-    cmk_put *put;
-    char digest[CMK_DIGEST_MAX];
-    cmk_err rc;
-    atomic_int done;
-};
-
-static void *push_thread(void *arg)
-{
-    struct pusher *p = arg;
-
-    p->rc = rpolicy_commit_blob(p->s, "race", p->put, NULL, p->digest, NULL);
-    atomic_store(&p->done, 1);
-    return NULL;
-}
-
-/* A push on one handle waits while a delete on another holds the lock exclusively. */
-static void t_push_waits_for_delete(cmk_store *s1, cmk_store *s2)
-{
-    struct pusher p = {.s = s1};
-    struct timespec ts = {0, 200 * 1000 * 1000};
-    pthread_t th;
-    int lk = -1;
-
-    p.put = put_of(s1, "pushed while a delete runs");
-    atomic_init(&p.done, 0);
-    CHECK_OK(rpolicy_lock(s2, LOCK_EX, &lk, NULL));
-    REQUIRE(pthread_create(&th, NULL, push_thread, &p) == 0);
-    nanosleep(&ts, NULL);
-    CHECK_MSG(!atomic_load(&p.done), "the push linked while the collection lock was held");
-    rpolicy_unlock(lk);
-    REQUIRE(pthread_join(th, NULL) == 0);
-    CHECK_OK(p.rc);
-    CHECK(linked(s2, "race", p.digest, 26));
-}
-
 int main(void)
 {
     cmk_store *s1, *s2;
@@ -314,9 +423,10 @@ int main(void)
     t_commit(s1);
     t_mount_and_unlink(s1);
     t_collect(s1);
+    t_protect(s2);
+    t_usage(s1);
     t_lock_handles(s1, s2);
     t_lock_processes(s1);
-    t_push_waits_for_delete(s1, s2);
     cmk_store_close(s2);
     cmk_store_close(s1);
     test_kek_free(tk);

@@ -249,6 +249,11 @@ static enum MHD_Result first_call(struct req *q, const char *url)
         reg_hdr(&rp, MHD_HTTP_HEADER_ALLOW, q->route.allow);
         return reg_send_reply(q, MHD_HTTP_METHOD_NOT_ALLOWED, &rp);
     }
+    {
+        enum MHD_Result ret;
+        if (reg_read_only_refuse(q, &ret))
+            return ret;
+    }
     switch (q->route.rt) {
     case REG_RT_PING:
         rp = reg_reply_json(q, json_object(), "application/json");
@@ -518,6 +523,11 @@ cmk_err registry_new(const registry_opts *o, registry **out)
     atomic_init(&r->draining, 0);
     atomic_init(&r->inflight, 0);
     atomic_init(&r->rid_next, 1);
+    r->read_only = o->read_only;
+    r->quota_repo = o->quota_repo;
+    r->quota_total = o->quota_total;
+    r->gc_interval = o->gc_interval_s;
+    r->gc_grace = o->gc_grace_s;
     if (reg_sessions_new(r->s, r->max_uploads,
                          o->upload_memory ? o->upload_memory : DEFAULT_UPLOAD_MEMORY,
                          &r->sessions) != CMK_OK) {
@@ -525,6 +535,13 @@ cmk_err registry_new(const registry_opts *o, registry **out)
         return CMK_E_NOMEM;
     }
     if (o->cache_bytes && !(r->cache = blob_cache_new(o->cache_bytes))) {
+        reg_sessions_free(r->sessions);
+        free(r);
+        return CMK_E_NOMEM;
+    }
+    if (reg_maint_start(r) != CMK_OK) {
+        reg_maint_stop(r);
+        blob_cache_free(r->cache);
         reg_sessions_free(r->sessions);
         free(r);
         return CMK_E_NOMEM;
@@ -537,6 +554,7 @@ void registry_free(registry *r)
 {
     if (!r)
         return;
+    reg_maint_stop(r);
     reg_sessions_free(r->sessions);
     blob_cache_free(r->cache);
     free(r);

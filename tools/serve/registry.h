@@ -39,6 +39,11 @@ typedef struct registry_opts {
     uint64_t upload_memory;    /* bytes of chunk buffers uploads in flight may hold; 0: 1 GiB */
     uint64_t cache_bytes;      /* decrypted hot blobs kept in memory (blob_cache.h); 0: none */
     int log_requests;          /* one line per request on stderr */
+    int read_only;             /* pulls only: pushes and deletes get 405 UNSUPPORTED */
+    uint64_t quota_repo;       /* bytes a repository may hold; 0: no limit */
+    uint64_t quota_total;      /* bytes the store may hold; 0: no limit */
+    unsigned gc_interval_s;    /* run a garbage collection this often; 0: never */
+    int64_t gc_grace_s;        /* its grace period */
 } registry_opts;
 
 cmk_err registry_new(const registry_opts *o, registry **out);

@@ -98,8 +98,7 @@ enum MHD_Result reg_blob_get(struct req *q)
     }
 }
 
-/* Deletes digest from the store if nothing refers to it any more. The collection lock is
- * held exclusively. */
+/* Unlinks digest from the repository; the stored blob goes at the next collection. */
 enum MHD_Result reg_blob_delete(struct req *q)
 {
     cmk_errbuf eb = {0};
@@ -136,8 +135,15 @@ static enum MHD_Result commit_and_link(struct req *q, cmk_put *put, const char *
 {
     char digest[CMK_DIGEST_MAX];
     cmk_errbuf eb = {0};
+    enum MHD_Result ret;
     cmk_err rc;
 
+    /* A body sent without a length is checked against the quotas here, before it is
+     * published (it was only sealed into the store's temporary area). */
+    if (reg_quota_check(q, expected, cmk_put_size(put), &ret)) {
+        cmk_put_abort(put);
+        return ret;
+    }
     rc = rpolicy_commit_blob(q->r->s, q->route.name, put, expected, digest, &eb);
     if (rc == CMK_E_DIGEST)
         return reg_send_error(q, MHD_HTTP_BAD_REQUEST, "DIGEST_INVALID",
@@ -180,6 +186,11 @@ static int try_mount(struct req *q, enum MHD_Result *ret)
         snprintf(q->note, sizeof(q->note), "mount not allowed: no pull on the source");
         return 0;
     }
+    if (q->r->quota_repo) {
+        cmk_blob_info bi;
+        if (cmk_stat(q->r->s, mount, &bi) == CMK_OK && reg_quota_check(q, mount, bi.size, ret))
+            return 1;
+    }
     rc = rpolicy_mount(q->r->s, q->route.name, mount, from, &eb);
     if (rc == CMK_E_NOT_FOUND)
         return 0;
@@ -208,6 +219,8 @@ enum MHD_Result reg_upload_start(struct req *q)
                                   "invalid digest (sha256:<64 hex> or sha512:<128 hex>)", NULL);
         if (body_length(q) != UINT64_MAX && reg_blob_too_big(r, 0, body_length(q)))
             return send_blob_too_big(q);
+        if (reg_quota_check(q, digest, body_length(q) != UINT64_MAX ? body_length(q) : 0, &ret))
+            return ret;
         if (!reserve_memory(q))
             return send_mem_spent(q);
         snprintf(q->digest, sizeof(q->digest), "%s", digest);
@@ -322,6 +335,12 @@ enum MHD_Result reg_upload_continue(struct req *q, int final)
     }
     if (clen && http_parse_u64(clen, UINT64_MAX, &n) == 0 && reg_blob_too_big(r, q->up->offset, n))
         return send_blob_too_big(q);
+    /* Quotas before the body is read: the bytes of the session so far plus this request's. */
+    if (clen && http_parse_u64(clen, UINT64_MAX, &n) == 0 && n <= UINT64_MAX - q->up->offset) {
+        enum MHD_Result qret;
+        if (reg_quota_check(q, final ? digest : NULL, q->up->offset + n, &qret))
+            return qret;
+    }
     /* A session begun before the store lost key access is over: its put has failed and its
      * key is wiped. Answered before any of the body is read. */
     rc = cmk_put_write(q->up->put, "", 0);

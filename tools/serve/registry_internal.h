@@ -9,7 +9,9 @@
  *   registry_list.c      catalog, tags, referrers, metrics
  *   registry_route.c     the URL map (pure)
  *   registry_upload.c    upload sessions and the upload memory budget (no HTTP)
- *   registry_policy.c    links, mounts, collection and its lock (no HTTP)
+ *   registry_policy.c    links, mounts and unlinks (no HTTP)
+ *   registry_gc.c        garbage collection (no HTTP)
+ *   registry_maint.c     read-only mode, quotas, the periodic collection, their metrics
  *
  * Threading: a struct req belongs to its connection's thread; struct registry is shared and
  * changed only through atomics or the session table's lock.
@@ -19,6 +21,7 @@
 
 #include <jansson.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "cmkstore_kek.h"
@@ -55,6 +58,17 @@ struct registry {
     atomic_int draining;
     atomic_uint inflight;
     atomic_uint_fast64_t rid_next;
+    /* maintenance (registry_maint.c) */
+    int read_only;
+    uint64_t quota_repo, quota_total; /* bytes; 0: none */
+    unsigned gc_interval;             /* seconds; 0: no periodic collection */
+    int64_t gc_grace;
+    pthread_t gc_th;
+    pthread_mutex_t gc_mu;
+    pthread_cond_t gc_cv;
+    int gc_inited, gc_started, gc_stop;
+    atomic_uint_fast64_t gc_runs, gc_failures, gc_freed_blobs, gc_freed_bytes, gc_last;
+    atomic_uint_fast64_t quota_refusals;
 };
 
 enum body { BODY_NONE, BODY_PUT, BODY_MANIFEST };
@@ -161,5 +175,20 @@ enum MHD_Result reg_catalog(struct req *q);
 enum MHD_Result reg_tags_list(struct req *q);
 enum MHD_Result reg_referrers(struct req *q);
 enum MHD_Result reg_metrics(struct req *q);
+
+/* ---- maintenance (registry_maint.c) ---- */
+
+/* In read-only mode, answers a request that would change something (405 UNSUPPORTED) and
+ * returns 1. */
+int reg_read_only_refuse(struct req *q, enum MHD_Result *ret);
+/* With quotas set: answers 403 DENIED naming the quota, and returns 1, if adding `more`
+ * bytes (of blob digest, NULL if unknown yet) to the request's repository would pass
+ * --quota-repo or to the store --quota-total. What is held already adds nothing. */
+int reg_quota_check(struct req *q, const char *digest, uint64_t more, enum MHD_Result *ret);
+/* Starts (with gc_interval) and stops the periodic collection thread. */
+cmk_err reg_maint_start(registry *r);
+void reg_maint_stop(registry *r);
+/* Prometheus lines of usage, quotas, read-only and collection (malloc'd; NULL: no memory). */
+char *reg_maint_metrics(registry *r);
 
 #endif

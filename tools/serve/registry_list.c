@@ -273,6 +273,17 @@ enum MHD_Result reg_metrics(struct req *q)
                  (unsigned long long)cs.max_bytes);
     if (n > 0 && n < 1024)
         len += (size_t)n;
+    more = reg_maint_metrics(r);
+    if (more) {
+        size_t ml = strlen(more);
+        char *all = realloc(text, len + ml);
+        if (all) {
+            memcpy(all + len, more, ml);
+            text = all;
+            len += ml;
+        }
+        free(more);
+    }
     rp.resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
     if (!rp.resp) {
         free(text);

@@ -222,7 +222,7 @@ bad:
 enum MHD_Result reg_manifest_put_finish(struct req *q)
 {
     registry *r = q->r;
-    int by_digest = registry_looks_like_digest(q->route.ref), lk = -1;
+    int by_digest = registry_looks_like_digest(q->route.ref);
     const char *ctype_h = reg_header(q, MHD_HTTP_HEADER_CONTENT_TYPE), *mt_body;
     char ctype[256], mt[256], digest[CMK_DIGEST_MAX], loc[REG_NAME_MAX + CMK_DIGEST_MAX + 24];
     json_t *j = NULL, *rec = NULL, *entry = NULL;
@@ -288,19 +288,14 @@ enum MHD_Result reg_manifest_put_finish(struct req *q)
         json_decref(j);
         return MHD_NO;
     }
-    /* Shared collection lock from the check of the referenced blobs to the record update,
-     * so no delete slips in between. */
-    rc = rpolicy_lock(r->s, LOCK_SH, &lk, &eb);
-    if (rc != CMK_OK) {
-        ret = reg_store_error(q, rc, eb.msg, "cannot store the manifest");
-        goto out;
-    }
     rc = rmeta_load(r->s, q->route.name, &rec);
     if (rc != CMK_OK && rc != CMK_E_NOT_FOUND) {
         ret = reg_store_error(q, rc, NULL, "cannot read the repository");
         goto out;
     }
     if (manifest_check(q, j, rec, mt, entry, &ret))
+        goto out;
+    if (reg_quota_check(q, by_digest ? q->route.ref : NULL, q->blen, &ret))
         goto out;
     rc = cmk_put_begin(
         r->s, by_digest && strncmp(q->route.ref, "sha512:", 7) == 0 ? "sha512" : "sha256", &p);
@@ -321,8 +316,11 @@ enum MHD_Result reg_manifest_put_finish(struct req *q)
     if (rc == CMK_OK)
         rc =
             rmeta_put_manifest(r->s, q->route.name, digest, entry, by_digest ? NULL : q->route.ref);
+    /* A collection running now must not delete what the manifest names. */
+    if (rc == CMK_OK)
+        rc = rpolicy_protect_manifest(r->s, q->route.name, digest, entry, &eb);
     if (rc != CMK_OK) {
-        ret = reg_store_error(q, rc, NULL, "cannot store the manifest");
+        ret = reg_store_error(q, rc, reg_ebmsg(&eb), "cannot store the manifest");
         goto out;
     }
     rp = reg_reply_empty();
@@ -333,7 +331,6 @@ enum MHD_Result reg_manifest_put_finish(struct req *q)
         reg_hdr(&rp, "OCI-Subject", json_string_value(json_object_get(entry, "subject")));
     ret = reg_send_reply(q, MHD_HTTP_CREATED, &rp);
 out:
-    rpolicy_unlock(lk);
     cmk_put_abort(p);
     json_decref(rec);
     json_decref(entry);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define REC_PREFIX "repo/"
 /* Record names are "repo/" + a name of at most REG_NAME_MAX characters. */
@@ -212,7 +213,15 @@ const char *rmeta_tag(const json_t *rec, const char *tag)
 
 /* ---- updates ---- */
 
-enum rop { ROP_LINK, ROP_UNLINK, ROP_PUT_MANIFEST, ROP_DEL_MANIFEST, ROP_DEL_TAG };
+enum rop {
+    ROP_LINK,
+    ROP_UNLINK,
+    ROP_PUT_MANIFEST,
+    ROP_DEL_MANIFEST,
+    ROP_DEL_TAG,
+    ROP_UNLINK_SET,
+    ROP_DEL_UNREACHABLE
+};
 
 struct rupdate {
     enum rop op;
@@ -220,7 +229,25 @@ struct rupdate {
     const char *tag;
     uint64_t size;
     const json_t *entry;
+    const json_t *set;    /* ROP_UNLINK_SET: digests (object keys) */
+    int64_t cutoff;       /* ROP_DEL_UNREACHABLE: manifests pushed after it are kept */
+    size_t removed;       /* ROP_UNLINK_SET, ROP_DEL_UNREACHABLE: how many went */
+    int created, deleted; /* the record was created / deleted by this update */
 };
+
+/* The "linked" map: when each link was made (seconds since the epoch), so that collection
+ * spares links younger than its grace period (a push whose manifest is still to come). */
+static json_t *linked_map(json_t *rec)
+{
+    json_t *m = json_object_get(rec, "linked");
+
+    if (json_is_object(m))
+        return m;
+    m = json_object();
+    if (!m || json_object_set_new(rec, "linked", m) != 0)
+        return NULL;
+    return m;
+}
 
 static cmk_err apply(json_t *rec, const struct rupdate *u)
 {
@@ -233,13 +260,45 @@ static cmk_err apply(json_t *rec, const struct rupdate *u)
 
     switch (u->op) {
     case ROP_LINK:
+        v = linked_map(rec);
+        if (!v || json_object_set_new(v, u->digest, json_integer((json_int_t)time(NULL))) != 0)
+            return CMK_E_NOMEM;
         return json_object_set_new(blobs, u->digest, json_integer((json_int_t)u->size)) == 0
                    ? CMK_OK
                    : CMK_E_NOMEM;
     case ROP_UNLINK:
+        json_object_del(json_object_get(rec, "linked"), u->digest);
         return json_object_del(blobs, u->digest) == 0 ? CMK_OK : CMK_E_NOT_FOUND;
+    case ROP_UNLINK_SET:
+        json_object_foreach((json_t *)u->set, k, v)
+        {
+            json_object_del(json_object_get(rec, "linked"), k);
+            if (json_object_del(blobs, k) == 0)
+                ((struct rupdate *)u)->removed++;
+        }
+        return CMK_OK;
+    case ROP_DEL_UNREACHABLE: {
+        json_t *keep = json_object();
+        if (!keep || rmeta_reachable(rec, u->cutoff, keep) != CMK_OK) {
+            json_decref(keep);
+            return CMK_E_NOMEM;
+        }
+        json_object_foreach_safe(mans, tmp, k, v)
+        {
+            if (!json_object_get(keep, k)) {
+                json_object_del(mans, k);
+                ((struct rupdate *)u)->removed++;
+            }
+        }
+        json_decref(keep);
+        return CMK_OK;
+    }
     case ROP_PUT_MANIFEST:
-        if (json_object_set_new(mans, u->digest, json_deep_copy(u->entry)) != 0)
+        v = json_deep_copy(u->entry);
+        /* When it was pushed: collection of untagged manifests spares the young ones (the
+         * children of an index are pushed before the index that names them). */
+        if (!v || json_object_set_new(v, "pushed", json_integer((json_int_t)time(NULL))) != 0 ||
+            json_object_set_new(mans, u->digest, v) != 0)
             return CMK_E_NOMEM;
         if (u->tag && json_object_set_new(tags, u->tag, json_string(u->digest)) != 0)
             return CMK_E_NOMEM;
@@ -261,7 +320,7 @@ static cmk_err apply(json_t *rec, const struct rupdate *u)
 
 static cmk_err update_fn(const void *cur, size_t curlen, void **out, size_t *outlen, void *arg)
 {
-    const struct rupdate *u = arg;
+    struct rupdate *u = arg;
     json_t *rec = NULL;
     cmk_err rc;
 
@@ -270,22 +329,46 @@ static cmk_err update_fn(const void *cur, size_t curlen, void **out, size_t *out
     rc = rec_parse(cur, curlen, &rec);
     if (rc != CMK_OK)
         return rc;
+    u->removed = 0;
     rc = apply(rec, u);
     if (rc == CMK_OK && !rec_empty(rec))
         rc = rec_dump(rec, out, outlen);
+    u->created = rc == CMK_OK && !cur && *out;
+    u->deleted = rc == CMK_OK && cur && !*out;
     /* An empty record is deleted (*out stays NULL), so empty repositories vanish. */
     json_decref(rec);
     return rc;
 }
 
-static cmk_err update(cmk_store *s, const char *repo, const struct rupdate *u)
+/* cmk_meta_update, retried while another process changes the record between our read and
+ * our write (CMK_E_BUSY: a backend without a cross-process lock writes by compare-and-swap). */
+cmk_err rmeta_update_record(cmk_store *s, const char *name, cmk_meta_fn fn, void *arg)
+{
+    cmk_err rc;
+    int i = 0;
+
+    do
+        rc = cmk_meta_update(s, name, fn, arg);
+    while (rc == CMK_E_BUSY && ++i < RMETA_CAS_TRIES);
+    return rc;
+}
+
+static cmk_err update(cmk_store *s, const char *repo, struct rupdate *u)
 {
     char name[REC_NAME_CAP];
     cmk_err rc = rec_name(repo, name);
 
     if (rc != CMK_OK)
         return rc;
-    return cmk_meta_update(s, name, update_fn, (void *)u);
+    rc = rmeta_update_record(s, name, update_fn, u);
+    /* The catalog follows the records it lists: a repository enters it when its record is
+     * created and leaves it when its record goes (empty). A failure here leaves the catalog
+     * behind until the next collection repairs it; the repository change itself stands. */
+    if (rc == CMK_OK && u->created && rmeta_catalog_add(s, repo) != CMK_OK)
+        fprintf(stderr, "cmkstore: cannot add %s to the catalog: %s\n", repo, cmk_errmsg());
+    if (rc == CMK_OK && u->deleted && rmeta_catalog_remove(s, repo) != CMK_OK)
+        fprintf(stderr, "cmkstore: cannot remove %s from the catalog: %s\n", repo, cmk_errmsg());
+    return rc;
 }
 
 cmk_err rmeta_link_blob(cmk_store *s, const char *repo, const char *digest, uint64_t size)
@@ -326,6 +409,113 @@ cmk_err rmeta_delete_tag(cmk_store *s, const char *repo, const char *tag)
     return update(s, repo, &u);
 }
 
+cmk_err rmeta_unlink_set(cmk_store *s, const char *repo, const json_t *set, size_t *removed)
+{
+    struct rupdate u = {.op = ROP_UNLINK_SET, .set = set};
+    cmk_err rc = update(s, repo, &u);
+
+    if (removed)
+        *removed = rc == CMK_OK ? u.removed : 0;
+    return rc;
+}
+
+cmk_err rmeta_delete_unreachable(cmk_store *s, const char *repo, int64_t cutoff, size_t *removed)
+{
+    struct rupdate u = {.op = ROP_DEL_UNREACHABLE, .cutoff = cutoff};
+    cmk_err rc = update(s, repo, &u);
+
+    if (removed)
+        *removed = rc == CMK_OK ? u.removed : 0;
+    return rc;
+}
+
+int64_t rmeta_link_time(const json_t *rec, const char *digest)
+{
+    json_t *v = json_object_get(json_object_get(rec, "linked"), digest);
+
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
+}
+
+int64_t rmeta_pushed_time(const json_t *manifest)
+{
+    json_t *v = json_object_get(manifest, "pushed");
+
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : 0;
+}
+
+/* Adds the manifests of rec that digest d reaches (itself, the index children it names in
+ * rec) to set. */
+static int reach(const json_t *rec, const char *d, json_t *set)
+{
+    json_t *m = rmeta_manifest(rec, d), *r;
+    size_t i;
+
+    if (!m || json_object_get(set, d))
+        return 0;
+    if (json_object_set_new(set, d, json_true()) != 0)
+        return -1;
+    json_array_foreach(json_object_get(m, "refs"), i, r)
+    {
+        if (json_is_string(r) && reach(rec, json_string_value(r), set) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+cmk_err rmeta_reachable(const json_t *rec, int64_t cutoff, json_t *set)
+{
+    json_t *tags = json_object_get(rec, "tags"), *mans = json_object_get(rec, "manifests"), *v;
+    const char *k;
+    int grew;
+
+    /* Roots: every tagged manifest, and every manifest pushed after cutoff. */
+    json_object_foreach(tags, k, v)
+    {
+        if (json_is_string(v) && reach(rec, json_string_value(v), set) != 0)
+            return CMK_E_NOMEM;
+    }
+    json_object_foreach(mans, k, v)
+    {
+        if (rmeta_pushed_time(v) > cutoff && reach(rec, k, set) != 0)
+            return CMK_E_NOMEM;
+    }
+    /* Referrers live as long as their subject: repeat until nothing is added (a referrer of
+     * a referrer). */
+    do {
+        grew = 0;
+        json_object_foreach(mans, k, v)
+        {
+            const char *subj = json_string_value(json_object_get(v, "subject"));
+            if (subj && !json_object_get(set, k) && json_object_get(set, subj)) {
+                if (reach(rec, k, set) != 0)
+                    return CMK_E_NOMEM;
+                grew = 1;
+            }
+        }
+    } while (grew);
+    return CMK_OK;
+}
+
+uint64_t rmeta_repo_bytes(const json_t *rec)
+{
+    json_t *blobs = json_object_get(rec, "blobs"), *mans = json_object_get(rec, "manifests"), *v;
+    const char *k;
+    uint64_t n = 0;
+
+    json_object_foreach(blobs, k, v)
+    {
+        if (json_is_integer(v) && json_integer_value(v) > 0)
+            n += (uint64_t)json_integer_value(v);
+    }
+    json_object_foreach(mans, k, v)
+    {
+        json_int_t sz = json_integer_value(json_object_get(v, "size"));
+        if (!json_object_get(blobs, k) && sz > 0)
+            n += (uint64_t)sz;
+    }
+    return n;
+}
+
 /* ---- scans ---- */
 
 struct name_list {
@@ -353,7 +543,8 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(json_string_value(*(json_t *const *)a), json_string_value(*(json_t *const *)b));
 }
 
-cmk_err rmeta_list_repos(cmk_store *s, json_t **out)
+/* Every repository record's name, sorted, found by reading every record of the store. */
+cmk_err rmeta_scan_repos(cmk_store *s, json_t **out)
 {
     struct name_list nl = {json_array(), 0};
     json_t **items = NULL, *sorted = NULL;
@@ -393,6 +584,179 @@ out:
     return rc;
 }
 
+/* ---- the catalog: one record listing the repositories ---- */
+
+struct cat_op {
+    const char *name; /* to add or remove */
+    int add;
+    const json_t *names; /* instead: replace the list with these (a rebuild) */
+};
+
+/* Index of the first element >= name in a sorted array of strings. */
+static size_t lower_bound(const json_t *arr, const char *name)
+{
+    size_t lo = 0, hi = json_array_size(arr);
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(json_string_value(json_array_get(arr, mid)), name) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static cmk_err parse_catalog(const void *val, size_t len, json_t **out)
+{
+    json_t *j = json_loadb(val, len, JSON_REJECT_DUPLICATES, NULL), *v;
+    json_t *arr = json_object_get(j, "repositories");
+    size_t i;
+
+    if (!json_is_array(arr)) {
+        json_decref(j);
+        return CMK_E_CORRUPT;
+    }
+    json_array_foreach(arr, i, v)
+    {
+        if (!json_is_string(v) || (i > 0 && strcmp(json_string_value(json_array_get(arr, i - 1)),
+                                                   json_string_value(v)) >= 0)) {
+            json_decref(j);
+            return CMK_E_CORRUPT;
+        }
+    }
+    *out = json_incref(arr);
+    json_decref(j);
+    return CMK_OK;
+}
+
+static cmk_err cat_fn(const void *cur, size_t curlen, void **out, size_t *outlen, void *arg)
+{
+    const struct cat_op *op = arg;
+    json_t *arr = NULL, *doc;
+    cmk_err rc;
+
+    *out = NULL;
+    if (op->names) {
+        arr = json_deep_copy(op->names);
+    } else if (cur) {
+        rc = parse_catalog(cur, curlen, &arr);
+        if (rc != CMK_OK)
+            return rc;
+    } else {
+        arr = json_array();
+    }
+    if (!arr)
+        return CMK_E_NOMEM;
+    if (op->name) {
+        size_t i = lower_bound(arr, op->name);
+        int here = i < json_array_size(arr) &&
+                   strcmp(json_string_value(json_array_get(arr, i)), op->name) == 0;
+        if (op->add && !here && json_array_insert_new(arr, i, json_string(op->name)) != 0) {
+            json_decref(arr);
+            return CMK_E_NOMEM;
+        }
+        if (!op->add && here)
+            json_array_remove(arr, i);
+    }
+    /* The record stays when the list is empty: its absence means "never built". */
+    doc = json_pack("{s:i, s:o}", "v", 1, "repositories", arr);
+    if (!doc)
+        return CMK_E_NOMEM;
+    rc = rec_dump(doc, out, outlen);
+    json_decref(doc);
+    return rc;
+}
+
+static int repo_exists(cmk_store *s, const char *repo)
+{
+    json_t *rec = NULL;
+    cmk_err rc = rmeta_load(s, repo, &rec);
+
+    json_decref(rec);
+    return rc != CMK_E_NOT_FOUND;
+}
+
+cmk_err rmeta_catalog_add(cmk_store *s, const char *repo)
+{
+    struct cat_op op = {.name = repo, .add = 1};
+
+    return rmeta_update_record(s, RMETA_CATALOG, cat_fn, &op);
+}
+
+cmk_err rmeta_catalog_remove(cmk_store *s, const char *repo)
+{
+    struct cat_op op = {.name = repo, .add = 0};
+    cmk_err rc = rmeta_update_record(s, RMETA_CATALOG, cat_fn, &op);
+
+    /* A push may have made the repository again between its record's deletion and this
+     * removal: its own catalog addition may have come first, so look again (the record is
+     * written before the catalog, so a repository made after this check adds itself). */
+    if (rc == CMK_OK && repo_exists(s, repo))
+        rc = rmeta_catalog_add(s, repo);
+    return rc;
+}
+
+cmk_err rmeta_catalog_rebuild(cmk_store *s, const json_t *names)
+{
+    struct cat_op op = {.names = names};
+    json_t *v;
+    size_t i;
+    cmk_err rc = rmeta_update_record(s, RMETA_CATALOG, cat_fn, &op);
+
+    /* Records made while the scan ran are not in names; each has added itself, possibly
+     * before this rebuild replaced the list: add back whatever exists now and is missing. */
+    if (rc != CMK_OK)
+        return rc;
+    json_t *now = NULL;
+    rc = rmeta_scan_repos(s, &now);
+    if (rc != CMK_OK)
+        return rc;
+    json_array_foreach(now, i, v)
+    {
+        size_t j = lower_bound(names, json_string_value(v));
+        if (j < json_array_size(names) &&
+            strcmp(json_string_value(json_array_get(names, j)), json_string_value(v)) == 0)
+            continue;
+        rc = rmeta_catalog_add(s, json_string_value(v));
+        if (rc != CMK_OK)
+            break;
+    }
+    json_decref(now);
+    return rc;
+}
+
+cmk_err rmeta_list_repos(cmk_store *s, json_t **out)
+{
+    void *val = NULL;
+    size_t len = 0;
+    json_t *names = NULL;
+    cmk_err rc;
+
+    *out = NULL;
+    rc = cmk_meta_get(s, RMETA_CATALOG, &val, &len);
+    if (rc == CMK_OK) {
+        rc = parse_catalog(val, len, out);
+        cmk_free(val);
+        return rc;
+    }
+    if (rc != CMK_E_NOT_FOUND)
+        return rc;
+    /* A store written before the catalog record existed: build it once from the records. */
+    rc = rmeta_scan_repos(s, &names);
+    if (rc == CMK_OK)
+        rc = rmeta_catalog_rebuild(s, names);
+    json_decref(names);
+    if (rc != CMK_OK)
+        return rc;
+    rc = cmk_meta_get(s, RMETA_CATALOG, &val, &len);
+    if (rc == CMK_OK) {
+        rc = parse_catalog(val, len, out);
+        cmk_free(val);
+    }
+    return rc;
+}
+
 static int record_refers(const json_t *rec, const char *digest)
 {
     const char *k;
@@ -423,7 +787,7 @@ static cmk_err scan_refs(cmk_store *s, const char *digest, json_t *found, int *a
     cmk_err rc;
 
     *any = 0;
-    rc = rmeta_list_repos(s, &repos);
+    rc = rmeta_scan_repos(s, &repos);
     if (rc != CMK_OK)
         return rc;
     json_array_foreach(repos, i, v)

@@ -1,6 +1,6 @@
 /*
- * registry_policy.c — links, mounts and collection of the registry's blobs, ordered by the
- * collection lock (registry_policy.h).
+ * registry_policy.c — links, mounts and deletes of the registry's blobs (registry_policy.h);
+ * collection is registry_gc.c's.
  */
 #include "tools/serve/registry_policy.h"
 
@@ -8,10 +8,23 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "tools/serve/registry_gc.h"
 #include "tools/serve/registry_meta.h"
+
+/* Undo callbacks of protect(). */
+static cmk_err rmeta_unlink_blob_cb(cmk_store *s, const char *repo, const char *digest)
+{
+    return rmeta_unlink_blob(s, repo, digest);
+}
+
+static cmk_err rmeta_delete_manifest_cb(cmk_store *s, const char *repo, const char *digest)
+{
+    return rmeta_delete_manifest(s, repo, digest);
+}
 
 cmk_err rpolicy_lock_file(cmk_store *s, const char *name, int op, int *fd, cmk_errbuf *eb)
 {
@@ -58,22 +71,40 @@ cmk_err rpolicy_lock(cmk_store *s, int op, int *fd, cmk_errbuf *eb)
     return rpolicy_lock_file(s, RPOLICY_GC_LOCK, op, fd, eb);
 }
 
+/* After a link or reference to digests was written: keeps them from a running collection,
+ * or undoes the change (undo) if one is deleting them already. */
+static cmk_err protect(cmk_store *s, const char *const *d, size_t n, cmk_errbuf *eb,
+                       cmk_err (*undo)(cmk_store *, const char *, const char *), const char *repo,
+                       const char *digest)
+{
+    cmk_err rc = rgc_protect(s, d, n, eb);
+
+    if (rc == CMK_E_BUSY && undo && undo(s, repo, digest) != CMK_OK)
+        fprintf(stderr, "cmkstore serve: cannot undo the link of %s in %s: %s\n", digest, repo,
+                cmk_errmsg());
+    return rc;
+}
+
 cmk_err rpolicy_commit_blob(cmk_store *s, const char *repo, cmk_put *put, const char *expected,
                             char digest[CMK_DIGEST_MAX], cmk_errbuf *eb)
 {
     uint64_t size = cmk_put_size(put);
-    int lk;
+    cmk_blob_info bi;
+    int existed = 0;
     cmk_err rc;
 
-    rc = rpolicy_lock(s, LOCK_SH, &lk, eb);
-    if (rc != CMK_OK) {
-        cmk_put_abort(put);
-        return rc;
-    }
+    /* Whether the store held it before, for the usage counters (a blob stored anew adds). */
+    if (expected && cmk_stat(s, expected, &bi) == CMK_OK)
+        existed = 1;
     rc = cmk_put_commit(put, expected, digest);
     if (rc == CMK_OK)
         rc = rmeta_link_blob(s, repo, digest, size);
-    rpolicy_unlock(lk);
+    if (rc == CMK_OK) {
+        const char *d = digest;
+        rc = protect(s, &d, 1, eb, rmeta_unlink_blob_cb, repo, digest);
+    }
+    if (rc == CMK_OK && !existed && rgc_usage_add(s, (int64_t)size, 1) != CMK_OK)
+        fprintf(stderr, "cmkstore serve: cannot update the usage record: %s\n", cmk_errmsg());
     return rc;
 }
 
@@ -94,114 +125,65 @@ static cmk_err linked_size(cmk_store *s, const char *from, const char *digest, u
     return rc;
 }
 
-/* The size of blob digest if the store holds it and a repository references it. */
-static cmk_err referenced_size(cmk_store *s, const char *digest, uint64_t *size)
-{
-    cmk_blob_info bi;
-    int used = 0;
-    cmk_err rc = cmk_stat(s, digest, &bi);
-
-    if (rc == CMK_OK)
-        rc = rmeta_is_referenced(s, digest, &used);
-    if (rc == CMK_OK && !used)
-        rc = CMK_E_NOT_FOUND;
-    if (rc == CMK_OK)
-        *size = bi.size;
-    return rc;
-}
-
 cmk_err rpolicy_mount(cmk_store *s, const char *repo, const char *digest, const char *from,
                       cmk_errbuf *eb)
 {
     uint64_t size = 0;
-    int lk;
+    cmk_blob_info bi;
     cmk_err rc;
 
-    rc = rpolicy_lock(s, LOCK_SH, &lk, eb);
-    if (rc != CMK_OK)
-        return rc;
-    /* No "from": the spec lets a registry find the blob itself. Every client is authorised
-     * for every repository here, so this reveals nothing a client could not read anyway. */
-    rc = from ? linked_size(s, from, digest, &size) : referenced_size(s, digest, &size);
+    /* No "from": the spec lets a registry find the blob itself; the store holding it is
+     * enough (one header read, whatever the number of repositories). */
+    if (from) {
+        rc = linked_size(s, from, digest, &size);
+    } else {
+        rc = cmk_stat(s, digest, &bi);
+        size = bi.size;
+    }
     if (rc == CMK_OK)
         rc = rmeta_link_blob(s, repo, digest, size);
-    rpolicy_unlock(lk);
-    return rc;
+    if (rc == CMK_OK)
+        rc = protect(s, &digest, 1, eb, rmeta_unlink_blob_cb, repo, digest);
+    /* A blob being collected is not mountable: the client uploads it instead. */
+    return rc == CMK_E_BUSY ? CMK_E_NOT_FOUND : rc;
 }
 
-cmk_err rpolicy_collect(cmk_store *s, const char *digest)
+cmk_err rpolicy_protect_manifest(cmk_store *s, const char *repo, const char *digest,
+                                 const json_t *entry, cmk_errbuf *eb)
 {
-    int used = 0;
-    cmk_err rc = rmeta_is_referenced(s, digest, &used);
+    json_t *refs = json_object_get(entry, "refs"), *r;
+    size_t n = 0, i;
+    const char **d = calloc(json_array_size(refs) + 1, sizeof(*d));
+    cmk_err rc;
 
-    if (rc != CMK_OK || used)
-        return rc;
-    rc = cmk_delete(s, digest);
-    return rc == CMK_E_NOT_FOUND ? CMK_OK : rc;
+    if (!d)
+        return CMK_E_NOMEM;
+    d[n++] = digest;
+    json_array_foreach(refs, i, r)
+    {
+        if (json_is_string(r))
+            d[n++] = json_string_value(r);
+    }
+    rc = protect(s, d, n, eb, rmeta_delete_manifest_cb, repo, digest);
+    free(d);
+    return rc;
 }
 
 cmk_err rpolicy_unlink_blob(cmk_store *s, const char *repo, const char *digest, cmk_errbuf *eb)
 {
-    json_t *rec = NULL;
-    uint64_t size = 0;
-    int lk;
-    cmk_err rc;
-
-    rc = rpolicy_lock(s, LOCK_EX, &lk, eb);
-    if (rc != CMK_OK)
-        return rc;
-    rc = rmeta_load(s, repo, &rec);
-    if (rc == CMK_OK && !rmeta_blob(rec, digest, &size))
-        rc = CMK_E_NOT_FOUND;
-    if (rc == CMK_OK)
-        rc = rmeta_unlink_blob(s, repo, digest);
-    if (rc == CMK_OK) {
-        rc = rpolicy_collect(s, digest);
-        /* All or nothing: a delete that fails leaves the link, so the blob stays visible
-         * and is collected by the delete the client retries (none is left unreferenced
-         * and never collected). */
-        if (rc != CMK_OK) {
-            cmk_errbuf_set(eb, rc, "%s", cmk_errmsg());
-            if (rmeta_link_blob(s, repo, digest, size) != CMK_OK)
-                fprintf(stderr,
-                        "cmkstore serve: cannot restore the link of %s in %s after a "
-                        "failed delete: %s\n",
-                        digest, repo, cmk_errmsg());
-        }
-    }
-    rpolicy_unlock(lk);
-    json_decref(rec);
-    return rc;
-}
-
-/* Deletes manifest digest (tag NULL) or tag from repo under the exclusive lock; a deleted
- * manifest's blob is collected if nothing references it any more. */
-static cmk_err delete_ref(cmk_store *s, const char *repo, const char *digest, const char *tag,
-                          cmk_errbuf *eb)
-{
-    int lk;
-    cmk_err rc;
-
-    rc = rpolicy_lock(s, LOCK_EX, &lk, eb);
-    if (rc != CMK_OK)
-        return rc;
-    if (tag) {
-        rc = rmeta_delete_tag(s, repo, tag);
-    } else {
-        rc = rmeta_delete_manifest(s, repo, digest);
-        if (rc == CMK_OK)
-            rc = rpolicy_collect(s, digest);
-    }
-    rpolicy_unlock(lk);
-    return rc;
+    (void)eb;
+    /* Unlink only: the stored blob goes at the next collection if nothing references it. */
+    return rmeta_unlink_blob(s, repo, digest);
 }
 
 cmk_err rpolicy_delete_manifest(cmk_store *s, const char *repo, const char *digest, cmk_errbuf *eb)
 {
-    return delete_ref(s, repo, digest, NULL, eb);
+    (void)eb;
+    return rmeta_delete_manifest(s, repo, digest);
 }
 
 cmk_err rpolicy_delete_tag(cmk_store *s, const char *repo, const char *tag, cmk_errbuf *eb)
 {
-    return delete_ref(s, repo, NULL, tag, eb);
+    (void)eb;
+    return rmeta_delete_tag(s, repo, tag);
 }

@@ -138,6 +138,19 @@ static const cli_opt serve_opts[] = {
      "Credentials already verified are not refused."},
     {"shutdown-timeout", 0, CLI_UINT, 0, "S",
      "On SIGTERM/SIGINT, how long requests in flight may take to finish (default 30)."},
+    {"read-only", 0, CLI_FLAG, 0, NULL,
+     "Maintenance mode: pulls work; pushes, mounts and deletes get 405 UNSUPPORTED."},
+    {"quota-repo", 0, CLI_SIZE, 0, "BYTES",
+     "Bytes one repository may hold (its distinct blobs and manifests; K, M, G suffixes). "
+     "An upload or manifest that would pass it gets 403 DENIED before its body is stored."},
+    {"quota-total", 0, CLI_SIZE, 0, "BYTES",
+     "Bytes the whole store may hold (its distinct blobs, as pushed); beyond, 403 DENIED."},
+    {"gc-interval", 0, CLI_UINT, 0, "S",
+     "Run a garbage collection (as `cmkstore registry gc`) every S seconds, 1 to 604800 "
+     "(default: never). Safe with pushes in flight and with other front-ends on the store."},
+    {"gc-grace", 0, CLI_UINT, 0, "S",
+     "The periodic collection's grace period: blobs written and links made less than S "
+     "seconds ago survive (default 3600)."},
     {"quiet", 'q', CLI_FLAG, 0, NULL, "Do not log requests."},
     CLI_AKV_OPTS,
     CLI_OPT_END,
@@ -316,6 +329,10 @@ struct serve_cfg {
     http_auth_limits auth;
     uint32_t key_check, rotation_check;
     int quiet;
+    int read_only;
+    uint64_t quota_repo, quota_total;
+    unsigned gc_interval;
+    int64_t gc_grace;
 };
 
 static int read_cfg(const cli_args *a, struct serve_cfg *c)
@@ -391,6 +408,20 @@ static int read_cfg(const cli_args *a, struct serve_cfg *c)
                                "--rotation-check-interval must be between 1 and 86400 seconds");
     c->rotation_check = (uint32_t)v;
     c->quiet = cli_isset(a, "quiet");
+    c->read_only = cli_isset(a, "read-only");
+    c->quota_repo = cli_num(a, "quota-repo", 0);
+    c->quota_total = cli_num(a, "quota-total", 0);
+    if ((cli_isset(a, "quota-repo") && c->quota_repo == 0) ||
+        (cli_isset(a, "quota-total") && c->quota_total == 0))
+        return cli_usage_error(cmd, "--quota-repo and --quota-total must be at least 1 byte");
+    v = cli_num(a, "gc-interval", 0);
+    if (cli_isset(a, "gc-interval") && (v < 1 || v > 7 * 86400))
+        return cli_usage_error(cmd, "--gc-interval must be between 1 and 604800 seconds");
+    c->gc_interval = (unsigned)v;
+    v = cli_num(a, "gc-grace", 3600);
+    if (v > 366u * 86400)
+        return cli_usage_error(cmd, "--gc-grace must be at most 31622400 seconds (366 days)");
+    c->gc_grace = (int64_t)v;
     return CLI_EXIT_OK;
 }
 
@@ -548,6 +579,11 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     ro.upload_timeout_s = cfg.upload_timeout;
     ro.upload_memory = cfg.upload_memory;
     ro.log_requests = !cfg.quiet;
+    ro.read_only = cfg.read_only;
+    ro.quota_repo = cfg.quota_repo;
+    ro.quota_total = cfg.quota_total;
+    ro.gc_interval_s = cfg.gc_interval;
+    ro.gc_grace_s = cfg.gc_grace;
     rc = registry_new(&ro, &reg);
     if (rc != CMK_OK) {
         ex = cli_fail(rc, NULL, CLI_HINT_NONE, "cannot start");
@@ -627,6 +663,11 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     if (token)
         printf("Authentication: Bearer tokens from %s (%zu trusted key(s))\n",
                http_token_realm(token), http_token_keys(token));
+    if (cfg.read_only)
+        printf("Read-only mode: pulls only (pushes and deletes get 405 UNSUPPORTED)\n");
+    if (cfg.gc_interval)
+        printf("Garbage collection every %u s (grace %lld s)\n", cfg.gc_interval,
+               (long long)cfg.gc_grace);
     printf("Try: skopeo copy %s oci:./my-image:latest docker://%s%s%s:%u/demo/hello:1\n",
            http_daemon_is_tls(d) ? "--dest-cert-dir DIR-WITH-THE-CA.crt"
                                  : "--dest-tls-verify=false",
