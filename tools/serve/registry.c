@@ -22,6 +22,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tools/serve/registry_gc.h"
 #include "tools/serve/registry_internal.h"
 
 #define DEFAULT_MAX_MANIFEST   (4u << 20)
@@ -555,6 +556,8 @@ void registry_free(registry *r)
     if (!r)
         return;
     reg_maint_stop(r);
+    if (rgc_usage_flush(r->s) != CMK_OK)
+        fprintf(stderr, "cmkstore serve: cannot update the usage record: %s\n", cmk_errmsg());
     reg_sessions_free(r->sessions);
     blob_cache_free(r->cache);
     free(r);
@@ -608,4 +611,7 @@ void registry_tick(registry *r)
     }
     if (r->metrics && cmk_store_encryption(r->s, &ei) == CMK_OK)
         http_metrics_observe_key(r->metrics, &ei);
+    /* What pushes added to the usage counters goes to the record once a second. */
+    if (rgc_usage_flush(r->s) != CMK_OK && r->log)
+        fprintf(stderr, "cmkstore serve: cannot update the usage record: %s\n", cmk_errmsg());
 }

@@ -1,6 +1,7 @@
 /* registry_gc.c — mark, doom, re-mark, claim, sweep (see registry_gc.h). */
 #include "tools/serve/registry_gc.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,7 +237,44 @@ static cmk_err usage_fn(const void *cur, size_t curlen, void **out, size_t *outl
     return rc;
 }
 
+/* Increments of this process not yet written (rgc_usage_note): one record write a second
+ * instead of one per pushed blob, which would serialise every push on the usage record. */
+static _Atomic int64_t pend_bytes, pend_blobs;
+
+void rgc_usage_note(int64_t bytes, int64_t blobs)
+{
+    atomic_fetch_add(&pend_bytes, bytes);
+    atomic_fetch_add(&pend_blobs, blobs);
+}
+
+cmk_err rgc_usage_flush(cmk_store *s)
+{
+    int64_t b = atomic_exchange(&pend_bytes, 0), n = atomic_exchange(&pend_blobs, 0);
+    cmk_err rc;
+
+    if (!b && !n)
+        return CMK_OK;
+    rc = rgc_usage_add(s, b, n);
+    if (rc != CMK_OK)
+        rgc_usage_note(b, n); /* kept for the next flush */
+    return rc;
+}
+
+static cmk_err usage_read(cmk_store *s, uint64_t *bytes, uint64_t *blobs);
+
 cmk_err rgc_usage_get(cmk_store *s, uint64_t *bytes, uint64_t *blobs)
+{
+    cmk_err rc = usage_read(s, bytes, blobs);
+    int64_t b = atomic_load(&pend_bytes), n = atomic_load(&pend_blobs);
+
+    if (rc == CMK_OK) {
+        *bytes = (uint64_t)add_floor((int64_t)*bytes, b);
+        *blobs = (uint64_t)add_floor((int64_t)*blobs, n);
+    }
+    return rc;
+}
+
+static cmk_err usage_read(cmk_store *s, uint64_t *bytes, uint64_t *blobs)
 {
     void *val = NULL;
     size_t len = 0;
@@ -432,7 +470,9 @@ cmk_err rgc_run(cmk_store *s, const rgc_opts *o, json_t **report, cmk_errbuf *eb
         if (rc != CMK_OK)
             goto out;
         began = 1;
-        rc = rgc_usage_get(s, &u0_bytes, &u0_blobs);
+        if (rgc_usage_flush(s) != CMK_OK)
+            fprintf(stderr, "cmkstore: cannot update the usage record: %s\n", cmk_errmsg());
+        rc = usage_read(s, &u0_bytes, &u0_blobs);
         if (rc != CMK_OK)
             goto out;
         if (o->delete_untagged) {
@@ -591,7 +631,9 @@ cmk_err rgc_run(cmk_store *s, const rgc_opts *o, json_t **report, cmk_errbuf *eb
         goto out;
     /* The usage counters: what the store held at the listing, less what was freed, plus what
      * pushes added meanwhile (their increments since our first read). */
-    if (rgc_usage_get(s, &u1_bytes, &u1_blobs) == CMK_OK) {
+    if (rgc_usage_flush(s) != CMK_OK)
+        fprintf(stderr, "cmkstore: cannot update the usage record: %s\n", cmk_errmsg());
+    if (usage_read(s, &u1_bytes, &u1_blobs) == CMK_OK) {
         struct usage_arg ua = {
             add_floor((int64_t)total_bytes -
                           json_integer_value(json_object_get(rep, "bytes_freed")),
@@ -640,6 +682,7 @@ cmk_err rgc_remove_blob(cmk_store *s, const char *digest, int force, json_t **re
     json_t *set = json_pack("{s:b}", digest, 1), *found = NULL;
     struct st_arg sa = {.id = id, .now = (int64_t)time(NULL), .set = set};
     cmk_blob_info bi;
+    int began = 0;
     cmk_err rc;
 
     if (repos)
@@ -652,40 +695,59 @@ cmk_err rgc_remove_blob(cmk_store *s, const char *digest, int force, json_t **re
         json_decref(set);
         return cmk_errbuf_set(eb, rc, "%s", cmk_errmsg());
     }
+    if (force)
+        goto remove; /* no record read or written: works whatever state they are in */
     sa.op = ST_BEGIN;
     rc = st_apply(s, &sa, eb);
-    if (rc != CMK_OK)
-        goto out_noend;
-    if (!force) {
-        sa.op = ST_DOOM;
-        rc = st_apply(s, &sa, eb);
-        if (rc == CMK_OK)
-            rc = rmeta_referrers(s, digest, &found);
-        if (rc != CMK_OK)
-            goto out;
-        if (json_array_size(found) > 0) {
+    if (rc == CMK_E_NOSPACE) {
+        /* A full file system, where removing blobs is how space comes back: the state cannot
+         * be written, and no push can link anything either (a link is a record write), so
+         * check and remove without it. */
+        if (eb)
+            *eb = (cmk_errbuf){0};
+        rc = rmeta_referrers(s, digest, &found);
+        if (rc == CMK_OK && json_array_size(found) > 0) {
             rc = CMK_E_REFUSED;
             if (repos)
                 *repos = json_incref(found);
-            goto out;
         }
-        sa.op = ST_CLAIM;
-        rc = st_apply(s, &sa, eb);
-        if (rc == CMK_OK && json_object_size(set) == 0)
-            rc = cmk_errbuf_set(eb, CMK_E_BUSY, "a push linked the blob meanwhile");
         if (rc != CMK_OK)
-            goto out;
+            goto out_noend;
+        goto remove;
     }
+    if (rc != CMK_OK)
+        goto out_noend;
+    began = 1;
+    sa.op = ST_DOOM;
+    rc = st_apply(s, &sa, eb);
+    if (rc == CMK_OK)
+        rc = rmeta_referrers(s, digest, &found);
+    if (rc != CMK_OK)
+        goto out;
+    if (json_array_size(found) > 0) {
+        rc = CMK_E_REFUSED;
+        if (repos)
+            *repos = json_incref(found);
+        goto out;
+    }
+    sa.op = ST_CLAIM;
+    rc = st_apply(s, &sa, eb);
+    if (rc == CMK_OK && json_object_size(set) == 0)
+        rc = cmk_errbuf_set(eb, CMK_E_BUSY, "a push linked the blob meanwhile");
+    if (rc != CMK_OK)
+        goto out;
+remove:
+    /* The usage counters are left to the next collection: removing a blob is how space comes
+     * back on a full file system, and a record write would take some of it. */
     rc = cmk_delete(s, digest);
     if (rc != CMK_OK)
         cmk_errbuf_set(eb, rc, "%s", cmk_errmsg());
-    else if (rgc_usage_add(s, -(int64_t)bi.size, -1) != CMK_OK)
-        fprintf(stderr, "cmkstore: cannot update the usage record: %s\n", cmk_errmsg());
-out : {
-    struct st_arg end = {.op = ST_END, .id = id};
-    if (rmeta_update_record(s, RGC_STATE, st_fn, &end) != CMK_OK)
-        fprintf(stderr, "cmkstore: cannot clear the collection state: %s\n", cmk_errmsg());
-}
+out:
+    if (began) {
+        struct st_arg end = {.op = ST_END, .id = id};
+        if (rmeta_update_record(s, RGC_STATE, st_fn, &end) != CMK_OK)
+            fprintf(stderr, "cmkstore: cannot clear the collection state: %s\n", cmk_errmsg());
+    }
 out_noend:
     json_decref(found);
     json_decref(set);

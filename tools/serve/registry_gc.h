@@ -63,13 +63,20 @@ cmk_err rgc_protect(cmk_store *s, const char *const *d, size_t n, cmk_errbuf *eb
 /* Deletes one stored blob (`cmkstore blob rm`) through the same protocol: unless force, it
  * is refused with CMK_E_REFUSED when a repository links it, holds it as a manifest or has a
  * manifest naming it; *repos (may be NULL; caller json_decref's) then names them. A
- * concurrent link wins (CMK_E_BUSY). CMK_E_NOT_FOUND if not stored. */
+ * concurrent link wins (CMK_E_BUSY). CMK_E_NOT_FOUND if not stored. With force, or when the
+ * state record cannot be written for lack of space, no state is written (a full file system
+ * refuses links too). The usage counters are left to the next collection. */
 cmk_err rgc_remove_blob(cmk_store *s, const char *digest, int force, json_t **repos,
                         cmk_errbuf *eb);
 
-/* The usage counters of RGC_USAGE (0, 0 if absent). */
+/* The usage counters of RGC_USAGE (0, 0 if absent), plus this process's increments not yet
+ * written. */
 cmk_err rgc_usage_get(cmk_store *s, uint64_t *bytes, uint64_t *blobs);
-/* Adds to them (negative: subtracts, floored at 0). */
+/* Adds to them now (negative: subtracts, floored at 0). */
 cmk_err rgc_usage_add(cmk_store *s, int64_t bytes, int64_t blobs);
+/* Notes an increment, written by the next rgc_usage_flush (a server flushes every second and
+ * when it stops; a collection flushes before it reads). Process-wide: one store per process. */
+void rgc_usage_note(int64_t bytes, int64_t blobs);
+cmk_err rgc_usage_flush(cmk_store *s);
 
 #endif

@@ -103,8 +103,8 @@ cmk_err rpolicy_commit_blob(cmk_store *s, const char *repo, cmk_put *put, const 
         const char *d = digest;
         rc = protect(s, &d, 1, eb, rmeta_unlink_blob_cb, repo, digest);
     }
-    if (rc == CMK_OK && !existed && rgc_usage_add(s, (int64_t)size, 1) != CMK_OK)
-        fprintf(stderr, "cmkstore serve: cannot update the usage record: %s\n", cmk_errmsg());
+    if (rc == CMK_OK && !existed)
+        rgc_usage_note((int64_t)size, 1);
     return rc;
 }
 
