@@ -135,7 +135,7 @@ const cli_cmd cli_registry_cmds[] = {
      .summary = "Show the registry's usage: bytes and blobs stored, per repository",
      .description =
          "Prints as JSON the bytes and blobs the store holds (as pushed: the sizes that quotas "
-         "count, exact after each collection) and, for each repository of the catalog, the "
+         "count; recomputed by each collection) and, for each repository of the catalog, the "
          "bytes of the distinct blobs and manifests it holds (what --quota-repo limits), its "
          "blob links, manifests and tags.",
      .opts = stats_opts,

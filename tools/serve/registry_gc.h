@@ -24,8 +24,8 @@
  *
  * Usage (quotas): RGC_USAGE holds the bytes of the blobs the store holds, as pushed
  * (plaintext sizes): pushes add what they store anew, collection recomputes it from the
- * store. Two concurrent pushes of the same new blob may count it twice until then (an
- * over-count: quotas err on the refusing side).
+ * store. A push during a collection, or two concurrent pushes of the same new blob, may be
+ * counted twice until the next one (an over-count: quotas err on the refusing side).
  *
  * Errors: the store's codes; eb receives the message where given.
  */

@@ -8,9 +8,11 @@
  * repository record with the blobs it refers to; the check of those blobs and the record
  * update hold the collection lock shared (registry_policy.h), so no delete slips in between.
  */
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "tools/serve/registry_gc.h"
 #include "tools/serve/registry_internal.h"
 #include "tools/serve/registry_policy.h"
 
@@ -222,7 +224,7 @@ bad:
 enum MHD_Result reg_manifest_put_finish(struct req *q)
 {
     registry *r = q->r;
-    int by_digest = registry_looks_like_digest(q->route.ref);
+    int by_digest = registry_looks_like_digest(q->route.ref), stored_before = 0;
     const char *ctype_h = reg_header(q, MHD_HTTP_HEADER_CONTENT_TYPE), *mt_body;
     char ctype[256], mt[256], digest[CMK_DIGEST_MAX], loc[REG_NAME_MAX + CMK_DIGEST_MAX + 24];
     json_t *j = NULL, *rec = NULL, *entry = NULL;
@@ -297,6 +299,21 @@ enum MHD_Result reg_manifest_put_finish(struct req *q)
         goto out;
     if (reg_quota_check(q, by_digest ? q->route.ref : NULL, q->blen, &ret))
         goto out;
+    /* Whether the store holds it already, for the usage counters (a new blob adds). */
+    {
+        char d[CMK_DIGEST_MAX];
+        cmk_blob_info bi;
+        if (by_digest) {
+            snprintf(d, sizeof(d), "%s", q->route.ref);
+        } else {
+            unsigned char h[32];
+            SHA256((const unsigned char *)q->buf, q->blen, h);
+            memcpy(d, "sha256:", 7);
+            for (int i = 0; i < 32; i++)
+                snprintf(d + 7 + 2 * i, 3, "%02x", h[i]);
+        }
+        stored_before = cmk_stat(r->s, d, &bi) == CMK_OK;
+    }
     rc = cmk_put_begin(
         r->s, by_digest && strncmp(q->route.ref, "sha512:", 7) == 0 ? "sha512" : "sha256", &p);
     if (rc == CMK_OK)
@@ -319,6 +336,8 @@ enum MHD_Result reg_manifest_put_finish(struct req *q)
     /* A collection running now must not delete what the manifest names. */
     if (rc == CMK_OK)
         rc = rpolicy_protect_manifest(r->s, q->route.name, digest, entry, &eb);
+    if (rc == CMK_OK && !stored_before)
+        rgc_usage_note((int64_t)q->blen, 1);
     if (rc != CMK_OK) {
         ret = reg_store_error(q, rc, reg_ebmsg(&eb), "cannot store the manifest");
         goto out;
