@@ -5,8 +5,8 @@
  * repository, subject and artifactType for the referrers API).
  *
  * A manifest is stored as a blob (its digest is the manifest's) and recorded in the
- * repository record with the blobs it refers to; the check of those blobs and the record
- * update hold the collection lock shared (registry_policy.h), so no delete slips in between.
+ * repository record with the blobs it refers to; after the record update, a running garbage
+ * collection is told (rpolicy_protect_manifest), so none deletes what the manifest names.
  */
 #include <openssl/sha.h>
 #include <stdio.h>
