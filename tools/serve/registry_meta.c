@@ -291,7 +291,8 @@ static cmk_err apply(json_t *rec, const struct rupdate *u)
             }
         }
         json_decref(keep);
-        return CMK_OK;
+        /* Nothing to delete: no write at all (CMK_E_EXISTS leaves the record as it is). */
+        return u->removed ? CMK_OK : CMK_E_EXISTS;
     }
     case ROP_PUT_MANIFEST:
         v = json_deep_copy(u->entry);
@@ -424,6 +425,8 @@ cmk_err rmeta_delete_unreachable(cmk_store *s, const char *repo, int64_t cutoff,
     struct rupdate u = {.op = ROP_DEL_UNREACHABLE, .cutoff = cutoff};
     cmk_err rc = update(s, repo, &u);
 
+    if (rc == CMK_E_EXISTS)
+        rc = CMK_OK;
     if (removed)
         *removed = rc == CMK_OK ? u.removed : 0;
     return rc;
