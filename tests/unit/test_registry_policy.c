@@ -242,6 +242,34 @@ static void t_collect(cmk_store *s)
     CHECK(in_catalog(s, "late"));
 }
 
+/* --delete-untagged: an index's children and the referrers of a kept manifest stay while the
+ * index is tagged; once the tag goes, all of them and what they name go. */
+static void t_untagged(cmk_store *s)
+{
+    char layer[CMK_DIGEST_MAX], child[CMK_DIGEST_MAX], idx[CMK_DIGEST_MAX], ref[CMK_DIGEST_MAX];
+    json_t *e;
+
+    gc(s, 0, 0, "blobs_freed");
+    CHECK_OK(rpolicy_commit_blob(s, "u/idx", put_of(s, "platform layer"), NULL, layer, NULL));
+    store_unlinked(s, "{\"child\": 1}", child);
+    store_unlinked(s, "{\"index\": 1}", idx);
+    store_unlinked(s, "{\"signature\": 1}", ref);
+    put_manifest(s, "u/idx", child, NULL, layer, NULL);
+    put_manifest(s, "u/idx", idx, "v1", child, NULL);
+    e = json_pack("{s:s, s:i, s:[], s:s}", "mediaType",
+                  "application/vnd.oci.image.manifest.v1+json", "size", 10, "refs", "subject",
+                  child);
+    REQUIRE(e);
+    CHECK_OK(rmeta_put_manifest(s, "u/idx", ref, e, NULL));
+    json_decref(e);
+    CHECK(gc(s, 0, 1, "manifests_deleted") == 0);
+    CHECK(stored(s, child) && stored(s, ref) && stored(s, layer));
+    CHECK_OK(rpolicy_delete_tag(s, "u/idx", "v1", NULL));
+    CHECK(gc(s, 0, 1, "blobs_freed") == 4);
+    CHECK(!stored(s, child) && !stored(s, ref) && !stored(s, layer) && !stored(s, idx));
+    CHECK(!in_catalog(s, "u/idx"));
+}
+
 /* Writes a collection state by hand: digest doomed or claimed. */
 static void fake_state(cmk_store *s, const char *digest, int claimed)
 {
@@ -423,6 +451,7 @@ int main(void)
     t_commit(s1);
     t_mount_and_unlink(s1);
     t_collect(s1);
+    t_untagged(s1);
     t_protect(s2);
     t_usage(s1);
     t_lock_handles(s1, s2);
