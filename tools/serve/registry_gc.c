@@ -84,8 +84,11 @@ static cmk_err st_fn(const void *cur, size_t curlen, void **out, size_t *outlen,
             json_decref(st);
             return CMK_E_REFUSED; /* left unchanged */
         }
+        /* fn may run again after a lost race: drop what an earlier run took over. */
+        json_decref(a->taken_over);
+        a->taken_over = NULL;
         if (st && json_object_size(json_object_get(st, "claimed")))
-            a->taken_over = json_incref(json_object_get(st, "claimed"));
+            a->taken_over = json_deep_copy(json_object_get(st, "claimed"));
         nst = json_pack("{s:i, s:s, s:I, s:I, s:{}, s:{}}", "v", 1, "id", a->id, "started",
                         (json_int_t)a->now, "updated", (json_int_t)a->now, "doomed", "claimed");
         rc = nst ? dump(nst, out, outlen) : CMK_E_NOMEM;
