@@ -333,8 +333,8 @@ CMK_API CMK_MUST_CHECK cmk_err cmk_meta_delete(cmk_store *s, const char *name);
 /* Atomic read-modify-write across threads and processes: fn gets the current value (NULL,
  * 0 if absent) and sets *out / *outlen to the new value (malloc'd; the store frees it), or
  * *out = NULL to delete the record, or returns an error to leave it unchanged (passed
- * through). fn may be called more than once: when another process (a store without a lock,
- * as on object storage) wrote the record between the read and the write, it is read again
+ * through). fn may be called more than once: when another writer (thread or process: no
+ * lock is taken) wrote the record between the read and the write, it is read again
  * and fn applied to the new value; fn's result must depend only on its arguments.
  * Errors also: as cmk_meta_get and cmk_meta_put; CMK_E_BUSY if the record kept changing
  * under 64 tries. */
