@@ -71,7 +71,7 @@ typedef struct cli_opt {
         NULL, 0, CLI_FLAG, 0, NULL, NULL                                                           \
     }
 
-#define CLI_MAX_OPTS 32
+#define CLI_MAX_OPTS 48
 #define CLI_MAX_LIST 32
 #define CLI_MAX_POS  4
 

@@ -251,9 +251,9 @@ static enum MHD_Result first_call(struct req *q, const char *url)
         return reg_send_reply(q, MHD_HTTP_METHOD_NOT_ALLOWED, &rp);
     }
     {
-        enum MHD_Result ret;
-        if (reg_read_only_refuse(q, &ret))
-            return ret;
+        enum MHD_Result ro;
+        if (reg_read_only_refuse(q, &ro))
+            return ro;
     }
     switch (q->route.rt) {
     case REG_RT_PING:

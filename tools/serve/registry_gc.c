@@ -310,6 +310,8 @@ cmk_err rgc_usage_add(cmk_store *s, int64_t bytes, int64_t blobs)
     return rmeta_update_record(s, RGC_USAGE, usage_fn, &a);
 }
 
+static cmk_err mark_uploads(cmk_store *s, json_t *live);
+
 /* ---- marking ---- */
 
 struct mark {
@@ -398,7 +400,48 @@ static cmk_err mark(cmk_store *s, int64_t cutoff, int only_reachable, struct mar
         json_decref(rec);
         rec = NULL;
     }
-    return CMK_OK;
+    return mark_uploads(s, m->live);
+}
+
+/* Upload sessions saved for a restart (registry_upload.c: records "upload/<id>" holding
+ * {"parts": [digests]}) keep their parts: they are blobs no repository links yet. */
+struct upl {
+    cmk_store *s;
+    json_t *live;
+    cmk_err rc;
+};
+
+static int upload_cb(const char *name, void *arg)
+{
+    struct upl *u = arg;
+    void *val = NULL;
+    size_t len = 0, i;
+    json_t *j, *v;
+    cmk_err rc = cmk_meta_get(u->s, name, &val, &len);
+
+    if (rc == CMK_E_NOT_FOUND)
+        return 0;
+    if (rc != CMK_OK) {
+        u->rc = rc;
+        return 1;
+    }
+    j = json_loadb(val, len, 0, NULL);
+    cmk_free(val);
+    json_array_foreach(json_object_get(j, "parts"), i, v)
+    {
+        if (json_is_string(v))
+            json_object_set_new(u->live, json_string_value(v), json_true());
+    }
+    json_decref(j);
+    return 0;
+}
+
+static cmk_err mark_uploads(cmk_store *s, json_t *live)
+{
+    struct upl u = {s, live, CMK_OK};
+    cmk_err rc = cmk_meta_list(s, RGC_UPLOAD_PREFIX, upload_cb, &u);
+
+    return rc != CMK_OK ? rc : u.rc;
 }
 
 /* ---- the stored blobs ---- */

@@ -5,7 +5,8 @@
  *
  * Marking reads every repository record: a blob is live if a manifest is it or names it
  * (config, layers, index entries), or if a repository linked it less than the grace period
- * ago (a push whose manifest is still to come). A stored blob that is not live and was
+ * ago (a push whose manifest is still to come), or if an upload session saved for a restart
+ * holds it as a part. A stored blob that is not live and was
  * written more than the grace period ago is a candidate. With delete_untagged, manifests
  * that no tag reaches (directly, through an index, or as a referrer of a reached manifest)
  * and that were pushed more than the grace period ago are deleted first.
@@ -41,6 +42,8 @@
 #define RGC_USAGE     "registry/usage"
 #define RGC_STALE_S   900 /* a state older than this is a collection that stopped: taken over */
 #define RGC_GRACE_DEF 3600
+/* Records of upload sessions saved for a restart; their "parts" are live (registry_upload.c). */
+#define RGC_UPLOAD_PREFIX "upload/"
 
 typedef struct rgc_opts {
     int64_t grace_s;     /* blobs and links younger than this survive */

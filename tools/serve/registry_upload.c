@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "tools/serve/http_util.h"
+#include "tools/serve/registry_gc.h"
 #include "tools/serve/registry_policy.h"
 
 #define REC_PREFIX    "upload/"
@@ -73,15 +74,12 @@ static void rec_name(const char *id, char out[REC_NAME_MAX])
  * a whole blob that a repository also links) and forgets them. */
 static void collect_parts(reg_sessions *t, reg_session *u)
 {
-    cmk_errbuf eb = {0};
-    int lk = -1;
-
-    if (u->nparts && rpolicy_lock(t->s, LOCK_EX, &lk, &eb) == CMK_OK) {
-        for (size_t i = 0; i < u->nparts; i++) {
-            cmk_err rc = rpolicy_collect(t->s, u->parts[i]);
-            (void)rc; /* one left behind is an unreferenced blob: `blob rm` or gc takes it */
-        }
-        rpolicy_unlock(lk);
+    for (size_t i = 0; i < u->nparts; i++) {
+        /* Through the collection protocol: refused while a repository references the part,
+         * and safe against a push linking it meanwhile. One left behind (referenced, or a
+         * collection running) is an unreferenced blob at worst: the next gc takes it. */
+        cmk_err rc = rgc_remove_blob(t->s, u->parts[i], 0, NULL, NULL);
+        (void)rc;
     }
     free(u->parts);
     u->parts = NULL;
@@ -351,6 +349,19 @@ static cmk_err save_record(reg_sessions *t, const reg_session *u)
         goto out;
     rec_name(u->id, name);
     rc = cmk_meta_put(t->s, name, text, strlen(text));
+    /* The record is what keeps the parts from garbage collection (registry_gc.h marks the
+     * parts of every saved session): tell a collection running now. */
+    if (rc == CMK_OK && u->nparts) {
+        const char **d = calloc(u->nparts, sizeof(*d));
+        if (!d) {
+            rc = CMK_E_NOMEM;
+            goto out;
+        }
+        for (size_t i = 0; i < u->nparts; i++)
+            d[i] = u->parts[i];
+        rc = rgc_protect(t->s, d, u->nparts, NULL);
+        free(d);
+    }
 out:
     json_decref(parts);
     free(text);
