@@ -45,9 +45,11 @@ enum http_token_result {
     HTTP_TOKEN_INVALID, /* malformed, bad signature, wrong issuer or audience, expired */
 };
 
-/* Checks the Authorization header value (may be NULL) at time now. Thread-safe. On
+/* Checks the Authorization header value (may be NULL) at time now. A token whose signature
+ * verified is remembered (its SHA-256 and claims, 64 of them): its next uses skip the
+ * signature check, never the claims check. Thread-safe. On
  * HTTP_TOKEN_INVALID, why (if not NULL) says what was wrong, for the server log. */
-enum http_token_result http_token_check(const http_token *t, const char *authorization, int64_t now,
+enum http_token_result http_token_check(http_token *t, const char *authorization, int64_t now,
                                         jwt_token *out, char *why, size_t whycap);
 
 /* The WWW-Authenticate value: Bearer realm="..",service=".." then, when needs is not 0,
