@@ -22,6 +22,8 @@
 #define HASH_MAX (256u << 10)
 /* Answers read into memory when the caller gives no buffer. */
 #define RESP_DEFAULT_MAX (1u << 20)
+/* curl's transfer buffers, up and down (curl caps them at 2 MiB and 10 MiB). */
+#define XFER_BUF (1L << 20)
 /* Error documents read. */
 #define ERR_MAX (64u << 10)
 
@@ -347,6 +349,10 @@ static cmk_err once(cmk_s3_http *h, CURL *c, cmk_s3_req *r, CURLcode *cc, char *
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
     curl_easy_setopt(c, CURLOPT_EXPECT_100_TIMEOUT_MS, 200L);
+    /* Blob parts and chunks are MiBs: large buffers move them in few system calls and
+     * callbacks (curl's defaults, 64 KiB up and 16 KiB down, cost a poll and a copy each). */
+    curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, (long)XFER_BUF);
+    curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)XFER_BUF);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
     if (h->conf.cafile[0])
