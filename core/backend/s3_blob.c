@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 #include "core/backend/s3_internal.h"
 #include "core/backend/s3_xml.h"
@@ -37,6 +38,8 @@
 #define S3_HEAD_CACHE (64u << 10)
 #define S3_READERS    4
 #define S3_SRC_QMAX   16
+/* Adjacent queued reads are merged into one ranged GET of at most this many bytes. */
+#define S3_GET_MAX (4u << 20)
 /* Parts of one sink uploading at once (each holds an S3_PART buffer). */
 #define S3_UP_MAX  2
 #define LINK_MAGIC "CMKSLINK\n"
@@ -732,16 +735,75 @@ static void push_job(s3_blobs *bs, struct job *j)
     pthread_mutex_unlock(&bs->mu);
 }
 
+/* Takes from the queue (bs->mu held) the reads of j's source that continue j's range, up to
+ * S3_GET_MAX bytes in all: they become one ranged GET (fewer requests, each costing the
+ * object store a lookup and an authentication). Returns how many jobs are in js. */
+static int take_adjacent(s3_blobs *bs, struct job *j, struct job **js)
+{
+    s3_source *s = j->src;
+    uint64_t end = j->off + j->len;
+    size_t total = j->len;
+    int n = 1;
+
+    js[0] = j;
+    if (j->off + j->len <= s->cache_len || j->off > s->size || j->len > s->size - j->off)
+        return 1;
+    for (int again = 1; again && n < S3_SRC_QMAX;) {
+        struct job **pp = &bs->head, *prev = NULL;
+        again = 0;
+        for (; *pp; prev = *pp, pp = &(*pp)->next) {
+            struct job *c = *pp;
+            if (c->src != s || c->off != end || c->len > S3_GET_MAX - total ||
+                c->len > s->size - c->off || c->len == 0)
+                continue;
+            *pp = c->next;
+            if (bs->tail == c)
+                bs->tail = prev;
+            c->next = NULL;
+            js[n++] = c;
+            end += c->len;
+            total += c->len;
+            again = 1;
+            break;
+        }
+    }
+    return n;
+}
+
+/* One ranged GET into the buffers of n adjacent reads. */
+static cmk_err ranged_getv(s3_source *s, struct job **js, int n, cmk_errbuf *eb)
+{
+    struct iovec iov[S3_SRC_QMAX];
+    size_t total = 0;
+    cmk_s3_req r = {.method = "GET", .key = s->key, .range_off = js[0]->off};
+    cmk_err rc;
+
+    for (int i = 0; i < n; i++) {
+        iov[i].iov_base = js[i]->buf;
+        iov[i].iov_len = js[i]->len;
+        total += js[i]->len;
+    }
+    r.range_len = total;
+    r.dstv = iov;
+    r.dstn = n;
+    rc = cmk_s3_http_do(s->bs->bk->http, &r, eb);
+    if (rc == CMK_OK && r.resp_len != total)
+        rc = cmk_errbuf_set(eb, CMK_E_CORRUPT, "short read of %s/%s", s->bs->bk->name, s->key);
+    cmk_s3_req_done(&r);
+    return rc;
+}
+
 static void *reader_main(void *arg)
 {
     s3_blobs *bs = arg;
 
     pthread_mutex_lock(&bs->mu);
     for (;;) {
-        struct job *j;
+        struct job *j, *js[S3_SRC_QMAX];
         cmk_errbuf eb = {0};
         cmk_err rc;
         s3_source *s;
+        int n;
 
         while (!bs->head && !bs->stop)
             pthread_cond_wait(&bs->cv, &bs->mu);
@@ -751,22 +813,31 @@ static void *reader_main(void *arg)
         bs->head = j->next;
         if (!bs->head)
             bs->tail = NULL;
-        pthread_mutex_unlock(&bs->mu);
+        j->next = NULL;
         s = j->src;
+        n = s ? take_adjacent(bs, j, js) : 0;
+        pthread_mutex_unlock(&bs->mu);
         if (!s) {
             part_job(j);
             pthread_mutex_lock(&bs->mu);
             continue;
         }
-        rc = s3_source_read(&s->base, j->buf, j->len, j->off, "blob chunk", 0, &eb);
+        if (n == 1)
+            rc = s3_source_read(&s->base, j->buf, j->len, j->off, "blob chunk", 0, &eb);
+        else
+            rc = ranged_getv(s, js, n, &eb);
         pthread_mutex_lock(&s->mu);
-        s->done[s->ndone].tag = j->tag;
-        s->done[s->ndone].res = rc == CMK_OK ? (int64_t)j->len : rc == CMK_E_CORRUPT ? 0 : -5;
-        s->ndone++;
-        s->inflight--;
+        for (int i = 0; i < n; i++) {
+            s->done[s->ndone].tag = js[i]->tag;
+            s->done[s->ndone].res =
+                rc == CMK_OK ? (int64_t)js[i]->len : rc == CMK_E_CORRUPT ? 0 : -5;
+            s->ndone++;
+            s->inflight--;
+        }
         pthread_cond_broadcast(&s->cv);
         pthread_mutex_unlock(&s->mu);
-        free(j);
+        for (int i = 0; i < n; i++)
+            free(js[i]);
         pthread_mutex_lock(&bs->mu);
     }
     pthread_mutex_unlock(&bs->mu);

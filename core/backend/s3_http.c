@@ -145,6 +145,27 @@ static size_t on_write(char *buf, size_t size, size_t n, void *arg)
     long status = 0;
 
     curl_easy_getinfo(x->c, CURLINFO_RESPONSE_CODE, &status);
+    if (r->dstv && status / 100 == 2) {
+        /* Scattered: one ranged GET filling several adjacent reads' buffers. */
+        size_t at = r->resp_len, done = 0;
+        for (int i = 0; i < r->dstn && done < len; i++) {
+            size_t l = r->dstv[i].iov_len, cp;
+            if (at >= l) {
+                at -= l;
+                continue;
+            }
+            cp = l - at < len - done ? l - at : len - done;
+            memcpy((char *)r->dstv[i].iov_base + at, buf + done, cp);
+            done += cp;
+            at = 0;
+        }
+        if (done < len) {
+            x->overflow = 1;
+            return 0;
+        }
+        r->resp_len += len;
+        return len;
+    }
     if (r->dst && status / 100 == 2) {
         if (len > r->dst_cap - r->resp_len) {
             x->overflow = 1;
@@ -427,7 +448,7 @@ cmk_err cmk_s3_http_do(cmk_s3_http *h, cmk_s3_req *r, cmk_errbuf *eb)
                               cerr[0] ? cerr : curl_easy_strerror(cc));
     if (r->status / 100 == 2)
         return CMK_OK;
-    cmk_s3_xml_error(r->dst ? NULL : r->resp, r->dst ? 0 : r->resp_len, r->code, sizeof(r->code),
+    cmk_s3_xml_error(r->dst || r->dstv ? NULL : r->resp, r->dst || r->dstv ? 0 : r->resp_len, r->code, sizeof(r->code),
                      msg, sizeof(msg));
     rc = r->status == 404   ? CMK_E_NOT_FOUND
          : r->status == 412 ? CMK_E_BUSY

@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "core/backend/s3_conf.h"
 #include "core/base/error.h"
@@ -37,6 +38,8 @@ typedef struct cmk_s3_req {
     uint64_t range_len;
     void *dst; /* the body goes here (dst_cap bytes at most; more is CMK_E_CORRUPT) */
     size_t dst_cap;
+    const struct iovec *dstv; /* or, with dstn, into these buffers in turn (their sum is the cap) */
+    int dstn;
     size_t max; /* else into resp (malloc'd, NUL-terminated), at most max bytes (0: 1 MiB) */
 
     /* the answer */
