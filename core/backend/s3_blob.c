@@ -829,8 +829,9 @@ static void *reader_main(void *arg)
         pthread_mutex_lock(&s->mu);
         for (int i = 0; i < n; i++) {
             s->done[s->ndone].tag = js[i]->tag;
-            s->done[s->ndone].res =
-                rc == CMK_OK ? (int64_t)js[i]->len : rc == CMK_E_CORRUPT ? 0 : -5;
+            s->done[s->ndone].res = rc == CMK_OK          ? (int64_t)js[i]->len
+                                    : rc == CMK_E_CORRUPT ? 0
+                                                          : -5;
             s->ndone++;
             s->inflight--;
         }

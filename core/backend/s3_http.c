@@ -448,8 +448,8 @@ cmk_err cmk_s3_http_do(cmk_s3_http *h, cmk_s3_req *r, cmk_errbuf *eb)
                               cerr[0] ? cerr : curl_easy_strerror(cc));
     if (r->status / 100 == 2)
         return CMK_OK;
-    cmk_s3_xml_error(r->dst || r->dstv ? NULL : r->resp, r->dst || r->dstv ? 0 : r->resp_len, r->code, sizeof(r->code),
-                     msg, sizeof(msg));
+    cmk_s3_xml_error(r->dst || r->dstv ? NULL : r->resp, r->dst || r->dstv ? 0 : r->resp_len,
+                     r->code, sizeof(r->code), msg, sizeof(msg));
     rc = r->status == 404   ? CMK_E_NOT_FOUND
          : r->status == 412 ? CMK_E_BUSY
          : r->status == 416 ? CMK_E_RANGE
