@@ -7,76 +7,21 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/base/b64url.h"
 #include "core/base/secmem.h"
-
-static int b64val(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-' || c == '+')
-        return 62;
-    if (c == '_' || c == '/')
-        return 63;
-    return -1;
-}
 
 int cmk_akv_b64url_decode(const char *in, size_t inlen, unsigned char *out, size_t cap,
                           size_t *outlen)
 {
-    uint32_t acc = 0;
-    size_t o = 0;
-    int bits = 0;
+    long r = cmk_b64url_decode(in, inlen, out, cap);
 
-    *outlen = 0;
-    while (inlen > 0 && in[inlen - 1] == '=')
-        inlen--;
-    if (inlen % 4 == 1)
-        return -1;
-    for (size_t i = 0; i < inlen; i++) {
-        int v = b64val(in[i]);
-        if (v < 0)
-            return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o >= cap)
-                return -1;
-            out[o++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    *outlen = o;
-    return 0;
+    *outlen = r < 0 ? 0 : (size_t)r;
+    return r < 0 ? -1 : 0;
 }
 
 void cmk_akv_b64url_encode(const unsigned char *in, size_t n, char *out)
 {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t o = 0, i = 0;
-
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-        out[o++] = tab[v >> 18];
-        out[o++] = tab[(v >> 12) & 63];
-        out[o++] = tab[(v >> 6) & 63];
-        out[o++] = tab[v & 63];
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        out[o++] = tab[v >> 18];
-        out[o++] = tab[(v >> 12) & 63];
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-        out[o++] = tab[v >> 18];
-        out[o++] = tab[(v >> 12) & 63];
-        out[o++] = tab[(v >> 6) & 63];
-    }
-    out[o] = '\0';
+    (void)cmk_b64url_encode(in, n, out, (n + 2) / 3 * 4 + 1); /* the caller's room (json.h) */
 }
 
 static json_t *load(const char *body, size_t len, const char *what, cmk_errbuf *eb)

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <strings.h>
 
+#include "core/base/b64url.h"
 #include "core/base/fsutil.h"
 #include "core/base/secmem.h"
 #include "kek/vault/common.h"
@@ -18,22 +19,13 @@
 /* RFC 7515 base64url without padding (JWK "n", "e", "x", "y"). malloc'd; NULL on ENOMEM. */
 static char *b64url(const unsigned char *in, size_t n)
 {
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    char *out = malloc((n + 2) / 3 * 4 + 1);
-    size_t o = 0;
+    size_t cap = (n + 2) / 3 * 4 + 1;
+    char *out = malloc(cap);
 
-    if (!out)
-        return NULL;
-    for (size_t i = 0; i < n; i += 3) {
-        size_t left = n - i;
-        unsigned v = (unsigned)in[i] << 16 | (left > 1 ? (unsigned)in[i + 1] << 8 : 0u) |
-                     (left > 2 ? (unsigned)in[i + 2] : 0u);
-        size_t chars = left >= 3 ? 4 : left + 1; /* no padding: 1 byte 2 chars, 2 bytes 3 */
-
-        for (size_t k = 0; k < chars; k++)
-            out[o++] = a[v >> (18 - 6 * k) & 63];
+    if (out && cmk_b64url_encode(in, n, out, cap) < 0) {
+        free(out);
+        out = NULL;
     }
-    out[o] = '\0';
     return out;
 }
 

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base/b64url.h"
 #include "tests/fuzz/fuzz.h"
 #include "tools/serve/http_util.h"
 #include "tools/serve/vault_token.h"
@@ -49,13 +50,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                  strcmp(again, buf) != 0))
         abort();
     len = strlen(buf);
-    n = http_b64url_decode(buf, len, dec, sizeof(dec));
+    n = cmk_b64url_decode(buf, len, dec, sizeof(dec));
     if (n > (long)sizeof(dec))
         abort();
     if (n >= 0) {
         while (len > 0 && buf[len - 1] == '=')
             len--;
-        if (http_b64url_encode(dec, (size_t)n, enc, sizeof(enc)) != (long)len ||
+        if (cmk_b64url_encode(dec, (size_t)n, enc, sizeof(enc)) != (long)len ||
             memcmp(enc, buf, len) != 0)
             abort();
     }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/base/b64url.h"
 #include "tests/check.h"
 #include "tools/serve/http_util.h"
 #include "tools/serve/vault_rest.h"
@@ -107,19 +108,19 @@ static void check_b64url(void)
 
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         size_t n = strlen(v[i].plain);
-        CHECK(http_b64url_encode((const unsigned char *)v[i].plain, n, enc, sizeof(enc)) ==
+        CHECK(cmk_b64url_encode((const unsigned char *)v[i].plain, n, enc, sizeof(enc)) ==
               (long)strlen(v[i].enc));
         CHECK(strcmp(enc, v[i].enc) == 0);
-        CHECK(http_b64url_decode(v[i].enc, strlen(v[i].enc), out, sizeof(out)) == (long)n);
+        CHECK(cmk_b64url_decode(v[i].enc, strlen(v[i].enc), out, sizeof(out)) == (long)n);
         CHECK(memcmp(out, v[i].plain, n) == 0);
     }
-    CHECK(http_b64url_encode(bin, 3, enc, sizeof(enc)) == 4 && strcmp(enc, "-__-") == 0);
-    CHECK(http_b64url_decode("Zm8=", 4, out, sizeof(out)) == 2);   /* padding tolerated */
-    CHECK(http_b64url_decode("+//+", 4, out, sizeof(out)) == -1);  /* not the url alphabet */
-    CHECK(http_b64url_decode("Zm9vY", 5, out, sizeof(out)) == -1); /* 1 char left over */
-    CHECK(http_b64url_decode("Zh", 2, out, sizeof(out)) == -1);    /* non-zero spare bits */
-    CHECK(http_b64url_decode("Zm9vYmFy", 8, out, 5) == -1);        /* no room */
-    CHECK(http_b64url_encode(bin, 3, enc, 4) == -1);               /* no room for the NUL */
+    CHECK(cmk_b64url_encode(bin, 3, enc, sizeof(enc)) == 4 && strcmp(enc, "-__-") == 0);
+    CHECK(cmk_b64url_decode("Zm8=", 4, out, sizeof(out)) == 2);   /* padding tolerated */
+    CHECK(cmk_b64url_decode("+//+", 4, out, sizeof(out)) == -1);  /* not the url alphabet */
+    CHECK(cmk_b64url_decode("Zm9vY", 5, out, sizeof(out)) == -1); /* 1 char left over */
+    CHECK(cmk_b64url_decode("Zh", 2, out, sizeof(out)) == -1);    /* non-zero spare bits */
+    CHECK(cmk_b64url_decode("Zm9vYmFy", 8, out, 5) == -1);        /* no room */
+    CHECK(cmk_b64url_encode(bin, 3, enc, 4) == -1);               /* no room for the NUL */
 }
 
 static void check_tokens(void)

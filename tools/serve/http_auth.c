@@ -66,20 +66,7 @@ struct http_auth {
     pthread_cond_t slot_free;
 };
 
-static cmk_err fail(char *err, size_t cap, cmk_err rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static cmk_err fail(char *err, size_t cap, cmk_err rc, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err && cap) {
-        va_start(ap, fmt);
-        vsnprintf(err, cap, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
+#define fail http_fail /* tools/serve/http_util.h */
 
 /* Reads a secret file whole, refusing anything but a regular file private to its owner. */
 static cmk_err read_secret_file(const char *path, char **out, size_t *len, char *err, size_t cap)

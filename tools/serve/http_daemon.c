@@ -32,20 +32,7 @@ struct http_daemon {
     size_t nretired;
 };
 
-static cmk_err fail(char *err, size_t cap, cmk_err rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static cmk_err fail(char *err, size_t cap, cmk_err rc, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err && cap) {
-        va_start(ap, fmt);
-        vsnprintf(err, cap, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
+#define fail http_fail /* tools/serve/http_util.h */
 
 /* Starts one daemon on fd with tls (NULL: plain HTTP). */
 static struct MHD_Daemon *start_one(const http_daemon_cfg *c, int fd, const http_tls *tls)

@@ -1,5 +1,6 @@
 /* http_jwt.c — see http_jwt.h. */
 #include "tools/serve/http_jwt.h"
+#include "core/base/b64url.h"
 
 #include <jansson.h>
 #include <openssl/bn.h>
@@ -10,63 +11,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tools/serve/http_util.h"
+
 #define PART_MAX 8192 /* decoded header or payload */
 
-static cmk_err fail(char *err, size_t cap, cmk_err rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+#define fail http_fail /* tools/serve/http_util.h */
 
-static cmk_err fail(char *err, size_t cap, cmk_err rc, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err && cap) {
-        va_start(ap, fmt);
-        vsnprintf(err, cap, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
-static int b64url_val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
-/* base64url without padding (RFC 7515 section 2). Returns 0 and *outlen, or -1 on a bad
- * character, an impossible length or more than cap bytes. */
+/* base64url without padding (RFC 7515 section 2): a '=' is refused. Returns 0 and *outlen,
+ * or -1 on a bad character, an impossible length or more than cap bytes. */
 static int b64url_decode(const char *in, size_t n, unsigned char *out, size_t cap, size_t *outlen)
 {
-    uint32_t acc = 0;
-    size_t o = 0;
-    int bits = 0;
+    long r;
 
-    if (n % 4 == 1)
+    if (memchr(in, '=', n))
         return -1;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64url_val((unsigned char)in[i]);
-        if (v < 0)
-            return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (o >= cap)
-                return -1;
-            out[o++] = (unsigned char)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    *outlen = o;
+    r = cmk_b64url_decode(in, n, out, cap);
+    if (r < 0)
+        return -1;
+    *outlen = (size_t)r;
     return 0;
 }
 

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "tools/serve/http_util.h"
+
 #include "tools/serve/registry_access.h"
 
 #define STR_MAX     1024
@@ -38,20 +40,7 @@ struct http_token {
     unsigned next;
 };
 
-static cmk_err fail(char *err, size_t cap, cmk_err rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static cmk_err fail(char *err, size_t cap, cmk_err rc, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err && cap) {
-        va_start(ap, fmt);
-        vsnprintf(err, cap, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
+#define fail http_fail /* tools/serve/http_util.h */
 
 /* A value that may stand between double quotes in a header. */
 static int header_safe(const char *s, size_t max)

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cmkstore_err.h"
+
 enum http_range {
     HTTP_RANGE_NONE,   /* no Range header: the whole representation */
     HTTP_RANGE_OK,     /* one satisfiable range: *off, *len */
@@ -42,13 +44,10 @@ struct sockaddr;
 #define HTTP_CLIENT_KEY_MAX 64
 int http_client_key(const struct sockaddr *sa, char *out, size_t cap);
 
-/* base64url (RFC 4648 section 5) without padding, as JSON Web Keys and Key Vault's "value"
- * use it. Encode: out needs 4 * ceil(n / 3) + 1 bytes; returns the length written (out is
- * terminated), or -1 if cap is too small. Decode: accepts the alphabet without padding (a
- * trailing '=' padding is tolerated, standard '+' and '/' are not), writes at most cap bytes;
- * returns the length, or -1 for bad input or too little room. Pure. */
-long http_b64url_encode(const unsigned char *in, size_t n, char *out, size_t cap);
-long http_b64url_decode(const char *in, size_t n, unsigned char *out, size_t cap);
+/* Formats a message into err (cap bytes; nothing when err is NULL or cap 0) and returns rc:
+ * the error path of the server's parsers and loaders that report into a caller's buffer. */
+cmk_err http_fail(char *err, size_t cap, cmk_err rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* Monotonic seconds. */
 double http_mono(void);

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tools/serve/http_util.h"
+
 #define SUBJ_MAX  256 /* a user name (at most 255, as htpasswd's) or @group */
 #define PAT_MAX   REG_NAME_MAX
 #define MAX_ITEMS 100000 /* rules + members + catalog subjects */
@@ -34,20 +36,7 @@ struct reg_access {
     size_t ncatalog;
 };
 
-static cmk_err fail(char *err, size_t cap, cmk_err rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static cmk_err fail(char *err, size_t cap, cmk_err rc, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err && cap) {
-        va_start(ap, fmt);
-        vsnprintf(err, cap, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
+#define fail http_fail /* tools/serve/http_util.h */
 
 unsigned reg_access_needs(enum reg_rt rt, const char *method)
 {

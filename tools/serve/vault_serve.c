@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/base/b64url.h"
 #include "tools/cli.h"
 #include "tools/serve/http_listen.h"
 #include "tools/serve/http_tls.h"
@@ -434,7 +435,7 @@ static int parse_wrap_body(struct MHD_Connection *c, const vreq *q, cmk_wrap_alg
                           "algorithm not supported by this vault: use RSA-OAEP-256 or RSA-OAEP");
         return -1;
     }
-    n = http_b64url_decode(val, strlen(val), buf, cap);
+    n = cmk_b64url_decode(val, strlen(val), buf, cap);
     json_decref(j);
     if (n <= 0) {
         *ok =
@@ -486,7 +487,7 @@ static enum MHD_Result serve_wrap(vsrv *v, struct MHD_Connection *c, const vault
         OPENSSL_cleanse(out, sizeof(out));
         return key_error(c, rc, &eb);
     }
-    if (http_b64url_encode(out, outlen, enc, sizeof(enc)) < 0 ||
+    if (cmk_b64url_encode(out, outlen, enc, sizeof(enc)) < 0 ||
         vault_rest_kid(kid, base, rkid, sizeof(rkid)) != 0) {
         OPENSSL_cleanse(out, sizeof(out));
         return reply_error(c, 500, "InternalServerError", NULL, "cannot encode the answer");

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/base/b64url.h"
 #include "tools/serve/http_util.h"
 
 #define PREFIX      "cmkv1."
@@ -167,12 +168,12 @@ int vault_token_issue(const vault_tokens *t, const char *principal, const char *
         return -1;
     memcpy(out, PREFIX, sizeof(PREFIX));
     used = sizeof(PREFIX) - 1;
-    n = http_b64url_encode((const unsigned char *)payload, (size_t)len, out + used, cap - used);
+    n = cmk_b64url_encode((const unsigned char *)payload, (size_t)len, out + used, cap - used);
     if (n < 0 || used + (size_t)n + 2 > cap)
         return -1;
     used += (size_t)n;
     out[used++] = '.';
-    n = http_b64url_encode(m, sizeof(m), out + used, cap - used);
+    n = cmk_b64url_encode(m, sizeof(m), out + used, cap - used);
     return n < 0 ? -1 : 0;
 }
 
@@ -208,8 +209,8 @@ enum vault_token_result vault_token_verify(const vault_tokens *t, const char *to
     len = strnlen(token, VAULT_TOKEN_MAX);
     if (len >= VAULT_TOKEN_MAX || !(dot = memchr(token, '.', len)))
         return VAULT_TOKEN_BAD;
-    pn = http_b64url_decode(token, (size_t)(dot - token), (unsigned char *)payload, PAYLOAD_MAX);
-    mn = http_b64url_decode(dot + 1, len - (size_t)(dot + 1 - token), m, sizeof(m));
+    pn = cmk_b64url_decode(token, (size_t)(dot - token), (unsigned char *)payload, PAYLOAD_MAX);
+    mn = cmk_b64url_decode(dot + 1, len - (size_t)(dot + 1 - token), m, sizeof(m));
     if (pn <= 0 || mn != MAC_LEN || mac(t, payload, (size_t)pn, want) != 0 ||
         CRYPTO_memcmp(m, want, MAC_LEN) != 0)
         return VAULT_TOKEN_BAD;
