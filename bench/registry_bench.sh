@@ -263,7 +263,10 @@ if [ "$NCONC" -gt 0 ] && [ "$CROUNDS" -gt 0 ]; then
     head -c $((CMB * 1000000)) /dev/urandom >"$W/conc.layer"
     CD=sha256:$(sha256sum "$W/conc.layer" | cut -c1-64)
     for i in $(seq 1 "$NCONC"); do head -c $((CMB * 1000000)) /dev/urandom >"$W/conc.push$i"; done
-    declare -A CPULL CPUSH
+    declare -A CPULL CPUSH SCPL SCPU
+    # The server's own CPU seconds (user + system) over a phase: on a machine shared with the
+    # clients (and other jobs) the wall-clock ratio understates a difference in server work.
+    srv_ticks() { awk '{print $14 + $15}' "/proc/$SPID/stat"; }
     conc_push_one() { # HP FILE REPO: POST a session, PUT the body with its digest; prints the status
         local loc sep
         loc=$(curl -sS -o /dev/null -D - -X POST "http://$1/v2/$3/blobs/uploads/" |
@@ -305,10 +308,12 @@ if [ "$NCONC" -gt 0 ] && [ "$CROUNDS" -gt 0 ]; then
             fi
             [ "$(conc_push_one "$HP" "$W/conc.layer" conc/layer)" == 201 ] || { echo "$reg: layer push failed" >&2; exit 1; }
             cp=()
+            c0=$(srv_ticks)
             t0=$(now)
             for c in $(seq 1 "$NCONC"); do conc_pull_loop "$HP" & cp+=($!); done
             for p in "${cp[@]}"; do wait "$p" || { echo "$reg: a pull failed" >&2; exit 1; }; done
             t1=$(now)
+            c1=$(srv_ticks)
             cp=()
             for c in $(seq 1 "$NCONC"); do
                 (st=$(conc_push_one "$HP" "$W/conc.push$c" "conc/p$c"); [ "$st" == 201 ] || { echo "$reg: push $c answered $st" >&2; exit 1; }) &
@@ -316,26 +321,39 @@ if [ "$NCONC" -gt 0 ] && [ "$CROUNDS" -gt 0 ]; then
             done
             for p in "${cp[@]}"; do wait "$p" || exit 1; done
             t2=$(now)
+            c2=$(srv_ticks)
             stop_it
             rm -rf "$W/cmk-conc$round" "$W/dist-conc$round"
             CPULL[$reg,$round]=$(echo "$t1 - $t0" | bc -l)
             CPUSH[$reg,$round]=$(echo "$t2 - $t1" | bc -l)
-            printf '%-12s concurrent round %d: %d clients x %d pulls of %d MB %6.2f s; %d clients pushing %d MB each %6.2f s\n' \
-                "$reg" "$round" "$NCONC" "$CPULLS" "$CMB" "${CPULL[$reg,$round]}" "$NCONC" "$CMB" "${CPUSH[$reg,$round]}"
+            SCPL[$reg,$round]=$(echo "($c1 - $c0) / $(getconf CLK_TCK)" | bc -l)
+            SCPU[$reg,$round]=$(echo "($c2 - $c1) / $(getconf CLK_TCK)" | bc -l)
+            printf '%-12s concurrent round %d: %d clients x %d pulls of %d MB %6.2f s (server CPU %.2f s); %d clients pushing %d MB each %6.2f s (server CPU %.2f s)\n' \
+                "$reg" "$round" "$NCONC" "$CPULLS" "$CMB" "${CPULL[$reg,$round]}" "${SCPL[$reg,$round]}" \
+                "$NCONC" "$CMB" "${CPUSH[$reg,$round]}" "${SCPU[$reg,$round]}"
         done
     done
     cmed() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
-    declare -A CMPL CMPU
+    declare -A CMPL CMPU CMSL CMSU
     for reg in cmkstore distribution; do
-        pl=() pu=()
-        for round in $(seq 1 "$CROUNDS"); do pl+=("${CPULL[$reg,$round]}"); pu+=("${CPUSH[$reg,$round]}"); done
+        pl=() pu=() sl=() su=()
+        for round in $(seq 1 "$CROUNDS"); do
+            pl+=("${CPULL[$reg,$round]}")
+            pu+=("${CPUSH[$reg,$round]}")
+            sl+=("${SCPL[$reg,$round]}")
+            su+=("${SCPU[$reg,$round]}")
+        done
         CMPL[$reg]=$(cmed "${pl[@]}")
         CMPU[$reg]=$(cmed "${pu[@]}")
+        CMSL[$reg]=$(cmed "${sl[@]}")
+        CMSU[$reg]=$(cmed "${su[@]}")
     done
     printf 'concurrent, median of %d rounds (load %s): pulls cmkstore %.2f s vs distribution %.2f s = %.2fx; pushes cmkstore %.2f s vs distribution %.2f s = %.2fx (ratios: distribution time / cmkstore time)\n' \
         "$CROUNDS" "$(cut -d' ' -f1-3 /proc/loadavg)" "${CMPL[cmkstore]}" "${CMPL[distribution]}" \
         "$(echo "${CMPL[distribution]} / ${CMPL[cmkstore]}" | bc -l)" "${CMPU[cmkstore]}" "${CMPU[distribution]}" \
         "$(echo "${CMPU[distribution]} / ${CMPU[cmkstore]}" | bc -l)"
+    printf 'concurrent, server CPU seconds (median): pulls cmkstore %.2f vs distribution %.2f; pushes cmkstore %.2f vs distribution %.2f\n' \
+        "${CMSL[cmkstore]}" "${CMSL[distribution]}" "${CMSU[cmkstore]}" "${CMSU[distribution]}"
 fi
 
 # ---- idle upload sessions: what they cost the server (issue 20, item 4)

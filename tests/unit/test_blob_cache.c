@@ -1,10 +1,11 @@
 /* test_blob_cache.c — the server's cache of decrypted blobs (tools/serve/blob_cache.c): a fill
- * is published only whole and exact; hits return the bytes and count; least recently used
- * entries are evicted by bytes, but never one still referenced; a blob over half the cache and
- * a second fill of the same blob are refused; a flush during a fill and while an entry is
- * being sent drops everything without freeing what is in use. */
+ * is published only whole and exact; a hit is a descriptor whose bytes are the blob's; least
+ * recently used entries are evicted by bytes; a blob over half the cache and a second fill of
+ * the same blob are refused; a descriptor handed out keeps its bytes after eviction and flush;
+ * a flush during a fill publishes nothing. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tests/check.h"
 #include "tools/serve/blob_cache.h"
@@ -27,16 +28,46 @@ static int fill(blob_cache *c, const char *digest, size_t size, unsigned char se
     return 0;
 }
 
+/* fd holds size bytes, all equal to seed; closes fd. */
+static int holds(int fd, size_t size, unsigned char seed)
+{
+    unsigned char buf[1024];
+    size_t off = 0;
+    int ok = fd >= 0;
+
+    while (ok && off < size) {
+        ssize_t n = pread(fd, buf, sizeof(buf), (off_t)off);
+        if (n <= 0)
+            ok = 0;
+        for (ssize_t i = 0; ok && i < n; i++)
+            ok = buf[i] == seed;
+        off += n > 0 ? (size_t)n : 0;
+    }
+    if (ok && pread(fd, buf, 1, (off_t)size) != 0) /* nothing beyond */
+        ok = 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+static int hit(blob_cache *c, const char *digest, size_t size)
+{
+    int fd = blob_cache_get(c, digest, size);
+
+    if (fd >= 0)
+        close(fd);
+    return fd >= 0;
+}
+
 int main(void)
 {
-    const unsigned char *p = NULL;
     blob_cache_stats st;
-    blob_cache_ent *e, *held;
     blob_cache_fill *f;
     blob_cache *c;
+    int held;
 
     CHECK(blob_cache_new(0) == NULL); /* no cache */
-    CHECK(blob_cache_get(NULL, "sha256:a", 1, &p) == NULL);
+    CHECK(blob_cache_get(NULL, "sha256:a", 1) == -1);
     CHECK(blob_cache_fill_begin(NULL, "sha256:a", 1) == NULL);
 
     c = blob_cache_new(1000);
@@ -46,83 +77,65 @@ int main(void)
     f = blob_cache_fill_begin(c, "sha256:a", 300);
     REQUIRE(f);
     CHECK(blob_cache_fill_begin(c, "sha256:a", 300) == NULL); /* being filled already */
-    CHECK(blob_cache_get(c, "sha256:a", 300, &p) == NULL);    /* not visible while filling */
+    CHECK(!hit(c, "sha256:a", 300));                          /* not visible while filling */
     CHECK(blob_cache_fill_add(f, "xyz", 3) == 0);
     blob_cache_fill_end(f, 1); /* 3 of 300 bytes: dropped */
-    CHECK(blob_cache_get(c, "sha256:a", 300, &p) == NULL);
+    CHECK(!hit(c, "sha256:a", 300));
     f = blob_cache_fill_begin(c, "sha256:a", 4);
     REQUIRE(f);
     CHECK(blob_cache_fill_add(f, "12345", 5) == -1); /* more than declared */
     blob_cache_fill_end(f, 1);
-    CHECK(blob_cache_get(c, "sha256:a", 4, &p) == NULL);
+    CHECK(!hit(c, "sha256:a", 4));
     f = blob_cache_fill_begin(c, "sha256:a", 4);
     REQUIRE(f);
     CHECK(blob_cache_fill_add(f, "1234", 4) == 0);
     blob_cache_fill_end(f, 0); /* the stream broke off */
-    CHECK(blob_cache_get(c, "sha256:a", 4, &p) == NULL);
+    CHECK(!hit(c, "sha256:a", 4));
     blob_cache_get_stats(c, &st);
     CHECK(st.bytes == 0 && st.entries == 0 && st.fills == 0);
 
-    /* hits */
+    /* hits: the bytes, and only at the right size */
     CHECK(fill(c, "sha256:a", 300, 'a') == 0);
-    e = blob_cache_get(c, "sha256:a", 300, &p);
-    REQUIRE(e);
-    CHECK(p[0] == 'a' && p[299] == 'a');
-    CHECK(blob_cache_get(c, "sha256:a", 301, &p) == NULL); /* another size: a miss */
-    blob_cache_release(e);
+    CHECK(holds(blob_cache_get(c, "sha256:a", 300), 300, 'a'));
+    CHECK(!hit(c, "sha256:a", 301));
     CHECK(fill(c, "sha256:a", 300, 'a') == -1);   /* cached already */
     CHECK(fill(c, "sha256:big", 501, 'x') == -1); /* over half the cache */
 
-    /* eviction: a(300) b(300) c(300), then d(300) evicts the least recently used, a ... */
+    /* eviction: a(300) b(300) c(300); a used last; then d(300) evicts b, the least recent */
     CHECK(fill(c, "sha256:b", 300, 'b') == 0);
     CHECK(fill(c, "sha256:c", 300, 'c') == 0);
-    e = blob_cache_get(c, "sha256:a", 300, &p); /* ... unless a was used last: then b goes */
-    REQUIRE(e);
-    blob_cache_release(e);
+    held = blob_cache_get(c, "sha256:b", 300); /* a response still sending b */
+    CHECK(held >= 0);
+    CHECK(hit(c, "sha256:c", 300));
+    CHECK(hit(c, "sha256:a", 300));
     CHECK(fill(c, "sha256:d", 300, 'd') == 0);
-    e = blob_cache_get(c, "sha256:b", 300, &p);
-    CHECK(e == NULL);
-    e = blob_cache_get(c, "sha256:a", 300, &p);
-    CHECK(e != NULL);
-    blob_cache_release(e);
+    CHECK(!hit(c, "sha256:b", 300));
+    CHECK(hit(c, "sha256:a", 300) && hit(c, "sha256:c", 300) && hit(c, "sha256:d", 300));
+    CHECK(holds(held, 300, 'b')); /* evicted, but its sender's bytes are intact */
     blob_cache_get_stats(c, &st);
     CHECK(st.evictions == 1 && st.entries == 3 && st.bytes == 900);
 
-    /* an entry being sent is never evicted: hold every one, a new fill finds no room */
-    {
-        blob_cache_ent *h[3];
-        const char *names[3] = {"sha256:a", "sha256:c", "sha256:d"};
-        for (int i = 0; i < 3; i++) {
-            h[i] = blob_cache_get(c, names[i], 300, &p);
-            CHECK(h[i] != NULL);
-        }
-        CHECK(fill(c, "sha256:e", 300, 'e') == -1);
-        for (int i = 0; i < 3; i++)
-            blob_cache_release(h[i]);
-        CHECK(fill(c, "sha256:e", 300, 'e') == 0);
-    }
-
-    /* flush while an entry is held and a fill runs: both survive until let go, then vanish */
-    held = blob_cache_get(c, "sha256:e", 300, &p);
-    REQUIRE(held);
+    /* flush while a descriptor is out and a fill runs */
+    held = blob_cache_get(c, "sha256:d", 300);
+    CHECK(held >= 0);
     f = blob_cache_fill_begin(c, "sha256:f", 100);
     REQUIRE(f);
     blob_cache_flush(c);
     blob_cache_get_stats(c, &st);
     CHECK(st.bytes == 0 && st.entries == 0);
-    CHECK(p[0] == 'e' && p[299] == 'e'); /* still readable by its sender */
-    CHECK(blob_cache_get(c, "sha256:e", 300, &p) == NULL);
-    blob_cache_release(held);
+    CHECK(!hit(c, "sha256:d", 300));
+    CHECK(holds(held, 300, 'd'));
     {
         char hundred[100];
         memset(hundred, 'f', sizeof(hundred));
         CHECK(blob_cache_fill_add(f, hundred, sizeof(hundred)) == 0);
     }
     blob_cache_fill_end(f, 1); /* flushed meanwhile: not published */
-    CHECK(blob_cache_get(c, "sha256:f", 100, &p) == NULL);
+    CHECK(!hit(c, "sha256:f", 100));
     CHECK(fill(c, "sha256:f", 100, 'f') == 0);
+    CHECK(holds(blob_cache_get(c, "sha256:f", 100), 100, 'f'));
     blob_cache_get_stats(c, &st);
-    CHECK(st.entries == 1 && st.bytes == 100 && st.max_bytes == 1000);
+    CHECK(st.entries == 1 && st.bytes == 100 && st.max_bytes == 1000 && st.hits >= 8);
 
     blob_cache_free(c);
     return check_summary();

@@ -1,37 +1,41 @@
 /* blob_cache.c — decrypted hot blobs for `cmkstore serve` (see blob_cache.h). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "tools/serve/blob_cache.h"
 
 #define BUCKETS    1024
 #define DIGEST_CAP 136 /* "sha512:" + 128 hex + NUL */
 
-struct blob_cache_ent {
-    blob_cache *c;
+typedef struct ent ent;
+struct ent {
     char digest[DIGEST_CAP];
-    uint64_t size, have;
-    unsigned char *data;
-    size_t maplen;
-    unsigned refs; /* senders, plus one for the fill while it runs */
-    int ready;     /* published: hits may take it */
-    int linked;    /* in the table and the LRU list (counted in c->bytes) */
-    blob_cache_ent *hnext, *prev, *next;
+    uint64_t size;
+    int fd;     /* the memory file */
+    int ready;  /* published: hits may take it */
+    int linked; /* in the table and the LRU list (counted in c->bytes) */
+    ent *hnext, *prev, *next;
 };
 
 struct blob_cache_fill {
-    blob_cache_ent *e;
-    int overflow;
+    blob_cache *c;
+    ent *e;
+    uint64_t have;
+    int failed;
 };
 
 struct blob_cache {
     pthread_mutex_t mu;
     uint64_t max, bytes, entries;
     uint64_t hits, misses, fills, evictions;
-    blob_cache_ent *bucket[BUCKETS];
-    blob_cache_ent *head, *tail; /* most and least recently used */
+    ent *bucket[BUCKETS];
+    ent *head, *tail; /* most and least recently used */
 };
 
 static unsigned hash(const char *s)
@@ -54,18 +58,18 @@ blob_cache *blob_cache_new(uint64_t max_bytes)
     return c;
 }
 
-/* The pages go back to the kernel, which zeroes them before anyone else gets them. */
-static void ent_destroy(blob_cache_ent *e)
+/* Responses still sending hold their own descriptors: the memory goes when the last closes. */
+static void ent_destroy(ent *e)
 {
-    if (e->data)
-        munmap(e->data, e->maplen);
+    if (e->fd >= 0)
+        close(e->fd);
     free(e);
 }
 
 /* Takes e out of the table and the LRU list (c->mu held). */
-static void unlink_ent(blob_cache *c, blob_cache_ent *e)
+static void unlink_ent(blob_cache *c, ent *e)
 {
-    blob_cache_ent **pp = &c->bucket[hash(e->digest)];
+    ent **pp = &c->bucket[hash(e->digest)];
 
     while (*pp && *pp != e)
         pp = &(*pp)->hnext;
@@ -85,7 +89,7 @@ static void unlink_ent(blob_cache *c, blob_cache_ent *e)
     c->entries--;
 }
 
-static void to_front(blob_cache *c, blob_cache_ent *e)
+static void to_front(blob_cache *c, ent *e)
 {
     if (c->head == e)
         return;
@@ -104,21 +108,21 @@ static void to_front(blob_cache *c, blob_cache_ent *e)
         c->tail = e;
 }
 
-static blob_cache_ent *find(blob_cache *c, const char *digest)
+static ent *find(blob_cache *c, const char *digest)
 {
-    for (blob_cache_ent *e = c->bucket[hash(digest)]; e; e = e->hnext)
+    for (ent *e = c->bucket[hash(digest)]; e; e = e->hnext)
         if (strcmp(e->digest, digest) == 0)
             return e;
     return NULL;
 }
 
-/* Drops the entry unless someone still holds it (c->mu held); returns it if the caller must
- * destroy it after unlocking. */
-static blob_cache_ent *drop(blob_cache *c, blob_cache_ent *e)
+static void destroy_list(ent *dead)
 {
-    if (e->linked)
-        unlink_ent(c, e);
-    return e->refs == 0 ? e : NULL;
+    while (dead) {
+        ent *n = dead->next;
+        ent_destroy(dead);
+        dead = n;
+    }
 }
 
 void blob_cache_free(blob_cache *c)
@@ -130,95 +134,71 @@ void blob_cache_free(blob_cache *c)
     free(c);
 }
 
+/* Entries being filled are unlinked too; their filler drops them at its end. */
 void blob_cache_flush(blob_cache *c)
 {
-    blob_cache_ent *dead = NULL;
+    ent *dead = NULL;
 
     if (!c)
         return;
     pthread_mutex_lock(&c->mu);
     while (c->head) {
-        blob_cache_ent *e = drop(c, c->head);
-        if (e) {
+        ent *e = c->head;
+        unlink_ent(c, e);
+        if (e->ready) {
             e->next = dead;
             dead = e;
         }
     }
     pthread_mutex_unlock(&c->mu);
-    while (dead) {
-        blob_cache_ent *n = dead->next;
-        ent_destroy(dead);
-        dead = n;
-    }
+    destroy_list(dead);
 }
 
-blob_cache_ent *blob_cache_get(blob_cache *c, const char *digest, uint64_t size,
-                               const unsigned char **data)
+int blob_cache_get(blob_cache *c, const char *digest, uint64_t size)
 {
-    blob_cache_ent *e;
+    int fd = -1;
+    ent *e;
 
     if (!c)
-        return NULL;
+        return -1;
     pthread_mutex_lock(&c->mu);
     e = find(c, digest);
-    if (e && e->ready && e->size == size) {
-        e->refs++;
+    if (e && e->ready && e->size == size)
+        fd = fcntl(e->fd, F_DUPFD_CLOEXEC, 0);
+    if (fd >= 0) {
         to_front(c, e);
         c->hits++;
-        *data = e->data;
     } else {
-        e = NULL;
         c->misses++;
     }
     pthread_mutex_unlock(&c->mu);
-    return e;
-}
-
-void blob_cache_release(blob_cache_ent *e)
-{
-    blob_cache *c;
-    int dead;
-
-    if (!e)
-        return;
-    c = e->c;
-    pthread_mutex_lock(&c->mu);
-    dead = --e->refs == 0 && !e->linked;
-    pthread_mutex_unlock(&c->mu);
-    if (dead)
-        ent_destroy(e);
+    return fd;
 }
 
 blob_cache_fill *blob_cache_fill_begin(blob_cache *c, const char *digest, uint64_t size)
 {
     blob_cache_fill *f = NULL;
-    blob_cache_ent *e = NULL, *dead = NULL;
+    ent *e = NULL, *dead = NULL;
     size_t len = strlen(digest);
 
     if (!c || size == 0 || size > c->max / 2 || len >= DIGEST_CAP)
         return NULL;
     if (!(f = calloc(1, sizeof(*f))) || !(e = calloc(1, sizeof(*e))))
         goto fail;
-    e->c = c;
     memcpy(e->digest, digest, len + 1);
     e->size = size;
-    e->maplen = (size_t)size;
-    e->data = mmap(NULL, e->maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (e->data == MAP_FAILED) {
-        e->data = NULL;
+    e->fd = memfd_create("cmkstore-blob-cache", MFD_CLOEXEC);
+    if (e->fd < 0)
         goto fail;
-    }
-    /* Plaintext of the store's blobs: never in a core dump. */
-    (void)madvise(e->data, e->maplen, MADV_DONTDUMP);
     pthread_mutex_lock(&c->mu);
     if (find(c, digest)) {
         pthread_mutex_unlock(&c->mu);
         goto fail;
     }
-    /* Room: evict the least recently used entries nobody is sending. */
-    for (blob_cache_ent *v = c->tail; v && c->bytes + size > c->max;) {
-        blob_cache_ent *prev = v->prev;
-        if (v->refs == 0) {
+    /* Room: evict the least recently used published entries (fills in progress stay). */
+    for (ent *v = c->tail; v && c->bytes + size > c->max;) {
+        ent *prev = v->prev;
+        if (v->ready) {
             unlink_ent(c, v);
             c->evictions++;
             v->next = dead;
@@ -230,7 +210,6 @@ blob_cache_fill *blob_cache_fill_begin(blob_cache *c, const char *digest, uint64
         pthread_mutex_unlock(&c->mu);
         goto fail;
     }
-    e->refs = 1;
     e->linked = 1;
     e->hnext = c->bucket[hash(digest)];
     c->bucket[hash(digest)] = e;
@@ -243,16 +222,13 @@ blob_cache_fill *blob_cache_fill_begin(blob_cache *c, const char *digest, uint64
     c->bytes += size;
     c->entries++;
     pthread_mutex_unlock(&c->mu);
+    f->c = c;
     f->e = e;
     e = NULL;
 fail:
-    while (dead) {
-        blob_cache_ent *n = dead->next;
-        ent_destroy(dead);
-        dead = n;
-    }
+    destroy_list(dead);
     if (e)
-        ent_destroy(e);
+        ent_destroy(e); /* fd -1 if memfd_create failed */
     if (f && !f->e) {
         free(f);
         f = NULL;
@@ -262,43 +238,51 @@ fail:
 
 int blob_cache_fill_add(blob_cache_fill *f, const void *p, size_t n)
 {
-    blob_cache_ent *e;
+    const char *b = p;
 
-    if (!f || f->overflow)
-        return f ? -1 : 0;
-    e = f->e;
-    if (n > e->size - e->have) {
-        f->overflow = 1;
+    if (!f)
+        return 0;
+    if (f->failed || n > f->e->size - f->have) {
+        f->failed = 1;
         return -1;
     }
-    memcpy(e->data + e->have, p, n);
-    e->have += n;
+    while (n > 0) {
+        ssize_t w = pwrite(f->e->fd, b, n, (off_t)f->have);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            f->failed = 1; /* ENOSPC/ENOMEM in the memory file: no entry */
+            return -1;
+        }
+        b += w;
+        n -= (size_t)w;
+        f->have += (uint64_t)w;
+    }
     return 0;
 }
 
 void blob_cache_fill_end(blob_cache_fill *f, int complete)
 {
-    blob_cache_ent *e, *dead = NULL;
     blob_cache *c;
+    ent *e;
+    int drop = 0;
 
     if (!f)
         return;
+    c = f->c;
     e = f->e;
-    c = e->c;
     pthread_mutex_lock(&c->mu);
-    if (complete && !f->overflow && e->have == e->size && e->linked) {
+    if (complete && !f->failed && f->have == e->size && e->linked) {
         e->ready = 1;
         c->fills++;
-        e->refs--;
     } else {
         if (e->linked)
             unlink_ent(c, e);
-        if (--e->refs == 0)
-            dead = e;
+        drop = 1;
     }
     pthread_mutex_unlock(&c->mu);
-    if (dead)
-        ent_destroy(dead);
+    if (drop)
+        ent_destroy(e);
     free(f);
 }
 

@@ -2,6 +2,7 @@
  * failures mapped to status codes, blobs streamed out of the store (registry_internal.h). */
 #include <stdint.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -213,19 +214,13 @@ static void stream_free(void *cls)
     free(st);
 }
 
-static void cached_free(void *cls)
-{
-    blob_cache_release(cls);
-}
-
 /* Answers with bytes [off, off+len) of blob digest (status 200 or 206). */
 enum MHD_Result reg_send_blob(struct req *q, const char *digest, uint64_t size, uint64_t off,
                               uint64_t len, unsigned status, const char *ctype)
 {
     struct stream *st = NULL;
     struct reply rp = {NULL, 0};
-    const unsigned char *hot = NULL;
-    blob_cache_ent *ce = NULL;
+    int cfd = -1; /* a cache hit: its memory file (blob_cache.h) */
     cmk_get *g = NULL;
     char crange[96], etag[CMK_DIGEST_MAX + 2];
     cmk_err rc;
@@ -233,26 +228,27 @@ enum MHD_Result reg_send_blob(struct req *q, const char *digest, uint64_t size, 
     /* The store is asked first even when the cache holds the blob: the key gate, the blob's
      * presence and its size decide, exactly as for a read from disk (blob_cache.h). */
     if (len > 0)
-        ce = blob_cache_get(q->r->cache, digest, size, &hot);
-    rc = cmk_get_open(q->r->s, digest, ce ? 0 : off, ce ? 0 : len, &g);
+        cfd = blob_cache_get(q->r->cache, digest, size);
+    rc = cmk_get_open(q->r->s, digest, cfd >= 0 ? 0 : off, cfd >= 0 ? 0 : len, &g);
     if (rc != CMK_OK) {
-        blob_cache_release(ce);
+        if (cfd >= 0)
+            close(cfd);
         return reg_store_error(q, rc, NULL, "cannot read the blob");
     }
     if (cmk_get_info(g)->size != size) {
-        blob_cache_release(ce);
+        if (cfd >= 0)
+            close(cfd);
         cmk_get_close(g);
         return reg_send_error(q, MHD_HTTP_INTERNAL_SERVER_ERROR, "UNKNOWN",
                               "stored blob size differs from the repository's record",
                               reg_digest_detail(digest));
     }
-    if (ce) {
-        /* Sent from the cached bytes themselves; the reference goes when MHD is done. */
+    if (cfd >= 0) {
+        /* Sent from the cached memory file with sendfile; MHD closes the descriptor. */
         cmk_get_close(g);
-        rp.resp = MHD_create_response_from_buffer_with_free_callback_cls(
-            (size_t)len, (void *)(uintptr_t)(hot + off), cached_free, ce); /* MHD only reads */
+        rp.resp = MHD_create_response_from_fd_at_offset64(len, cfd, off);
         if (!rp.resp) {
-            blob_cache_release(ce);
+            close(cfd);
             return MHD_NO;
         }
         q->out += len;
