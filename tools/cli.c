@@ -195,7 +195,9 @@ void cli_print_help(const cli_cmd *c, FILE *f)
                        "Endpoint of the object store for a store named s3://BUCKET[/PREFIX] "
                        "(default: $AWS_ENDPOINT_URL_S3, else $AWS_ENDPOINT_URL). Region and "
                        "credentials: $AWS_REGION, $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY, "
-                       "$AWS_SESSION_TOKEN; $AWS_CA_BUNDLE; $CMKSTORE_S3_ADDRESSING=path|virtual.",
+                       "$AWS_SESSION_TOKEN; $AWS_CA_BUNDLE; $CMKSTORE_S3_ADDRESSING=path|virtual; "
+                       "$CMKSTORE_S3_ORPHAN_GRACE=SECONDS (abandoned uploads aborted at open, "
+                       "default 86400).",
                        0);
     print_opt_line(f, 0, "--home DIR",
                    "Home of the local vaults and identities (default: $CMKSTORE_HOME, else "

@@ -8,7 +8,7 @@
  *   events/<UTC time>-<rand>     the event log: one object per event, names in time order
  *   blobs/<alg>/<hex>            a published blob: the container itself (a blob of one
  *                                part), or a link object naming its data object
- *   data/<alg>/<hex>.<rand>      a container uploaded in parts, reached through its link
+ *   data/<16 hex>                a container uploaded in parts, reached through its link
  *   probe                        written at open to check that conditions are honoured
  *
  * There is no cross-process lock (caps lacks CMK_BK_LOCK): every writer of a record
@@ -23,8 +23,10 @@
 
 /* Opens the store `name` ("s3://BUCKET[/PREFIX]"): CMK_E_NOT_FOUND if it holds no
  * store.json, CMK_E_REFUSED if the endpoint does not honour conditional writes (checked if
- * probe), CMK_E_IO if it cannot be reached (after retries). canon (cap bytes) receives the
- * canonical name. */
+ * probe), CMK_E_IO if it cannot be reached (after retries), CMK_E_INVAL if probe and
+ * CMKSTORE_S3_ORPHAN_GRACE is not a number of seconds. With probe, the multipart uploads under
+ * data/ started more than that grace ago (default 24 h) are aborted (best effort: writers that
+ * died mid-put). canon (cap bytes) receives the canonical name. */
 CMK_MUST_CHECK cmk_err cmk_backend_s3_open(const char *name, int probe, char *canon, size_t cap,
                                            cmk_backend **out, cmk_errbuf *eb);
 

@@ -258,3 +258,113 @@ cmk_err cmk_s3_xml_upload_id(const char *body, size_t len, char *id, size_t cap,
         return malformed(eb, "multipart upload: no upload id");
     return CMK_OK;
 }
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (valid y, m, d). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    int64_t era;
+    unsigned yoe, doy, doe;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = (unsigned)(y - era * 400);
+    doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+/* n decimal digits at s into *v: -1 if any is not a digit. */
+static int digits(const char *s, int n, unsigned *v)
+{
+    *v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        *v = *v * 10 + (unsigned)(s[i] - '0');
+    }
+    return 0;
+}
+
+int cmk_s3_xml_time(const char *s, int64_t *out)
+{
+    static const unsigned mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    unsigned y, mo, d, h, mi, se;
+    size_t n = strlen(s), i = 19;
+
+    /* Each field is read only after the length check shows it is there. */
+    if (n < 20 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' ||
+        digits(s, 4, &y) || digits(s + 5, 2, &mo) || digits(s + 8, 2, &d) ||
+        digits(s + 11, 2, &h) || digits(s + 14, 2, &mi) || digits(s + 17, 2, &se))
+        return -1;
+    if (s[i] == '.') {
+        for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+            ;
+        if (i == 20)
+            return -1;
+    }
+    if (i + 1 != n || s[i] != 'Z')
+        return -1;
+    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] ||
+        (mo == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0))) || h > 23 ||
+        mi > 59 || se > 60)
+        return -1;
+    *out = days_from_civil(y, mo, d) * 86400 + (int64_t)h * 3600 + mi * 60 + se;
+    return 0;
+}
+
+cmk_err cmk_s3_xml_uploads(const char *body, size_t len,
+                           int (*cb)(const cmk_s3_upload *u, void *arg), void *arg, int *truncated,
+                           char *next_key, size_t kcap, char *next_id, size_t icap, int *stopped,
+                           cmk_errbuf *eb)
+{
+    const char *end = body + len, *pos = body, *vs, *ve;
+    char tr[16];
+    cmk_s3_upload *u = malloc(sizeof(*u));
+    cmk_err rc = CMK_OK;
+
+    *truncated = 0;
+    *stopped = 0;
+    if (kcap)
+        next_key[0] = '\0';
+    if (icap)
+        next_id[0] = '\0';
+    if (!u)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (upload listing)");
+    if (!memmem(body, len, "<ListMultipartUploadsResult", 27)) {
+        rc = malformed(eb, "upload listing");
+        goto out;
+    }
+    while (next_elem(&pos, end, "Upload", &vs, &ve)) {
+        char when[40];
+
+        if (first_text(vs, ve, "Key", u->key, sizeof(u->key)) <= 0) {
+            rc = malformed(eb, "upload listing: a key");
+            goto out;
+        }
+        if (first_text(vs, ve, "UploadId", u->id, sizeof(u->id)) <= 0) {
+            rc = malformed(eb, "upload listing: an upload id");
+            goto out;
+        }
+        if (first_text(vs, ve, "Initiated", when, sizeof(when)) <= 0 ||
+            cmk_s3_xml_time(when, &u->initiated) < 0) {
+            rc = malformed(eb, "upload listing: a time");
+            goto out;
+        }
+        if (cb(u, arg)) {
+            *stopped = 1;
+            goto out;
+        }
+    }
+    if (first_text(body, end, "IsTruncated", tr, sizeof(tr)) > 0 && strcmp(tr, "true") == 0)
+        *truncated = 1;
+    if (*truncated && first_text(body, end, "NextKeyMarker", next_key, kcap) <= 0) {
+        rc = malformed(eb, "upload listing: no next key marker");
+        goto out;
+    }
+    /* The id marker may be absent (the next page then starts after every upload of the key). */
+    if (*truncated && first_text(body, end, "NextUploadIdMarker", next_id, icap) < 0 && icap)
+        next_id[0] = '\0';
+out:
+    free(u);
+    return rc;
+}

@@ -1,13 +1,16 @@
 /*
  * fuzz_s3_xml.c — libFuzzer target: the readers of S3's answers (core/backend/s3_xml.c):
- * error documents, ListObjectsV2 pages and InitiateMultipartUpload results, which come from
- * the network.
+ * error documents, ListObjectsV2 pages, ListMultipartUploads pages and InitiateMultipartUpload
+ * results, which come from the network.
  *
  * Properties checked on every input (read as the body, not NUL-terminated):
  *  - nothing is read outside the input (ASan);
  *  - outputs are NUL-terminated within their buffers;
  *  - a listing either fails with CMK_E_CORRUPT and a message, or gives keys of at most
- *    CMK_S3_KEY_MAX - 1 bytes without NULs, and a truncated page always has a token.
+ *    CMK_S3_KEY_MAX - 1 bytes without NULs, and a truncated page always has a token;
+ *  - an upload listing likewise: keys and ids nonempty and NUL-terminated, times at or after
+ *    the epoch, a truncated page always has a key marker;
+ *  - a time is read only if all of it is one (the input as a string).
  * Seeds: tests/fuzz/corpus/fuzz_s3_xml/.
  */
 #include <stdint.h>
@@ -23,6 +26,16 @@ static int on_obj(const cmk_s3_obj *o, void *arg)
     size_t n = strnlen(o->key, sizeof(o->key));
 
     if (n == 0 || n >= sizeof(o->key))
+        abort();
+    (*(int *)arg)++;
+    return 0;
+}
+
+static int on_upload(const cmk_s3_upload *u, void *arg)
+{
+    size_t kn = strnlen(u->key, sizeof(u->key)), in = strnlen(u->id, sizeof(u->id));
+
+    if (kn == 0 || kn >= sizeof(u->key) || in == 0 || in >= sizeof(u->id) || u->initiated < 0)
         abort();
     (*(int *)arg)++;
     return 0;
@@ -47,6 +60,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (rc == CMK_OK && trunc && !next[0])
         abort();
+    memset(&eb, 0, sizeof(eb));
+    rc = cmk_s3_xml_uploads(body, size, on_upload, &n, &trunc, next, sizeof(next), id, sizeof(id),
+                            &stopped, &eb);
+    if (rc != CMK_OK && (rc != CMK_E_CORRUPT || !eb.msg[0]))
+        abort();
+    if (rc == CMK_OK && trunc && !next[0])
+        abort();
+    if (strnlen(next, sizeof(next)) >= sizeof(next) || strnlen(id, sizeof(id)) >= sizeof(id))
+        abort();
+    {
+        char *str = malloc(size + 1);
+        int64_t t = -1;
+
+        if (str) {
+            memcpy(str, data, size);
+            str[size] = '\0';
+            if (cmk_s3_xml_time(str, &t) == 0 && t < 0)
+                abort();
+            free(str);
+        }
+    }
     memset(&eb, 0, sizeof(eb));
     rc = cmk_s3_xml_upload_id(body, size, id, sizeof(id), &eb);
     if (rc == CMK_OK && (!id[0] || strnlen(id, sizeof(id)) >= sizeof(id)))

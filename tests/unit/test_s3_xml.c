@@ -1,5 +1,6 @@
 /*
- * test_s3_xml.c — the S3 backend's pure parts: XML answers (errors, listings, upload ids,
+ * test_s3_xml.c — the S3 backend's pure parts: XML answers (errors, listings, upload listings
+ * and their times, upload ids,
  * entities, bounds), store names, endpoints and object URLs (s3_conf.c).
  */
 #define _GNU_SOURCE
@@ -88,6 +89,84 @@ static void test_list(void)
             CHECK_MSG(cmk_s3_xml_list(bad[i], strlen(bad[i]), collect, all, &trunc, next,
                                       sizeof(next), &stopped, &eb) == CMK_E_CORRUPT,
                       "%s", bad[i]);
+    }
+}
+
+static int collect_up(const cmk_s3_upload *u, void *arg)
+{
+    char *all = arg;
+    char n[32];
+    strcat(all, u->key);
+    strcat(all, "|");
+    strcat(all, u->id);
+    snprintf(n, sizeof(n), "@%lld;", (long long)u->initiated);
+    strcat(all, n);
+    return 0;
+}
+
+static void test_uploads(void)
+{
+    const char *page =
+        "<?xml version=\"1.0\"?><ListMultipartUploadsResult><Bucket>b</Bucket>"
+        "<NextKeyMarker>p/data/b</NextKeyMarker><NextUploadIdMarker>2~y</NextUploadIdMarker>"
+        "<IsTruncated>true</IsTruncated>"
+        "<Upload><Key>p/data/a</Key><UploadId>2~x&amp;1</UploadId><Initiator><ID>u</ID>"
+        "</Initiator><Initiated>1970-01-02T00:00:01.500Z</Initiated></Upload>"
+        "<Upload><Key>p/data/b</Key><UploadId>2~y</UploadId>"
+        "<Initiated>2026-12-06T08:14:30Z</Initiated></Upload></ListMultipartUploadsResult>";
+    char all[512] = "", nk[64], ni[64];
+    int trunc = 0, stopped = 0;
+    int64_t t = 0;
+
+    CHECK_OK(cmk_s3_xml_uploads(page, strlen(page), collect_up, all, &trunc, nk, sizeof(nk), ni,
+                                sizeof(ni), &stopped, &eb));
+    CHECK_MSG(strcmp(all, "p/data/a|2~x&1@86401;p/data/b|2~y@1796544870;") == 0, "%s", all);
+    CHECK(trunc == 1 && stopped == 0 && strcmp(nk, "p/data/b") == 0 && strcmp(ni, "2~y") == 0);
+    {
+        const char *last = "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated>"
+                           "</ListMultipartUploadsResult>";
+        all[0] = '\0';
+        CHECK_OK(cmk_s3_xml_uploads(last, strlen(last), collect_up, all, &trunc, nk, sizeof(nk), ni,
+                                    sizeof(ni), &stopped, &eb));
+        CHECK(trunc == 0 && nk[0] == '\0' && ni[0] == '\0' && all[0] == '\0');
+    }
+    {
+        const char *bad[] = {
+            "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>",
+            "<ListMultipartUploadsResult><Upload><UploadId>x</UploadId><Initiated>"
+            "2026-01-01T00:00:00Z</Initiated></Upload></ListMultipartUploadsResult>",
+            "<ListMultipartUploadsResult><Upload><Key>k</Key><Initiated>"
+            "2026-01-01T00:00:00Z</Initiated></Upload></ListMultipartUploadsResult>",
+            "<ListMultipartUploadsResult><Upload><Key>k</Key><UploadId>x</UploadId>"
+            "</Upload></ListMultipartUploadsResult>",
+            "<ListMultipartUploadsResult><Upload><Key>k</Key><UploadId>x</UploadId><Initiated>"
+            "2026-01-01T00:00:00+01:00</Initiated></Upload></ListMultipartUploadsResult>",
+            "<ListMultipartUploadsResult><IsTruncated>true</IsTruncated>"
+            "</ListMultipartUploadsResult>",
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+            CHECK_MSG(cmk_s3_xml_uploads(bad[i], strlen(bad[i]), collect_up, all, &trunc, nk,
+                                         sizeof(nk), ni, sizeof(ni), &stopped,
+                                         &eb) == CMK_E_CORRUPT,
+                      "%s", bad[i]);
+    }
+    /* Times: exactly "YYYY-MM-DDTHH:MM:SS[.f+]Z", real dates only. */
+    CHECK(cmk_s3_xml_time("1970-01-01T00:00:00Z", &t) == 0 && t == 0);
+    CHECK(cmk_s3_xml_time("2000-03-01T00:00:00.000Z", &t) == 0 && t == 951868800);
+    CHECK(cmk_s3_xml_time("2024-02-29T12:00:00Z", &t) == 0 && t == 1709208000);
+    {
+        const char *bad[] = {"",
+                             "2023-02-29T00:00:00Z",
+                             "1969-12-31T23:59:59Z",
+                             "2026-13-01T00:00:00Z",
+                             "2026-01-01T24:00:00Z",
+                             "2026-01-01T00:00:00",
+                             "2026-01-01T00:00:00.Z",
+                             "2026-01-01T00:00:00Zx",
+                             "2026-01-01 00:00:00Z",
+                             "2026-1-01T00:00:00Z"};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+            CHECK_MSG(cmk_s3_xml_time(bad[i], &t) == -1, "%s", bad[i]);
     }
 }
 
@@ -189,6 +268,7 @@ int main(void)
 {
     test_error();
     test_list();
+    test_uploads();
     test_text();
     test_names();
     test_conf_env();
