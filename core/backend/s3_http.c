@@ -369,7 +369,11 @@ static cmk_err once(cmk_s3_http *h, CURL *c, cmk_s3_req *r, CURLcode *cc, char *
     /* A transfer that moves nothing for 30 s is dead (a large part may take long). */
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
-    curl_easy_setopt(c, CURLOPT_EXPECT_100_TIMEOUT_MS, 200L);
+    /* The body is sent without waiting on the gateway's "100 Continue": it is in memory and
+     * a refused one costs only its own resend, while the wait is a round trip through the
+     * gateway on every part. (A header "Expect:" to drop it would be signed by SigV4 and
+     * not sent: the signature would not match.) */
+    curl_easy_setopt(c, CURLOPT_EXPECT_100_TIMEOUT_MS, 1L);
     /* Blob parts and chunks are MiBs: large buffers move them in few system calls and
      * callbacks (curl's defaults, 64 KiB up and 16 KiB down, cost a poll and a copy each). */
     curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, (long)XFER_BUF);
