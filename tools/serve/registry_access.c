@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/base/fsutil.h"
 #include "tools/serve/http_util.h"
 
 #define SUBJ_MAX  256 /* a user name (at most 255, as htpasswd's) or @group */
@@ -338,7 +339,7 @@ out:
 cmk_err reg_access_load(const char *path, reg_access **out, char *err, size_t cap)
 {
     char *buf = NULL, sub[400];
-    struct stat st;
+    cmk_errbuf eb = {0};
     size_t got = 0;
     cmk_err rc;
     int fd;
@@ -348,34 +349,14 @@ cmk_err reg_access_load(const char *path, reg_access **out, char *err, size_t ca
     if (fd < 0)
         return fail(err, cap, errno == ENOENT ? CMK_E_NOT_FOUND : CMK_E_IO, "cannot open %s: %s",
                     path, strerror(errno));
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > REG_ACCESS_FILE_MAX) {
-        rc = fail(err, cap, CMK_E_INVAL, "%s is not a regular file of at most %u bytes", path,
-                  REG_ACCESS_FILE_MAX);
-        goto out;
-    }
-    buf = malloc((size_t)st.st_size + 1);
-    if (!buf) {
-        rc = fail(err, cap, CMK_E_NOMEM, "out of memory");
-        goto out;
-    }
-    while (got < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = fail(err, cap, CMK_E_IO, "cannot read %s: %s", path, strerror(errno));
-            goto out;
-        }
-        if (n == 0)
-            break;
-        got += (size_t)n;
-    }
+    /* Closes fd. Not a regular file, or over the limit: a bad option value, as before. */
+    rc = cmk_read_fd(fd, path, REG_ACCESS_FILE_MAX, &buf, &got, NULL, &eb);
+    if (rc != CMK_OK)
+        return fail(err, cap, rc == CMK_E_CORRUPT ? CMK_E_INVAL : rc, "%s", eb.msg);
     rc = reg_access_parse(buf, got, out, sub, sizeof(sub));
     if (rc != CMK_OK)
         fail(err, cap, rc, "%s %s", path, sub);
-out:
     free(buf);
-    close(fd);
     return rc;
 }
 
