@@ -3,6 +3,7 @@
 # (tools/serve/blob_cache.c), and never in a way the store would not answer:
 #  * a whole-blob GET fills the cache, the next GETs (whole, ranged, several at once) are hits
 #    and return the same bytes; /metrics counts fills, hits and bytes;
+#  * a cold blob GET by six clients at once is filled once and all six are answered from it;
 #  * a blob larger than half the cache is never kept;
 #  * a blob removed from the store answers 404 although its bytes are cached;
 #  * revocation: 503 although cached, and the cache is emptied; after the restore the blob is
@@ -65,6 +66,23 @@ expect_eq "$(hcurl "$B" "$URL/v2/sc/other/blobs/$D3")" 200 "GET it (cached)"
 expect_eq "$(metric cmkstore_blob_cache_fills_total)" 2 "... filled"
 expect_ok cmk blob rm --store "$S" --force "$D3"
 expect_eq "$(hcurl "$B" "$URL/v2/sc/other/blobs/$D3")" 404 "removed from the store: 404, not the cached bytes"
+
+# ---- a cold blob asked for by several clients at once is decrypted once: one request fills
+# the cache before it answers, the others wait for that fill and are answered from it
+gen_random sc4 2000000 "$T/b4"
+D4=$(oci_digest "$T/b4")
+expect_eq "$(push_blob sc/app "$T/b4")" 201 "push a fourth blob"
+f0=$(metric cmkstore_blob_cache_fills_total)
+h0=$(metric cmkstore_blob_cache_hits_total)
+pids=()
+for i in 1 2 3 4 5 6; do
+    curl -sS -o "$T/cold$i" "$URL/v2/sc/app/blobs/$D4" &
+    pids+=($!)
+done
+wait "${pids[@]}"
+for i in 1 2 3 4 5 6; do expect_true "cold GET $i at once: the same bytes" cmp "$T/cold$i" "$T/b4"; done
+expect_eq "$(metric cmkstore_blob_cache_fills_total)" $((f0 + 1)) "... one fill for six GETs"
+expect_eq "$(metric cmkstore_blob_cache_hits_total)" $((h0 + 6)) "... all six answered from it, the filler too"
 
 # ---- revocation empties it; restore reads again
 expect_ok cmk vault delete-policy --name registry-vault --object-id "$PRINCIPAL"

@@ -2,7 +2,9 @@
  * is published only whole and exact; a hit is a descriptor whose bytes are the blob's; least
  * recently used entries are evicted by bytes; a blob over half the cache and a second fill of
  * the same blob are refused; a descriptor handed out keeps its bytes after eviction and flush;
- * a flush during a fill publishes nothing. */
+ * a flush during a fill publishes nothing; a read that waits for a fill in progress gets the
+ * entry when it is published and a miss when it is dropped or flushed. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -57,6 +59,56 @@ static int hit(blob_cache *c, const char *digest, size_t size)
     if (fd >= 0)
         close(fd);
     return fd >= 0;
+}
+
+struct waiter {
+    blob_cache *c;
+    const char *digest;
+    size_t size;
+    int fd;
+};
+
+static void *wait_get(void *arg)
+{
+    struct waiter *w = arg;
+
+    w->fd = blob_cache_get_wait(w->c, w->digest, w->size);
+    return NULL;
+}
+
+static uint64_t waits(blob_cache *c)
+{
+    blob_cache_stats st;
+
+    blob_cache_get_stats(c, &st);
+    return st.waits;
+}
+
+/* A reader arrives while digest is being filled, and is known to be waiting (the waits counter
+ * moved) before the fill ends with complete; returns its descriptor (or -1). end_how: 1
+ * publish, 0 drop, 2 flush then publish. No timing: the counter is polled, bounded. */
+static int wait_through_fill(blob_cache *c, const char *digest, size_t size, int end_how)
+{
+    struct waiter w = {c, digest, size, -1};
+    blob_cache_fill *f = blob_cache_fill_begin(c, digest, size);
+    uint64_t w0 = waits(c);
+    char *b = malloc(size);
+    pthread_t t;
+    int spins = 0;
+
+    REQUIRE(f && b);
+    memset(b, 'w', size);
+    REQUIRE(pthread_create(&t, NULL, wait_get, &w) == 0);
+    while (waits(c) == w0 && spins++ < 100000)
+        usleep(100);
+    CHECK(waits(c) == w0 + 1); /* the reader is blocked on the fill, not answered a miss */
+    CHECK(blob_cache_fill_add(f, b, size) == 0);
+    if (end_how == 2)
+        blob_cache_flush(c);
+    blob_cache_fill_end(f, end_how != 0);
+    pthread_join(t, NULL);
+    free(b);
+    return w.fd;
 }
 
 int main(void)
@@ -136,6 +188,14 @@ int main(void)
     CHECK(holds(blob_cache_get(c, "sha256:f", 100), 100, 'f'));
     blob_cache_get_stats(c, &st);
     CHECK(st.entries == 1 && st.bytes == 100 && st.max_bytes == 1000 && st.hits >= 8);
+
+    /* readers that wait for a fill in progress */
+    CHECK(holds(wait_through_fill(c, "sha256:w1", 200, 1), 200, 'w')); /* published: a hit */
+    CHECK(holds(blob_cache_get_wait(c, "sha256:w1", 200), 200, 'w'));  /* ready: no wait */
+    CHECK(wait_through_fill(c, "sha256:w2", 200, 0) == -1);            /* dropped: a miss */
+    CHECK(wait_through_fill(c, "sha256:w3", 200, 2) == -1);            /* flushed: a miss */
+    CHECK(!hit(c, "sha256:w3", 200));
+    CHECK(blob_cache_get_wait(c, "sha256:none", 10) == -1); /* nothing being filled: no wait */
 
     blob_cache_free(c);
     return check_summary();

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tools/serve/blob_cache.h"
@@ -32,8 +33,9 @@ struct blob_cache_fill {
 
 struct blob_cache {
     pthread_mutex_t mu;
+    pthread_cond_t filled; /* a fill ended (published or dropped), or a flush */
     uint64_t max, bytes, entries;
-    uint64_t hits, misses, fills, evictions;
+    uint64_t hits, misses, fills, evictions, waits;
     ent *bucket[BUCKETS];
     ent *head, *tail; /* most and least recently used */
 };
@@ -54,6 +56,7 @@ blob_cache *blob_cache_new(uint64_t max_bytes)
     if (max_bytes == 0 || !(c = calloc(1, sizeof(*c))))
         return NULL;
     pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->filled, NULL);
     c->max = max_bytes;
     return c;
 }
@@ -130,6 +133,7 @@ void blob_cache_free(blob_cache *c)
     if (!c)
         return;
     blob_cache_flush(c);
+    pthread_cond_destroy(&c->filled);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -150,18 +154,27 @@ void blob_cache_flush(blob_cache *c)
             dead = e;
         }
     }
+    pthread_cond_broadcast(&c->filled);
     pthread_mutex_unlock(&c->mu);
     destroy_list(dead);
 }
 
-int blob_cache_get(blob_cache *c, const char *digest, uint64_t size)
+/* c->mu held. With wait set, a fill of digest at this size in progress is waited for, up to
+ * BLOB_CACHE_WAIT_S seconds. */
+static int get_locked(blob_cache *c, const char *digest, uint64_t size, int wait)
 {
-    int fd = -1;
+    struct timespec until;
+    int fd = -1, waited = 0;
     ent *e;
 
-    if (!c)
-        return -1;
-    pthread_mutex_lock(&c->mu);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += BLOB_CACHE_WAIT_S;
+    while ((e = find(c, digest)) && !e->ready && e->size == size && wait) {
+        if (!waited++)
+            c->waits++;
+        if (pthread_cond_timedwait(&c->filled, &c->mu, &until) == ETIMEDOUT)
+            break;
+    }
     e = find(c, digest);
     if (e && e->ready && e->size == size)
         fd = fcntl(e->fd, F_DUPFD_CLOEXEC, 0);
@@ -171,6 +184,29 @@ int blob_cache_get(blob_cache *c, const char *digest, uint64_t size)
     } else {
         c->misses++;
     }
+    return fd;
+}
+
+int blob_cache_get(blob_cache *c, const char *digest, uint64_t size)
+{
+    int fd;
+
+    if (!c)
+        return -1;
+    pthread_mutex_lock(&c->mu);
+    fd = get_locked(c, digest, size, 0);
+    pthread_mutex_unlock(&c->mu);
+    return fd;
+}
+
+int blob_cache_get_wait(blob_cache *c, const char *digest, uint64_t size)
+{
+    int fd;
+
+    if (!c)
+        return -1;
+    pthread_mutex_lock(&c->mu);
+    fd = get_locked(c, digest, size, 1);
     pthread_mutex_unlock(&c->mu);
     return fd;
 }
@@ -280,6 +316,7 @@ void blob_cache_fill_end(blob_cache_fill *f, int complete)
             unlink_ent(c, e);
         drop = 1;
     }
+    pthread_cond_broadcast(&c->filled);
     pthread_mutex_unlock(&c->mu);
     if (drop)
         ent_destroy(e);
@@ -296,6 +333,7 @@ void blob_cache_get_stats(blob_cache *c, blob_cache_stats *out)
     out->misses = c->misses;
     out->fills = c->fills;
     out->evictions = c->evictions;
+    out->waits = c->waits;
     out->bytes = c->bytes;
     out->entries = c->entries;
     out->max_bytes = c->max;

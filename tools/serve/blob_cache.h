@@ -5,7 +5,10 @@
  * sendfile(2), so a hit costs no file read, no decryption and no copy in the server.
  *
  * What goes in: only a blob read whole and authenticated by the store (the filler is fed
- * what cmk_get_read returned and the entry is published only when every byte arrived).
+ * what cmk_get_read returned and the entry is published only when every byte arrived). The
+ * server fills an entry before it answers (at the store's speed, not the client's), and
+ * requests for a blob being filled wait for it (blob_cache_get_wait): eight clients asking
+ * at once for a cold layer cost one decryption, not eight.
  * Fail-closed: the cache never answers by itself. The caller opens the blob through the store
  * first (key gate, blob present, size) and only then takes the cached bytes; a key-access
  * failure empties the cache (blob_cache_flush). An entry's memory file is never mapped (so
@@ -38,6 +41,13 @@ void blob_cache_free(blob_cache *c);
  * caller then reads from the store). */
 int blob_cache_get(blob_cache *c, const char *digest, uint64_t size);
 
+/* As blob_cache_get, but a fill of digest at this size in progress is waited for first (up
+ * to BLOB_CACHE_WAIT_S seconds), so that clients asking at once for a blob being filled are
+ * answered from the cache instead of each decrypting it. Never call it while holding a fill
+ * of the same digest. */
+#define BLOB_CACHE_WAIT_S 60
+int blob_cache_get_wait(blob_cache *c, const char *digest, uint64_t size);
+
 /* Starts filling digest (size bytes) on a miss; NULL when it cannot be cached (too big,
  * already cached or being filled, no room, no memory). */
 blob_cache_fill *blob_cache_fill_begin(blob_cache *c, const char *digest, uint64_t size);
@@ -52,7 +62,7 @@ void blob_cache_fill_end(blob_cache_fill *f, int complete);
 void blob_cache_flush(blob_cache *c);
 
 typedef struct blob_cache_stats {
-    uint64_t hits, misses, fills, evictions, bytes, entries, max_bytes;
+    uint64_t hits, misses, fills, evictions, waits, bytes, entries, max_bytes;
 } blob_cache_stats;
 void blob_cache_get_stats(blob_cache *c, blob_cache_stats *out);
 

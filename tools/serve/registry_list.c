@@ -244,13 +244,13 @@ enum MHD_Result reg_metrics(struct req *q)
         return reg_send_error(q, MHD_HTTP_INTERNAL_SERVER_ERROR, "UNKNOWN",
                               "metrics are not available", NULL);
     blob_cache_get_stats(r->cache, &cs);
-    more = realloc(text, len + 1024);
+    more = realloc(text, len + 1280);
     if (!more) {
         free(text);
         return MHD_NO;
     }
     text = more;
-    n = snprintf(text + len, 1024,
+    n = snprintf(text + len, 1280,
                  "# HELP cmkstore_blob_cache_hits_total Blob reads answered from the cache of "
                  "decrypted blobs (--cache-size).\n"
                  "# TYPE cmkstore_blob_cache_hits_total counter\n"
@@ -261,6 +261,10 @@ enum MHD_Result reg_metrics(struct req *q)
                  "cmkstore_blob_cache_fills_total %llu\n"
                  "# TYPE cmkstore_blob_cache_evictions_total counter\n"
                  "cmkstore_blob_cache_evictions_total %llu\n"
+                 "# HELP cmkstore_blob_cache_waits_total Reads that waited for another "
+                 "request's fill of the same blob.\n"
+                 "# TYPE cmkstore_blob_cache_waits_total counter\n"
+                 "cmkstore_blob_cache_waits_total %llu\n"
                  "# TYPE cmkstore_blob_cache_bytes gauge\n"
                  "cmkstore_blob_cache_bytes %llu\n"
                  "# TYPE cmkstore_blob_cache_entries gauge\n"
@@ -269,9 +273,9 @@ enum MHD_Result reg_metrics(struct req *q)
                  "cmkstore_blob_cache_max_bytes %llu\n",
                  (unsigned long long)cs.hits, (unsigned long long)cs.misses,
                  (unsigned long long)cs.fills, (unsigned long long)cs.evictions,
-                 (unsigned long long)cs.bytes, (unsigned long long)cs.entries,
-                 (unsigned long long)cs.max_bytes);
-    if (n > 0 && n < 1024)
+                 (unsigned long long)cs.waits, (unsigned long long)cs.bytes,
+                 (unsigned long long)cs.entries, (unsigned long long)cs.max_bytes);
+    if (n > 0 && n < 1280)
         len += (size_t)n;
     more = reg_maint_metrics(r);
     if (more) {

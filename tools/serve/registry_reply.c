@@ -14,7 +14,6 @@ struct stream {
     cmk_get *g;
     struct req *q;
     uint64_t remaining;
-    blob_cache_fill *fill; /* a whole-blob read that fills the cache, else NULL */
 };
 
 void reg_hdr(struct reply *rp, const char *k, const char *v)
@@ -195,13 +194,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
                  cmk_errmsg());
         return MHD_CONTENT_READER_END_WITH_ERROR;
     }
-    (void)blob_cache_fill_add(st->fill, buf, n);
     st->remaining -= n;
     st->q->out += n;
-    if (st->remaining == 0) {
-        blob_cache_fill_end(st->fill, 1);
-        st->fill = NULL;
-    }
     return (ssize_t)n;
 }
 
@@ -209,9 +203,56 @@ static void stream_free(void *cls)
 {
     struct stream *st = cls;
 
-    blob_cache_fill_end(st->fill, 0); /* cut short: nothing is published */
     cmk_get_close(st->g);
     free(st);
+}
+
+#define FILL_BLOCK (1u << 20)
+
+/* A whole read of a blob the cache may hold: it is decrypted into the cache before the
+ * response starts, at the store's speed and not at this client's, while other requests for
+ * it wait for the entry (blob_cache_get_wait) instead of each decrypting it again. Returns
+ * the entry's descriptor; or -1 with *rc set (a read error: nothing was sent yet, so the
+ * client gets a proper error); or -1 with *rc CMK_OK when the blob is not cached after all
+ * (no room, no memory, evicted at once), with *gp reopened to stream it from the store. */
+static int fill_ahead(struct req *q, cmk_get **gp, const char *digest, uint64_t size, cmk_err *rc)
+{
+    blob_cache_fill *f = blob_cache_fill_begin(q->r->cache, digest, size);
+    uint64_t left = size;
+    char *buf = NULL;
+    int ok = 0, fd = -1;
+
+    *rc = CMK_OK;
+    if (!f) /* another request began filling it since ours missed: wait for that one */
+        return blob_cache_get_wait(q->r->cache, digest, size);
+    if (!(buf = malloc(FILL_BLOCK)))
+        goto out;
+    while (left > 0) {
+        size_t n = 0;
+        *rc = cmk_get_read(*gp, buf, left < FILL_BLOCK ? (size_t)left : FILL_BLOCK, &n);
+        if (*rc == CMK_OK && n == 0)
+            *rc = CMK_E_CORRUPT; /* shorter than its header says */
+        if (*rc != CMK_OK)
+            goto out;
+        if (blob_cache_fill_add(f, buf, n) != 0)
+            break; /* the memory file is full: stream instead */
+        left -= n;
+    }
+    ok = left == 0;
+out:
+    free(buf);
+    blob_cache_fill_end(f, ok);
+    if (*rc != CMK_OK)
+        return -1;
+    if (ok)
+        fd = blob_cache_get(q->r->cache, digest, size);
+    if (fd < 0) {
+        /* Consumed: begin again for the stream (the key gate is asked again, too). */
+        cmk_get_close(*gp);
+        *gp = NULL;
+        *rc = cmk_get_open(q->r->s, digest, 0, size, gp);
+    }
+    return fd;
 }
 
 /* Answers with bytes [off, off+len) of blob digest (status 200 or 206). */
@@ -228,7 +269,7 @@ enum MHD_Result reg_send_blob(struct req *q, const char *digest, uint64_t size, 
     /* The store is asked first even when the cache holds the blob: the key gate, the blob's
      * presence and its size decide, exactly as for a read from disk (blob_cache.h). */
     if (len > 0)
-        cfd = blob_cache_get(q->r->cache, digest, size);
+        cfd = blob_cache_get_wait(q->r->cache, digest, size);
     rc = cmk_get_open(q->r->s, digest, cfd >= 0 ? 0 : off, cfd >= 0 ? 0 : len, &g);
     if (rc != CMK_OK) {
         if (cfd >= 0)
@@ -242,6 +283,13 @@ enum MHD_Result reg_send_blob(struct req *q, const char *digest, uint64_t size, 
         return reg_send_error(q, MHD_HTTP_INTERNAL_SERVER_ERROR, "UNKNOWN",
                               "stored blob size differs from the repository's record",
                               reg_digest_detail(digest));
+    }
+    if (cfd < 0 && len > 0 && off == 0 && len == size) {
+        cfd = fill_ahead(q, &g, digest, size, &rc);
+        if (rc != CMK_OK) {
+            cmk_get_close(g);
+            return reg_store_error(q, rc, NULL, "cannot read the blob");
+        }
     }
     if (cfd >= 0) {
         /* Sent from the cached memory file with sendfile; MHD closes the descriptor. */
@@ -264,8 +312,6 @@ enum MHD_Result reg_send_blob(struct req *q, const char *digest, uint64_t size, 
         st->g = g;
         st->q = q;
         st->remaining = len;
-        if (off == 0 && len == size)
-            st->fill = blob_cache_fill_begin(q->r->cache, digest, size);
         rp.resp =
             MHD_create_response_from_callback(len, STREAM_BLOCK, stream_read, st, stream_free);
         if (!rp.resp) {
