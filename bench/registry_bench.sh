@@ -285,7 +285,8 @@ if [ "$NCONC" -gt 0 ] && [ "$CROUNDS" -gt 0 ]; then
     }
     # HP: CPULLS GETs of the layer; each body's size is checked, the last one's digest too
     # (hashing every body on the client would cost both registries the same CPU and hide the
-    # servers' difference on 2 cores).
+    # servers' difference on 2 cores; for the same reason the digest is taken with OpenSSL's
+    # SHA-NI code, about 4x faster here than coreutils' sha256sum).
     conc_pull_loop() {
         local j got
         for j in $(seq 1 "$CPULLS"); do
@@ -293,7 +294,7 @@ if [ "$NCONC" -gt 0 ] && [ "$CROUNDS" -gt 0 ]; then
                 got=$(curl -sS -o /dev/null -w '%{size_download}' "http://$1/v2/conc/layer/blobs/$CD")
                 [ "$got" == $((CMB * 1000000)) ] || { echo "pull $j from $1: $got bytes" >&2; return 1; }
             else
-                got=sha256:$(curl -sS "http://$1/v2/conc/layer/blobs/$CD" | sha256sum | cut -c1-64)
+                got=sha256:$(curl -sS "http://$1/v2/conc/layer/blobs/$CD" | openssl dgst -sha256 -r | cut -c1-64)
                 [ "$got" == "$CD" ] || { echo "pull $j from $1: digest $got" >&2; return 1; }
             fi
         done
