@@ -32,6 +32,7 @@
 #include <sys/uio.h>
 
 #include "core/backend/s3_internal.h"
+#include "core/backend/s3_link.h"
 #include "core/backend/s3_xml.h"
 
 #define S3_PART       (8u << 20)
@@ -44,9 +45,8 @@
  * runs well below what the gateway takes (each waits on the gateway's own writes): with four
  * in flight a put of random data went from 60% of a raw PUT's rate to 77% (README). At most
  * S3_READERS (the workers run them). */
-#define S3_UP_MAX  4
-#define LINK_MAGIC "CMKSLINK\n"
-#define LINK_MAX   1024
+#define S3_UP_MAX 4
+#define LINK_MAX  CMK_S3_LINK_MAX
 
 typedef struct s3_blobs s3_blobs;
 typedef struct s3_source s3_source;
@@ -492,22 +492,12 @@ static cmk_err read_link(cmk_s3_bk *bk, const char *bkey, char *data, size_t cap
     *mtime = r.mtime;
     *first_len = r.resp_len;
     cmk_s3_req_done(&r);
-    if (*first_len >= strlen(LINK_MAGIC) && *obj_size == *first_len && *obj_size < LINK_MAX &&
-        memcmp(first, LINK_MAGIC, strlen(LINK_MAGIC)) == 0) {
-        char text[LINK_MAX + 1], *nl, *e = NULL;
-        memcpy(text, first, *first_len);
-        text[*first_len] = '\0';
-        nl = strchr(text + strlen(LINK_MAGIC), '\n');
-        if (!nl || strncmp(text + strlen(LINK_MAGIC), "data/", 5) != 0)
+    if (*obj_size == *first_len) {
+        int lk = cmk_s3_link_parse(first, *first_len, data, cap, size);
+        if (lk < 0)
             return cmk_errbuf_set(eb, CMK_E_CORRUPT, "%s/%s: malformed link object", bk->name,
                                   bkey);
-        *nl = '\0';
-        snprintf(data, cap, "%s", text + strlen(LINK_MAGIC));
-        *size = strtoull(nl + 1, &e, 10);
-        if (!e || *e != '\n' || cmk_bk_rec_name_check(data, &(cmk_errbuf){0}) != CMK_OK)
-            return cmk_errbuf_set(eb, CMK_E_CORRUPT, "%s/%s: malformed link object", bk->name,
-                                  bkey);
-        *is_link = 1;
+        *is_link = lk;
     }
     return CMK_OK;
 }
@@ -528,8 +518,10 @@ static cmk_err publish_one(s3_blobs *bs, s3_sink *k, const char *key, size_t i, 
     if (k->upload_id[0]) {
         if (!k->completed && (rc = complete_upload(k, eb)) != CMK_OK)
             return rc;
-        len = (size_t)snprintf(link, sizeof(link), LINK_MAGIC "%s\n%" PRIu64 "\n", k->data_key,
-                               k->total);
+        int ll = cmk_s3_link_format(link, sizeof(link), k->data_key, k->total);
+        if (ll < 0)
+            return cmk_errbuf_set(eb, CMK_E_INVAL, "blob %s: link too long", key);
+        len = (size_t)ll;
         body = link;
     } else {
         body = k->p1;
