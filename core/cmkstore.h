@@ -214,6 +214,25 @@ CMK_API CMK_MUST_CHECK cmk_err cmk_delete(cmk_store *s, const char *digest);
 CMK_API CMK_MUST_CHECK cmk_err cmk_list(cmk_store *s, int (*cb)(const char *digest, void *arg),
                                         void *arg);
 
+/* What cmk_store_sweep deleted (or, with CMK_SWEEP_DRY_RUN, would delete). */
+typedef struct cmk_sweep_info {
+    uint64_t objects;         /* stored objects no blob name reaches (s3://: data objects) */
+    uint64_t bytes;           /* their bytes as stored */
+    uint64_t uploads_aborted; /* incomplete multipart uploads (s3://) */
+} cmk_sweep_info;
+#define CMK_SWEEP_DRY_RUN 1u /* count only; nothing is deleted */
+/* Deletes what writers that died or lost a race left in the store and no blob name reaches,
+ * safely while other processes write to it: on s3:// stores, incomplete multipart uploads
+ * and completed data objects no link object names, both only once older than
+ * CMKSTORE_S3_ORPHAN_GRACE seconds (default 86400), which must be far longer than any put
+ * takes. It reads every blob's link object (one request per large blob), so it belongs in a
+ * collection, not in every open. A directory store leaves nothing of the kind (every open
+ * removes a dead writer's temporaries): CMK_OK, nothing counted. *out receives what was done,
+ * also on failure. Requires key access as writes do (not for a dry run).
+ * Errors: CMK_E_IO, CMK_E_CORRUPT (a link object cannot be read: nothing is deleted),
+ * CMK_E_INVAL (CMKSTORE_S3_ORPHAN_GRACE is not a number of seconds), key-access errors. */
+CMK_API CMK_MUST_CHECK cmk_err cmk_store_sweep(cmk_store *s, unsigned flags, cmk_sweep_info *out);
+
 /* ---- encryption status and key lifecycle ----------------------------------------------- */
 
 typedef struct cmk_encryption_info {

@@ -799,6 +799,25 @@ cmk_err cmk_list(cmk_store *s, int (*cb)(const char *digest, void *arg), void *a
     return cmk_publish(&eb, cmk_bk_blob_list(s->blobs, list_one, &la, &eb));
 }
 
+cmk_err cmk_store_sweep(cmk_store *s, unsigned flags, cmk_sweep_info *out)
+{
+    cmk_bk_sweep_stats st = {0};
+    cmk_errbuf eb = {0};
+    cmk_err rc = CMK_OK;
+
+    if (!s || !out)
+        return cmk_set_last(CMK_E_INVAL, "cmk_store_sweep: NULL argument");
+    memset(out, 0, sizeof(*out));
+    if (!(flags & CMK_SWEEP_DRY_RUN))
+        rc = cmk_store_key_gate(s, &eb);
+    if (rc == CMK_OK)
+        rc = cmk_bk_sweep(s->bk, (flags & CMK_SWEEP_DRY_RUN) ? CMK_BK_SWEEP_DRY : 0, &st, &eb);
+    out->objects = st.objects;
+    out->bytes = st.bytes;
+    out->uploads_aborted = st.uploads;
+    return cmk_publish(&eb, rc);
+}
+
 /* ---- encryption status ---- */
 
 cmk_err cmk_store_encryption(cmk_store *s, cmk_encryption_info *out)

@@ -197,6 +197,7 @@ void cli_print_help(const cli_cmd *c, FILE *f)
                        "credentials: $AWS_REGION, $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY, "
                        "$AWS_SESSION_TOKEN; $AWS_CA_BUNDLE; $CMKSTORE_S3_ADDRESSING=path|virtual; "
                        "$CMKSTORE_S3_ORPHAN_GRACE=SECONDS (abandoned uploads aborted at open, "
+                       "and unlinked data objects swept by `registry gc`, once this old; "
                        "default 86400).",
                        0);
     print_opt_line(f, 0, "--home DIR",

@@ -126,7 +126,15 @@ const cli_cmd cli_registry_cmds[] = {
          "collection runs at a time per store. Prints what it freed as JSON (blobs, bytes as "
          "pushed, bytes on disk, digests).\n"
          "Every blob of the store that no repository references is collected, including blobs "
-         "put with `cmkstore blob put`.",
+         "put with `cmkstore blob put`.\n"
+         "Last, what writers that died or lost a race left in an s3:// store and no blob "
+         "reaches is swept: incomplete multipart uploads and data objects that no blob's link "
+         "object names, once older than CMKSTORE_S3_ORPHAN_GRACE seconds (default 86400, apart "
+         "from --grace; it must be far longer than any put takes). This reads the link object "
+         "of every blob larger than one part (one request each). Reported as orphans_deleted, "
+         "orphan_bytes_deleted and orphan_uploads_aborted (with --dry-run: what would go). A "
+         "link object that cannot be read stops the sweep before it deletes anything. A "
+         "directory store has nothing to sweep (every open removes dead writers' temporaries).",
      .opts = gc_opts,
      .example = "cmkstore registry gc --store ./registry --dry-run\n"
                 "cmkstore registry gc --store ./registry --delete-untagged --grace 600",

@@ -117,3 +117,11 @@ cmk_err cmk_bk_log_read(cmk_backend *b, const char *log, char *cursor, size_t ca
 {
     return BK_CALL(b, log_read, eb, log, cursor, cap, cb, arg, eb);
 }
+
+cmk_err cmk_bk_sweep(cmk_backend *b, unsigned flags, cmk_bk_sweep_stats *out, cmk_errbuf *eb)
+{
+    memset(out, 0, sizeof(*out));
+    if (!CMK_BK_HAS(b, sweep))
+        return CMK_OK;
+    return b->ops->sweep(b, flags, out, eb);
+}

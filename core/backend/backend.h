@@ -80,6 +80,16 @@ static inline int cmk_rec_ver_eq(const cmk_rec_ver *a, const cmk_rec_ver *b)
 
 typedef struct cmk_bk_lock cmk_bk_lock;
 
+/* What a sweep (the op below) deleted, or with CMK_BK_SWEEP_DRY would delete. */
+typedef struct cmk_bk_sweep_stats {
+    uint64_t objects; /* objects (files) that no blob name reaches */
+    uint64_t bytes;   /* their bytes */
+    uint64_t uploads; /* incomplete uploads aborted (an object store's multipart uploads) */
+} cmk_bk_sweep_stats;
+
+/* sweep flags */
+#define CMK_BK_SWEEP_DRY 1u /* count only; nothing is deleted */
+
 struct cmk_backend_ops {
     uint32_t size;    /* sizeof(cmk_backend_ops) the backend was built against */
     const char *name; /* "local" */
@@ -145,6 +155,20 @@ struct cmk_backend_ops {
     cmk_err (*log_read)(cmk_backend *b, const char *log, char *cursor, size_t cap,
                         int (*cb)(const char *line, size_t len, void *arg), void *arg,
                         cmk_errbuf *eb);
+
+    /* ---- collection of writers' leftovers (optional) ------------------------------------
+     * Deletes the stored bytes that writers which died or lost a race left behind and that no
+     * blob name reaches, safely beside other writers of the store, and adds what it did to
+     * *out (also on failure: what was done before it). A leftover that cannot be told apart
+     * from a put still in progress is kept; anything the sweep cannot read that might name a
+     * leftover (a link it cannot read) fails it before it deletes anything (fail closed).
+     * Costly (may read every blob's name record): called by a collection, not at open.
+     * NULL: the backend leaves no such bytes past what its open clears. The local one leaves
+     * none: an O_TMPFILE temporary dies with its writer, a named one (file systems without
+     * O_TMPFILE) is removed by every open once its writer's lock is gone, and a blob file is
+     * published whole by link/rename. The S3 one (s3_sweep.c): incomplete multipart uploads
+     * and completed data objects no link object names, older than a grace. */
+    cmk_err (*sweep)(cmk_backend *b, unsigned flags, cmk_bk_sweep_stats *out, cmk_errbuf *eb);
 };
 
 /* Room for a log cursor (the local one: a decimal offset; S3: an object key). */
@@ -182,5 +206,8 @@ void cmk_bk_release(cmk_backend *b, cmk_bk_lock *l);
 CMK_MUST_CHECK cmk_err cmk_bk_log_read(cmk_backend *b, const char *log, char *cursor, size_t cap,
                                        int (*cb)(const char *line, size_t len, void *arg),
                                        void *arg, cmk_errbuf *eb);
+/* With no sweep op: CMK_OK, nothing counted (the backend leaves nothing to sweep). */
+CMK_MUST_CHECK cmk_err cmk_bk_sweep(cmk_backend *b, unsigned flags, cmk_bk_sweep_stats *out,
+                                    cmk_errbuf *eb);
 
 #endif

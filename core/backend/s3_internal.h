@@ -39,6 +39,13 @@ CMK_MUST_CHECK cmk_err cmk_s3_list(cmk_s3_bk *s, const char *pfx, const char *af
                                    int (*cb)(const char *key, uint64_t size, void *arg), void *arg,
                                    cmk_errbuf *eb);
 
+/* As cmk_s3_list from the first key, with each object's LastModified (seconds; -1 if the
+ * listing has none). */
+CMK_MUST_CHECK cmk_err cmk_s3_list_mtime(cmk_s3_bk *s, const char *pfx,
+                                         int (*cb)(const char *key, uint64_t size, int64_t mtime,
+                                                   void *arg),
+                                         void *arg, cmk_errbuf *eb);
+
 /* A random writer nonce (32 hex) for x-amz-meta-cmk-writer, and whether object key was
  * last written with it (then etag receives its ETag). */
 CMK_MUST_CHECK cmk_err cmk_s3_nonce(char out[33], cmk_errbuf *eb);
@@ -51,5 +58,16 @@ void cmk_s3_note_written(cmk_s3_bk *s, const char *key);
 CMK_MUST_CHECK cmk_err cmk_s3_blobs_open_op(cmk_backend *b, cmk_pool *pool, uint64_t direct_after,
                                             atomic_int *direct_state, cmk_bk_blobs **out,
                                             cmk_errbuf *eb);
+
+/* The sweeps of writers' leftovers (s3_sweep.c). The grace, in seconds: CMKSTORE_S3_ORPHAN_GRACE
+ * if set (decimal), else 24 h; CMK_E_INVAL naming the variable if it is not a number. */
+CMK_MUST_CHECK cmk_err cmk_s3_orphan_grace(int64_t *out, cmk_errbuf *eb);
+/* Aborts the incomplete multipart uploads under data/ started before cutoff (seconds since
+ * the epoch); dry: counts them only. Best effort: a listing that fails ends it quietly.
+ * Returns how many were (or would be) aborted. */
+uint64_t cmk_s3_sweep_uploads(cmk_s3_bk *s, int64_t cutoff, int dry);
+/* The backend's sweep op (backend.h): the uploads above, then the data objects no link names. */
+CMK_MUST_CHECK cmk_err cmk_s3_sweep_op(cmk_backend *b, unsigned flags, cmk_bk_sweep_stats *out,
+                                       cmk_errbuf *eb);
 
 #endif

@@ -201,6 +201,7 @@ static cmk_err s3_rec_delete(cmk_backend *b, const char *name, const cmk_rec_ver
 struct list_ctx {
     cmk_s3_bk *s;
     int (*cb)(const char *key, uint64_t size, void *arg);
+    int (*cbm)(const char *key, uint64_t size, int64_t mtime, void *arg); /* or this */
     void *arg;
     size_t plen;
 };
@@ -211,14 +212,35 @@ static int list_one(const cmk_s3_obj *o, void *arg)
 
     if (strncmp(o->key, c->s->http ? cmk_s3_http_conf(c->s->http)->prefix : "", c->plen) != 0)
         return 0;
+    if (c->cbm)
+        return c->cbm(o->key + c->plen, o->size, o->mtime, c->arg);
     return c->cb(o->key + c->plen, o->size, c->arg);
 }
+
+static cmk_err list_impl(cmk_s3_bk *s, const char *pfx, const char *after, struct list_ctx *c,
+                         cmk_errbuf *eb);
 
 cmk_err cmk_s3_list(cmk_s3_bk *s, const char *pfx, const char *after,
                     int (*cb)(const char *key, uint64_t size, void *arg), void *arg, cmk_errbuf *eb)
 {
+    struct list_ctx c = {s, cb, NULL, arg, strlen(cmk_s3_http_conf(s->http)->prefix)};
+
+    return list_impl(s, pfx, after, &c, eb);
+}
+
+cmk_err cmk_s3_list_mtime(cmk_s3_bk *s, const char *pfx,
+                          int (*cb)(const char *key, uint64_t size, int64_t mtime, void *arg),
+                          void *arg, cmk_errbuf *eb)
+{
+    struct list_ctx c = {s, NULL, cb, arg, strlen(cmk_s3_http_conf(s->http)->prefix)};
+
+    return list_impl(s, pfx, NULL, &c, eb);
+}
+
+static cmk_err list_impl(cmk_s3_bk *s, const char *pfx, const char *after, struct list_ctx *c,
+                         cmk_errbuf *eb)
+{
     const cmk_s3_conf *cf = cmk_s3_http_conf(s->http);
-    struct list_ctx c = {s, cb, arg, strlen(cf->prefix)};
     char full[CMK_S3_KEY_MAX_ENC], epfx[3 * CMK_S3_KEY_MAX_ENC], tok[2048], etok[6200],
         query[12400], start_q[3400] = "";
     int truncated = 1, stopped = 0;
@@ -253,7 +275,7 @@ cmk_err cmk_s3_list(cmk_s3_bk *s, const char *pfx, const char *after,
         r.query = query;
         rc = cmk_s3_http_do(s->http, &r, eb);
         if (rc == CMK_OK)
-            rc = cmk_s3_xml_list(r.resp ? r.resp : "", r.resp_len, list_one, &c, &truncated, tok,
+            rc = cmk_s3_xml_list(r.resp ? r.resp : "", r.resp_len, list_one, c, &truncated, tok,
                                  sizeof(tok), &stopped, eb);
         cmk_s3_req_done(&r);
     }
@@ -414,4 +436,5 @@ const cmk_backend_ops cmk_s3_ops = {
     .rec_list = s3_rec_list,
     .log_append = s3_log_append,
     .log_read = s3_log_read,
+    .sweep = cmk_s3_sweep_op,
 };

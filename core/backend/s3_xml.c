@@ -221,7 +221,7 @@ cmk_err cmk_s3_xml_list(const char *body, size_t len, int (*cb)(const cmk_s3_obj
         goto out;
     }
     while (next_elem(&pos, end, "Contents", &vs, &ve)) {
-        char sz[32], *e = NULL;
+        char sz[32], tm[64], *e = NULL;
 
         if (first_text(vs, ve, "Key", o->key, sizeof(o->key)) <= 0) {
             rc = malformed(eb, "object listing: a key");
@@ -234,6 +234,14 @@ cmk_err cmk_s3_xml_list(const char *body, size_t len, int (*cb)(const cmk_s3_obj
         o->size = strtoull(sz, &e, 10);
         if (*e != '\0') {
             rc = malformed(eb, "object listing: a size");
+            goto out;
+        }
+        /* LastModified: what a sweep's grace is measured from; -1 where a server omits it
+         * (never old enough to delete). */
+        o->mtime = -1;
+        if (first_text(vs, ve, "LastModified", tm, sizeof(tm)) > 0 &&
+            cmk_s3_xml_time(tm, &o->mtime) < 0) {
+            rc = malformed(eb, "object listing: a time");
             goto out;
         }
         if (cb(o, arg)) {

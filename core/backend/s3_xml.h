@@ -29,12 +29,14 @@ int cmk_s3_xml_error(const char *body, size_t len, char *code, size_t code_cap, 
 typedef struct cmk_s3_obj {
     char key[CMK_S3_KEY_MAX];
     uint64_t size;
+    int64_t mtime; /* <LastModified>, seconds since the epoch; -1 if absent */
 } cmk_s3_obj;
 
 /* Reads a ListObjectsV2 page: cb for every <Contents> (a nonzero return stops: *stopped 1),
  * *truncated from <IsTruncated>, and next (cap bytes) the <NextContinuationToken> (""
  * if none). CMK_E_CORRUPT if the page is malformed (a key too long or with a NUL, a size
- * that is no number, a truncated page without a token). */
+ * that is no number, a <LastModified> that is not an ISO 8601 UTC time, a truncated page
+ * without a token). */
 CMK_MUST_CHECK cmk_err cmk_s3_xml_list(const char *body, size_t len,
                                        int (*cb)(const cmk_s3_obj *o, void *arg), void *arg,
                                        int *truncated, char *next, size_t cap, int *stopped,

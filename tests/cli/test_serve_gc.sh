@@ -58,6 +58,8 @@ want_bytes=0
 while read -r d; do want_bytes=$((want_bytes + $(stat -c %s "$T/imga/blobs/sha256/${d#sha256:}"))); done <"$T/a-only.list"
 expect_json ".blobs_freed == 3 and .bytes_freed == $want_bytes and .stored_bytes_freed > 0" \
     "... reported as JSON: 3 blobs, $want_bytes bytes" "$T/gc1.json"
+expect_json '.orphans_deleted == 0 and .orphan_bytes_deleted == 0 and .orphan_uploads_aborted == 0' \
+    "... and a directory store has no orphaned objects to sweep" "$T/gc1.json"
 while read -r d; do
     expect_exit 3 cmk blob stat --store "$S" "$d"
 done <"$T/a-only.list"

@@ -7,7 +7,8 @@
  *  - nothing is read outside the input (ASan);
  *  - outputs are NUL-terminated within their buffers;
  *  - a listing either fails with CMK_E_CORRUPT and a message, or gives keys of at most
- *    CMK_S3_KEY_MAX - 1 bytes without NULs, and a truncated page always has a token;
+ *    CMK_S3_KEY_MAX - 1 bytes without NULs and times at or after the epoch (or -1: none),
+ *    and a truncated page always has a token;
  *  - an upload listing likewise: keys and ids nonempty and NUL-terminated, times at or after
  *    the epoch, a truncated page always has a key marker;
  *  - a time is read only if all of it is one (the input as a string).
@@ -25,7 +26,7 @@ static int on_obj(const cmk_s3_obj *o, void *arg)
 {
     size_t n = strnlen(o->key, sizeof(o->key));
 
-    if (n == 0 || n >= sizeof(o->key))
+    if (n == 0 || n >= sizeof(o->key) || o->mtime < -1)
         abort();
     (*(int *)arg)++;
     return 0;

@@ -1,13 +1,14 @@
 /*
- * test_s3_xml.c — the S3 backend's pure parts: XML answers (errors, listings, upload listings
- * and their times, upload ids,
- * entities, bounds), store names, endpoints and object URLs (s3_conf.c).
+ * test_s3_xml.c — the S3 backend's pure parts: XML answers (errors, listings and their
+ * LastModified, upload listings and their times, upload ids, entities, bounds), store names,
+ * endpoints and object URLs (s3_conf.c), link objects (s3_link.c).
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/backend/s3_conf.h"
+#include "core/backend/s3_link.h"
 #include "core/backend/s3_xml.h"
 #include "tests/check.h"
 
@@ -18,7 +19,7 @@ static int collect(const cmk_s3_obj *o, void *arg)
     char *all = arg;
     char n[32];
     strcat(all, o->key);
-    snprintf(n, sizeof(n), "=%llu;", (unsigned long long)o->size);
+    snprintf(n, sizeof(n), "=%llu@%lld;", (unsigned long long)o->size, (long long)o->mtime);
     strcat(all, n);
     return 0;
 }
@@ -53,7 +54,8 @@ static void test_error(void)
 static void test_list(void)
 {
     const char *page = "<ListBucketResult><Name>b</Name><Prefix>p/</Prefix>"
-                       "<Contents><Key>p/meta/a&amp;b</Key><Size>12</Size><ETag>&quot;x&quot;"
+                       "<Contents><Key>p/meta/a&amp;b</Key><Size>12</Size>"
+                       "<LastModified>2026-12-06T09:48:01.123Z</LastModified><ETag>&quot;x&quot;"
                        "</ETag></Contents><Contents><Key>p/blobs/sha256/ab</Key><Size>0</Size>"
                        "</Contents><IsTruncated>true</IsTruncated>"
                        "<NextContinuationToken>tok/+=</NextContinuationToken></ListBucketResult>";
@@ -62,7 +64,7 @@ static void test_list(void)
 
     CHECK_OK(cmk_s3_xml_list(page, strlen(page), collect, all, &trunc, next, sizeof(next), &stopped,
                              &eb));
-    CHECK_MSG(strcmp(all, "p/meta/a&b=12;p/blobs/sha256/ab=0;") == 0, "%s", all);
+    CHECK_MSG(strcmp(all, "p/meta/a&b=12@1796550481;p/blobs/sha256/ab=0@-1;") == 0, "%s", all);
     CHECK(trunc == 1 && stopped == 0 && strcmp(next, "tok/+=") == 0);
     CHECK_OK(
         cmk_s3_xml_list(page, strlen(page), stop, &n, &trunc, next, sizeof(next), &stopped, &eb));
@@ -84,6 +86,8 @@ static void test_list(void)
             "<ListBucketResult><Contents><Key>a&#0;</Key><Size>1</Size></Contents>"
             "</ListBucketResult>",
             "<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>",
+            "<ListBucketResult><Contents><Key>k</Key><Size>1</Size><LastModified>yesterday"
+            "</LastModified></Contents></ListBucketResult>",
         };
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
             CHECK_MSG(cmk_s3_xml_list(bad[i], strlen(bad[i]), collect, all, &trunc, next,
@@ -264,8 +268,59 @@ static void test_conf_env(void)
     CHECK_RC(cmk_s3_conf_load("s3://bkt", &c, &eb), CMK_E_INVAL);
 }
 
+static void test_link(void)
+{
+    char out[CMK_S3_LINK_MAX], data[64], small[8];
+    uint64_t size = 0;
+    int n = cmk_s3_link_format(out, sizeof(out), "data/0123456789abcdef", 41943040);
+
+    CHECK(n > 0 && strcmp(out, "CMKSLINK\ndata/0123456789abcdef\n41943040\n") == 0);
+    CHECK(cmk_s3_link_parse(out, (size_t)n, data, sizeof(data), &size) == 1);
+    CHECK(strcmp(data, "data/0123456789abcdef") == 0 && size == 41943040);
+    CHECK(cmk_s3_link_format(small, sizeof(small), "data/0123456789abcdef", 1) == -1);
+    /* Not links: another blob's bytes, too short, too long. */
+    CHECK(cmk_s3_link_parse("CMKS\x01\x00", 6, data, sizeof(data), &size) == 0 && !data[0]);
+    CHECK(cmk_s3_link_parse("CMKSLIN", 7, data, sizeof(data), &size) == 0);
+    {
+        static char big[CMK_S3_LINK_MAX];
+        memcpy(big, out, (size_t)n);
+        memset(big + n, 'x', sizeof(big) - (size_t)n);
+        CHECK(cmk_s3_link_parse(big, sizeof(big), data, sizeof(data), &size) == 0);
+    }
+    /* Malformed: fail closed (-1), the key left empty. */
+    {
+        const char *bad[] = {
+            "CMKSLINK\n",
+            "CMKSLINK\ndata/x",
+            "CMKSLINK\ndata/\n5\n",
+            "CMKSLINK\nblobs/x\n5\n",
+            "CMKSLINK\ndata/../store.json\n5\n",
+            "CMKSLINK\ndata/.hidden\n5\n",
+            "CMKSLINK\ndata/a b\n5\n",
+            "CMKSLINK\ndata/x\n\n",
+            "CMKSLINK\ndata/x\n05\n",
+            "CMKSLINK\ndata/x\n-5\n",
+            "CMKSLINK\ndata/x\n5",
+            "CMKSLINK\ndata/x\n5\ntrailing",
+            "CMKSLINK\ndata/x\n18446744073709551616\n",
+        };
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+            int r = cmk_s3_link_parse(bad[i], strlen(bad[i]), data, sizeof(data), &size);
+            CHECK_MSG(r == -1 && data[0] == '\0', "%zu: %d", i, r);
+        }
+    }
+    CHECK(cmk_s3_link_parse("CMKSLINK\ndata/x\n18446744073709551615\n", 37, data, sizeof(data),
+                            &size) == 1 &&
+          size == UINT64_MAX);
+    CHECK(cmk_s3_link_parse("CMKSLINK\ndata/x\n0\n", 18, data, sizeof(data), &size) == 1 &&
+          size == 0);
+    /* A key that does not fit the caller's buffer is malformed, not cut. */
+    CHECK(cmk_s3_link_parse(out, (size_t)n, small, sizeof(small), &size) == -1 && !small[0]);
+}
+
 int main(void)
 {
+    test_link();
     test_error();
     test_list();
     test_uploads();

@@ -464,17 +464,34 @@ static int list_cb(const char *digest, void *arg)
 
 static json_t *report_new(const rgc_opts *o)
 {
-    return json_pack("{s:b, s:I, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:[]}",
+    return json_pack("{s:b, s:I, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, "
+                     "s:i, s:[]}",
                      "dry_run", o->dry_run, "grace_s", (json_int_t)o->grace_s, "repositories", 0,
                      "blobs_stored", 0, "blobs_freed", 0, "bytes_freed", 0, "stored_bytes_freed", 0,
                      "manifests_deleted", 0, "links_removed", 0, "repositories_removed", 0,
-                     "blobs_young", 0, "rescued", 0, "freed");
+                     "blobs_young", 0, "rescued", 0, "orphans_deleted", 0, "orphan_bytes_deleted",
+                     0, "orphan_uploads_aborted", 0, "freed");
 }
 
 static void rep_add(json_t *rep, const char *key, uint64_t n)
 {
     json_object_set_new(
         rep, key, json_integer(json_integer_value(json_object_get(rep, key)) + (json_int_t)n));
+}
+
+/* The store's sweep of writers' leftovers (cmk_store_sweep), after the blobs are freed: a
+ * blob whose data object could not be deleted just now is swept in the same run. */
+static cmk_err sweep(cmk_store *s, const rgc_opts *o, json_t *rep, cmk_errbuf *eb)
+{
+    cmk_sweep_info si;
+    cmk_err rc = cmk_store_sweep(s, o->dry_run ? CMK_SWEEP_DRY_RUN : 0, &si);
+
+    rep_add(rep, "orphans_deleted", si.objects);
+    rep_add(rep, "orphan_bytes_deleted", si.bytes);
+    rep_add(rep, "orphan_uploads_aborted", si.uploads_aborted);
+    if (rc != CMK_OK)
+        cmk_errbuf_set(eb, rc, "cannot sweep the store's orphaned objects: %s", cmk_errmsg());
+    return rc;
 }
 
 static void random_id(char out[33])
@@ -600,6 +617,9 @@ cmk_err rgc_run(cmk_store *s, const rgc_opts *o, json_t **report, cmk_errbuf *eb
             rep_add(rep, "stored_bytes_freed", (uint64_t)json_integer_value(json_array_get(sz, 1)));
             json_array_append_new(json_object_get(rep, "freed"), json_string(k));
         }
+        rc = sweep(s, o, rep, eb);
+        if (rc != CMK_OK)
+            goto out;
         goto done;
     }
     /* 1. doom, 2. mark again, 3. claim. */
@@ -700,6 +720,9 @@ cmk_err rgc_run(cmk_store *s, const rgc_opts *o, json_t **report, cmk_errbuf *eb
         goto out;
     }
     json_object_set_new(rep, "repositories", json_integer((json_int_t)json_array_size(names)));
+    rc = sweep(s, o, rep, eb);
+    if (rc != CMK_OK)
+        goto out;
 done:
     *report = rep;
     rep = NULL;

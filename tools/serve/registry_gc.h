@@ -55,7 +55,10 @@ typedef struct rgc_opts {
  * "grace_s", "repositories", "blobs_stored", "blobs_freed", "bytes_freed",
  * "stored_bytes_freed", "manifests_deleted", "links_removed", "repositories_removed",
  * "blobs_young" (unreferenced, kept for the grace period), "rescued" (linked during the
- * collection), "freed": [digests]}. CMK_E_BUSY if another collection is running. */
+ * collection), "orphans_deleted", "orphan_bytes_deleted", "orphan_uploads_aborted" (the
+ * store's sweep of writers' leftovers, cmk_store_sweep, run last), "freed": [digests]}.
+ * CMK_E_BUSY if another collection is running. A sweep that fails (a link object that cannot
+ * be read) fails the run after the blobs were collected. */
 cmk_err rgc_run(cmk_store *s, const rgc_opts *o, json_t **report, cmk_errbuf *eb);
 
 /* Called after a record that links or references digests d[0..n) was written: takes them

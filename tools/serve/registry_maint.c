@@ -119,8 +119,13 @@ static void *gc_thread(void *arg)
                 atomic_fetch_add(&r->gc_freed_bytes, (uint64_t)b);
                 atomic_store(&r->gc_last, (uint64_t)time(NULL));
                 if (r->log)
-                    fprintf(stderr, "cmkstore serve: gc: freed %lld blob(s), %lld bytes\n",
-                            (long long)n, (long long)b);
+                    fprintf(stderr,
+                            "cmkstore serve: gc: freed %lld blob(s), %lld bytes; swept %lld "
+                            "orphaned object(s), %lld bytes\n",
+                            (long long)n, (long long)b,
+                            (long long)json_integer_value(json_object_get(rep, "orphans_deleted")),
+                            (long long)json_integer_value(
+                                json_object_get(rep, "orphan_bytes_deleted")));
             } else if (rc == CMK_E_BUSY) {
                 if (r->log)
                     fprintf(stderr, "cmkstore serve: gc: skipped: %s\n", eb.msg);
