@@ -46,7 +46,7 @@ expect_true "the log says it shut down" grep -q 'shutting down' "$SRV_ERR"
 
 # ---- 2: an upload that cannot finish in time is discarded whole; an open session is saved
 nblobs=$(blob_count)
-start_server s2 --store "$S" --shutdown-timeout 1
+start_server s2 --store "$S" --shutdown-timeout 1 --instance st
 hcurl "$B" -X POST "$URL/v2/st/app/blobs/uploads/" >/dev/null
 LOC=$(hdr_of "$B.h" Location)
 slice "$T/big" 0 100000 >"$T/chunk"
@@ -65,7 +65,7 @@ expect_eq "$(blob_count)" "$((nblobs + 1))" "one new blob file in the store: the
 expect_eq "$(find "$S/tmp" -type f 2>/dev/null | wc -l)" 0 "no temporary file left behind"
 
 # ---- after a restart: the committed blobs are there, nothing of the cut ones
-start_server s3 --store "$S"
+start_server s3 --store "$S" --instance st
 expect_eq "$(hcurl "$B" "$URL/v2/st/app/blobs/$DK")" 200 "blob from before the shutdown: 200"
 expect_true "... same bytes" cmp "$B" "$T/keep"
 expect_eq "$(hcurl "$B" "$URL/v2/st/app/blobs/$DS")" 200 "upload finished during the drain: 200"

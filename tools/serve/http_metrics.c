@@ -177,6 +177,10 @@ static const struct {
     [HTTP_C_AUTH_BACKOFF] = {"cmkstore_auth_backoff_refusals_total",
                              "Requests refused with 429 after repeated failed password checks "
                              "from their address or for their user."},
+    [HTTP_C_UPLOADS_SAVED] = {"cmkstore_uploads_saved_total",
+                              "Upload sessions saved in the store while serving "
+                              "(--upload-save-after): a crash loses only what they received "
+                              "after."},
 };
 
 static void render_counters(http_metrics *m, struct sbuf *b)

@@ -33,6 +33,7 @@ enum http_counter {
     HTTP_C_PASSWORD_WAITS,  /* password checks that waited for a free slot */
     HTTP_C_AUTH_FAILURES,   /* failed password checks */
     HTTP_C_AUTH_BACKOFF,    /* requests refused by the failure backoff (429) */
+    HTTP_C_UPLOADS_SAVED,   /* upload sessions saved while serving (crash safety) */
     HTTP_C__COUNT
 };
 /* Adds one to c. NULL m: no-op. Thread-safe, lock-free. */

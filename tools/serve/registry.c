@@ -30,6 +30,7 @@
 #define DEFAULT_UPLOAD_TIMEOUT 3600
 #define DEFAULT_UPLOAD_MEMORY  (1ull << 30)
 #define TRIM_EVERY_TICKS       60
+#define SAVE_BUDGET_S          0.5 /* upload saves per housekeeping tick, at most */
 
 static int is(const struct req *q, const char *m)
 {
@@ -520,6 +521,7 @@ cmk_err registry_new(const registry_opts *o, registry **out)
     r->max_blob = o->max_blob;
     r->max_uploads = o->max_uploads ? o->max_uploads : DEFAULT_MAX_UPLOADS;
     r->upload_timeout = o->upload_timeout_s ? o->upload_timeout_s : DEFAULT_UPLOAD_TIMEOUT;
+    r->upload_save_after = o->upload_save_after_s;
     r->log = o->log_requests;
     atomic_init(&r->draining, 0);
     atomic_init(&r->inflight, 0);
@@ -568,9 +570,11 @@ cmk_err registry_suspend_uploads(registry *r, unsigned *saved)
     return reg_sessions_suspend(r->sessions, saved);
 }
 
-cmk_err registry_restore_uploads(registry *r, unsigned *restored, unsigned *expired)
+cmk_err registry_restore_uploads(registry *r, const char *instance, unsigned *restored,
+                                 unsigned *expired, unsigned *others)
 {
-    return reg_sessions_restore(r->sessions, (double)r->upload_timeout, restored, expired);
+    return reg_sessions_restore(r->sessions, instance, (double)r->upload_timeout, restored, expired,
+                                others);
 }
 
 void registry_drain(registry *r)
@@ -591,9 +595,23 @@ unsigned registry_uploads(registry *r)
 void registry_tick(registry *r)
 {
     cmk_encryption_info ei;
+    unsigned saved = 0, lost = 0;
 
     reg_sessions_expire(r->sessions, (double)r->upload_timeout,
                         reg_sessions_access_gen(r->sessions));
+    /* Crash safety: parked sessions are saved as at shutdown. Bounded per tick (each save is
+     * a blob commit with its fsync): the rest wait for the next tick. */
+    reg_sessions_save_idle(r->sessions, (double)r->upload_save_after, (double)r->upload_timeout,
+                           SAVE_BUDGET_S, &saved, &lost);
+    for (unsigned i = 0; i < saved; i++)
+        http_metrics_inc(r->metrics, HTTP_C_UPLOADS_SAVED);
+    if (saved || lost)
+        r->idle_ticks = 0; /* the commits took engines and buffers: given back two ticks on */
+    if (lost)
+        fprintf(stderr,
+                "cmkstore serve: %u upload session(s) dropped: what they received since "
+                "their last save could not be saved (%s)\n",
+                lost, cmk_errmsg());
     /* Idle for two ticks in a row: give back what the store keeps for speed. Under load,
      * the heap's free memory goes back once a minute: glibc keeps freed chunk buffers in its
      * arenas (its mmap threshold rises as large buffers are freed), and RSS would ratchet up

@@ -36,6 +36,7 @@ typedef struct registry_opts {
     uint64_t max_blob;         /* bytes per blob upload; 0: no limit */
     unsigned max_uploads;      /* concurrent upload sessions; 0: 256 */
     unsigned upload_timeout_s; /* idle upload sessions are dropped after this; 0: 3600 */
+    int upload_save_after_s;   /* save sessions parked this long (crash safety); <0: never */
     uint64_t upload_memory;    /* bytes of chunk buffers uploads in flight may hold; 0: 1 GiB */
     uint64_t cache_bytes;      /* decrypted hot blobs kept in memory (blob_cache.h); 0: none */
     int log_requests;          /* one line per request on stderr */
@@ -58,11 +59,14 @@ enum MHD_Result registry_access(void *cls, struct MHD_Connection *c, const char 
 void registry_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                         enum MHD_RequestTerminationCode toe);
 
-/* Upload sessions across a restart (registry_upload.h): at shutdown, once the HTTP daemon is
- * stopped, every open session is saved in the store; at start, before the daemon starts,
- * the saved ones come back (those idle longer than the upload timeout are dropped). */
+/* Upload sessions across a restart or a crash (registry_upload.h): at shutdown, once the
+ * HTTP daemon is stopped, every open session is saved in the store (and while serving, the
+ * housekeeping saves parked ones); at start, before the daemon starts, the ones instance
+ * saved come back (those idle longer than the upload timeout are dropped, and so are other
+ * instances' saved longer ago than that; *others: the other instances' left alone). */
 cmk_err registry_suspend_uploads(registry *r, unsigned *saved);
-cmk_err registry_restore_uploads(registry *r, unsigned *restored, unsigned *expired);
+cmk_err registry_restore_uploads(registry *r, const char *instance, unsigned *restored,
+                                 unsigned *expired, unsigned *others);
 
 /* From now on every new request is refused with 503 (graceful shutdown). */
 void registry_drain(registry *r);
@@ -70,8 +74,8 @@ void registry_drain(registry *r);
 unsigned registry_inflight(registry *r);
 /* Upload sessions open now. */
 unsigned registry_uploads(registry *r);
-/* Housekeeping, about once a second: drops idle upload sessions, samples the key state for
- * the metrics. */
+/* Housekeeping, about once a second: drops idle upload sessions, saves parked ones (see
+ * upload_save_after_s), samples the key state for the metrics. */
 void registry_tick(registry *r);
 
 #endif

@@ -318,11 +318,16 @@ enum MHD_Result reg_upload_continue(struct req *q, int final)
     if (rc != CMK_OK)
         return reg_send_error(q, MHD_HTTP_NOT_FOUND, "BLOB_UPLOAD_UNKNOWN",
                               "blob upload unknown to registry", NULL);
-    /* A session saved at the last shutdown gets its put back: the part received before is
-     * read back into a new one (the client resumes from the offset GET told it). */
-    rc = reg_session_resume(r->sessions, q->up);
-    if (rc != CMK_OK)
-        return reg_store_error(q, rc, NULL, "cannot resume the upload");
+    /* A saved session (at the last shutdown, or while idle) gets a put for what follows; a
+     * PUT one with the whole upload, its saved parts read back into it. */
+    {
+        int lost = 0;
+        rc = reg_session_resume(r->sessions, q->up, final, &lost);
+        if (rc != CMK_OK) {
+            q->up_destroy = lost;
+            return reg_store_error(q, rc, NULL, "cannot resume the upload");
+        }
+    }
     if (crange) {
         if (http_parse_content_range(crange, &q->cr_start, &q->cr_end) != 0)
             return chunk_refused(q, "invalid Content-Range (expected <start>-<end>)");

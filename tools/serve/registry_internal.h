@@ -52,7 +52,8 @@ struct registry {
     uint64_t max_manifest;
     uint64_t max_blob; /* 0: no limit */
     unsigned max_uploads, upload_timeout;
-    int idle_ticks; /* ticks in a row with no request in flight */
+    int upload_save_after; /* seconds; < 0: no saves while serving */
+    int idle_ticks;        /* ticks in a row with no request in flight */
     unsigned ticks;
     int log;
     atomic_int draining;

@@ -35,6 +35,7 @@
 #include "tools/serve/http_listen.h"
 #include "tools/serve/http_daemon.h"
 #include "tools/serve/http_metrics.h"
+#include "tools/serve/http_util.h"
 #include "cmkstore_admin.h"
 #include "tools/serve/registry.h"
 
@@ -46,12 +47,13 @@
 #define DEF_STORE    "registry"
 #define DEF_LISTEN   "127.0.0.1:5000"
 
-#define DEF_MAX_CONNECTIONS  512
-#define DEF_CONN_TIMEOUT     300
-#define DEF_SHUTDOWN_TIMEOUT 30
-#define DEF_CONN_PER_IP      32
-#define DEF_HEADER_TIMEOUT   15
-#define MHD_MEMORY_LIMIT     (256u << 10)
+#define DEF_MAX_CONNECTIONS   512
+#define DEF_CONN_TIMEOUT      300
+#define DEF_SHUTDOWN_TIMEOUT  30
+#define DEF_CONN_PER_IP       32
+#define DEF_HEADER_TIMEOUT    15
+#define DEF_UPLOAD_SAVE_AFTER 10
+#define MHD_MEMORY_LIMIT      (256u << 10)
 
 static const cli_opt serve_opts[] = {
     {"store", 0, CLI_STR, 0, "DIR",
@@ -111,6 +113,17 @@ static const cli_opt serve_opts[] = {
      "Idle upload sessions are aborted after S seconds (default 3600). Sessions open at "
      "shutdown are saved in the store and resumed after a restart; saved ones idle longer "
      "than S are dropped at the next start."},
+    {"upload-save-after", 0, CLI_STR, 0, "S|off",
+     "Save an upload session in the store once it has had no request for S seconds since it "
+     "last received bytes (default 10; 0: at the next housekeeping second), as at shutdown: "
+     "after a crash (SIGKILL, power loss) the session is restored with what it had at its "
+     "last save. A push that completes within S seconds is never saved. off: sessions are "
+     "saved at shutdown only."},
+    {"instance", 0, CLI_STR, 0, "NAME",
+     "This front-end's name in the upload sessions it saves (default: the host name and "
+     "the address listened on). At start, a front-end restores only the sessions its own "
+     "name saved: give each front-end on a store its own stable name (a restart with "
+     "--listen ADDR:0 gets a new address, so it needs --instance to resume its sessions)."},
     {"upload-memory", 0, CLI_SIZE, 0, "BYTES",
      "Chunk buffers that uploads in flight may hold together (default 1G, at least 16M); "
      "beyond, 503 with Retry-After. Idle upload sessions hold none."},
@@ -325,6 +338,7 @@ struct serve_cfg {
     unsigned port;
     uint64_t max_manifest, max_blob, upload_memory, cache;
     unsigned max_uploads, upload_timeout, max_conn, conn_timeout, shutdown_timeout;
+    int upload_save_after; /* < 0: off */
     unsigned per_ip, header_timeout;
     http_auth_limits auth;
     uint32_t key_check, rotation_check;
@@ -363,6 +377,30 @@ static int read_cfg(const cli_args *a, struct serve_cfg *c)
     if (v < 1 || v > 7 * 86400)
         return cli_usage_error(cmd, "--upload-timeout must be between 1 and 604800 seconds");
     c->upload_timeout = (unsigned)v;
+    c->upload_save_after = DEF_UPLOAD_SAVE_AFTER;
+    if (cli_isset(a, "upload-save-after")) {
+        const char *sa = cli_get(a, "upload-save-after");
+        if (strcmp(sa, "off") == 0) {
+            c->upload_save_after = -1;
+        } else if (http_parse_u64(sa, 86400, &v) == 0) {
+            c->upload_save_after = (int)v;
+        } else {
+            return cli_usage_error(cmd,
+                                   "--upload-save-after takes seconds (0 to 86400) or off, not "
+                                   "'%s'",
+                                   sa);
+        }
+    }
+    if (cli_isset(a, "instance")) {
+        const char *in = cli_get(a, "instance");
+        size_t n = strlen(in);
+        int ok = n >= 1 && n <= 128;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = in[i] > ' ' && in[i] < 0x7f;
+        if (!ok)
+            return cli_usage_error(cmd, "--instance takes 1 to 128 printable characters "
+                                        "without spaces");
+    }
     c->upload_memory = cli_num(a, "upload-memory", 1u << 30);
     if (c->upload_memory < (16u << 20))
         return cli_usage_error(cmd, "--upload-memory must be at least 16M");
@@ -577,6 +615,7 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
     ro.cache_bytes = cfg.cache;
     ro.max_uploads = cfg.max_uploads;
     ro.upload_timeout_s = cfg.upload_timeout;
+    ro.upload_save_after_s = cfg.upload_save_after;
     ro.upload_memory = cfg.upload_memory;
     ro.log_requests = !cfg.quiet;
     ro.read_only = cfg.read_only;
@@ -589,26 +628,39 @@ static int run_serve(const cli_cmd *cmd, cli_args *a)
         ex = cli_fail(rc, NULL, CLI_HINT_NONE, "cannot start");
         goto out;
     }
-    {
-        unsigned restored = 0, expired = 0;
-        rc = registry_restore_uploads(reg, &restored, &expired);
-        if (rc != CMK_OK)
-            fprintf(stderr,
-                    "cmkstore serve: warning: cannot restore the upload sessions saved at the "
-                    "last shutdown (%s); they stay saved for the next start\n",
-                    cmk_errmsg());
-        else if (restored || expired)
-            fprintf(stderr,
-                    "cmkstore serve: %u upload session(s) restored from the last shutdown, %u "
-                    "expired (--upload-timeout) and dropped\n",
-                    restored, expired);
-    }
     listen_fd = http_listen_open(&cfg.addr, &cfg.port);
     if (listen_fd < 0) {
         fprintf(stderr, "cmkstore: error: cannot listen on %s:%u: %s\n", cfg.host, cfg.port,
                 strerror(errno));
         ex = CLI_EXIT_FAILURE;
         goto out;
+    }
+    {
+        /* After the listen: the default instance name has the port, which may have been
+         * picked just now (port 0). Before the daemon: no request sees a session missing. */
+        char inst[512], hn[256] = "";
+        unsigned restored = 0, expired = 0, others = 0;
+        if (cli_isset(a, "instance")) {
+            snprintf(inst, sizeof(inst), "%s", cli_get(a, "instance"));
+        } else {
+            if (gethostname(hn, sizeof(hn) - 1) != 0)
+                snprintf(hn, sizeof(hn), "localhost");
+            hn[sizeof(hn) - 1] = '\0';
+            snprintf(inst, sizeof(inst), cfg.addr.ss_family == AF_INET6 ? "%s/[%s]:%u" : "%s/%s:%u",
+                     hn, cfg.host, cfg.port);
+        }
+        rc = registry_restore_uploads(reg, inst, &restored, &expired, &others);
+        if (rc != CMK_OK)
+            fprintf(stderr,
+                    "cmkstore serve: warning: cannot restore the saved upload sessions (%s); "
+                    "they stay saved for the next start\n",
+                    cmk_errmsg());
+        else if (restored || expired || others)
+            fprintf(stderr,
+                    "cmkstore serve: %u upload session(s) restored from the last run, %u "
+                    "expired (--upload-timeout) and dropped, %u of other instances left "
+                    "alone\n",
+                    restored, expired, others);
     }
     {
         /* The daemon-wide timeout is the header timeout: http_conn_trust lengthens it to
