@@ -149,6 +149,13 @@ CMK_API CMK_MUST_CHECK cmk_err cmk_put_commit_many(cmk_put **puts,
 CMK_API void cmk_put_abort(cmk_put *p);
 /* Plaintext bytes written so far. */
 CMK_API uint64_t cmk_put_size(const cmk_put *p);
+/* Hands the store every chunk already complete, for a caller about to wait for more input
+ * (a pipe that paused): waits until the chunks being sealed are sealed and passed to the
+ * store's sink (an object store's upload may start or a part go), not until the store has
+ * written them. Without it, chunks sealed while the caller waits are passed on at its next
+ * write. The chunk being filled stays (it cannot be sealed before the blob's end is known).
+ * Errors: the put's sticky error, and those of cmk_put_write. */
+CMK_API CMK_MUST_CHECK cmk_err cmk_put_drain(cmk_put *p);
 /* Parks a put between writes (a registry upload session waiting for its next request): waits
  * for the chunks in flight, then gives back its chunk buffers, its I/O engine and its digest
  * thread. A chunk not yet complete (it cannot be sealed before the blob's end is known) is

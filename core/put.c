@@ -560,6 +560,27 @@ cmk_err cmk_put_write(cmk_put *p, const void *buf, size_t len)
     return CMK_OK;
 }
 
+static int all_issued(cmk_put *p, void *arg)
+{
+    (void)arg;
+    return p->issued == p->dispatched;
+}
+
+cmk_err cmk_put_drain(cmk_put *p)
+{
+    if (!p)
+        return cmk_set_last(CMK_E_INVAL, "cmk_put_drain: NULL put");
+    /* A parked put has nothing in flight (parking waited for it). */
+    if (access_check(p) != CMK_OK || p->parked)
+        return cmk_publish(&p->eb, p->failed);
+    /* Only the caller's thread hands sealed chunks to the sink (the sink is not shared with
+     * the workers), and it does so when it needs a slot: a caller about to wait for input
+     * would otherwise leave every chunk sealed since its last write waiting for the next one
+     * (an s3:// put paused past a part's end started no upload while paused). */
+    drive(p, all_issued, NULL);
+    return cmk_publish(&p->eb, p->failed);
+}
+
 /* ---- parking (see the top) ---- */
 
 /* Seals the unfinished chunk (in slot sl) into the sink's scratch: ciphertext, then tag. */
