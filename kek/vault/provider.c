@@ -125,10 +125,11 @@ static cmk_err resolve_version(kref *r, cmk_errbuf *eb)
     return rc;
 }
 
-/* Resolves kid for an operation needing perm: vault, authorisation, key, version, state.
+/* Resolves kid's vault, the authorisation for perm and the key (the version named, or the
+ * latest), not the version's state: the opening of every provider and access call.
  * *eb is replaced by r's own buffer if it is NULL; r is released by kref_finish either way. */
-static cmk_err kref_resolve(const vprov *p, const char *kid, const char *principal,
-                            const char *perm, int need_version, kref *r, cmk_errbuf **eb)
+static cmk_err kref_open(const vprov *p, const char *kid, const char *principal, const char *perm,
+                         int need_version, kref *r, cmk_errbuf **eb)
 {
     cmk_err rc;
 
@@ -144,6 +145,16 @@ static cmk_err kref_resolve(const vprov *p, const char *kid, const char *princip
                             perm, kid);
     if (rc == CMK_OK)
         rc = resolve_key(p, kid, principal, perm, r, *eb);
+    return rc;
+}
+
+/* Resolves kid for an operation needing perm: vault, authorisation, key, version, state.
+ * *eb is replaced by r's own buffer if it is NULL; r is released by kref_finish either way. */
+static cmk_err kref_resolve(const vprov *p, const char *kid, const char *principal,
+                            const char *perm, int need_version, kref *r, cmk_errbuf **eb)
+{
+    cmk_err rc = kref_open(p, kid, principal, perm, need_version, r, eb);
+
     if (rc == CMK_OK)
         rc = resolve_version(r, *eb);
     return rc;
@@ -166,6 +177,16 @@ static cmk_err kref_finish(kref *r, const char *principal, const char *op, cmk_w
     r->kj = NULL;
     r->ver = NULL;
     return rc;
+}
+
+/* kref_finish for a call about the key as a whole: the audit record names the key, not the
+ * latest version resolve_key picked. */
+static cmk_err kref_finish_key(kref *r, const char *principal, const char *op, cmk_err rc,
+                               cmk_errbuf *eb)
+{
+    r->k.version[0] = '\0';
+    r->vkid[0] = '\0';
+    return kref_finish(r, principal, op, CMK_WRAP_NONE, rc, eb);
 }
 
 static int prov_handles(void *self, const char *kid)
@@ -508,13 +529,8 @@ cmk_err cmk_vault_access_versions(cmk_vault_access *a, const char *kid, const ch
     rc = access_args(a, kid, principal, eb);
     if (rc != CMK_OK)
         return rc;
-    memset(&r, 0, sizeof(r));
-    cmk_vctx_init(&r.c);
-    CMK_VAULT_EB_ENSURE(eb, r.local);
     /* "list", the vault and key live; disabled versions are listed (with their state). */
-    rc = cmk_vault_kid_parse(kid, &r.k, eb);
-    if (rc == CMK_OK)
-        rc = resolve_key(a->p->self, kid, principal, "list", &r, eb);
+    rc = kref_open(a->p->self, kid, principal, "list", 0, &r, &eb);
     if (rc == CMK_OK && !(arr = json_array()))
         rc = cmk_vault_nomem(eb);
     json_array_foreach(rc == CMK_OK ? cmk_vkey_versions(r.kj) : NULL, i, ver)
@@ -524,9 +540,7 @@ cmk_err cmk_vault_access_versions(cmk_vault_access *a, const char *kid, const ch
             break;
         }
     }
-    r.k.version[0] = '\0'; /* the audit record names the key, not the latest version */
-    r.vkid[0] = '\0';
-    rc = kref_finish(&r, principal, "listVersions", CMK_WRAP_NONE, rc, eb);
+    rc = kref_finish_key(&r, principal, "listVersions", rc, eb);
     if (rc == CMK_OK)
         cmk_vault_give(out, arr);
     else
@@ -546,12 +560,7 @@ cmk_err cmk_vault_access_deleted(cmk_vault_access *a, const char *kid, const cha
     rc = access_args(a, kid, principal, eb);
     if (rc != CMK_OK)
         return rc;
-    memset(&r, 0, sizeof(r));
-    cmk_vctx_init(&r.c);
-    CMK_VAULT_EB_ENSURE(eb, r.local);
-    rc = cmk_vault_kid_parse(kid, &r.k, eb);
-    if (rc == CMK_OK)
-        rc = resolve_key(a->p->self, kid, principal, "get", &r, eb);
+    rc = kref_open(a->p->self, kid, principal, "get", 0, &r, &eb);
     /* resolve_key refuses a deleted key once it has authorised and loaded it: that is the
      * answer here. A deleted vault has loaded no key and stays refused. */
     if (rc == CMK_E_KEY_DELETED && r.kj && cmk_vkey_deleted(r.kj)) {
@@ -565,9 +574,7 @@ cmk_err cmk_vault_access_deleted(cmk_vault_access *a, const char *kid, const cha
                             "key " KID_SHOW " is not deleted: vault '%s' has no deleted key '%s'",
                             kid, r.k.vault, r.k.key);
     }
-    r.k.version[0] = '\0';
-    r.vkid[0] = '\0';
-    rc = kref_finish(&r, principal, "getDeleted", CMK_WRAP_NONE, rc, eb);
+    rc = kref_finish_key(&r, principal, "getDeleted", rc, eb);
     if (rc == CMK_OK)
         cmk_vault_give(out, j);
     else
