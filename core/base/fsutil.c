@@ -223,8 +223,10 @@ cmk_err cmk_read_fd(int fd, const char *shown, size_t max, char **out, size_t *l
         goto out;
     }
     rc = cmk_pread_all(fd, buf, (size_t)st.st_size, 0, shown, eb);
-    if (rc != CMK_OK)
+    if (rc != CMK_OK) {
+        cmk_cleanse(buf, (size_t)st.st_size); /* callers read private keys with it */
         goto out;
+    }
     buf[st.st_size] = '\0';
     *out = buf;
     buf = NULL;

@@ -40,7 +40,8 @@ CMK_MUST_CHECK cmk_err cmk_write_file_in(int pfd, const char *dir, const char *b
 
 /* Reads the open file fd (closed here, whatever happens), named shown in messages: a regular
  * file of at most max bytes into a malloc'd, NUL-terminated *out (CMK_E_CORRUPT if it is not
- * a regular file, is larger or is cut short); st (may be NULL) receives its fstat. */
+ * a regular file, is larger or is cut short); st (may be NULL) receives its fstat. Bytes read
+ * before a failure are zeroed before they are freed (the file may hold a key). */
 CMK_MUST_CHECK cmk_err cmk_read_fd(int fd, const char *shown, size_t max, char **out, size_t *len,
                                    struct stat *st, cmk_errbuf *eb);
 

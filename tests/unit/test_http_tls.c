@@ -8,6 +8,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -106,6 +107,26 @@ static void check_refusals(const char *home)
     write_text(bad, "not a certificate\n", 0644);
     CHECK_RC(http_tls_load(&t, bad, key, NULL, NULL, NULL, 0, err, sizeof(err)), CMK_E_INVAL);
     CHECK(strstr(err, "holds no PEM certificate") != NULL);
+
+    /* Files that cannot be a PEM file: each named, a bad option value. */
+    snprintf(bad, sizeof(bad), "%s/empty.crt", home);
+    write_text(bad, "", 0644);
+    CHECK_RC(http_tls_load(&t, bad, key, NULL, NULL, NULL, 0, err, sizeof(err)), CMK_E_INVAL);
+    CHECK_MSG(strstr(err, "empty.crt is empty") != NULL, "%s", err);
+    CHECK_RC(http_tls_load(&t, crt, home, NULL, NULL, NULL, 0, err, sizeof(err)), CMK_E_INVAL);
+    CHECK_MSG(strstr(err, "is not a regular file") != NULL, "%s", err);
+    snprintf(bad, sizeof(bad), "%s/big.crt", home);
+    text = malloc(300u << 10);
+    CHECK(text != NULL);
+    if (text) {
+        memset(text, 'A', (300u << 10) - 1);
+        text[(300u << 10) - 1] = '\0';
+        write_text(bad, text, 0644);
+        free(text);
+        text = NULL;
+    }
+    CHECK_RC(http_tls_load(&t, bad, key, NULL, NULL, NULL, 0, err, sizeof(err)), CMK_E_INVAL);
+    CHECK_MSG(strstr(err, "big.crt is too large") != NULL, "%s", err);
 
     /* A private key others may read is refused, and the message holds none of it. */
     f = fopen(key, "r");

@@ -23,6 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/base/fsutil.h"
+
 #define PEM_MAX   (256u << 10) /* a chain of a few certificates fits many times over */
 #define CERT_DAYS 3650
 
@@ -42,9 +44,9 @@ static __attribute__((format(printf, 4, 5))) cmk_err fail(char *err, size_t cap,
 /* Reads a whole PEM file (terminated). secret: refused if group or others may read it. */
 static cmk_err read_pem(const char *path, int secret, char **out, char *err, size_t cap)
 {
+    cmk_errbuf eb = {0};
     struct stat st;
-    char *buf = NULL;
-    size_t got = 0;
+    size_t len = 0;
     cmk_err rc = CMK_OK;
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 
@@ -52,38 +54,30 @@ static cmk_err read_pem(const char *path, int secret, char **out, char *err, siz
     if (fd < 0)
         return fail(err, cap, errno == ENOENT ? CMK_E_NOT_FOUND : CMK_E_IO, "cannot open %s: %s",
                     path, strerror(errno));
-    if (fstat(fd, &st) != 0)
-        rc = fail(err, cap, CMK_E_IO, "cannot stat %s: %s", path, strerror(errno));
-    else if (!S_ISREG(st.st_mode))
-        rc = fail(err, cap, CMK_E_INVAL, "%s is not a regular file", path);
-    else if (secret && (st.st_mode & 077))
-        rc = fail(err, cap, CMK_E_REFUSED,
-                  "%s is accessible to group or others (mode %04o); it holds a private key: "
-                  "make it 0600",
-                  path, (unsigned)(st.st_mode & 07777));
-    else if (st.st_size <= 0 || (unsigned long long)st.st_size > PEM_MAX)
-        rc = fail(err, cap, CMK_E_INVAL, "%s is empty or larger than %u bytes", path, PEM_MAX);
-    else if (!(buf = malloc((size_t)st.st_size + 1)))
-        rc = fail(err, cap, CMK_E_NOMEM, "out of memory reading %s", path);
-    while (rc == CMK_OK && got < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            rc = fail(err, cap, CMK_E_IO, "cannot read %s: %s", path,
-                      n < 0 ? strerror(errno) : "file shrank while read");
-        else
-            got += (size_t)n;
+    /* The mode is checked on the open file, before a byte of the key is read; a file that is
+     * not regular is left to cmk_read_fd, which refuses it. */
+    if (secret) {
+        if (fstat(fd, &st) != 0)
+            rc = fail(err, cap, CMK_E_IO, "cannot stat %s: %s", path, strerror(errno));
+        else if (S_ISREG(st.st_mode) && (st.st_mode & 077))
+            rc = fail(err, cap, CMK_E_REFUSED,
+                      "%s is accessible to group or others (mode %04o); it holds a private key: "
+                      "make it 0600",
+                      path, (unsigned)(st.st_mode & 07777));
+        if (rc != CMK_OK) {
+            close(fd);
+            return rc;
+        }
     }
-    close(fd);
-    if (rc != CMK_OK) {
-        if (buf)
-            OPENSSL_cleanse(buf, got);
-        free(buf);
-        return rc;
+    /* Closes fd. Not a regular file, too large or cut short: a bad option value (exit 2). */
+    rc = cmk_read_fd(fd, path, PEM_MAX, out, &len, NULL, &eb);
+    if (rc != CMK_OK)
+        return fail(err, cap, rc == CMK_E_CORRUPT ? CMK_E_INVAL : rc, "%s", eb.msg);
+    if (len == 0) {
+        free(*out);
+        *out = NULL;
+        return fail(err, cap, CMK_E_INVAL, "%s is empty", path);
     }
-    buf[got] = '\0';
-    *out = buf;
     return CMK_OK;
 }
 
