@@ -1,0 +1,30 @@
+/*
+ * backend_contract.h — the checks every storage backend must pass (core/backend/backend.h):
+ * records (versions, stale tokens, create-if-absent, conditional delete, names), namespace
+ * listing, create-if-absent and lock-free read-modify-write races between threads on several
+ * handles, the event log (through the backend and the library), and the lock or its absence.
+ * test_backend_local and test_backend_s3 run them on their backend; what only one backend
+ * has (files on disk, processes, object keys, blobs) stays in its own test.
+ */
+#ifndef CMK_TEST_BACKEND_CONTRACT_H
+#define CMK_TEST_BACKEND_CONTRACT_H
+
+#include <stddef.h>
+
+#include "core/backend/backend.h"
+
+/* A backend under test: stores are made and opened by name through core/backend/select.h. */
+typedef struct bk_contract_factory {
+    const char *backend; /* the name its ops table gives ("local", "s3") */
+    /* Writes into name (cap bytes) a location where no store is yet, distinct per tag. */
+    void (*where)(const char *tag, char *name, size_t cap);
+} bk_contract_factory;
+
+/* Runs every contract check on stores f makes; failures are counted by tests/check.h. */
+void bk_contract_run(const bk_contract_factory *f);
+
+/* Adds 1 to the decimal record "counter" of b n times, re-reading on every conflict (no
+ * lock); 0 on success, -1 on an error other than a conflict. */
+int bk_contract_increment(cmk_backend *b, int n);
+
+#endif
