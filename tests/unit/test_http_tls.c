@@ -145,6 +145,15 @@ static void check_refusals(const char *home)
     CHECK_RC(http_tls_load(&t, crt, "/nonexistent/k.pem", NULL, NULL, NULL, 0, err, sizeof(err)),
              CMK_E_NOT_FOUND);
     CHECK_RC(http_tls_load(&t, NULL, NULL, home, "../x", NULL, 0, err, sizeof(err)), CMK_E_INVAL);
+
+    /* The generated key cannot be written (a directory is in its place): the error names it,
+     * no temporary is left beside it and no certificate is written. */
+    snprintf(bad, sizeof(bad), "%s/tls/blocked.key", home);
+    CHECK(mkdir(bad, 0700) == 0);
+    CHECK(http_tls_load(&t, NULL, NULL, home, "blocked", NULL, 0, err, sizeof(err)) != CMK_OK);
+    CHECK_MSG(strstr(err, "blocked.key") != NULL, "%s", err);
+    snprintf(bad, sizeof(bad), "%s/tls", home);
+    CHECK_MSG(test_dir_entries(bad) == 5, "%d entries", test_dir_entries(bad));
 }
 
 int main(void)

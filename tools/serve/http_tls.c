@@ -81,40 +81,15 @@ static cmk_err read_pem(const char *path, int secret, char **out, char *err, siz
     return CMK_OK;
 }
 
-/* Writes data to path (mode), replacing it atomically; the temporary is removed on failure. */
+/* Writes data to path (mode), replacing it atomically and durably (temporary beside it,
+ * fsync, rename, fsync of the directory: core/base/fsutil). */
 static cmk_err write_file(const char *path, const char *data, size_t len, mode_t mode, char *err,
                           size_t cap)
 {
-    char tmp[4200];
-    size_t off = 0;
-    int fd;
+    cmk_errbuf eb = {0};
+    cmk_err rc = cmk_write_file_atomic(path, data, len, mode, &eb);
 
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp%ld", path, (long)getpid()) >= sizeof(tmp))
-        return fail(err, cap, CMK_E_INVAL, "path too long: %s", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (fd < 0)
-        return fail(err, cap, CMK_E_IO, "cannot create %s: %s", tmp, strerror(errno));
-    while (off < len) {
-        ssize_t n = write(fd, data + off, len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        off += (size_t)n;
-    }
-    if (off != len || fsync(fd) != 0 || close(fd) != 0) {
-        int e = errno;
-        if (off != len)
-            close(fd);
-        unlink(tmp);
-        return fail(err, cap, CMK_E_IO, "cannot write %s: %s", tmp, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return fail(err, cap, CMK_E_IO, "cannot rename %s to %s: %s", tmp, path, strerror(e));
-    }
-    return CMK_OK;
+    return rc == CMK_OK ? CMK_OK : fail(err, cap, rc, "%s", eb.msg);
 }
 
 /* The PEM text of what bio holds, malloc'd and terminated; NULL when out of memory. */
