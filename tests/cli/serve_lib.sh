@@ -22,11 +22,18 @@ serve_cleanup() {
 on_exit serve_cleanup
 
 # start_server NAME [serve options...]: starts `cmkstore serve` in the background with
-# --listen 127.0.0.1:0, waits (up to 120 s: the first run makes an RSA key) until it listens.
-# Sets SRV_PID, HP (127.0.0.1:PORT), URL (http://HP), SRV_OUT, SRV_ERR.
+# --listen 127.0.0.1:0, waits (up to 120 s: the first run makes an RSA key) until it listens:
+# on https:// when the options hold --tls-cert (a server that fell back to plain HTTP then
+# does not count as started), else on http://. Sets SRV_PID, HP (127.0.0.1:PORT), URL
+# (http[s]://HP), SRV_OUT, SRV_ERR.
 start_server() {
-    local name=$1 i
+    local name=$1 scheme=http a i
     shift
+    for a in "$@"; do
+        case $a in
+        --tls-cert | --tls-cert=*) scheme=https ;;
+        esac
+    done
     SRV_OUT="$T/$name.out"
     SRV_ERR="$T/$name.err"
     # Emptied here, not only by the background job's redirection: a server started again
@@ -37,15 +44,15 @@ start_server() {
     SRV_PID=$!
     SRV_PIDS+=("$SRV_PID")
     for i in $(seq 1 1200); do
-        if grep -q '^Listening on http://' "$SRV_OUT" 2>/dev/null; then
-            HP=$(sed -n 's|^Listening on http://\([0-9.]*:[0-9]*\).*|\1|p' "$SRV_OUT" | head -1)
-            URL="http://$HP"
+        if grep -q "^Listening on $scheme://" "$SRV_OUT" 2>/dev/null; then
+            HP=$(sed -n "s|^Listening on $scheme://\([0-9.]*:[0-9]*\).*|\1|p" "$SRV_OUT" | head -1)
+            URL="$scheme://$HP"
             return 0
         fi
         kill -0 "$SRV_PID" 2>/dev/null || break
         sleep 0.1
     done
-    echo "# server $name did not start:" >&2
+    echo "# server $name did not start (no 'Listening on $scheme://'):" >&2
     sed 's/^/#   /' "$SRV_ERR" >&2
     return 1
 }

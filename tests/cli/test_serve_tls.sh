@@ -39,29 +39,6 @@ mk_ca() {
 mk_ca one
 mk_ca two
 
-# start_tls NAME [serve options...]: like start_server, for an HTTPS listener.
-start_tls() {
-    local name=$1 i
-    shift
-    SRV_OUT="$T/$name.out"
-    SRV_ERR="$T/$name.err"
-    "$CMKSTORE_BIN" serve --listen 127.0.0.1:0 "$@" >"$SRV_OUT" 2>"$SRV_ERR" &
-    SRV_PID=$!
-    SRV_PIDS+=("$SRV_PID")
-    for i in $(seq 1 1200); do
-        if grep -q '^Listening on https://' "$SRV_OUT" 2>/dev/null; then
-            HP=$(sed -n 's|^Listening on https://\([0-9.]*:[0-9]*\).*|\1|p' "$SRV_OUT" | head -1)
-            URL="https://$HP"
-            return 0
-        fi
-        kill -0 "$SRV_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "# server $name did not start:" >&2
-    sed 's/^/#   /' "$SRV_ERR" >&2
-    return 1
-}
-
 # ---- mistakes
 expect_exit 2 cmk serve --listen 127.0.0.1:0 --tls-cert "$T/one.crt"
 expect_err_match 'go together' "--tls-cert without --tls-key is refused"
@@ -73,7 +50,7 @@ chmod 600 "$T/one.key"
 expect_exit 2 cmk serve --listen 127.0.0.1:0 --tls-cert "$T/one.crt" --tls-key "$T/two.key"
 expect_err_match 'match|key' "a key that is not the certificate's is refused"
 
-start_tls tls --tls-cert "$T/one.crt" --tls-key "$T/one.key"
+start_server tls --tls-cert "$T/one.crt" --tls-key "$T/one.key"
 expect_true "the server names its certificate's fingerprint" grep -q '^TLS: .*SHA-256 ' "$SRV_OUT"
 expect_true "the hint verifies the certificate (no --dest-tls-verify=false)" \
     grep -q '^Try: skopeo copy --dest-cert-dir' "$SRV_OUT"
