@@ -59,6 +59,18 @@ static void usage(FILE *f)
                "  --rot-blobs A,B,C  rotation store sizes in blobs (default 1,1000,5000)\n"
                "  --rot-mb N         plaintext of the largest rotation store (default 2048)\n"
                "  --rss-mb N         size of the peak-RSS put/get (default 4096; --quick 256)\n"
+               "  --store s3://BUCKET[/PREFIX]\n"
+               "                     run on an S3 store instead (all, ceilings, put, get,\n"
+               "                     small): put/get and 4 KiB puts/gets against raw PUT/GET\n"
+               "                     of the same bytes to the same bucket with the same S3\n"
+               "                     client, plus the CPU ceilings; the local-disk scenarios\n"
+               "                     are skipped. Endpoint, region and credentials as for the\n"
+               "                     CLI: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, AWS_REGION,\n"
+               "                     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,\n"
+               "                     AWS_CA_BUNDLE. Defaults there: --size-mb 256 (--quick 16),\n"
+               "                     --small 400 (--quick 64). Objects go below\n"
+               "                     PREFIX/cmkbench-<hex>/ and are deleted at the end\n"
+               "  --s3-endpoint URL  the S3 endpoint (overrides AWS_ENDPOINT_URL_S3)\n"
                "  --no-cold          skip cold-cache reads (they need root to drop the cache)\n"
                "  --wait-quiet S     first wait up to S seconds for other processes to go idle\n"
                "  --json F  --txt F  --svg F   outputs (the table always goes to stdout)\n"
@@ -123,6 +135,23 @@ static void cpu_model(char *out, size_t cap)
     fclose(f);
 }
 
+/* The machine's load average now (1, 5, 15 min, from /proc/loadavg) into meta.key: on a
+ * shared machine it says how far the absolute figures can be trusted. */
+static void set_loadavg(bench_ctx *c, const char *key)
+{
+    char buf[128] = "";
+    FILE *f = fopen("/proc/loadavg", "r");
+    double l1, l5, l15;
+
+    if (!f)
+        return;
+    if (fgets(buf, sizeof(buf), f) && sscanf(buf, "%lf %lf %lf", &l1, &l5, &l15) == 3) {
+        snprintf(buf, sizeof(buf), "%.2f %.2f %.2f", l1, l5, l15);
+        json_object_set_new(json_object_get(c->json, "meta"), key, json_string(buf));
+    }
+    fclose(f);
+}
+
 static void set_meta(bench_ctx *c, const char *cmd, const char *data_desc)
 {
     struct utsname un;
@@ -151,6 +180,9 @@ static void set_meta(bench_ctx *c, const char *cmd, const char *data_desc)
                          (int)c->o.small_count, "cold_cache_dropped", c->can_drop && !c->o.no_cold,
                          "quick", c->o.quick));
     json_object_set_new(json_object_get(c->json, "meta"), "data", json_string(data_desc));
+    if (c->o.store)
+        json_object_set_new(json_object_get(c->json, "meta"), "store", json_string(c->o.store));
+    set_loadavg(c, "loadavg_start");
 }
 
 /* A data set in memory: generated, or a file read whole. */
@@ -359,6 +391,15 @@ int main(int argc, char **argv)
             parse_engines(o, v);
         } else if (strcmp(a, "--file") == 0) {
             o->file = v;
+        } else if (strcmp(a, "--store") == 0) {
+            if (strncmp(v, "s3://", 5) != 0)
+                bench_die("--store takes an S3 store, s3://BUCKET[/PREFIX] (a local store is "
+                          "what the run without --store measures)");
+            o->store = v;
+        } else if (strcmp(a, "--s3-endpoint") == 0) {
+            /* As the CLI: the library takes the endpoint from the environment. */
+            if (setenv("AWS_ENDPOINT_URL_S3", v, 1) != 0)
+                bench_die("cannot set the S3 endpoint");
         } else if (strcmp(a, "--shape") == 0) {
             shape_s = v;
         } else if (strcmp(a, "--small") == 0) {
@@ -388,6 +429,14 @@ int main(int argc, char **argv)
             usage(stderr);
             bench_die("unknown option %s", a);
         }
+    }
+    if (o->store) {
+        /* An object store behind a network: smaller defaults (each put crosses it twice). */
+        if (!set_size)
+            o->size = (o->quick ? 16 : 256) * MiB;
+        if (!set_small)
+            o->small_count = o->quick ? 64 : 400;
+        set_size = set_small = 1;
     }
     if (o->quick) {
         if (!set_size)
@@ -430,7 +479,13 @@ int main(int argc, char **argv)
              "KiB; %u worker threads; %u rep(s)%s",
              (unsigned long long)(o->size >> 20), o->chunk >> 10,
              o->threads ? o->threads : c->cores, o->reps, c->can_drop ? "" : "; no cold reads");
-    if (o->file && (!strcmp(cmd, "put") || !strcmp(cmd, "get")))
+    if (o->store)
+        snprintf(data_desc, sizeof(data_desc),
+                 "store %s: random (incompressible) and tar-like (compressible) %llu MiB each, "
+                 "%u rep(s); %u 4 KiB blobs per mode; chunk %u KiB; %u worker threads",
+                 o->store, (unsigned long long)(o->size >> 20), o->reps, o->small_count,
+                 o->chunk >> 10, o->threads ? o->threads : c->cores);
+    else if (o->file && (!strcmp(cmd, "put") || !strcmp(cmd, "get")))
         snprintf(data_desc, sizeof(data_desc), "file %s; chunk %u KiB", o->file, o->chunk >> 10);
     /* The run directory's parent must exist for the file system to be named. */
     if (mkdir(o->dir, 0700) != 0 && errno != EEXIST)
@@ -451,10 +506,12 @@ int main(int argc, char **argv)
     bench_usage_get(&run_a);
 
     /* Peak RSS first, while this process is lean (see scen_rss.c). */
-    if (!strcmp(cmd, "all") || !strcmp(cmd, "rss"))
+    if (!o->store && (!strcmp(cmd, "all") || !strcmp(cmd, "rss")))
         run_rss(c);
 
-    if (!strcmp(cmd, "all") || !strcmp(cmd, "ceilings") || !strcmp(cmd, "sweep")) {
+    if (o->store) {
+        run_s3(c, cmd, shape_s);
+    } else if (!strcmp(cmd, "all") || !strcmp(cmd, "ceilings") || !strcmp(cmd, "sweep")) {
         size_t n = (size_t)o->size;
         uint8_t *tar, *rnd;
 
@@ -522,6 +579,7 @@ int main(int argc, char **argv)
     run_summary(c);
     bench_usage_get(&run_b);
     bench_usage_diff(&run_a, &run_b, &run_d);
+    set_loadavg(c, "loadavg_end");
     json_object_set_new(json_object_get(c->json, "meta"), "elapsed_s",
                         json_real(bench_now() - c->t0));
     json_object_set_new(json_object_get(c->json, "meta"), "background_cores_mean",

@@ -23,7 +23,8 @@ typedef struct bench_opts {
     uint32_t chunk;   /* chunk size of the main stores */
     const char *engines[2];
     unsigned nengines;
-    const char *file; /* extra file to benchmark (put/get) */
+    const char *file;  /* extra file to benchmark (put/get) */
+    const char *store; /* --store s3://BUCKET[/PREFIX]: the object-store run (scen_s3.c) */
     const char *json_out, *txt_out, *svg_out;
     uint64_t rss_size;    /* bytes of the peak-RSS put/get */
     unsigned small_count; /* small blobs per small-blob run */
@@ -135,6 +136,10 @@ void run_small_ceilings(bench_ctx *c);
 void run_sweep(bench_ctx *c, uint8_t *tar, uint8_t *rnd, size_t n);
 void run_rotation(bench_ctx *c);
 void run_rss(bench_ctx *c);
+/* The run on an S3 store (--store s3://...): put/get, 4 KiB and CPU ceilings against raw
+ * PUT/GET of the same bytes to the same bucket; cmd is all, ceilings, put, get or small
+ * (dies for the others), shape the data set of put/get ("tar" or "random"). */
+void run_s3(bench_ctx *c, const char *cmd, const char *shape);
 /* Cross-scenario verdicts (io_uring vs sync, target summary). */
 void run_summary(bench_ctx *c);
 

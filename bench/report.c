@@ -274,7 +274,9 @@ static const char *section_title(const char *s)
         {"open", "STORE OPEN (cmk_store_open + close; median)"},
         {"rss", "PEAK RSS (forked child; wait4 ru_maxrss)"},
         {"engine", "ENGINE (io_uring / sync; ranges are min..max over repetitions)"},
-        {"target", "TARGETS (issue 4)"},
+        {"s3", "S3 STORE (--store s3://; raw = the same bytes PUT/GET to the same bucket with "
+               "the same S3 client, rounds alternating; ratio = store / raw)"},
+        {"target", "TARGETS (issue 4; with --store s3://, issue 23)"},
     };
     for (size_t i = 0; i < sizeof(t) / sizeof(*t); i++)
         if (strcmp(t[i].key, s) == 0)
@@ -324,8 +326,8 @@ static void print_row(FILE *f, const row *r)
 
 void report_print(bench_ctx *c, FILE *f)
 {
-    static const char *order[] = {"ceiling",  "put",  "get", "small",  "sweep",
-                                  "rotation", "open", "rss", "engine", "target"};
+    static const char *order[] = {"ceiling", "put", "get",    "small", "sweep", "rotation",
+                                  "open",    "rss", "engine", "s3",    "target"};
     json_t *meta = c->json ? json_object_get(c->json, "meta") : NULL;
 
     fprintf(f, "cmkbench %s — %s\n", CMKSTORE_VERSION_STRING,
@@ -337,6 +339,12 @@ void report_print(bench_ctx *c, FILE *f)
                 json_string_value(json_object_get(meta, "date")),
                 json_real_value(json_object_get(meta, "elapsed_s")),
                 json_real_value(json_object_get(meta, "background_cores_mean")));
+        if (json_object_get(meta, "loadavg_start"))
+            fprintf(f, "load average (1/5/15 min): %s at the start, %s at the end\n",
+                    json_string_value(json_object_get(meta, "loadavg_start")),
+                    json_string_value(json_object_get(meta, "loadavg_end"))
+                        ? json_string_value(json_object_get(meta, "loadavg_end"))
+                        : "?");
     }
     for (size_t k = 0; k < sizeof(order) / sizeof(*order); k++) {
         int any = 0;

@@ -8,6 +8,13 @@
 #   bench/run.sh                 full run
 #   bench/run.sh --quick         smoke-sized run (seconds, plus the wait for a quiet machine)
 #   bench/run.sh [cmkbench options...]   extra options are passed through (see --help)
+#   bench/run.sh --store s3://[BUCKET[/PREFIX]] [options...]
+#                                the object-store run (cmkbench --store, see --help): without
+#                                an endpoint in AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (or
+#                                --s3-endpoint), or with a bare s3://, a Ceph RGW is started for
+#                                the run (tests/s3/ceph.sh, bluestore on a sparse file) and
+#                                stopped after it; BUCKET defaults to cmkbench. Writes
+#                                bench/results/s3-latest.{json,txt,svg}.
 #
 # Environment: CMKBENCH_BUILD (build directory, default <repo>/build-bench),
 #              CMKBENCH_DIR (where benchmark data goes, default /work/cmkbench-data or
@@ -26,10 +33,22 @@ else
 fi
 results=$here/results
 
-quick=0
+quick=0 store='' bare=0 prev=''
+args=()
 for a in "$@"; do
     [[ $a == --quick ]] && quick=1
+    if [[ $prev == --store ]]; then
+        if [[ $a == s3:// ]]; then
+            a=s3://cmkbench
+            bare=1
+        fi
+        store=$a
+    fi
+    [[ $prev == --s3-endpoint ]] && export AWS_ENDPOINT_URL_S3=$a
+    args+=("$a")
+    prev=$a
 done
+set -- "${args[@]+"${args[@]}"}"
 
 echo "== building cmkbench (Release) in $build" >&2
 cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMK_BUILD_TESTS=OFF >/dev/null
@@ -37,6 +56,42 @@ cmake --build "$build" -j"$(nproc)" --target cmkbench >/dev/null
 bin=$build/cmkbench
 
 mkdir -p "$data" "$results"
+
+if [[ $store == s3://* ]]; then
+    # The object-store run: cmkbench against raw PUT/GET of the same bytes to the same bucket.
+    ceph_dir=
+    if ((bare)) || [[ -z ${AWS_ENDPOINT_URL_S3:-${AWS_ENDPOINT_URL:-}} ]]; then
+        ceph_dir=$(mktemp -d "$data/ceph.XXXXXX")
+        trap 'bash "$src/tests/s3/ceph.sh" stop "$ceph_dir/c" || true; rm -rf "$ceph_dir"' EXIT
+        echo "== starting a Ceph RGW for the run (bluestore) in $ceph_dir" >&2
+        CMK_CEPH_OBJECTSTORE=${CMK_CEPH_OBJECTSTORE:-bluestore} \
+            bash "$src/tests/s3/ceph.sh" start "$ceph_dir/c" --owner $$ >&2
+        # shellcheck disable=SC1091
+        set -a && source "$ceph_dir/c/env" && set +a
+        # Its endpoint, whatever the caller's environment or --s3-endpoint named.
+        export AWS_ENDPOINT_URL_S3=$AWS_ENDPOINT_URL
+        args=()
+        prev=''
+        for a in "$@"; do
+            [[ $prev == --s3-endpoint ]] && a=$AWS_ENDPOINT_URL
+            args+=("$a")
+            prev=$a
+        done
+        set -- "${args[@]}"
+    fi
+    sizes=()
+    ((quick)) || sizes=(--reps 5)
+    cmd=("$bin" all --dir "$data" --wait-quiet 120 "${sizes[@]}"
+         --json "$results/s3-latest.json" --txt "$results/s3-latest.txt"
+         --svg "$results/s3-latest.svg" "$@")
+    echo "== command: ${cmd[*]}" >&2
+    start=$SECONDS
+    "${cmd[@]}"
+    echo "== done in $((SECONDS - start)) s; command line:" >&2
+    echo "${cmd[*]}"
+    exit 0
+fi
+
 gz=$(mktemp "$data/layer.XXXXXX.tar.gz")
 trap 'rm -f "$gz"' EXIT
 

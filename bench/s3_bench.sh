@@ -13,7 +13,12 @@
 #            the same files PUT raw to the gateway by 8 clients: puts/s. One curl per request
 #            on both sides.
 #
-#   bash bench/s3_bench.sh [PATH-TO-CMKSTORE]
+#   cmkbench (with a second argument, PATH-TO-CMKBENCH): `cmkbench all --store s3://cmkbench`
+#            on the same RGW afterwards: the same comparisons made in-process, through the
+#            backend's own S3 client for the raw side, plus 4 KiB gets and the CPU ceilings
+#            (bench/RESULTS.md, "On S3").
+#
+#   bash bench/s3_bench.sh [PATH-TO-CMKSTORE [PATH-TO-CMKBENCH]]
 #
 # Environment: BENCH_MB, BENCH_REPS (default 3), BENCH_SMALL, BENCH_DIR (scratch, removed
 # unless BENCH_KEEP=1). Needs ceph-mon ceph-osd radosgw ceph-common curl openssl python3 jq bc.
@@ -25,6 +30,14 @@ BIN=${1:-build/cmkstore}
     exit 2
 }
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
+BENCH=${2:-}
+if [ -n "$BENCH" ]; then
+    [ -x "$BENCH" ] || {
+        echo "s3_bench.sh: $BENCH is not an executable cmkbench" >&2
+        exit 2
+    }
+    BENCH=$(cd "$(dirname "$BENCH")" && pwd)/$(basename "$BENCH")
+fi
 MB=${BENCH_MB:-256}
 REPS=${BENCH_REPS:-3}
 SMALL=${BENCH_SMALL:-400}
@@ -141,3 +154,10 @@ done
 printf '4 KiB puts, 8 clients: raw %6.0f/s, cmkstore serve %6.0f/s (%3.0f%%)\n' \
     "$(echo "$SMALL / ($t1 - $t0)" | bc -l)" "$(echo "$SMALL / ($t2 - $t1)" | bc -l)" \
     "$(echo "100 * ($t1 - $t0) / ($t2 - $t1)" | bc -l)"
+
+if [ -n "$BENCH" ]; then
+    echo
+    echo "== cmkbench --store s3://cmkbench on the same RGW (load $(cut -d' ' -f1-3 /proc/loadavg))"
+    "$BENCH" all --store s3://cmkbench --dir "$W/cmkbench" --size-mb "$MB" --reps "$REPS" \
+        --small "$SMALL"
+fi
