@@ -67,6 +67,10 @@ for shape in random tar; do
             py "s3['$op $shape']['value'] > 0 and s3['$op $shape']['reps'] == 2 and s3['$op $shape']['ref'] == s3['$raw $shape']['value'] > 0 and s3['$raw $shape']['reps'] == 2"
     done
 done
+for shape in random tar; do
+    check "the parallel raw reference (multipart PUT, ranged GETs) on $shape" \
+        py "s3['raw PUT $shape, 8M parts x4']['value'] > 0 and s3['raw GET $shape, 4M ranges x4']['value'] > 0"
+done
 for shape in random json; do
     for t in 1 8; do
         for op in put get; do
