@@ -45,37 +45,43 @@ static cmk_err s3_new(const char *name, cmk_s3_bk **out, cmk_errbuf *eb)
 /* Checks that the endpoint refuses a conditional write that must fail: a create-if-absent
  * of an object that exists and a replace-if-version of a version that is not there. An
  * endpoint that accepts both (npm's s3rver, for one) would let two writers overwrite each
- * other's keyring or settings, so the store is refused there. Three requests. */
+ * other's keyring or settings, so the store is refused there. The create-if-absent is tried
+ * first: the probe object is there from earlier opens, so it must fail at once; only if it
+ * succeeds (the object was missing, or the condition is ignored) is it tried again, and must
+ * fail then. Two requests at most opens (no object written), three at the first. */
 static cmk_err probe(cmk_s3_bk *s, cmk_errbuf *eb)
 {
     static const char body[] = "cmkstore conditional-write probe\n";
-    cmk_s3_req r1 = {.method = "PUT", .key = "probe", .body = body, .body_len = sizeof(body) - 1};
-    cmk_s3_req r2 = {.method = "PUT",
+    cmk_s3_req r1 = {.method = "PUT",
                      .key = "probe",
                      .body = body,
                      .body_len = sizeof(body) - 1,
                      .if_none_match = 1};
+    cmk_s3_req r2 = r1;
     cmk_s3_req r3 = {.method = "PUT",
                      .key = "probe",
                      .body = body,
                      .body_len = sizeof(body) - 1,
                      .if_match = "00000000000000000000000000000000"};
     cmk_errbuf ignore = {0};
-    cmk_err rc = cmk_s3_http_do(s->http, &r1, eb), rc2 = CMK_OK, rc3 = CMK_OK;
+    cmk_err rc = CMK_OK, rc2 = cmk_s3_http_do(s->http, &r1, &ignore), rc3 = CMK_OK;
 
-    if (rc == CMK_OK) {
-        rc2 = cmk_s3_http_do(s->http, &r2, &ignore);
+    if (rc2 == CMK_OK)
+        rc2 = cmk_s3_http_do(s->http, &r2, &ignore); /* created now: it must exist for this one */
+    if (rc2 != CMK_OK && rc2 != CMK_E_BUSY) {
+        *eb = ignore; /* unreachable, or not allowed: its message says which */
+        rc = rc2;
+    } else
         rc3 = cmk_s3_http_do(s->http, &r3, &ignore);
-        if (rc2 == CMK_E_IO || rc3 == CMK_E_IO)
-            rc = cmk_errbuf_set(eb, CMK_E_IO, "%s", ignore.msg);
-        else if (rc2 != CMK_E_BUSY || rc3 != CMK_E_BUSY)
-            rc = cmk_errbuf_set(eb, CMK_E_REFUSED,
-                                "the object store at %s does not honour conditional writes "
-                                "(%s accepted): several writers would overwrite each other's "
-                                "records, so %s is not used there",
-                                cmk_s3_http_conf(s->http)->endpoint,
-                                rc2 != CMK_E_BUSY ? "If-None-Match: *" : "If-Match", s->name);
-    }
+    if (rc == CMK_OK && rc3 == CMK_E_IO)
+        rc = cmk_errbuf_set(eb, CMK_E_IO, "%s", ignore.msg);
+    else if (rc == CMK_OK && (rc2 != CMK_E_BUSY || rc3 != CMK_E_BUSY))
+        rc = cmk_errbuf_set(eb, CMK_E_REFUSED,
+                            "the object store at %s does not honour conditional writes "
+                            "(%s accepted): several writers would overwrite each other's "
+                            "records, so %s is not used there",
+                            cmk_s3_http_conf(s->http)->endpoint,
+                            rc2 != CMK_E_BUSY ? "If-None-Match: *" : "If-Match", s->name);
     cmk_s3_req_done(&r1);
     cmk_s3_req_done(&r2);
     cmk_s3_req_done(&r3);

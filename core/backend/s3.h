@@ -9,7 +9,8 @@
  *   blobs/<alg>/<hex>            a published blob: the container itself (a blob of one
  *                                part), or a link object naming its data object
  *   data/<16 hex>                a container uploaded in parts, reached through its link
- *   probe                        written at open to check that conditions are honoured
+ *   probe                        written at the first open; every writable open checks on it
+ *                                that conditional writes are honoured
  *
  * There is no cross-process lock (caps lacks CMK_BK_LOCK): every writer of a record
  * replaces only the version it read (CMK_E_BUSY otherwise), so any number of processes on

@@ -3,12 +3,14 @@
  * published only if absent, read with ranged GETs.
  *
  * Sink: the container is a byte stream cut into parts. The first part holds the header's
- * head_len bytes and the next S3_PART bytes, and stays in memory until finish, when the
- * header is known; later parts are uploaded as they fill (a multipart upload to
- * data/<16 hex>, started with the second part) by the blob space's worker threads, four at a
- * time while the put goes on sealing, so the first part goes last (with the last one): S3
- * takes parts in any order. Memory: the first part, the one filling and four uploading
- * (6 x 8 MiB). A container that fits in the first part is one object, PUT at publish.
+ * head_len bytes and the next S3_P1 (5 MiB) bytes, and stays in memory until finish, when
+ * the header is known; later parts (S3_PART, 8 MiB) are uploaded as they fill by the blob
+ * space's worker threads, four at a time while the put goes on sealing, so the first part
+ * goes last (with the last one): S3 takes parts in any order. The multipart upload (to
+ * data/<16 hex>) is started by a worker once the second part is half full, so that its POST
+ * overlaps the sealing. Memory: the first part, the one filling and four uploading (5 + 5 x 8
+ * = 45 MiB). A container that ends before the upload is started (the first part and half of
+ * the second: header + 9 MiB) is one object, PUT at publish.
  *
  * Publish: a one-part container is PUT as blobs/<key> with If-None-Match: *. A multipart one
  * is completed into its data object, then a link object, "CMKSLINK\n<data key>\n<size>\n",
@@ -35,6 +37,11 @@
 #include "core/backend/s3_link.h"
 #include "core/backend/s3_xml.h"
 
+/* S3_P1: the first part's bytes after the header, S3's minimum part size (every part but
+ * the last must hold 5 MiB). The first part is sent only at finish, after the last byte is
+ * sealed: the smaller it is, the sooner the parts after it start and the less is left to
+ * send at the end. S3_PART: the parts after it. */
+#define S3_P1         (5u << 20)
 #define S3_PART       (8u << 20)
 #define S3_HEAD_CACHE (64u << 10)
 #define S3_READERS    4
@@ -80,12 +87,13 @@ typedef struct s3_sink {
      * failed, eb). */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int uploading;
+    int uploading; /* jobs queued or running: part uploads and the start of the upload */
+    int started;   /* the start of the multipart upload was queued (upload_id set once done) */
     uint8_t *spare[S3_UP_MAX];
     int nspare;
     s3_blobs *bs;
     uint32_t head_len;
-    uint8_t *p1; /* the first part: header room and the first S3_PART bytes */
+    uint8_t *p1; /* the first part: header room and the first S3_P1 bytes */
     size_t p1_len;
     uint8_t *cur; /* the part filling */
     size_t cur_len;
@@ -147,7 +155,7 @@ static cmk_err s3_sink_create(cmk_bk_blobs *b, cmk_io *io, uint32_t head_len, ui
     (void)io;
     (void)chunk_size;
     *out = NULL;
-    if (!k || !(k->p1 = malloc((size_t)head_len + S3_PART))) {
+    if (!k || !(k->p1 = malloc((size_t)head_len + S3_P1))) {
         free(k);
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (blob upload)");
     }
@@ -233,39 +241,72 @@ static void wait_uploads(s3_sink *k, int most)
         pthread_cond_wait(&k->cv, &k->mu);
 }
 
-/* A worker's upload of a part: the result into the sink, the buffer back to its spares. */
+/* A worker's upload of a part (the result into the sink, the buffer back to its spares), or
+ * (part 0) the start of the multipart upload. */
 static void part_job(struct job *j)
 {
     s3_sink *k = j->sink;
     cmk_errbuf eb = {0};
-    cmk_err rc = upload_part(k, j->part, j->buf, j->len, &eb);
+    cmk_err rc = j->part == 0 ? start_upload(k, &eb) : upload_part(k, j->part, j->buf, j->len, &eb);
 
     pthread_mutex_lock(&k->mu);
     if (rc != CMK_OK)
         sink_fail(k, rc, &eb);
-    k->spare[k->nspare++] = j->buf;
+    if (j->buf)
+        k->spare[k->nspare++] = j->buf;
     k->uploading--;
     pthread_cond_broadcast(&k->cv);
     pthread_mutex_unlock(&k->mu);
     free(j);
 }
 
-/* Hands the filling part to the workers (the first one past part 1 starts the upload),
- * waiting while S3_UP_MAX are uploading; the next part fills a spare buffer. sync: upload it
- * from this thread instead (the last part, at finish). */
+/* Queues the start of the multipart upload, once the container is known to need one: a
+ * worker's POST overlaps the sealing of the second part instead of delaying its upload. */
+static cmk_err queue_start(s3_sink *k, cmk_errbuf *eb)
+{
+    struct job *j = calloc(1, sizeof(*j));
+
+    if (!j)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (blob upload)");
+    *j = (struct job){.sink = k, .part = 0};
+    pthread_mutex_lock(&k->mu);
+    k->uploading++;
+    k->started = 1;
+    pthread_mutex_unlock(&k->mu);
+    push_job(k->bs, j);
+    return CMK_OK;
+}
+
+/* Waits for the multipart upload to be started (k->mu held): CMK_OK once upload_id is set. */
+static cmk_err wait_started(s3_sink *k, cmk_errbuf *eb)
+{
+    while (!k->upload_id[0] && k->failed == CMK_OK)
+        pthread_cond_wait(&k->cv, &k->mu);
+    if (k->failed != CMK_OK) {
+        *eb = k->eb;
+        return k->failed;
+    }
+    return CMK_OK;
+}
+
+/* Hands the filling part to the workers once the upload is started, waiting while S3_UP_MAX
+ * are uploading; the next part fills a spare buffer. sync: upload it from this thread
+ * instead (the last part, at finish). */
 static cmk_err flush_cur(s3_sink *k, int sync, cmk_errbuf *eb)
 {
     struct job *j;
     cmk_err rc = CMK_OK;
     int num;
 
-    if (!k->upload_id[0])
-        rc = start_upload(k, eb);
+    if (!k->started)
+        rc = queue_start(k, eb);
     if (rc != CMK_OK)
         return rc;
     pthread_mutex_lock(&k->mu);
     num = k->nparts + 2;
-    rc = k->failed != CMK_OK ? (*eb = k->eb, k->failed) : etag_room(k, num, eb);
+    rc = wait_started(k, eb);
+    if (rc == CMK_OK)
+        rc = etag_room(k, num, eb);
     if (rc == CMK_OK && !sync)
         wait_uploads(k, S3_UP_MAX - 1);
     pthread_mutex_unlock(&k->mu);
@@ -295,7 +336,7 @@ static cmk_err flush_cur(s3_sink *k, int sync, cmk_errbuf *eb)
 
 static cmk_err add_bytes(s3_sink *k, const uint8_t *p, size_t len, cmk_errbuf *eb)
 {
-    size_t p1_cap = (size_t)k->head_len + S3_PART;
+    size_t p1_cap = (size_t)k->head_len + S3_P1;
 
     k->total += len;
     if (k->p1_len < p1_cap) {
@@ -314,6 +355,13 @@ static cmk_err add_bytes(s3_sink *k, const uint8_t *p, size_t len, cmk_errbuf *e
         k->cur_len += n;
         p += n;
         len -= n;
+        /* Half the second part: the container will be uploaded in parts. (Smaller ones, up
+         * to the first part and one more, are sent as one object at publish.) */
+        if (!k->started && k->cur_len >= S3_PART / 2) {
+            cmk_err rc = queue_start(k, eb);
+            if (rc != CMK_OK)
+                return rc;
+        }
         if (k->cur_len == S3_PART) {
             cmk_err rc = flush_cur(k, 0, eb);
             if (rc != CMK_OK)
@@ -384,14 +432,29 @@ static cmk_err s3_sink_finish(cmk_bk_sink *ks, const void *tail, size_t tail_len
         rc = add_bytes(k, tail, tail_len, &e);
     if (rc == CMK_OK) {
         memcpy(k->p1, head, k->head_len);
-        if (k->upload_id[0] || k->cur_len > 0) {
-            /* The last part (any size) to the workers, and the first (header + S3_PART >=
-             * 5 MiB, final now) from this thread at the same time: the tail is one part
-             * time, not two. */
+        if (k->started) {
+            /* The last part (any size) to the workers, and the first (header + S3_P1, final
+             * now) from this thread at the same time: the tail is one part time, not two. */
             if (k->cur_len > 0)
                 rc = flush_cur(k, 0, &e);
+            if (rc == CMK_OK) {
+                pthread_mutex_lock(&k->mu);
+                rc = wait_started(k, &e);
+                pthread_mutex_unlock(&k->mu);
+            }
             if (rc == CMK_OK)
                 rc = upload_part(k, 1, k->p1, k->p1_len, &e);
+        } else if (k->cur_len > 0) {
+            /* No upload started: the first part and the one filling are one object. */
+            uint8_t *np = realloc(k->p1, k->p1_len + k->cur_len);
+            if (!np) {
+                rc = cmk_errbuf_set(&e, CMK_E_NOMEM, "out of memory (blob upload)");
+            } else {
+                k->p1 = np;
+                memcpy(k->p1 + k->p1_len, k->cur, k->cur_len);
+                k->p1_len += k->cur_len;
+                k->cur_len = 0;
+            }
         }
     }
     pthread_mutex_lock(&k->mu);

@@ -23,7 +23,8 @@ expect_json "length == 0" "... and the store opens there, empty"
 export AWS_ENDPOINT_URL_S3=$EP
 expect_true "--help names --s3-endpoint" sh -c "'$CMKSTORE_BIN' blob put --help | grep -q -- --s3-endpoint"
 
-# ---- blobs: one part (small) and several (20 MB: parts of 8 MiB, the first sent last)
+# ---- blobs: one part (small) and several (20 MB: header + 5 MiB, then 8 MiB parts; the first
+# sent last)
 gen_random big 20000000 "$T/big"
 printf 'hello object storage' >"$T/small"
 expect_ok cmk blob put --store "$S" "$T/big"
@@ -65,6 +66,30 @@ expect_false "no plaintext in the data object" grep -qF "$(slice "$T/big" 900000
     <(od -An -tx1 "$T/data" | tr -d ' \n')
 expect_eq "$(s3_req "$T/sm" GET "/cmkst/team/a/blobs/sha256/$hexs")" 200 "the small blob is one object"
 expect_false "... without its plaintext" grep -q "hello object storage" "$T/sm"
+
+# ---- the size where a blob starts being uploaded in parts: the first part holds the header
+# and 5 MiB; an upload is started once the next part is half full (4 MiB more). Below that
+# the blob is one object, above it a data object of two parts, both read back whole.
+gen_random mid1 8000000 "$T/mid1"
+gen_random mid2 10000000 "$T/mid2"
+expect_ok cmk blob put --store "$S" "$T/mid1"
+D1=$(cat "$OUT")
+expect_ok cmk blob put --store "$S" "$T/mid2"
+D2=$(cat "$OUT")
+expect_eq "$(s3_req "$T/m1" GET "/cmkst/team/a/blobs/sha256/${D1#sha256:}")" 200 "8 MB: one object"
+expect_eq "$(head -c 8 "$T/m1")" "CMKSBLOB" "... the container itself"
+expect_eq "$(s3_req "$T/m2" GET "/cmkst/team/a/blobs/sha256/${D2#sha256:}")" 200 "10 MB: an object"
+expect_eq "$(head -c 9 "$T/m2")" "CMKSLINK" "... a link to its parts"
+for m in mid1 mid2; do
+    d=$D1
+    [ $m == mid2 ] && d=$D2
+    expect_ok cmk blob get --store "$S" "$d" -o "$T/$m.out"
+    expect_true "$m reads back whole" cmp "$T/$m" "$T/$m.out"
+done
+expect_eq "$(s3_req "$T/ups" GET "/cmkst?uploads=")" 200 "the bucket's multipart uploads"
+expect_eq "$(grep -c '<UploadId>' "$T/ups")" 0 "... none left incomplete"
+expect_ok cmk blob rm --store "$S" "$D1"
+expect_ok cmk blob rm --store "$S" "$D2"
 
 # ---- events, without the key
 expect_ok cmk events --store "$S"
