@@ -54,7 +54,7 @@ int cmk_s3_written_by(cmk_s3_bk *s, const char *key, const char *nonce, char *et
 /* Remembers an object a staged store wrote. */
 void cmk_s3_note_written(cmk_s3_bk *s, const char *key);
 
-/* The blob space (s3_blob.c). */
+/* The blob space (s3_blob.c; its files: s3_blob.h). */
 CMK_MUST_CHECK cmk_err cmk_s3_blobs_open_op(cmk_backend *b, cmk_pool *pool, uint64_t direct_after,
                                             atomic_int *direct_state, cmk_bk_blobs **out,
                                             cmk_errbuf *eb);

@@ -3,7 +3,8 @@
  * is published by creating blobs/<alg>/<hex> exclusively as a small object that names it,
  * "CMKSLINK\n<data key>\n<size>\n" (data key: "data/<16 hex>", below the store's prefix;
  * size: decimal, the container's bytes). The blob space writes and follows them
- * (s3_blob.c), the sweep of unreferenced data objects reads every one (s3_sweep.c).
+ * (s3_publish.c, s3_source.c), the sweep of unreferenced data objects reads every one
+ * (s3_sweep.c).
  *
  * The parser is a pure function over bytes read from the object store, bounded by their
  * length: tests/fuzz/fuzz_s3_link.c.

@@ -39,7 +39,7 @@
 
 /* Default grace of the sweeps: far longer than any put (see cmk_s3_orphan_grace). */
 #define S3_ORPHAN_GRACE_DEFAULT 86400
-/* "data/" and the 16 hex digits of the names sinks give their data objects (s3_blob.c). */
+/* "data/" and the 16 hex digits of the names sinks give their data objects (s3_sink.c). */
 #define DATA_KEY_LEN 21
 
 /* The grace of the sweeps, in seconds. A put in progress never gets near it: each request of
