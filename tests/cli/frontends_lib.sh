@@ -10,8 +10,11 @@
 #   the manifests pushed; the blob stored once, intact);
 # - an upload session is the front-end's own: the other answers 404 BLOB_UPLOAD_UNKNOWN and
 #   the session still completes where it was opened;
+# - a session that A saved while serving (--upload-save-after 0, polled in /metrics) is A's:
+#   a front-end of another --instance starting beside A leaves it alone (404 there);
 # - kill -9 of a front-end in the middle of a push leaves no blob visible through the other
-#   or the CLI, and the front-end restarts on the store;
+#   or the CLI, and the front-end restarts on the store, with its saved session: GET answers
+#   its Range, PUT completes it, pulled byte for byte through the other;
 # - a key rotation made by one (automatic rotation on A only) is adopted by the other at its
 #   next key check: it names the new version, and keeps serving once the old version is
 #   disabled;
@@ -60,12 +63,12 @@ frontends_suite() {
 
     # B checks its key every second but never looks for a new key version itself (its
     # first check, at start, finds none); A rotates automatically.
-    fe_start b "$S" --rotation-check-interval 86400 || {
+    fe_start b "$S" --rotation-check-interval 86400 --instance fe-b || {
         not_ok "front-end B starts"
         return
     }
     ok "front-end B serves the store"
-    fe_start a "$S" --rotation-check-interval 1 || {
+    fe_start a "$S" --rotation-check-interval 1 --instance fe-a --upload-save-after 0 || {
         not_ok "front-end A starts beside B"
         return
     }
@@ -174,7 +177,26 @@ frontends_suite() {
         "... and pulled through B"
     expect_true "... whole" cmp "$B" "$T/chunked"
 
-    # ---- kill -9 of A in the middle of a push
+    # ---- a session A saved while serving stays A's
+    gen_random fe-saved 2000000 "$T/saved"
+    local n0 spath
+    n0=$(fe_metric "$A" cmkstore_uploads_saved_total)
+    expect_eq "$(hcurl "$B" -X POST "$A/v2/fe/saved/blobs/uploads/")" 202 "open a session on A"
+    spath=$(hdr_of "$B.h" Location)
+    spath=${spath#"$A"}
+    expect_eq "$(hcurl "$B" -X PATCH --data-binary @<(slice "$T/saved" 0 1000000) \
+        -H 'Content-Type: application/octet-stream' "$A$spath")" 202 "... PATCH 1 MB"
+    saved_more() { [ "$(fe_metric "$A" cmkstore_uploads_saved_total)" -gt "$n0" ]; }
+    expect_true "... A saves it while serving (metric, polled up to 120 s)" wait_for 120 saved_more
+    fe_start c "$S" --instance fe-c || not_ok "a third front-end starts"
+    expect_true "a front-end starting beside A leaves A's saved session alone (log)" \
+        grep -q '0 upload session(s) restored from the last run, 0 expired (--upload-timeout) and dropped, 1 of other instances left alone' "$SRV_ERR"
+    expect_eq "$(hcurl "$B" "$FE_URL_c$spath")" 404 "... it does not know it"
+    stop_server TERM
+    expect_eq "$(hcurl "$B" "$A$spath")" 204 "... A still answers it"
+    expect_eq "$(hdr_of "$B.h" Range)" "0-999999" "... with its Range"
+
+    # ---- kill -9 of A in the middle of a push (the saved session above stays saved)
     gen_random fe-killed 40000000 "$T/killed"
     local DK
     DK=$(oci_digest "$T/killed")
@@ -199,8 +221,19 @@ frontends_suite() {
     expect_ok cmk blob ls --store "$S"
     expect_false "... nor listed by the CLI" grep -q "${DK#sha256:}" "$OUT"
     expect_eq "$(hcurl "$B" "$Bu/v2/fe/app/manifests/v1")" 200 "B still serves"
-    fe_start a "$S" --rotation-check-interval 1 || not_ok "A restarts on the store"
+    fe_start a "$S" --rotation-check-interval 1 --instance fe-a --upload-save-after 0 ||
+        not_ok "A restarts on the store"
     A=$FE_URL_a
+    expect_true "A restarted: the session it saved is restored (log)" \
+        grep -q '1 upload session(s) restored from the last run, 0 expired' "$SRV_ERR"
+    expect_eq "$(hcurl "$B" "$A$spath")" 204 "... GET on it answers 204"
+    expect_eq "$(hdr_of "$B.h" Range)" "0-999999" "... with its Range"
+    expect_eq "$(hcurl "$B" -X PUT --data-binary @<(slice "$T/saved" 1000000 1000000) \
+        -H 'Content-Type: application/octet-stream' \
+        "$A$spath?digest=$(oci_digest "$T/saved")")" 201 "... the rest PUT on A: 201"
+    expect_eq "$(hcurl "$B" "$Bu/v2/fe/saved/blobs/$(oci_digest "$T/saved")")" 200 \
+        "... pulled through B"
+    expect_true "... whole" cmp "$B" "$T/saved"
     expect_eq "$(fe_push "$A" fe/killed "$T/killed")" 201 "A restarted: the push again, whole: 201"
     expect_eq "$(hcurl "$B" "$Bu/v2/fe/killed/blobs/$DK")" 200 "... pulled through B"
     expect_true "... whole" cmp "$B" "$T/killed"
