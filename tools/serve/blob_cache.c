@@ -187,28 +187,26 @@ static int get_locked(blob_cache *c, const char *digest, uint64_t size, int wait
     return fd;
 }
 
-int blob_cache_get(blob_cache *c, const char *digest, uint64_t size)
+static int get(blob_cache *c, const char *digest, uint64_t size, int wait)
 {
     int fd;
 
     if (!c)
         return -1;
     pthread_mutex_lock(&c->mu);
-    fd = get_locked(c, digest, size, 0);
+    fd = get_locked(c, digest, size, wait);
     pthread_mutex_unlock(&c->mu);
     return fd;
 }
 
+int blob_cache_get(blob_cache *c, const char *digest, uint64_t size)
+{
+    return get(c, digest, size, 0);
+}
+
 int blob_cache_get_wait(blob_cache *c, const char *digest, uint64_t size)
 {
-    int fd;
-
-    if (!c)
-        return -1;
-    pthread_mutex_lock(&c->mu);
-    fd = get_locked(c, digest, size, 1);
-    pthread_mutex_unlock(&c->mu);
-    return fd;
+    return get(c, digest, size, 1);
 }
 
 blob_cache_fill *blob_cache_fill_begin(blob_cache *c, const char *digest, uint64_t size)
