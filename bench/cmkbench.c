@@ -430,6 +430,9 @@ int main(int argc, char **argv)
             bench_die("unknown option %s", a);
         }
     }
+    if (o->store && o->file)
+        bench_die("--file is not measured with --store s3:// (its data sets are random and "
+                  "tar-like, --size-mb each)");
     if (o->store) {
         /* An object store behind a network: smaller defaults (each put crosses it twice). */
         if (!set_size)

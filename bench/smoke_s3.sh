@@ -113,6 +113,8 @@ refused() { # description, expected message, args...
 }
 refused "a local path is refused by --store" "takes an S3 store" small --store "$out/x"
 refused "a bad bucket name is refused" "--store s3://A_B" small --store s3://A_B
+refused "--file is refused with --store s3://" "--file is not measured with --store" \
+    put --store s3://smoke/pre --file "$out/x"
 refused "a local-disk scenario is refused with --store s3://" "not measured with --store s3://" \
     rotation --store s3://smoke/pre
 if env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY "$bin" small --store s3://smoke/pre \
