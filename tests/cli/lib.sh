@@ -177,6 +177,41 @@ wait_for() {
     done
 }
 
+# wait_listening OUT PID SCHEME TRIES: waits (TRIES x 0.1 s) until the background server PID
+# writes "Listening on SCHEME://HOST:PORT" to OUT, and prints HOST:PORT; fails as soon as PID
+# has exited without it (a server that refused its options) or when TRIES run out.
+wait_listening() {
+    local out=$1 pid=$2 scheme=$3 tries=$4 i
+    for i in $(seq 1 "$tries"); do
+        if grep -q "^Listening on $scheme://" "$out" 2>/dev/null; then
+            sed -n "s|^Listening on $scheme://\([0-9.]*:[0-9]*\).*|\1|p" "$out" | head -1
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# stop_bg PID SIGNAL: signals the background process PID and waits for it (up to 60 s); sets
+# BG_EXIT to its exit status, or 124 if it did not stop (it is then killed).
+stop_bg() {
+    local pid=$1 sig=$2 i
+    kill "-$sig" "$pid" 2>/dev/null || true
+    for i in $(seq 1 600); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        BG_EXIT=124
+        return 0
+    fi
+    BG_EXIT=0
+    wait "$pid" 2>/dev/null || BG_EXIT=$?
+}
+
 # slice FILE START LEN: LEN bytes of FILE from offset START, on stdout.
 slice() {
     dd if="$1" bs=1M iflag=skip_bytes,count_bytes skip="$2" count="$3" status=none

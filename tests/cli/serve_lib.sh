@@ -27,7 +27,7 @@ on_exit serve_cleanup
 # does not count as started), else on http://. Sets SRV_PID, HP (127.0.0.1:PORT), URL
 # (http[s]://HP), SRV_OUT, SRV_ERR.
 start_server() {
-    local name=$1 scheme=http a i
+    local name=$1 scheme=http a
     shift
     for a in "$@"; do
         case $a in
@@ -43,15 +43,10 @@ start_server() {
     "$CMKSTORE_BIN" serve --listen 127.0.0.1:0 "$@" >"$SRV_OUT" 2>"$SRV_ERR" &
     SRV_PID=$!
     SRV_PIDS+=("$SRV_PID")
-    for i in $(seq 1 1200); do
-        if grep -q "^Listening on $scheme://" "$SRV_OUT" 2>/dev/null; then
-            HP=$(sed -n "s|^Listening on $scheme://\([0-9.]*:[0-9]*\).*|\1|p" "$SRV_OUT" | head -1)
-            URL="$scheme://$HP"
-            return 0
-        fi
-        kill -0 "$SRV_PID" 2>/dev/null || break
-        sleep 0.1
-    done
+    if HP=$(wait_listening "$SRV_OUT" "$SRV_PID" "$scheme" 1200); then
+        URL="$scheme://$HP"
+        return 0
+    fi
     echo "# server $name did not start (no 'Listening on $scheme://'):" >&2
     sed 's/^/#   /' "$SRV_ERR" >&2
     return 1
@@ -60,20 +55,8 @@ start_server() {
 # stop_server [SIGNAL]: signals the server (default TERM) and waits for it (up to 60 s).
 # Sets SRV_EXIT to its exit status (or 124 if it did not stop: it is then killed).
 stop_server() {
-    local sig=${1:-TERM} i
-    kill "-$sig" "$SRV_PID" 2>/dev/null || true
-    for i in $(seq 1 600); do
-        kill -0 "$SRV_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$SRV_PID" 2>/dev/null; then
-        kill -KILL "$SRV_PID" 2>/dev/null || true
-        wait "$SRV_PID" 2>/dev/null || true
-        SRV_EXIT=124
-        return 0
-    fi
-    SRV_EXIT=0
-    wait "$SRV_PID" 2>/dev/null || SRV_EXIT=$?
+    stop_bg "$SRV_PID" "${1:-TERM}"
+    SRV_EXIT=$BG_EXIT
 }
 
 # hcurl OUTFILE CURL-ARGS...: runs curl, body to OUTFILE, headers to OUTFILE.h; prints the

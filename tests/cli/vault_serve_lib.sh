@@ -25,7 +25,7 @@ on_exit vault_cleanup
 # in the background on 127.0.0.1:0 and waits (bounded) until it listens. Sets VSRV_PID,
 # VURL (https://127.0.0.1:PORT), VPORT, VCA (the certificate to trust), VSRV_OUT, VSRV_ERR.
 start_vault() {
-    local name=$1 vault=$2 i
+    local name=$1 vault=$2 hp
     shift 2
     VSRV_OUT="$T/$name.out"
     VSRV_ERR="$T/$name.err"
@@ -33,16 +33,12 @@ start_vault() {
         2>"$VSRV_ERR" &
     VSRV_PID=$!
     VSRV_PIDS+=("$VSRV_PID")
-    for i in $(seq 1 600); do
-        if grep -q '^Listening on https://' "$VSRV_OUT" 2>/dev/null; then
-            VURL=$(sed -n 's|^Listening on \(https://[0-9.]*:[0-9]*\)$|\1|p' "$VSRV_OUT" | head -1)
-            VPORT=${VURL##*:}
-            VCA=$(sed -n 's|^TLS certificate \([^ ]*\).*|\1|p' "$VSRV_OUT" | head -1)
-            return 0
-        fi
-        kill -0 "$VSRV_PID" 2>/dev/null || break
-        sleep 0.1
-    done
+    if hp=$(wait_listening "$VSRV_OUT" "$VSRV_PID" https 600); then
+        VURL="https://$hp"
+        VPORT=${VURL##*:}
+        VCA=$(sed -n 's|^TLS certificate \([^ ]*\).*|\1|p' "$VSRV_OUT" | head -1)
+        return 0
+    fi
     echo "# vault server $name did not start:" >&2
     sed 's/^/#   /' "$VSRV_ERR" >&2
     return 1
@@ -51,20 +47,8 @@ start_vault() {
 # stop_vault [SIGNAL]: signals the server (default TERM) and waits for it (bounded); sets
 # VSRV_EXIT (124 if it had to be killed).
 stop_vault() {
-    local sig=${1:-TERM} i
-    kill "-$sig" "$VSRV_PID" 2>/dev/null || true
-    for i in $(seq 1 600); do
-        kill -0 "$VSRV_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$VSRV_PID" 2>/dev/null; then
-        kill -KILL "$VSRV_PID" 2>/dev/null || true
-        wait "$VSRV_PID" 2>/dev/null || true
-        VSRV_EXIT=124
-        return 0
-    fi
-    VSRV_EXIT=0
-    wait "$VSRV_PID" 2>/dev/null || VSRV_EXIT=$?
+    stop_bg "$VSRV_PID" "${1:-TERM}"
+    VSRV_EXIT=$BG_EXIT
 }
 
 # vcurl OUTFILE CURL-ARGS...: curl trusting $VCA; body to OUTFILE, headers to OUTFILE.h;
