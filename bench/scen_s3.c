@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "bench/cmkbench.h"
+#include "core/backend/s3_blob.h"
 #include "core/backend/s3_conf.h"
 #include "core/backend/s3_http.h"
 #include "core/backend/s3_xml.h"
@@ -42,14 +43,16 @@
 #define SMALL_LEN  4096u
 /* Timed segments per side of a 4 KiB measurement (A B B A A B B A between raw and store). */
 #define SMALL_SEGS 4
-/* The parallel raw reference: a multipart PUT of PAR_PART parts and ranged GETs of PAR_RANGE
- * bytes, PAR_INFLIGHT requests at a time: the shape of the store's own requests when this
- * was written (core/backend/s3_blob.c: 8 MiB parts, four uploading; reads merged into GETs
- * of up to 4 MiB by four readers). Informational: the targets are judged against the plain
- * PUT / GET, which is what a client of the object store without multipart would get. */
-#define PAR_PART      (8u << 20)
-#define PAR_RANGE     (4u << 20)
-#define PAR_INFLIGHT  4
+/* The parallel raw reference: a multipart PUT of PAR_PART parts, PAR_UP at a time, and ranged
+ * GETs of PAR_RANGE bytes, PAR_READ at a time: the shape of the store's own requests, taken
+ * from its constants (core/backend/s3_blob.h). Informational: the targets are judged against
+ * the plain PUT / GET, which is what a client of the object store without multipart gets. */
+#define PAR_PART        S3_PART
+#define PAR_RANGE       S3_GET_MAX
+#define PAR_UP          S3_UP_MAX
+#define PAR_READ        S3_READERS
+#define PAR_THREADS_MAX 64
+_Static_assert(PAR_UP <= PAR_THREADS_MAX && PAR_READ <= PAR_THREADS_MAX, "threads");
 #define PAR_PARTS_MAX 10000
 
 typedef struct s3run {
@@ -203,8 +206,8 @@ static void *par_worker(void *arg)
 
 static void par_run(par_job *j)
 {
-    pthread_t t[PAR_INFLIGHT];
-    unsigned nt = j->count < PAR_INFLIGHT ? j->count : PAR_INFLIGHT;
+    pthread_t t[PAR_THREADS_MAX];
+    unsigned most = j->get ? PAR_READ : PAR_UP, nt = j->count < most ? j->count : most;
 
     atomic_init(&j->next, 0);
     atomic_init(&j->failed, 0);
@@ -217,7 +220,7 @@ static void par_run(par_job *j)
     pthread_mutex_destroy(&j->mu);
 }
 
-/* A multipart upload of buf in PAR_PART parts, PAR_INFLIGHT at a time. Dies on failure. */
+/* A multipart upload of buf in PAR_PART parts, PAR_UP at a time. Dies on failure. */
 static void raw_put_parallel(s3run *x, const char *key, uint8_t *buf, size_t n)
 {
     par_job j = {.x = x, .key = key, .buf = buf, .n = n, .step = PAR_PART};
@@ -276,7 +279,7 @@ static void raw_put_parallel(s3run *x, const char *key, uint8_t *buf, size_t n)
         bench_die("raw multipart PUT: complete: %s", eb.msg);
 }
 
-/* GETs the n bytes of key into buf as PAR_RANGE ranges, PAR_INFLIGHT at a time. */
+/* GETs the n bytes of key into buf as PAR_RANGE ranges, PAR_READ at a time. */
 static void raw_get_parallel(s3run *x, const char *key, uint8_t *buf, size_t n)
 {
     par_job j = {.x = x, .key = key, .buf = buf, .n = n, .step = PAR_RANGE, .get = 1};
@@ -522,17 +525,17 @@ static void big(bench_ctx *c, s3run *x, const char *label, uint8_t *data, size_t
     snprintf(name, sizeof(name), "raw GET %s", label);
     timed_row(c, name, "raw", &rg);
     double raw_put_med = c->rows[c->nrows - 2].value, raw_get_med = c->rows[c->nrows - 1].value;
-    snprintf(name, sizeof(name), "raw PUT %s, 8M parts x%d", label, PAR_INFLIGHT);
+    snprintf(name, sizeof(name), "raw PUT %s, %uM parts x%d", label, PAR_PART >> 20, PAR_UP);
     r = timed_row(c, name, "raw", &pp);
     snprintf(r->note, sizeof(r->note),
              "multipart upload, %d parts in flight: shaped as the store's put (informational)",
-             PAR_INFLIGHT);
+             PAR_UP);
     double par_put_med = r->value;
-    snprintf(name, sizeof(name), "raw GET %s, 4M ranges x%d", label, PAR_INFLIGHT);
+    snprintf(name, sizeof(name), "raw GET %s, %uM ranges x%d", label, PAR_RANGE >> 20, PAR_READ);
     r = timed_row(c, name, "raw", &pg);
     snprintf(r->note, sizeof(r->note),
              "ranged GETs, %d in flight: shaped as the store's read-ahead (informational)",
-             PAR_INFLIGHT);
+             PAR_READ);
     double par_get_med = r->value;
 
     snprintf(name, sizeof(name), "put %s", label);
