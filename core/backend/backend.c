@@ -87,6 +87,13 @@ cmk_err cmk_bk_rec_delete(cmk_backend *b, const char *name, const cmk_rec_ver *e
 cmk_err cmk_bk_rec_list(cmk_backend *b, const char *prefix, int (*cb)(const char *name, void *arg),
                         void *arg, cmk_errbuf *eb)
 {
+    const char *slash = prefix ? strchr(prefix, '/') : NULL;
+
+    /* The contract (backend.h), checked once for every backend: "ns/" or "ns/name-prefix". */
+    if (!slash || slash == prefix || strchr(slash + 1, '/'))
+        return cmk_errbuf_set(eb, CMK_E_INVAL,
+                              "a record listing names a namespace (\"meta/\"), not '%.300s'",
+                              prefix ? prefix : "(null)");
     return BK_CALL(b, rec_list, eb, prefix, cb, arg, eb);
 }
 

@@ -243,7 +243,7 @@ static cmk_err local_rec_list(cmk_backend *b, const char *prefix,
                               int (*cb)(const char *name, void *arg), void *arg, cmk_errbuf *eb)
 {
     cmk_local_bk *l = cmk_local_of(b);
-    const char *slash = prefix ? strchr(prefix, '/') : NULL;
+    const char *slash = strchr(prefix, '/'); /* "ns/..." checked by cmk_bk_rec_list */
     char ns[REL_MAX];
     struct dirent *de;
     size_t kl;
@@ -251,11 +251,8 @@ static cmk_err local_rec_list(cmk_backend *b, const char *prefix,
     int fd, stop = 0;
     cmk_err rc;
 
-    if (!slash || slash == prefix || (size_t)(slash - prefix) >= sizeof(ns) ||
-        strchr(slash + 1, '/'))
-        return cmk_errbuf_set(eb, CMK_E_INVAL,
-                              "a record listing names a namespace (\"meta/\"), not '%.300s'",
-                              prefix ? prefix : "(null)");
+    if ((size_t)(slash - prefix) >= sizeof(ns))
+        return cmk_errbuf_set(eb, CMK_E_INVAL, "namespace too long in '%.300s'", prefix);
     snprintf(ns, sizeof(ns), "%.*s", (int)(slash - prefix), prefix);
     rc = cmk_bk_rec_name_check(ns, eb);
     if (rc == CMK_OK)

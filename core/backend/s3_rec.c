@@ -304,8 +304,6 @@ static cmk_err s3_rec_list(cmk_backend *b, const char *prefix,
 {
     struct rec_list_ctx c = {cb, arg};
 
-    if (!strchr(prefix, '/'))
-        return cmk_errbuf_set(eb, CMK_E_INVAL, "a record listing names a namespace ('%s')", prefix);
     return cmk_s3_list(cmk_s3_of(b), prefix, NULL, rec_list_one, &c, eb);
 }
 

@@ -121,8 +121,7 @@ static void contract_versions(const bk_contract_factory *f)
     cmk_bk_close(b);
 }
 
-/* Appends "name;" to the listing in arg (order unspecified). */
-static int collect(const char *name, void *arg)
+int bk_contract_collect(const char *name, void *arg)
 {
     char *acc = arg;
     strcat(acc, name);
@@ -165,20 +164,24 @@ static void contract_namespace(const bk_contract_factory *f)
     for (size_t i = 0; i < 3; i++)
         RC(cmk_bk_rec_put(b, all[i], "r", 1, NULL, NULL, &eb), CMK_OK);
     RC(cmk_bk_rec_put(b, "other/ab04", "o", 1, NULL, NULL, &eb), CMK_OK);
-    RC(cmk_bk_rec_list(b, "meta/", collect, acc, &eb), CMK_OK);
+    RC(cmk_bk_rec_list(b, "meta/", bk_contract_collect, acc, &eb), CMK_OK);
     CHECK_MSG(listed(acc, 3, all), "%s", acc);
     acc[0] = '\0';
-    RC(cmk_bk_rec_list(b, "meta/ab", collect, acc, &eb), CMK_OK);
+    RC(cmk_bk_rec_list(b, "meta/ab", bk_contract_collect, acc, &eb), CMK_OK);
     CHECK_MSG(listed(acc, 2, all), "%s", acc);
     acc[0] = '\0';
-    RC(cmk_bk_rec_list(b, "meta/cd03", collect, acc, &eb), CMK_OK);
+    RC(cmk_bk_rec_list(b, "meta/cd03", bk_contract_collect, acc, &eb), CMK_OK);
     CHECK_MSG(listed(acc, 1, all + 2), "%s", acc);
     RC(cmk_bk_rec_list(b, "meta/", stop_first, &n, &eb), CMK_OK);
     CHECK(n == 1);
     acc[0] = '\0';
-    RC(cmk_bk_rec_list(b, "none/", collect, acc, &eb), CMK_OK);
+    RC(cmk_bk_rec_list(b, "none/", bk_contract_collect, acc, &eb), CMK_OK);
     CHECK(acc[0] == '\0');
-    RC(cmk_bk_rec_list(b, "", collect, acc, &eb), CMK_E_INVAL);
+    RC(cmk_bk_rec_list(b, "", bk_contract_collect, acc, &eb), CMK_E_INVAL);
+    RC(cmk_bk_rec_list(b, "meta/a/b", bk_contract_collect, acc, &eb),
+       CMK_E_INVAL); /* not a namespace */
+    RC(cmk_bk_rec_list(b, "/ab", bk_contract_collect, acc, &eb), CMK_E_INVAL);
+    RC(cmk_bk_rec_list(b, NULL, bk_contract_collect, acc, &eb), CMK_E_INVAL);
     cmk_bk_close(b);
 }
 

@@ -26,5 +26,7 @@ void bk_contract_run(const bk_contract_factory *f);
 /* Adds 1 to the decimal record "counter" of b n times, re-reading on every conflict (no
  * lock); 0 on success, -1 on an error other than a conflict. */
 int bk_contract_increment(cmk_backend *b, int n);
+/* A cmk_bk_rec_list callback appending "name;" to the string in arg (order unspecified). */
+int bk_contract_collect(const char *name, void *arg);
 
 #endif
