@@ -244,13 +244,13 @@ enum MHD_Result reg_metrics(struct req *q)
         return reg_send_error(q, MHD_HTTP_INTERNAL_SERVER_ERROR, "UNKNOWN",
                               "metrics are not available", NULL);
     blob_cache_get_stats(r->cache, &cs);
-    more = realloc(text, len + 1280);
+    more = realloc(text, len + 1536);
     if (!more) {
         free(text);
         return MHD_NO;
     }
     text = more;
-    n = snprintf(text + len, 1280,
+    n = snprintf(text + len, 1536,
                  "# HELP cmkstore_blob_cache_hits_total Blob reads answered from the cache of "
                  "decrypted blobs (--cache-size).\n"
                  "# TYPE cmkstore_blob_cache_hits_total counter\n"
@@ -270,12 +270,17 @@ enum MHD_Result reg_metrics(struct req *q)
                  "# TYPE cmkstore_blob_cache_entries gauge\n"
                  "cmkstore_blob_cache_entries %llu\n"
                  "# TYPE cmkstore_blob_cache_max_bytes gauge\n"
-                 "cmkstore_blob_cache_max_bytes %llu\n",
+                 "cmkstore_blob_cache_max_bytes %llu\n"
+                 "# HELP cmkstore_uploads_unsaved_bytes Bytes open upload sessions received "
+                 "since their last save (--upload-save-after): what a crash would lose now.\n"
+                 "# TYPE cmkstore_uploads_unsaved_bytes gauge\n"
+                 "cmkstore_uploads_unsaved_bytes %llu\n",
                  (unsigned long long)cs.hits, (unsigned long long)cs.misses,
                  (unsigned long long)cs.fills, (unsigned long long)cs.evictions,
                  (unsigned long long)cs.waits, (unsigned long long)cs.bytes,
-                 (unsigned long long)cs.entries, (unsigned long long)cs.max_bytes);
-    if (n > 0 && n < 1280)
+                 (unsigned long long)cs.entries, (unsigned long long)cs.max_bytes,
+                 (unsigned long long)reg_sessions_unsaved(r->sessions));
+    if (n > 0 && n < 1536)
         len += (size_t)n;
     more = reg_maint_metrics(r);
     if (more) {

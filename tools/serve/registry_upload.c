@@ -321,6 +321,18 @@ unsigned reg_sessions_count(reg_sessions *t)
     return n;
 }
 
+uint64_t reg_sessions_unsaved(reg_sessions *t)
+{
+    uint64_t n = 0;
+
+    pthread_mutex_lock(&t->mu);
+    for (const reg_session *u = t->open; u; u = u->next)
+        if (!u->revoked)
+            n += u->offset - (u->persisted && u->saved_offset <= u->offset ? u->saved_offset : 0);
+    pthread_mutex_unlock(&t->mu);
+    return n;
+}
+
 cmk_err reg_sessions_new(cmk_store *s, unsigned max, uint64_t mem_budget, reg_sessions **out)
 {
     reg_sessions *t = calloc(1, sizeof(*t));
@@ -646,7 +658,8 @@ static int save_due(const reg_session *u, double now, double save_after, double 
 }
 
 void reg_sessions_save_idle(reg_sessions *t, double save_after, double max_idle, double budget_s,
-                            unsigned *saved, unsigned *lost_n)
+                            void (*saved_cb)(void *cb_arg), void *cb_arg, unsigned *saved,
+                            unsigned *lost_n)
 {
     double start = http_mono();
     uint64_t gen = reg_sessions_access_gen(t);
@@ -679,6 +692,8 @@ void reg_sessions_save_idle(reg_sessions *t, double save_after, double max_idle,
             break;
         rc = save_session(t, u, last, &lost);
         pthread_mutex_lock(&t->mu);
+        if (rc == CMK_OK && saved_cb)
+            saved_cb(cb_arg); /* counted before a waiting request can go on */
         u->busy = u->saving = 0;
         if (lost)
             unlink_locked(t, u);

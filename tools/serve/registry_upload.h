@@ -63,6 +63,9 @@ cmk_err reg_sessions_new(cmk_store *s, unsigned max, uint64_t mem_budget, reg_se
 void reg_sessions_free(reg_sessions *t);
 /* Sessions open now (not counting those kept only to answer after a key-access loss). */
 unsigned reg_sessions_count(reg_sessions *t);
+/* Bytes the open sessions received since their last save (all of them for a session never
+ * saved): what a crash would lose now. */
+uint64_t reg_sessions_unsaved(reg_sessions *t);
 
 /* Opens a session for repo, busy (release it when the request ends). CMK_E_BUSY when max
  * sessions are open; CMK_E_NOMEM, CMK_E_CRYPTO (no randomness for the id) or the store's
@@ -112,9 +115,12 @@ cmk_err reg_sessions_suspend(reg_sessions *t, unsigned *saved);
  * front-ends never take it for abandoned). Gives up after about budget_s seconds (the
  * rest wait for the next call). *saved counts the sessions saved, *lost those dropped
  * because the bytes since their last save could not be committed (a put that fails to
- * commit is gone). save_after < 0: only the refresh. */
+ * commit is gone). save_after < 0: only the refresh. saved_cb (may be NULL) is called with
+ * cb_arg for each session saved, before the session is given back to the requests waiting
+ * for it: a count it keeps (the metric) never lags a request that followed the save. */
 void reg_sessions_save_idle(reg_sessions *t, double save_after, double max_idle, double budget_s,
-                            unsigned *saved, unsigned *lost);
+                            void (*saved_cb)(void *cb_arg), void *cb_arg, unsigned *saved,
+                            unsigned *lost);
 /* Restores the sessions that instance saved in the store (see above; instance is kept for
  * later saves); those idle more than max_idle seconds (or whose record is unreadable as a
  * session) are deleted with their parts, and so are other instances' saved more than
