@@ -35,7 +35,7 @@ done
 if [ -z "$bin" ]; then
     build=${CMKBENCH_BUILD:-$src/build-bench}
     cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMK_BUILD_TESTS=OFF >/dev/null
-    cmake --build "$build" -j"$(nproc)" --target cmkstore cmkbench >/dev/null
+    cmake --build "$build" -j"$(nproc)" --target cmkstore_cli cmkbench >/dev/null
     bin=$build/cmkstore
 fi
 bench=$(dirname "$bin")/cmkbench
