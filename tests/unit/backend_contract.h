@@ -20,6 +20,16 @@ typedef struct bk_contract_factory {
     void (*where)(const char *tag, char *name, size_t cap);
 } bk_contract_factory;
 
+/* Expects a cmk_err from a call that fills eb (a cmk_errbuf in the caller's scope); prints
+ * eb's message on a mismatch. Needs tests/check.h. */
+#define RC(expr, want)                                                                             \
+    do {                                                                                           \
+        cmk_errbuf_clear(&eb);                                                                     \
+        cmk_err rc_ = (expr);                                                                      \
+        CHECK_MSG(rc_ == (want), "%s -> %s (want %s): %s", #expr, cmk_errname(rc_),                \
+                  cmk_errname(want), eb.msg);                                                      \
+    } while (0)
+
 /* Runs every contract check on stores f makes; failures are counted by tests/check.h. */
 void bk_contract_run(const bk_contract_factory *f);
 

@@ -22,15 +22,6 @@
 #include "core/backend/local.h"
 #include "tests/unit/backend_contract.h"
 
-/* Expects a cmk_err from a call that fills eb; prints eb's message on a mismatch. */
-#define RC(expr, want)                                                                             \
-    do {                                                                                           \
-        cmk_errbuf_clear(&eb);                                                                     \
-        cmk_err rc_ = (expr);                                                                      \
-        CHECK_MSG(rc_ == (want), "%s -> %s (want %s): %s", #expr, cmk_errname(rc_),                \
-                  cmk_errname(want), eb.msg);                                                      \
-    } while (0)
-
 static cmk_errbuf eb;
 
 static const char *K1 = "meta/ab00000000000000000000000000000000000000000000000000000000000001";
