@@ -62,10 +62,12 @@ cmk_err cmk_s3_sink_create(cmk_bk_blobs *b, cmk_io *io, uint32_t head_len, uint3
     return CMK_OK;
 }
 
-/* Starts the multipart upload into a new data object, data/<16 hex>. */
+/* Starts the multipart upload into a new data object, data/<16 hex> (on a worker: k->mu not
+ * held). */
 static cmk_err start_upload(s3_sink *k, cmk_errbuf *eb)
 {
     unsigned char rnd[8];
+    char id[sizeof(k->upload_id)];
     cmk_s3_req r = {.method = "POST", .query = "uploads="};
     cmk_err rc;
 
@@ -76,9 +78,15 @@ static cmk_err start_upload(s3_sink *k, cmk_errbuf *eb)
     r.key = k->data_key;
     rc = cmk_s3_http_do(k->bs->bk->http, &r, eb);
     if (rc == CMK_OK)
-        rc = cmk_s3_xml_upload_id(r.resp ? r.resp : "", r.resp_len, k->upload_id,
-                                  sizeof(k->upload_id), eb);
+        rc = cmk_s3_xml_upload_id(r.resp ? r.resp : "", r.resp_len, id, sizeof(id), eb);
     cmk_s3_req_done(&r);
+    /* Published whole under the lock: the sealing thread waits for upload_id (wait_started)
+     * and must never see it half written. */
+    if (rc == CMK_OK) {
+        pthread_mutex_lock(&k->mu);
+        memcpy(k->upload_id, id, sizeof(id));
+        pthread_mutex_unlock(&k->mu);
+    }
     return rc;
 }
 
