@@ -5,6 +5,7 @@
 #    and return the same bytes; /metrics counts fills, hits and bytes;
 #  * a cold blob GET by six clients at once is filled once and all six are answered from it;
 #  * a blob larger than half the cache is never kept;
+#  * hits are the same bytes sent either way (--cache-send sendfile / copy);
 #  * a blob removed from the store answers 404 although its bytes are cached;
 #  * revocation: 503 although cached, and the cache is emptied; after the restore the blob is
 #    read (and cached) again, byte for byte.
@@ -98,4 +99,22 @@ if wait_for 30 is_status 200; then ok "restored: the blob is served again"; else
     not_ok "still $(hcurl "$B" "$URL/v2/sc/app/blobs/$D1") after the restore"; fi
 expect_true "... the same bytes" cmp "$B" "$T/b1"
 expect_eq "$(metric cmkstore_blob_cache_bytes)" 3000000 "... and cached again"
+
+# ---- both ways of sending a hit: the default sends loopback clients (these) through the
+# server's buffer; --cache-send sendfile sends the cached pages with sendfile(2)
+stop_server TERM
+for mode in sendfile copy; do
+    start_server "srv-$mode" --cache-size 8M --cache-send "$mode"
+    expect_eq "$(hcurl "$B" "$URL/v2/sc/app/blobs/$D1")" 200 "--cache-send $mode: GET (fills)"
+    expect_true "... the same bytes" cmp "$B" "$T/b1"
+    expect_eq "$(hcurl "$B" "$URL/v2/sc/app/blobs/$D1")" 200 "... GET again (a hit)"
+    expect_true "... the same bytes" cmp "$B" "$T/b1"
+    expect_eq "$(hcurl "$B" -H 'Range: bytes=1048570-2097160' "$URL/v2/sc/app/blobs/$D1")" 206 \
+        "... a range of the hit: 206"
+    expect_true "... the range's bytes" cmp "$B" <(slice "$T/b1" 1048570 1048591)
+    expect_eq "$(metric cmkstore_blob_cache_hits_total)" 3 "... all three answered from the cache (the fill is sent from it too)"
+    stop_server TERM
+done
+expect_exit 2 cmk serve --store "$S" --listen 127.0.0.1:0 --cache-size 8M --cache-send mmap
+expect_err_match "cache-send takes auto, sendfile or copy" "... an unknown way is refused"
 finish

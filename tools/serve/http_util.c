@@ -159,6 +159,21 @@ void http_log_safe(char *dst, size_t cap, const char *src)
     dst[o] = '\0';
 }
 
+int http_addr_is_loopback(const struct sockaddr *sa)
+{
+    const struct in6_addr *a6;
+
+    if (!sa)
+        return 0;
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)(const void *)sa)->sin_addr.s_addr) >> 24) ==
+               127;
+    if (sa->sa_family != AF_INET6)
+        return 0;
+    a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a6) || (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+}
+
 int http_client_key(const struct sockaddr *sa, char *out, size_t cap)
 {
     struct in6_addr a6;

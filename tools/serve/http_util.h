@@ -43,6 +43,8 @@ struct sockaddr;
  * HTTP_CLIENT_KEY_MAX. Returns 0, or -1 for other families (out is then "-"). */
 #define HTTP_CLIENT_KEY_MAX 64
 int http_client_key(const struct sockaddr *sa, char *out, size_t cap);
+/* 1 if sa is a loopback address (127.0.0.0/8, ::1, or 127/8 mapped into IPv6), else 0. */
+int http_addr_is_loopback(const struct sockaddr *sa);
 
 /* Formats a message into err (cap bytes; nothing when err is NULL or cap 0) and returns rc:
  * the error path of the server's parsers and loaders that report into a caller's buffer. */

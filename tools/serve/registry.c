@@ -363,6 +363,7 @@ static void client_addr(struct req *q, struct MHD_Connection *c, char *out, size
     snprintf(out, cap, "-");
     if (!sa)
         return;
+    q->loopback = http_addr_is_loopback(sa);
     if (sa->sa_family == AF_INET) {
         if (!inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
                        (socklen_t)cap))
@@ -537,6 +538,7 @@ cmk_err registry_new(const registry_opts *o, registry **out)
         free(r);
         return CMK_E_NOMEM;
     }
+    r->cache_send = o->cache_send;
     if (o->cache_bytes && !(r->cache = blob_cache_new(o->cache_bytes))) {
         reg_sessions_free(r->sessions);
         free(r);

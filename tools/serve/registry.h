@@ -25,6 +25,15 @@
 
 typedef struct registry registry;
 
+/* How a cache hit is sent. sendfile: the cached pages go to the socket without a copy in the
+ * server, which is what a client on another machine wants (the NIC reads them). copy: through a
+ * buffer of the server's, which a client on the same machine wants: on loopback the kernel
+ * copies the bytes into the client once either way, and from a buffer the server has just
+ * written that copy is warm, where from the cache's pages it reads memory cold (measured: the
+ * pull phase of bench/registry_bench.sh cost 1.70 core-seconds in all, against 2.08 with
+ * sendfile). auto: copy for loopback clients, sendfile for the others. */
+enum { REG_CACHE_SEND_AUTO, REG_CACHE_SEND_SENDFILE, REG_CACHE_SEND_COPY };
+
 typedef struct registry_opts {
     cmk_store *store;          /* borrowed; must outlive the registry */
     http_auth *auth;           /* borrowed; NULL: no authentication */
@@ -39,6 +48,7 @@ typedef struct registry_opts {
     int upload_save_after_s;   /* save sessions parked this long (crash safety); <0: never */
     uint64_t upload_memory;    /* bytes of chunk buffers uploads in flight may hold; 0: 1 GiB */
     uint64_t cache_bytes;      /* decrypted hot blobs kept in memory (blob_cache.h); 0: none */
+    int cache_send;            /* how cache hits are sent: REG_CACHE_SEND_* */
     int log_requests;          /* one line per request on stderr */
     int read_only;             /* pulls only: pushes and deletes get 405 UNSUPPORTED */
     uint64_t quota_repo;       /* bytes a repository may hold; 0: no limit */

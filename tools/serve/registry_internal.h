@@ -49,6 +49,7 @@ struct registry {
     http_conn *conns;
     reg_sessions *sessions;
     blob_cache *cache; /* NULL: no cache */
+    int cache_send;    /* REG_CACHE_SEND_* (registry.h) */
     uint64_t max_manifest;
     uint64_t max_blob; /* 0: no limit */
     unsigned max_uploads, upload_timeout;
@@ -82,6 +83,7 @@ struct req {
     char path[LOG_PATH_MAX];
     char client[INET6_ADDRSTRLEN];
     char ckey[HTTP_CLIENT_KEY_MAX]; /* what the client is counted under (http_client_key) */
+    int loopback;                   /* the client is on this machine (127/8, ::1) */
     char rid[17];                   /* request id: error bodies repeat it, the log has it */
     unsigned status;
     uint64_t in, out;

@@ -1,5 +1,6 @@
 /* registry_reply.c — the registry's responses: JSON bodies, the spec's error bodies, store
  * failures mapped to status codes, blobs streamed out of the store (registry_internal.h). */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -207,6 +208,59 @@ static void stream_free(void *cls)
     free(st);
 }
 
+/* A cache hit sent through the server's buffer (REG_CACHE_SEND_COPY). */
+struct cached {
+    int fd;
+    uint64_t off;
+};
+
+static ssize_t cached_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct cached *c = cls;
+    ssize_t n;
+
+    do
+        n = pread(c->fd, buf, max, (off_t)(c->off + pos));
+    while (n < 0 && errno == EINTR);
+    return n > 0 ? n : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void cached_free(void *cls)
+{
+    struct cached *c = cls;
+
+    close(c->fd);
+    free(c);
+}
+
+/* A response of len bytes of the cache's memory file cfd from off (its descriptor is the
+ * response's, closed with it), sent as r->cache_send says for this client. NULL on ENOMEM
+ * (cfd closed). */
+static struct MHD_Response *cached_response(struct req *q, int cfd, uint64_t off, uint64_t len)
+{
+    int mode = q->r->cache_send;
+    struct MHD_Response *resp = NULL;
+    struct cached *c;
+
+    if (mode == REG_CACHE_SEND_AUTO)
+        mode = q->loopback ? REG_CACHE_SEND_COPY : REG_CACHE_SEND_SENDFILE;
+    if (mode == REG_CACHE_SEND_SENDFILE) {
+        resp = MHD_create_response_from_fd_at_offset64(len, cfd, off);
+        if (!resp)
+            close(cfd);
+        return resp;
+    }
+    if (!(c = malloc(sizeof(*c)))) {
+        close(cfd);
+        return NULL;
+    }
+    *c = (struct cached){cfd, off};
+    resp = MHD_create_response_from_callback(len, STREAM_BLOCK, cached_read, c, cached_free);
+    if (!resp)
+        cached_free(c);
+    return resp;
+}
+
 #define FILL_BLOCK (1u << 20)
 
 /* A whole read of a blob the cache may hold: it is decrypted into the cache before the
@@ -292,13 +346,11 @@ enum MHD_Result reg_send_blob(struct req *q, const char *digest, uint64_t size, 
         }
     }
     if (cfd >= 0) {
-        /* Sent from the cached memory file with sendfile; MHD closes the descriptor. */
+        /* Sent from the cached memory file (cached_response); MHD closes the descriptor. */
         cmk_get_close(g);
-        rp.resp = MHD_create_response_from_fd_at_offset64(len, cfd, off);
-        if (!rp.resp) {
-            close(cfd);
+        rp.resp = cached_response(q, cfd, off, len);
+        if (!rp.resp)
             return MHD_NO;
-        }
         q->out += len;
     } else if (len == 0) {
         cmk_get_close(g);
