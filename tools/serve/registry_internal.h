@@ -9,6 +9,7 @@
  *   registry_list.c      catalog, tags, referrers, metrics
  *   registry_route.c     the URL map (pure)
  *   registry_upload.c    upload sessions and the upload memory budget (no HTTP)
+ *   registry_upload_save.c  sessions saved in the store and restored (crash and restart)
  *   registry_policy.c    links, mounts and unlinks (no HTTP)
  *   registry_gc.c        garbage collection (no HTTP)
  *   registry_maint.c     read-only mode, quotas, the periodic collection, their metrics
