@@ -12,6 +12,22 @@ command -v curl >/dev/null || {
 
 SRV_PIDS=()
 
+# use_skopeo [TOOL...]: skopeo and each TOOL (a Debian package of the same name) must be
+# installed, else the test stops with its name; sets SK, the skopeo command line, and keeps
+# registry credentials in the test's own auth file, never the user's.
+use_skopeo() {
+    local tool
+    for tool in skopeo "$@"; do
+        command -v "$tool" >/dev/null || {
+            echo "missing tool: $tool (Debian: $tool)" >&2
+            exit 1
+        }
+    done
+    SK=(skopeo --insecure-policy)
+    export REGISTRY_AUTH_FILE="$T/auth.json"
+    echo '{}' >"$REGISTRY_AUTH_FILE"
+}
+
 serve_cleanup() {
     local p
     for p in "${SRV_PIDS[@]}"; do

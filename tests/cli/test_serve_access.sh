@@ -6,13 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
 
-command -v skopeo >/dev/null || {
-    echo "missing tool: skopeo (Debian: skopeo)" >&2
-    exit 1
-}
-SK=(skopeo --insecure-policy)
-export REGISTRY_AUTH_FILE="$T/auth.json" # never the user's credentials
-echo '{}' >"$REGISTRY_AUTH_FILE"
+use_skopeo
 
 for u in alice bob carol dave; do
     printf '%s-pass\n' "$u" | cmk serve-passwd "$u" --iterations 10000 >>"$T/htpasswd"

@@ -10,13 +10,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
 
-command -v skopeo >/dev/null || {
-    echo "missing tool: skopeo (Debian: skopeo)" >&2
-    exit 1
-}
-SK=(skopeo --insecure-policy)
-export REGISTRY_AUTH_FILE="$T/auth.json" # never the user's credentials
-echo '{}' >"$REGISTRY_AUTH_FILE"
+use_skopeo
 B=$T/body
 code() { jq -r ".errors[0].code" "$1" 2>/dev/null; }
 

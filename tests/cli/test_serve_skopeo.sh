@@ -7,13 +7,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
 
-command -v skopeo >/dev/null || {
-    echo "missing tool: skopeo (Debian: skopeo)" >&2
-    exit 1
-}
-SK=(skopeo --insecure-policy)
-export REGISTRY_AUTH_FILE="$T/auth.json" # never the user's credentials
-echo '{}' >"$REGISTRY_AUTH_FILE"
+use_skopeo
 
 # ---- first run: the embedded default is created
 start_server srv1

@@ -8,15 +8,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/serve_lib.sh"
 
-for tool in skopeo podman; do
-    command -v "$tool" >/dev/null || {
-        echo "missing tool: $tool (Debian: $tool)" >&2
-        exit 1
-    }
-done
-SK=(skopeo --insecure-policy)
-export REGISTRY_AUTH_FILE="$T/auth.json" # never the user's credentials
-echo '{}' >"$REGISTRY_AUTH_FILE"
+use_skopeo podman
 
 # mk_ca NAME: a CA (P-256) in $T/NAME-ca.{crt,key} and a server certificate it signs for
 # 127.0.0.1 and localhost in $T/NAME.crt (chain: leaf then CA) and $T/NAME.key (0600); the CA

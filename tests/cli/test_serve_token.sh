@@ -14,16 +14,8 @@ PY=/usr/bin/python3 # Debian's python3 with python3-jwt and python3-cryptography
     echo "missing: python3-jwt and python3-cryptography for $PY (Debian: python3-jwt python3-cryptography)" >&2
     exit 1
 }
-for tool in skopeo podman; do
-    command -v "$tool" >/dev/null || {
-        echo "missing tool: $tool (Debian: $tool)" >&2
-        exit 1
-    }
-done
+use_skopeo podman
 ISSUER="$(dirname "$0")/token_issuer.py"
-SK=(skopeo --insecure-policy)
-export REGISTRY_AUTH_FILE="$T/auth.json" # never the user's credentials
-echo '{}' >"$REGISTRY_AUTH_FILE"
 
 # ---- the issuer's keys: an RSA one (the issuer signs with it) and a P-256 one (minted tokens)
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$T/rsa.key" -out "$T/rsa.crt" -days 2 \

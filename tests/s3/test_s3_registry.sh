@@ -11,13 +11,7 @@ source "$(dirname "$0")/../cli/lib.sh"
 source "$(dirname "$0")/../cli/serve_lib.sh"
 source "$(dirname "$0")/s3_lib.sh"
 
-command -v skopeo >/dev/null || {
-    echo "missing tool: skopeo (Debian: skopeo)" >&2
-    exit 1
-}
-SK=(skopeo --insecure-policy)
-export REGISTRY_AUTH_FILE="$T/auth.json" # never the user's credentials
-echo '{}' >"$REGISTRY_AUTH_FILE"
+use_skopeo
 
 ceph_start
 expect_eq "$(s3_mb reg)" 200 "a bucket"
