@@ -107,6 +107,21 @@ cmk_err cmk_s3_read_link(cmk_s3_bk *bk, const char *bkey, char *data, size_t cap
     return CMK_OK;
 }
 
+/* 1 if bkey is a readable link object, its data object's key then in out; else 0. */
+static int link_target(s3_blobs *bs, const char *bkey, char *out, size_t cap)
+{
+    uint8_t first[LINK_MAX];
+    uint64_t sz, osz;
+    int64_t mt;
+    size_t fl;
+    int is_link = 0;
+    cmk_errbuf ign = {0};
+
+    return cmk_s3_read_link(bs->bk, bkey, out, cap, &sz, &is_link, &osz, &mt, first, sizeof(first),
+                            &fl, &ign) == CMK_OK &&
+           is_link;
+}
+
 /* Publishes one finished sink under key: CMK_OK, or the error for results[i]. */
 static cmk_err publish_one(s3_blobs *bs, s3_sink *k, const char *key, size_t i, cmk_bk_keep_fn keep,
                            void *arg, cmk_errbuf *eb)
@@ -137,33 +152,15 @@ static cmk_err publish_one(s3_blobs *bs, s3_sink *k, const char *key, size_t i, 
             .method = "PUT", .key = bkey, .body = body, .body_len = len, .if_none_match = !replace};
         char old[CMK_BK_KEY_MAX + 48] = "";
 
-        if (replace) {
-            /* The copy there is damaged: remember its data object to delete after. */
-            uint8_t first[LINK_MAX];
-            uint64_t sz, osz;
-            int64_t mt;
-            size_t fl;
-            int is_link = 0;
-            cmk_errbuf ign = {0};
-            if (cmk_s3_read_link(bs->bk, bkey, old, sizeof(old), &sz, &is_link, &osz, &mt, first,
-                                 sizeof(first), &fl, &ign) != CMK_OK ||
-                !is_link)
-                old[0] = '\0';
-        }
+        /* The copy there is damaged: remember its data object to delete after. */
+        if (replace && !link_target(bs, bkey, old, sizeof(old)))
+            old[0] = '\0';
         rc = cmk_s3_http_do(bs->bk->http, &r, eb);
         cmk_s3_req_done(&r);
         if (rc == CMK_E_BUSY && r.tries > 1 && k->upload_id[0]) {
             /* A retried create may meet its own first attempt: is the link ours? */
-            uint8_t first[LINK_MAX];
             char cur[CMK_BK_KEY_MAX + 48];
-            uint64_t sz, osz;
-            int64_t mt;
-            size_t fl;
-            int is_link = 0;
-            cmk_errbuf ign = {0};
-            if (cmk_s3_read_link(bs->bk, bkey, cur, sizeof(cur), &sz, &is_link, &osz, &mt, first,
-                                 sizeof(first), &fl, &ign) == CMK_OK &&
-                is_link && strcmp(cur, k->data_key) == 0)
+            if (link_target(bs, bkey, cur, sizeof(cur)) && strcmp(cur, k->data_key) == 0)
                 rc = CMK_OK;
         }
         if (rc != CMK_E_BUSY) {
