@@ -729,20 +729,27 @@ cmk_err rmeta_catalog_rebuild(cmk_store *s, const json_t *names)
     return rc;
 }
 
-cmk_err rmeta_list_repos(cmk_store *s, json_t **out)
+/* The catalog record, parsed into *out. */
+static cmk_err read_catalog(cmk_store *s, json_t **out)
 {
     void *val = NULL;
     size_t len = 0;
+    cmk_err rc = cmk_meta_get(s, RMETA_CATALOG, &val, &len);
+
+    if (rc == CMK_OK) {
+        rc = parse_catalog(val, len, out);
+        cmk_free(val);
+    }
+    return rc;
+}
+
+cmk_err rmeta_list_repos(cmk_store *s, json_t **out)
+{
     json_t *names = NULL;
     cmk_err rc;
 
     *out = NULL;
-    rc = cmk_meta_get(s, RMETA_CATALOG, &val, &len);
-    if (rc == CMK_OK) {
-        rc = parse_catalog(val, len, out);
-        cmk_free(val);
-        return rc;
-    }
+    rc = read_catalog(s, out);
     if (rc != CMK_E_NOT_FOUND)
         return rc;
     /* A store written before the catalog record existed: build it once from the records. */
@@ -750,14 +757,7 @@ cmk_err rmeta_list_repos(cmk_store *s, json_t **out)
     if (rc == CMK_OK)
         rc = rmeta_catalog_rebuild(s, names);
     json_decref(names);
-    if (rc != CMK_OK)
-        return rc;
-    rc = cmk_meta_get(s, RMETA_CATALOG, &val, &len);
-    if (rc == CMK_OK) {
-        rc = parse_catalog(val, len, out);
-        cmk_free(val);
-    }
-    return rc;
+    return rc == CMK_OK ? read_catalog(s, out) : rc;
 }
 
 static int record_refers(const json_t *rec, const char *digest)
