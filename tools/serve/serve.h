@@ -21,4 +21,8 @@ int cmd_serve_passwd(int argc, char **argv);
 
 extern const cli_cmd cli_serve_cmds[];
 
+/* serve-passwd's options and body (serve_passwd.c), for its entry in cli_serve_cmds. */
+extern const cli_opt serve_passwd_opts[];
+int serve_run_passwd(const cli_cmd *cmd, cli_args *a);
+
 #endif
