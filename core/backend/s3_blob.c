@@ -98,7 +98,6 @@ cmk_err cmk_s3_blobs_open_op(cmk_backend *b, cmk_pool *pool, uint64_t direct_aft
     s3_blobs *bs = calloc(1, sizeof(*bs));
     cmk_err rc;
 
-    (void)pool;
     (void)direct_after;
     (void)direct_state;
     *out = NULL;
@@ -106,6 +105,9 @@ cmk_err cmk_s3_blobs_open_op(cmk_backend *b, cmk_pool *pool, uint64_t direct_aft
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (blob space)");
     bs->base.ops = &s3_blob_ops;
     bs->bk = cmk_s3_of(b);
+    bs->pool = pool;
+    /* One put's parts kept for the next (the first, the one filling, those uploading). */
+    cmk_pool_buf_reserve(pool, (size_t)(S3_UP_MAX + 2) * S3_PART);
     pthread_mutex_init(&bs->mu, NULL);
     pthread_cond_init(&bs->cv, NULL);
     rc = cmk_s3_pool_start(bs, eb);

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "core/backend/blob.h"
+#include "core/base/pool.h"
 #include "core/backend/s3_internal.h"
 #include "core/backend/s3_link.h"
 
@@ -23,17 +24,26 @@
  * the last must hold 5 MiB). The first part is sent only at finish, after the last byte is
  * sealed: the smaller it is, the sooner the parts after it start and the less is left to
  * send at the end. S3_PART: the parts after it. */
-#define S3_P1         (5u << 20)
-#define S3_PART       (8u << 20)
+#define S3_P1   (5u << 20)
+#define S3_PART (16u << 20)
+/* The multipart upload is started once the second part holds this many bytes: smaller
+ * containers (header + 9 MiB) are one object, PUT at publish. */
+#define S3_START      (4u << 20)
 #define S3_HEAD_CACHE (64u << 10)
 #define S3_READERS    4
 #define S3_SRC_QMAX   16
 /* Adjacent queued reads are merged into one ranged GET of at most this many bytes. */
 #define S3_GET_MAX (4u << 20)
+/* A read front to back of at least this many bytes (cmk_s3_source_advise) is one streamed
+ * GET instead: ranged GETs of a few MiB ran at 80% of one GET of the same bytes from RGW,
+ * each a new lookup in the gateway and a pause in the stream. */
+#define S3_STREAM_MIN (8u << 20)
 /* Parts of one sink uploading at once (each holds an S3_PART buffer). One part PUT to RGW
  * runs well below what the gateway takes (each waits on the gateway's own writes): with four
- * in flight a put of random data went from 60% of a raw PUT's rate to 77% (README). At most
- * S3_READERS (the workers run them). */
+ * in flight a put of random data went from 60% of a raw PUT's rate to 77% (README), and with
+ * 16 MiB parts instead of 8 from 70% to 80% (fewer, longer requests: 8 x 4, 16 x 2, 16 x 3,
+ * 16 x 4 and 32 x 2 MiB measured, 16 x 4 and 32 x 2 best). At most S3_READERS (the workers
+ * run them). */
 #define S3_UP_MAX 4
 #define LINK_MAX  CMK_S3_LINK_MAX
 
@@ -54,6 +64,7 @@ struct job {
 struct s3_blobs {
     cmk_bk_blobs base;
     cmk_s3_bk *bk;
+    cmk_pool *pool; /* the store's: part buffers are taken there and given back */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct job *head, *tail;
@@ -77,7 +88,8 @@ typedef struct s3_sink {
     uint32_t head_len;
     uint8_t *p1; /* the first part: header room and the first S3_P1 bytes */
     size_t p1_len;
-    uint8_t *cur; /* the part filling */
+    int p1_pooled; /* p1 is an S3_PART buffer of the pool (else malloc'd) */
+    uint8_t *cur;  /* the part filling */
     size_t cur_len;
     uint64_t total;
     int nparts; /* parts uploaded (2..) */
@@ -102,6 +114,15 @@ struct s3_source {
     int inflight;
     cmk_io_cqe done[S3_SRC_QMAX];
     int ndone;
+    /* The stream (s3_source.c): reads that continue the advised range join sq, in order, and
+     * one GET of the rest of the range, run by a thread of its own, writes into them as its
+     * body arrives. st: 0 none yet, 1 running, 2 over (later reads go to the workers). mu
+     * guards all but sq_fill, which only the stream's thread uses. */
+    uint64_t st_next, st_end;
+    struct job *sq_head, *sq_tail;
+    size_t sq_fill;
+    int st, closing, st_joinable;
+    pthread_t st_th;
 };
 
 static inline s3_blobs *bs_of(cmk_bk_blobs *b)
@@ -119,6 +140,12 @@ void cmk_s3_pool_stop(s3_blobs *bs);
 void cmk_s3_pool_push(s3_blobs *bs, struct job *j);
 
 /* ---- the sink (s3_sink.c) ---- */
+
+/* Part buffers (S3_PART bytes) come from the store's buffer pool and go back to it: a put
+ * that faulted in fresh pages for each of its parts spent up to half its CPU zeroing them
+ * (first-touch faults in a VM), more than its sealing. */
+void *cmk_s3_part_buf(s3_blobs *bs);
+void cmk_s3_part_buf_put(s3_blobs *bs, void *buf);
 
 CMK_MUST_CHECK cmk_err cmk_s3_sink_create(cmk_bk_blobs *b, cmk_io *io, uint32_t head_len,
                                           uint32_t chunk_size, cmk_bk_sink **out, cmk_errbuf *eb);

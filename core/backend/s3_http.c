@@ -145,6 +145,12 @@ static size_t on_write(char *buf, size_t size, size_t n, void *arg)
     long status = 0;
 
     curl_easy_getinfo(x->c, CURLINFO_RESPONSE_CODE, &status);
+    if (r->sink && status / 100 == 2) {
+        if (r->sink(r->sink_arg, buf, len) != 0)
+            return 0;
+        r->resp_len += len;
+        return len;
+    }
     if (r->dstv && status / 100 == 2) {
         /* Scattered: one ranged GET filling several adjacent reads' buffers. */
         size_t at = r->resp_len, done = 0;
@@ -200,6 +206,17 @@ static size_t on_write(char *buf, size_t size, size_t n, void *arg)
         r->resp[r->resp_len] = '\0';
     }
     return len;
+}
+
+static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    const cmk_s3_req *r = arg;
+
+    (void)dt;
+    (void)dn;
+    (void)ut;
+    (void)un;
+    return r->cancel(r->sink_arg) != 0;
 }
 
 /* Header value of line if its name is `name` (case-insensitive), trimmed into out. */
@@ -387,6 +404,11 @@ static cmk_err once(cmk_s3_http *h, CURL *c, cmk_s3_req *r, CURLcode *cc, char *
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &x);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &x);
+    if (r->cancel) {
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, r);
+    }
     if (strcmp(r->method, "PUT") == 0) {
         curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
@@ -431,7 +453,7 @@ cmk_err cmk_s3_http_do(cmk_s3_http *h, cmk_s3_req *r, cmk_errbuf *eb)
             backoff(attempt - 1);
         r->tries++;
         rc = once(h, c, r, &cc, cerr, eb);
-        if (rc != CMK_OK)
+        if (rc != CMK_OK || (r->sink && r->resp_len > 0))
             break;
         if (cc != CURLE_OK) {
             if (retryable_curl(cc))

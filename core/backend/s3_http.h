@@ -41,6 +41,13 @@ typedef struct cmk_s3_req {
     const struct iovec *dstv; /* or, with dstn, into these buffers in turn (their sum is the cap) */
     int dstn;
     size_t max; /* else into resp (malloc'd, NUL-terminated), at most max bytes (0: 1 MiB) */
+    /* Or streamed: each piece of a 2xx body goes to sink as it arrives (nonzero from it aborts
+     * the transfer; it may block, the connection waits). A request that delivered a byte is
+     * not retried: the caller resumes from resp_len. cancel, if set, is asked about once a
+     * second while the transfer waits, and aborts it when nonzero. */
+    int (*sink)(void *arg, const void *p, size_t n);
+    int (*cancel)(void *arg);
+    void *sink_arg;
 
     /* the answer */
     char *resp;

@@ -4,13 +4,14 @@
  *
  * The container is a byte stream cut into parts. The first part holds the header's
  * head_len bytes and the next S3_P1 (5 MiB) bytes, and stays in memory until finish, when
- * the header is known; later parts (S3_PART, 8 MiB) are uploaded as they fill by the blob
+ * the header is known; later parts (S3_PART, 16 MiB) are uploaded as they fill by the blob
  * space's worker threads, four at a time while the put goes on sealing, so the first part
  * goes last (with the last one): S3 takes parts in any order. The multipart upload (to
- * data/<16 hex>) is started by a worker once the second part is half full, so that its POST
- * overlaps the sealing. Memory: the first part, the one filling and four uploading (5 + 5 x 8
- * = 45 MiB). A container that ends before the upload is started (the first part and half of
- * the second: header + 9 MiB) is one object, PUT at publish.
+ * data/<16 hex>) is started by a worker once the second part holds 4 MiB, so that its POST
+ * overlaps the sealing. Memory: the first part, the one filling and four uploading, each a
+ * 16 MiB buffer of the store's pool (96 MiB; given back to the pool, which keeps one put's
+ * worth). A container that ends before the upload is started (header + 9 MiB) is one object,
+ * PUT at publish.
  */
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -39,6 +40,27 @@ static cmk_err sticky(s3_sink *k, cmk_errbuf *eb)
     return rc;
 }
 
+void *cmk_s3_part_buf(s3_blobs *bs)
+{
+    return cmk_pool_buf_get(bs->pool, S3_PART);
+}
+
+void cmk_s3_part_buf_put(s3_blobs *bs, void *buf)
+{
+    cmk_pool_buf_put(bs->pool, buf, S3_PART); /* ciphertext only: nothing to wipe */
+}
+
+/* Gives back the first part's buffer (the pool's, or malloc'd). */
+static void p1_free(s3_sink *k)
+{
+    if (k->p1_pooled)
+        cmk_s3_part_buf_put(k->bs, k->p1);
+    else
+        free(k->p1);
+    k->p1 = NULL;
+    k->p1_pooled = 0;
+}
+
 cmk_err cmk_s3_sink_create(cmk_bk_blobs *b, cmk_io *io, uint32_t head_len, uint32_t chunk_size,
                            cmk_bk_sink **out, cmk_errbuf *eb)
 {
@@ -47,12 +69,16 @@ cmk_err cmk_s3_sink_create(cmk_bk_blobs *b, cmk_io *io, uint32_t head_len, uint3
     (void)io;
     (void)chunk_size;
     *out = NULL;
-    if (!k || !(k->p1 = malloc((size_t)head_len + S3_P1))) {
+    if (!k)
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (blob upload)");
+    k->base.bs = b;
+    k->bs = bs_of(b);
+    k->p1_pooled = (size_t)head_len + S3_P1 <= S3_PART;
+    k->p1 = k->p1_pooled ? cmk_s3_part_buf(k->bs) : malloc((size_t)head_len + S3_P1);
+    if (!k->p1) {
         free(k);
         return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (blob upload)");
     }
-    k->base.bs = b;
-    k->bs = bs_of(b);
     pthread_mutex_init(&k->mu, NULL);
     pthread_cond_init(&k->cv, NULL);
     k->head_len = head_len;
@@ -246,16 +272,16 @@ static cmk_err add_bytes(s3_sink *k, const uint8_t *p, size_t len, cmk_errbuf *e
     }
     while (len > 0) {
         size_t n;
-        if (!k->cur && !(k->cur = malloc(S3_PART)))
+        if (!k->cur && !(k->cur = cmk_s3_part_buf(k->bs)))
             return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (blob upload)");
         n = len < S3_PART - k->cur_len ? len : S3_PART - k->cur_len;
         memcpy(k->cur + k->cur_len, p, n);
         k->cur_len += n;
         p += n;
         len -= n;
-        /* Half the second part: the container will be uploaded in parts. (Smaller ones, up
-         * to the first part and one more, are sent as one object at publish.) */
-        if (!k->started && k->cur_len >= S3_PART / 2) {
+        /* S3_START into the second part: the container will be uploaded in parts. (Smaller
+         * ones are sent as one object at publish.) */
+        if (!k->started && k->cur_len >= S3_START) {
             cmk_err rc = queue_start(k, eb);
             if (rc != CMK_OK)
                 return rc;
@@ -343,11 +369,17 @@ cmk_err cmk_s3_sink_finish(cmk_bk_sink *ks, const void *tail, size_t tail_len, c
                 rc = upload_part(k, 1, k->p1, k->p1_len, &e);
         } else if (k->cur_len > 0) {
             /* No upload started: the first part and the one filling are one object. */
-            uint8_t *np = realloc(k->p1, k->p1_len + k->cur_len);
+            uint8_t *np = k->p1_pooled && k->p1_len + k->cur_len <= S3_PART
+                              ? k->p1
+                              : malloc(k->p1_len + k->cur_len);
             if (!np) {
                 rc = cmk_errbuf_set(&e, CMK_E_NOMEM, "out of memory (blob upload)");
             } else {
-                k->p1 = np;
+                if (np != k->p1) {
+                    memcpy(np, k->p1, k->p1_len);
+                    p1_free(k);
+                    k->p1 = np;
+                }
                 memcpy(k->p1 + k->p1_len, k->cur, k->cur_len);
                 k->p1_len += k->cur_len;
                 k->cur_len = 0;
@@ -362,12 +394,14 @@ cmk_err cmk_s3_sink_finish(cmk_bk_sink *ks, const void *tail, size_t tail_len, c
     if (sticky(k, eb) != CMK_OK)
         return k->failed;
     k->finished = 1;
-    free(k->cur);
+    if (k->cur)
+        cmk_s3_part_buf_put(k->bs, k->cur);
     k->cur = NULL;
-    if (k->upload_id[0]) {
-        free(k->p1);
-        k->p1 = NULL;
-    }
+    for (int i = 0; i < k->nspare; i++)
+        cmk_s3_part_buf_put(k->bs, k->spare[i]);
+    k->nspare = 0;
+    if (k->upload_id[0])
+        p1_free(k);
     return CMK_OK;
 }
 
@@ -393,10 +427,11 @@ void cmk_s3_sink_close(cmk_bk_sink *ks)
     } else if (k->completed == 1) {
         cmk_s3_delete_key(bk, k->data_key); /* completed but not linked: a lost race or a failure */
     }
-    free(k->p1);
-    free(k->cur);
+    p1_free(k);
+    if (k->cur)
+        cmk_s3_part_buf_put(k->bs, k->cur);
     for (int i = 0; i < k->nspare; i++)
-        free(k->spare[i]);
+        cmk_s3_part_buf_put(k->bs, k->spare[i]);
     free(k->etags);
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);

@@ -6,6 +6,14 @@
  * link) and serve the header; other reads are ranged GETs of exactly the bytes asked. Queued
  * reads (the get pipeline's read-ahead) are run by the blob space's worker threads, several
  * in flight at once, and polled by the source.
+ *
+ * A long read front to back (the get pipeline advises its range) is streamed instead: one GET
+ * from the first queued read to the range's end, on a thread of the source's own, whose body
+ * is written straight into the buffers of the reads as they are queued; TCP holds the gateway
+ * back while no read is queued. A stream that breaks (or a read out of its order) is not an
+ * error: the reads it had not filled, and all later ones, are ranged GETs on the workers,
+ * with their retries. A stream thread is not a worker: a slow reader cannot hold up other
+ * blobs' uploads.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -141,6 +149,15 @@ int cmk_s3_source_take(s3_blobs *bs, struct job *j, struct job **js)
     return n;
 }
 
+/* A read's result to the source (s->mu held). */
+static void report(s3_source *s, struct job *j, int64_t res)
+{
+    s->done[s->ndone].tag = j->tag;
+    s->done[s->ndone].res = res;
+    s->ndone++;
+    s->inflight--;
+}
+
 /* One ranged GET into the buffers of n adjacent reads. */
 static cmk_err ranged_getv(s3_source *s, struct job **js, int n, cmk_errbuf *eb)
 {
@@ -178,16 +195,135 @@ void cmk_s3_source_run(struct job **js, int n)
     else
         rc = ranged_getv(s, js, n, &eb);
     pthread_mutex_lock(&s->mu);
-    for (int i = 0; i < n; i++) {
-        s->done[s->ndone].tag = js[i]->tag;
-        s->done[s->ndone].res = rc == CMK_OK ? (int64_t)js[i]->len : rc == CMK_E_CORRUPT ? 0 : -5;
-        s->ndone++;
-        s->inflight--;
-    }
+    for (int i = 0; i < n; i++)
+        report(s, js[i], rc == CMK_OK ? (int64_t)js[i]->len : rc == CMK_E_CORRUPT ? 0 : -5);
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     for (int i = 0; i < n; i++)
         free(js[i]);
+}
+
+/* ---- the stream ---- */
+
+/* The GET's body, piece by piece, into the queued reads in order. */
+static int stream_sink(void *arg, const void *p, size_t n)
+{
+    s3_source *s = arg;
+    const uint8_t *b = p;
+
+    while (n > 0) {
+        struct job *j;
+        size_t k;
+
+        pthread_mutex_lock(&s->mu);
+        while (!s->sq_head && !s->closing)
+            pthread_cond_wait(&s->cv, &s->mu);
+        j = s->sq_head;
+        pthread_mutex_unlock(&s->mu);
+        if (!j)
+            return 1; /* closing: the reader is gone */
+        /* Only this thread takes from sq, so j stays its own until it is reported. */
+        k = j->len - s->sq_fill < n ? j->len - s->sq_fill : n;
+        memcpy((uint8_t *)j->buf + s->sq_fill, b, k);
+        s->sq_fill += k;
+        b += k;
+        n -= k;
+        if (s->sq_fill == j->len) {
+            pthread_mutex_lock(&s->mu);
+            s->sq_head = j->next;
+            if (!s->sq_head)
+                s->sq_tail = NULL;
+            report(s, j, (int64_t)j->len);
+            pthread_cond_broadcast(&s->cv);
+            pthread_mutex_unlock(&s->mu);
+            free(j);
+            s->sq_fill = 0;
+        }
+    }
+    return 0;
+}
+
+static int stream_cancel(void *arg)
+{
+    s3_source *s = arg;
+    int c;
+
+    pthread_mutex_lock(&s->mu);
+    c = s->closing;
+    pthread_mutex_unlock(&s->mu);
+    return c;
+}
+
+static void *stream_main(void *arg)
+{
+    s3_source *s = arg;
+    cmk_errbuf eb = {0};
+    struct job *left;
+    uint64_t start;
+    cmk_s3_req r = {.method = "GET",
+                    .key = s->key,
+                    .sink = stream_sink,
+                    .cancel = stream_cancel,
+                    .sink_arg = s};
+
+    pthread_mutex_lock(&s->mu);
+    start = s->sq_head->off;
+    pthread_mutex_unlock(&s->mu);
+    r.range_off = start;
+    r.range_len = s->st_end - start;
+    /* Its error needs no report: the reads left over are retried as ranged GETs below. */
+    if (cmk_s3_http_do(s->bs->bk->http, &r, &eb) != CMK_OK)
+        r.resp_len = 0;
+    cmk_s3_req_done(&r);
+    /* Whatever the outcome, the stream is over: the reads it did not fill go to the workers
+     * (or, if the source is closing, end), and so do later ones. */
+    pthread_mutex_lock(&s->mu);
+    s->st = 2;
+    left = s->sq_head;
+    s->sq_head = s->sq_tail = NULL;
+    if (s->closing) {
+        for (struct job *j = left, *nx; j; j = nx) {
+            nx = j->next;
+            report(s, j, -125); /* ECANCELED: nobody reads it */
+            free(j);
+        }
+        left = NULL;
+        pthread_cond_broadcast(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    for (struct job *j = left, *nx; j; j = nx) {
+        nx = j->next;
+        j->next = NULL;
+        cmk_s3_pool_push(s->bs, j);
+    }
+    return NULL;
+}
+
+/* Takes j into the stream if it continues the advised range (s->mu held): 1 if taken. */
+static int stream_take(s3_source *s, struct job *j)
+{
+    if (s->st == 2 || s->closing || !s->st_end || j->off != s->st_next ||
+        j->len > s->st_end - j->off)
+        return 0;
+    s->st_next = j->off + j->len;
+    if (j->off + j->len <= s->cache_len)
+        return 0; /* in the cached head: a copy, on a worker */
+    if (s->sq_tail)
+        s->sq_tail->next = j;
+    else
+        s->sq_head = j;
+    s->sq_tail = j;
+    if (s->st == 0) {
+        if (pthread_create(&s->st_th, NULL, stream_main, s) != 0) {
+            s->sq_head = s->sq_tail = NULL;
+            s->st = 2;
+            return 0;
+        }
+        s->st = 1;
+        s->st_joinable = 1;
+    }
+    pthread_cond_broadcast(&s->cv);
+    return 1;
 }
 
 cmk_err cmk_s3_source_queue(cmk_bk_source *src, void *buf, size_t len, uint64_t off, uint64_t tag,
@@ -196,24 +332,23 @@ cmk_err cmk_s3_source_queue(cmk_bk_source *src, void *buf, size_t len, uint64_t 
     s3_source *s = (s3_source *)src;
     s3_blobs *bs = s->bs;
     struct job *j;
+    int taken;
 
     (void)flags;
+    if (!(j = calloc(1, sizeof(*j))))
+        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (read queue)");
+    *j = (struct job){.src = s, .buf = buf, .len = len, .off = off, .tag = tag};
     pthread_mutex_lock(&s->mu);
     if (s->inflight + s->ndone >= S3_SRC_QMAX) {
         pthread_mutex_unlock(&s->mu);
+        free(j);
         return cmk_errbuf_set(eb, CMK_E_BUSY, "too many reads in flight");
     }
     s->inflight++;
+    taken = stream_take(s, j);
     pthread_mutex_unlock(&s->mu);
-    j = calloc(1, sizeof(*j));
-    if (!j) {
-        pthread_mutex_lock(&s->mu);
-        s->inflight--;
-        pthread_mutex_unlock(&s->mu);
-        return cmk_errbuf_set(eb, CMK_E_NOMEM, "out of memory (read queue)");
-    }
-    *j = (struct job){.src = s, .buf = buf, .len = len, .off = off, .tag = tag};
-    cmk_s3_pool_push(bs, j);
+    if (!taken)
+        cmk_s3_pool_push(bs, j);
     return CMK_OK;
 }
 
@@ -236,9 +371,14 @@ int cmk_s3_source_poll(cmk_bk_source *src, cmk_io_cqe *out, int max, int wait, c
 
 int cmk_s3_source_advise(cmk_bk_source *src, uint64_t start, uint64_t end)
 {
-    (void)src;
-    (void)start;
-    (void)end;
+    s3_source *s = (s3_source *)src;
+
+    pthread_mutex_lock(&s->mu);
+    if (s->st == 0 && end <= s->size && end > start && end - start >= S3_STREAM_MIN) {
+        s->st_next = start;
+        s->st_end = end;
+    }
+    pthread_mutex_unlock(&s->mu);
     return 0;
 }
 
@@ -246,6 +386,12 @@ void cmk_s3_source_close(cmk_bk_source *src)
 {
     s3_source *s = (s3_source *)src;
 
+    pthread_mutex_lock(&s->mu);
+    s->closing = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->st_joinable)
+        pthread_join(s->st_th, NULL);
     pthread_mutex_lock(&s->mu);
     while (s->inflight > 0)
         pthread_cond_wait(&s->cv, &s->mu);

@@ -164,6 +164,13 @@ void cmk_pool_buf_put(cmk_pool *p, void *buf, size_t size)
     free(buf);
 }
 
+void cmk_pool_buf_reserve(cmk_pool *p, size_t bytes)
+{
+    pthread_mutex_lock(&p->buf_mu);
+    p->buf_cache += bytes;
+    pthread_mutex_unlock(&p->buf_mu);
+}
+
 size_t cmk_pool_buf_cached(cmk_pool *p)
 {
     size_t n;

@@ -44,6 +44,9 @@ void cmk_pool_buf_put(cmk_pool *p, void *buf, size_t size);
 /* Bytes of buffers kept; cmk_pool_trim frees them all (buffers in use are not touched). */
 size_t cmk_pool_buf_cached(cmk_pool *p);
 void cmk_pool_trim(cmk_pool *p);
+/* Keeps `bytes` more of buffers from now on: for a backend whose streams hold buffers of
+ * their own beyond the chunk slots (an object store's upload parts). Thread-safe. */
+void cmk_pool_buf_reserve(cmk_pool *p, size_t bytes);
 
 /* Secret memory (cmk_secalloc: locked, kept out of core dumps) for per-blob keys, kept for
  * reuse: allocating it costs mmap + mlock and freeing it munmap, whose TLB shootdown
