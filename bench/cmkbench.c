@@ -20,6 +20,7 @@
 #include <zstd.h>
 
 #include "bench/cmkbench.h"
+#include "core/base/pool.h"
 
 static void usage(FILE *f)
 {
@@ -165,9 +166,17 @@ static void set_meta(bench_ctx *c, const char *cmd, const char *data_desc)
         memset(&un, 0, sizeof(un));
     gmtime_r(&now, &tm);
     strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    snprintf(machine, sizeof(machine), "%u CPUs (%s), %.0f GiB RAM, Linux %s, %s on %s", c->cores,
-             model, (double)pages * (double)ps / (double)(1ull << 30), un.release,
-             fs_name(c->o.dir), c->o.dir);
+    {
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        char cpus[48];
+        if (online > (long)c->cores)
+            snprintf(cpus, sizeof(cpus), "%u of %ld CPUs", c->cores, online);
+        else
+            snprintf(cpus, sizeof(cpus), "%u CPUs", c->cores);
+        snprintf(machine, sizeof(machine), "%s (%s), %.0f GiB RAM, Linux %s, %s on %s", cpus,
+                 model, (double)pages * (double)ps / (double)(1ull << 30), un.release,
+                 fs_name(c->o.dir), c->o.dir);
+    }
     report_set(c, "meta",
                json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:I, s:I, s:i, "
                          "s:i, s:i, s:b, s:b}",
@@ -338,9 +347,7 @@ int main(int argc, char **argv)
     o->rot_blobs[2] = 5000;
     o->rot_bytes = 2048 * MiB;
     o->sweep_size = 256 * MiB;
-    c->cores = (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
-    if (c->cores == 0)
-        c->cores = 1;
+    c->cores = cmk_ncpu(); /* those it may run on (bench/run.sh --store may pin it) */
     c->t0 = bench_now();
 
     if (argc > 1 && argv[1][0] != '-') {

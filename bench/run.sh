@@ -15,6 +15,11 @@
 #                                the run (tests/s3/ceph.sh, bluestore on a sparse file) and
 #                                stopped after it; BUCKET defaults to cmkbench. Writes
 #                                bench/results/s3-latest.{json,txt,svg}.
+#                                The gateway started for the run gets CPU 0 and cmkbench the
+#                                others (both sides of every ratio alike): an object store does
+#                                not share the registry's cores in any deployment, and on 2
+#                                shared cores the gateway and the sealing take turns on the
+#                                same CPU. --shared-cores: everything on every CPU instead.
 #
 # Environment: CMKBENCH_BUILD (build directory, default <repo>/build-bench),
 #              CMKBENCH_DIR (where benchmark data goes, default /work/cmkbench-data or
@@ -33,10 +38,14 @@ else
 fi
 results=$here/results
 
-quick=0 store='' bare=0 prev=''
+quick=0 store='' bare=0 prev='' shared=0
 args=()
 for a in "$@"; do
     [[ $a == --quick ]] && quick=1
+    if [[ $a == --shared-cores ]]; then
+        shared=1
+        continue
+    fi
     if [[ $prev == --store ]]; then
         if [[ $a == s3:// ]]; then
             a=s3://cmkbench
@@ -60,12 +69,19 @@ mkdir -p "$data" "$results"
 if [[ $store == s3://* ]]; then
     # The object-store run: cmkbench against raw PUT/GET of the same bytes to the same bucket.
     ceph_dir=
+    gw_pin=() pin=()
     if ((bare)) || [[ -z ${AWS_ENDPOINT_URL_S3:-${AWS_ENDPOINT_URL:-}} ]]; then
         ceph_dir=$(mktemp -d "$data/ceph.XXXXXX")
         trap 'bash "$src/tests/s3/ceph.sh" stop "$ceph_dir/c" || true; rm -rf "$ceph_dir"' EXIT
+        ncpu=$(nproc --all)
+        if ((!shared && ncpu >= 2)) && command -v taskset >/dev/null; then
+            gw_pin=(taskset -c 0)
+            pin=(taskset -c "1-$((ncpu - 1))")
+            echo "== the gateway on CPU 0, cmkbench on CPUs 1-$((ncpu - 1)) (--shared-cores: all on all)" >&2
+        fi
         echo "== starting a Ceph RGW for the run (bluestore) in $ceph_dir" >&2
         CMK_CEPH_OBJECTSTORE=${CMK_CEPH_OBJECTSTORE:-bluestore} \
-            bash "$src/tests/s3/ceph.sh" start "$ceph_dir/c" --owner $$ >&2
+            "${gw_pin[@]}" bash "$src/tests/s3/ceph.sh" start "$ceph_dir/c" --owner $$ >&2
         # shellcheck disable=SC1091
         set -a && source "$ceph_dir/c/env" && set +a
         # Its endpoint, whatever the caller's environment or --s3-endpoint named.
@@ -81,7 +97,7 @@ if [[ $store == s3://* ]]; then
     fi
     sizes=()
     ((quick)) || sizes=(--reps 5)
-    cmd=("$bin" all --dir "$data" --wait-quiet 120 "${sizes[@]}"
+    cmd=("${pin[@]}" "$bin" all --dir "$data" --wait-quiet 120 "${sizes[@]}"
          --json "$results/s3-latest.json" --txt "$results/s3-latest.txt"
          --svg "$results/s3-latest.svg" "$@")
     echo "== command: ${cmd[*]}" >&2

@@ -55,7 +55,7 @@ void cmk_pool_buf_reserve(cmk_pool *p, size_t bytes);
 void *cmk_pool_sec_get(cmk_pool *p, size_t size);
 void cmk_pool_sec_put(cmk_pool *p, void *buf, size_t size);
 
-/* Online cores (at least 1). */
+/* Cores this process may run on (its CPU affinity; else the online ones; at least 1). */
 unsigned cmk_ncpu(void);
 
 #endif
