@@ -173,9 +173,9 @@ static void set_meta(bench_ctx *c, const char *cmd, const char *data_desc)
             snprintf(cpus, sizeof(cpus), "%u of %ld CPUs", c->cores, online);
         else
             snprintf(cpus, sizeof(cpus), "%u CPUs", c->cores);
-        snprintf(machine, sizeof(machine), "%s (%s), %.0f GiB RAM, Linux %s, %s on %s", cpus,
-                 model, (double)pages * (double)ps / (double)(1ull << 30), un.release,
-                 fs_name(c->o.dir), c->o.dir);
+        snprintf(machine, sizeof(machine), "%s (%s), %.0f GiB RAM, Linux %s, %s on %s", cpus, model,
+                 (double)pages * (double)ps / (double)(1ull << 30), un.release, fs_name(c->o.dir),
+                 c->o.dir);
     }
     report_set(c, "meta",
                json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:I, s:I, s:i, "
