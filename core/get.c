@@ -290,6 +290,9 @@ static void wait_ready(cmk_get *g)
         if (st == GSLOT_READY)
             return;
         if (st == GSLOT_READING) {
+            /* A failed poll leaves the slot reading for good: stop (the caller reports it). */
+            if (g->failed != CMK_OK)
+                return;
             pump_reads(g, 1);
             continue;
         }

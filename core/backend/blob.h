@@ -133,7 +133,8 @@ struct cmk_bk_blob_ops {
                             unsigned flags, cmk_errbuf *eb);
     /* Submits queued reads and collects up to max completions (res: bytes read, or
      * -errno), waiting for one if wait and any is in flight. The count, or -1 with eb set
-     * if the engine itself failed. */
+     * if the engine itself failed, or if a read failed for a reason an errno would lose (an
+     * object store's error: which object, which endpoint, after how many tries). */
     int (*source_poll)(cmk_bk_source *src, cmk_io_cqe *out, int max, int wait, cmk_errbuf *eb);
     /* The caller reads [start, end) front to back from now on (a readahead hint). 1 if the
      * range is cold (not cached): its reads are then queued with CMK_BK_READ_COLD. */

@@ -114,6 +114,7 @@ struct s3_source {
     int inflight;
     cmk_io_cqe done[S3_SRC_QMAX];
     int ndone;
+    cmk_errbuf eb; /* the first queued read's failure (why: endpoint, object, tries), or 0 */
     /* The stream (s3_source.c): reads that continue the advised range join sq, in order, and
      * one GET of the rest of the range, run by a thread of its own, writes into them as its
      * body arrives. st: 0 none yet, 1 running, 2 over (later reads go to the workers). mu

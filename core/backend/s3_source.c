@@ -195,6 +195,8 @@ void cmk_s3_source_run(struct job **js, int n)
     else
         rc = ranged_getv(s, js, n, &eb);
     pthread_mutex_lock(&s->mu);
+    if (rc != CMK_OK && s->eb.code == CMK_OK)
+        s->eb = eb;
     for (int i = 0; i < n; i++)
         report(s, js[i], rc == CMK_OK ? (int64_t)js[i]->len : rc == CMK_E_CORRUPT ? 0 : -5);
     pthread_cond_broadcast(&s->cv);
@@ -357,10 +359,16 @@ int cmk_s3_source_poll(cmk_bk_source *src, cmk_io_cqe *out, int max, int wait, c
     s3_source *s = (s3_source *)src;
     int n;
 
-    (void)eb;
     pthread_mutex_lock(&s->mu);
     while (wait && s->ndone == 0 && s->inflight > 0)
         pthread_cond_wait(&s->cv, &s->mu);
+    /* A failed read fails the poll with its reason (the object store's error, which an
+     * errno in its completion would lose); the reads that completed stay queued. */
+    if (s->eb.code != CMK_OK) {
+        *eb = s->eb;
+        pthread_mutex_unlock(&s->mu);
+        return -1;
+    }
     n = s->ndone < max ? s->ndone : max;
     memcpy(out, s->done, (size_t)n * sizeof(*out));
     memmove(s->done, s->done + n, (size_t)(s->ndone - n) * sizeof(*out));

@@ -4,7 +4,9 @@
 # several), get (whole and ranged), ls, stat, rm, events; what lies in the bucket (records,
 # events, links, data objects, nothing else) and that no plaintext is there; a second create
 # and a prefix in use refused; bad names, missing or wrong credentials (never printed), an
-# unreachable endpoint, and an endpoint that accepts every conditional write (refused).
+# unreachable endpoint, a get whose streamed GET the gateway cuts (fails, writes only a
+# checked prefix, whole once the gateway is back), and an endpoint that accepts every
+# conditional write (refused).
 source "$(dirname "$0")/../cli/lib.sh"
 source "$(dirname "$0")/s3_lib.sh"
 
@@ -121,6 +123,34 @@ expect_false "the real secret is never printed" grep -qF "$SECRET" "$ERR" "$OUT"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 expect_exit 1 env AWS_ENDPOINT_URL_S3="http://127.0.0.1:$port" "$CMKSTORE_BIN" blob ls --store "$S"
 expect_err_match "127\.0\.0\.1:$port.*failed after 5 tries" "unreachable: the endpoint named, after retries"
+
+# ---- the gateway goes away in the middle of a streamed get (one GET written into the get's
+# buffers while it reads): the get fails and names the endpoint; what it wrote is a prefix of
+# the blob (nothing unchecked); once the gateway is back the same get is whole. The reader
+# stops after 2 MB, so at most the get's read-ahead and the socket buffers (~20 MB) can have
+# arrived when the gateway stops: most of the 48 MB cannot.
+gen_random streamed 48000000 "$T/streamed"
+expect_ok cmk blob put --store "$S" "$T/streamed"
+DST=$(cat "$OUT")
+mkfifo "$T/get.fifo"
+"$CMKSTORE_BIN" blob get --store "$S" "$DST" >"$T/get.fifo" 2>"$T/get.err" &
+GP=$!
+exec 7<"$T/get.fifo"
+head -c 2000000 <&7 >"$T/got.part"
+expect_ok rgw_stop
+cat <&7 >>"$T/got.part"
+exec 7<&-
+rc=0
+wait "$GP" || rc=$?
+expect_true "gateway stopped mid-stream: the get fails (exit $rc)" test "$rc" -ne 0
+echo "# $(tail -n 1 "$T/get.err")"
+expect_true "... naming the endpoint" grep -q '127\.0\.0\.1' "$T/get.err"
+n=$(stat -c %s "$T/got.part")
+expect_true "... after writing only part of the blob ($n bytes)" test "$n" -lt 48000000
+expect_true "... a prefix of it" cmp -n "$n" "$T/got.part" "$T/streamed"
+expect_ok rgw_start
+expect_ok cmk blob get --store "$S" "$DST" --output "$T/got.whole"
+expect_true "gateway back: the same get is whole" cmp "$T/got.whole" "$T/streamed"
 
 # ---- an endpoint that accepts every conditional write (as npm's s3rver does): refused
 cat >"$T/lenient.py" <<'PY'
