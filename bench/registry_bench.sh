@@ -61,6 +61,11 @@ mkdir -p "$W"
 PIDS=()
 cleanup() {
     local p
+    # The gateway's cluster first, by its PID files, before they are removed with $W (its
+    # watchdog, killed below, would race the removal and leave the OSD and RGW running).
+    if [ -n "${CEPH_SH:-}" ] && [ -d "$W/ceph/pids" ]; then
+        bash "$CEPH_SH" stop "$W/ceph" || true
+    fi
     for p in "${PIDS[@]}"; do
         kill "$p" 2>/dev/null || true
         wait "$p" 2>/dev/null || true
