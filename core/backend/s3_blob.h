@@ -12,6 +12,7 @@
 #define CMK_BACKEND_S3_BLOB_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,6 +39,9 @@
  * GET instead: ranged GETs of a few MiB ran at 80% of one GET of the same bytes from RGW,
  * each a new lookup in the gateway and a pause in the stream. */
 #define S3_STREAM_MIN (8u << 20)
+/* Streams running at once in a blob space (each a thread and a connection): past this, long
+ * reads are ranged GETs on the workers, as short ones are. */
+#define S3_STREAMS_MAX 64
 /* Parts of one sink uploading at once (each holds an S3_PART buffer). One part PUT to RGW
  * runs well below what the gateway takes (each waits on the gateway's own writes): with four
  * in flight a put of random data went from 60% of a raw PUT's rate to 77% (README), and with
@@ -70,6 +74,7 @@ struct s3_blobs {
     struct job *head, *tail;
     int stop;
     int nthreads;
+    atomic_int streams; /* streamed GETs running (s3_source.c) */
     pthread_t th[S3_READERS];
 };
 
@@ -118,10 +123,11 @@ struct s3_source {
     /* The stream (s3_source.c): reads that continue the advised range join sq, in order, and
      * one GET of the rest of the range, run by a thread of its own, writes into them as its
      * body arrives. st: 0 none yet, 1 running, 2 over (later reads go to the workers). mu
-     * guards all but sq_fill, which only the stream's thread uses. */
+     * guards all but sq_fill and st_left, which only the stream's thread uses. */
     uint64_t st_next, st_end;
     struct job *sq_head, *sq_tail;
     size_t sq_fill;
+    uint64_t st_left; /* bytes the GET may still deliver (the stream's thread only) */
     int st, closing, st_joinable;
     pthread_t st_th;
 };

@@ -213,6 +213,10 @@ static int stream_sink(void *arg, const void *p, size_t n)
     s3_source *s = arg;
     const uint8_t *b = p;
 
+    /* More than the range asked for: an object store not to be trusted with the rest. */
+    if (n > s->st_left)
+        return 1;
+    s->st_left -= n;
     while (n > 0) {
         struct job *j;
         size_t k;
@@ -273,10 +277,12 @@ static void *stream_main(void *arg)
     pthread_mutex_unlock(&s->mu);
     r.range_off = start;
     r.range_len = s->st_end - start;
+    s->st_left = r.range_len;
     /* Its error needs no report: the reads left over are retried as ranged GETs below. */
     if (cmk_s3_http_do(s->bs->bk->http, &r, &eb) != CMK_OK)
         r.resp_len = 0;
     cmk_s3_req_done(&r);
+    atomic_fetch_sub(&s->bs->streams, 1);
     /* Whatever the outcome, the stream is over: the reads it did not fill go to the workers
      * (or, if the source is closing, end), and so do later ones. */
     pthread_mutex_lock(&s->mu);
@@ -316,7 +322,9 @@ static int stream_take(s3_source *s, struct job *j)
         s->sq_head = j;
     s->sq_tail = j;
     if (s->st == 0) {
-        if (pthread_create(&s->st_th, NULL, stream_main, s) != 0) {
+        if (atomic_fetch_add(&s->bs->streams, 1) >= S3_STREAMS_MAX ||
+            pthread_create(&s->st_th, NULL, stream_main, s) != 0) {
+            atomic_fetch_sub(&s->bs->streams, 1);
             s->sq_head = s->sq_tail = NULL;
             s->st = 2;
             return 0;
