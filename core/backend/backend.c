@@ -73,6 +73,9 @@ cmk_err cmk_bk_rec_put(cmk_backend *b, const char *name, const void *data, size_
 {
     cmk_err rc = cmk_bk_rec_name_check(name, eb);
 
+    /* Records are never empty: an object store marks a deleted one with an empty object. */
+    if (rc == CMK_OK && len == 0)
+        rc = cmk_errbuf_set(eb, CMK_E_INVAL, "record %s: an empty record", name);
     return rc != CMK_OK ? rc : BK_CALL(b, rec_put, eb, name, data, len, expect, newver, eb);
 }
 

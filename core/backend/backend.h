@@ -121,7 +121,8 @@ struct cmk_backend_ops {
      * bytes or the new, a crash leaves one of them), only if its version still equals
      * *expect; expect NULL: only if it is absent; expect CMK_REC_ANY: whatever is there.
      * Otherwise CMK_E_BUSY "... changed by another process; retry" and nothing changes.
-     * *newver (may be NULL) receives the version written. Records are private (0600). */
+     * *newver (may be NULL) receives the version written. Records are private (0600) and
+     * never empty (len 0 is CMK_E_INVAL: an object store marks deleted records so). */
     cmk_err (*rec_put)(cmk_backend *b, const char *name, const void *data, size_t len,
                        const cmk_rec_ver *expect, cmk_rec_ver *newver, cmk_errbuf *eb);
     /* Deletes record `name` durably if its version equals *expect (NULL or CMK_REC_ANY:

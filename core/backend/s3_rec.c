@@ -12,9 +12,14 @@
  * content hashes, so a version reappears only with the same bytes, which is what the
  * writer read.
  *
- * Deletes: S3 has no conditional DELETE that RGW honours, so a delete with an expected
- * version compares the ETag just before deleting: a write landing in between is lost.
- * The engine deletes only metadata records, whose writers recreate what they still need.
+ * Deletes: S3 has no conditional DELETE that RGW honours (comparing the ETag just before an
+ * unconditional DELETE loses a write landing in between), so a delete with an expected
+ * version is a conditional write of an empty object, a tombstone: PUT "" with If-Match.
+ * Records are never empty (the backend contract), so an empty object reads as absent, is
+ * skipped by listings, and a create (If-None-Match: *) that meets one writes over it with
+ * If-Match on the tombstone's ETag: still one compare-and-swap. A delete of whatever is
+ * there (no version) is a plain DELETE, so records of one-off names (upload sessions) leave
+ * nothing behind; a tombstone stays until its name is written again (0 bytes each).
  *
  * The event log: one object per line, events/<UTC time, ns>-<8 hex>, created only if
  * absent, so concurrent writers never overwrite each other and a listing sorts by time.
@@ -78,6 +83,8 @@ static cmk_err s3_rec_get(cmk_backend *b, const char *name, size_t max, void **d
                             max);
     if (rc == CMK_OK && !r.etag[0])
         rc = cmk_errbuf_set(eb, CMK_E_IO, "%s/%s: the object store sent no ETag", s->name, name);
+    if (rc == CMK_OK && (data ? r.resp_len : r.total) == 0)
+        rc = cmk_errbuf_set(eb, CMK_E_NOT_FOUND, "%s/%s does not exist (deleted)", s->name, name);
     if (rc == CMK_OK) {
         if (ver)
             snprintf(ver->tag, sizeof(ver->tag), "%s", r.etag);
@@ -124,6 +131,19 @@ int cmk_s3_written_by(cmk_s3_bk *s, const char *key, const char *nonce, char *et
     return mine;
 }
 
+/* 1 if key is a tombstone (an empty object), its ETag in etag. */
+static int tombstone_etag(cmk_s3_bk *s, const char *key, char *etag, size_t cap)
+{
+    cmk_s3_req r = {.method = "HEAD", .key = key};
+    cmk_errbuf eb = {0};
+    int tomb = cmk_s3_http_do(s->http, &r, &eb) == CMK_OK && r.total == 0 && r.etag[0];
+
+    if (tomb)
+        snprintf(etag, cap, "%s", r.etag);
+    cmk_s3_req_done(&r);
+    return tomb;
+}
+
 static cmk_err s3_rec_put(cmk_backend *b, const char *name, const void *data, size_t len,
                           const cmk_rec_ver *expect, cmk_rec_ver *newver, cmk_errbuf *eb)
 {
@@ -168,7 +188,27 @@ static cmk_err s3_rec_put(cmk_backend *b, const char *name, const void *data, si
     if (rc == CMK_E_BUSY && r.tries > 1 &&
         cmk_s3_written_by(s, name, nonce, r.etag, sizeof(r.etag)))
         rc = CMK_OK;
-    else if (rc == CMK_E_BUSY)
+    else if (rc == CMK_E_BUSY && r.if_none_match && !s->staged) {
+        /* Created only if absent, and something is there: a tombstone is absent, written
+         * over on its own ETag (a 412 then means another writer got there first). */
+        char tomb[128];
+        if (tombstone_etag(s, name, tomb, sizeof(tomb))) {
+            cmk_s3_req_done(&r);
+            r = (cmk_s3_req){.method = "PUT",
+                             .key = name,
+                             .body = data,
+                             .body_len = len,
+                             .writer = nonce,
+                             .if_match = tomb};
+            rc = cmk_s3_http_do(s->http, &r, eb);
+            if (rc == CMK_E_BUSY && r.tries > 1 &&
+                cmk_s3_written_by(s, name, nonce, r.etag, sizeof(r.etag)))
+                rc = CMK_OK;
+        }
+        if (rc == CMK_E_BUSY)
+            rc = cmk_errbuf_set(eb, CMK_E_BUSY, "%s/%s was changed by another process; retry",
+                                s->name, name);
+    } else if (rc == CMK_E_BUSY)
         rc = cmk_errbuf_set(eb, CMK_E_BUSY, "%s/%s was changed by another process; retry", s->name,
                             name);
     if (rc == CMK_OK) {
@@ -186,16 +226,40 @@ static cmk_err s3_rec_delete(cmk_backend *b, const char *name, const cmk_rec_ver
     cmk_s3_bk *s = cmk_s3_of(b);
     cmk_rec_ver cur;
     cmk_s3_req r = {.method = "DELETE", .key = name};
-    cmk_err rc = s3_rec_get(b, name, 0, NULL, NULL, &cur, eb);
+    char nonce[33];
+    cmk_err rc;
 
+    if (!expect || strcmp(expect->tag, CMK_REC_ANY) == 0) {
+        rc = s3_rec_get(b, name, 0, NULL, NULL, &cur, eb);
+        if (rc == CMK_OK)
+            rc = cmk_s3_http_do(s->http, &r, eb);
+        cmk_s3_req_done(&r);
+        return rc;
+    }
+    /* Only if it is still that version: a tombstone written over it with If-Match (see the
+     * top), the condition checked by the object store itself. */
+    if ((rc = cmk_s3_nonce(nonce, eb)) != CMK_OK)
+        return rc;
+    r = (cmk_s3_req){.method = "PUT",
+                     .key = name,
+                     .body = "",
+                     .body_len = 0,
+                     .writer = nonce,
+                     .if_match = expect->tag};
+    rc = cmk_s3_http_do(s->http, &r, eb);
+    if (rc == CMK_E_BUSY && r.tries > 1 &&
+        cmk_s3_written_by(s, name, nonce, r.etag, sizeof(r.etag)))
+        rc = CMK_OK;
+    cmk_s3_req_done(&r);
+    if (rc != CMK_E_BUSY)
+        return rc;
+    /* 412: another version is there, or none (RGW answers If-Match on a missing key so). */
+    cmk_errbuf_clear(eb);
+    rc = s3_rec_get(b, name, 0, NULL, NULL, &cur, eb);
     if (rc != CMK_OK)
         return rc;
-    if (expect && strcmp(expect->tag, CMK_REC_ANY) != 0 && !cmk_rec_ver_eq(expect, &cur))
-        return cmk_errbuf_set(eb, CMK_E_BUSY, "%s/%s was changed by another process; retry",
-                              s->name, name);
-    rc = cmk_s3_http_do(s->http, &r, eb);
-    cmk_s3_req_done(&r);
-    return rc;
+    return cmk_errbuf_set(eb, CMK_E_BUSY, "%s/%s was changed by another process; retry", s->name,
+                          name);
 }
 
 struct list_ctx {
@@ -292,9 +356,9 @@ static int rec_list_one(const char *key, uint64_t size, void *arg)
     struct rec_list_ctx *c = arg;
     cmk_errbuf eb = {0};
 
-    (void)size;
-    /* Only names the engine could have written (anything else in the bucket is not ours). */
-    if (cmk_bk_rec_name_check(key, &eb) != CMK_OK)
+    /* Only names the engine could have written (anything else in the bucket is not ours),
+     * and no tombstones (deleted records). */
+    if (size == 0 || cmk_bk_rec_name_check(key, &eb) != CMK_OK)
         return 0;
     return c->cb(key, c->arg);
 }

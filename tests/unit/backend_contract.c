@@ -98,6 +98,17 @@ static void contract_versions(const bk_contract_factory *f)
     RC(cmk_bk_rec_delete(b, "meta/del", &v1, &eb), CMK_OK);
     RC(cmk_bk_rec_get(b, "meta/del", 10, NULL, NULL, NULL, &eb), CMK_E_NOT_FOUND);
     RC(cmk_bk_rec_delete(b, "meta/del", NULL, &eb), CMK_E_NOT_FOUND);
+    /* Created again after its delete (and deleted again: the listing below must not see it);
+     * a record is never empty. */
+    RC(cmk_bk_rec_put(b, "meta/del", "y", 1, NULL, &v1, &eb), CMK_OK);
+    RC(cmk_bk_rec_get(b, "meta/del", 10, &data, &len, NULL, &eb), CMK_OK);
+    CHECK(data && len == 1 && memcmp(data, "y", 1) == 0);
+    free(data);
+    data = NULL;
+    RC(cmk_bk_rec_put(b, "meta/del", "z", 1, NULL, NULL, &eb), CMK_E_BUSY);
+    RC(cmk_bk_rec_delete(b, "meta/del", &v1, &eb), CMK_OK);
+    RC(cmk_bk_rec_put(b, "meta/empty", "", 0, NULL, NULL, &eb), CMK_E_INVAL);
+    RC(cmk_bk_rec_get(b, "meta/empty", 10, NULL, NULL, NULL, &eb), CMK_E_NOT_FOUND);
     /* Names that would leave the store, hide, nest or collide with temporaries. */
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         RC(cmk_bk_rec_get(b, bad[i], 100, &data, &len, NULL, &eb), CMK_E_INVAL);

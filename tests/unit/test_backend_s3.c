@@ -130,6 +130,44 @@ static void test_head(void)
     cmk_bk_close(b);
 }
 
+/* A delete at a version is a tombstone (an empty object written with If-Match): it reads as
+ * absent, a create writes over it, a delete at a stale version fails and leaves the newer
+ * record; a delete of whatever is there removes the object. */
+static void test_tombstone(void)
+{
+    char name[200], key[300];
+    cmk_backend *b = new_store("tomb", name, sizeof(name));
+    cmk_rec_ver v1, v2;
+    void *data = NULL;
+    char *body = NULL;
+    size_t len = 0;
+
+    snprintf(key, sizeof(key), "tomb/meta/t1");
+    CHECK_OK(cmk_bk_rec_put(b, "meta/t1", "abc", 3, NULL, &v1, &eb));
+    CHECK_OK(cmk_bk_rec_delete(b, "meta/t1", &v1, &eb));
+    CHECK_OK(raw("GET", key, NULL, &body));
+    CHECK_MSG(!body || !*body, "the tombstone is empty: %s", body ? body : "");
+    free(body);
+    body = NULL;
+    CHECK_RC(cmk_bk_rec_get(b, "meta/t1", 10, &data, &len, NULL, &eb), CMK_E_NOT_FOUND);
+    CHECK_RC(cmk_bk_rec_delete(b, "meta/t1", &v1, &eb), CMK_E_NOT_FOUND);
+    CHECK_OK(cmk_bk_rec_put(b, "meta/t1", "abcd", 4, NULL, &v2, &eb));
+    CHECK_OK(raw("GET", key, NULL, &body));
+    CHECK(body && strcmp(body, "abcd") == 0);
+    free(body);
+    body = NULL;
+    /* Stale: written over since v2 was read; the delete must not take the newer record. */
+    CHECK_OK(cmk_bk_rec_put(b, "meta/t1", "efgh", 4, &v2, &v1, &eb));
+    CHECK_RC(cmk_bk_rec_delete(b, "meta/t1", &v2, &eb), CMK_E_BUSY);
+    CHECK_OK(cmk_bk_rec_get(b, "meta/t1", 10, &data, &len, NULL, &eb));
+    CHECK(data && len == 4 && memcmp(data, "efgh", 4) == 0);
+    free(data);
+    /* Whatever it is: gone, no tombstone. */
+    CHECK_OK(cmk_bk_rec_delete(b, "meta/t1", NULL, &eb));
+    CHECK_RC(raw("GET", key, NULL, NULL), CMK_E_NOT_FOUND);
+    cmk_bk_close(b);
+}
+
 static int count_prefix(const char *key, uint64_t size, void *arg)
 {
     (void)key;
@@ -463,6 +501,7 @@ int main(void)
     bk_contract_run(&s3);
     test_create_open();
     test_head();
+    test_tombstone();
     test_log();
     test_blobs();
     return check_summary();
