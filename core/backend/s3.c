@@ -196,12 +196,9 @@ cmk_err cmk_backend_s3_publish(cmk_backend *b, cmk_errbuf *eb)
         return cmk_errbuf_set(eb, CMK_E_INVAL, "%s: nothing staged to publish", s->name);
     rc = cmk_s3_nonce(nonce, eb);
     if (rc == CMK_OK)
-        rc = cmk_s3_http_do(s->http, &r, eb);
+        rc = cmk_s3_put(s, &r, eb);
     cmk_s3_req_done(&r);
-    if (rc == CMK_E_BUSY && r.tries > 1 &&
-        cmk_s3_written_by(s, "store.json", nonce, r.etag, sizeof(r.etag)))
-        rc = CMK_OK;
-    else if (rc == CMK_E_BUSY)
+    if (rc == CMK_E_BUSY)
         return cmk_errbuf_set(eb, CMK_E_EXISTS, "another store was created at %s meanwhile",
                               s->name);
     if (rc == CMK_OK)

@@ -46,10 +46,13 @@ CMK_MUST_CHECK cmk_err cmk_s3_list_mtime(cmk_s3_bk *s, const char *pfx,
                                                    void *arg),
                                          void *arg, cmk_errbuf *eb);
 
-/* A random writer nonce (32 hex) for x-amz-meta-cmk-writer, and whether object key was
- * last written with it (then etag receives its ETag). */
+/* A random writer nonce (32 hex) for x-amz-meta-cmk-writer. */
 CMK_MUST_CHECK cmk_err cmk_s3_nonce(char out[33], cmk_errbuf *eb);
-int cmk_s3_written_by(cmk_s3_bk *s, const char *key, const char *nonce, char *etag, size_t cap);
+/* Makes conditional PUT r, which carries a writer nonce (r->writer). A 412 after a retry
+ * may be its own first attempt's write (the answer lost, or a 500 that RGW 16 answers to one
+ * of two racing conditional writes, having written): if the object holds that nonce, the
+ * PUT succeeded (CMK_OK, r->etag its version). */
+CMK_MUST_CHECK cmk_err cmk_s3_put(cmk_s3_bk *s, cmk_s3_req *r, cmk_errbuf *eb);
 
 /* Remembers an object a staged store wrote. */
 void cmk_s3_note_written(cmk_s3_bk *s, const char *key);

@@ -119,7 +119,9 @@ cmk_err cmk_s3_nonce(char out[33], cmk_errbuf *eb)
     return CMK_OK;
 }
 
-int cmk_s3_written_by(cmk_s3_bk *s, const char *key, const char *nonce, char *etag, size_t cap)
+/* Whether object key was last written with writer nonce `nonce` (then etag receives its
+ * ETag). */
+static int written_by(cmk_s3_bk *s, const char *key, const char *nonce, char *etag, size_t cap)
 {
     cmk_s3_req r = {.method = "HEAD", .key = key};
     cmk_errbuf eb = {0};
@@ -129,6 +131,22 @@ int cmk_s3_written_by(cmk_s3_bk *s, const char *key, const char *nonce, char *et
         snprintf(etag, cap, "%s", r.etag);
     cmk_s3_req_done(&r);
     return mine;
+}
+
+cmk_err cmk_s3_put(cmk_s3_bk *s, cmk_s3_req *r, cmk_errbuf *eb)
+{
+    cmk_err rc = cmk_s3_http_do(s->http, r, eb);
+
+    if (rc == CMK_E_BUSY && r->tries > 1 &&
+        written_by(s, r->key, r->writer, r->etag, sizeof(r->etag)))
+        rc = CMK_OK;
+    return rc;
+}
+
+static cmk_err busy(const cmk_s3_bk *s, const char *name, cmk_errbuf *eb)
+{
+    return cmk_errbuf_set(eb, CMK_E_BUSY, "%s/%s was changed by another process; retry", s->name,
+                          name);
 }
 
 /* 1 if key is a tombstone (an empty object), its ETag in etag. */
@@ -152,6 +170,7 @@ static cmk_err s3_rec_put(cmk_backend *b, const char *name, const void *data, si
     cmk_s3_req r = {.method = "PUT", .key = name, .body = data, .body_len = len, .writer = nonce};
     int any = expect && strcmp(expect->tag, CMK_REC_ANY) == 0;
     cmk_rec_ver want;
+    char tomb[128];
     cmk_err rc = cmk_s3_nonce(nonce, eb);
 
     /* expect and newver may be one and the same (store.c writes its config over the version
@@ -182,35 +201,18 @@ static cmk_err s3_rec_put(cmk_backend *b, const char *name, const void *data, si
         r.if_none_match = 1;
     else if (!any)
         r.if_match = expect->tag;
-    rc = cmk_s3_http_do(s->http, &r, eb);
-    /* A 412 after a retry may be our own first attempt's write (its answer lost, or a 500
-     * from RGW under contention that wrote nonetheless): the writer nonce tells. */
-    if (rc == CMK_E_BUSY && r.tries > 1 &&
-        cmk_s3_written_by(s, name, nonce, r.etag, sizeof(r.etag)))
-        rc = CMK_OK;
-    else if (rc == CMK_E_BUSY && r.if_none_match && !s->staged) {
-        /* Created only if absent, and something is there: a tombstone is absent, written
-         * over on its own ETag (a 412 then means another writer got there first). */
-        char tomb[128];
-        if (tombstone_etag(s, name, tomb, sizeof(tomb))) {
-            cmk_s3_req_done(&r);
-            r = (cmk_s3_req){.method = "PUT",
-                             .key = name,
-                             .body = data,
-                             .body_len = len,
-                             .writer = nonce,
-                             .if_match = tomb};
-            rc = cmk_s3_http_do(s->http, &r, eb);
-            if (rc == CMK_E_BUSY && r.tries > 1 &&
-                cmk_s3_written_by(s, name, nonce, r.etag, sizeof(r.etag)))
-                rc = CMK_OK;
-        }
-        if (rc == CMK_E_BUSY)
-            rc = cmk_errbuf_set(eb, CMK_E_BUSY, "%s/%s was changed by another process; retry",
-                                s->name, name);
-    } else if (rc == CMK_E_BUSY)
-        rc = cmk_errbuf_set(eb, CMK_E_BUSY, "%s/%s was changed by another process; retry", s->name,
-                            name);
+    rc = cmk_s3_put(s, &r, eb);
+    /* Created only if absent, and something is there: a tombstone is absent, written over on
+     * its own ETag (a 412 then means another writer got there first). */
+    if (rc == CMK_E_BUSY && r.if_none_match && !s->staged &&
+        tombstone_etag(s, name, tomb, sizeof(tomb))) {
+        cmk_s3_req_done(&r);
+        r.if_none_match = 0;
+        r.if_match = tomb;
+        rc = cmk_s3_put(s, &r, eb);
+    }
+    if (rc == CMK_E_BUSY)
+        rc = busy(s, name, eb);
     if (rc == CMK_OK) {
         cmk_s3_note_written(s, name);
         if (newver)
@@ -246,20 +248,14 @@ static cmk_err s3_rec_delete(cmk_backend *b, const char *name, const cmk_rec_ver
                      .body_len = 0,
                      .writer = nonce,
                      .if_match = expect->tag};
-    rc = cmk_s3_http_do(s->http, &r, eb);
-    if (rc == CMK_E_BUSY && r.tries > 1 &&
-        cmk_s3_written_by(s, name, nonce, r.etag, sizeof(r.etag)))
-        rc = CMK_OK;
+    rc = cmk_s3_put(s, &r, eb);
     cmk_s3_req_done(&r);
     if (rc != CMK_E_BUSY)
         return rc;
     /* 412: another version is there, or none (RGW answers If-Match on a missing key so). */
     cmk_errbuf_clear(eb);
     rc = s3_rec_get(b, name, 0, NULL, NULL, &cur, eb);
-    if (rc != CMK_OK)
-        return rc;
-    return cmk_errbuf_set(eb, CMK_E_BUSY, "%s/%s was changed by another process; retry", s->name,
-                          name);
+    return rc != CMK_OK ? rc : busy(s, name, eb);
 }
 
 struct list_ctx {
