@@ -266,6 +266,7 @@ static void *stream_main(void *arg)
     cmk_errbuf eb = {0};
     struct job *left;
     uint64_t start;
+    cmk_err rc;
     cmk_s3_req r = {.method = "GET",
                     .key = s->key,
                     .sink = stream_sink,
@@ -279,8 +280,8 @@ static void *stream_main(void *arg)
     r.range_len = s->st_end - start;
     s->st_left = r.range_len;
     /* Its error needs no report: the reads left over are retried as ranged GETs below. */
-    if (cmk_s3_http_do(s->bs->bk->http, &r, &eb) != CMK_OK)
-        r.resp_len = 0;
+    rc = cmk_s3_http_do(s->bs->bk->http, &r, &eb);
+    (void)rc;
     cmk_s3_req_done(&r);
     atomic_fetch_sub(&s->bs->streams, 1);
     /* Whatever the outcome, the stream is over: the reads it did not fill go to the workers
