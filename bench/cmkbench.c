@@ -194,8 +194,7 @@ static void set_meta(bench_ctx *c, const char *cmd, const char *data_desc)
     set_loadavg(c, "loadavg_start");
 }
 
-/* A data set in memory: generated, or a file read whole. */
-static uint8_t *gen_data(dg_shape shape, uint64_t seed, size_t n)
+uint8_t *bench_gen_data(dg_shape shape, uint64_t seed, size_t n)
 {
     uint8_t *p = bench_alloc(n);
     const size_t step = 64u << 20;
@@ -255,7 +254,7 @@ static int cmd_gen(bench_ctx *c, int argc, char **argv, int i)
     if (shape == DG_TAR && dg_init(0) != 0)
         bench_die("cannot build the generator pool");
     if (stats) {
-        uint8_t *d = gen_data((dg_shape)shape, seed, (size_t)size);
+        uint8_t *d = bench_gen_data((dg_shape)shape, seed, (size_t)size);
         ceil_cpu cc;
         if (ceil_measure_cpu(d, (size_t)size, (size_t)size, c->o.chunk, &cc) != 0)
             bench_die("measurement failed");
@@ -528,8 +527,8 @@ int main(int argc, char **argv)
         if (dg_init(0) != 0)
             bench_die("cannot build the generator pool");
         bench_log("generating %zu MiB tar-like and %zu MiB random data", n >> 20, n >> 20);
-        tar = gen_data(DG_TAR, 1, n);
-        rnd = gen_data(DG_RANDOM, 2, n);
+        tar = bench_gen_data(DG_TAR, 1, n);
+        rnd = bench_gen_data(DG_RANDOM, 2, n);
         if (strcmp(cmd, "sweep") != 0) {
             run_ceilings_common(c, rnd, n);
             if (!strcmp(cmd, "ceilings")) {
@@ -574,7 +573,7 @@ int main(int argc, char **argv)
             if (sh == DG_TAR && dg_init(0) != 0)
                 bench_die("cannot build the generator pool");
             n = (size_t)o->size;
-            d = gen_data((dg_shape)sh, sh == DG_TAR ? 1 : 2, n);
+            d = bench_gen_data((dg_shape)sh, sh == DG_TAR ? 1 : 2, n);
             snprintf(label, sizeof(label), "%s", shape_s);
         }
         run_ceilings_common(c, d, n);

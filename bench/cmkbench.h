@@ -150,5 +150,8 @@ int bench_put_buf(cmk_store *s, const uint8_t *buf, size_t n, size_t wsize,
                   char digest[CMK_DIGEST_MAX], double *commit_s);
 /* Reads the whole blob in reads of rsize into a scratch buffer; bytes read or -1. */
 int64_t bench_get_all(cmk_store *s, const char *digest, uint8_t *scratch, size_t rsize);
+/* A data set of n bytes of `shape` from `seed`, generated in memory (bench_alloc'd: the
+ * caller bench_frees it). */
+uint8_t *bench_gen_data(dg_shape shape, uint64_t seed, size_t n);
 
 #endif

@@ -428,6 +428,16 @@ static void timed_add(timed *t, double bytes, const bench_usage *u)
     bench_usage_add(&t->u, u);
 }
 
+/* Ends a timed step begun with bench_usage_get(a): its rate and usage into t. */
+static void timed_end(timed *t, double bytes, const bench_usage *a)
+{
+    bench_usage b, d;
+
+    bench_usage_get(&b);
+    bench_usage_diff(a, &b, &d);
+    timed_add(t, bytes, &d);
+}
+
 static row *timed_row(bench_ctx *c, const char *name, const char *engine, timed *t)
 {
     row *r = s3_row(c, name, engine, "MB/s", t->v, t->n);
@@ -455,7 +465,7 @@ static void big(bench_ctx *c, s3run *x, const char *label, uint8_t *data, size_t
     for (unsigned rep = 0; rep < reps; rep++) {
         char digest[CMK_DIGEST_MAX];
         cmk_errbuf eb = {0};
-        bench_usage a, b, d;
+        bench_usage a;
         size_t got = 0;
 
         /* A new blob every round, the same bytes on both sides. */
@@ -467,30 +477,22 @@ static void big(bench_ctx *c, s3run *x, const char *label, uint8_t *data, size_t
                 bench_usage_get(&a);
                 if (raw_put(x, key, data, n, &eb) != CMK_OK)
                     bench_die("raw PUT: %s", eb.msg);
-                bench_usage_get(&b);
-                bench_usage_diff(&a, &b, &d);
-                timed_add(&rp, (double)n, &d);
+                timed_end(&rp, (double)n, &a);
                 bench_usage_get(&a);
                 if (raw_get(x, key, scratch, n, &got, &eb) != CMK_OK || got != n)
                     bench_die("raw GET: %s", got != n ? "short object" : eb.msg);
-                bench_usage_get(&b);
-                bench_usage_diff(&a, &b, &d);
-                timed_add(&rg, (double)n, &d);
+                timed_end(&rg, (double)n, &a);
                 if (memcmp(scratch, data, n) != 0)
                     bench_die("raw GET returned other bytes than were PUT");
                 raw_delete(x, key);
                 /* The same bytes again, in requests shaped as the store's. */
                 bench_usage_get(&a);
                 raw_put_parallel(x, key, data, n);
-                bench_usage_get(&b);
-                bench_usage_diff(&a, &b, &d);
-                timed_add(&pp, (double)n, &d);
+                timed_end(&pp, (double)n, &a);
                 memset(scratch, 0, n);
                 bench_usage_get(&a);
                 raw_get_parallel(x, key, scratch, n);
-                bench_usage_get(&b);
-                bench_usage_diff(&a, &b, &d);
-                timed_add(&pg, (double)n, &d);
+                timed_end(&pg, (double)n, &a);
                 if (memcmp(scratch, data, n) != 0)
                     bench_die("raw ranged GETs returned other bytes than were PUT");
                 raw_delete(x, key);
@@ -498,16 +500,12 @@ static void big(bench_ctx *c, s3run *x, const char *label, uint8_t *data, size_t
                 bench_usage_get(&a);
                 if (bench_put_buf(x->s, data, n, WSIZE, digest, NULL) != 0)
                     bench_die("store put failed");
-                bench_usage_get(&b);
-                bench_usage_diff(&a, &b, &d);
-                timed_add(&sp, (double)n, &d);
+                timed_end(&sp, (double)n, &a);
                 bench_usage_get(&a);
                 int64_t g = bench_get_all(x->s, digest, scratch, WSIZE);
-                bench_usage_get(&b);
+                timed_end(&sg, (double)n, &a);
                 if (g != (int64_t)n)
                     bench_die("store get returned %lld bytes of %zu", (long long)g, n);
-                bench_usage_diff(&a, &b, &d);
-                timed_add(&sg, (double)n, &d);
                 if (cmk_delete(x->s, digest) != CMK_OK)
                     bench_log("store delete: %s", cmk_errmsg());
             }
@@ -708,16 +706,6 @@ static void small(bench_ctx *c, s3run *x, const char *label, int json, unsigned 
 
 /* ---- the run ---- */
 
-static uint8_t *gen(dg_shape shape, uint64_t seed, size_t n)
-{
-    uint8_t *p = bench_alloc(n);
-    const size_t step = 64u << 20;
-
-    for (size_t off = 0; off < n; off += step)
-        dg_fill(shape, seed, off, p + off, n - off < step ? n - off : step);
-    return p;
-}
-
 void run_s3(bench_ctx *c, const char *cmd, const char *shape)
 {
     int all = !strcmp(cmd, "all"), ceil_only = !strcmp(cmd, "ceilings");
@@ -751,7 +739,7 @@ void run_s3(bench_ctx *c, const char *cmd, const char *shape)
             if (compressible && dg_init(0) != 0)
                 bench_die("cannot build the generator pool");
             bench_log("generating %zu MiB %s data", n >> 20, label);
-            uint8_t *d = gen(compressible ? DG_TAR : DG_RANDOM, compressible ? 1 : 2, n);
+            uint8_t *d = bench_gen_data(compressible ? DG_TAR : DG_RANDOM, compressible ? 1 : 2, n);
             ceil_cpu cc;
             memset(&cc, 0, sizeof(cc));
             run_cpu_ceilings(c, label, d, n, &cc);
