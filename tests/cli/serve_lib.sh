@@ -88,6 +88,21 @@ hdr_of() {
     grep -i "^$2:" "$1" | head -1 | sed 's/^[^:]*: *//' | tr -d '\r'
 }
 
+# finish_upload LOC FIRST TOTAL REST REPO DIGEST WHOLE: PATCHes file REST as bytes
+# FIRST..TOTAL-1 of the upload session at LOC (body $B), commits it with PUT ?digest=DIGEST
+# and pulls it back from REPO, byte for byte against file WHOLE: how a resumed upload ends.
+finish_upload() {
+    local loc=$1 first=$2 total=$3 rest=$4 repo=$5 d=$6 whole=$7
+    expect_eq "$(hcurl "$B" -X PATCH -H 'Content-Type: application/octet-stream' \
+        -H "Content-Range: $first-$((total - 1))" --data-binary "@$rest" "$URL$loc")" \
+        202 "PATCH the rest"
+    expect_eq "$(hdr_of "$B.h" Range)" "0-$((total - 1))" "... Range 0-$((total - 1))"
+    expect_eq "$(hcurl "$B" -X PUT "$URL$loc?digest=$d")" 201 "PUT commits"
+    expect_eq "$(hdr_of "$B.h" Docker-Content-Digest)" "$d" "... under the blob's digest"
+    expect_eq "$(hcurl "$B" "$URL/v2/$repo/blobs/$d")" 200 "GET the blob"
+    expect_true "... byte for byte" cmp "$B" "$whole"
+}
+
 # mk_oci_layout DIR SEED [LAYER_KIB...]: writes an OCI image layout (oci-layout, index.json
 # with ref "latest", config, manifest, layers) into DIR. Each layer is a tar with one file of
 # LAYER_KIB KiB of pseudo-random data plus a compressible text file; every layer is gzip

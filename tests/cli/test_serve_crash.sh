@@ -83,14 +83,7 @@ expect_true "the log says the session was restored" \
     grep -q '1 upload session(s) restored from the last run, 0 expired' "$SRV_ERR"
 expect_eq "$(hcurl "$B" "$URL$LOC")" 204 "GET on the upload URL after the crash: 204"
 expect_eq "$(hdr_of "$B.h" Range)" "0-$((FIRST - 1))" "... Range 0-49999999"
-expect_eq "$(hcurl "$B" -X PATCH -H 'Content-Type: application/octet-stream' \
-    -H "Content-Range: $FIRST-$((TOTAL - 1))" --data-binary "@$T/rest" "$URL$LOC")" \
-    202 "PATCH the rest"
-expect_eq "$(hdr_of "$B.h" Range)" "0-$((TOTAL - 1))" "... Range 0-79999999"
-expect_eq "$(hcurl "$B" -X PUT "$URL$LOC?digest=$D")" 201 "PUT commits"
-expect_eq "$(hdr_of "$B.h" Docker-Content-Digest)" "$D" "... under the blob's digest"
-expect_eq "$(hcurl "$B" "$URL/v2/crash/app/blobs/$D")" 200 "GET the blob"
-expect_true "... byte for byte" cmp "$B" "$T/blob"
+finish_upload "$LOC" "$FIRST" "$TOTAL" "$T/rest" crash/app "$D" "$T/blob"
 expect_exit 3 cmk blob stat --store "$S" "$P1"
 expect_eq "$(parts_of "$ID" | grep -c .)" 0 "the session's parts are collected"
 # a fast push (POST, PATCH, PUT at once) is not saved with the default --upload-save-after

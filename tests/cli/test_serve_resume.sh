@@ -62,14 +62,7 @@ expect_eq "$(hdr_of "$B.h" Location)" "$LOC" "... same Location"
 expect_eq "$(hcurl "$B" -X PATCH -H "Content-Range: 10-19" --data-binary '0123456789' "$URL$LOC")" \
     416 "a chunk out of order after the restart: 416"
 expect_eq "$(hdr_of "$B.h" Range)" "0-$((FIRST - 1))" "... with the session's Range"
-expect_eq "$(hcurl "$B" -X PATCH -H 'Content-Type: application/octet-stream' \
-    -H "Content-Range: $FIRST-$((80 * 1000 * 1000 - 1))" --data-binary "@$T/rest" "$URL$LOC")" \
-    202 "PATCH the rest"
-expect_eq "$(hdr_of "$B.h" Range)" "0-$((80 * 1000 * 1000 - 1))" "... Range 0-79999999"
-expect_eq "$(hcurl "$B" -X PUT "$URL$LOC?digest=$D")" 201 "PUT commits"
-expect_eq "$(hdr_of "$B.h" Docker-Content-Digest)" "$D" "... under the blob's digest"
-expect_eq "$(hcurl "$B" "$URL/v2/res/app/blobs/$D")" 200 "GET the blob"
-expect_true "... byte for byte" cmp "$B" "$T/blob"
+finish_upload "$LOC" "$FIRST" $((80 * 1000 * 1000)) "$T/rest" res/app "$D" "$T/blob"
 expect_exit 3 cmk blob stat --store "$S" "$DP"
 ok "the saved part is collected once committed"
 expect_false "... and so is the part the PUT made of the rest" part_of "${LOC##*/}"

@@ -99,3 +99,45 @@ PY
         [ -n "$token" ] || break
     done | sort
 }
+
+# s3_uploads BUCKET PREFIX: the incomplete multipart uploads in BUCKET under PREFIX, "key id"
+# a line, sorted (ListMultipartUploads, following the markers).
+s3_uploads() {
+    local q code page
+    q="prefix=$(python3 -c 'import sys, urllib.parse
+print(urllib.parse.quote(sys.argv[1], safe=""))' "$2")&uploads="
+    while :; do
+        code=$(s3_req "$T/.s3up" GET "/$1?$q")
+        [ "$code" = 200 ] || {
+            echo "s3_uploads: listing answered $code" >&2
+            return 1
+        }
+        page=$(python3 - "$T/.s3up" "$2" <<'PY'
+import sys, urllib.parse
+import xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+for u in root.findall(ns + "Upload"):
+    print("U " + u.find(ns + "Key").text + " " + u.find(ns + "UploadId").text)
+t = root.find(ns + "IsTruncated")
+if t is not None and t.text == "true":
+    k = root.find(ns + "NextKeyMarker").text
+    i = root.find(ns + "NextUploadIdMarker")
+    q = "key-marker=" + urllib.parse.quote(k, safe="")
+    q += "&prefix=" + urllib.parse.quote(sys.argv[2], safe="")
+    if i is not None and i.text:
+        q += "&upload-id-marker=" + urllib.parse.quote(i.text, safe="")
+    print("Q " + q + "&uploads=")
+PY
+)
+        printf '%s\n' "$page" | sed -n 's/^U //p'
+        q=$(printf '%s\n' "$page" | sed -n 's/^Q //p')
+        [ -n "$q" ] || break
+    done | sort
+}
+# s3_upload_count BUCKET PREFIX: how many of them; fails (no output) if the listing fails.
+s3_upload_count() {
+    local list
+    list=$(s3_uploads "$1" "$2") || return 1
+    printf '%s' "$list" | grep -c . || true
+}

@@ -13,42 +13,7 @@ expect_eq "$(s3_mb orph)" 200 "a bucket"
 S=s3://orph/st
 unset CMKSTORE_S3_ORPHAN_GRACE
 
-# s3_uploads PREFIX: the incomplete multipart uploads of the bucket under PREFIX, "key id"
-# a line, sorted (ListMultipartUploads, following the markers).
-s3_uploads() {
-    local q code page
-    q="prefix=$(python3 -c 'import sys, urllib.parse
-print(urllib.parse.quote(sys.argv[1], safe=""))' "$1")&uploads="
-    while :; do
-        code=$(s3_req "$T/.s3up" GET "/orph?$q")
-        [ "$code" = 200 ] || {
-            echo "s3_uploads: listing answered $code" >&2
-            return 1
-        }
-        page=$(python3 - "$T/.s3up" "$1" <<'PY'
-import sys, urllib.parse
-import xml.etree.ElementTree as ET
-root = ET.parse(sys.argv[1]).getroot()
-ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
-for u in root.findall(ns + "Upload"):
-    print("U " + u.find(ns + "Key").text + " " + u.find(ns + "UploadId").text)
-t = root.find(ns + "IsTruncated")
-if t is not None and t.text == "true":
-    k = root.find(ns + "NextKeyMarker").text
-    i = root.find(ns + "NextUploadIdMarker")
-    q = "key-marker=" + urllib.parse.quote(k, safe="")
-    q += "&prefix=" + urllib.parse.quote(sys.argv[2], safe="")
-    if i is not None and i.text:
-        q += "&upload-id-marker=" + urllib.parse.quote(i.text, safe="")
-    print("Q " + q + "&uploads=")
-PY
-)
-        printf '%s\n' "$page" | sed -n 's/^U //p'
-        q=$(printf '%s\n' "$page" | sed -n 's/^Q //p')
-        [ -n "$q" ] || break
-    done | sort
-}
-count_uploads() { s3_uploads "$1" | wc -l; }
+count_uploads() { s3_upload_count orph "$1"; }
 has_uploads() { [ "$(count_uploads "$1")" = "$2" ]; }
 
 # start_upload KEY: starts a multipart upload of KEY directly; prints its upload id.
@@ -82,29 +47,29 @@ U1=$(start_upload st/data/00000000000000aa)
 expect_true "an upload under st/data/" test -n "$U1"
 expect_true "an upload under st/other/" test -n "$(start_upload st/other/x)"
 expect_true "an upload under another store's data/" test -n "$(start_upload st2/data/0000000000000001)"
-s3_uploads "" >"$T/before"
+s3_uploads orph "" >"$T/before"
 expect_eq "$(wc -l <"$T/before")" 4 "four uploads in the bucket"
 
 # ---- kept: read-only open, default grace, large grace, bad grace
 expect_ok env CMKSTORE_S3_ORPHAN_GRACE=0 "$CMKSTORE_BIN" events --store "$S"
-expect_eq "$(s3_uploads "")" "$(cat "$T/before")" "a read-only open (events, grace 0) aborts nothing"
+expect_eq "$(s3_uploads orph "")" "$(cat "$T/before")" "a read-only open (events, grace 0) aborts nothing"
 printf 'second blob' >"$T/b"
 expect_ok cmk blob put --store "$S" "$T/b"
 DB=$(cat "$OUT")
-expect_eq "$(s3_uploads "")" "$(cat "$T/before")" "a writable open with the default grace (24 h) aborts nothing"
+expect_eq "$(s3_uploads orph "")" "$(cat "$T/before")" "a writable open with the default grace (24 h) aborts nothing"
 expect_ok env CMKSTORE_S3_ORPHAN_GRACE=86400 "$CMKSTORE_BIN" blob rm --store "$S" "$DB"
-expect_eq "$(s3_uploads "")" "$(cat "$T/before")" "... nor with a grace of 86400 s"
+expect_eq "$(s3_uploads orph "")" "$(cat "$T/before")" "... nor with a grace of 86400 s"
 for bad in 1x -1 "" " 5" 99999999999999999999999; do
     expect_exit 2 env "CMKSTORE_S3_ORPHAN_GRACE=$bad" "$CMKSTORE_BIN" blob put --store "$S" "$T/b"
     expect_err_match "CMKSTORE_S3_ORPHAN_GRACE must be a number of seconds" "grace '$bad' refused clearly"
 done
 expect_exit 3 cmk blob stat --store "$S" "$DB"
-expect_eq "$(s3_uploads "")" "$(cat "$T/before")" "... and nothing changed"
+expect_eq "$(s3_uploads orph "")" "$(cat "$T/before")" "... and nothing changed"
 
 # ---- grace 0: the store's data/ uploads go, the others stay
 expect_ok env CMKSTORE_S3_ORPHAN_GRACE=0 "$CMKSTORE_BIN" blob put --store "$S" "$T/b"
 expect_eq "$(count_uploads st/data/)" 0 "a writable open with grace 0 aborts the uploads under data/"
-expect_eq "$(s3_uploads "" | cut -d' ' -f1 | tr '\n' ' ')" "st/other/x st2/data/0000000000000001 " \
+expect_eq "$(s3_uploads orph "" | cut -d' ' -f1 | tr '\n' ' ')" "st/other/x st2/data/0000000000000001 " \
     "... and only those"
 expect_eq "$(s3_req "$T/.parts" GET "/orph/st/data/00000000000000aa?uploadId=$U1")" 404 \
     "... the aborted upload is gone (NoSuchUpload)"
@@ -242,7 +207,7 @@ expect_eq "$(bucket_keys)" "$(cat "$T/keys1")" \
     "... and only those: linked data, blobs, records and other prefixes stay"
 expect_eq "$(s3_keys orph st/data/ | tr '\n' ' ')" "$(printf '%s\n' "st/$LK" "st/$LL" st/data/notours | sort | tr '\n' ' ')" \
     "st/data/ holds the two linked data objects and the name that is not the store's"
-expect_eq "$(s3_uploads "" | cut -d' ' -f1 | tr '\n' ' ')" "st/other/x st2/data/0000000000000001 " \
+expect_eq "$(s3_uploads orph "" | cut -d' ' -f1 | tr '\n' ' ')" "st/other/x st2/data/0000000000000001 " \
     "other prefixes' uploads are untouched"
 for f in linked killed; do
     expect_ok cmk blob get --store "$S" "$(oci_digest "$T/$f")" -o "$T/$f.out"

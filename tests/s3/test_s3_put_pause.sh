@@ -16,23 +16,15 @@ expect_ok cmk create --store "$S"
 gen_random paused 20000000 "$T/data"
 DIGEST=$(oci_digest "$T/data")
 # Where the writer pauses: 16 chunks of 1 MiB (the store's default), the 16th complete only
-# with the last of these bytes (a chunk is sealed once the next byte arrives). With 8 MiB parts
-# (the first, header and 8 MiB, is sent last) the 16th chunk's record fills the second part,
-# which starts the multipart upload. Before the put handed over what it had sealed when its
-# input paused, that chunk was sealed after the put's last write and waited for the next one:
-# no upload while paused (and with a slow machine several chunks more could wait).
+# with the last of these bytes (a chunk is sealed once the next byte arrives); past the size
+# at which the store starts its multipart upload (header + 9 MiB: the first part, header and
+# 5 MiB, is sent last, and the upload starts once the second holds 4 MiB). Before the put
+# handed over what it had sealed when its input paused, the chunks sealed last waited in
+# memory for the next write: no upload while paused.
 PAUSE_AT=$((16 * 1048576 + 84))
 
 # count_uploads: the incomplete multipart uploads under the store's data/.
-count_uploads() {
-    local code
-    code=$(s3_req "$T/.up" GET "/pause?uploads=")
-    [ "$code" = 200 ] || {
-        echo "count_uploads: listing answered $code" >&2
-        return 1
-    }
-    { grep -o '<Key>st/data/[0-9a-f]*</Key>' "$T/.up" || true; } | wc -l
-}
+count_uploads() { s3_upload_count pause st/data/; }
 has_uploads() { [ "$(count_uploads)" = "$1" ]; }
 count_blobs() { s3_keys pause st/blobs/ | wc -l; }
 
