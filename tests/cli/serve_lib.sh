@@ -88,6 +88,24 @@ hdr_of() {
     grep -i "^$2:" "$1" | head -1 | sed 's/^[^:]*: *//' | tr -d '\r'
 }
 
+# upload_parts STORE ID [1]: the digests of the stored blobs in STORE holding parts of upload
+# session ID (their bytes end with the line "cmkstore upload part ID <16 hex>", 71 bytes), one
+# a line; the bytes of the last one found are left in $T/part. With 1: the first only. Fails
+# if there is none.
+upload_parts() {
+    local d found=1
+    for d in $(cmk blob ls --store "$1" | jq -r '.[]' | sort); do
+        cmk blob get --store "$1" "$d" >"$T/part.tmp" || continue
+        if [ "$(tail -c 71 "$T/part.tmp" | head -c 54)" == "cmkstore upload part $2 " ]; then
+            mv "$T/part.tmp" "$T/part"
+            echo "$d"
+            found=0
+            [ "${3:-}" != 1 ] || break
+        fi
+    done
+    return $found
+}
+
 # finish_upload LOC FIRST TOTAL REST REPO DIGEST WHOLE: PATCHes file REST as bytes
 # FIRST..TOTAL-1 of the upload session at LOC (body $B), commits it with PUT ?digest=DIGEST
 # and pulls it back from REPO, byte for byte against file WHOLE: how a resumed upload ends.

@@ -21,18 +21,8 @@ D=$(oci_digest "$T/blob")
 slice "$T/blob" 0 "$FIRST" >"$T/first"
 slice "$T/blob" "$FIRST" $((TOTAL - FIRST)) >"$T/rest"
 
-blobs() { cmk blob ls --store "$S" | jq -r '.[]' | sort; }
-# parts_of ID: the digests of the stored blobs holding parts of upload session ID (their
-# bytes end with the line "cmkstore upload part ID <16 hex>", 71 bytes).
-parts_of() {
-    local d
-    for d in $(blobs); do
-        cmk blob get --store "$S" "$d" >"$T/part" || continue
-        if [ "$(tail -c 71 "$T/part" | head -c 54)" == "cmkstore upload part $1 " ]; then
-            echo "$d"
-        fi
-    done
-}
+# parts_of ID: the stored parts of upload session ID (none is no error here).
+parts_of() { upload_parts "$S" "$1" || true; }
 # saved_total: cmkstore_uploads_saved_total of the running server.
 saved_total() { curl -sS "$URL/metrics" | sed -n 's/^cmkstore_uploads_saved_total //p'; }
 saved_at_least() { [ "$(saved_total)" -ge "$1" ]; }

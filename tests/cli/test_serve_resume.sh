@@ -16,20 +16,9 @@ gen_random resume-blob $((80 * 1000 * 1000)) "$T/blob"
 D=$(oci_digest "$T/blob")
 slice "$T/blob" 0 "$FIRST" >"$T/first"
 slice "$T/blob" "$FIRST" $((80 * 1000 * 1000 - FIRST)) >"$T/rest"
-blobs() { cmk blob ls --store "$S" | jq -r '.[]' | sort; }
-# part_of ID: the digest of the stored blob holding a part of upload session ID (its bytes end
-# with the line "cmkstore upload part ID <16 hex>", 71 bytes), copied to $T/part.
-part_of() {
-    local d
-    for d in $(blobs); do
-        cmk blob get --store "$S" "$d" >"$T/part" || continue
-        if [ "$(tail -c 71 "$T/part" | head -c 54)" == "cmkstore upload part $1 " ]; then
-            echo "$d"
-            return 0
-        fi
-    done
-    return 1
-}
+# part_of ID: the digest of a stored part of upload session ID, its bytes in $T/part; fails
+# if there is none.
+part_of() { upload_parts "$S" "$1" 1; }
 
 # ---- PATCH 50 MB, then a graceful restart
 start_server r1 --store "$S" --instance rs
